@@ -1,0 +1,40 @@
+# nbo - developer commands. `make demo` and `make test` work on a fresh machine with Python 3.11.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_DIR ?= demo
+
+.PHONY: install demo test bench lock clean
+
+install: $(STAMP)
+
+# Re-runs only when the dependency list or the lock changes: idempotent.
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	@$(BIN)/python -c "import nbo, features, training, serving, lightgbm, mlflow, bentoml" \
+		|| { echo "install failed"; exit 1; }
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "redis-server not found: installing it from the system packages (tests that need it skip otherwise)"; \
+		(apt-get install -y -qq redis-server >/dev/null 2>&1 || sudo -n apt-get install -y -qq redis-server >/dev/null 2>&1) || \
+		echo "could not install redis-server; Redis tests will be skipped with a reason"; }
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/nbo demo --dir $(DEMO_DIR)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+# Regenerate the pinned versions from the current environment (after a deliberate upgrade).
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v "^-e" > constraints.txt
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,14 @@
+"""The `nbo` command line: one Typer app, one module per group of subcommands.
+
+Every subcommand turns an `NboError` into a one-line message on stderr and exit status 2: users
+see what is wrong with their input, never a traceback.
+"""
+
+from __future__ import annotations
+
+from nbo.cli._app import app, main
+
+# Importing a module registers its commands on `app`.
+from nbo.cli import data as _data  # noqa: E402,F401
+
+__all__ = ["app", "main"]

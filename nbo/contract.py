@@ -1,0 +1,208 @@
+"""The data contract: the five tables nbo reads, declared once.
+
+Each table is a `TableSpec` of typed columns with their allowed values and its key. The loader
+(`nbo.data`) checks files against these specs; docs/data.md documents the same specs with an
+example row each. Timestamps are UTC: tz-aware values are converted to UTC and stored tz-naive;
+tz-naive values are taken as UTC; a column that mixes the two is rejected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from nbo.vocab import (
+    AGE_BANDS,
+    CONTACT_CHANNELS,
+    EVENT_CHANNELS,
+    EVENT_TYPES,
+    OFFER_KINDS,
+    OUTCOMES,
+)
+
+ColumnKind = Literal["str", "ts", "float", "bool", "int", "channels"]
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column: its kind, whether it may be empty, and the values it may take."""
+
+    name: str
+    kind: ColumnKind
+    nullable: bool = False
+    allowed: tuple[str, ...] | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    max_length: int | None = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table: its columns (extra columns are kept and ignored) and its unique key."""
+
+    name: str
+    columns: tuple[ColumnSpec, ...]
+    key: tuple[str, ...] = ()
+    doc: str = ""
+    example: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> ColumnSpec:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+
+ID_MAX = 128
+
+CUSTOMERS = TableSpec(
+    name="customers",
+    doc="One row per customer, what a marketer knows at signup.",
+    key=("customer_id",),
+    columns=(
+        ColumnSpec("customer_id", "str", max_length=ID_MAX, doc="Stable pseudonymous id."),
+        ColumnSpec("signup_ts", "ts", doc="When the relationship started (UTC)."),
+        ColumnSpec("region", "str", max_length=64, doc="Free text region code, e.g. `north`."),
+        ColumnSpec("age_band", "str", nullable=True, allowed=AGE_BANDS, doc="Declared age band."),
+        ColumnSpec(
+            "acquisition_channel",
+            "str",
+            allowed=EVENT_CHANNELS,
+            doc="Where the customer signed up.",
+        ),
+        ColumnSpec("loyalty_member", "bool", doc="Joined the loyalty programme at signup."),
+    ),
+    example={
+        "customer_id": "c000042",
+        "signup_ts": "2025-03-14T10:22:00Z",
+        "region": "north",
+        "age_band": "35-44",
+        "acquisition_channel": "web",
+        "loyalty_member": True,
+    },
+)
+
+CONSENTS = TableSpec(
+    name="consents",
+    doc=(
+        "Consent changes. At a given time the latest row per (customer, channel) wins; no row "
+        "means no consent on channels that need opt-in (email, sms, push by default)."
+    ),
+    key=("customer_id", "channel", "ts"),
+    columns=(
+        ColumnSpec("customer_id", "str", max_length=ID_MAX),
+        ColumnSpec("channel", "str", allowed=CONTACT_CHANNELS),
+        ColumnSpec("granted", "bool", doc="True for an opt-in, False for a withdrawal."),
+        ColumnSpec("ts", "ts"),
+    ),
+    example={"customer_id": "c000042", "channel": "email", "granted": True, "ts": "2025-03-14T10:22:00Z"},
+)
+
+EVENTS = TableSpec(
+    name="events",
+    doc="One log of online and offline behaviour.",
+    columns=(
+        ColumnSpec("customer_id", "str", max_length=ID_MAX),
+        ColumnSpec("ts", "ts"),
+        ColumnSpec("channel", "str", allowed=EVENT_CHANNELS),
+        ColumnSpec("type", "str", allowed=EVENT_TYPES),
+        ColumnSpec("category", "str", nullable=True, max_length=64, doc="Product category, open vocabulary."),
+        ColumnSpec("product_id", "str", nullable=True, max_length=ID_MAX),
+        ColumnSpec(
+            "amount",
+            "float",
+            nullable=True,
+            min_value=0.0,
+            doc="Purchase amount (currency units); empty for other types. A purchase with an "
+            "empty amount counts as a purchase with no spend.",
+        ),
+    ),
+    example={
+        "customer_id": "c000042",
+        "ts": "2025-06-01T18:03:11Z",
+        "channel": "web",
+        "type": "purchase",
+        "category": "travel",
+        "product_id": "p-travel-017",
+        "amount": 129.9,
+    },
+)
+
+OFFERS = TableSpec(
+    name="offers",
+    doc="The offer catalogue.",
+    key=("offer_id",),
+    columns=(
+        ColumnSpec("offer_id", "str", max_length=ID_MAX),
+        ColumnSpec("name", "str", max_length=256),
+        ColumnSpec("category", "str", max_length=64),
+        ColumnSpec("kind", "str", allowed=OFFER_KINDS),
+        ColumnSpec(
+            "channels",
+            "channels",
+            doc="Channels the offer may be made on: a list in Parquet, `web|email` in CSV.",
+        ),
+        ColumnSpec("value", "float", min_value=0.0, doc="Margin earned if accepted (currency units)."),
+        ColumnSpec("cost", "float", min_value=0.0, doc="Cost of one contact (currency units)."),
+        ColumnSpec("valid_from", "ts"),
+        ColumnSpec("valid_to", "ts"),
+        ColumnSpec(
+            "eligibility",
+            "str",
+            nullable=True,
+            max_length=4096,
+            doc="A rule over customer features and context; empty means everyone.",
+        ),
+    ),
+    example={
+        "offer_id": "o-travel-city",
+        "name": "City break -20%",
+        "category": "travel",
+        "kind": "cross_sell",
+        "channels": ["web", "app", "email"],
+        "value": 40.0,
+        "cost": 0.05,
+        "valid_from": "2025-01-01T00:00:00Z",
+        "valid_to": "2026-12-31T23:59:59Z",
+        "eligibility": "tenure_days > 30",
+    },
+)
+
+CONTACTS = TableSpec(
+    name="contacts",
+    doc="Every offer shown or sent, with the probability with which the deciding policy chose it.",
+    key=("decision_id", "offer_id"),
+    columns=(
+        ColumnSpec("decision_id", "str", max_length=ID_MAX),
+        ColumnSpec("customer_id", "str", max_length=ID_MAX),
+        ColumnSpec("offer_id", "str", max_length=ID_MAX),
+        ColumnSpec("channel", "str", allowed=CONTACT_CHANNELS),
+        ColumnSpec("ts", "ts"),
+        ColumnSpec(
+            "propensity",
+            "float",
+            min_value=0.0,
+            max_value=1.0,
+            doc="Probability in (0, 1] with which the logging policy chose this offer.",
+        ),
+        ColumnSpec("outcome", "str", allowed=OUTCOMES),
+        ColumnSpec("outcome_ts", "ts", nullable=True, doc="When the outcome was observed; empty while pending."),
+    ),
+    example={
+        "decision_id": "d-000000017",
+        "customer_id": "c000042",
+        "offer_id": "o-travel-city",
+        "channel": "email",
+        "ts": "2025-06-02T09:00:00Z",
+        "propensity": 0.125,
+        "outcome": "accepted",
+        "outcome_ts": "2025-06-03T20:14:00Z",
+    },
+)
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in (CUSTOMERS, CONSENTS, EVENTS, OFFERS, CONTACTS)}

@@ -1,0 +1,1 @@
+"""Shared fixtures: seeded generators of small data, real components only."""
