@@ -110,24 +110,23 @@ def _first_line(exc: BaseException) -> str:
 
 def _example(values: pd.Series) -> str:
     value = values.iloc[0]
-    text = repr(value) if not isinstance(value, str) else repr(value[:60])
-    return text
+    if hasattr(value, "item"):
+        value = value.item()
+    return repr(value[:60]) if isinstance(value, str) else repr(value)
 
 
 def _fail(spec: TableSpec, col: ColumnSpec, bad: pd.Series, what: str) -> DataError:
-    n = int(len(bad))
-    rows = "row" if n == 1 else "rows"
-    return DataError(spec.name, f"{n} {rows} {what}, e.g. {_example(bad)}", column=col.name)
+    return DataError(spec.name, f"{len(bad)} row(s) {what}, e.g. {_example(bad)}", column=col.name)
 
 
 def _as_str(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:
     if raw.dtype == object:
         non_str = raw[raw.notna() & ~raw.map(lambda v: isinstance(v, str))]
         if len(non_str):
-            raise _fail(spec, col, non_str, "are not text")
+            raise _fail(spec, col, non_str, "have a value that is not text")
     elif not (pd.api.types.is_string_dtype(raw.dtype) or raw.isna().all()):
         if pd.api.types.is_float_dtype(raw.dtype) or pd.api.types.is_bool_dtype(raw.dtype):
-            raise _fail(spec, col, raw.dropna(), f"have type {raw.dtype}, expected text")
+            raise _fail(spec, col, raw.dropna(), f"have type {raw.dtype} instead of text")
         raw = raw.astype(object).where(raw.notna(), None).map(lambda v: v if v is None else str(v))
     out = raw.astype(STR_DTYPE)
     if col.allowed is not None:
@@ -137,35 +136,35 @@ def _as_str(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:
         unknown = [u for u in uniques if u not in allowed]
         if unknown:
             bad = present[present.isin(unknown)]
-            raise _fail(spec, col, bad, f"with a value outside {{{', '.join(col.allowed)}}}")
+            raise _fail(spec, col, bad, f"have a value outside {{{', '.join(col.allowed)}}}")
     if col.max_length is not None:
         lengths = out.str.len()
         too_long = out[lengths > col.max_length]
         if len(too_long):
-            raise _fail(spec, col, too_long, f"longer than {col.max_length} characters")
+            raise _fail(spec, col, too_long, f"have a value longer than {col.max_length} characters")
     if not col.nullable:
         empty = out.isna() | (out.str.strip() == "")
         if empty.any():
-            raise _fail(spec, col, raw[empty].fillna("<empty>"), "are empty")
+            raise _fail(spec, col, raw[empty].fillna("<empty>"), "have an empty value")
     return out
 
 
 def _as_float(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:
     if pd.api.types.is_bool_dtype(raw.dtype):
-        raise _fail(spec, col, raw, "are booleans, expected numbers")
+        raise _fail(spec, col, raw, "have a boolean instead of a number")
     num = pd.to_numeric(raw, errors="coerce") if not pd.api.types.is_numeric_dtype(raw.dtype) else raw
     num = num.astype("float64")
     unparseable = num.isna() & raw.notna()
     if unparseable.any():
-        raise _fail(spec, col, raw[unparseable], "are not numbers")
+        raise _fail(spec, col, raw[unparseable], "have a value that is not a number")
     if np.isinf(num).any():
-        raise _fail(spec, col, raw[np.isinf(num)], "are infinite")
+        raise _fail(spec, col, raw[np.isinf(num)], "have an infinite value")
     if not col.nullable and num.isna().any():
-        raise _fail(spec, col, raw[num.isna()].fillna("<empty>").astype(str), "are empty")
+        raise _fail(spec, col, raw[num.isna()].fillna("<empty>").astype(str), "have an empty value")
     if col.min_value is not None and (num < col.min_value).any():
-        raise _fail(spec, col, num[num < col.min_value], f"are below {col.min_value:g}")
+        raise _fail(spec, col, num[num < col.min_value], f"have a value below {col.min_value:g}")
     if col.max_value is not None and (num > col.max_value).any():
-        raise _fail(spec, col, num[num > col.max_value], f"are above {col.max_value:g}")
+        raise _fail(spec, col, num[num > col.max_value], f"have a value above {col.max_value:g}")
     return num
 
 
@@ -176,7 +175,7 @@ def _as_bool(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:
     truth = text.map(lambda v: True if v in _TRUE else (False if v in _FALSE else None))
     bad = truth.isna()
     if bad.any():
-        raise _fail(spec, col, raw[bad].fillna("<empty>"), "are not booleans (true/false)")
+        raise _fail(spec, col, raw[bad].fillna("<empty>"), "have a value that is not a boolean (true/false)")
     return truth.astype(bool)
 
 
@@ -186,31 +185,36 @@ def _as_ts(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:
     elif pd.api.types.is_datetime64_dtype(raw.dtype):
         out = raw
     elif pd.api.types.is_numeric_dtype(raw.dtype) and not raw.isna().all():
-        raise _fail(spec, col, raw.dropna(), "are numbers, expected ISO-8601 timestamps")
+        raise _fail(spec, col, raw.dropna(), "have a number instead of an ISO-8601 timestamp")
     else:
         text = raw.astype(object).where(raw.notna(), None)
-        present = text.dropna().astype(str)
+        present = text.dropna().astype(str).str.strip()
         aware = present.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
-        if aware.any() and not aware.all():
-            raise _fail(
-                spec,
-                col,
-                present[~aware] if (~aware).sum() <= aware.sum() else present[aware],
-                "mix timezone-aware and naive timestamps",
-            )
-        try:
-            parsed = pd.to_datetime(present, utc=True, errors="coerce", format="ISO8601")
-        except (ValueError, TypeError):
-            parsed = pd.to_datetime(present, utc=True, errors="coerce", format="mixed")
+        parsed = pd.Series(pd.NaT, index=present.index, dtype="datetime64[ns, UTC]")
+        for mask in (aware, ~aware):
+            if mask.any():
+                parsed.loc[mask] = _parse_ts(present[mask])
         bad = parsed.isna()
         if bad.any():
-            raise _fail(spec, col, present[bad], "are not parseable timestamps")
+            raise _fail(spec, col, present[bad], "have a value that is not a parseable timestamp")
+        if aware.any() and not aware.all():
+            minority = present[~aware] if (~aware).sum() <= aware.sum() else present[aware]
+            raise _fail(
+                spec, col, minority, "mix timezone-aware and naive timestamps (the column must be one or the other)"
+            )
         out = pd.Series(pd.NaT, index=raw.index, dtype=TS_DTYPE)
         out.loc[present.index] = parsed.dt.tz_localize(None).astype(TS_DTYPE)
     out = out.astype(TS_DTYPE)
     if not col.nullable and out.isna().any():
-        raise _fail(spec, col, raw[out.isna()].astype(object).fillna("<empty>"), "are empty")
+        raise _fail(spec, col, raw[out.isna()].astype(object).fillna("<empty>"), "have an empty value")
     return out
+
+
+def _parse_ts(text: pd.Series) -> pd.Series:
+    try:
+        return pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    except (ValueError, TypeError):
+        return pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
 
 
 def _as_channels(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:

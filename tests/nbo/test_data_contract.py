@@ -1,0 +1,162 @@
+"""Every rule of the data contract, fed bad data: the message names table, column, count, example."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from nbo.cli import app
+from nbo.data import load_dataset, write_dataset
+from nbo.errors import DataError
+
+from tests.nbo.tiny_data import tiny_dataset, write_tiny_csv
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def csv_dir(tmp_path: Path) -> Path:
+    return write_tiny_csv(tmp_path / "data")
+
+
+def _edit(directory: Path, table: str, edit) -> None:
+    path = directory / f"{table}.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = edit(frame)
+    frame.to_csv(path, index=False)
+
+
+def _error(directory: Path) -> str:
+    with pytest.raises(DataError) as info:
+        load_dataset(directory)
+    return str(info.value)
+
+
+def test_valid_directory_loads_with_contract_types(csv_dir: Path) -> None:
+    data = load_dataset(csv_dir)
+    assert str(data.events["ts"].dtype) == "datetime64[ns]"
+    assert data.consents["granted"].dtype == bool
+    assert data.offers["channels"].iloc[0] == ("web", "app", "email")
+    assert data.events["amount"].dtype == "float64"
+
+
+def test_parquet_and_csv_give_the_same_tables(tmp_path: Path) -> None:
+    data = tiny_dataset()
+    write_dataset(data, tmp_path / "pq", "parquet")
+    write_dataset(data, tmp_path / "csv", "csv")
+    a, b = load_dataset(tmp_path / "pq"), load_dataset(tmp_path / "csv")
+    for name in ("customers", "consents", "events", "offers", "contacts"):
+        pd.testing.assert_frame_equal(a.table(name), b.table(name), check_dtype=False)
+
+
+@pytest.mark.parametrize(
+    ("table", "edit", "expected"),
+    [
+        ("customers", lambda f: f.drop(columns=["region"]), "customers: missing column(s) region"),
+        ("events", lambda f: f.assign(channel=["fax"] + list(f["channel"][1:])), "events.channel: 1 row(s) have a value outside"),
+        ("events", lambda f: f.assign(amount=["-5"] + list(f["amount"][1:])), "events.amount: 1 row(s) have a value below 0, e.g. -5.0"),
+        ("events", lambda f: f.assign(amount=["ten"] + list(f["amount"][1:])), "events.amount: 1 row(s) have a value that is not a number, e.g. 'ten'"),
+        ("customers", lambda f: pd.concat([f, f.iloc[[0]]]), "customers: 1 duplicate key row(s) on (customer_id), e.g. 'c1'"),
+        ("events", lambda f: f.assign(ts=["yesterday"] + list(f["ts"][1:])), "events.ts: 1 row(s) have a value that is not a parseable timestamp, e.g. 'yesterday'"),
+        ("events", lambda f: f.assign(ts=["2025-01-02T00:00:00"] + list(f["ts"][1:])), "events.ts: 1 row(s) mix timezone-aware and naive timestamps"),
+        ("contacts", lambda f: f.assign(offer_id=["o-ghost"] + list(f["offer_id"][1:])), "contacts.offer_id: 1 row(s) for an offer not in offers, e.g. 'o-ghost'"),
+        ("events", lambda f: f.assign(customer_id=["c-ghost"] + list(f["customer_id"][1:])), "events.customer_id: 1 row(s) for a customer not in customers"),
+        ("consents", lambda f: f.assign(granted=["maybe"] + list(f["granted"][1:])), "consents.granted: 1 row(s) have a value that is not a boolean"),
+        ("offers", lambda f: f.assign(channels=["web|fax"] + list(f["channels"][1:])), "offers.channels: 1 row(s) name a channel outside"),
+        ("offers", lambda f: f.assign(kind=["freebie"] + list(f["kind"][1:])), "offers.kind: 1 row(s) have a value outside"),
+        ("contacts", lambda f: f.assign(propensity=["1.5"] + list(f["propensity"][1:])), "contacts.propensity: 1 row(s) have a value above 1"),
+        ("contacts", lambda f: f.assign(outcome=["loved_it"] + list(f["outcome"][1:])), "contacts.outcome: 1 row(s) have a value outside"),
+        ("customers", lambda f: f.assign(customer_id=[""] + list(f["customer_id"][1:])), "customers.customer_id: 1 row(s) have an empty value"),
+        ("customers", lambda f: f.assign(customer_id=["x" * 500] + list(f["customer_id"][1:])), "longer than 128 characters"),
+    ],
+)
+def test_bad_data_is_named(csv_dir: Path, table: str, edit, expected: str) -> None:
+    _edit(csv_dir, table, edit)
+    assert expected in _error(csv_dir)
+
+
+def test_missing_file_is_named(csv_dir: Path) -> None:
+    (csv_dir / "offers.csv").unlink()
+    assert "offers: no offers.parquet or offers.csv" in _error(csv_dir)
+
+
+def test_truncated_parquet_is_refused(tmp_path: Path) -> None:
+    write_dataset(tiny_dataset(), tmp_path, "parquet")
+    path = tmp_path / "events.parquet"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert "events: events.parquet is not a readable Parquet file" in _error(tmp_path)
+
+
+def test_empty_and_non_utf8_files_are_refused(csv_dir: Path) -> None:
+    (csv_dir / "events.csv").write_bytes(b"")
+    assert "events: events.csv is empty" in _error(csv_dir)
+    (csv_dir / "events.csv").write_bytes("customer_id,ts\nc\xe9,x\n".encode("latin-1"))
+    assert "events: events.csv is not valid UTF-8" in _error(csv_dir)
+
+
+def test_parquet_with_wrong_types_is_refused(tmp_path: Path) -> None:
+    write_dataset(tiny_dataset(), tmp_path, "parquet")
+    table = pq.read_table(tmp_path / "customers.parquet")
+    table = table.set_column(
+        table.schema.get_field_index("signup_ts"), "signup_ts", pa.array([1.5] * table.num_rows)
+    )
+    pq.write_table(table, tmp_path / "customers.parquet")
+    assert "customers.signup_ts" in _error(tmp_path)
+
+
+def test_validate_command_exit_codes(csv_dir: Path) -> None:
+    ok = runner.invoke(app, ["validate", "--data", str(csv_dir)])
+    assert ok.exit_code == 0, ok.output
+    assert "valid" in ok.output
+    _edit(csv_dir, "events", lambda f: f.assign(type=["teleport"] + list(f["type"][1:])))
+    bad = runner.invoke(app, ["validate", "--data", str(csv_dir)])
+    assert bad.exit_code == 2
+    assert "events.type" in bad.output
+    assert "Traceback" not in bad.output
+
+
+def test_docs_describe_every_column() -> None:
+    from nbo.contract import TABLES
+
+    doc = (Path(__file__).parents[2] / "docs" / "data.md").read_text()
+    for spec in TABLES.values():
+        assert f"## `{spec.name}`" in doc
+        for col in spec.columns:
+            assert f"`{col.name}`" in doc, (spec.name, col.name)
+
+
+def test_for_customers_keeps_only_their_rows(csv_dir: Path) -> None:
+    data = load_dataset(csv_dir).for_customers(["c1"])
+    assert set(data.events["customer_id"]) == {"c1"}
+    assert set(data.customers["customer_id"]) == {"c1"}
+    assert len(data.offers) == 2
+
+
+def test_copy_unchanged_after_failed_load(csv_dir: Path, tmp_path: Path) -> None:
+    """Validation reads only: a refused directory is left exactly as it was."""
+    _edit(csv_dir, "events", lambda f: f.assign(channel=["fax"] + list(f["channel"][1:])))
+    before = {p.name: p.read_bytes() for p in csv_dir.iterdir()}
+    _error(csv_dir)
+    assert before == {p.name: p.read_bytes() for p in csv_dir.iterdir()}
+    shutil.rmtree(csv_dir)
+
+
+def test_docs_are_generated_from_the_contract() -> None:
+    from nbo.contract_doc import render_markdown
+
+    doc = (Path(__file__).parents[2] / "docs" / "data.md").read_text()
+    assert doc == render_markdown(), "docs/data.md is stale: python -m nbo.contract_doc > docs/data.md"
+
+
+def test_examples_are_valid_rows() -> None:
+    from nbo.contract import TABLES
+    from nbo.data import validate_frame
+
+    for spec in TABLES.values():
+        validate_frame(spec, pd.DataFrame([spec.example]))
