@@ -1,0 +1,101 @@
+"""One evaluation report per run: metrics vs baselines, charts, importance, per-stage metrics, truth.
+
+The report is a plain object (metrics dict, tables, figures) so the CLI prints it, MLflow stores
+it, and the model-report notebook shows the same thing from a run id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_auc_score
+
+from training.metrics import (
+    binary_metrics,
+    calibration_chart,
+    calibration_error,
+    cumulative_gains_chart,
+    importance_chart,
+)
+
+
+@dataclass
+class Report:
+    """What one training run learned about its model, on its validation period."""
+
+    model: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    by_stage: pd.DataFrame = field(default_factory=pd.DataFrame)
+    importance: pd.DataFrame = field(default_factory=pd.DataFrame)
+    figures: dict[str, Figure] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        shown = self.table.copy()
+        return f"{self.model}: validation metrics\n" + shown.to_string(float_format=lambda v: f"{v:.4f}")
+
+
+def build_report(
+    model: str,
+    y: np.ndarray,
+    scores: dict[str, np.ndarray],
+    feature_names: list[str],
+    gain: np.ndarray,
+    contributions: np.ndarray,
+    stages: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+) -> Report:
+    """Evaluate `scores['lightgbm']` against the other scores (baselines) on labels `y`.
+
+    `contributions` are LightGBM `pred_contrib` values (n × (features + 1)); `stages` the lifecycle
+    stage of each row; `truth` the simulator's true probability of each row when known.
+    """
+    y = np.asarray(y, dtype=float)
+    rows = {name: binary_metrics(y, p).as_dict() for name, p in scores.items()}
+    for name, p in scores.items():
+        rows[name]["calibration_error"] = calibration_error(y, p)
+    if truth is not None:
+        rows["truth (ceiling)"] = binary_metrics(y, truth).as_dict()
+        rows["truth (ceiling)"]["calibration_error"] = calibration_error(y, truth)
+    table = pd.DataFrame(rows).T[["auc", "pr_auc", "log_loss", "brier", "lift_top_decile",
+                                  "capture_top_decile", "calibration_error"]]
+    metrics = {f"{k}": float(v) for k, v in rows["lightgbm"].items()}
+    for name, row in rows.items():
+        if name == "lightgbm":
+            continue
+        key = name.split(" ")[0]
+        for m in ("auc", "brier", "log_loss"):
+            metrics[f"{key}_{m}"] = float(row[m])
+    if truth is not None:
+        metrics["truth_correlation"] = float(np.corrcoef(scores["lightgbm"], truth)[0, 1]) if len(y) > 1 else float("nan")
+        metrics["truth_auc"] = float(roc_auc_score(y, truth)) if 0 < y.sum() < len(y) else float("nan")
+        metrics["auc_gap_to_truth"] = metrics["truth_auc"] - metrics["auc"]
+
+    shap_abs = np.abs(contributions[:, :-1]).mean(axis=0) if len(contributions) else np.zeros(len(feature_names))
+    importance = pd.DataFrame(
+        {"feature": feature_names, "gain": gain, "mean_abs_shap": shap_abs}
+    ).sort_values("mean_abs_shap", ascending=False, ignore_index=True)
+
+    by_stage = pd.DataFrame()
+    if stages is not None and len(stages):
+        parts = []
+        for stage in sorted(pd.unique(stages)):
+            mask = stages == stage
+            m = binary_metrics(y[mask], scores["lightgbm"][mask])
+            parts.append({"stage": stage, "n": m.n, "positive_rate": m.positives / max(m.n, 1),
+                          "auc": m.auc, "brier": m.brier, "mean_prediction": float(scores["lightgbm"][mask].mean())})
+        by_stage = pd.DataFrame(parts).set_index("stage")
+
+    curves = dict(scores)
+    if truth is not None:
+        curves["truth"] = truth
+    figures = {
+        "cumulative_gains.png": cumulative_gains_chart(y, curves, f"{model}: cumulative gains"),
+        "calibration.png": calibration_chart(y, curves, f"{model}: reliability"),
+        "importance.png": importance_chart(feature_names, np.asarray(gain, float), shap_abs, f"{model}: importance"),
+    }
+    return Report(model=model, metrics=metrics, table=table, by_stage=by_stage, importance=importance,
+                  figures=figures)
