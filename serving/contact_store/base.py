@@ -1,0 +1,195 @@
+"""The contact store interface and the cap logic shared by every backend.
+
+A *contact* is one answer with at least one offer on one channel (one e-mail, one banner slot...),
+whatever the number of offers in it: channel and outbound caps count contacts. A *show* is one
+offer in one contact: the per-offer cap counts shows. A contact counts from the moment it is
+reserved; feedback never removes it (a reservation never confirmed is still a contact).
+Declines are kept apart from outcomes, so later feedback never lifts a cooldown.
+
+All times are UTC. `now` may be a tz-aware datetime (converted to UTC) or a naive one (taken as
+UTC), or a pandas Timestamp; stores keep epoch seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from serving.policy import ContactPolicy
+
+DAY = 86_400.0
+#: Outcomes a caller may report (`pending` is the state of a fresh reservation).
+FEEDBACK_OUTCOMES: frozenset[str] = frozenset({"accepted", "declined", "ignored", "clicked"})
+
+
+def to_epoch(ts: datetime) -> float:
+    """Seconds since 1970-01-01 UTC; naive datetimes are UTC."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.timestamp()
+
+
+def from_epoch(seconds: float) -> datetime:
+    """A naive UTC datetime (the convention of nbo's tables)."""
+    return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class OfferRef:
+    """An offer to reserve: its id and its category (for category cooldowns)."""
+
+    offer_id: str
+    category: str
+
+
+@dataclass(frozen=True)
+class ReserveResult:
+    """What the store recorded: `reserved` offers (in the order given) and the refused ones."""
+
+    decision_id: str
+    reserved: tuple[OfferRef, ...]
+    refused: tuple[tuple[str, str], ...]  # (offer_id, reason code)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.reserved)
+
+
+@dataclass(frozen=True)
+class ContactRecord:
+    """One show as recorded by the store (epoch seconds)."""
+
+    decision_id: str
+    offer_id: str
+    category: str
+    channel: str
+    ts: float
+
+
+@dataclass(frozen=True)
+class ContactHistory:
+    """A customer's recent contacts (within the store's horizon) and their last declines."""
+
+    customer_id: str
+    now: float
+    contacts: tuple[ContactRecord, ...] = ()
+    last_decline_offer: Mapping[str, float] = field(default_factory=dict)
+    last_decline_category: Mapping[str, float] = field(default_factory=dict)
+
+    def channel_count(self, channels: Iterable[str], days: float) -> int:
+        """Distinct contacts on any of `channels` in the last `days` days."""
+        since = self.now - days * DAY
+        chans = set(channels)
+        return len({c.decision_id for c in self.contacts if c.channel in chans and c.ts > since})
+
+    def offer_shows(self, offer_id: str, days: float) -> int:
+        """Shows of `offer_id` (any channel) in the last `days` days."""
+        since = self.now - days * DAY
+        return sum(1 for c in self.contacts if c.offer_id == offer_id and c.ts > since)
+
+
+def decision_refusal(history: ContactHistory, channel: str, policy: ContactPolicy) -> str | None:
+    """The reason code if the channel or outbound cap forbids any contact now, else None."""
+    cap = policy.caps.get(channel)  # type: ignore[call-overload]
+    if cap is not None and history.channel_count((channel,), cap.days) + 1 > cap.max:
+        return "cap_channel"
+    out = policy.outbound
+    if channel in out.channels and history.channel_count(out.channels, out.days) + 1 > out.max:
+        return "cap_outbound"
+    return None
+
+
+def offer_refusal(history: ContactHistory, offer: OfferRef, policy: ContactPolicy) -> str | None:
+    """The reason code if the per-offer cap or a decline cooldown forbids this offer now."""
+    if history.offer_shows(offer.offer_id, policy.offer_cap.days) + 1 > policy.offer_cap.max:
+        return "cap_offer"
+    declined = history.last_decline_offer.get(offer.offer_id)
+    if declined is not None and history.now - declined < policy.cooldown.offer_days * DAY:
+        return "cooldown_offer"
+    declined = history.last_decline_category.get(offer.category)
+    if declined is not None and history.now - declined < policy.cooldown.category_days * DAY:
+        return "cooldown_category"
+    return None
+
+
+def split_offers(
+    history: ContactHistory, channel: str, offers: Iterable[OfferRef], policy: ContactPolicy
+) -> tuple[list[OfferRef], list[tuple[str, str]]]:
+    """Which offers may be reserved now (duplicates dropped) and which are refused, with reasons."""
+    unique: list[OfferRef] = []
+    seen: set[str] = set()
+    for o in offers:
+        if o.offer_id not in seen:
+            seen.add(o.offer_id)
+            unique.append(o)
+    reason = decision_refusal(history, channel, policy)
+    if reason is not None:
+        return [], [(o.offer_id, reason) for o in unique]
+    ok, refused = [], []
+    for o in unique:
+        r = offer_refusal(history, o, policy)
+        if r is None:
+            ok.append(o)
+        else:
+            refused.append((o.offer_id, r))
+    return ok, refused
+
+
+def check_outcome(outcome: str) -> None:
+    if outcome not in FEEDBACK_OUTCOMES:
+        raise ValueError(f"outcome must be one of {sorted(FEEDBACK_OUTCOMES)}, got {outcome!r}")
+
+
+def check_propensities(offers: Iterable[OfferRef], propensities: Mapping[str, float]) -> None:
+    for o in offers:
+        p = propensities.get(o.offer_id)
+        if p is None or not (0.0 < p <= 1.0) or math.isnan(p):
+            raise ValueError(f"offer {o.offer_id!r}: propensity must be in (0, 1], got {p!r}")
+
+
+class ContactStore(ABC):
+    """Where contacts, declines and the decision log live; the single source of truth for caps."""
+
+    #: Days of history `history` returns and the store must keep for cap checks.
+    horizon_days: int
+
+    @abstractmethod
+    def check_and_reserve(
+        self,
+        customer_id: str,
+        channel: str,
+        offers: list[OfferRef],
+        now: datetime,
+        policy: ContactPolicy,
+        decision_id: str,
+        propensities: Mapping[str, float],
+        model_versions: Mapping[str, str] | None = None,
+    ) -> ReserveResult:
+        """Atomically re-check caps and cooldowns, record the allowed offers and log the decision.
+
+        Concurrent calls for one customer are serialised, so no cap is ever exceeded. The decision
+        is logged even when nothing is reserved (an empty answer). A `decision_id` seen before is
+        an error (ValueError): decisions are never overwritten.
+        """
+
+    @abstractmethod
+    def history(self, customer_id: str, now: datetime) -> ContactHistory:
+        """Contacts in the last `horizon_days` before `now` and the last decline per offer/category."""
+
+    @abstractmethod
+    def record_outcome(self, decision_id: str, offer_id: str, outcome: str, ts: datetime) -> bool:
+        """Record feedback; idempotent. False if the decision (or that offer in it) is unknown."""
+
+    @abstractmethod
+    def forget(self, customer_id: str) -> int:
+        """Erase everything about the customer (GDPR); returns the number of shows erased."""
+
+    @abstractmethod
+    def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
+        """Everything stored about the customer: `decisions` and `contacts` (with outcomes)."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release connections."""

@@ -1,0 +1,74 @@
+"""Consents: the latest row at a given time wins; runtime withdrawals take effect immediately.
+
+Consents are data, not contact history: `ConsentBook` is built from the `consents` table and
+answers "which channels may we use for this customer at `now`". `record` adds a change observed at
+runtime (e.g. an unsubscribe link), visible to the very next decision. No row for a channel means
+no consent on opt-in channels and consent elsewhere; a withdrawal on a non-opt-in channel (e.g. a
+mail opt-out) is respected.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+import pandas as pd
+
+from serving.contact_store.base import to_epoch
+
+
+class ConsentBook:
+    """Consent state per (customer, channel) over time, with runtime overrides. Thread-safe."""
+
+    def __init__(self, consents: pd.DataFrame | None = None) -> None:
+        self._rows: dict[tuple[str, str], list[tuple[float, int, bool]]] = defaultdict(list)
+        self._seq = 0
+        self._lock = threading.Lock()
+        if consents is not None and len(consents):
+            ts = pd.to_datetime(consents["ts"]).to_numpy(dtype="datetime64[ns]").astype("int64") / 1e9
+            for cid, ch, granted, t in zip(
+                consents["customer_id"].tolist(), consents["channel"].tolist(), consents["granted"].tolist(), ts.tolist(), strict=True
+            ):
+                self._add(str(cid), str(ch), bool(granted), float(t))
+
+    def _add(self, customer_id: str, channel: str, granted: bool, t: float) -> None:
+        self._seq += 1  # among rows with the same ts, the one added last wins
+        bisect.insort(self._rows[(customer_id, channel)], (t, self._seq, granted))
+
+    def record(self, customer_id: str, channel: str, granted: bool, ts: datetime) -> None:
+        """A consent change observed at runtime; used from the next decision on."""
+        with self._lock:
+            self._add(customer_id, channel, granted, to_epoch(ts))
+
+    def state(self, customer_id: str, channel: str, now: datetime) -> bool | None:
+        """The latest recorded consent at or before `now`: True, False, or None if no row."""
+        t = to_epoch(now)
+        with self._lock:
+            rows = self._rows.get((customer_id, channel))
+            if not rows:
+                return None
+            i = bisect.bisect_right(rows, (t, float("inf"), True))
+            return None if i == 0 else rows[i - 1][2]
+
+    def states(self, customer_id: str, now: datetime, channels: Iterable[str]) -> dict[str, bool]:
+        """Channel -> latest consent for the channels that have a row (what `Arbiter.decide` takes)."""
+        out = {}
+        for ch in channels:
+            s = self.state(customer_id, ch, now)
+            if s is not None:
+                out[ch] = s
+        return out
+
+    def allowed(self, customer_id: str, channel: str, now: datetime, opt_in_channels: Iterable[str]) -> bool:
+        """May we contact the customer on `channel` at `now`?"""
+        s = self.state(customer_id, channel, now)
+        return (channel not in set(opt_in_channels)) if s is None else s
+
+    def forget(self, customer_id: str) -> None:
+        """Drop runtime and loaded rows of one customer (the source table is erased elsewhere)."""
+        with self._lock:
+            for key in [k for k in self._rows if k[0] == customer_id]:
+                del self._rows[key]

@@ -1,0 +1,302 @@
+"""The Redis contact store: for several service replicas sharing one Redis.
+
+Check-and-reserve is one Lua script, so Redis runs it atomically: no other command runs between
+reading the counts and writing the contact. Keys of one customer share the hash tag `{customer_id}`;
+the decision log is keyed by decision id. Every key expires `horizon_days` after its last write, so
+Redis holds the history the caps need and no more (copy the decision log out for off-policy
+evaluation within the horizon). Designed for a single Redis (or a primary with replicas/Sentinel),
+not Redis Cluster: scripts touch the customer's keys and the decision key, which may sit in different slots.
+
+Layout under `prefix` (B = `prefix:{customer_id}`):
+    B:ch:<channel>  zset decision_id -> ts      contacts per channel
+    B:of:<offer_id> zset decision_id -> ts      shows per offer
+    B:log           zset json record -> ts      every show (history, export)
+    B:dco / B:dcc   hash offer / category -> last decline ts
+    B:decs / B:keys set of the customer's decision ids / keys (for forget)
+    prefix:d:<decision_id> hash                 the decision log entry and its outcomes
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+
+import redis
+
+from nbo.errors import ConfigError
+from serving.contact_store.base import (
+    DAY,
+    ContactHistory,
+    ContactRecord,
+    ContactStore,
+    OfferRef,
+    ReserveResult,
+    check_outcome,
+    check_propensities,
+    from_epoch,
+    to_epoch,
+)
+from serving.policy import ContactPolicy
+
+_RESERVE = r"""
+local base, dkey = KEYS[1], KEYS[2]
+local now = tonumber(ARGV[1])
+local channel = ARGV[2]
+local cfg = cjson.decode(ARGV[3])
+local offers = cjson.decode(ARGV[4])
+local did, cid, mv = ARGV[5], ARGV[6], ARGV[7]
+local ttl = tonumber(ARGV[8])
+if redis.call('EXISTS', dkey) == 1 then return redis.error_reply('DUPLICATE decision') end
+local DAY = 86400
+local function since(days) return '(' .. string.format('%.6f', now - days * DAY) end
+local function count(key, days) return redis.call('ZCOUNT', key, since(days), '+inf') end
+local reason = false
+if cfg.cap ~= cjson.null then
+  if count(base .. ':ch:' .. channel, cfg.cap.days) + 1 > cfg.cap.max then reason = 'cap_channel' end
+end
+if not reason and cfg.out_applies then
+  local n = 0
+  for _, ch in ipairs(cfg.out.channels) do n = n + count(base .. ':ch:' .. ch, cfg.out.days) end
+  if n + 1 > cfg.out.max then reason = 'cap_outbound' end
+end
+local ok, refused, seen = {}, {}, {}
+for _, o in ipairs(offers) do
+  if not seen[o.o] then
+    seen[o.o] = true
+    local r = reason
+    if not r then
+      if count(base .. ':of:' .. o.o, cfg.offer.days) + 1 > cfg.offer.max then r = 'cap_offer' end
+    end
+    if not r then
+      local t = redis.call('HGET', base .. ':dco', o.o)
+      if t and now - tonumber(t) < cfg.cd_offer * DAY then r = 'cooldown_offer' end
+    end
+    if not r then
+      local t = redis.call('HGET', base .. ':dcc', o.cat)
+      if t and now - tonumber(t) < cfg.cd_cat * DAY then r = 'cooldown_category' end
+    end
+    if r then table.insert(refused, {o.o, r}) else table.insert(ok, o) end
+  end
+end
+local floor = string.format('%.6f', now - ttl)
+local touched = {}
+local function zadd(key, member)
+  redis.call('ZADD', key, now, member)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. floor)
+  redis.call('EXPIRE', key, ttl)
+  table.insert(touched, key)
+end
+local logged = {}
+for i, o in ipairs(ok) do
+  zadd(base .. ':of:' .. o.o, did)
+  zadd(base .. ':log', cjson.encode({d = did, o = o.o, cat = o.cat, ch = channel, ts = now, r = i, p = o.p}))
+  table.insert(logged, {o = o.o, cat = o.cat, r = i, p = o.p})
+end
+if #ok > 0 then zadd(base .. ':ch:' .. channel, did) end
+for _, k in ipairs(touched) do redis.call('SADD', base .. ':keys', k) end
+redis.call('SADD', base .. ':decs', did)
+redis.call('EXPIRE', base .. ':keys', ttl)
+redis.call('EXPIRE', base .. ':decs', ttl)
+local encoded = '[]'
+if #logged > 0 then encoded = cjson.encode(logged) end
+redis.call('HSET', dkey, 'customer_id', cid, 'channel', channel, 'ts', string.format('%.6f', now),
+  'n_offers', #ok, 'model_versions', mv, 'offers', encoded, 'base', base)
+redis.call('EXPIRE', dkey, ttl)
+local oks = {}
+for _, o in ipairs(ok) do table.insert(oks, o.o) end
+return cjson.encode({ok = oks, refused = refused})
+"""
+
+_OUTCOME = r"""
+local dkey = KEYS[1]
+local offer, outcome, ts, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+if redis.call('EXISTS', dkey) == 0 then return 0 end
+local cat = nil
+for _, o in ipairs(cjson.decode(redis.call('HGET', dkey, 'offers'))) do
+  if o.o == offer then cat = o.cat end
+end
+if not cat then return 0 end
+if redis.call('HGET', dkey, 'out:' .. offer) ~= outcome then
+  redis.call('HSET', dkey, 'out:' .. offer, outcome, 'ots:' .. offer, ts)
+end
+if outcome == 'declined' and redis.call('HSETNX', dkey, 'dec:' .. offer, ts) == 1 then
+  local base = redis.call('HGET', dkey, 'base')
+  for _, pair in ipairs({{':dco', offer}, {':dcc', cat}}) do
+    local key = base .. pair[1]
+    local prev = redis.call('HGET', key, pair[2])
+    if (not prev) or tonumber(prev) < tonumber(ts) then redis.call('HSET', key, pair[2], ts) end
+    redis.call('EXPIRE', key, ttl)
+  end
+end
+return 1
+"""
+
+_FORGET = r"""
+local base, prefix = KEYS[1], ARGV[1]
+local n = redis.call('ZCARD', base .. ':log')
+for _, d in ipairs(redis.call('SMEMBERS', base .. ':decs')) do redis.call('DEL', prefix .. ':d:' .. d) end
+for _, k in ipairs(redis.call('SMEMBERS', base .. ':keys')) do redis.call('DEL', k) end
+redis.call('DEL', base .. ':keys', base .. ':decs', base .. ':log', base .. ':dco', base .. ':dcc')
+return n
+"""
+
+
+class RedisContactStore(ContactStore):
+    """Contact store in Redis; atomic check-and-reserve in Lua; keys expire after `horizon_days`."""
+
+    def __init__(
+        self,
+        client: redis.Redis | None = None,
+        *,
+        url: str | None = None,
+        prefix: str = "nbo",
+        horizon_days: int = 90,
+    ) -> None:
+        if client is None:
+            if url is None:
+                raise ConfigError("RedisContactStore needs a client or a url (e.g. redis://127.0.0.1:6379/0)")
+            client = redis.Redis.from_url(url, decode_responses=True)
+        self.client = client
+        self.prefix = prefix
+        self.horizon_days = horizon_days
+        self._ttl = int(horizon_days * DAY) + 1
+        self._reserve = client.register_script(_RESERVE)
+        self._outcome = client.register_script(_OUTCOME)
+        self._forget = client.register_script(_FORGET)
+
+    def _base(self, customer_id: str) -> str:
+        return f"{self.prefix}:{{{customer_id}}}"
+
+    def _dkey(self, decision_id: str) -> str:
+        return f"{self.prefix}:d:{decision_id}"
+
+    @staticmethod
+    def _s(value: object) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def check_and_reserve(
+        self,
+        customer_id: str,
+        channel: str,
+        offers: list[OfferRef],
+        now: datetime,
+        policy: ContactPolicy,
+        decision_id: str,
+        propensities: Mapping[str, float],
+        model_versions: Mapping[str, str] | None = None,
+    ) -> ReserveResult:
+        check_propensities(offers, propensities)
+        if policy.longest_window_days > self.horizon_days:
+            raise ConfigError(
+                f"policy needs {policy.longest_window_days} days of history; store keeps {self.horizon_days}"
+            )
+        cap = policy.caps.get(channel)  # type: ignore[call-overload]
+        cfg = {
+            "cap": None if cap is None else {"max": cap.max, "days": cap.days},
+            "out_applies": channel in policy.outbound.channels,
+            "out": {"max": policy.outbound.max, "days": policy.outbound.days, "channels": list(policy.outbound.channels)},
+            "offer": {"max": policy.offer_cap.max, "days": policy.offer_cap.days},
+            "cd_offer": policy.cooldown.offer_days,
+            "cd_cat": policy.cooldown.category_days,
+        }
+        payload = [{"o": o.offer_id, "cat": o.category, "p": float(propensities[o.offer_id])} for o in offers]
+        try:
+            raw = self._reserve(
+                keys=[self._base(customer_id), self._dkey(decision_id)],
+                args=[
+                    repr(to_epoch(now)),
+                    channel,
+                    json.dumps(cfg),
+                    json.dumps(payload) if payload else "[]",
+                    decision_id,
+                    customer_id,
+                    json.dumps(dict(model_versions or {})),
+                    self._ttl,
+                ],
+            )
+        except redis.ResponseError as exc:
+            if "DUPLICATE" in str(exc):
+                raise ValueError(f"decision {decision_id!r} already recorded") from None
+            raise
+        result = json.loads(self._s(raw))
+        ok_ids = result["ok"] if isinstance(result["ok"], list) else []
+        refused = result["refused"] if isinstance(result["refused"], list) else []
+        by_id = {o.offer_id: o for o in offers}
+        return ReserveResult(
+            decision_id, tuple(by_id[i] for i in ok_ids), tuple((str(o), str(r)) for o, r in refused)
+        )
+
+    def history(self, customer_id: str, now: datetime) -> ContactHistory:
+        t = to_epoch(now)
+        since = t - self.horizon_days * DAY
+        base = self._base(customer_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrangebyscore(f"{base}:log", f"({since:.6f}", "+inf")
+        pipe.hgetall(f"{base}:dco")
+        pipe.hgetall(f"{base}:dcc")
+        log, dco, dcc = pipe.execute()
+        contacts = []
+        for member in log:
+            r = json.loads(self._s(member))
+            contacts.append(ContactRecord(r["d"], r["o"], r["cat"], r["ch"], float(r["ts"])))
+
+        def recent(h: dict) -> dict[str, float]:
+            out = {self._s(k): float(self._s(v)) for k, v in h.items()}
+            return {k: v for k, v in out.items() if v > since}
+
+        return ContactHistory(customer_id, t, tuple(contacts), recent(dco), recent(dcc))
+
+    def record_outcome(self, decision_id: str, offer_id: str, outcome: str, ts: datetime) -> bool:
+        check_outcome(outcome)
+        done = self._outcome(keys=[self._dkey(decision_id)], args=[offer_id, outcome, repr(to_epoch(ts)), self._ttl])
+        return int(done) == 1
+
+    def forget(self, customer_id: str) -> int:
+        return int(self._forget(keys=[self._base(customer_id)], args=[self.prefix]))
+
+    def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
+        base = self._base(customer_id)
+        decision_ids = sorted(self._s(d) for d in self.client.smembers(f"{base}:decs"))
+        pipe = self.client.pipeline(transaction=False)
+        for d in decision_ids:
+            pipe.hgetall(self._dkey(d))
+        decisions, contacts = [], []
+        for d, h in zip(decision_ids, pipe.execute(), strict=True):
+            if not h:
+                continue
+            h = {self._s(k): self._s(v) for k, v in h.items()}
+            ts = from_epoch(float(h["ts"]))
+            decisions.append(
+                {
+                    "decision_id": d,
+                    "customer_id": h["customer_id"],
+                    "channel": h["channel"],
+                    "ts": ts,
+                    "n_offers": int(h["n_offers"]),
+                    "model_versions": json.loads(h["model_versions"]),
+                }
+            )
+            offers = json.loads(h["offers"])
+            for o in offers if isinstance(offers, list) else []:
+                ots = h.get(f"ots:{o['o']}")
+                contacts.append(
+                    {
+                        "decision_id": d,
+                        "offer_id": o["o"],
+                        "customer_id": h["customer_id"],
+                        "category": o["cat"],
+                        "channel": h["channel"],
+                        "ts": ts,
+                        "rank": int(o["r"]),
+                        "propensity": float(o["p"]),
+                        "outcome": h.get(f"out:{o['o']}", "pending"),
+                        "outcome_ts": None if ots is None else from_epoch(float(ots)),
+                    }
+                )
+        decisions.sort(key=lambda r: (r["ts"], r["decision_id"]))
+        contacts.sort(key=lambda r: (r["ts"], r["decision_id"], r["rank"]))
+        return {"decisions": decisions, "contacts": contacts}
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,241 @@
+"""The SQLite contact store: one file, WAL mode, `BEGIN IMMEDIATE` transactions; one machine.
+
+`BEGIN IMMEDIATE` takes the database's write lock before the caps are read, so two processes or
+threads deciding for the same customer are serialised: the second one sees the first one's
+contacts. Each thread gets its own connection. Rows are kept past the horizon (the decision log
+feeds off-policy evaluation); `forget` erases a customer.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from nbo.errors import ConfigError
+from serving.contact_store.base import (
+    DAY,
+    ContactHistory,
+    ContactRecord,
+    ContactStore,
+    OfferRef,
+    ReserveResult,
+    check_outcome,
+    check_propensities,
+    from_epoch,
+    split_offers,
+    to_epoch,
+)
+from serving.policy import ContactPolicy
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id TEXT PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    ts REAL NOT NULL,
+    n_offers INTEGER NOT NULL,
+    model_versions TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_customer ON decisions (customer_id, ts);
+CREATE TABLE IF NOT EXISTS contacts (
+    decision_id TEXT NOT NULL,
+    offer_id TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    category TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    ts REAL NOT NULL,
+    rank INTEGER NOT NULL,
+    propensity REAL NOT NULL,
+    outcome TEXT NOT NULL DEFAULT 'pending',
+    outcome_ts REAL,
+    PRIMARY KEY (decision_id, offer_id)
+);
+CREATE INDEX IF NOT EXISTS contacts_customer ON contacts (customer_id, ts);
+CREATE TABLE IF NOT EXISTS declines (
+    decision_id TEXT NOT NULL,
+    offer_id TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    category TEXT NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (decision_id, offer_id)
+);
+CREATE INDEX IF NOT EXISTS declines_customer ON declines (customer_id, ts);
+"""
+
+
+class SQLiteContactStore(ContactStore):
+    """Contact store in one SQLite file (WAL). Safe across threads and processes on one machine."""
+
+    def __init__(self, path: Path | str, horizon_days: int = 90, busy_timeout_s: float = 30.0) -> None:
+        self.path = str(path)
+        self.horizon_days = horizon_days
+        self.busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._conn().executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _history(self, conn: sqlite3.Connection, customer_id: str, now: float, days: float) -> ContactHistory:
+        since = now - days * DAY
+        rows = conn.execute(
+            "SELECT decision_id, offer_id, category, channel, ts FROM contacts WHERE customer_id = ? AND ts > ?",
+            (customer_id, since),
+        ).fetchall()
+        last_offer: dict[str, float] = {}
+        last_cat: dict[str, float] = {}
+        for offer_id, category, ts in conn.execute(
+            "SELECT offer_id, category, ts FROM declines WHERE customer_id = ? AND ts > ?", (customer_id, since)
+        ):
+            last_offer[offer_id] = max(ts, last_offer.get(offer_id, ts))
+            last_cat[category] = max(ts, last_cat.get(category, ts))
+        return ContactHistory(customer_id, now, tuple(ContactRecord(*r) for r in rows), last_offer, last_cat)
+
+    def check_and_reserve(
+        self,
+        customer_id: str,
+        channel: str,
+        offers: list[OfferRef],
+        now: datetime,
+        policy: ContactPolicy,
+        decision_id: str,
+        propensities: Mapping[str, float],
+        model_versions: Mapping[str, str] | None = None,
+    ) -> ReserveResult:
+        check_propensities(offers, propensities)
+        if policy.longest_window_days > self.horizon_days:
+            raise ConfigError(
+                f"policy needs {policy.longest_window_days} days of history; store keeps {self.horizon_days}"
+            )
+        t = to_epoch(now)
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            history = self._history(conn, customer_id, t, policy.longest_window_days)
+            ok, refused = split_offers(history, channel, offers, policy)
+            try:
+                conn.execute(
+                    "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)",
+                    (decision_id, customer_id, channel, t, len(ok), json.dumps(dict(model_versions or {}))),
+                )
+            except sqlite3.IntegrityError:
+                raise ValueError(f"decision {decision_id!r} already recorded") from None
+            conn.executemany(
+                "INSERT INTO contacts (decision_id, offer_id, customer_id, category, channel, ts, rank, propensity)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (decision_id, o.offer_id, customer_id, o.category, channel, t, i + 1, float(propensities[o.offer_id]))
+                    for i, o in enumerate(ok)
+                ],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return ReserveResult(decision_id, tuple(ok), tuple(refused))
+
+    def history(self, customer_id: str, now: datetime) -> ContactHistory:
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            return self._history(conn, customer_id, to_epoch(now), self.horizon_days)
+        finally:
+            conn.execute("COMMIT")
+
+    def record_outcome(self, decision_id: str, offer_id: str, outcome: str, ts: datetime) -> bool:
+        check_outcome(outcome)
+        t = to_epoch(ts)
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT customer_id, category, outcome FROM contacts WHERE decision_id = ? AND offer_id = ?",
+                (decision_id, offer_id),
+            ).fetchone()
+            if row is None:
+                conn.execute("COMMIT")
+                return False
+            customer_id, category, current = row
+            if current != outcome:
+                conn.execute(
+                    "UPDATE contacts SET outcome = ?, outcome_ts = ? WHERE decision_id = ? AND offer_id = ?",
+                    (outcome, t, decision_id, offer_id),
+                )
+            if outcome == "declined":  # first decline of this show wins: repeating it moves nothing
+                conn.execute(
+                    "INSERT OR IGNORE INTO declines VALUES (?, ?, ?, ?, ?)",
+                    (decision_id, offer_id, customer_id, category, t),
+                )
+            conn.execute("COMMIT")
+            return True
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def forget(self, customer_id: str) -> int:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = conn.execute("DELETE FROM contacts WHERE customer_id = ?", (customer_id,)).rowcount
+            conn.execute("DELETE FROM declines WHERE customer_id = ?", (customer_id,))
+            conn.execute("DELETE FROM decisions WHERE customer_id = ?", (customer_id,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n
+
+    def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
+        conn = self._conn()
+        decisions = [
+            {
+                "decision_id": d,
+                "customer_id": c,
+                "channel": ch,
+                "ts": from_epoch(ts),
+                "n_offers": n,
+                "model_versions": json.loads(mv),
+            }
+            for d, c, ch, ts, n, mv in conn.execute(
+                "SELECT * FROM decisions WHERE customer_id = ? ORDER BY ts, decision_id", (customer_id,)
+            )
+        ]
+        contacts = [
+            {
+                "decision_id": d,
+                "offer_id": o,
+                "customer_id": c,
+                "category": cat,
+                "channel": ch,
+                "ts": from_epoch(ts),
+                "rank": rank,
+                "propensity": p,
+                "outcome": out,
+                "outcome_ts": None if ots is None else from_epoch(ots),
+            }
+            for d, o, c, cat, ch, ts, rank, p, out, ots in conn.execute(
+                "SELECT * FROM contacts WHERE customer_id = ? ORDER BY ts, decision_id, rank", (customer_id,)
+            )
+        ]
+        return {"decisions": decisions, "contacts": contacts}
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()

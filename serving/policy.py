@@ -1,0 +1,184 @@
+"""The contact policy: caps, cooldowns, quiet hours, consent and arbitration levers.
+
+One typed, frozen object loaded once at the edge (service start, CLI) from `policy.toml` and passed
+down. Every window is a whole number of days and is read as "the last `days` x 24 hours before the
+decision", i.e. a contact at `ts` counts at `now` when `ts > now - days`. Quiet hours are in UTC
+(local time = UTC for now; see docs/policy.md).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
+
+from nbo.errors import ConfigError
+from nbo.vocab import DEFAULT_OPT_IN_CHANNELS, OUTBOUND_CHANNELS, ContactChannel, OfferKind
+
+DEFAULT_POLICY_PATH = Path("policy.toml")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Cap(_Frozen):
+    """At most `max` contacts in any window of `days` days."""
+
+    max: NonNegativeInt
+    days: PositiveInt
+
+
+class OutboundCap(Cap):
+    """A cap across several channels (by default the outbound ones: email, sms, push, mail)."""
+
+    channels: tuple[ContactChannel, ...] = OUTBOUND_CHANNELS
+
+
+class Cooldown(_Frozen):
+    """After a decline: no same offer for `offer_days`, no offer of its category for `category_days`."""
+
+    offer_days: NonNegativeInt = 30
+    category_days: NonNegativeInt = 7
+
+
+def _minutes(text: str) -> int:
+    hh, sep, mm = text.partition(":")
+    if not sep or not hh.isdigit() or not mm.isdigit() or len(mm) != 2:
+        raise ValueError(f"expected HH:MM, got {text!r}")
+    h, m = int(hh), int(mm)
+    if not (0 <= h <= 23 and 0 <= m <= 59):
+        raise ValueError(f"expected HH:MM between 00:00 and 23:59, got {text!r}")
+    return h * 60 + m
+
+
+class QuietHours(_Frozen):
+    """No contact on `channels` from `start` (inclusive) to `end` (exclusive), UTC; may wrap midnight."""
+
+    channels: tuple[ContactChannel, ...] = ("sms", "push")
+    start: str = "21:00"
+    end: str = "08:00"
+    timezone: Literal["UTC"] = "UTC"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        _minutes(value)
+        return value
+
+    def is_quiet(self, channel: str, now: datetime) -> bool:
+        """True if `channel` may not be used at `now` (a UTC datetime)."""
+        if channel not in self.channels:
+            return False
+        start, end, t = _minutes(self.start), _minutes(self.end), now.hour * 60 + now.minute
+        if start == end:
+            return False
+        if start < end:
+            return start <= t < end
+        return t >= start or t < end
+
+
+class Exploration(_Frozen):
+    """With probability `rate` per slot, choose from an exploration distribution instead of the best.
+
+    `epsilon_greedy` explores uniformly; `softmax` explores with weights exp(expected_value / temperature).
+    """
+
+    rate: float = Field(0.05, ge=0.0, le=1.0)
+    method: Literal["epsilon_greedy", "softmax"] = "epsilon_greedy"
+    temperature: PositiveFloat = 1.0
+
+
+class Arbitration(_Frozen):
+    """Levers of the arbiter (see serving.ranking)."""
+
+    kind_weights: dict[OfferKind, NonNegativeFloat] = {}
+    offer_weights: dict[str, NonNegativeFloat] = {}
+    min_expected_value: float = 0.0
+    max_per_category: PositiveInt = 1
+    exploration: Exploration = Exploration()
+
+    def weight(self, offer_id: str, kind: str) -> float:
+        """The lever of one offer: kind weight x offer weight (each 1.0 unless set)."""
+        return self.kind_weights.get(kind, 1.0) * self.offer_weights.get(offer_id, 1.0)  # type: ignore[call-overload]
+
+
+class Consent(_Frozen):
+    """Channels that need an explicit opt-in (no consent row means no contact)."""
+
+    opt_in_channels: tuple[ContactChannel, ...] = DEFAULT_OPT_IN_CHANNELS
+
+
+def _default_caps() -> dict[str, Cap]:
+    return {
+        "email": Cap(max=2, days=7),
+        "sms": Cap(max=1, days=14),
+        "push": Cap(max=3, days=7),
+        "mail": Cap(max=1, days=30),
+        "web": Cap(max=10, days=1),
+        "app": Cap(max=10, days=1),
+    }
+
+
+class ContactPolicy(_Frozen):
+    """The whole contact policy. Channels absent from `caps` have no per-channel cap."""
+
+    caps: dict[ContactChannel, Cap] = Field(default_factory=_default_caps)
+    outbound: OutboundCap = OutboundCap(max=4, days=7)
+    offer_cap: Cap = Cap(max=3, days=30)
+    cooldown: Cooldown = Cooldown()
+    quiet_hours: QuietHours = QuietHours()
+    consent: Consent = Consent()
+    arbitration: Arbitration = Arbitration()
+
+    @property
+    def longest_window_days(self) -> int:
+        """The longest look-back any rule needs (days); stores must keep at least this much history."""
+        days = [c.days for c in self.caps.values()]
+        days += [self.outbound.days, self.offer_cap.days, self.cooldown.offer_days, self.cooldown.category_days]
+        return max(days)
+
+
+def _format_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p != "[key]")
+        parts.append(f"key '{loc or '<root>'}': {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_policy(text: str, source: str = "<policy>") -> ContactPolicy:
+    """Parse and validate a policy from TOML text; `source` names it in error messages."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:  # the message carries "(at line L, column C)"
+        raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
+    try:
+        return ContactPolicy.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_format_errors(exc)}") from None
+
+
+def load_policy(path: Path | str = DEFAULT_POLICY_PATH) -> ContactPolicy:
+    """Load `policy.toml` (or another file) into a validated `ContactPolicy`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read policy file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: policy file is not UTF-8 text") from None
+    return parse_policy(text, str(path))
