@@ -1,0 +1,89 @@
+"""The simulator's one typed configuration and the integer codes it uses internally.
+
+Every knob of the simulated world lives here with its unit, so an experiment is a changed
+`SimConfig`, never an edited constant. Inside the simulator channels, event types, outcomes and
+lifecycle stages are small integers: their position in the closed vocabularies of `nbo.vocab`.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import BaseModel, Field, PositiveInt
+
+from nbo.vocab import CONTACT_CHANNELS, EVENT_CHANNELS, EVENT_TYPES, LIFECYCLE_STAGES, OUTCOMES
+
+CATEGORIES: tuple[str, ...] = ("travel", "books", "electronics", "fashion", "home", "beauty", "sports", "grocery")
+SEGMENTS: tuple[str, ...] = ("explorer", "loyalist", "bargain_hunter", "occasional")
+REGIONS: tuple[str, ...] = ("north", "south", "east", "west", "central")
+
+# Codes: the index of a name in its vocabulary tuple.
+CH = {name: i for i, name in enumerate(CONTACT_CHANNELS)}  # web 0, app 1, email 2, sms 3, push 4, mail 5
+EV_CH = {name: i for i, name in enumerate(EVENT_CHANNELS)}  # web 0, app 1, store 2, call_center 3
+EV = {name: i for i, name in enumerate(EVENT_TYPES)}
+OUT = {name: i for i, name in enumerate(OUTCOMES)}
+LIFE = {name: i for i, name in enumerate(LIFECYCLE_STAGES)}
+#: Contact channels that need a consent row (email, sms, push), as codes, in this order.
+OPT_IN_CODES: tuple[int, ...] = (CH["email"], CH["sms"], CH["push"])
+OUTBOUND_CODES: tuple[int, ...] = (CH["email"], CH["sms"], CH["push"], CH["mail"])
+BANNER_CODES: tuple[int, ...] = (CH["web"], CH["app"])
+
+assert EV_CH["web"] == CH["web"] and EV_CH["app"] == CH["app"], "web/app codes must coincide"
+
+
+class SimConfig(BaseModel, frozen=True):
+    """The simulated world. Rates are per customer per day unless said otherwise."""
+
+    customers: PositiveInt = 1000
+    days: PositiveInt = 90
+    start: date = date(2025, 1, 1)
+    categories: tuple[str, ...] = CATEGORIES
+    products_per_category: PositiveInt = 40
+
+    # population
+    pre_period_share: float = Field(0.6, ge=0, le=1, description="share of customers signed up before start")
+    pre_period_max_days: PositiveInt = 3 * 365
+    affinity_concentration: float = Field(0.35, gt=0, description="Dirichlet concentration; small = peaked")
+    activity_mean: float = Field(0.14, gt=0, description="mean daily visit rate (sessions + store visits)")
+
+    # behaviour
+    intent_persistence_days: float = Field(5.0, gt=0, description="mean days an intent category lasts")
+    browse_events_mean: float = Field(2.0, ge=0, description="extra browse events per session (Poisson)")
+    cart_rate: float = Field(0.22, ge=0, le=1)
+    buy_after_cart: float = Field(0.55, ge=0, le=1)
+    store_purchase_rate: float = Field(0.6, ge=0, le=1)
+    browse_memory_decay: float = Field(0.7, gt=0, lt=1, description="daily decay of recent browsing")
+    drift_start_rate: float = Field(1 / 700, ge=0, description="daily chance an engaged customer starts drifting")
+    call_rate: float = Field(0.0015, ge=0)
+    complaint_rate: float = Field(0.0004, ge=0)
+
+    # churn and fatigue
+    churn_base: float = Field(1 / 2500, ge=0, description="daily churn hazard of a content customer")
+    churn_fatigue: float = Field(0.9, ge=0, description="hazard multiplier per unit of fatigue")
+    churn_complaint: float = Field(3.0, ge=0)
+    churn_drift: float = Field(4.0, ge=0)
+    pressure_decay: float = Field(0.85, gt=0, lt=1, description="daily decay of contact pressure")
+    fatigue_tolerance: float = Field(1.0, ge=0, description="pressure felt as no fatigue")
+    optout_base: float = Field(0.0002, ge=0)
+    optout_fatigue: float = Field(0.004, ge=0)
+
+    # acceptance (logit scale)
+    accept_base: float = -4.2
+    accept_affinity: float = 0.55
+    accept_browse: float = 0.6
+    accept_fatigue: float = 0.45
+
+    # consents at signup
+    consent_email: float = Field(0.65, ge=0, le=1)
+    consent_sms: float = Field(0.35, ge=0, le=1)
+    consent_push: float = Field(0.45, ge=0, le=1)
+
+    # default logging policy
+    contact_intensity_median: float = Field(0.05, gt=0, description="outbound contacts per day, median customer")
+    contact_intensity_spread: float = Field(1.1, ge=0, description="sd of log intensity across customers")
+    contact_intensity_max: float = Field(1.5, gt=0)
+    banner_rate: float = Field(0.5, ge=0, le=1, description="share of web/app sessions that show a banner")
+
+    @property
+    def n_categories(self) -> int:
+        return len(self.categories)
