@@ -1,1 +1,38 @@
-"""features."""
+"""Point-in-time features: one implementation for training, batch scoring and the online path.
+
+Every function takes a required `as_of` (tz-naive UTC); nothing at or after it is used.
+See docs/features.md for every column, its unit and window.
+"""
+
+from features.candidate import build_candidate_features
+from features.config import CATEGORIES, NEVER_DAYS, Context, LifecycleRules
+from features.customer import build_customer_features, lifecycle_stage
+from features.feature_set import (
+    CANDIDATE_FEATURES,
+    CUSTOMER_FEATURES,
+    FEATURE_SET,
+    FeatureSet,
+    customer_feature_names,
+)
+from features.online import candidate_features_online, customer_features_online
+from features.store import check_feature_set, read_materialised, write_materialised
+
+__all__ = [
+    "CANDIDATE_FEATURES",
+    "CATEGORIES",
+    "CUSTOMER_FEATURES",
+    "FEATURE_SET",
+    "NEVER_DAYS",
+    "Context",
+    "FeatureSet",
+    "LifecycleRules",
+    "build_candidate_features",
+    "build_customer_features",
+    "candidate_features_online",
+    "check_feature_set",
+    "customer_feature_names",
+    "customer_features_online",
+    "lifecycle_stage",
+    "read_materialised",
+    "write_materialised",
+]

@@ -1,0 +1,384 @@
+"""Customer features seen from `as_of`: RFM, behaviour, breadth, lifecycle, contact history, consents.
+
+One function of (data, as_of). Rows are counted with numpy `bincount` over integer customer codes,
+never a per-customer `apply`, so a million customers and twenty million events take seconds. Only
+rows with `ts < as_of` are read; a contact outcome observed at or after `as_of` is still pending.
+Events before a customer's signup count like any other event (the log is the truth; signup_ts
+only sets tenure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.config import (
+    BROWSE_TYPES,
+    BROWSE_WINDOWS,
+    CATEGORIES,
+    CONTACT_WINDOWS,
+    FREQUENCY_THRESHOLDS,
+    MONETARY_THRESHOLDS,
+    NEVER_DAYS,
+    PURCHASE_WINDOWS,
+    RECENCY_THRESHOLDS,
+    LifecycleRules,
+    check_as_of,
+)
+from nbo.data import Dataset
+from nbo.vocab import CONTACT_CHANNELS, EVENT_CHANNELS, EVENT_TYPES, LIFECYCLE_STAGES, OUTBOUND_CHANNELS
+
+_DAY_NS = 86_400 * 10**9
+_TYPE = {t: i for i, t in enumerate(EVENT_TYPES)}
+_CHANNEL = {c: i for i, c in enumerate(EVENT_CHANNELS)}
+_CONTACT_CHANNEL = {c: i for i, c in enumerate(CONTACT_CHANNELS)}
+
+
+def age_days(ts: pd.Series | np.ndarray, as_of: pd.Timestamp) -> np.ndarray:
+    """Days (float) from each timestamp to `as_of`; positive for the past, NaN for NaT."""
+    values = np.asarray(ts, dtype="datetime64[ns]")
+    raw = values.view("i8")
+    out = (as_of.value - raw) / _DAY_NS
+    out[np.isnat(values)] = np.nan
+    return out
+
+
+def codes(values: pd.Series, vocabulary: tuple[str, ...]) -> np.ndarray:
+    """Position of each value in `vocabulary`, -1 for empty or unknown values."""
+    return pd.Categorical(values, categories=list(vocabulary)).codes.astype(np.int16, copy=False)
+
+
+@dataclass(frozen=True)
+class _Events:
+    """Events before as_of of the selected customers, as integer codes and ages in days."""
+
+    cust: np.ndarray
+    age: np.ndarray
+    type: np.ndarray
+    channel: np.ndarray
+    cat: np.ndarray
+    amount: np.ndarray
+    raw_cat: pd.Series
+
+
+def _encode_events(events: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp, categories: tuple[str, ...]) -> _Events:
+    cust = index.get_indexer(events["customer_id"])
+    age = age_days(events["ts"], as_of)
+    keep = (cust >= 0) & (age > 0)
+    if not keep.all():
+        events = events[keep]
+        cust, age = cust[keep], age[keep]
+    return _Events(
+        cust=cust.astype(np.int64, copy=False),
+        age=age,
+        type=codes(events["type"], EVENT_TYPES),
+        channel=codes(events["channel"], EVENT_CHANNELS),
+        cat=codes(events["category"], categories),
+        amount=np.nan_to_num(events["amount"].to_numpy(dtype=np.float64, na_value=np.nan), nan=0.0),
+        raw_cat=events["category"],
+    )
+
+
+def _count(cust: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
+    return np.bincount(cust, weights=weights, minlength=n).astype(np.float64, copy=False)
+
+
+def _per_category(cust: np.ndarray, cat: np.ndarray, n: int, k: int) -> np.ndarray:
+    known = cat >= 0
+    flat = cust[known] * k + cat[known]
+    return np.bincount(flat, minlength=n * k).reshape(n, k).astype(np.float64)
+
+
+def _last_age(cust: np.ndarray, age: np.ndarray, n: int) -> np.ndarray:
+    """Age in days of each customer's most recent row; NEVER_DAYS when there is none."""
+    out = np.full(n, np.inf)
+    np.minimum.at(out, cust, age)
+    out[np.isinf(out)] = NEVER_DAYS
+    return out
+
+
+def _rfm(ev: _Events, n: int, tenure: np.ndarray) -> dict[str, np.ndarray]:
+    buy = ev.type == _TYPE["purchase"]
+    cust, age, amount = ev.cust[buy], ev.age[buy], ev.amount[buy]
+    out: dict[str, np.ndarray] = {"recency_days": _last_age(cust, age, n), "tenure_days": tenure}
+    for w in PURCHASE_WINDOWS:
+        inside = age <= w
+        out[f"purchases_{w}d"] = _count(cust[inside], n)
+        out[f"spend_{w}d"] = _count(cust[inside], n, amount[inside])
+    out["purchases_total"] = _count(cust, n)
+    out["spend_total"] = _count(cust, n, amount)
+    count = out["purchases_365d"]
+    out["avg_basket_365d"] = np.divide(out["spend_365d"], count, out=np.zeros(n), where=count > 0)
+    out["r_score"] = 5.0 - np.searchsorted(RECENCY_THRESHOLDS, out["recency_days"], side="left")
+    out["f_score"] = 1.0 + np.searchsorted(FREQUENCY_THRESHOLDS, count, side="right")
+    spend = out["spend_365d"]
+    out["m_score"] = 1.0 + (spend > 0) + np.searchsorted(MONETARY_THRESHOLDS, spend, side="right")
+    out["rfm_score"] = out["r_score"] + out["f_score"] + out["m_score"]
+    return out
+
+
+def _abandoned_carts(ev: _Events, n: int) -> np.ndarray:
+    """Cart adds in 30 days not followed (before as_of) by a purchase of the same raw category.
+
+    The match is on the raw category text, so undeclared categories match too; an empty category
+    matches a purchase with an empty category.
+    """
+    add = (ev.type == _TYPE["add_to_cart"]) & (ev.age <= 30)
+    if not add.any():
+        return np.zeros(n)
+    buy = ev.type == _TYPE["purchase"]
+    sel = add | buy
+    raw, _ = pd.factorize(ev.raw_cat.to_numpy()[sel], use_na_sentinel=True)
+    raw = raw.astype(np.int64) + 1  # 0 = empty category
+    width = int(raw.max()) + 1
+    key = ev.cust[sel] * width + raw
+    age = ev.age[sel]
+    is_add = add[sel]
+    last_buy = pd.Series(age[~is_add]).groupby(key[~is_add]).min()
+    after = last_buy.reindex(key[is_add]).to_numpy()
+    abandoned = np.isnan(after) | (after >= age[is_add])
+    return _count(ev.cust[sel][is_add][abandoned], n)
+
+
+def _behaviour(ev: _Events, n: int, categories: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Browsing counts (totals and per category), visits, channel shares, service contacts.
+
+    Returns (features, per-category matrices used by breadth).
+    """
+    k = len(categories)
+    out: dict[str, np.ndarray] = {}
+    mats: dict[str, np.ndarray] = {}
+    for etype, stem in BROWSE_TYPES.items():
+        is_type = ev.type == _TYPE[etype]
+        for w in BROWSE_WINDOWS:
+            m = is_type & (ev.age <= w)
+            out[f"{stem}_{w}d"] = _count(ev.cust[m], n)
+            mat = _per_category(ev.cust[m], ev.cat[m], n, k)
+            mats[f"{stem}_{w}d"] = mat
+            for j, cat in enumerate(categories):
+                out[f"{cat}_{stem}_{w}d"] = mat[:, j]
+    buy = ev.type == _TYPE["purchase"]
+    for w in (30, 365):
+        m = buy & (ev.age <= w)
+        mat = _per_category(ev.cust[m], ev.cat[m], n, k)
+        mats[f"purchases_{w}d"] = mat
+        for j, cat in enumerate(categories):
+            out[f"{cat}_purchases_{w}d"] = mat[:, j]
+    mats["purchases_ever"] = _per_category(ev.cust[buy], ev.cat[buy], n, k)
+    out["abandoned_carts_30d"] = _abandoned_carts(ev, n)
+    for channel in ("web", "app"):
+        m = ev.channel == _CHANNEL[channel]
+        out[f"days_since_{channel}_visit"] = _last_age(ev.cust[m], ev.age[m], n)
+    year_buy = buy & (ev.age <= 365)
+    spend = _count(ev.cust[year_buy], n, ev.amount[year_buy])
+    online = year_buy & ((ev.channel == _CHANNEL["web"]) | (ev.channel == _CHANNEL["app"]))
+    store = year_buy & (ev.channel == _CHANNEL["store"])
+    for name, m in (("online", online), ("store", store)):
+        part = _count(ev.cust[m], n, ev.amount[m])
+        out[f"{name}_spend_share_365d"] = np.divide(part, spend, out=np.zeros(n), where=spend > 0)
+    visit = ev.type == _TYPE["store_visit"]
+    for w in (30, 90):
+        out[f"store_visits_{w}d"] = _count(ev.cust[visit & (ev.age <= w)], n)
+    for etype, name in (("complaint", "complaints_90d"), ("call", "calls_90d")):
+        out[name] = _count(ev.cust[(ev.type == _TYPE[etype]) & (ev.age <= 90)], n)
+    return out, mats
+
+
+def _breadth(mats: dict[str, np.ndarray], purchases_365d: np.ndarray, categories: tuple[str, ...]) -> dict[str, object]:
+    """Category breadth; ties go to the category declared first."""
+    n = len(purchases_365d)
+    names = np.array([*categories, ""], dtype=object)
+    bought = mats["purchases_365d"]
+    top = bought.argmax(axis=1) if bought.shape[1] else np.zeros(n, dtype=np.int64)
+    top_count = bought.max(axis=1) if bought.shape[1] else np.zeros(n)
+    top = np.where(top_count > 0, top, len(categories))
+    browsed = mats["page_views_30d"] + mats["product_views_30d"] + mats["searches_30d"]
+    browsed = np.where(mats["purchases_ever"] > 0, 0.0, browsed)
+    nxt = browsed.argmax(axis=1) if browsed.shape[1] else np.zeros(n, dtype=np.int64)
+    nxt_count = browsed.max(axis=1) if browsed.shape[1] else np.zeros(n)
+    nxt = np.where(nxt_count > 0, nxt, len(categories))
+    return {
+        "categories_bought_365d": (bought > 0).sum(axis=1).astype(np.float64),
+        "top_category_share_365d": np.divide(top_count, purchases_365d, out=np.zeros(n), where=purchases_365d > 0),
+        "top_category_code": np.where(top < len(categories), top, -1).astype(np.float64),
+        "next_category_code": np.where(nxt < len(categories), nxt, -1).astype(np.float64),
+        "top_category": pd.array(names[top], dtype="str"),
+        "next_category": pd.array(names[nxt], dtype="str"),
+    }
+
+
+def contact_history(contacts: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp) -> dict[str, np.ndarray]:
+    """Contact pressure and response history per customer of `index`, seen from `as_of`.
+
+    A contact counts if its `ts < as_of`; it is finalised if its outcome is final and was observed
+    before `as_of`; otherwise it is pending.
+    """
+    n = len(index)
+    cust = index.get_indexer(contacts["customer_id"])
+    age = age_days(contacts["ts"], as_of)
+    keep = (cust >= 0) & (age > 0)
+    cust = cust[keep].astype(np.int64, copy=False)
+    age = age[keep]
+    channel = codes(contacts["channel"].to_numpy()[keep], CONTACT_CHANNELS)
+    outcome = contacts["outcome"].to_numpy()[keep]
+    seen = age_days(contacts["outcome_ts"], as_of)[keep] > 0  # NaN (pending) compares False
+    out: dict[str, np.ndarray] = {}
+    for w in CONTACT_WINDOWS:
+        inside = age <= w
+        for ch, code in _CONTACT_CHANNEL.items():
+            out[f"contacts_{ch}_{w}d"] = _count(cust[inside & (channel == code)], n)
+        out[f"contacts_{w}d"] = _count(cust[inside], n)
+    outbound = np.isin(channel, [_CONTACT_CHANNEL[c] for c in OUTBOUND_CHANNELS])
+    out["outbound_contacts_7d"] = _count(cust[outbound & (age <= 7)], n)
+    out["days_since_last_contact"] = _last_age(cust, age, n)
+    out["contacts_total"] = _count(cust, n)
+    final = seen & np.isin(outcome, ["accepted", "declined", "ignored", "clicked"])
+    out["finalised_total"] = _count(cust[final], n)
+    for value, name in (("accepted", "accepts_total"), ("declined", "declines_total"), ("ignored", "ignores_total")):
+        out[name] = _count(cust[final & (outcome == value)], n)
+    out["pending_contacts"] = out["contacts_total"] - out["finalised_total"]
+    fin = out["finalised_total"]
+    out["acceptance_rate"] = np.divide(out["accepts_total"], fin, out=np.zeros(n), where=fin > 0)
+    return out
+
+
+CONTACT_HISTORY_COLUMNS: tuple[str, ...] = tuple(
+    [f"contacts_{ch}_{w}d" for w in CONTACT_WINDOWS for ch in CONTACT_CHANNELS]
+    + [f"contacts_{w}d" for w in CONTACT_WINDOWS]
+    + [
+        "outbound_contacts_7d",
+        "days_since_last_contact",
+        "contacts_total",
+        "finalised_total",
+        "accepts_total",
+        "declines_total",
+        "ignores_total",
+        "pending_contacts",
+        "acceptance_rate",
+    ]
+)
+
+
+def _consents(consents: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp) -> dict[str, np.ndarray]:
+    """`opt_in_<channel>`: 1 if the latest consent row before as_of granted it, else 0 (none or withdrawn)."""
+    n, k = len(index), len(CONTACT_CHANNELS)
+    cust = index.get_indexer(consents["customer_id"])
+    keep = (cust >= 0) & (age_days(consents["ts"], as_of) > 0)
+    out = np.zeros((n, k))
+    if keep.any():
+        sub = pd.DataFrame(
+            {
+                "key": cust[keep].astype(np.int64) * k + codes(consents["channel"].to_numpy()[keep], CONTACT_CHANNELS),
+                "ts": consents["ts"].to_numpy()[keep],
+                "granted": consents["granted"].to_numpy(dtype=bool)[keep],
+            }
+        )
+        last = sub.sort_values("ts", kind="stable").drop_duplicates("key", keep="last")
+        out.reshape(-1)[last["key"].to_numpy()] = last["granted"].to_numpy(dtype=np.float64)
+    return {f"opt_in_{ch}": out[:, j] for j, ch in enumerate(CONTACT_CHANNELS)}
+
+
+def lifecycle_stage(frame: pd.DataFrame | dict[str, np.ndarray], rules: LifecycleRules) -> np.ndarray:
+    """Lifecycle stage per row (see `LifecycleRules`; first rule that holds wins)."""
+    tenure = np.asarray(frame["tenure_days"])
+    recency = np.asarray(frame["recency_days"])
+    conditions = [
+        (tenure > rules.lapsed_after_days) & (recency > rules.lapsed_after_days),
+        (tenure > rules.at_risk_after_days) & (recency > rules.at_risk_after_days),
+        (tenure <= rules.new_max_tenure_days) | (np.asarray(frame["purchases_total"]) <= 1),
+        (tenure >= rules.loyal_min_tenure_days)
+        & (np.asarray(frame["purchases_365d"]) >= rules.loyal_min_purchases_365d),
+        np.asarray(frame["categories_bought_365d"]) >= rules.diversified_min_categories,
+    ]
+    return np.select(conditions, ["lapsed", "at_risk", "new", "loyal", "diversified"], default="rooted")
+
+
+def customer_columns(categories: tuple[str, ...]) -> tuple[str, ...]:
+    """The numeric columns of `build_customer_features`, in output order."""
+    names = ["recency_days", "tenure_days"]
+    for w in PURCHASE_WINDOWS:
+        names += [f"purchases_{w}d", f"spend_{w}d"]
+    names += ["purchases_total", "spend_total", "avg_basket_365d", "r_score", "f_score", "m_score", "rfm_score"]
+    for stem in BROWSE_TYPES.values():
+        names += [f"{stem}_{w}d" for w in BROWSE_WINDOWS]
+    for cat in categories:
+        for stem in BROWSE_TYPES.values():
+            names += [f"{cat}_{stem}_{w}d" for w in BROWSE_WINDOWS]
+        names += [f"{cat}_purchases_30d", f"{cat}_purchases_365d"]
+    names += [
+        "abandoned_carts_30d",
+        "days_since_web_visit",
+        "days_since_app_visit",
+        "online_spend_share_365d",
+        "store_spend_share_365d",
+        "store_visits_30d",
+        "store_visits_90d",
+        "complaints_90d",
+        "calls_90d",
+        "categories_bought_365d",
+        "top_category_share_365d",
+        "top_category_code",
+        "next_category_code",
+    ]
+    for w in CONTACT_WINDOWS:
+        names += [f"contacts_{ch}_{w}d" for ch in CONTACT_CHANNELS] + [f"contacts_{w}d"]
+    names += [
+        "outbound_contacts_7d",
+        "days_since_last_contact",
+        "contacts_total",
+        "finalised_total",
+        "accepts_total",
+        "declines_total",
+        "ignores_total",
+        "pending_contacts",
+        "acceptance_rate",
+    ]
+    names += [f"opt_in_{ch}" for ch in CONTACT_CHANNELS]
+    names += ["loyalty_member", "lifecycle_code"]
+    return tuple(names)
+
+
+def build_customer_features(
+    data: Dataset,
+    as_of: pd.Timestamp,
+    customer_ids: Iterable[str] | None = None,
+    *,
+    rules: LifecycleRules | None = None,
+    categories: tuple[str, ...] = CATEGORIES,
+) -> pd.DataFrame:
+    """One row per customer who signed up before `as_of` (optionally only `customer_ids`).
+
+    Indexed by `customer_id`, in the order of `data.customers`. Numeric columns are float64;
+    `lifecycle`, `top_category` and `next_category` are text (see docs/features.md).
+    """
+    as_of = check_as_of(as_of)
+    rules = rules or LifecycleRules()
+    customers = data.customers
+    keep = (customers["signup_ts"] < as_of).to_numpy()
+    if customer_ids is not None:
+        wanted = pd.Index(pd.Series(list(customer_ids), dtype="str"))
+        keep &= customers["customer_id"].isin(wanted).to_numpy()
+    customers = customers[keep]
+    index = pd.Index(customers["customer_id"].astype("str").to_numpy(), name="customer_id", dtype="str")
+    n = len(index)
+    events = data.events
+    if customer_ids is not None:
+        events = events[events["customer_id"].isin(index)]
+    ev = _encode_events(events, index, as_of, categories)
+    tenure = age_days(customers["signup_ts"], as_of)
+    out: dict[str, object] = {}
+    out.update(_rfm(ev, n, tenure))
+    behaviour, mats = _behaviour(ev, n, categories)
+    out.update(behaviour)
+    out.update(_breadth(mats, out["purchases_365d"], categories))  # type: ignore[arg-type]
+    out.update(contact_history(data.contacts, index, as_of))
+    out.update(_consents(data.consents, index, as_of))
+    out["loyalty_member"] = customers["loyalty_member"].to_numpy(dtype=np.float64)
+    stage = lifecycle_stage(out, rules)  # type: ignore[arg-type]
+    out["lifecycle_code"] = pd.Categorical(stage, categories=list(LIFECYCLE_STAGES)).codes.astype(np.float64)
+    out["lifecycle"] = pd.array(stage, dtype="str")
+    columns = [*customer_columns(categories), "lifecycle", "top_category", "next_category"]
+    return pd.DataFrame(out, index=index, columns=columns)

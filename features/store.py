@@ -1,0 +1,79 @@
+"""Materialised customer features: one Parquet file per as_of, with the feature set in its metadata.
+
+The online service reads the row of one customer from the latest file and adds the request's
+context and the live contact history (`build_candidate_features` recomputes contact columns).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.feature_set import FEATURE_SET, FeatureSet
+from nbo.errors import NboError
+
+_META_KEYS = ("feature_set", "feature_set_version", "as_of")
+
+
+def write_materialised(
+    frame: pd.DataFrame, path: Path | str, as_of: pd.Timestamp, feature_set: FeatureSet = FEATURE_SET
+) -> None:
+    """Write customer features atomically with `nbo.feature_set`, `nbo.feature_set_version` and
+    `nbo.as_of` (ISO-8601, UTC) in the Parquet schema metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=True)
+    meta = dict(table.schema.metadata or {})
+    meta.update(
+        {
+            b"nbo.feature_set": feature_set.name.encode(),
+            b"nbo.feature_set_version": feature_set.version.encode(),
+            b"nbo.as_of": pd.Timestamp(as_of).isoformat().encode(),
+        }
+    )
+    table = table.replace_schema_metadata(meta)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_materialised(path: Path | str) -> tuple[pd.DataFrame, dict[str, object]]:
+    """(frame indexed by customer_id, {"feature_set", "feature_set_version", "as_of"})."""
+    path = Path(path)
+    if not path.exists():
+        raise NboError(f"no materialised features at {path}")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise NboError(f"{path} is not a readable Parquet file: {str(exc).splitlines()[0][:200]}") from None
+    raw = table.schema.metadata or {}
+    meta: dict[str, object] = {}
+    for key in _META_KEYS:
+        value = raw.get(f"nbo.{key}".encode())
+        if value is None:
+            raise NboError(f"{path} lacks nbo.{key} in its Parquet metadata; was it written by `nbo features`?")
+        meta[key] = value.decode()
+    meta["as_of"] = pd.Timestamp(meta["as_of"])
+    frame = table.to_pandas()
+    for col in ("lifecycle", "top_category", "next_category"):
+        if col in frame.columns:
+            frame[col] = frame[col].astype("str")
+    frame.index = frame.index.astype("str")
+    frame.index.name = "customer_id"
+    return frame, meta
+
+
+def check_feature_set(meta: dict[str, object], feature_set: FeatureSet = FEATURE_SET) -> None:
+    """Refuse features materialised by another feature set or version."""
+    if (meta.get("feature_set"), meta.get("feature_set_version")) != (feature_set.name, feature_set.version):
+        raise NboError(
+            f"materialised features are {meta.get('feature_set')} {meta.get('feature_set_version')}, "
+            f"this code expects {feature_set.name} {feature_set.version}; re-run `nbo features`"
+        )
