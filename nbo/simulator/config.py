@@ -44,7 +44,7 @@ class SimConfig(BaseModel, frozen=True):
     pre_period_share: float = Field(0.6, ge=0, le=1, description="share of customers signed up before start")
     pre_period_max_days: PositiveInt = 3 * 365
     affinity_concentration: float = Field(0.35, gt=0, description="Dirichlet concentration; small = peaked")
-    activity_mean: float = Field(0.14, gt=0, description="mean daily visit rate (sessions + store visits)")
+    activity_mean: float = Field(0.175, gt=0, description="mean daily visit rate (sessions + store visits)")
 
     # behaviour
     intent_persistence_days: float = Field(5.0, gt=0, description="mean days an intent category lasts")
