@@ -1,1 +1,38 @@
-"""serving."""
+"""serving: contact policy, rule language, contact store and arbitration (no HTTP here)."""
+
+from serving.contact_store import (
+    ConsentBook,
+    ContactHistory,
+    ContactStore,
+    OfferRef,
+    RedisContactStore,
+    ReserveResult,
+    SQLiteContactStore,
+)
+from serving.policy import ContactPolicy, load_policy, parse_policy
+from serving.ranking import REASON_CODES, Arbiter, Candidate, Decision, ShownOffer, Suppressed, compile_offer_rules
+from serving.rules import CONTEXT_NAMES, Rule, RuleError, compile_rule
+
+__all__ = [
+    "CONTEXT_NAMES",
+    "REASON_CODES",
+    "Arbiter",
+    "Candidate",
+    "ConsentBook",
+    "ContactHistory",
+    "ContactPolicy",
+    "ContactStore",
+    "Decision",
+    "OfferRef",
+    "RedisContactStore",
+    "ReserveResult",
+    "Rule",
+    "RuleError",
+    "SQLiteContactStore",
+    "ShownOffer",
+    "Suppressed",
+    "compile_offer_rules",
+    "compile_rule",
+    "load_policy",
+    "parse_policy",
+]

@@ -236,7 +236,7 @@ class _Compiler:
 
 
 def _const(value: object) -> _Node:
-    return _Node(lambda m: value, lambda f: value, is_truth=isinstance(value, bool), is_none=value is None)
+    return _Node(lambda m: value, lambda f: value, is_truth=False, is_none=value is None)
 
 
 def _name(name: str) -> _Node:
@@ -542,7 +542,7 @@ def compile_rule(text: str, known_names: set[str] | frozenset[str]) -> Rule:
     if len(text) > MAX_RULE_CHARS:
         raise RuleError(text, f"rule longer than {MAX_RULE_CHARS} characters ({len(text)})")
     if not text.strip():
-        return Rule(text, frozenset(), _const(True))
+        return Rule(text, frozenset(), _truthy(_const(True)))
     lead = len(text) - len(text.lstrip())
     try:
         tree = ast.parse(text.strip(), mode="eval")

@@ -1,0 +1,26 @@
+"""Small seeded builders shared by the serving tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+
+def make_offers(rows: Sequence[dict]) -> pd.DataFrame:
+    """An offers frame like `nbo.data` produces; missing columns get harmless defaults."""
+    defaults = {
+        "name": "offer",
+        "category": "cat",
+        "kind": "cross_sell",
+        "channels": ("web", "app", "email", "sms", "push", "mail"),
+        "value": 10.0,
+        "cost": 0.0,
+        "valid_from": pd.Timestamp("2020-01-01"),
+        "valid_to": pd.Timestamp("2030-01-01"),
+        "eligibility": None,
+    }
+    frame = pd.DataFrame([{**defaults, **r} for r in rows])
+    frame["valid_from"] = pd.to_datetime(frame["valid_from"])
+    frame["valid_to"] = pd.to_datetime(frame["valid_to"])
+    return frame
