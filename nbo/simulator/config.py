@@ -59,11 +59,11 @@ class SimConfig(BaseModel, frozen=True):
 
     # churn and fatigue
     churn_base: float = Field(1 / 2500, ge=0, description="daily churn hazard of a content customer")
-    churn_fatigue: float = Field(0.9, ge=0, description="hazard multiplier per unit of fatigue")
+    churn_fatigue: float = Field(1.5, ge=0, description="hazard multiplier per unit of fatigue")
     churn_complaint: float = Field(3.0, ge=0)
     churn_drift: float = Field(4.0, ge=0)
     pressure_decay: float = Field(0.85, gt=0, lt=1, description="daily decay of contact pressure")
-    fatigue_tolerance: float = Field(1.0, ge=0, description="pressure felt as no fatigue")
+    fatigue_tolerance: float = Field(0.25, ge=0, description="pressure felt as no fatigue")
     optout_base: float = Field(0.0002, ge=0)
     optout_fatigue: float = Field(0.004, ge=0)
 
