@@ -1,0 +1,251 @@
+"""Contact stores (SQLite and a real Redis): caps, cooldowns, feedback, GDPR, concurrency."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+import pytest
+
+from nbo.errors import ConfigError
+from serving.contact_store import OfferRef, RedisContactStore
+from serving.contact_store.base import DAY, to_epoch
+from serving.policy import ContactPolicy, parse_policy
+
+T0 = datetime(2026, 3, 2, 12, 0)
+POLICY = ContactPolicy()
+A, B, C = OfferRef("o-a", "travel"), OfferRef("o-b", "travel"), OfferRef("o-c", "food")
+_ids = itertools.count()
+
+
+def reserve(store, customer, channel, offers, now, policy=POLICY):
+    return store.check_and_reserve(
+        customer, channel, offers, now, policy, f"d{next(_ids)}", {o.offer_id: 0.5 for o in offers}, {"propensity": "3"}
+    )
+
+
+def test_channel_cap_counts_contacts_and_window_slides(make_store) -> None:
+    store = make_store()
+    assert reserve(store, "c1", "email", [A, C], T0).ok  # one contact, two shows
+    assert reserve(store, "c1", "email", [B], T0 + timedelta(days=1)).ok
+    r = reserve(store, "c1", "email", [C], T0 + timedelta(days=2))
+    assert not r.ok and r.refused == (("o-c", "cap_channel"),)
+    # a window is (now - 7 days, now]: exactly 7 days after the first contact it no longer counts
+    assert reserve(store, "c1", "email", [C], T0 + timedelta(days=7)).ok
+    assert not reserve(store, "c1", "email", [C], T0 + timedelta(days=7, hours=1)).ok
+    # other customers and channels are independent
+    assert reserve(store, "c2", "email", [A], T0 + timedelta(days=2)).ok
+    assert reserve(store, "c1", "web", [A], T0 + timedelta(days=2)).ok
+
+
+def test_outbound_cap_spans_channels(make_store) -> None:
+    store = make_store()
+    offers = [OfferRef(f"o{i}", f"k{i}") for i in range(6)]
+    for i, ch in enumerate(["email", "sms", "push", "mail"]):
+        assert reserve(store, "c1", ch, [offers[i]], T0 + timedelta(hours=i)).ok
+    r = reserve(store, "c1", "push", [offers[5]], T0 + timedelta(hours=5))
+    assert r.refused == (("o5", "cap_outbound"),)
+    assert reserve(store, "c1", "web", [offers[5]], T0 + timedelta(hours=5)).ok  # banners are not outbound
+
+
+def test_offer_cap_and_unconfirmed_reservations_count(make_store) -> None:
+    store = make_store()
+    for day in range(3):  # no feedback at all: pending reservations are contacts
+        assert reserve(store, "c1", "web", [A], T0 + timedelta(days=day)).ok
+    r = reserve(store, "c1", "web", [A, C], T0 + timedelta(days=3))
+    assert [o.offer_id for o in r.reserved] == ["o-c"]
+    assert r.refused == (("o-a", "cap_offer"),)
+    assert reserve(store, "c1", "web", [A], T0 + timedelta(days=30)).ok  # first show left the 30-day window
+
+
+def test_decline_cooldowns_and_idempotent_feedback(make_store) -> None:
+    store = make_store()
+    r = reserve(store, "c1", "web", [A], T0)
+    assert store.record_outcome(r.decision_id, "o-a", "declined", T0 + timedelta(hours=1))
+    # the same feedback again, later: changes nothing (the cooldown does not move)
+    assert store.record_outcome(r.decision_id, "o-a", "declined", T0 + timedelta(days=5))
+    assert store.export("c1")["contacts"][0]["outcome_ts"] == T0 + timedelta(hours=1)
+    later = T0 + timedelta(days=2)
+    got = reserve(store, "c1", "web", [A, B, C], later)
+    assert dict(got.refused) == {"o-a": "cooldown_offer", "o-b": "cooldown_category"}
+    assert [o.offer_id for o in got.reserved] == ["o-c"]
+    # category cooldown (7 days) ends before the offer cooldown (30 days)
+    got = reserve(store, "c1", "web", [A, B], T0 + timedelta(days=7, hours=1))
+    assert dict(got.refused) == {"o-a": "cooldown_offer"} and [o.offer_id for o in got.reserved] == ["o-b"]
+    assert reserve(store, "c1", "web", [A], T0 + timedelta(days=30, hours=1)).ok
+    # later positive feedback does not lift a cooldown
+    r2 = reserve(store, "c2", "web", [A], T0)
+    store.record_outcome(r2.decision_id, "o-a", "declined", T0)
+    store.record_outcome(r2.decision_id, "o-a", "accepted", T0 + timedelta(hours=1))
+    assert dict(reserve(store, "c2", "web", [A], T0 + timedelta(days=1)).refused) == {"o-a": "cooldown_offer"}
+
+
+def test_record_outcome_reports_unknown_decisions(make_store) -> None:
+    store = make_store()
+    r = reserve(store, "c1", "web", [A], T0)
+    assert store.record_outcome(r.decision_id, "o-a", "clicked", T0) is True
+    assert store.record_outcome("no-such-decision", "o-a", "clicked", T0) is False
+    assert store.record_outcome(r.decision_id, "o-zzz", "clicked", T0) is False
+    with pytest.raises(ValueError, match="outcome"):
+        store.record_outcome(r.decision_id, "o-a", "pending", T0)
+    assert store.export("c1")["contacts"][0]["outcome"] == "clicked"
+
+
+def test_decision_log_keeps_propensities_and_versions(make_store) -> None:
+    store = make_store()
+    store.check_and_reserve("c1", "email", [A, C], T0, POLICY, "dec-1", {"o-a": 0.9, "o-c": 0.25}, {"propensity": "7"})
+    store.check_and_reserve("c1", "email", [], T0, POLICY, "dec-2", {}, None)  # "no offer" is logged too
+    out = store.export("c1")
+    assert [(d["decision_id"], d["n_offers"], d["model_versions"]) for d in out["decisions"]] == [
+        ("dec-1", 2, {"propensity": "7"}),
+        ("dec-2", 0, {}),
+    ]
+    assert [(c["offer_id"], c["rank"], c["propensity"], c["outcome"], c["ts"]) for c in out["contacts"]] == [
+        ("o-a", 1, 0.9, "pending", T0),
+        ("o-c", 2, 0.25, "pending", T0),
+    ]
+    with pytest.raises(ValueError, match="already recorded"):
+        store.check_and_reserve("c1", "email", [A], T0, POLICY, "dec-1", {"o-a": 0.5})
+    with pytest.raises(ValueError, match="propensity"):
+        store.check_and_reserve("c1", "email", [A], T0, POLICY, "dec-3", {"o-a": 0.0})
+
+
+def test_history_reports_recent_contacts_and_declines(make_store) -> None:
+    store = make_store()
+    r = reserve(store, "c1", "email", [A, C], T0)
+    store.record_outcome(r.decision_id, "o-c", "declined", T0 + timedelta(hours=2))
+    h = store.history("c1", T0 + timedelta(days=1))
+    assert h.channel_count(["email"], 7) == 1
+    assert h.offer_shows("o-a", 30) == 1
+    assert h.last_decline_offer == {"o-c": to_epoch(T0 + timedelta(hours=2))}
+    assert h.last_decline_category == {"food": to_epoch(T0 + timedelta(hours=2))}
+    assert store.history("c1", T0 + timedelta(days=200)).contacts == ()
+
+
+def test_forget_erases_one_customer(make_store) -> None:
+    store = make_store()
+    r = reserve(store, "c1", "email", [A], T0)
+    store.record_outcome(r.decision_id, "o-a", "declined", T0)
+    reserve(store, "c2", "email", [A], T0)
+    assert store.forget("c1") == 1
+    assert store.export("c1") == {"decisions": [], "contacts": []}
+    assert store.history("c1", T0).contacts == () and not store.history("c1", T0).last_decline_offer
+    assert store.record_outcome(r.decision_id, "o-a", "accepted", T0) is False
+    assert len(store.export("c2")["contacts"]) == 1
+
+
+def test_store_refuses_a_policy_longer_than_its_horizon(make_store) -> None:
+    store = make_store(horizon_days=20)
+    with pytest.raises(ConfigError, match="30 days"):
+        reserve(store, "c1", "web", [A], T0)
+
+
+@pytest.mark.redis
+def test_redis_keys_expire_after_the_horizon(redis_port: int) -> None:
+    import redis
+
+    client = redis.Redis(port=redis_port, decode_responses=True)
+    store = RedisContactStore(client, prefix="ttltest", horizon_days=40)
+    r = reserve(store, "c1", "email", [A], T0)
+    store.record_outcome(r.decision_id, "o-a", "declined", T0)
+    keys = client.keys("ttltest:*")
+    assert len(keys) >= 6
+    for key in keys:
+        assert 0 < client.ttl(key) <= 40 * DAY + 1, key
+    store.forget("c1")
+    assert client.keys("ttltest:*") == []
+
+
+TIGHT = parse_policy(
+    """
+[caps]
+email = { max = 2, days = 7 }
+sms = { max = 1, days = 3 }
+web = { max = 5, days = 1 }
+[outbound]
+max = 3
+days = 5
+[offer_cap]
+max = 2
+days = 4
+"""
+)
+
+
+def _max_in_window(times: list[float], days: float) -> int:
+    """The largest number of events in any window (t - days, t]."""
+    times = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while times[lo] <= t - days * DAY:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def test_concurrent_reservations_never_exceed_a_cap(make_store) -> None:
+    """8 workers x 500 reservations for 3 customers: caps hold and nothing reserved is lost."""
+    store = make_store()
+    clock, lock = itertools.count(), threading.Lock()
+    offers = [OfferRef(f"o{i}", f"cat{i % 3}") for i in range(6)]
+    reserved: list[tuple[str, str, str]] = []
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        rnd = random.Random(seed)
+        mine = []
+        try:
+            for i in range(500):
+                with lock:
+                    tick = next(clock)
+                now = T0 + timedelta(minutes=10 * tick)
+                picks = rnd.sample(offers, rnd.randint(1, 3))
+                r = store.check_and_reserve(
+                    rnd.choice("abc"),
+                    rnd.choice(["email", "sms", "web", "push"]),
+                    picks,
+                    now,
+                    TIGHT,
+                    f"w{seed}-{i}",
+                    {o.offer_id: 0.5 for o in picks},
+                )
+                mine.extend((r.decision_id, o.offer_id, "x") for o in r.reserved)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        with lock:
+            reserved.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+    stored = []
+    n_decisions = 0
+    for customer in "abc":
+        out = store.export(customer)
+        n_decisions += len(out["decisions"])
+        contacts = out["contacts"]
+        stored.extend((c["decision_id"], c["offer_id"], "x") for c in contacts)
+        by_channel, by_offer, outbound = defaultdict(dict), defaultdict(list), {}
+        for c in contacts:
+            t = to_epoch(c["ts"])
+            by_channel[c["channel"]][c["decision_id"]] = t
+            by_offer[c["offer_id"]].append(t)
+            if c["channel"] in TIGHT.outbound.channels:
+                outbound[c["decision_id"]] = t
+        for ch, decisions in by_channel.items():
+            cap = TIGHT.caps.get(ch)
+            if cap is not None:
+                assert _max_in_window(list(decisions.values()), cap.days) <= cap.max, (customer, ch)
+        assert _max_in_window(list(outbound.values()), TIGHT.outbound.days) <= TIGHT.outbound.max
+        for times in by_offer.values():
+            assert _max_in_window(times, TIGHT.offer_cap.days) <= TIGHT.offer_cap.max
+    assert n_decisions == 8 * 500
+    assert sorted(stored) == sorted(reserved)
+    assert 100 < len(reserved) < 8 * 500  # many reservations, and caps refused many more
