@@ -185,3 +185,22 @@ def test_accepted_offers_produce_a_purchase_in_their_category(world) -> None:
     j = acc.merge(buys, on=["customer_id", "category"], suffixes=("", "_e"))
     j = j[(j["ts_e"] > j["outcome_ts"]) & (j["ts_e"] <= j["outcome_ts"] + pd.Timedelta(minutes=10))]
     assert j["decision_id"].nunique() == len(acc)
+
+
+def test_recent_browsing_of_the_offer_category_raises_acceptance(world) -> None:
+    """Within strata of latent affinity (browsing follows affinity), browsing still raises it."""
+    _, data, truth = world
+    co = data.contacts[data.contacts["outcome"] != "pending"].merge(data.offers[["offer_id", "category"]], on="offer_id")
+    co = co.reset_index(drop=True)
+    aff = truth["customers"].set_index("customer_id")
+    co["affinity"] = aff.to_numpy()[aff.index.get_indexer(co["customer_id"]), aff.columns.get_indexer("affinity_" + co["category"])].astype(float)
+    browse = data.events[data.events["type"].isin(BROWSE)][["customer_id", "ts", "category"]]
+    j = co.reset_index().merge(browse, on=["customer_id", "category"], suffixes=("", "_b"))
+    j = j[(j["ts_b"] < j["ts"]) & (j["ts_b"] >= j["ts"] - pd.Timedelta(days=3))]
+    co["browsed"] = co.index.isin(j["index"].unique())
+    co["accepted"] = co["outcome"] == "accepted"
+    co["stratum"] = pd.qcut(co["affinity"], 5, labels=False, duplicates="drop")
+    rates = co.groupby(["stratum", "browsed"])["accepted"].mean().unstack()
+    top = rates.index.max()
+    assert co["browsed"].sum() > 300
+    assert rates.loc[top, True] > 1.5 * rates.loc[top, False]
