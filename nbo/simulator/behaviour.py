@@ -17,7 +17,6 @@ from nbo.simulator.world import DAY, Population
 
 _BROWSE_TYPES = np.array([EV["page_view"], EV["search"], EV["product_view"]], dtype=np.int8)
 _BROWSE_P = np.array([0.3, 0.2, 0.5])
-_PURCHASE_TYPES = (EV["purchase"],)
 BROWSE_TYPE_CODES = tuple(int(t) for t in _BROWSE_TYPES) + (EV["add_to_cart"],)
 
 
@@ -175,7 +174,6 @@ def _sessions(config, population, state, products, sc, s_ch, s_start, rng) -> Ev
     stray = (pos < nb) & (rng.random(total) < 0.15)  # some browsing wanders off the intent
     category[stray] = rng.integers(0, config.n_categories, stray.sum())
     product = products.draw(rng, category)
-    carted = etype == EV["add_to_cart"]
     # the purchase is of the carted product
     bought = etype == EV["purchase"]
     product[bought] = product[np.flatnonzero(bought) - 1]
@@ -185,7 +183,6 @@ def _sessions(config, population, state, products, sc, s_ch, s_start, rng) -> Ev
     gaps = rng.integers(20, 240, total)
     gaps[pos == 0] = 0
     offset = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[np.cumsum(n_ev) - n_ev], n_ev)
-    del carted
     return EventBatch(
         sc[sess].astype(np.int32),
         s_start[sess] + offset,

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from nbo.errors import NboError
 from nbo.simulator.behaviour import EventBatch, Products, record_events, simulate_behaviour
 from nbo.simulator.catalogue import Catalogue, make_catalogue
-from nbo.simulator.config import CH, EV, EV_CH, OPT_IN_CODES, OUT, SimConfig
+from nbo.simulator.config import CH, EV, EV_CH, LIFE, OPT_IN_CODES, OUT, SimConfig
 from nbo.simulator.policies import Contacts, DayView, Policy, RandomPolicy
 from nbo.simulator.state import CustomerState, initial_state, tenure_days, update_lifecycle
 from nbo.simulator.truth import accept_probability, churn_hazard
@@ -159,7 +159,7 @@ class Simulator:
         optouts = self._optouts(active, day_end)
         churned_today = self._churn(active, day, day_end)
         update_lifecycle(st, pop, day + 1)
-        st.lifecycle[st.churned & (day + 1 - st.churn_day > 60)] = 5  # lapsed
+        st.lifecycle[st.churned & (day + 1 - st.churn_day > 60)] = LIFE["lapsed"]
         accepted = log.outcome == OUT["accepted"]
         result = DayResult(
             day=day,

@@ -35,8 +35,7 @@ def _strings(codes: np.ndarray, names: list[str] | tuple[str, ...]) -> pd.Series
 
 
 def _ts(sim: Simulator, seconds: np.ndarray) -> pd.Series:
-    """Timestamps (tz-naive UTC, ns) from seconds since the period start; negative -1 sentinel
-    is not used here (callers mask pending values)."""
+    """Timestamps (tz-naive UTC, ns) from seconds since the period start."""
     start = np.datetime64(pd.Timestamp(sim.config.start).to_datetime64(), "s")
     return pd.Series((start + np.asarray(seconds, dtype=np.int64).astype("timedelta64[s]")).astype("datetime64[ns]"))
 

@@ -91,7 +91,7 @@ class DayView:
 
 
 class History(Protocol):
-    """Read access to what has happened so far (before today's contacts)."""
+    """Read access to what has happened up to the end of yesterday, as contract-shaped frames."""
 
     def events(self) -> pd.DataFrame: ...
     def contacts(self) -> pd.DataFrame: ...
