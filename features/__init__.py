@@ -4,7 +4,7 @@ Every function takes a required `as_of` (tz-naive UTC); nothing at or after it i
 See docs/features.md for every column, its unit and window.
 """
 
-from features.candidate import build_candidate_features
+from features.candidate import build_candidate_features, candidate_matrix
 from features.config import CATEGORIES, NEVER_DAYS, Context, LifecycleRules
 from features.customer import build_customer_features, lifecycle_stage
 from features.feature_set import (
@@ -27,6 +27,7 @@ __all__ = [
     "FeatureSet",
     "LifecycleRules",
     "build_candidate_features",
+    "candidate_matrix",
     "build_customer_features",
     "candidate_features_online",
     "check_feature_set",

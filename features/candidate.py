@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from features.config import CATEGORIES, DEVICES, NEVER_DAYS, Context, check_as_of
-from features.customer import CONTACT_HISTORY_COLUMNS, age_days, codes, contact_history
+from features.customer import CONTACT_HISTORY_COLUMNS, ContactArrays, codes, contact_history, encode_contacts
+from nbo.errors import NboError
 from nbo.vocab import CONTACT_CHANNELS, OFFER_KINDS
 
 #: Customer columns copied onto every candidate row (the propensity model sees them).
@@ -82,49 +83,89 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
 CANDIDATE_COLUMNS: tuple[str, ...] = (*CUSTOMER_COLUMNS_FOR_CANDIDATES, *PAIR_COLUMNS, *OFFER_COLUMNS, *CONTEXT_COLUMNS)
 
 
-def _column(frame: pd.DataFrame, name: str, n: int) -> np.ndarray:
-    if name in frame.columns:
-        return frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.zeros(n)
+_CATEGORY_STEMS: tuple[str, ...] = (
+    "page_views_30d",
+    "product_views_30d",
+    "searches_30d",
+    "cart_adds_30d",
+    "purchases_30d",
+    "purchases_365d",
+)
+_CUSTOMER_INPUTS: tuple[str, ...] = (
+    *(c for c in CUSTOMER_COLUMNS_FOR_CANDIDATES if c not in CONTACT_HISTORY_COLUMNS),
+    "top_category_code",
+    "next_category_code",
+)
 
 
-def _category_matrix(frame: pd.DataFrame, stems: tuple[str, ...], categories: tuple[str, ...]) -> np.ndarray:
-    """(customers, categories + 1) sum of the given per-category columns; last column = 0 (unknown)."""
-    n = len(frame)
-    mat = np.zeros((n, len(categories) + 1))
-    for j, cat in enumerate(categories):
+_LAYOUT: list[tuple[pd.Index, tuple[str, ...], np.ndarray]] = []
+
+
+def _column_positions(columns: pd.Index, names: tuple[str, ...]) -> np.ndarray:
+    """Positions of `names` among `columns`. The last layout is remembered by identity: the
+    online path slices rows out of one materialised frame, which share its `columns` object."""
+    if _LAYOUT and _LAYOUT[0][0] is columns and _LAYOUT[0][1] == names:
+        return _LAYOUT[0][2]
+    where = {c: i for i, c in enumerate(columns)}
+    missing = [n for n in names if n not in where]
+    if missing:
+        raise NboError(f"customer features lack column(s) {', '.join(missing[:8])}; use build_customer_features")
+    found = np.array([where[n] for n in names], dtype=np.int64)
+    _LAYOUT[:] = [(columns, names, found)]
+    return found
+
+
+class _CustomerArrays:
+    """The customer columns this module reads, pulled out of the frame in one block."""
+
+    def __init__(self, frame: pd.DataFrame, categories: tuple[str, ...]) -> None:
+        self.categories = categories
+        per_cat = [f"{cat}_{stem}" for stem in _CATEGORY_STEMS for cat in categories]
+        names = (*_CUSTOMER_INPUTS, *per_cat)
+        block = frame.iloc[:, _column_positions(frame.columns, names)].to_numpy(dtype=np.float64)
+        self.columns = {name: block[:, i] for i, name in enumerate(_CUSTOMER_INPUTS)}
+        self._per_cat = block[:, len(_CUSTOMER_INPUTS) :]
+
+    def matrix(self, *stems: str) -> np.ndarray:
+        """(customers, categories + 1): sum of per-category columns; the last column (undeclared) is 0."""
+        k = len(self.categories)
+        n = self._per_cat.shape[0]
+        mat = np.zeros((n, k + 1))
         for stem in stems:
-            mat[:, j] += _column(frame, f"{cat}_{stem}", n)
-    return mat
+            j = _CATEGORY_STEMS.index(stem)
+            mat[:, :k] += self._per_cat[:, j * k : (j + 1) * k]
+        return mat
+
+
+def _offer_positions(offer_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Position of each contact's offer among `offer_ids`, -1 when absent."""
+    if len(values) <= 4096:  # a dict beats building a hash index for one customer's contacts
+        where = {o: i for i, o in enumerate(offer_ids)}
+        return np.fromiter((where.get(v, -1) for v in values), dtype=np.int64, count=len(values))
+    return pd.Index(offer_ids).get_indexer(values)
 
 
 def _exposures(
-    contacts: pd.DataFrame, customers: pd.Index, offers: pd.DataFrame, offer_cat: np.ndarray, as_of: pd.Timestamp
+    c: ContactArrays, n_c: int, offers: pd.DataFrame, offer_cat: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Per (customer, offer) pair: exposures and outcomes before as_of; declines per offer category."""
-    n_c, n_o = len(customers), len(offers)
-    cust = customers.get_indexer(contacts["customer_id"])
-    age = age_days(contacts["ts"], as_of)
-    keep = (cust >= 0) & (age > 0)
-    offer_pos = pd.Index(offers["offer_id"]).get_indexer(contacts["offer_id"].to_numpy()[keep])
-    cust, age = cust[keep], age[keep]
-    outcome = contacts["outcome"].to_numpy()[keep]
-    seen = age_days(contacts["outcome_ts"], as_of)[keep] > 0
+    n_o = len(offers)
+    offer_pos = _offer_positions(offers["offer_id"].to_numpy(dtype=object), c.offer_id)
     known = offer_pos >= 0
-    pair = cust[known].astype(np.int64) * n_o + offer_pos[known]
+    pair = c.cust[known] * n_o + offer_pos[known]
     size = n_c * n_o
     out = {"offer_exposures": np.bincount(pair, minlength=size).astype(np.float64)}
+    outcome, final = c.outcome[known], c.final[known]
     for value, name in (("accepted", "offer_accepts"), ("declined", "offer_declines"), ("ignored", "offer_ignores")):
-        hit = (seen & (outcome == value))[known]
-        out[name] = np.bincount(pair[hit], minlength=size).astype(np.float64)
+        out[name] = np.bincount(pair[final & (outcome == value)], minlength=size).astype(np.float64)
     last = np.full(size, np.inf)
-    np.minimum.at(last, pair, age[known])
+    np.minimum.at(last, pair, c.age[known])
     last[np.isinf(last)] = NEVER_DAYS
     out["offer_days_since_exposure"] = last
-    # Declines per (customer, offer category); offers absent from `offers` are not counted.
+    # Declines per (customer, offer category); contacts of offers absent from `offers` are not counted.
     n_k = int(offer_cat.max()) + 1 if len(offer_cat) else 1
-    declined = known & seen & (outcome == "declined")
-    cat_key = cust[declined].astype(np.int64) * n_k + offer_cat[offer_pos[declined]]
+    declined = final & (outcome == "declined")
+    cat_key = c.cust[known][declined] * n_k + offer_cat[offer_pos[known][declined]]
     by_cat = np.bincount(cat_key, minlength=n_c * n_k).reshape(n_c, n_k)
     rows = np.repeat(np.arange(n_c), n_o)
     out["offer_cat_declines"] = by_cat[rows, np.tile(offer_cat, n_c)].astype(np.float64)
@@ -171,6 +212,66 @@ def _context_rows(
     return {name: np.tile(np.concatenate(parts), repeat) for name, parts in cols.items()}
 
 
+def candidate_matrix(
+    customer_features: pd.DataFrame,
+    offers: pd.DataFrame,
+    contacts: pd.DataFrame,
+    context: Context | Mapping[str, Context] | None,
+    as_of: pd.Timestamp,
+    *,
+    categories: tuple[str, ...] = CATEGORIES,
+) -> np.ndarray:
+    """The candidate features as one float64 array (rows customer-major, columns `CANDIDATE_COLUMNS`).
+
+    What `build_candidate_features` returns without the DataFrame around it: the online service
+    feeds it (as float32) straight to the model and skips ~0.3 ms of DataFrame construction.
+    """
+    as_of = check_as_of(as_of)
+    customers = pd.Index(customer_features.index.to_numpy(dtype=object), name="customer_id", dtype=object)
+    n_c, n_o = len(customers), len(offers)
+    rows = np.repeat(np.arange(n_c), n_o)
+    offer_idx = np.tile(np.arange(n_o), n_c)
+    encoded = encode_contacts(contacts, customers, as_of)
+    history = contact_history(encoded, customers, as_of)
+    out: dict[str, np.ndarray] = {}
+    cust = _CustomerArrays(customer_features, categories)
+    for name in CUSTOMER_COLUMNS_FOR_CANDIDATES:
+        values = history[name] if name in CONTACT_HISTORY_COLUMNS else cust.columns[name]
+        out[name] = values[rows]
+
+    # Offer's category: declared code (-1 undeclared) and the raw text for context matching.
+    offer_raw_cat = offers["category"].to_numpy(dtype=object)
+    declared = codes(offer_raw_cat, categories).astype(np.int64)[offer_idx]
+    slot = np.where(declared >= 0, declared, len(categories))
+    out["offer_cat_views_30d"] = cust.matrix("page_views_30d", "product_views_30d")[rows, slot]
+    out["offer_cat_searches_30d"] = cust.matrix("searches_30d")[rows, slot]
+    out["offer_cat_cart_adds_30d"] = cust.matrix("cart_adds_30d")[rows, slot]
+    bought = cust.matrix("purchases_365d")[rows, slot]
+    out["offer_cat_purchases_365d"] = bought
+    total = cust.columns["purchases_365d"][rows]
+    out["offer_cat_purchase_share_365d"] = np.divide(bought, total, out=np.zeros(len(rows)), where=total > 0)
+    out["offer_cat_bought_30d"] = (cust.matrix("purchases_30d")[rows, slot] > 0).astype(np.float64)
+    out["offer_cat_is_top"] = ((cust.columns["top_category_code"][rows] == declared) & (declared >= 0)).astype(np.float64)
+    out["offer_cat_is_next"] = ((cust.columns["next_category_code"][rows] == declared) & (declared >= 0)).astype(
+        np.float64
+    )
+    raw_codes, _ = pd.factorize(offer_raw_cat)
+    out.update(_exposures(encoded, n_c, offers, raw_codes.astype(np.int64)))
+
+    kind = codes(offers["kind"].to_numpy(dtype=object), OFFER_KINDS).astype(np.int64)[offer_idx]
+    for j, name in enumerate(OFFER_KINDS):
+        out[f"offer_kind_{name}"] = (kind == j).astype(np.float64)
+    out["offer_kind_code"] = kind.astype(np.float64)
+    out["offer_category_code"] = declared.astype(np.float64)
+    out["offer_value"] = offers["value"].to_numpy(dtype=np.float64)[offer_idx]
+    out["offer_cost"] = offers["cost"].to_numpy(dtype=np.float64)[offer_idx]
+    out.update(_context_rows(context, customers, offers, offer_raw_cat, as_of))
+    block = np.empty((len(rows), len(CANDIDATE_COLUMNS)))
+    for i, name in enumerate(CANDIDATE_COLUMNS):
+        block[:, i] = out[name]
+    return block
+
+
 def build_candidate_features(
     customer_features: pd.DataFrame,
     offers: pd.DataFrame,
@@ -187,47 +288,10 @@ def build_candidate_features(
     `Context` for every customer, a mapping customer_id -> Context (missing ids get NaN context
     features), or None (all context features NaN).
     """
-    as_of = check_as_of(as_of)
-    customers = pd.Index(customer_features.index, name="customer_id")
-    n_c, n_o = len(customers), len(offers)
-    rows = np.repeat(np.arange(n_c), n_o)
-    offer_idx = np.tile(np.arange(n_o), n_c)
-    history = contact_history(contacts, customers, as_of)
-    out: dict[str, object] = {
-        "customer_id": pd.array(np.repeat(customers.to_numpy(dtype=object), n_o), dtype="str"),
-        "offer_id": pd.array(np.tile(offers["offer_id"].to_numpy(dtype=object), n_c), dtype="str"),
-    }
-    for name in CUSTOMER_COLUMNS_FOR_CANDIDATES:
-        values = history[name] if name in CONTACT_HISTORY_COLUMNS else _column(customer_features, name, n_c)
-        out[name] = values[rows]
-
-    # Offer's category: declared code (-1 undeclared) and the raw text for context matching.
-    offer_raw_cat = offers["category"].to_numpy(dtype=object)
-    declared = codes(offers["category"], categories).astype(np.int64)
-    slot = np.where(declared >= 0, declared, len(categories))[offer_idx]
-    views = _category_matrix(customer_features, ("page_views_30d", "product_views_30d"), categories)
-    out["offer_cat_views_30d"] = views[rows, slot]
-    out["offer_cat_searches_30d"] = _category_matrix(customer_features, ("searches_30d",), categories)[rows, slot]
-    out["offer_cat_cart_adds_30d"] = _category_matrix(customer_features, ("cart_adds_30d",), categories)[rows, slot]
-    bought = _category_matrix(customer_features, ("purchases_365d",), categories)[rows, slot]
-    out["offer_cat_purchases_365d"] = bought
-    total = _column(customer_features, "purchases_365d", n_c)[rows]
-    out["offer_cat_purchase_share_365d"] = np.divide(bought, total, out=np.zeros(len(rows)), where=total > 0)
-    recent = _category_matrix(customer_features, ("purchases_30d",), categories)[rows, slot]
-    out["offer_cat_bought_30d"] = (recent > 0).astype(np.float64)
-    top = _column(customer_features, "top_category_code", n_c)[rows]
-    nxt = _column(customer_features, "next_category_code", n_c)[rows]
-    out["offer_cat_is_top"] = ((top == declared[offer_idx]) & (declared[offer_idx] >= 0)).astype(np.float64)
-    out["offer_cat_is_next"] = ((nxt == declared[offer_idx]) & (declared[offer_idx] >= 0)).astype(np.float64)
-    raw_codes, _ = pd.factorize(offer_raw_cat)
-    out.update(_exposures(contacts, customers, offers, raw_codes.astype(np.int64), as_of))
-
-    kind = codes(offers["kind"], OFFER_KINDS).astype(np.int64)[offer_idx]
-    for j, name in enumerate(OFFER_KINDS):
-        out[f"offer_kind_{name}"] = (kind == j).astype(np.float64)
-    out["offer_kind_code"] = kind.astype(np.float64)
-    out["offer_category_code"] = declared[offer_idx].astype(np.float64)
-    out["offer_value"] = offers["value"].to_numpy(dtype=np.float64)[offer_idx]
-    out["offer_cost"] = offers["cost"].to_numpy(dtype=np.float64)[offer_idx]
-    out.update(_context_rows(context, customers, offers, offer_raw_cat, as_of))
-    return pd.DataFrame(out, columns=["customer_id", "offer_id", *CANDIDATE_COLUMNS])
+    block = candidate_matrix(customer_features, offers, contacts, context, as_of, categories=categories)
+    n_c, n_o = len(customer_features), len(offers)
+    frame = pd.DataFrame(block, columns=list(CANDIDATE_COLUMNS))
+    frame.insert(0, "offer_id", pd.array(np.tile(offers["offer_id"].to_numpy(dtype=object), n_c), dtype="str"))
+    customer_ids = np.repeat(customer_features.index.to_numpy(dtype=object), n_o)
+    frame.insert(0, "customer_id", pd.array(customer_ids, dtype="str"))
+    return frame

@@ -1,0 +1,280 @@
+"""Exact values of every customer feature family on hand-built tables, and bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import NEVER_DAYS, CUSTOMER_FEATURES, LifecycleRules, build_customer_features, lifecycle_stage
+from nbo.data import Dataset, empty_table
+from nbo.errors import NboError
+from tests.features.conftest import AS_OF, ago, dataset
+
+
+def _buy(cid: str, days: float, amount: float | None, category: str | None = "travel", channel: str = "web") -> dict:
+    return {"customer_id": cid, "ts": ago(days), "type": "purchase", "category": category, "amount": amount, "channel": channel}
+
+
+def _ev(cid: str, days: float, etype: str, category: str | None = None, channel: str = "web") -> dict:
+    return {"customer_id": cid, "ts": ago(days), "type": etype, "category": category, "channel": channel}
+
+
+def test_rfm_exact_values_and_as_of_boundaries() -> None:
+    data = dataset(
+        customers=[
+            {"customer_id": "a", "signup_ts": ago(400)},
+            {"customer_id": "b", "signup_ts": ago(10)},
+            {"customer_id": "late", "signup_ts": ago(-1)},
+            {"customer_id": "at", "signup_ts": AS_OF},
+        ],
+        events=[
+            _buy("a", 10, 100.0),
+            _buy("a", 40, 50.0, "books"),
+            _buy("a", 100, None),  # NaN amount: a purchase with no spend
+            _buy("a", 300, 200.0, "home"),
+            _buy("a", 500, 1000.0),  # outside 365 days, inside the totals
+            _buy("a", 0, 999.0),  # at as_of: ignored
+            _buy("a", -5, 999.0),  # after as_of: ignored
+        ],
+    )
+    f = build_customer_features(data, AS_OF)
+    assert list(f.index) == ["a", "b"]  # signed up before as_of only
+    a = f.loc["a"]
+    assert a["recency_days"] == 10
+    assert (a["purchases_30d"], a["spend_30d"]) == (1, 100)
+    assert (a["purchases_90d"], a["spend_90d"]) == (2, 150)
+    assert (a["purchases_365d"], a["spend_365d"]) == (4, 350)
+    assert (a["purchases_total"], a["spend_total"]) == (5, 1350)
+    assert a["avg_basket_365d"] == 87.5
+    assert a["tenure_days"] == 400
+    assert (a["r_score"], a["f_score"], a["m_score"], a["rfm_score"]) == (5, 3, 3, 11)
+    b = f.loc["b"]
+    assert b["recency_days"] == NEVER_DAYS
+    assert (b["purchases_total"], b["spend_total"], b["avg_basket_365d"]) == (0, 0, 0)
+    assert (b["r_score"], b["f_score"], b["m_score"]) == (1, 1, 1)
+    assert b["lifecycle"] == "new"
+
+
+@pytest.mark.parametrize(
+    ("recency", "count", "spend", "scores"),
+    [
+        (30.0, 12, 1000.0, (5, 5, 5)),
+        (30.5, 11, 999.0, (4, 4, 4)),
+        (90.0, 6, 500.0, (4, 4, 4)),
+        (180.0, 3, 200.0, (3, 3, 3)),
+        (365.0, 1, 0.5, (2, 2, 2)),
+        (366.0, 0, 0.0, (1, 1, 1)),
+    ],
+)
+def test_rfm_score_thresholds_are_fixed(recency: float, count: int, spend: float, scores: tuple[int, int, int]) -> None:
+    events = [_buy("a", recency, spend if i == 0 else 0.0) for i in range(max(count, 1))]
+    if count == 0:
+        events = [_buy("a", recency, None)]  # one purchase > 365 days ago: 0 in the year
+    data = dataset(customers=[{"customer_id": "a", "signup_ts": ago(800)}], events=events)
+    f = build_customer_features(data, AS_OF).loc["a"]
+    got = (f["r_score"], f["f_score"], f["m_score"])
+    assert got == pytest.approx(scores)
+
+
+def test_behaviour_exact_values() -> None:
+    c = "a"
+    data = dataset(
+        customers=[{"customer_id": c, "signup_ts": ago(200)}],
+        events=[
+            _ev(c, 3, "page_view", "travel"),
+            _ev(c, 20, "page_view", "travel"),
+            _ev(c, 2, "page_view", "garden"),  # undeclared: totals only
+            _ev(c, 5, "product_view", None),  # empty: totals only
+            _ev(c, 8, "search", "books"),
+            _ev(c, 25, "add_to_cart", "fashion"),
+            _buy(c, 20, 30.0, "fashion", "web"),  # after the fashion add: not abandoned
+            _ev(c, 10, "add_to_cart", "home"),
+            _buy(c, 15, 70.0, "home", "store"),  # before the home add: abandoned
+            _ev(c, 5, "add_to_cart", "garden"),  # no purchase: abandoned
+            _ev(c, 40, "add_to_cart", "travel"),  # outside 30 days
+            _ev(c, 20, "store_visit", None, "store"),
+            _ev(c, 60, "store_visit", None, "store"),
+            _ev(c, 80, "complaint", None, "call_center"),
+            _ev(c, 100, "call", None, "call_center"),  # outside 90 days
+            _ev(c, 12, "page_view", "books", "app"),
+        ],
+    )
+    f = build_customer_features(data, AS_OF).loc[c]
+    expected = {
+        "page_views_7d": 2,
+        "page_views_30d": 4,
+        "travel_page_views_7d": 1,
+        "travel_page_views_30d": 2,
+        "books_page_views_30d": 1,
+        "product_views_7d": 1,
+        "travel_product_views_7d": 0,
+        "searches_7d": 0,
+        "searches_30d": 1,
+        "books_searches_30d": 1,
+        "cart_adds_7d": 1,
+        "cart_adds_30d": 3,
+        "fashion_cart_adds_30d": 1,
+        "home_cart_adds_7d": 0,
+        "home_cart_adds_30d": 1,
+        "travel_cart_adds_30d": 0,
+        "abandoned_carts_30d": 2,
+        "days_since_web_visit": 2,
+        "days_since_app_visit": 12,
+        "online_spend_share_365d": 0.3,
+        "store_spend_share_365d": 0.7,
+        "store_visits_30d": 1,
+        "store_visits_90d": 2,
+        "complaints_90d": 1,
+        "calls_90d": 0,
+        "fashion_purchases_30d": 1,
+        "home_purchases_365d": 1,
+    }
+    assert {k: f[k] for k in expected} == pytest.approx(expected)
+
+
+def test_breadth_top_and_next_category() -> None:
+    data = dataset(
+        customers=[{"customer_id": "a", "signup_ts": ago(900)}, {"customer_id": "tie", "signup_ts": ago(900)}],
+        events=[
+            *[_buy("a", d, 10.0, "travel") for d in (5, 50, 100)],
+            _buy("a", 60, 10.0, "books"),
+            _buy("a", 70, 10.0, "home"),
+            _buy("a", 80, 10.0, "garden"),  # undeclared: in the total, not a category
+            _buy("a", 400, 10.0, "electronics"),  # bought ever, not in 365 days
+            *[_ev("a", d, "product_view", "electronics") for d in (1, 2)],
+            *[_ev("a", d, "page_view", "fashion") for d in (1,)],
+            *[_ev("a", d, "page_view", "travel") for d in (1, 2, 3, 4, 5)],
+            _ev("tie", 3, "page_view", "sports"),
+            _ev("tie", 3, "search", "beauty"),
+        ],
+    )
+    f = build_customer_features(data, AS_OF)
+    a = f.loc["a"]
+    assert a["categories_bought_365d"] == 3
+    assert a["top_category"] == "travel" and a["top_category_code"] == 0
+    assert a["top_category_share_365d"] == pytest.approx(3 / 6)
+    assert a["next_category"] == "fashion"  # electronics was bought (400 days ago), travel too
+    tie = f.loc["tie"]
+    assert tie["next_category"] == "beauty"  # tie: the category declared first wins
+    assert tie["top_category"] == "" and tie["top_category_code"] == -1
+
+
+def _stage(**kw: float) -> str:
+    row = {"tenure_days": 400.0, "recency_days": 10.0, "purchases_total": 5.0, "purchases_365d": 5.0,
+           "categories_bought_365d": 1.0}
+    row.update(kw)
+    return str(lifecycle_stage({k: np.array([v]) for k, v in row.items()}, LifecycleRules())[0])
+
+
+def test_lifecycle_rules_in_order() -> None:
+    assert _stage(recency_days=181) == "lapsed"
+    assert _stage(recency_days=NEVER_DAYS, tenure_days=200) == "lapsed"
+    assert _stage(recency_days=NEVER_DAYS, tenure_days=100) == "at_risk"
+    assert _stage(recency_days=91) == "at_risk"
+    assert _stage(recency_days=NEVER_DAYS, tenure_days=20, purchases_total=0) == "new"
+    assert _stage(tenure_days=25, purchases_total=4) == "new"
+    assert _stage(purchases_total=1) == "new"
+    assert _stage(purchases_365d=12, categories_bought_365d=4) == "loyal"
+    assert _stage(purchases_365d=12, tenure_days=300, categories_bought_365d=4) == "diversified"
+    assert _stage(categories_bought_365d=3) == "diversified"
+    assert _stage() == "rooted"
+
+
+def test_lifecycle_rules_are_configurable_and_checked() -> None:
+    rules = LifecycleRules(loyal_min_purchases_365d=5)
+    row = {"tenure_days": np.array([400.0]), "recency_days": np.array([10.0]), "purchases_total": np.array([5.0]),
+           "purchases_365d": np.array([5.0]), "categories_bought_365d": np.array([1.0])}
+    assert lifecycle_stage(row, rules)[0] == "loyal"
+    with pytest.raises(ValueError, match="lapsed_after_days"):
+        LifecycleRules(at_risk_after_days=200, lapsed_after_days=100)
+    with pytest.raises(ValueError):
+        rules.loyal_min_purchases_365d = 3  # frozen
+
+
+def test_contact_history_exact_values() -> None:
+    c = "a"
+    data = dataset(
+        customers=[{"customer_id": c, "signup_ts": ago(300)}],
+        contacts=[
+            {"customer_id": c, "offer_id": "o1", "channel": "email", "ts": ago(2), "outcome": "accepted", "outcome_ts": ago(1)},
+            # declined, but the answer came after as_of: still pending
+            {"customer_id": c, "offer_id": "o1", "channel": "sms", "ts": ago(5), "outcome": "declined", "outcome_ts": ago(-1)},
+            {"customer_id": c, "offer_id": "o1", "channel": "web", "ts": ago(20), "outcome": "ignored", "outcome_ts": ago(19)},
+            {"customer_id": c, "offer_id": "o1", "channel": "push", "ts": ago(40), "outcome": "clicked", "outcome_ts": ago(39)},
+            {"customer_id": c, "offer_id": "o1", "channel": "mail", "ts": AS_OF, "outcome": "pending"},  # at as_of
+        ],
+    )
+    f = build_customer_features(data, AS_OF).loc[c]
+    expected = {
+        "contacts_email_7d": 1, "contacts_sms_7d": 1, "contacts_web_7d": 0, "contacts_7d": 2,
+        "contacts_web_30d": 1, "contacts_push_30d": 0, "contacts_mail_30d": 0, "contacts_30d": 3,
+        "outbound_contacts_7d": 2, "days_since_last_contact": 2, "contacts_total": 4,
+        "finalised_total": 3, "accepts_total": 1, "declines_total": 0, "ignores_total": 1,
+        "pending_contacts": 1, "acceptance_rate": 1 / 3,
+    }
+    assert {k: f[k] for k in expected} == pytest.approx(expected)
+
+
+def test_consents_latest_row_before_as_of() -> None:
+    c = "a"
+    data = dataset(
+        customers=[{"customer_id": c, "signup_ts": ago(300)}],
+        consents=[
+            {"customer_id": c, "channel": "email", "granted": True, "ts": ago(10)},
+            {"customer_id": c, "channel": "email", "granted": False, "ts": ago(5)},
+            {"customer_id": c, "channel": "sms", "granted": True, "ts": ago(3)},
+            {"customer_id": c, "channel": "push", "granted": True, "ts": AS_OF},
+            {"customer_id": c, "channel": "mail", "granted": True, "ts": ago(20)},
+            {"customer_id": c, "channel": "mail", "granted": False, "ts": ago(-1)},
+        ],
+    )
+    f = build_customer_features(data, AS_OF).loc[c]
+    assert (f["opt_in_email"], f["opt_in_sms"], f["opt_in_push"], f["opt_in_mail"], f["opt_in_web"]) == (0, 1, 0, 1, 0)
+
+
+def test_empty_tables_give_an_empty_frame_with_all_columns() -> None:
+    data = Dataset(**{name: empty_table(name) for name in ("customers", "consents", "events", "offers", "contacts")})
+    f = build_customer_features(data, AS_OF)
+    assert len(f) == 0
+    assert list(f.columns[: len(CUSTOMER_FEATURES)]) == list(CUSTOMER_FEATURES)
+
+
+def test_customer_without_events_gets_zeros_and_sentinels() -> None:
+    data = dataset(customers=[{"customer_id": "a", "signup_ts": ago(50)}])
+    f = build_customer_features(data, AS_OF).loc["a"]
+    for name in ("recency_days", "days_since_web_visit", "days_since_app_visit", "days_since_last_contact"):
+        assert f[name] == NEVER_DAYS
+    assert f["purchases_total"] == 0 and f["page_views_30d"] == 0 and f["acceptance_rate"] == 0
+    assert f["top_category"] == "" and f["next_category"] == ""
+    assert f["lifecycle"] == "new"
+
+
+def test_events_before_signup_count() -> None:
+    data = dataset(customers=[{"customer_id": "a", "signup_ts": ago(10)}], events=[_buy("a", 20, 5.0)])
+    f = build_customer_features(data, AS_OF).loc["a"]
+    assert f["purchases_total"] == 1 and f["recency_days"] == 20 and f["tenure_days"] == 10
+
+
+def test_unknown_categories_count_in_totals_only() -> None:
+    data = dataset(
+        customers=[{"customer_id": "a", "signup_ts": ago(100)}],
+        events=[_buy("a", 3, 10.0, "garden"), _buy("a", 3, 10.0, None), _ev("a", 1, "page_view", "Travel")],
+    )
+    f = build_customer_features(data, AS_OF).loc["a"]
+    assert f["purchases_30d"] == 2 and f["spend_30d"] == 20
+    assert f["categories_bought_365d"] == 0 and f["top_category"] == ""
+    assert f["page_views_7d"] == 1 and f["travel_page_views_7d"] == 0  # categories are case-sensitive
+
+
+def test_custom_category_list() -> None:
+    data = dataset(customers=[{"customer_id": "a", "signup_ts": ago(100)}], events=[_buy("a", 3, 10.0, "garden")])
+    f = build_customer_features(data, AS_OF, categories=("garden", "travel")).loc["a"]
+    assert f["garden_purchases_30d"] == 1 and f["top_category"] == "garden"
+
+
+@pytest.mark.parametrize("bad", [None, pd.Timestamp("2025-06-01", tz="UTC"), "2025-06-01T00:00:00+02:00"])
+def test_as_of_is_required_and_tz_naive(bad: object) -> None:
+    data = dataset(customers=[{"customer_id": "a", "signup_ts": ago(100)}])
+    with pytest.raises(NboError, match="as_of"):
+        build_customer_features(data, bad)  # type: ignore[arg-type]
