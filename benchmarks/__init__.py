@@ -1,0 +1,1 @@
+"""Runnable benchmarks; `python -m benchmarks` (or `make bench`) runs them all in turn."""
