@@ -198,7 +198,7 @@ def _context_rows(
         channel = ctx.channel
         cols["ctx_channel_code"].append(np.full(n_o, float(CONTACT_CHANNELS.index(channel))))
         hour = as_of.hour if ctx.hour_of_day is None else ctx.hour_of_day
-        dow = as_of.dayofweek if ctx.day_of_week is None else ctx.day_of_week
+        dow = as_of.day_of_week if ctx.day_of_week is None else ctx.day_of_week
         cols["ctx_hour_of_day"].append(np.full(n_o, float(hour)))
         cols["ctx_day_of_week"].append(np.full(n_o, float(dow)))
         cols["ctx_device_code"].append(np.full(n_o, float(DEVICES.index(ctx.device or "unknown"))))

@@ -408,7 +408,7 @@ def build_customer_features(
     keep = (customers["signup_ts"] < as_of).to_numpy()
     if customer_ids is not None:
         wanted = pd.Index(pd.Series(list(customer_ids), dtype="str"))
-        keep &= customers["customer_id"].isin(wanted).to_numpy()
+        keep = keep & customers["customer_id"].isin(wanted).to_numpy()
     customers = customers[keep]
     index = pd.Index(customers["customer_id"].astype("str").to_numpy(), name="customer_id", dtype="str")
     n = len(index)

@@ -1,0 +1,67 @@
+"""Materialisation: Parquet round trip with metadata, and the `nbo features` command."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from features import FEATURE_SET, FeatureSet, build_customer_features, check_feature_set, read_materialised, write_materialised
+from nbo.cli import app
+from nbo.data import write_dataset
+from nbo.errors import NboError
+from tests.features.conftest import AS_OF
+
+
+def test_round_trip_keeps_values_types_and_metadata(synth, tmp_path) -> None:
+    frame = build_customer_features(synth, AS_OF)
+    write_materialised(frame, tmp_path / "f.parquet", AS_OF)
+    back, meta = read_materialised(tmp_path / "f.parquet")
+    pd.testing.assert_frame_equal(back, frame)
+    assert meta == {"feature_set": FEATURE_SET.name, "feature_set_version": FEATURE_SET.version, "as_of": AS_OF}
+    check_feature_set(meta)
+    schema_meta = pq.read_schema(tmp_path / "f.parquet").metadata
+    assert schema_meta[b"nbo.as_of"] == b"2025-06-01T00:00:00"
+
+
+def test_other_feature_set_version_is_refused(synth, tmp_path) -> None:
+    frame = build_customer_features(synth, AS_OF)
+    old = FeatureSet("nbo-core", "0.9.0", (), (), ())
+    write_materialised(frame, tmp_path / "old.parquet", AS_OF, old)
+    _, meta = read_materialised(tmp_path / "old.parquet")
+    with pytest.raises(NboError, match="0.9.0"):
+        check_feature_set(meta)
+
+
+def test_files_without_metadata_or_missing_are_refused(tmp_path) -> None:
+    pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "plain.parquet")
+    with pytest.raises(NboError, match="nbo.feature_set"):
+        read_materialised(tmp_path / "plain.parquet")
+    with pytest.raises(NboError, match="no materialised"):
+        read_materialised(tmp_path / "absent.parquet")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(NboError, match="not a readable"):
+        read_materialised(tmp_path / "bad.parquet")
+
+
+def test_cli_writes_features_as_of_a_date(synth, tmp_path) -> None:
+    write_dataset(synth, tmp_path / "data")
+    out = tmp_path / "features.parquet"
+    result = CliRunner().invoke(app, ["features", "--data", str(tmp_path / "data"), "--as-of", "2025-06-01", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    frame, meta = read_materialised(out)
+    assert meta["as_of"] == AS_OF
+    pd.testing.assert_frame_equal(frame, build_customer_features(synth, AS_OF))
+
+
+def test_cli_converts_a_timezone_and_rejects_garbage(synth, tmp_path) -> None:
+    write_dataset(synth, tmp_path / "data")
+    out = tmp_path / "f.parquet"
+    ok = CliRunner().invoke(app, ["features", "--data", str(tmp_path / "data"), "--as-of", "2025-06-01T02:00:00+02:00",
+                                  "--out", str(out)])
+    assert ok.exit_code == 0, ok.output
+    assert read_materialised(out)[1]["as_of"] == AS_OF
+    bad = CliRunner().invoke(app, ["features", "--data", str(tmp_path / "data"), "--as-of", "yesterday-ish",
+                                   "--out", str(out)])
+    assert bad.exit_code == 2 and "--as-of" in bad.output
