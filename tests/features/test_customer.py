@@ -93,6 +93,8 @@ def test_behaviour_exact_values() -> None:
             _buy(c, 15, 70.0, "home", "store"),  # before the home add: abandoned
             _ev(c, 5, "add_to_cart", "garden"),  # no purchase: abandoned
             _ev(c, 40, "add_to_cart", "travel"),  # outside 30 days
+            _ev(c, 7, "add_to_cart", "sports"),
+            _buy(c, 7, 0.0, "sports"),  # at the same moment as the add, not after it: abandoned
             _ev(c, 20, "store_visit", None, "store"),
             _ev(c, 60, "store_visit", None, "store"),
             _ev(c, 80, "complaint", None, "call_center"),
@@ -112,13 +114,13 @@ def test_behaviour_exact_values() -> None:
         "searches_7d": 0,
         "searches_30d": 1,
         "books_searches_30d": 1,
-        "cart_adds_7d": 1,
-        "cart_adds_30d": 3,
+        "cart_adds_7d": 2,
+        "cart_adds_30d": 4,
         "fashion_cart_adds_30d": 1,
         "home_cart_adds_7d": 0,
         "home_cart_adds_30d": 1,
         "travel_cart_adds_30d": 0,
-        "abandoned_carts_30d": 2,
+        "abandoned_carts_30d": 3,
         "days_since_web_visit": 2,
         "days_since_app_visit": 12,
         "online_spend_share_365d": 0.3,
