@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from features.config import CATEGORIES, DEVICES, NEVER_DAYS, Context, check_as_of
-from features.customer import CONTACT_HISTORY_COLUMNS, ContactArrays, codes, contact_history, encode_contacts
+from features.customer import CONTACT_HISTORY_COLUMNS, ContactArrays, codes, contact_history, encode_contacts, lookup
 from nbo.errors import NboError
-from nbo.vocab import CONTACT_CHANNELS, OFFER_KINDS
+from nbo.vocab import CONTACT_CHANNELS, OFFER_KINDS, OUTCOMES
 
 #: Customer columns copied onto every candidate row (the propensity model sees them).
 CUSTOMER_COLUMNS_FOR_CANDIDATES: tuple[str, ...] = (
@@ -137,12 +137,15 @@ class _CustomerArrays:
         return mat
 
 
-def _offer_positions(offer_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+def _offer_positions(offer_ids: np.ndarray, values: object) -> np.ndarray:
     """Position of each contact's offer among `offer_ids`, -1 when absent."""
-    if len(values) <= 4096:  # a dict beats building a hash index for one customer's contacts
+    if len(values) < _SMALL:  # a dict beats building a hash table for one customer's contacts
         where = {o: i for i, o in enumerate(offer_ids)}
         return np.fromiter((where.get(v, -1) for v in values), dtype=np.int64, count=len(values))
-    return pd.Index(offer_ids).get_indexer(values)
+    return lookup(values, list(offer_ids))
+
+
+_SMALL = 4096
 
 
 def _exposures(
@@ -150,21 +153,22 @@ def _exposures(
 ) -> dict[str, np.ndarray]:
     """Per (customer, offer) pair: exposures and outcomes before as_of; declines per offer category."""
     n_o = len(offers)
-    offer_pos = _offer_positions(offers["offer_id"].to_numpy(dtype=object), c.offer_id)
+    offer_pos = _offer_positions(offers["offer_id"].to_numpy(dtype=object), c.offer_id[c.rows])
     known = offer_pos >= 0
     pair = c.cust[known] * n_o + offer_pos[known]
     size = n_c * n_o
     out = {"offer_exposures": np.bincount(pair, minlength=size).astype(np.float64)}
     outcome, final = c.outcome[known], c.final[known]
     for value, name in (("accepted", "offer_accepts"), ("declined", "offer_declines"), ("ignored", "offer_ignores")):
-        out[name] = np.bincount(pair[final & (outcome == value)], minlength=size).astype(np.float64)
+        hit = final & (outcome == OUTCOMES.index(value))
+        out[name] = np.bincount(pair[hit], minlength=size).astype(np.float64)
     last = np.full(size, np.inf)
     np.minimum.at(last, pair, c.age[known])
     last[np.isinf(last)] = NEVER_DAYS
     out["offer_days_since_exposure"] = last
     # Declines per (customer, offer category); contacts of offers absent from `offers` are not counted.
     n_k = int(offer_cat.max()) + 1 if len(offer_cat) else 1
-    declined = final & (outcome == "declined")
+    declined = final & (outcome == OUTCOMES.index("declined"))
     cat_key = c.cust[known][declined] * n_k + offer_cat[offer_pos[known][declined]]
     by_cat = np.bincount(cat_key, minlength=n_c * n_k).reshape(n_c, n_k)
     rows = np.repeat(np.arange(n_c), n_o)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.config import (
     BROWSE_TYPES,
@@ -37,6 +39,7 @@ from nbo.vocab import (
     FINAL_OUTCOMES,
     LIFECYCLE_STAGES,
     OUTBOUND_CHANNELS,
+    OUTCOMES,
 )
 
 _DAY_NS = 86_400 * 10**9
@@ -54,20 +57,49 @@ def age_days(ts: pd.Series | np.ndarray, as_of: pd.Timestamp) -> np.ndarray:
     return out
 
 
+#: Above this many values, string lookups go through Arrow's hash kernels (C++) instead of Python.
+_ARROW_MIN_ROWS = 10_000
+
+
 @functools.lru_cache(maxsize=64)
 def _vocabulary_map(vocabulary: tuple[str, ...]) -> dict[str, int]:
     return {v: i for i, v in enumerate(vocabulary)}
 
 
-def codes(values: pd.Series | np.ndarray, vocabulary: tuple[str, ...]) -> np.ndarray:
-    """Position of each value in `vocabulary`, -1 for empty or unknown values.
+def _arrow_strings(values: object) -> pa.Array | pa.ChunkedArray:
+    """Values as an Arrow string array; zero-copy for pandas' pyarrow-backed `str` columns."""
+    if isinstance(values, pd.Series | pd.Index):
+        values = values.array
+    arr = pa.array(values, from_pandas=True) if not isinstance(values, pa.Array | pa.ChunkedArray) else values
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = arr.cast(pa.string())
+    return arr
 
-    Factorises first, then looks up the few distinct values: fast for 20M rows and for 50.
-    """
-    raw, uniques = pd.factorize(values, use_na_sentinel=True)
+
+def lookup(values: pd.Series | np.ndarray, keys: tuple[str, ...] | list[str] | pd.Index) -> np.ndarray:
+    """Position of each value among `keys` (distinct strings), -1 for empty or absent values."""
+    n = len(values)
+    if n >= _ARROW_MIN_ROWS:
+        arr = _arrow_strings(values)
+        value_set = _arrow_strings(keys) if isinstance(keys, pd.Index) else pa.array(list(keys), type=arr.type)
+        if isinstance(value_set, pa.ChunkedArray):
+            value_set = value_set.combine_chunks()
+        found = pc.index_in(arr, value_set=value_set.cast(arr.type))
+        return found.fill_null(-1).to_numpy().astype(np.int64, copy=False)
+    raw, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+    known = keys if isinstance(keys, dict) else {k: i for i, k in enumerate(keys)}
+    table = np.fromiter((known.get(u, -1) for u in uniques), dtype=np.int64, count=len(uniques))
+    return np.append(table, -1)[raw]  # raw == -1 (empty) -> last slot -> -1
+
+
+def codes(values: pd.Series | np.ndarray, vocabulary: tuple[str, ...]) -> np.ndarray:
+    """Position of each value in `vocabulary` (int16), -1 for empty or unknown values."""
+    if len(values) >= _ARROW_MIN_ROWS:
+        return lookup(values, vocabulary).astype(np.int16)
+    raw, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
     known = _vocabulary_map(vocabulary)
     table = np.fromiter((known.get(u, -1) for u in uniques), dtype=np.int16, count=len(uniques))
-    return np.append(table, np.int16(-1))[raw]  # raw == -1 (empty) -> last slot -> -1
+    return np.append(table, np.int16(-1))[raw]
 
 
 @dataclass(frozen=True)
@@ -80,24 +112,23 @@ class _Events:
     channel: np.ndarray
     cat: np.ndarray
     amount: np.ndarray
-    raw_cat: pd.Series
+    raw_cat: object  # the full category column (ExtensionArray); `rows` selects the kept events
+    rows: np.ndarray
 
 
 def _encode_events(events: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp, categories: tuple[str, ...]) -> _Events:
-    cust = index.get_indexer(events["customer_id"])
+    cust = positions(index, events["customer_id"])
     age = age_days(events["ts"], as_of)
-    keep = (cust >= 0) & (age > 0)
-    if not keep.all():
-        events = events[keep]
-        cust, age = cust[keep], age[keep]
+    keep = np.flatnonzero((cust >= 0) & (age > 0))
     return _Events(
-        cust=cust.astype(np.int64, copy=False),
-        age=age,
-        type=codes(events["type"], EVENT_TYPES),
-        channel=codes(events["channel"], EVENT_CHANNELS),
-        cat=codes(events["category"], categories),
-        amount=np.nan_to_num(events["amount"].to_numpy(dtype=np.float64, na_value=np.nan), nan=0.0),
-        raw_cat=events["category"],
+        cust=cust[keep].astype(np.int64, copy=False),
+        age=age[keep],
+        type=codes(events["type"], EVENT_TYPES)[keep],
+        channel=codes(events["channel"], EVENT_CHANNELS)[keep],
+        cat=codes(events["category"], categories)[keep],
+        amount=np.nan_to_num(events["amount"].to_numpy(dtype=np.float64, na_value=np.nan)[keep], nan=0.0),
+        raw_cat=events["category"].array,
+        rows=keep,
     )
 
 
@@ -150,7 +181,7 @@ def _abandoned_carts(ev: _Events, n: int) -> np.ndarray:
         return np.zeros(n)
     buy = ev.type == _TYPE["purchase"]
     sel = add | buy
-    raw, _ = pd.factorize(ev.raw_cat.to_numpy()[sel], use_na_sentinel=True)
+    raw, _ = pd.factorize(ev.raw_cat[ev.rows[sel]], use_na_sentinel=True)
     raw = raw.astype(np.int64) + 1  # 0 = empty category
     width = int(raw.max()) + 1
     key = ev.cust[sel] * width + raw
@@ -233,7 +264,9 @@ def positions(index: pd.Index, values: pd.Series | np.ndarray) -> np.ndarray:
     """Position of each value in `index` (unique ids), -1 when absent; one id is a plain comparison."""
     if len(index) == 1:
         return np.where(np.asarray(values, dtype=object) == index[0], 0, -1)
-    return index.get_indexer(values)
+    if len(values) >= _ARROW_MIN_ROWS:
+        return lookup(values, index)
+    return index.get_indexer(np.asarray(values, dtype=object))
 
 
 @dataclass(frozen=True)
@@ -243,9 +276,10 @@ class ContactArrays:
     cust: np.ndarray
     age: np.ndarray
     channel: np.ndarray
-    outcome: np.ndarray
+    outcome: np.ndarray  # codes into OUTCOMES
     final: np.ndarray
-    offer_id: np.ndarray
+    offer_id: object  # the full offer_id column; `rows` selects the kept contacts
+    rows: np.ndarray
 
 
 def encode_contacts(contacts: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp) -> ContactArrays:
@@ -253,15 +287,16 @@ def encode_contacts(contacts: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp
     cust = positions(index, contacts["customer_id"])
     age = age_days(contacts["ts"], as_of)
     keep = (cust >= 0) & (age > 0)
-    outcome = contacts["outcome"].to_numpy(dtype=object)[keep]
+    outcome = codes(contacts["outcome"], OUTCOMES)[keep]
     seen = age_days(contacts["outcome_ts"], as_of)[keep] > 0  # NaN (pending) compares False
     return ContactArrays(
         cust=cust[keep].astype(np.int64, copy=False),
         age=age[keep],
-        channel=codes(contacts["channel"].to_numpy(dtype=object)[keep], CONTACT_CHANNELS),
+        channel=codes(contacts["channel"], CONTACT_CHANNELS)[keep],
         outcome=outcome,
-        final=seen & np.isin(outcome, list(FINAL_OUTCOMES)),
-        offer_id=contacts["offer_id"].to_numpy(dtype=object)[keep],
+        final=seen & np.isin(outcome, [OUTCOMES.index(o) for o in FINAL_OUTCOMES]),
+        offer_id=contacts["offer_id"].array,
+        rows=np.flatnonzero(keep),
     )
 
 
@@ -286,7 +321,7 @@ def contact_history(contacts: pd.DataFrame | ContactArrays, index: pd.Index, as_
     out["contacts_total"] = _count(cust, n)
     out["finalised_total"] = _count(cust[c.final], n)
     for value, name in (("accepted", "accepts_total"), ("declined", "declines_total"), ("ignored", "ignores_total")):
-        out[name] = _count(cust[c.final & (c.outcome == value)], n)
+        out[name] = _count(cust[c.final & (c.outcome == OUTCOMES.index(value))], n)
     out["pending_contacts"] = out["contacts_total"] - out["finalised_total"]
     fin = out["finalised_total"]
     out["acceptance_rate"] = np.divide(out["accepts_total"], fin, out=np.zeros(n), where=fin > 0)
@@ -319,7 +354,7 @@ def _consents(consents: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp) -> d
     if keep.any():
         sub = pd.DataFrame(
             {
-                "key": cust[keep].astype(np.int64) * k + codes(consents["channel"].to_numpy()[keep], CONTACT_CHANNELS),
+                "key": cust[keep].astype(np.int64) * k + codes(consents["channel"], CONTACT_CHANNELS)[keep],
                 "ts": consents["ts"].to_numpy()[keep],
                 "granted": consents["granted"].to_numpy(dtype=bool)[keep],
             }
