@@ -111,6 +111,7 @@ class _Offer:
     valid_to: float
     rule: Rule | None
     ref: OfferRef
+    lever: float
 
 
 def compile_offer_rules(offers: pd.DataFrame, feature_names: Iterable[str]) -> dict[str, Rule]:
@@ -166,7 +167,8 @@ class Arbiter:
             rule = rules.get(oid)
             if rule is None and has_rule is not None and bool(has_rule.iloc[i]):
                 raise ConfigError(f"offer {oid!r} has an eligibility rule but no compiled rule was given")
-            catalogue[oid] = _Offer(oid, cat, kind, frozenset(chans), value, cost, vf, vt, rule, OfferRef(oid, cat))
+            lever = policy.arbitration.weight(oid, kind)
+            catalogue[oid] = _Offer(oid, cat, kind, frozenset(chans), value, cost, vf, vt, rule, OfferRef(oid, cat), lever)
         self._offers = catalogue
 
     # ------------------------------------------------------------------ helpers
@@ -183,12 +185,10 @@ class Arbiter:
         """Sequential sampling without replacement; returns (offer, propensity at its rank, explored)."""
         exp = self.policy.arbitration.exploration
         limit = self.policy.arbitration.max_per_category
-        ordered = sorted(eligible, key=lambda e: (-e[0], e[1].offer_id))
+        remaining = sorted(eligible, key=lambda e: (-e[0], e[1].offer_id))
         picked: list[tuple[_Offer, float, bool]] = []
         per_cat: dict[str, int] = {}
-        taken: set[str] = set()
         for _ in range(k):
-            remaining = [(ev, o) for ev, o in ordered if o.offer_id not in taken and per_cat.get(o.category, 0) < limit]
             if not remaining:
                 break
             n = len(remaining)
@@ -214,8 +214,11 @@ class Arbiter:
                 choice -= 1
             offer = remaining[choice][1]
             picked.append((offer, probs[choice], choice != 0))
-            taken.add(offer.offer_id)
             per_cat[offer.category] = per_cat.get(offer.category, 0) + 1
+            del remaining[choice]
+            if per_cat[offer.category] >= limit:
+                full = offer.category
+                remaining = [e for e in remaining if e[1].category != full]
         return picked
 
     # ------------------------------------------------------------------ decide
@@ -261,7 +264,7 @@ class Arbiter:
         suppressed: list[Suppressed] = []
 
         def drop(oid: str, reason: str) -> None:
-            suppressed.append(Suppressed.model_construct(offer_id=oid, reason=reason))
+            suppressed.append(Suppressed(offer_id=oid, reason=reason))
 
         known: list[tuple[Candidate, _Offer]] = []
         seen: set[str] = set()
@@ -300,6 +303,7 @@ class Arbiter:
             env.setdefault("day_of_week", now.weekday())
             rule_cache: dict[int, bool] = {}
             arb = policy.arbitration
+            shows = history.offer_show_counts(policy.offer_cap.days)  # type: ignore[union-attr]
             for c, o in known:
                 if not (o.valid_from <= t <= o.valid_to):
                     drop(o.offer_id, "validity")
@@ -315,12 +319,12 @@ class Arbiter:
                     if not ok:
                         drop(o.offer_id, "eligibility")
                         continue
-                why = offer_refusal(history, o.ref, policy)  # type: ignore[arg-type]
+                why = offer_refusal(history, o.ref, policy, shows)  # type: ignore[arg-type]
                 if why is not None:
                     drop(o.offer_id, why)
                     continue
                 p = float(c.p_accept)
-                ev = p * o.value * arb.weight(o.offer_id, o.kind) - o.cost
+                ev = p * o.value * o.lever - o.cost
                 if o.kind == "retention":
                     ev += churn_probability * customer_value * p
                 if ev < arb.min_expected_value:
@@ -369,7 +373,7 @@ class Arbiter:
                 reasons.append("retention value: churn_probability x customer_value")
             reasons.append("explored" if explored else "best expected value")
             shown.append(
-                ShownOffer.model_construct(
+                ShownOffer(
                     offer_id=o.offer_id,
                     rank=rank,
                     p_accept=float(c.p_accept),
@@ -379,7 +383,7 @@ class Arbiter:
                     reasons=reasons,
                 )
             )
-        return Decision.model_construct(
+        return Decision(
             decision_id=decision_id,
             customer_id=customer_id,
             channel=channel,

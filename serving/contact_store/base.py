@@ -90,6 +90,15 @@ class ContactHistory:
         since = self.now - days * DAY
         return sum(1 for c in self.contacts if c.offer_id == offer_id and c.ts > since)
 
+    def offer_show_counts(self, days: float) -> dict[str, int]:
+        """Shows per offer in the last `days` days (offers never shown are absent)."""
+        since = self.now - days * DAY
+        counts: dict[str, int] = {}
+        for c in self.contacts:
+            if c.ts > since:
+                counts[c.offer_id] = counts.get(c.offer_id, 0) + 1
+        return counts
+
 
 def decision_refusal(history: ContactHistory, channel: str, policy: ContactPolicy) -> str | None:
     """The reason code if the channel or outbound cap forbids any contact now, else None."""
@@ -102,9 +111,15 @@ def decision_refusal(history: ContactHistory, channel: str, policy: ContactPolic
     return None
 
 
-def offer_refusal(history: ContactHistory, offer: OfferRef, policy: ContactPolicy) -> str | None:
-    """The reason code if the per-offer cap or a decline cooldown forbids this offer now."""
-    if history.offer_shows(offer.offer_id, policy.offer_cap.days) + 1 > policy.offer_cap.max:
+def offer_refusal(
+    history: ContactHistory, offer: OfferRef, policy: ContactPolicy, shows: Mapping[str, int] | None = None
+) -> str | None:
+    """The reason code if the per-offer cap or a decline cooldown forbids this offer now.
+
+    `shows` may carry `history.offer_show_counts(policy.offer_cap.days)` computed once for many offers.
+    """
+    n = shows.get(offer.offer_id, 0) if shows is not None else history.offer_shows(offer.offer_id, policy.offer_cap.days)
+    if n + 1 > policy.offer_cap.max:
         return "cap_offer"
     declined = history.last_decline_offer.get(offer.offer_id)
     if declined is not None and history.now - declined < policy.cooldown.offer_days * DAY:
@@ -129,8 +144,9 @@ def split_offers(
     if reason is not None:
         return [], [(o.offer_id, reason) for o in unique]
     ok, refused = [], []
+    shows = history.offer_show_counts(policy.offer_cap.days)
     for o in unique:
-        r = offer_refusal(history, o, policy)
+        r = offer_refusal(history, o, policy, shows)
         if r is None:
             ok.append(o)
         else:
