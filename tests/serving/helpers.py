@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+DAY = 86_400.0
+
 
 def make_offers(rows: Sequence[dict]) -> pd.DataFrame:
     """An offers frame like `nbo.data` produces; missing columns get harmless defaults."""
@@ -24,3 +26,14 @@ def make_offers(rows: Sequence[dict]) -> pd.DataFrame:
     frame["valid_from"] = pd.to_datetime(frame["valid_from"])
     frame["valid_to"] = pd.to_datetime(frame["valid_to"])
     return frame
+
+
+def max_in_window(times: Sequence[float], days: float) -> int:
+    """The largest number of events (epoch seconds) in any window (t - days, t]: what a cap bounds."""
+    ordered = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(ordered):
+        while ordered[lo] <= t - days * DAY:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best

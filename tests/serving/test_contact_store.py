@@ -14,6 +14,7 @@ from nbo.errors import ConfigError
 from serving.contact_store import OfferRef, RedisContactStore
 from serving.contact_store.base import DAY, to_epoch
 from serving.policy import ContactPolicy, parse_policy
+from tests.serving.helpers import max_in_window
 
 T0 = datetime(2026, 3, 2, 12, 0)
 POLICY = ContactPolicy()
@@ -175,17 +176,6 @@ days = 4
 )
 
 
-def _max_in_window(times: list[float], days: float) -> int:
-    """The largest number of events in any window (t - days, t]."""
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - days * DAY:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
 def test_concurrent_reservations_never_exceed_a_cap(make_store) -> None:
     """8 workers x 500 reservations for 3 customers: caps hold and nothing reserved is lost."""
     store = make_store()
@@ -242,10 +232,10 @@ def test_concurrent_reservations_never_exceed_a_cap(make_store) -> None:
         for ch, decisions in by_channel.items():
             cap = TIGHT.caps.get(ch)
             if cap is not None:
-                assert _max_in_window(list(decisions.values()), cap.days) <= cap.max, (customer, ch)
-        assert _max_in_window(list(outbound.values()), TIGHT.outbound.days) <= TIGHT.outbound.max
+                assert max_in_window(list(decisions.values()), cap.days) <= cap.max, (customer, ch)
+        assert max_in_window(list(outbound.values()), TIGHT.outbound.days) <= TIGHT.outbound.max
         for times in by_offer.values():
-            assert _max_in_window(times, TIGHT.offer_cap.days) <= TIGHT.offer_cap.max
+            assert max_in_window(times, TIGHT.offer_cap.days) <= TIGHT.offer_cap.max
     assert n_decisions == 8 * 500
     assert sorted(stored) == sorted(reserved)
     assert 100 < len(reserved) < 8 * 500  # many reservations, and caps refused many more

@@ -19,8 +19,7 @@ from serving.contact_store.base import DAY, to_epoch
 from serving.policy import ContactPolicy, parse_policy
 from serving.ranking import REASON_CODES, Arbiter, Candidate, compile_offer_rules
 from serving.rules import CONTEXT_NAMES
-from tests.serving.helpers import make_offers
-from tests.serving.test_contact_store import _max_in_window
+from tests.serving.helpers import make_offers, max_in_window
 
 FEATURES = {"tenure_days", "lifecycle"}
 T0 = datetime(2026, 3, 2, 12, 0)
@@ -404,12 +403,12 @@ def test_no_answer_ever_breaks_the_policy(make_store, policy, offers, initial, s
         mine = [s for s in shown_log if s[0] == customer]
         for ch, cap in policy.caps.items():
             times = {dec: ts for _, dec, _, _, chan, ts in mine if chan == ch}
-            assert _max_in_window(list(times.values()), cap.days) <= cap.max, f"cap {ch}"
+            assert max_in_window(list(times.values()), cap.days) <= cap.max, f"cap {ch}"
         out = {dec: ts for _, dec, _, _, chan, ts in mine if chan in policy.outbound.channels}
-        assert _max_in_window(list(out.values()), policy.outbound.days) <= policy.outbound.max, "outbound cap"
+        assert max_in_window(list(out.values()), policy.outbound.days) <= policy.outbound.max, "outbound cap"
         for oid in {s[2] for s in mine}:
             times = [ts for _, _, o, _, _, ts in mine if o == oid]
-            assert _max_in_window(times, policy.offer_cap.days) <= policy.offer_cap.max, "offer cap"
+            assert max_in_window(times, policy.offer_cap.days) <= policy.offer_cap.max, "offer cap"
 
 
 # ----------------------------------------------------------------------------- concurrency
@@ -451,10 +450,10 @@ def test_concurrent_decisions_never_exceed_a_cap(make_store) -> None:
         stored += [(x["decision_id"], x["offer_id"]) for x in contacts]
         for ch, cap in policy.caps.items():
             times = {x["decision_id"]: to_epoch(x["ts"]) for x in contacts if x["channel"] == ch}
-            assert _max_in_window(list(times.values()), cap.days) <= cap.max
+            assert max_in_window(list(times.values()), cap.days) <= cap.max
         for oid in {x["offer_id"] for x in contacts}:
             times = [to_epoch(x["ts"]) for x in contacts if x["offer_id"] == oid]
-            assert _max_in_window(times, policy.offer_cap.days) <= policy.offer_cap.max
+            assert max_in_window(times, policy.offer_cap.days) <= policy.offer_cap.max
     assert sorted(stored) == shown and len(shown) > 100
 
 
