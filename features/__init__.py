@@ -4,7 +4,7 @@ Every function takes a required `as_of` (tz-naive UTC); nothing at or after it i
 See docs/features.md for every column, its unit and window.
 """
 
-from features.candidate import build_candidate_features, candidate_matrix
+from features.candidate import OfferArrays, build_candidate_features, candidate_matrix, prepare_offers
 from features.config import CATEGORIES, NEVER_DAYS, Context, LifecycleRules
 from features.customer import build_customer_features, lifecycle_stage
 from features.feature_set import (
@@ -26,6 +26,7 @@ __all__ = [
     "Context",
     "FeatureSet",
     "LifecycleRules",
+    "OfferArrays",
     "build_candidate_features",
     "candidate_matrix",
     "build_customer_features",
@@ -34,6 +35,7 @@ __all__ = [
     "customer_feature_names",
     "customer_features_online",
     "lifecycle_stage",
+    "prepare_offers",
     "read_materialised",
     "write_materialised",
 ]

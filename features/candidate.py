@@ -9,6 +9,7 @@ online service can pass a materialised customer row together with the live conta
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -102,9 +103,9 @@ _LAYOUT: list[tuple[pd.Index, tuple[str, ...], np.ndarray]] = []
 
 
 def _column_positions(columns: pd.Index, names: tuple[str, ...]) -> np.ndarray:
-    """Positions of `names` among `columns`. The last layout is remembered by identity: the
-    online path slices rows out of one materialised frame, which share its `columns` object."""
-    if _LAYOUT and _LAYOUT[0][0] is columns and _LAYOUT[0][1] == names:
+    """Positions of `names` among `columns`. The last layout is remembered (and compared with a
+    vectorised `Index.equals`): the online path slices rows out of one materialised frame."""
+    if _LAYOUT and _LAYOUT[0][1] == names and (_LAYOUT[0][0] is columns or _LAYOUT[0][0].equals(columns)):
         return _LAYOUT[0][2]
     where = {c: i for i, c in enumerate(columns)}
     missing = [n for n in names if n not in where]
@@ -137,23 +138,66 @@ class _CustomerArrays:
         return mat
 
 
-def _offer_positions(offer_ids: np.ndarray, values: object) -> np.ndarray:
-    """Position of each contact's offer among `offer_ids`, -1 when absent."""
+@dataclass(frozen=True)
+class OfferArrays:
+    """An offer catalogue decoded once into arrays (see `prepare_offers`)."""
+
+    ids: np.ndarray  # object
+    position: dict[str, int]
+    raw_category: np.ndarray  # object, the category text
+    category_code: np.ndarray  # index in `categories`, -1 undeclared
+    category_group: np.ndarray  # equal numbers for equal category text
+    kind_code: np.ndarray
+    value: np.ndarray
+    cost: np.ndarray
+    on_channel: np.ndarray  # (offers, CONTACT_CHANNELS) bool
+    categories: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def prepare_offers(offers: pd.DataFrame | OfferArrays, categories: tuple[str, ...] = CATEGORIES) -> OfferArrays:
+    """Decode the offers table once; the online service keeps the result until the catalogue changes."""
+    if isinstance(offers, OfferArrays):
+        if offers.categories != categories:
+            raise NboError("offers were prepared with another category list")
+        return offers
+    ids = offers["offer_id"].to_numpy(dtype=object)
+    raw_category = offers["category"].to_numpy(dtype=object)
+    group, _ = pd.factorize(raw_category)
+    channels = offers["channels"].to_numpy()
+    on_channel = np.array([[ch in chans for ch in CONTACT_CHANNELS] for chans in channels], dtype=bool)
+    return OfferArrays(
+        ids=ids,
+        position={o: i for i, o in enumerate(ids)},
+        raw_category=raw_category,
+        category_code=codes(raw_category, categories).astype(np.int64),
+        category_group=group.astype(np.int64),
+        kind_code=codes(offers["kind"].to_numpy(dtype=object), OFFER_KINDS).astype(np.int64),
+        value=offers["value"].to_numpy(dtype=np.float64),
+        cost=offers["cost"].to_numpy(dtype=np.float64),
+        on_channel=on_channel.reshape(len(ids), len(CONTACT_CHANNELS)),
+        categories=categories,
+    )
+
+
+def _offer_positions(offers: OfferArrays, values: object) -> np.ndarray:
+    """Position of each contact's offer among the offers, -1 when absent."""
     if len(values) < _SMALL:  # a dict beats building a hash table for one customer's contacts
-        where = {o: i for i, o in enumerate(offer_ids)}
-        return np.fromiter((where.get(v, -1) for v in values), dtype=np.int64, count=len(values))
-    return lookup(values, list(offer_ids))
+        where = offers.position
+        return np.fromiter((where.get(v, -1) for v in np.asarray(values, dtype=object)), dtype=np.int64, count=len(values))
+    return lookup(values, list(offers.ids))
 
 
 _SMALL = 4096
 
 
-def _exposures(
-    c: ContactArrays, n_c: int, offers: pd.DataFrame, offer_cat: np.ndarray
-) -> dict[str, np.ndarray]:
+def _exposures(c: ContactArrays, n_c: int, offers: OfferArrays) -> dict[str, np.ndarray]:
     """Per (customer, offer) pair: exposures and outcomes before as_of; declines per offer category."""
     n_o = len(offers)
-    offer_pos = _offer_positions(offers["offer_id"].to_numpy(dtype=object), c.offer_id[c.rows])
+    offer_cat = offers.category_group
+    offer_pos = _offer_positions(offers, c.offer_id[c.rows])
     known = offer_pos >= 0
     pair = c.cust[known] * n_o + offer_pos[known]
     size = n_c * n_o
@@ -179,10 +223,10 @@ def _exposures(
 def _context_rows(
     context: Context | Mapping[str, Context] | None,
     customers: pd.Index,
-    offers: pd.DataFrame,
-    offer_raw_cat: np.ndarray,
+    offers: OfferArrays,
     as_of: pd.Timestamp,
 ) -> dict[str, np.ndarray]:
+    offer_raw_cat = offers.raw_category
     n_c, n_o = len(customers), len(offers)
     if n_c == 0 or n_o == 0:
         return {name: np.zeros(0) for name in CONTEXT_COLUMNS}
@@ -193,7 +237,6 @@ def _context_rows(
         per_customer = [context.get(c) for c in customers]
         repeat = 1
     cols = {name: [] for name in CONTEXT_COLUMNS}
-    offer_channels = offers["channels"].to_numpy()
     for ctx in per_customer:
         if ctx is None:
             for name in CONTEXT_COLUMNS:
@@ -211,14 +254,14 @@ def _context_rows(
         cols["ctx_page_category_match"].append(page.astype(np.float64))
         session = np.isin(offer_raw_cat, ctx.session_categories)
         cols["ctx_session_category_match"].append(session.astype(np.float64))
-        on = np.fromiter((channel in chans for chans in offer_channels), dtype=bool, count=n_o)
+        on = offers.on_channel[:, CONTACT_CHANNELS.index(channel)]
         cols["ctx_offer_on_channel"].append(on.astype(np.float64))
     return {name: np.tile(np.concatenate(parts), repeat) for name, parts in cols.items()}
 
 
 def candidate_matrix(
     customer_features: pd.DataFrame,
-    offers: pd.DataFrame,
+    offers: pd.DataFrame | OfferArrays,
     contacts: pd.DataFrame,
     context: Context | Mapping[str, Context] | None,
     as_of: pd.Timestamp,
@@ -229,8 +272,10 @@ def candidate_matrix(
 
     What `build_candidate_features` returns without the DataFrame around it: the online service
     feeds it (as float32) straight to the model and skips ~0.3 ms of DataFrame construction.
+    `offers` may be prepared once with `prepare_offers` (saves ~0.5 ms per call).
     """
     as_of = check_as_of(as_of)
+    offers = prepare_offers(offers, categories)
     customers = pd.Index(customer_features.index.to_numpy(dtype=object), name="customer_id", dtype=object)
     n_c, n_o = len(customers), len(offers)
     rows = np.repeat(np.arange(n_c), n_o)
@@ -243,9 +288,7 @@ def candidate_matrix(
         values = history[name] if name in CONTACT_HISTORY_COLUMNS else cust.columns[name]
         out[name] = values[rows]
 
-    # Offer's category: declared code (-1 undeclared) and the raw text for context matching.
-    offer_raw_cat = offers["category"].to_numpy(dtype=object)
-    declared = codes(offer_raw_cat, categories).astype(np.int64)[offer_idx]
+    declared = offers.category_code[offer_idx]
     slot = np.where(declared >= 0, declared, len(categories))
     out["offer_cat_views_30d"] = cust.matrix("page_views_30d", "product_views_30d")[rows, slot]
     out["offer_cat_searches_30d"] = cust.matrix("searches_30d")[rows, slot]
@@ -259,17 +302,16 @@ def candidate_matrix(
     out["offer_cat_is_next"] = ((cust.columns["next_category_code"][rows] == declared) & (declared >= 0)).astype(
         np.float64
     )
-    raw_codes, _ = pd.factorize(offer_raw_cat)
-    out.update(_exposures(encoded, n_c, offers, raw_codes.astype(np.int64)))
+    out.update(_exposures(encoded, n_c, offers))
 
-    kind = codes(offers["kind"].to_numpy(dtype=object), OFFER_KINDS).astype(np.int64)[offer_idx]
+    kind = offers.kind_code[offer_idx]
     for j, name in enumerate(OFFER_KINDS):
         out[f"offer_kind_{name}"] = (kind == j).astype(np.float64)
     out["offer_kind_code"] = kind.astype(np.float64)
     out["offer_category_code"] = declared.astype(np.float64)
-    out["offer_value"] = offers["value"].to_numpy(dtype=np.float64)[offer_idx]
-    out["offer_cost"] = offers["cost"].to_numpy(dtype=np.float64)[offer_idx]
-    out.update(_context_rows(context, customers, offers, offer_raw_cat, as_of))
+    out["offer_value"] = offers.value[offer_idx]
+    out["offer_cost"] = offers.cost[offer_idx]
+    out.update(_context_rows(context, customers, offers, as_of))
     block = np.empty((len(rows), len(CANDIDATE_COLUMNS)))
     for i, name in enumerate(CANDIDATE_COLUMNS):
         block[:, i] = out[name]
@@ -278,7 +320,7 @@ def candidate_matrix(
 
 def build_candidate_features(
     customer_features: pd.DataFrame,
-    offers: pd.DataFrame,
+    offers: pd.DataFrame | OfferArrays,
     contacts: pd.DataFrame,
     context: Context | Mapping[str, Context] | None,
     as_of: pd.Timestamp,
@@ -292,10 +334,11 @@ def build_candidate_features(
     `Context` for every customer, a mapping customer_id -> Context (missing ids get NaN context
     features), or None (all context features NaN).
     """
+    offers = prepare_offers(offers, categories)
     block = candidate_matrix(customer_features, offers, contacts, context, as_of, categories=categories)
     n_c, n_o = len(customer_features), len(offers)
     frame = pd.DataFrame(block, columns=list(CANDIDATE_COLUMNS))
-    frame.insert(0, "offer_id", pd.array(np.tile(offers["offer_id"].to_numpy(dtype=object), n_c), dtype="str"))
+    frame.insert(0, "offer_id", pd.array(np.tile(offers.ids, n_c), dtype="str"))
     customer_ids = np.repeat(customer_features.index.to_numpy(dtype=object), n_o)
     frame.insert(0, "customer_id", pd.array(customer_ids, dtype="str"))
     return frame

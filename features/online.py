@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from features.candidate import build_candidate_features
+from features.candidate import OfferArrays, build_candidate_features
 from features.config import CATEGORIES, Context, LifecycleRules
 from features.customer import build_customer_features
 from nbo.data import Dataset, empty_table
@@ -39,7 +39,7 @@ def customer_features_online(
 
 def candidate_features_online(
     customer_row: pd.DataFrame,
-    offers: pd.DataFrame,
+    offers: pd.DataFrame | OfferArrays,
     contacts: pd.DataFrame,
     context: Context | Mapping[str, Context] | None,
     as_of: pd.Timestamp,
@@ -47,5 +47,6 @@ def candidate_features_online(
     categories: tuple[str, ...] = CATEGORIES,
 ) -> pd.DataFrame:
     """Candidate features of one customer (a materialised or freshly computed row) x `offers`,
-    with the request's context and the customer's live contact history."""
+    with the request's context and the customer's live contact history. Prepare `offers` once with
+    `prepare_offers` when the catalogue is reused across requests."""
     return build_candidate_features(customer_row, offers, contacts, context, as_of, categories=categories)

@@ -14,6 +14,7 @@ from features import (
     candidate_features_online,
     candidate_matrix,
     customer_features_online,
+    prepare_offers,
     read_materialised,
     write_materialised,
 )
@@ -63,7 +64,7 @@ def test_online_equals_batch(synth, cid: str) -> None:
     online = candidate_features_online(row, synth.offers, own(synth.contacts), ctx[cid], AS_OF)
     expected = batch[batch["customer_id"] == cid].reset_index(drop=True)
     pd.testing.assert_frame_equal(online, expected)
-    matrix = candidate_matrix(row, synth.offers, own(synth.contacts), ctx[cid], AS_OF)
+    matrix = candidate_matrix(row, prepare_offers(synth.offers), own(synth.contacts), ctx[cid], AS_OF)
     np.testing.assert_array_equal(matrix, expected[list(CANDIDATE_FEATURES)].to_numpy())
 
 
