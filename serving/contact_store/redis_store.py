@@ -41,7 +41,8 @@ from serving.policy import ContactPolicy
 
 _RESERVE = r"""
 local base, dkey = KEYS[1], KEYS[2]
-local now = tonumber(ARGV[1])
+local now_s = ARGV[1]  -- kept as text: Lua would print numbers with 14 significant digits only
+local now = tonumber(now_s)
 local channel = ARGV[2]
 local cfg = cjson.decode(ARGV[3])
 local offers = cjson.decode(ARGV[4])
@@ -82,7 +83,7 @@ end
 local floor = string.format('%.6f', now - ttl)
 local touched = {}
 local function zadd(key, member)
-  redis.call('ZADD', key, now, member)
+  redis.call('ZADD', key, now_s, member)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. floor)
   redis.call('EXPIRE', key, ttl)
   table.insert(touched, key)
@@ -90,7 +91,7 @@ end
 local logged = {}
 for i, o in ipairs(ok) do
   zadd(base .. ':of:' .. o.o, did)
-  zadd(base .. ':log', cjson.encode({d = did, o = o.o, cat = o.cat, ch = channel, ts = now, r = i, p = o.p}))
+  zadd(base .. ':log', cjson.encode({d = did, o = o.o, cat = o.cat, ch = channel, ts = now_s, r = i, p = o.p}))
   table.insert(logged, {o = o.o, cat = o.cat, r = i, p = o.p})
 end
 if #ok > 0 then zadd(base .. ':ch:' .. channel, did) end
@@ -100,7 +101,7 @@ redis.call('EXPIRE', base .. ':keys', ttl)
 redis.call('EXPIRE', base .. ':decs', ttl)
 local encoded = '[]'
 if #logged > 0 then encoded = cjson.encode(logged) end
-redis.call('HSET', dkey, 'customer_id', cid, 'channel', channel, 'ts', string.format('%.6f', now),
+redis.call('HSET', dkey, 'customer_id', cid, 'channel', channel, 'ts', now_s,
   'n_offers', #ok, 'model_versions', mv, 'offers', encoded, 'base', base)
 redis.call('EXPIRE', dkey, ttl)
 local oks = {}
@@ -200,7 +201,7 @@ class RedisContactStore(ContactStore):
             "cd_offer": policy.cooldown.offer_days,
             "cd_cat": policy.cooldown.category_days,
         }
-        payload = [{"o": o.offer_id, "cat": o.category, "p": float(propensities[o.offer_id])} for o in offers]
+        payload = [{"o": o.offer_id, "cat": o.category, "p": repr(float(propensities[o.offer_id]))} for o in offers]
         try:
             raw = self._reserve(
                 keys=[self._base(customer_id), self._dkey(decision_id)],

@@ -114,6 +114,20 @@ def test_decision_log_keeps_propensities_and_versions(make_store) -> None:
         store.check_and_reserve("c1", "email", [A], T0, POLICY, "dec-3", {"o-a": 0.0})
 
 
+def test_timestamps_and_propensities_round_trip_exactly(make_store) -> None:
+    store = make_store()
+    now = datetime(2026, 3, 2, 12, 0, 0, 123456)
+    store.check_and_reserve("c1", "web", [A], now, POLICY, "d-exact", {"o-a": 0.123456789012345678})
+    (row,) = store.export("c1")["contacts"]
+    assert row["ts"] == now and row["propensity"] == 0.123456789012345678
+    assert store.history("c1", now).contacts[0].ts == to_epoch(now)
+    # the window edge is exact to the microsecond: 1 day later minus 1 us the contact still counts
+    edge = now + timedelta(days=1)
+    one_a_day = parse_policy("[caps]\nweb = { max = 1, days = 1 }\n")
+    assert not store.check_and_reserve("c1", "web", [C], edge - timedelta(microseconds=1), one_a_day, "d-e1", {"o-c": 1.0}).ok
+    assert store.check_and_reserve("c1", "web", [C], edge, one_a_day, "d-e2", {"o-c": 1.0}).ok
+
+
 def test_history_reports_recent_contacts_and_declines(make_store) -> None:
     store = make_store()
     r = reserve(store, "c1", "email", [A, C], T0)
