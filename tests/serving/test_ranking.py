@@ -459,3 +459,13 @@ def test_concurrent_decisions_never_exceed_a_cap(make_store) -> None:
 
 def test_context_names_are_the_documented_ones() -> None:
     assert CONTEXT_NAMES == {"channel", "hour", "day_of_week", "page_category", "device"}
+
+
+def test_contract_example_rule_compiles_against_the_feature_set() -> None:
+    """The rule names come from `features.customer_feature_names()` plus the context names."""
+    features = pytest.importorskip("features")
+    if not hasattr(features, "customer_feature_names"):
+        pytest.skip("features.customer_feature_names() not available")
+    offers = make_offers([{"offer_id": "x", "eligibility": 'lifecycle in ["at_risk", "lapsed"] and tenure_days > 30'}])
+    rules = compile_offer_rules(offers, features.customer_feature_names())
+    assert rules["x"].names == {"lifecycle", "tenure_days"}
