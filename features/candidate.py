@@ -105,8 +105,9 @@ _LAYOUT: list[tuple[pd.Index, tuple[str, ...], np.ndarray]] = []
 def _column_positions(columns: pd.Index, names: tuple[str, ...]) -> np.ndarray:
     """Positions of `names` among `columns`. The last layout is remembered (and compared with a
     vectorised `Index.equals`): the online path slices rows out of one materialised frame."""
-    if _LAYOUT and _LAYOUT[0][1] == names and (_LAYOUT[0][0] is columns or _LAYOUT[0][0].equals(columns)):
-        return _LAYOUT[0][2]
+    cached = _LAYOUT[0] if _LAYOUT else None  # read once: another thread may replace it
+    if cached is not None and cached[1] == names and (cached[0] is columns or cached[0].equals(columns)):
+        return cached[2]
     where = {c: i for i, c in enumerate(columns)}
     missing = [n for n in names if n not in where]
     if missing:

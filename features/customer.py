@@ -137,9 +137,10 @@ def _count(cust: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.nd
 
 
 def _per_category(cust: np.ndarray, cat: np.ndarray, n: int, k: int) -> np.ndarray:
+    """(categories, customers) counts; category-major so that each feature column is contiguous."""
     known = cat >= 0
-    flat = cust[known] * k + cat[known]
-    return np.bincount(flat, minlength=n * k).reshape(n, k).astype(np.float64)
+    flat = cat[known].astype(np.int64) * n + cust[known]
+    return np.bincount(flat, minlength=n * k).reshape(k, n).astype(np.float64)
 
 
 def _last_age(cust: np.ndarray, age: np.ndarray, n: int) -> np.ndarray:
@@ -209,14 +210,14 @@ def _behaviour(ev: _Events, n: int, categories: tuple[str, ...]) -> tuple[dict[s
             mat = _per_category(ev.cust[m], ev.cat[m], n, k)
             mats[f"{stem}_{w}d"] = mat
             for j, cat in enumerate(categories):
-                out[f"{cat}_{stem}_{w}d"] = mat[:, j]
+                out[f"{cat}_{stem}_{w}d"] = mat[j]
     buy = ev.type == _TYPE["purchase"]
     for w in (30, 365):
         m = buy & (ev.age <= w)
         mat = _per_category(ev.cust[m], ev.cat[m], n, k)
         mats[f"purchases_{w}d"] = mat
         for j, cat in enumerate(categories):
-            out[f"{cat}_purchases_{w}d"] = mat[:, j]
+            out[f"{cat}_purchases_{w}d"] = mat[j]
     mats["purchases_ever"] = _per_category(ev.cust[buy], ev.cat[buy], n, k)
     out["abandoned_carts_30d"] = _abandoned_carts(ev, n)
     for channel in ("web", "app"):
@@ -241,17 +242,18 @@ def _breadth(mats: dict[str, np.ndarray], purchases_365d: np.ndarray, categories
     """Category breadth; ties go to the category declared first."""
     n = len(purchases_365d)
     names = np.array([*categories, ""], dtype=object)
-    bought = mats["purchases_365d"]
-    top = bought.argmax(axis=1) if bought.shape[1] else np.zeros(n, dtype=np.int64)
-    top_count = bought.max(axis=1) if bought.shape[1] else np.zeros(n)
+    bought = mats["purchases_365d"]  # (categories, customers)
+    k = bought.shape[0]
+    top = bought.argmax(axis=0) if k else np.zeros(n, dtype=np.int64)
+    top_count = bought.max(axis=0) if k else np.zeros(n)
     top = np.where(top_count > 0, top, len(categories))
     browsed = mats["page_views_30d"] + mats["product_views_30d"] + mats["searches_30d"]
     browsed = np.where(mats["purchases_ever"] > 0, 0.0, browsed)
-    nxt = browsed.argmax(axis=1) if browsed.shape[1] else np.zeros(n, dtype=np.int64)
-    nxt_count = browsed.max(axis=1) if browsed.shape[1] else np.zeros(n)
+    nxt = browsed.argmax(axis=0) if k else np.zeros(n, dtype=np.int64)
+    nxt_count = browsed.max(axis=0) if k else np.zeros(n)
     nxt = np.where(nxt_count > 0, nxt, len(categories))
     return {
-        "categories_bought_365d": (bought > 0).sum(axis=1).astype(np.float64),
+        "categories_bought_365d": (bought > 0).sum(axis=0).astype(np.float64),
         "top_category_share_365d": np.divide(top_count, purchases_365d, out=np.zeros(n), where=purchases_365d > 0),
         "top_category_code": np.where(top < len(categories), top, -1).astype(np.float64),
         "next_category_code": np.where(nxt < len(categories), nxt, -1).astype(np.float64),
