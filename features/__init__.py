@@ -4,7 +4,13 @@ Every function takes a required `as_of` (tz-naive UTC); nothing at or after it i
 See docs/features.md for every column, its unit and window.
 """
 
-from features.candidate import OfferArrays, build_candidate_features, candidate_matrix, prepare_offers
+from features.candidate import (
+    OfferArrays,
+    build_candidate_features,
+    build_exposure_features,
+    candidate_matrix,
+    prepare_offers,
+)
 from features.config import CATEGORIES, NEVER_DAYS, Context, LifecycleRules
 from features.customer import build_customer_features, lifecycle_stage
 from features.feature_set import (
@@ -30,6 +36,7 @@ __all__ = [
     "build_candidate_features",
     "candidate_matrix",
     "build_customer_features",
+    "build_exposure_features",
     "candidate_features_online",
     "check_feature_set",
     "customer_feature_names",

@@ -343,3 +343,61 @@ def build_candidate_features(
     customer_ids = np.repeat(customer_features.index.to_numpy(dtype=object), n_o)
     frame.insert(0, "customer_id", pd.array(customer_ids, dtype="str"))
     return frame
+
+
+def build_exposure_features(
+    customer_features: pd.DataFrame,
+    offers: pd.DataFrame | OfferArrays,
+    contacts: pd.DataFrame,
+    exposures: pd.DataFrame,
+    as_of: pd.Timestamp,
+    *,
+    categories: tuple[str, ...] = CATEGORIES,
+) -> pd.DataFrame:
+    """Training rows: one per exposure (same order), the candidate features of its (customer, offer)
+    as of `as_of`, with the context the exposure had: its channel, hour and weekday (no page,
+    session or device: unknown).
+
+    Equals `build_candidate_features` with `Context(channel=..., hour_of_day=..., day_of_week=...)`
+    row for row (tested). Every exposure must be at or after `as_of` (the point-in-time join:
+    features strictly before the exposure). Exposures of customers absent from `customer_features`
+    (e.g. signed up after `as_of`) get NaN customer and customer x offer columns.
+    """
+    as_of = check_as_of(as_of)
+    offers = prepare_offers(offers, categories)
+    ts = exposures["ts"]
+    early = ts < as_of
+    if early.any():
+        raise NboError(f"{int(early.sum())} exposure(s) happen before as_of {as_of}; features would see them")
+    opos = _offer_positions(offers, exposures["offer_id"].to_numpy(dtype=object))
+    if (opos < 0).any():
+        missing = exposures["offer_id"].to_numpy(dtype=object)[opos < 0][0]
+        raise NboError(f"{int((opos < 0).sum())} exposure(s) of an offer not in offers, e.g. {missing!r}")
+    customers = pd.Index(customer_features.index.to_numpy(dtype=object), dtype=object)
+    cpos = customers.get_indexer(exposures["customer_id"].to_numpy(dtype=object))
+    block = candidate_matrix(customer_features, offers, contacts, None, as_of, categories=categories)
+    n_o = len(offers)
+    rows = block[np.where(cpos >= 0, cpos, 0) * n_o + opos] if len(block) else np.full((len(exposures), len(CANDIDATE_COLUMNS)), np.nan)
+    column = {name: i for i, name in enumerate(CANDIDATE_COLUMNS)}
+    unknown = cpos < 0
+    if unknown.any():
+        rows[np.ix_(unknown, [column[c] for c in (*CUSTOMER_COLUMNS_FOR_CANDIDATES, *PAIR_COLUMNS)])] = np.nan
+    for j, name in enumerate(OFFER_KINDS):  # offer columns do not depend on the customer
+        rows[:, column[f"offer_kind_{name}"]] = offers.kind_code[opos] == j
+    rows[:, column["offer_kind_code"]] = offers.kind_code[opos]
+    rows[:, column["offer_category_code"]] = offers.category_code[opos]
+    rows[:, column["offer_value"]] = offers.value[opos]
+    rows[:, column["offer_cost"]] = offers.cost[opos]
+    channel = codes(exposures["channel"].to_numpy(dtype=object), CONTACT_CHANNELS).astype(np.int64)
+    rows[:, column["ctx_channel_code"]] = channel
+    rows[:, column["ctx_hour_of_day"]] = ts.dt.hour.to_numpy()
+    rows[:, column["ctx_day_of_week"]] = ts.dt.day_of_week.to_numpy()
+    rows[:, column["ctx_device_code"]] = DEVICES.index("unknown")
+    rows[:, column["ctx_session_length"]] = 0.0
+    rows[:, column["ctx_page_category_match"]] = 0.0
+    rows[:, column["ctx_session_category_match"]] = 0.0
+    rows[:, column["ctx_offer_on_channel"]] = offers.on_channel[opos, channel]
+    frame = pd.DataFrame(rows, columns=list(CANDIDATE_COLUMNS))
+    frame.insert(0, "offer_id", pd.array(offers.ids[opos], dtype="str"))
+    frame.insert(0, "customer_id", pd.array(exposures["customer_id"].to_numpy(dtype=object), dtype="str"))
+    return frame

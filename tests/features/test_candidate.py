@@ -152,3 +152,37 @@ def test_missing_customer_columns_are_refused() -> None:
     customers = build_customer_features(data, AS_OF).drop(columns=["travel_purchases_365d"])
     with pytest.raises(NboError, match="travel_purchases_365d"):
         build_candidate_features(customers, data.offers, data.contacts, None, pd.Timestamp(AS_OF))
+
+
+def test_exposure_features_equal_candidates_with_the_exposure_context(synth) -> None:
+    from features import build_exposure_features
+
+    as_of = pd.Timestamp("2025-03-01")
+    exposures = synth.contacts[(synth.contacts["ts"] >= as_of)].head(40).reset_index(drop=True)
+    late = synth.customers.loc[synth.customers["signup_ts"] >= as_of, "customer_id"]
+    customers = build_customer_features(synth, as_of, customer_ids=exposures["customer_id"].unique())
+    out = build_exposure_features(customers, synth.offers, synth.contacts, exposures, as_of)
+    assert list(out.columns) == ["customer_id", "offer_id", *CANDIDATE_FEATURES]
+    assert list(out["customer_id"]) == list(exposures["customer_id"])
+    checked = 0
+    for i, exp in exposures.iterrows():
+        if exp["customer_id"] in set(late):
+            assert np.isnan(out.loc[i, "recency_days"]) and out.loc[i, "offer_value"] > 0
+            continue
+        ctx = Context(channel=exp["channel"], hour_of_day=exp["ts"].hour, day_of_week=exp["ts"].day_of_week)
+        one = build_candidate_features(customers.loc[[exp["customer_id"]]], synth.offers, synth.contacts, ctx, as_of)
+        expected = one[one["offer_id"] == exp["offer_id"]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(out.iloc[[i]].reset_index(drop=True), expected)
+        checked += 1
+    assert checked >= 30
+
+
+def test_exposure_features_refuse_exposures_before_as_of(synth) -> None:
+    from features import build_exposure_features
+    from nbo.errors import NboError
+
+    as_of = pd.Timestamp("2025-03-01")
+    customers = build_customer_features(synth, as_of)
+    early = synth.contacts[synth.contacts["ts"] < as_of].head(3)
+    with pytest.raises(NboError, match="before as_of"):
+        build_exposure_features(customers, synth.offers, synth.contacts, early, as_of)
