@@ -221,13 +221,68 @@ def _exposures(c: ContactArrays, n_c: int, offers: OfferArrays) -> dict[str, np.
     return out
 
 
+def context_columns(
+    offers: OfferArrays,
+    offer_pos: np.ndarray,
+    *,
+    channel: np.ndarray,
+    hour: np.ndarray,
+    day_of_week: np.ndarray,
+    device: np.ndarray | None = None,
+    page_category: np.ndarray | None = None,
+    session_categories: tuple[str, ...] | list[tuple[str, ...]] = (),
+) -> dict[str, np.ndarray]:
+    """Context features of rows, each an offer (position in `offers`, -1 unknown) seen in a context.
+
+    Every argument but `offers` has one value per row; `session_categories` is either one tuple
+    shared by all rows or one tuple per row. A row whose channel is None has no context (NaN).
+    The request path (one context for all offers) and training (one context per logged exposure)
+    both come here, so context features have one implementation.
+    """
+    n = len(offer_pos)
+    channel = np.asarray(channel, dtype=object)
+    has = np.fromiter((c is not None for c in channel), dtype=bool, count=n)
+    ch = np.fromiter((CONTACT_CHANNELS.index(c) if c is not None else -1 for c in channel), dtype=np.int64, count=n)
+    known = offer_pos >= 0
+    pos = np.where(known, offer_pos, 0)
+    raw_cat = offers.raw_category[pos] if len(offers) else np.full(n, None, dtype=object)
+    if device is None:
+        dev = np.full(n, float(DEVICES.index("unknown")))
+    else:
+        dev = np.fromiter((DEVICES.index(d or "unknown") for d in device), dtype=np.float64, count=n)
+    if page_category is None:
+        page = np.zeros(n, dtype=bool)
+    else:
+        page = np.fromiter((bool(p) and c == p for c, p in zip(raw_cat, page_category, strict=True)),
+                           dtype=bool, count=n)
+    if isinstance(session_categories, tuple):
+        session = np.isin(raw_cat, list(session_categories)) if session_categories else np.zeros(n, dtype=bool)
+        length = np.full(n, float(len(session_categories)))
+    else:
+        session = np.fromiter((c in s for c, s in zip(raw_cat, session_categories, strict=True)), dtype=bool, count=n)
+        length = np.fromiter((len(s) for s in session_categories), dtype=np.float64, count=n)
+    on = offers.on_channel[pos, np.maximum(ch, 0)] if len(offers) else np.zeros(n, dtype=bool)
+    out = {
+        "ctx_channel_code": ch.astype(np.float64),
+        "ctx_hour_of_day": np.asarray(hour, dtype=np.float64),
+        "ctx_day_of_week": np.asarray(day_of_week, dtype=np.float64),
+        "ctx_device_code": dev,
+        "ctx_session_length": length,
+        "ctx_page_category_match": (page & known).astype(np.float64),
+        "ctx_session_category_match": (session & known).astype(np.float64),
+        "ctx_offer_on_channel": (on & known).astype(np.float64),
+    }
+    for name in out:
+        out[name] = np.where(has, out[name], np.nan)
+    return out
+
+
 def _context_rows(
     context: Context | Mapping[str, Context] | None,
     customers: pd.Index,
     offers: OfferArrays,
     as_of: pd.Timestamp,
 ) -> dict[str, np.ndarray]:
-    offer_raw_cat = offers.raw_category
     n_c, n_o = len(customers), len(offers)
     if n_c == 0 or n_o == 0:
         return {name: np.zeros(0) for name in CONTEXT_COLUMNS}
@@ -237,26 +292,27 @@ def _context_rows(
     else:
         per_customer = [context.get(c) for c in customers]
         repeat = 1
-    cols = {name: [] for name in CONTEXT_COLUMNS}
+    positions = np.arange(n_o)
+    cols: dict[str, list[np.ndarray]] = {name: [] for name in CONTEXT_COLUMNS}
     for ctx in per_customer:
         if ctx is None:
             for name in CONTEXT_COLUMNS:
                 cols[name].append(np.full(n_o, np.nan))
             continue
-        channel = ctx.channel
-        cols["ctx_channel_code"].append(np.full(n_o, float(CONTACT_CHANNELS.index(channel))))
         hour = as_of.hour if ctx.hour_of_day is None else ctx.hour_of_day
         dow = as_of.day_of_week if ctx.day_of_week is None else ctx.day_of_week
-        cols["ctx_hour_of_day"].append(np.full(n_o, float(hour)))
-        cols["ctx_day_of_week"].append(np.full(n_o, float(dow)))
-        cols["ctx_device_code"].append(np.full(n_o, float(DEVICES.index(ctx.device or "unknown"))))
-        cols["ctx_session_length"].append(np.full(n_o, float(len(ctx.session_categories))))
-        page = (offer_raw_cat == ctx.page_category) if ctx.page_category else np.zeros(n_o, dtype=bool)
-        cols["ctx_page_category_match"].append(page.astype(np.float64))
-        session = np.isin(offer_raw_cat, ctx.session_categories)
-        cols["ctx_session_category_match"].append(session.astype(np.float64))
-        on = offers.on_channel[:, CONTACT_CHANNELS.index(channel)]
-        cols["ctx_offer_on_channel"].append(on.astype(np.float64))
+        block = context_columns(
+            offers,
+            positions,
+            channel=np.full(n_o, ctx.channel, dtype=object),
+            hour=np.full(n_o, float(hour)),
+            day_of_week=np.full(n_o, float(dow)),
+            device=np.full(n_o, ctx.device, dtype=object),
+            page_category=np.full(n_o, ctx.page_category, dtype=object),
+            session_categories=tuple(ctx.session_categories),
+        )
+        for name in CONTEXT_COLUMNS:
+            cols[name].append(block[name])
     return {name: np.tile(np.concatenate(parts), repeat) for name, parts in cols.items()}
 
 
@@ -388,15 +444,15 @@ def build_exposure_features(
     rows[:, column["offer_category_code"]] = offers.category_code[opos]
     rows[:, column["offer_value"]] = offers.value[opos]
     rows[:, column["offer_cost"]] = offers.cost[opos]
-    channel = codes(exposures["channel"].to_numpy(dtype=object), CONTACT_CHANNELS).astype(np.int64)
-    rows[:, column["ctx_channel_code"]] = channel
-    rows[:, column["ctx_hour_of_day"]] = ts.dt.hour.to_numpy()
-    rows[:, column["ctx_day_of_week"]] = ts.dt.day_of_week.to_numpy()
-    rows[:, column["ctx_device_code"]] = DEVICES.index("unknown")
-    rows[:, column["ctx_session_length"]] = 0.0
-    rows[:, column["ctx_page_category_match"]] = 0.0
-    rows[:, column["ctx_session_category_match"]] = 0.0
-    rows[:, column["ctx_offer_on_channel"]] = offers.on_channel[opos, channel]
+    context = context_columns(
+        offers,
+        opos,
+        channel=exposures["channel"].to_numpy(dtype=object),
+        hour=ts.dt.hour.to_numpy(),
+        day_of_week=ts.dt.day_of_week.to_numpy(),
+    )
+    for name, values in context.items():
+        rows[:, column[name]] = values
     frame = pd.DataFrame(rows, columns=list(CANDIDATE_COLUMNS))
     frame.insert(0, "offer_id", pd.array(offers.ids[opos], dtype="str"))
     frame.insert(0, "customer_id", pd.array(exposures["customer_id"].to_numpy(dtype=object), dtype="str"))
