@@ -1,0 +1,209 @@
+"""DecisionEngine without HTTP: scores, arbitration, consent, fallback, online == batch, reload checks.
+
+The simulated world (data, MLflow champions, materialised features) is built once per session by
+`build_world` and shared with test_http.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from datetime import date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import CANDIDATE_FEATURES, Context, candidate_matrix
+from nbo.errors import NboError
+from serving.engine import DecisionEngine, EngineSettings, PathExplainer
+
+START = date(2025, 1, 1)
+DAYS = 240
+AS_OF = pd.Timestamp(START) + pd.Timedelta(days=DAYS)
+#: The service's clock in these tests: the morning after the materialisation (not in quiet hours).
+NOW = (AS_OF + pd.Timedelta(hours=10)).to_pydatetime()
+NO_EXPLORATION = """
+[arbitration]
+max_per_category = 99
+[arbitration.exploration]
+rate = 0.0
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    root: Path
+    data: Path
+    features: Path
+    tracking_uri: str
+
+    def settings(self, store: Path, **kw: object) -> EngineSettings:
+        values = {"data_dir": self.data, "features_path": self.features, "tracking_uri": self.tracking_uri,
+                  "store": str(store), **kw}
+        return EngineSettings(**values)
+
+
+@functools.cache
+def _build(root: Path) -> World:
+    from features import build_customer_features, write_materialised
+    from nbo.data import load_dataset
+    from nbo.simulator import SimConfig, Simulator, write_simulation
+    from training.registry import promote
+    from training.tracking import MODEL_NAMES, resolve_tracking
+    from training.train import TrainConfig, fit_and_log
+
+    sim = Simulator(SimConfig(customers=1500, days=DAYS, start=START), seed=1)
+    sim.run(progress=False)
+    write_simulation(sim, root / "data")
+    data = load_dataset(root / "data")
+    tracking = resolve_tracking(f"sqlite:///{root / 'mlflow.db'}")
+    client = tracking.activate()
+    for which in ("propensity", "churn"):
+        fit_and_log(which, data, TrainConfig(as_of=AS_OF, num_boost_round=50), tracking, data_dir=root / "data",
+                    progress=False)
+        promote(client, MODEL_NAMES[which])
+    write_materialised(build_customer_features(data, AS_OF), root / "features.parquet", AS_OF)
+    return World(root, root / "data", root / "features.parquet", tracking.uri)
+
+
+def build_world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """Simulate 1,500 customers x 240 days, train and promote both models (50 rounds), materialise."""
+    base = Path(tmp_path_factory.getbasetemp()) / "nbo-world"
+    base.mkdir(exist_ok=True)
+    return _build(base)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(tmp_path_factory)
+
+
+@pytest.fixture
+def engine(world: World, tmp_path: Path) -> DecisionEngine:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(NO_EXPLORATION)
+    eng = DecisionEngine.from_settings(world.settings(tmp_path / "contacts.db", policy_path=policy))
+    assert eng.models is not None, eng.models_error
+    yield eng
+    eng.close()
+
+
+def _expected_value(eng: DecisionEngine, offer_id: str, p: float, churn: float, value: float) -> float:
+    row = eng.offers.set_index("offer_id").loc[offer_id]
+    lever = eng.policy.arbitration.weight(offer_id, row["kind"])
+    ev = p * row["value"] * lever - row["cost"]
+    if row["kind"] == "retention":
+        ev += churn * value * p
+    return ev
+
+
+def test_decision_is_the_ranking_of_model_scores(engine: DecisionEngine) -> None:
+    """p_accept is the champion's score on the features package's candidate matrix; the offers are
+    the top-k eligible ones by expected value (no exploration, no diversity limit)."""
+    model = engine.models.propensity.model
+    checked = 0
+    for cid in engine.features.index[:40]:
+        ctx = Context(channel="web", page_category="travel", device="mobile")
+        d = engine.decide(cid, "web", ctx, NOW, k=3, reserve=False)
+        rows = engine._numeric.loc[[cid]]
+        X = candidate_matrix(rows, engine.offers, engine._live_contacts([cid]), ctx, pd.Timestamp(NOW))
+        X = X[:, [CANDIDATE_FEATURES.index(n) for n in engine.models.propensity.feature_names]]
+        p = dict(zip(engine.offer_ids, model.predict_proba_positive(X.astype(np.float32)), strict=True))
+        suppressed = {s.offer_id for s in d.suppressed}
+        eligible = [o for o in engine.offer_ids if o not in suppressed]
+        pos = engine._position[cid]
+        churn, value = engine.models.churn_probability[pos], engine.features["spend_365d"].iloc[pos]
+        ranked = sorted(eligible, key=lambda o: (-_expected_value(engine, o, p[o], churn, value), o))
+        assert [o.offer_id for o in d.offers] == ranked[:3]
+        for o in d.offers:
+            assert o.p_accept == pytest.approx(p[o.offer_id], abs=1e-12)
+            assert o.propensity == 1.0 and not o.explored
+            assert ":" in o.reasons[0]  # a feature contribution comes first
+        assert not d.fallback
+        checked += bool(d.offers)
+    assert checked >= 10
+
+
+def test_opted_out_channel_is_never_returned(engine: DecisionEngine, world: World) -> None:
+    from nbo.data import load_table
+
+    consents = load_table(world.data, "consents")
+    latest = consents.sort_values("ts").groupby(["customer_id", "channel"]).tail(1)
+    withdrawn = latest[(latest["channel"] == "email") & ~latest["granted"]]["customer_id"].tolist()
+    without_row = [c for c in engine.features.index if c not in set(latest[latest["channel"] == "email"]["customer_id"])]
+    customers = (withdrawn[:20] + without_row[:20])
+    assert customers
+    for cid in customers:
+        d = engine.decide(cid, "email", None, NOW, k=3)
+        assert d.offers == []
+        assert {s.reason for s in d.suppressed} == {"consent"}
+    # A withdrawal seen at runtime applies to the next decision.
+    granted = latest[(latest["channel"] == "email") & latest["granted"]]["customer_id"].tolist()[:5]
+    for cid in granted:
+        engine.consents.record(cid, "email", False, NOW)
+        assert engine.decide(cid, "email", None, NOW, k=3).offers == []
+
+
+def test_online_and_batch_give_identical_answers(world: World, tmp_path: Path) -> None:
+    eng = DecisionEngine.from_settings(world.settings(tmp_path / "c.db"))  # default policy: with exploration
+    ids = eng.features.index[100:160].tolist() + ["not-a-customer"]
+    contexts = {c: {"page_category": "books", "device": "desktop"} for c in ids[::2]}
+    batch = eng.batch_decide(ids, "web", NOW, contexts=contexts, k=3)
+    for cid, b in zip(ids, batch, strict=True):
+        one = eng.decide(cid, "web", contexts.get(cid), NOW, k=3, reserve=False)
+        assert [o.model_dump() for o in one.offers] == [o.model_dump() for o in b.offers]
+        assert one.suppressed == b.suppressed and one.fallback == b.fallback
+    assert batch[-1].fallback and not batch[0].fallback
+    eng.close()
+
+
+def test_unknown_customer_gets_the_popularity_fallback(engine: DecisionEngine) -> None:
+    d = engine.decide("c-never-seen", "web", {"page_category": "travel"}, NOW, k=3, reserve=False)
+    assert d.fallback and d.model_versions == {"fallback": "popularity"}
+    assert {o.offer_id for o in d.offers} <= {o for o, chans in zip(engine.offer_ids, engine.offers["channels"], strict=True)
+                                             if "web" in chans}
+    by_id = dict(zip(engine.offer_ids, engine.popularity, strict=True))
+    for o in d.offers:
+        assert o.p_accept == pytest.approx(by_id[o.offer_id])
+    # eligibility rules are unknown, hence false, for someone without features
+    rules = set(engine.offers.loc[engine.offers["eligibility"].fillna("").str.strip() != "", "offer_id"])
+    assert not rules & {o.offer_id for o in d.offers}
+    # consent still holds in the fallback: no row on an opt-in channel means no contact
+    e = engine.decide("c-never-seen", "email", None, NOW, k=3, reserve=False)
+    assert e.fallback and e.offers == []
+
+
+def test_models_unavailable_at_start_means_fallback(world: World, tmp_path: Path) -> None:
+    settings = world.settings(tmp_path / "c.db", tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}")
+    eng = DecisionEngine.from_settings(settings)
+    assert eng.models is None and "champion" in (eng.models_error or "")
+    d = eng.decide(eng.features.index[0], "web", None, NOW, k=2, reserve=False)
+    assert d.fallback
+    eng.close()
+
+
+def test_reload_refuses_another_feature_set_and_keeps_serving(engine: DecisionEngine) -> None:
+    before = engine.models
+    stale = dataclasses.replace(before.propensity, feature_set_version="0.0.1")
+    with pytest.raises(NboError, match="feature set"):
+        engine.build_models(stale, before.churn)
+    assert engine.models is before
+    result = engine.reload()
+    assert result.ok and not result.changed and engine.models is before
+
+
+def test_path_attributions_add_up_to_the_raw_score(engine: DecisionEngine) -> None:
+    scored = engine._score(engine.features.index[:30].tolist(), "web", None, NOW, engine.models)
+    booster = engine.models.propensity.model.booster_
+    contrib = PathExplainer(booster).contributions(scored.X)
+    assert contrib.shape == (len(scored.X), len(engine.models.propensity.feature_names) + 1)
+    np.testing.assert_allclose(contrib.sum(axis=1), booster.predict(scored.X, raw_score=True), atol=1e-9)
+
+
+def test_caps_hold_within_one_engine(engine: DecisionEngine) -> None:
+    cid = engine.features.index[3]
+    answers = [engine.decide(cid, "web", None, datetime(2025, 8, 29, 12, 0, i), k=1) for i in range(15)]
+    assert sum(bool(a.offers) for a in answers) <= engine.policy.caps["web"].max
+    assert any(s.reason == "cap_channel" for a in answers for s in a.suppressed)
