@@ -52,6 +52,9 @@ PAIR_COLUMNS: tuple[str, ...] = (
     "offer_cat_views_30d",
     "offer_cat_searches_30d",
     "offer_cat_cart_adds_30d",
+    "offer_cat_views_7d",
+    "offer_cat_searches_7d",
+    "offer_cat_cart_adds_7d",
     "offer_cat_purchases_365d",
     "offer_cat_purchase_share_365d",
     "offer_cat_bought_30d",
@@ -91,6 +94,10 @@ _CATEGORY_STEMS: tuple[str, ...] = (
     "cart_adds_30d",
     "purchases_30d",
     "purchases_365d",
+    "page_views_7d",
+    "product_views_7d",
+    "searches_7d",
+    "cart_adds_7d",
 )
 _CUSTOMER_INPUTS: tuple[str, ...] = (
     *(c for c in CUSTOMER_COLUMNS_FOR_CANDIDATES if c not in CONTACT_HISTORY_COLUMNS),
@@ -350,6 +357,9 @@ def candidate_matrix(
     out["offer_cat_views_30d"] = cust.matrix("page_views_30d", "product_views_30d")[rows, slot]
     out["offer_cat_searches_30d"] = cust.matrix("searches_30d")[rows, slot]
     out["offer_cat_cart_adds_30d"] = cust.matrix("cart_adds_30d")[rows, slot]
+    out["offer_cat_views_7d"] = cust.matrix("page_views_7d", "product_views_7d")[rows, slot]
+    out["offer_cat_searches_7d"] = cust.matrix("searches_7d")[rows, slot]
+    out["offer_cat_cart_adds_7d"] = cust.matrix("cart_adds_7d")[rows, slot]
     bought = cust.matrix("purchases_365d")[rows, slot]
     out["offer_cat_purchases_365d"] = bought
     total = cust.columns["purchases_365d"][rows]

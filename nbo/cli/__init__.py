@@ -10,7 +10,10 @@ from nbo.cli._app import app, main
 
 # Importing a module registers its commands on `app`.
 from nbo.cli import data as _data  # noqa: E402,F401
+from nbo.cli import training as _training  # noqa: E402,F401
+from nbo.cli import demo as _demo  # noqa: E402,F401
 from nbo.cli import simulate as _simulate  # noqa: E402,F401
 from nbo.cli import features as _features  # noqa: E402,F401
+from nbo.cli import serve as _serve  # noqa: E402,F401
 
 __all__ = ["app", "main"]

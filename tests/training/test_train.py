@@ -1,0 +1,150 @@
+"""Training end to end on simulated data with known truth, against a real SQLite MLflow store.
+
+The quality bars of the training issue are asserted here with tolerance: the propensity model is
+close to the truth's own AUC and beats both baselines; the churn model beats the recency heuristic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from nbo.cli import app
+from nbo.data import load_dataset
+from nbo.errors import NboError
+from nbo.simulator import SimConfig, Simulator, write_simulation
+from training.registry import load_model, promote
+from training.tracking import CHALLENGER, CHAMPION, CHURN_MODEL, PROPENSITY_MODEL, resolve_tracking, version_by_alias
+from training.train import TrainConfig, fit_and_log
+
+DAYS = 300
+START = pd.Timestamp("2025-01-01")
+AS_OF = START + pd.Timedelta(days=DAYS)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sim") / "data"
+    sim = Simulator(SimConfig(customers=4000, days=DAYS, start=START.date()), seed=7)
+    sim.run()
+    write_simulation(sim, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(world: Path, tmp_path_factory: pytest.TempPathFactory):
+    workdir = tmp_path_factory.mktemp("mlflow")
+    tracking = resolve_tracking(None, workdir=workdir)
+    client = tracking.activate()
+    data = load_dataset(world)
+    config = TrainConfig(as_of=AS_OF, num_boost_round=300)
+    results = {w: fit_and_log(w, data, config, tracking, data_dir=world, progress=False)
+               for w in ("propensity", "churn")}
+    return tracking, client, results
+
+
+def test_propensity_quality_bars(trained) -> None:
+    _, _, results = trained
+    m = results["propensity"].report.metrics
+    assert m["auc_gap_to_truth"] < 0.03, m
+    assert m["auc"] > m["logistic_auc"] - 0.005, m
+    assert m["auc"] > m["offer_rate_auc"], m
+    assert m["brier"] < m["offer_rate_brier"], m
+    assert m["brier"] <= m["logistic_brier"] + 1e-4, m
+    assert m["truth_correlation"] > 0.5, m
+
+
+def test_churn_beats_recency_heuristic(trained) -> None:
+    _, _, results = trained
+    m = results["churn"].report.metrics
+    assert m["auc"] >= m["recency_auc"] + 0.03, m
+
+
+def test_run_is_recorded_and_registered(trained) -> None:
+    tracking, client, results = trained
+    for name, result in ((PROPENSITY_MODEL, results["propensity"]), (CHURN_MODEL, results["churn"])):
+        assert version_by_alias(client, name, CHALLENGER) == result.version
+        run = client.get_run(result.run_id)
+        assert run.data.params["feature_set_version"]
+        assert "auc" in run.data.metrics
+        artifacts = {a.path for a in client.list_artifacts(result.run_id, "report")}
+        assert {"report/calibration.png", "report/cumulative_gains.png", "report/importance.png",
+                "report/validation.parquet"} <= artifacts
+
+
+def test_promotion_and_loaded_model_predicts_like_logged(trained) -> None:
+    tracking, client, results = trained
+    first = promote(client, PROPENSITY_MODEL)
+    assert first.promoted and "no champion" in first.reason
+    again = promote(client, PROPENSITY_MODEL)
+    assert not again.promoted and "already the champion" in again.reason
+    loaded = load_model(client, PROPENSITY_MODEL, CHAMPION)
+    assert loaded.version == results["propensity"].version
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{PROPENSITY_MODEL}@{CHAMPION}")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.uniform(0, 5, (7, len(loaded.feature_names))).astype(np.float32),
+                         columns=loaded.feature_names)
+    np.testing.assert_allclose(pyfunc.predict(frame), loaded.model.predict_proba_positive(frame.to_numpy()))
+
+
+def test_worse_challenger_is_not_promoted(trained, world: Path) -> None:
+    tracking, client, results = trained
+    promote(client, CHURN_MODEL)  # first churn version becomes champion
+    data = load_dataset(world)
+    weak = fit_and_log("churn", data, TrainConfig(as_of=AS_OF, num_boost_round=1, churn_snapshots=2),
+                       tracking, progress=False)
+    decision = promote(client, CHURN_MODEL)
+    assert version_by_alias(client, CHURN_MODEL, CHALLENGER) == weak.version
+    assert not decision.promoted, decision
+    assert "worse" in decision.reason
+    assert version_by_alias(client, CHURN_MODEL, CHAMPION) == results["churn"].version
+    forced = promote(client, CHURN_MODEL, force=True)
+    assert forced.promoted
+    assert version_by_alias(client, CHURN_MODEL, CHAMPION) == weak.version
+
+
+def test_failed_training_moves_no_alias(trained, world: Path) -> None:
+    tracking, client, _ = trained
+    before = version_by_alias(client, PROPENSITY_MODEL, CHALLENGER)
+    data = load_dataset(world)
+    with pytest.raises(NboError):
+        fit_and_log("propensity", data, TrainConfig(as_of=START + pd.Timedelta(days=3)), tracking, progress=False)
+    assert version_by_alias(client, PROPENSITY_MODEL, CHALLENGER) == before
+
+
+def test_purchases_only_history_still_trains_churn(world: Path, tmp_path: Path) -> None:
+    """A retailer's real history (purchases only, no contacts, no web events) trains a churn model."""
+    data = load_dataset(world)
+    only = tmp_path / "retail"
+    only.mkdir()
+    data.customers.to_parquet(only / "customers.parquet")
+    data.consents.iloc[:0].to_parquet(only / "consents.parquet")
+    purchases = data.events[data.events["type"] == "purchase"].reset_index(drop=True)
+    purchases.to_parquet(only / "events.parquet")
+    offers = data.offers.assign(channels=data.offers["channels"].map(list))
+    offers.to_parquet(only / "offers.parquet")
+    data.contacts.iloc[:0].to_parquet(only / "contacts.parquet")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = runner.invoke(app, ["train", "--data", str(only), "--as-of", str(AS_OF.date()), "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    assert "propensity: skipped" in result.output
+    assert "registered nbo-churn version 1" in result.output
+
+
+def test_cli_errors_are_one_line(world: Path, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    bad_date = runner.invoke(app, ["train", "--data", str(world), "--as-of", "someday", "--tracking-uri", uri])
+    assert bad_date.exit_code == 2 and "--as-of 'someday'" in bad_date.output
+    none = runner.invoke(app, ["promote", "--model", "nbo-churn", "--tracking-uri", uri])
+    assert none.exit_code == 2 and "no @challenger" in none.output
+    unknown = runner.invoke(app, ["promote", "--model", "nbo-magic", "--tracking-uri", uri])
+    assert unknown.exit_code == 2 and "unknown model" in unknown.output
+    bad_out = runner.invoke(app, ["predict", "--model", "churn", "--data", str(world), "--as-of", "2025-06-01",
+                                  "--out", str(tmp_path / "x.txt"), "--tracking-uri", uri])
+    assert bad_out.exit_code == 2 and ".parquet or .csv" in bad_out.output

@@ -1,0 +1,127 @@
+"""Loading registered models and promoting a challenger: an alias move, never a retrain.
+
+`promote` compares challenger and champion on the challenger's validation sample (logged with its
+run), so both are judged on the same rows. "At least as good" means AUC not lower and Brier score
+not higher than the champion's, each within `TOLERANCE` (retraining on the same data is not
+penalised for noise in the last digit).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from nbo.errors import NboError
+from training.metrics import binary_metrics
+from training.model import CalibratedBooster, NboPyfunc
+from training.tracking import CHALLENGER, CHAMPION, version_by_alias
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 0.001
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model version, unwrapped for fast NumPy inference."""
+
+    name: str
+    version: str
+    run_id: str
+    model: CalibratedBooster
+    feature_set_version: str
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.model.feature_names_in_)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+def load_model(client: MlflowClient, name: str, alias: str = CHAMPION, version: str | None = None) -> LoadedModel:
+    """Load `name@alias` (or an explicit version) from the registry."""
+    try:
+        mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        what = f"version {version}" if version else f"alias @{alias}"
+        raise NboError(f"model {name} has no {what} in the registry (train first: nbo train)") from None
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
+    wrapped = pyfunc.unwrap_python_model()
+    if not isinstance(wrapped, NboPyfunc):
+        raise NboError(f"{name}/{mv.version} is not an nbo model")
+    return LoadedModel(name, str(mv.version), str(mv.run_id), wrapped.model, wrapped.feature_set_version)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    promoted: bool
+    reason: str
+    challenger: str | None
+    champion_before: str | None
+    metrics: dict[str, float]
+
+
+def validation_sample(client: MlflowClient, run_id: str) -> pd.DataFrame:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, "report/validation.parquet", tmp)
+        return pd.read_parquet(Path(path))
+
+
+def compare_on_sample(challenger: LoadedModel, champion: LoadedModel, sample: pd.DataFrame) -> dict[str, float]:
+    """AUC and Brier of both versions on the same rows."""
+    y = sample["__label__"].to_numpy()
+    out = {}
+    for tag, m in (("challenger", challenger), ("champion", champion)):
+        missing = [c for c in m.feature_names if c not in sample.columns]
+        if missing:
+            raise NboError(f"{m.label} needs feature(s) absent from the validation sample "
+                           f"({', '.join(missing[:5])}): feature sets differ; use --force to promote anyway")
+        p = m.model.predict_proba_positive(sample[m.feature_names].to_numpy(np.float32))
+        met = binary_metrics(y, p)
+        out[f"{tag}_auc"], out[f"{tag}_brier"] = met.auc, met.brier
+    return out
+
+
+def promote(client: MlflowClient, name: str, force: bool = False) -> Promotion:
+    """Move `champion` to the current `challenger` if it is at least as good (or `force`)."""
+    challenger_v = version_by_alias(client, name, CHALLENGER)
+    champion_v = version_by_alias(client, name, CHAMPION)
+    if challenger_v is None:
+        raise NboError(f"model {name} has no @{CHALLENGER} to promote (train first: nbo train)")
+    if challenger_v == champion_v:
+        return Promotion(False, f"{name}/{challenger_v} is already the champion", challenger_v, champion_v, {})
+    metrics: dict[str, float] = {}
+    if champion_v is None:
+        reason = "no champion yet"
+        ok = True
+    elif force:
+        reason = "forced (--force): comparison skipped"
+        ok = True
+    else:
+        challenger = load_model(client, name, version=challenger_v)
+        champion = load_model(client, name, version=champion_v)
+        metrics = compare_on_sample(challenger, champion, validation_sample(client, challenger.run_id))
+        auc_ok = metrics["challenger_auc"] >= metrics["champion_auc"] - TOLERANCE
+        brier_ok = metrics["challenger_brier"] <= metrics["champion_brier"] + TOLERANCE
+        ok = auc_ok and brier_ok
+        reason = (
+            f"on the challenger's validation sample: AUC {metrics['challenger_auc']:.4f} vs "
+            f"{metrics['champion_auc']:.4f}, Brier {metrics['challenger_brier']:.4f} vs "
+            f"{metrics['champion_brier']:.4f} (tolerance {TOLERANCE})"
+        )
+        if not ok:
+            reason = "challenger is worse " + reason
+    if ok:
+        client.set_registered_model_alias(name, CHAMPION, challenger_v)
+        log.info("promoted %s/%s to champion", name, challenger_v)
+    return Promotion(ok, reason, challenger_v, champion_v, metrics)

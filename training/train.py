@@ -1,0 +1,213 @@
+"""Fit, evaluate and record one model: one MLflow run per fit, a registered `challenger` at the end.
+
+The run logs parameters, the data window, the feature-set version, metrics against baselines,
+PNG charts, the validation sample (so `promote` can compare versions on the same rows), and the
+model with signature and input example. The alias moves only after everything else succeeded: a
+failed run never moves an alias.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from features import FEATURE_SET
+from nbo.data import Dataset
+from nbo.errors import NboError
+from training.datasets import TrainingSet, churn_set, propensity_set, time_split
+from training.model import CalibratedBooster, NboPyfunc
+from training.report import Report, build_report
+from training.tracking import CHALLENGER, MODEL_NAMES, Tracking, register
+
+log = logging.getLogger(__name__)
+
+PIP_REQUIREMENTS = ["lightgbm>=4,<5", "scikit-learn>=1.6,<2", "pandas>=3,<4", "numpy>=2,<3"]
+VALIDATION_SAMPLE_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes a fit; logged as the run's parameters."""
+
+    as_of: pd.Timestamp
+    window_days: int = 7
+    horizon_days: int = 90
+    churn_snapshots: int = 4
+    churn_step_days: int = 30
+    validation_share: float = 0.2
+    num_boost_round: int = 400
+    max_exposures: int | None = None
+    seed: int = 0
+
+    def params(self) -> dict[str, object]:
+        return {
+            "as_of": str(self.as_of),
+            "window_days": self.window_days,
+            "horizon_days": self.horizon_days,
+            "churn_snapshots": self.churn_snapshots,
+            "churn_step_days": self.churn_step_days,
+            "validation_share": self.validation_share,
+            "num_boost_round": self.num_boost_round,
+            "feature_set": FEATURE_SET.name,
+            "feature_set_version": FEATURE_SET.version,
+        }
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: str
+    registered_name: str
+    version: str
+    run_id: str
+    report: Report
+
+
+def _logistic(train: TrainingSet, seed: int):
+    pipe = make_pipeline(
+        SimpleImputer(strategy="median", keep_empty_features=True),
+        StandardScaler(),
+        LogisticRegression(max_iter=500, random_state=seed),
+    )
+    return pipe.fit(train.X, train.y)
+
+
+def _offer_rate_baseline(train: TrainingSet, valid: TrainingSet) -> np.ndarray:
+    """Historical acceptance rate of each offer in the training period (global rate for new offers)."""
+    frame = pd.DataFrame({"offer_id": train.meta["offer_id"], "y": train.y})
+    prior, weight = float(train.y.mean()), 20.0
+    stats = frame.groupby("offer_id")["y"].agg(["sum", "count"])
+    rate = (stats["sum"] + prior * weight) / (stats["count"] + weight)
+    return valid.meta["offer_id"].map(rate).fillna(prior).to_numpy(dtype=float)
+
+
+def _recency_baseline(train: TrainingSet, valid: TrainingSet) -> np.ndarray:
+    """RFM heuristic: churn risk is the rank of days since the last purchase, scaled to the base rate.
+
+    A rank is not a probability, so it is mapped to the training churn rate by quantile bins,
+    which keeps its ranking (AUC) and gives it a fair Brier score.
+    """
+    col = train.feature_names.index("recency_days")
+    r_train, r_valid = train.X[:, col], valid.X[:, col]
+    edges = np.unique(np.nanquantile(r_train, np.linspace(0, 1, 21)))
+    bins_train = np.digitize(r_train, edges[1:-1])
+    rates = pd.Series(train.y).groupby(bins_train).mean()
+    return pd.Series(np.digitize(r_valid, edges[1:-1])).map(rates).fillna(train.y.mean()).to_numpy(float)
+
+
+def _truth_for(data_dir: Path | None, valid: TrainingSet) -> np.ndarray | None:
+    """The simulator's true acceptance probability of each validation exposure, when present."""
+    if data_dir is None:
+        return None
+    path = data_dir / "truth" / "contacts_truth.parquet"
+    if not path.exists():
+        return None
+    truth = pd.read_parquet(path)
+    key = truth.set_index(["decision_id", "offer_id"])["p_accept"]
+    idx = pd.MultiIndex.from_arrays([valid.meta["decision_id"], valid.meta["offer_id"]])
+    values = key.reindex(idx).to_numpy(dtype=float)
+    return None if np.isnan(values).any() else values
+
+
+def fit_and_log(
+    which: str,
+    data: Dataset,
+    config: TrainConfig,
+    tracking: Tracking,
+    data_dir: Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Build the training set, fit LightGBM and baselines, log everything, register a challenger."""
+    if which not in MODEL_NAMES:
+        raise NboError(f"unknown model {which!r}; use one of {', '.join(MODEL_NAMES)}")
+    if which == "propensity":
+        full = propensity_set(data, config.as_of, config.window_days, config.max_exposures, progress)
+    else:
+        full = churn_set(data, config.as_of, config.horizon_days, config.churn_snapshots,
+                         config.churn_step_days, progress)
+    is_valid = time_split(full.meta["ts"], config.validation_share)
+    train, valid = full.split(~is_valid), full.split(is_valid)
+    for part, label in ((train, "training"), (valid, "validation")):
+        if len(np.unique(part.y)) < 2:
+            raise NboError(f"{which}: the {label} period has a single class ({len(part)} rows); "
+                           "use more data or an earlier --as-of")
+    log.info("%s: %d training rows, %d validation rows", which, len(train), len(valid))
+
+    model = CalibratedBooster(
+        feature_names=full.feature_names,
+        params={"seed": config.seed},
+        num_boost_round=config.num_boost_round,
+    ).fit(train.X, train.y, valid.X, valid.y)
+    p = model.predict_proba_positive(valid.X)
+    scores = {"lightgbm": p, "logistic": _logistic(train, config.seed).predict_proba(valid.X)[:, 1]}
+    if which == "propensity":
+        scores["offer_rate"] = _offer_rate_baseline(train, valid)
+        truth = _truth_for(data_dir, valid)
+    else:
+        scores["recency_rank"] = _recency_baseline(train, valid)
+        truth = None
+    contributions = model.contributions(valid.X[:20_000])
+    report = build_report(
+        which, valid.y, scores, full.feature_names, model.gain_importance(), contributions,
+        stages=valid.meta["lifecycle"].to_numpy(), truth=truth,
+    )
+    name = MODEL_NAMES[which]
+    with mlflow.start_run(run_name=f"{which}-{config.as_of:%Y-%m-%d}") as run:
+        mlflow.set_tags({"nbo.model": which, "nbo.feature_set_version": FEATURE_SET.version})
+        mlflow.log_params({**config.params(), "model": which, "train_rows": len(train), "valid_rows": len(valid),
+                           "train_start": str(train.meta["ts"].min()), "valid_start": str(valid.meta["ts"].min()),
+                           "valid_end": str(valid.meta["ts"].max()), "best_iteration": model.booster_.best_iteration})
+        mlflow.log_metrics({k: v for k, v in report.metrics.items() if np.isfinite(v)})
+        for fname, fig in report.figures.items():
+            mlflow.log_figure(fig, f"report/{fname}")
+            plt.close(fig)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmpdir = Path(tmp)
+            report.table.to_csv(tmpdir / "metrics_vs_baselines.csv")
+            report.importance.to_csv(tmpdir / "importance.csv", index=False)
+            if not report.by_stage.empty:
+                report.by_stage.to_csv(tmpdir / "by_lifecycle_stage.csv")
+            (tmpdir / "summary.txt").write_text(report.summary() + "\n")
+            sample = _validation_sample(valid, config.seed)
+            sample.to_parquet(tmpdir / "validation.parquet", index=False)
+            mlflow.log_artifacts(str(tmpdir), "report")
+        example = pd.DataFrame(valid.X[:5], columns=full.feature_names)
+        signature = infer_signature(example, p[:5])
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=NboPyfunc(model, FEATURE_SET.version),
+            signature=signature,
+            input_example=example,
+            pip_requirements=PIP_REQUIREMENTS,
+        )
+        version = register(tracking.activate(), info.model_uri, name, CHALLENGER)
+        mlflow.set_tag("nbo.registered_version", version)
+    return TrainResult(which, name, version, run.info.run_id, report)
+
+
+def _validation_sample(valid: TrainingSet, seed: int) -> pd.DataFrame:
+    """Validation rows kept with the run, so promotion compares versions on the same data."""
+    rng = np.random.default_rng(seed)
+    idx = np.arange(len(valid))
+    if len(idx) > VALIDATION_SAMPLE_ROWS:
+        idx = np.sort(rng.choice(idx, VALIDATION_SAMPLE_ROWS, replace=False))
+    frame = pd.DataFrame(valid.X[idx], columns=valid.feature_names)
+    frame["__label__"] = valid.y[idx]
+    return frame
+
+
+def metrics_json(results: list[TrainResult]) -> str:
+    return json.dumps({r.model: {"version": r.version, "run_id": r.run_id, **r.report.metrics} for r in results},
+                      indent=2, default=float)
