@@ -28,7 +28,7 @@ def test_exposure_rows_equal_request_path_with_their_context() -> None:
     rows = build_exposure_features(customers, data.offers, data.contacts, exposures, snapshot)
     assert list(rows["customer_id"]) == list(exposures["customer_id"])
     for i, exp in exposures.iterrows():
-        ctx = Context(channel=exp["channel"], hour_of_day=exp["ts"].hour, day_of_week=exp["ts"].dayofweek)
+        ctx = Context(channel=exp["channel"], hour_of_day=exp["ts"].hour, day_of_week=exp["ts"].day_of_week)
         one = build_candidate_features(customers.loc[[exp["customer_id"]]], data.offers, data.contacts, ctx, snapshot)
         expected = one[one["offer_id"] == exp["offer_id"]].iloc[0]
         pd.testing.assert_series_equal(
