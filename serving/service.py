@@ -1,0 +1,420 @@
+"""The real-time service (BentoML 1.4): a thin HTTP layer over `serving.engine.DecisionEngine`.
+
+Started by `nbo serve` (nbo/cli/serve.py), which passes the settings in the environment:
+`NBO_SERVICE_SETTINGS` (JSON of `ServiceSettings`) and the API keys in `NBO_API_KEYS` or
+`NBO_API_KEYS_FILE`. Nothing is read at import time; each worker reads them once, in
+`Recommender.__init__` and `Guard.__init__`. See docs/service.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gc
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import bentoml
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from nbo.vocab import ContactChannel
+
+log = logging.getLogger("nbo.service")
+
+SETTINGS_ENV = "NBO_SERVICE_SETTINGS"
+KEYS_ENV = "NBO_API_KEYS"
+KEYS_FILE_ENV = "NBO_API_KEYS_FILE"
+PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
+JSON_PATHS = frozenset({"/recommend", "/feedback", "/forget", "/admin/reload"})
+
+
+# ------------------------------------------------------------------------------ request models
+class _Strict(BaseModel):
+    # strict: "3" is not a k; forbid: a misspelt field is an error, not a silent default;
+    # hide_input_in_errors: error messages (and logs) never echo the customer's data.
+    model_config = ConfigDict(strict=True, extra="forbid", hide_input_in_errors=True)
+
+
+class RequestContext(_Strict):
+    page_category: StrictStr | None = Field(None, max_length=64)
+    session_categories: list[Annotated[StrictStr, Field(max_length=64)]] = Field(default_factory=list, max_length=50)
+    device: Literal["desktop", "mobile", "tablet", "unknown"] | None = None
+    hour_of_day: StrictInt | None = Field(None, ge=0, le=23)
+    day_of_week: StrictInt | None = Field(None, ge=0, le=6)
+
+
+class RecommendRequest(_Strict):
+    customer_id: StrictStr = Field(min_length=1, max_length=128)
+    channel: ContactChannel
+    k: StrictInt = Field(3, ge=1, le=20)
+    context: RequestContext | None = None
+
+
+class FeedbackRequest(_Strict):
+    decision_id: StrictStr = Field(min_length=1, max_length=128)
+    offer_id: StrictStr = Field(min_length=1, max_length=128)
+    outcome: Literal["accepted", "declined", "ignored", "clicked"]
+
+
+class ForgetRequest(_Strict):
+    customer_id: StrictStr = Field(min_length=1, max_length=128)
+
+
+class ReloadRequest(_Strict):
+    force: bool = False
+
+
+# ------------------------------------------------------------------------------ response models
+class OfferOut(BaseModel):
+    offer_id: str
+    rank: int
+    p_accept: float
+    expected_value: float
+    propensity: float
+    explored: bool
+    reasons: list[str]
+
+
+class SuppressedOut(BaseModel):
+    offer_id: str
+    reason: str
+
+
+class RecommendResponse(BaseModel):
+    decision_id: str
+    customer_id: str
+    channel: str
+    offers: list[OfferOut]
+    suppressed: list[SuppressedOut]
+    model_version: str
+    model_versions: dict[str, str]
+    fallback: bool
+    degraded: bool = False
+
+
+class FeedbackResponse(BaseModel):
+    decision_id: str
+    offer_id: str
+    outcome: str
+    recorded: bool
+
+
+class ForgetResponse(BaseModel):
+    customer_id: str
+    erased_shows: int
+
+
+class ReloadResponse(BaseModel):
+    changed: bool
+    ok: bool
+    message: str
+    versions: dict[str, str]
+
+
+# ------------------------------------------------------------------------------ settings
+class ServiceSettings(BaseModel):
+    """Everything the service needs besides the API keys; JSON in `NBO_SERVICE_SETTINGS`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    engine: dict[str, Any]
+    reload_interval_s: float = Field(60.0, gt=0)
+    max_body_bytes: int = Field(16 * 1024, ge=256)
+    state_dir: Path = Path(".nbo-service")
+    #: Simulated clock: `now = clock_start + (wall time - clock_anchor)`; None = the real UTC clock.
+    clock_start: datetime | None = None
+    clock_anchor: float | None = None
+    warmup_customers: int = Field(20, ge=0)
+
+    @classmethod
+    def from_env(cls) -> ServiceSettings:
+        raw = os.environ.get(SETTINGS_ENV)
+        if not raw:
+            raise RuntimeError(f"{SETTINGS_ENV} is not set: start the service with `nbo serve`")
+        return cls.model_validate_json(raw)
+
+    def now(self) -> datetime:
+        if self.clock_start is None:
+            return datetime.now(UTC).replace(tzinfo=None)
+        start = self.clock_start if self.clock_start.tzinfo is None else self.clock_start.astimezone(UTC).replace(tzinfo=None)
+        return start + timedelta(seconds=time.time() - (self.clock_anchor or time.time()))
+
+
+def load_api_keys(environ: dict[str, str] | None = None) -> tuple[bytes, ...]:
+    """API keys from `NBO_API_KEYS` (comma-separated) and/or the file `NBO_API_KEYS_FILE` (one per line)."""
+    env = os.environ if environ is None else environ
+    keys: list[str] = [k.strip() for k in env.get(KEYS_ENV, "").split(",") if k.strip()]
+    path = env.get(KEYS_FILE_ENV)
+    if path:
+        text = Path(path).read_text(encoding="utf-8")
+        keys += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return tuple(k.encode() for k in keys)
+
+
+# ------------------------------------------------------------------------------ guard middleware
+class Guard:
+    """ASGI middleware in front of every route: API key, body size, JSON well-formedness.
+
+    Health, readiness and metrics are public. Everything else needs `Authorization: Bearer <key>`
+    (compared in constant time against every configured key). Bodies over `max_body_bytes` get
+    413; a body on a JSON endpoint that is not a JSON object gets 400 naming `body`. The buffered
+    body is replayed to the application.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.keys = load_api_keys()
+        try:
+            self.max_body = ServiceSettings.from_env().max_body_bytes
+        except RuntimeError:
+            self.max_body = 16 * 1024
+        if not self.keys:
+            log.error("no API keys configured (%s / %s): every protected endpoint answers 401", KEYS_ENV, KEYS_FILE_ENV)
+
+    async def _reply(self, send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        body = json.dumps({"error": message}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _authorised(self, scope: dict[str, Any]) -> bool:
+        supplied = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                supplied = value
+                break
+        scheme, _, token = supplied.partition(b" ")
+        if scheme.lower() != b"bearer" or not token:
+            return False
+        ok = False
+        for key in self.keys:  # no early exit: the time taken does not depend on which key matched
+            ok |= hmac.compare_digest(token.strip(), key)
+        return ok
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if not self._authorised(scope):
+            await self._reply(send, 401, "missing or invalid API key (Authorization: Bearer <key>)",
+                              [(b"www-authenticate", b"Bearer")])
+            return
+        if scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await self._reply(send, 400, "content-length: not a number")
+                    return
+                if declared > self.max_body:
+                    await self._reply(send, 413, f"body: larger than {self.max_body} bytes")
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await self._reply(send, 413, f"body: larger than {self.max_body} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if path in JSON_PATHS:
+            try:
+                parsed = json.loads(body) if body.strip() else {}
+            except (ValueError, UnicodeDecodeError) as exc:
+                await self._reply(send, 400, f"body: not valid JSON ({type(exc).__name__})")
+                return
+            if not isinstance(parsed, dict):
+                await self._reply(send, 400, "body: must be a JSON object")
+                return
+            if not body.strip():
+                body = b"{}"
+            # The body is JSON whatever the client declared (curl -d says form-urlencoded).
+            headers = [(n, v) for n, v in scope.get("headers", ()) if n not in (b"content-type", b"content-length")]
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            scope = {**scope, "headers": headers}
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+# ------------------------------------------------------------------------------ metrics
+@functools.cache
+def _metrics() -> dict[str, Any]:
+    """Prometheus counters, created in the worker (after BentoML set the multiprocess directory)."""
+    from prometheus_client import Counter
+
+    return {
+        "decisions": Counter("nbo_decisions", "Decisions answered", ["channel"]),
+        "offers": Counter("nbo_offers_served", "Offers returned to callers", ["channel"]),
+        "suppressions": Counter("nbo_suppressions", "Candidates suppressed, by reason code", ["reason"]),
+        "fallbacks": Counter("nbo_fallbacks", "Decisions made with the popularity fallback", ["cause"]),
+        "reloads": Counter("nbo_model_reloads", "Champion models loaded after start"),
+        "reload_failures": Counter("nbo_model_reload_failures", "Failed attempts to load new champions"),
+        "feedback": Counter("nbo_feedback", "Feedback received", ["outcome", "known"]),
+    }
+
+
+# ------------------------------------------------------------------------------ the service
+@bentoml.service(name="nbo", workers=2, traffic={"timeout": 2})
+class Recommender:
+    """POST /recommend, /feedback, /forget, /admin/reload; BentoML adds health, metrics, OpenAPI."""
+
+    def __init__(self) -> None:
+        from serving.engine import DecisionEngine, EngineSettings
+
+        self.settings = ServiceSettings.from_env()
+        self.metrics = _metrics()
+        self.engine = DecisionEngine.from_settings(EngineSettings.model_validate(self.settings.engine))
+        if self.engine.models is None:
+            self.metrics["reload_failures"].inc()
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self._marker = self.settings.state_dir / "reload-request"
+        self._marker_seen = self._marker.stat().st_mtime if self._marker.exists() else 0.0
+        self._stop = threading.Event()
+        self._warm_up()
+        self._ready = True
+        self._thread = threading.Thread(target=self._reload_loop, name="nbo-reload", daemon=True)
+        self._thread.start()
+
+    def _warm_up(self) -> None:
+        """Run a few decisions (nothing recorded), then freeze the heap so GC passes stay short."""
+        now = self.settings.now()
+        ids = self.engine.features.index[: self.settings.warmup_customers].tolist()
+        for cid in ids:
+            self.engine.decide(cid, "web", {"page_category": "travel", "device": "mobile"}, now, k=3, reserve=False)
+        self.engine.decide("warm-up-unknown", "web", None, now, k=3, reserve=False)
+        gc.collect()
+        gc.freeze()
+
+    def _reload(self, force: bool = False) -> Any:
+        result = self.engine.reload(force=force)
+        if not result.ok:
+            self.metrics["reload_failures"].inc()
+            log.warning("model reload failed, previous models keep serving: %s", result.message)
+        elif result.changed:
+            self.metrics["reloads"].inc()
+            gc.freeze()
+        return result
+
+    def _reload_loop(self) -> None:
+        next_check = time.monotonic() + self.settings.reload_interval_s
+        while not self._stop.wait(1.0):
+            requested = False
+            try:
+                mtime = self._marker.stat().st_mtime if self._marker.exists() else 0.0
+            except OSError:
+                mtime = self._marker_seen
+            if mtime > self._marker_seen:
+                self._marker_seen, requested = mtime, True
+            if requested or time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.settings.reload_interval_s
+                try:
+                    self._reload()
+                except Exception:  # noqa: BLE001 - the loop must survive anything
+                    log.exception("reload loop error")
+
+    def __is_ready__(self) -> bool:
+        return getattr(self, "_ready", False)
+
+    @bentoml.on_shutdown
+    def _shutdown(self) -> None:
+        self._stop.set()
+        self.engine.close()
+
+    # -------------------------------------------------------------------------- endpoints
+    @bentoml.api(route="/recommend", input_spec=RecommendRequest)
+    async def recommend(
+        self, customer_id: str, channel: str, k: int = 3, context: RequestContext | None = None
+    ) -> RecommendResponse:
+        """Up to `k` offers (or none) for this customer on this channel, now, with reasons."""
+        from features import Context
+
+        ctx = Context(channel=channel, **(context.model_dump(exclude_none=True) if context else {}))  # type: ignore[arg-type]
+        decision = self.engine.decide(customer_id, channel, ctx, self.settings.now(), k=k, reserve=True)
+        m = self.metrics
+        m["decisions"].labels(channel).inc()
+        if decision.offers:
+            m["offers"].labels(channel).inc(len(decision.offers))
+        counts: dict[str, int] = {}
+        for s in decision.suppressed:
+            counts[s.reason] = counts.get(s.reason, 0) + 1
+        for reason, n in counts.items():
+            m["suppressions"].labels(reason).inc(n)
+        versions = decision.model_versions
+        if decision.fallback:
+            m["fallbacks"].labels("no_models" if self.engine.models is None else "cold_start").inc()
+        return RecommendResponse(
+            decision_id=decision.decision_id,
+            customer_id=customer_id,
+            channel=channel,
+            offers=[OfferOut(**o.model_dump()) for o in decision.offers],
+            suppressed=[SuppressedOut(offer_id=s.offer_id, reason=s.reason) for s in decision.suppressed],
+            model_version=versions.get("propensity", versions.get("fallback", "")),
+            model_versions=versions,
+            fallback=decision.fallback,
+        )
+
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
+    async def feedback(self, decision_id: str, offer_id: str, outcome: str, ctx: bentoml.Context) -> FeedbackResponse:
+        """Record what the customer did with a shown offer; repeating it changes nothing; unknown -> 404."""
+        known = self.engine.record_outcome(decision_id, offer_id, outcome, self.settings.now())
+        self.metrics["feedback"].labels(outcome, str(known).lower()).inc()
+        if not known:
+            ctx.response.status_code = 404
+        return FeedbackResponse(decision_id=decision_id, offer_id=offer_id, outcome=outcome, recorded=known)
+
+    @bentoml.api(route="/forget", input_spec=ForgetRequest)
+    async def forget(self, customer_id: str) -> ForgetResponse:
+        """Erase the customer's contact history and decision log (GDPR)."""
+        from serving.engine import hash_id
+
+        n = self.engine.forget(customer_id)
+        log.info("forgot customer %s (%d shows)", hash_id(customer_id), n)
+        return ForgetResponse(customer_id=customer_id, erased_shows=n)
+
+    @bentoml.api(route="/admin/reload", input_spec=ReloadRequest)
+    async def admin_reload(self, force: bool = False) -> ReloadResponse:
+        """Load the current champions now (this worker) and ask the other workers to do the same."""
+        result = await asyncio.to_thread(self._reload, force)
+        try:
+            self._marker.touch()
+            self._marker_seen = self._marker.stat().st_mtime
+        except OSError:
+            log.warning("could not write %s; other workers reload on their interval", self._marker)
+        return ReloadResponse(changed=result.changed, ok=result.ok, message=result.message, versions=result.versions)
+
+
+Recommender.add_asgi_middleware(Guard)
