@@ -8,14 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: charts are written to files and MLflow, never shown
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     log_loss,
@@ -78,7 +73,8 @@ def top_decile(y: np.ndarray, p: np.ndarray, share: float = 0.1) -> tuple[float,
 
 def cumulative_gains_chart(y: np.ndarray, scores: dict[str, np.ndarray], title: str) -> Figure:
     """Share of positives captured vs share of population targeted, one line per score."""
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
     y = np.asarray(y, dtype=float)
     x = np.arange(1, len(y) + 1) / max(len(y), 1)
     for name, p in scores.items():
@@ -93,7 +89,8 @@ def cumulative_gains_chart(y: np.ndarray, scores: dict[str, np.ndarray], title: 
 
 def calibration_chart(y: np.ndarray, scores: dict[str, np.ndarray], title: str, bins: int = 10) -> Figure:
     """Reliability curve: mean predicted vs observed rate in quantile bins of the score."""
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
     y = np.asarray(y, dtype=float)
     top = 0.0
     for name, p in scores.items():
@@ -128,7 +125,8 @@ def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
 def importance_chart(names: list[str], gain: np.ndarray, shap_abs: np.ndarray, title: str, top: int = 20) -> Figure:
     """Gain importance next to mean |SHAP| (from LightGBM's pred_contrib), top features only."""
     order = np.argsort(-shap_abs)[:top][::-1]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.3 * len(order) + 1.5), sharey=True)
+    fig = Figure(figsize=(10, 0.3 * len(order) + 1.5))
+    axes = fig.subplots(1, 2, sharey=True)
     labels = [names[i] for i in order]
     axes[0].barh(labels, gain[order] / max(gain.sum(), 1e-12))
     axes[0].set(title="gain (share)")

@@ -99,3 +99,24 @@ def build_report(
     }
     return Report(model=model, metrics=metrics, table=table, by_stage=by_stage, importance=importance,
                   figures=figures)
+
+
+def load_run_report(client: object, run_id: str, workdir: str) -> dict[str, object]:
+    """A logged run's report: parameters, metrics, the metrics-vs-baselines table and chart paths.
+
+    `client` is an `MlflowClient`; artifacts are downloaded into `workdir`.
+    """
+    from pathlib import Path
+
+    run = client.get_run(run_id)
+    local = Path(client.download_artifacts(run_id, "report", workdir))
+    table = pd.read_csv(local / "metrics_vs_baselines.csv", index_col=0)
+    stage_file = local / "by_lifecycle_stage.csv"
+    return {
+        "params": dict(run.data.params),
+        "metrics": dict(run.data.metrics),
+        "table": table,
+        "importance": pd.read_csv(local / "importance.csv"),
+        "by_stage": pd.read_csv(stage_file, index_col=0) if stage_file.exists() else pd.DataFrame(),
+        "charts": sorted(str(p) for p in local.glob("*.png")),
+    }

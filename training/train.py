@@ -14,7 +14,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
@@ -172,7 +171,6 @@ def fit_and_log(
         mlflow.log_metrics({k: v for k, v in report.metrics.items() if np.isfinite(v)})
         for fname, fig in report.figures.items():
             mlflow.log_figure(fig, f"report/{fname}")
-            plt.close(fig)
         with tempfile.TemporaryDirectory() as tmp:
             tmpdir = Path(tmp)
             report.table.to_csv(tmpdir / "metrics_vs_baselines.csv")
