@@ -166,12 +166,14 @@ def run_demo_service(directory: Path, data_dir: Path, features_path: Path, port:
     key_file = directory / "api-key.txt"
     key_file.write_text(key + "\n", encoding="utf-8")
     key_file.chmod(0o600)
-    settings = service_settings(Path(data_dir), Path(features_path), None, None,
+    from training.tracking import resolve_tracking
+
+    tracking_uri = resolve_tracking(None, workdir=directory).uri  # where `nbo demo` trained
+    settings = service_settings(Path(data_dir), Path(features_path), tracking_uri, None,
                                 str(directory / "contacts.db"), directory / "service-state")
     env = service_env(settings, DEFAULT_WORKERS, DEFAULT_TIMEOUT_S, access_log=False)
     env.pop("NBO_API_KEYS", None)
     env["NBO_API_KEYS_FILE"] = str(key_file)
-    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{directory / 'mlflow.db'}")
     log_path = directory / "service.log"
     url = f"http://127.0.0.1:{port}"
     typer.secho(f"\n== 5. serve on {url} (log: {log_path})", bold=True)

@@ -1,0 +1,300 @@
+"""Benchmark the real-time service: open-loop load against `nbo serve` on 127.0.0.1.
+
+    python benchmarks/bench_service.py                  # ~3 min: world, 1 and 2 workers
+    python benchmarks/bench_service.py --workers 2 --duration 20 --rates 200 400 600 800
+    python benchmarks/bench_service.py --world /tmp/nbo-bench-world   # reuse a built world
+
+World: simulated 3,000 customers x 300 days, both models trained (default TrainConfig) and
+promoted, customer features materialised; the catalogue is widened to 50 offers (the simulator's
+32 plus copies under new ids), so every request scores 50 candidates. SQLite contact store, the
+default policy (caps, cooldowns, consent, exploration), features and reasons included.
+
+Load: an open-loop generator (asyncio, raw HTTP/1.1 on keep-alive connections, so the client
+costs little CPU next to the server on the same machine). Requests follow a fixed timetable at the
+given rate; latency is measured from each request's *scheduled* send time, so a stalled server
+is charged for the queue it builds (no coordinated omission). Cases:
+  1. 200 req/s for `--duration` s -> p50, p99, errors (targets: p50 <= 5 ms, p99 <= 20 ms);
+  2. a throughput curve (`--rates`, `--step` s each) -> p50/p99 per rate;
+  3. the same handler without HTTP: `DecisionEngine.decide` in process (reserve=True), median
+     and p99, so the framework's share is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+KEY = "bench-key-not-secret"
+START = date(2025, 1, 1)
+P50_TARGET_MS, P99_TARGET_MS = 5.0, 20.0
+
+
+def _hardware() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import bentoml
+
+    return (f"{model}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
+            f"BentoML {bentoml.__version__}, {platform.system()} {platform.release()}")
+
+
+def _load() -> str:
+    """The 1-minute load average: other processes on the machine skew every latency figure."""
+    return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+
+
+# ----------------------------------------------------------------------------- world
+def build_world(root: Path, customers: int, days: int) -> tuple[Path, Path, str, pd.Timestamp]:
+    """Data (with a 50-offer catalogue), champions in a SQLite MLflow store, materialised features."""
+    from features import build_customer_features, write_materialised
+    from nbo.data import load_dataset, write_table
+    from nbo.simulator import SimConfig, Simulator, write_simulation
+    from training.registry import promote
+    from training.tracking import MODEL_NAMES, resolve_tracking
+    from training.train import TrainConfig, fit_and_log
+
+    as_of = pd.Timestamp(START) + pd.Timedelta(days=days)
+    data_dir, features, uri = root / "data", root / "features.parquet", f"sqlite:///{root / 'mlflow.db'}"
+    if (root / "ready").exists():
+        return data_dir, features, uri, as_of
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    t = time.perf_counter()
+    sim = Simulator(SimConfig(customers=customers, days=days, start=START), seed=1)
+    sim.run(progress=False)
+    write_simulation(sim, data_dir)
+    data = load_dataset(data_dir)
+    tracking = resolve_tracking(uri)
+    client = tracking.activate()
+    for which in ("propensity", "churn"):
+        fit_and_log(which, data, TrainConfig(as_of=as_of), tracking, data_dir=data_dir, progress=False)
+        promote(client, MODEL_NAMES[which])
+    write_materialised(build_customer_features(data, as_of), features, as_of)
+    offers = data.offers
+    extra = offers.head(50 - len(offers)).copy()
+    extra["offer_id"] = extra["offer_id"].astype(str) + "-b"
+    wide = pd.concat([offers, extra], ignore_index=True)
+    wide["offer_id"] = wide["offer_id"].astype("str")
+    offers_file = next(data_dir.glob("offers.*"))
+    offers_file.unlink()
+    write_table(wide, data_dir / "offers.parquet")
+    (root / "ready").touch()
+    print(f"world built in {time.perf_counter() - t:.0f} s: {customers:,} customers x {days} days, "
+          f"{len(wide)} offers", flush=True)
+    return data_dir, features, uri, as_of
+
+
+# ----------------------------------------------------------------------------- server
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data: Path, features: Path, uri: str, clock: pd.Timestamp, workers: int, work: Path) -> tuple[subprocess.Popen, int]:
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "NBO_API_KEYS": KEY}
+    cmd = [sys.executable, "-m", "nbo", "serve", "--data", str(data), "--features", str(features), "--tracking-uri", uri,
+           "--store", str(work / f"contacts-{workers}.db"), "--port", str(port), "--workers", str(workers),
+           "--state-dir", str(work / "state"), "--clock-start", clock.isoformat()]
+    log = open(work / f"server-{workers}.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"nbo serve exited: see {work / f'server-{workers}.log'}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    proc.kill()
+    raise SystemExit("nbo serve was not ready in 180 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+# ----------------------------------------------------------------------------- load generator
+def _requests(customers: list[str], n: int, port: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    pages = ["travel", "books", "electronics", "fashion", "home", None]
+    out = []
+    for _ in range(min(n, 5000)):
+        ctx = {"device": rng.choice(["mobile", "desktop"])}
+        page = rng.choice(pages)
+        if page:
+            ctx["page_category"] = page
+            ctx["session_categories"] = [page]
+        body = json.dumps({"customer_id": rng.choice(customers), "channel": rng.choice(["web", "app"]), "k": 3,
+                           "context": ctx}).encode()
+        out.append(b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                   b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s" % (port, KEY.encode(), len(body), body))
+    return out
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _open_loop(port: int, payloads: list[bytes], rate: float, duration: float, connections: int) -> dict:
+    loop = asyncio.get_running_loop()
+    pool: asyncio.Queue = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    n = int(rate * duration)
+    latencies = np.full(n, np.nan)
+    errors = 0
+    t0 = loop.time() + 0.1
+
+    async def one(i: int) -> None:
+        nonlocal errors
+        scheduled = t0 + i / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        reader, writer = await pool.get()
+        try:
+            writer.write(payloads[i % len(payloads)])
+            status = await _read_response(reader)
+            if status != 200:
+                errors += 1
+            pool.put_nowait((reader, writer))
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            errors += 1
+            writer.close()
+            pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+        latencies[i] = loop.time() - scheduled
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    elapsed = loop.time() - t0
+    while not pool.empty():
+        _, w = pool.get_nowait()
+        w.close()
+    ms = latencies[~np.isnan(latencies)] * 1000
+    return {"rate": rate, "sent": n, "achieved": n / elapsed, "errors": errors, "p50": float(np.percentile(ms, 50)),
+            "p90": float(np.percentile(ms, 90)), "p99": float(np.percentile(ms, 99)), "max": float(ms.max())}
+
+
+def run_load(port: int, customers: list[str], rate: float, duration: float, seed: int = 0) -> dict:
+    payloads = _requests(customers, int(rate * duration), port, seed)
+    return asyncio.run(_open_loop(port, payloads, rate, duration, connections=64))
+
+
+def _line(r: dict) -> str:
+    return (f"{r['rate']:>5.0f} req/s for {r['sent'] / r['rate']:.0f} s: p50 {r['p50']:6.2f} ms  p90 {r['p90']:6.2f} ms  "
+            f"p99 {r['p99']:6.2f} ms  max {r['max']:7.1f} ms  errors {r['errors']}/{r['sent']}  "
+            f"(achieved {r['achieved']:.0f}/s; {_load()})")
+
+
+# ----------------------------------------------------------------------------- in process
+def in_process(data: Path, features: Path, uri: str, clock: pd.Timestamp, customers: list[str], work: Path, n: int) -> dict:
+    from features import Context
+    from serving.engine import DecisionEngine, EngineSettings
+
+    engine = DecisionEngine.from_settings(EngineSettings(data_dir=data, features_path=features, tracking_uri=uri,
+                                                         store=str(work / "inproc.db")))
+    rng = random.Random(1)
+    now = clock.to_pydatetime()
+    calls = [(rng.choice(customers), rng.choice(["web", "app"]), rng.choice(["travel", "books", None])) for _ in range(n)]
+    for cid, ch, page in calls[:200]:
+        engine.decide(cid, ch, Context(channel=ch, page_category=page), now, k=3, reserve=False)
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    times = []
+    for i, (cid, ch, page) in enumerate(calls):
+        t = time.perf_counter()
+        engine.decide(cid, ch, {"page_category": page, "device": "mobile"} if page else None,
+                      now + pd.Timedelta(milliseconds=i), k=3, reserve=True)
+        times.append(time.perf_counter() - t)
+    ms = np.array(times) * 1000
+    engine.close()
+    return {"n": n, "p50": float(np.median(ms)), "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world", type=Path, default=None, help="Directory of a built world to reuse (built if absent).")
+    ap.add_argument("--customers", type=int, default=3000)
+    ap.add_argument("--days", type=int, default=300)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--duration", type=float, default=20.0, help="Seconds at 200 req/s.")
+    ap.add_argument("--rates", type=float, nargs="+", default=[200, 400, 600, 800])
+    ap.add_argument("--step", type=float, default=8.0, help="Seconds per rate of the curve.")
+    ap.add_argument("--inproc", type=int, default=3000, help="In-process decide() calls.")
+    args = ap.parse_args()
+
+    print(f"hardware: {_hardware()}; {_load()} at start", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="nbo-bench-service-"))
+    world = args.world or Path(tempfile.gettempdir()) / f"nbo-bench-world-{args.customers}x{args.days}"
+    data, features, uri, as_of = build_world(world, args.customers, args.days)
+    clock = as_of + pd.Timedelta(hours=10)
+    from features import read_materialised
+
+    customers = read_materialised(features)[0].index.tolist()
+    try:
+        r = in_process(data, features, uri, clock, customers, work, args.inproc)
+        print(f"in process (engine.decide, reserve=True, 50 offers, SQLite): p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms  "
+              f"mean {r['mean']:.2f} ms over {r['n']} calls", flush=True)
+        for workers in args.workers:
+            proc, port = start_server(data, features, uri, clock, workers, work)
+            try:
+                print(f"\n--- nbo serve, {workers} worker(s), port {port}", flush=True)
+                run_load(port, customers, 100, 3, seed=99)  # warm-up, not reported
+                main_run = run_load(port, customers, 200, args.duration, seed=workers)
+                ok = main_run["p50"] <= P50_TARGET_MS and main_run["p99"] <= P99_TARGET_MS and not main_run["errors"]
+                print(_line(main_run) + f"  [{'meets' if ok else 'misses'} p50<={P50_TARGET_MS:g}/p99<={P99_TARGET_MS:g} ms]",
+                      flush=True)
+                print("throughput curve:", flush=True)
+                for rate in args.rates:
+                    print("  " + _line(run_load(port, customers, rate, args.step, seed=int(rate) + workers)), flush=True)
+            finally:
+                stop_server(proc)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
