@@ -21,7 +21,14 @@ from features.feature_set import (
     customer_feature_names,
 )
 from features.online import candidate_features_online, customer_features_online
-from features.store import check_feature_set, read_materialised, write_materialised
+from features.store import (
+    check_feature_set,
+    iter_materialised,
+    materialised_meta,
+    materialised_rows,
+    read_materialised,
+    write_materialised,
+)
 
 __all__ = [
     "CANDIDATE_FEATURES",
@@ -41,7 +48,10 @@ __all__ = [
     "check_feature_set",
     "customer_feature_names",
     "customer_features_online",
+    "iter_materialised",
     "lifecycle_stage",
+    "materialised_meta",
+    "materialised_rows",
     "prepare_offers",
     "read_materialised",
     "write_materialised",

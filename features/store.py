@@ -7,6 +7,7 @@ context and the live contact history (`build_candidate_features` recomputes cont
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +45,34 @@ def write_materialised(
         tmp.unlink(missing_ok=True)
 
 
+def _meta(path: Path, schema: pa.Schema) -> dict[str, object]:
+    raw = schema.metadata or {}
+    meta: dict[str, object] = {}
+    for key in _META_KEYS:
+        value = raw.get(f"nbo.{key}".encode())
+        if value is None:
+            raise NboError(f"{path} lacks nbo.{key} in its Parquet metadata; was it written by `nbo features`?")
+        meta[key] = value.decode()
+    meta["as_of"] = pd.Timestamp(meta["as_of"])
+    return meta
+
+
+def _unreadable(path: Path, exc: BaseException) -> NboError:
+    return NboError(f"{path} is not a readable Parquet file: {str(exc).splitlines()[0][:200]}")
+
+
+def _frame(table: pa.Table | pa.RecordBatch) -> pd.DataFrame:
+    frame = table.to_pandas()
+    for col in ("lifecycle", "top_category", "next_category"):
+        if col in frame.columns:
+            frame[col] = frame[col].astype("str")
+    if "customer_id" in frame.columns:  # a batch whose schema lost the pandas index metadata
+        frame = frame.set_index("customer_id")
+    frame.index = frame.index.astype("str")
+    frame.index.name = "customer_id"
+    return frame
+
+
 def read_materialised(path: Path | str) -> tuple[pd.DataFrame, dict[str, object]]:
     """(frame indexed by customer_id, {"feature_set", "feature_set_version", "as_of"})."""
     path = Path(path)
@@ -52,22 +81,51 @@ def read_materialised(path: Path | str) -> tuple[pd.DataFrame, dict[str, object]
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        raise NboError(f"{path} is not a readable Parquet file: {str(exc).splitlines()[0][:200]}") from None
-    raw = table.schema.metadata or {}
-    meta: dict[str, object] = {}
-    for key in _META_KEYS:
-        value = raw.get(f"nbo.{key}".encode())
-        if value is None:
-            raise NboError(f"{path} lacks nbo.{key} in its Parquet metadata; was it written by `nbo features`?")
-        meta[key] = value.decode()
-    meta["as_of"] = pd.Timestamp(meta["as_of"])
-    frame = table.to_pandas()
-    for col in ("lifecycle", "top_category", "next_category"):
-        if col in frame.columns:
-            frame[col] = frame[col].astype("str")
-    frame.index = frame.index.astype("str")
-    frame.index.name = "customer_id"
-    return frame, meta
+        raise _unreadable(path, exc) from None
+    meta = _meta(path, table.schema)
+    return _frame(table), meta
+
+
+def materialised_meta(path: Path | str) -> dict[str, object]:
+    """The metadata of a materialised file (as `read_materialised`), reading only its footer."""
+    path = Path(path)
+    if not path.exists():
+        raise NboError(f"no materialised features at {path}")
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(path, exc) from None
+    return _meta(path, schema)
+
+
+def materialised_rows(path: Path | str) -> int:
+    """Number of customers in a materialised file (from its footer)."""
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def iter_materialised(path: Path | str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The rows of a materialised file in order, `chunk_rows` at a time (the last chunk may be
+    shorter), each framed like `read_materialised`: memory bounded by the chunk, not the file."""
+    path = Path(path)
+    try:
+        source = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(path, exc) from None
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    schema = source.schema_arrow
+    for batch in source.iter_batches(batch_size=chunk_rows):
+        # Batches stop at row-group ends: regroup so every chunk but the last has exactly chunk_rows.
+        while len(batch):
+            take = min(chunk_rows - size, len(batch))
+            pending.append(batch.slice(0, take))
+            size += take
+            batch = batch.slice(take)
+            if size == chunk_rows:
+                yield _frame(pa.Table.from_batches(pending, schema=schema))
+                pending, size = [], 0
+    if size:
+        yield _frame(pa.Table.from_batches(pending, schema=schema))
 
 
 def check_feature_set(meta: dict[str, object], feature_set: FeatureSet = FEATURE_SET) -> None:

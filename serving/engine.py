@@ -30,6 +30,8 @@ eligibility (a rule on an unknown customer's features is unknown, hence false).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -52,6 +54,7 @@ from features import (
     candidate_matrix,
     check_feature_set,
     customer_feature_names,
+    materialised_meta,
     prepare_offers,
     read_materialised,
 )
@@ -263,7 +266,16 @@ class DecisionEngine:
         self.arbiter = Arbiter(policy, self.offers, rules, store)
         self._rule_names = sorted({n for r in rules.values() for n in r.names} & set(customer_feature_names()))
         self.consents = ConsentBook(consents)
-        # Customer rows: positions by id, rule inputs and values as plain arrays.
+        self._set_features(features)
+        self._contacts = self._index_contacts(contacts)
+        self.popularity = self._popularity(contacts)
+        self._models: Models | None = None
+        if models is not None:
+            self._models = models
+        self.models_error: str | None = None
+
+    def _set_features(self, features: pd.DataFrame) -> None:
+        """Customer rows: positions by id, rule inputs and values as plain arrays."""
         self.features = features
         self._position = {cid: i for i, cid in enumerate(features.index.tolist())}
         self._rule_values = {n: features[n].to_numpy() for n in self._rule_names if n in features.columns}
@@ -272,26 +284,43 @@ class DecisionEngine:
         # The numeric columns as one float64 block: taking a row out of it costs ~50 µs, not ~150.
         numeric = [c for c in features.columns if features[c].dtype.kind in "fiub"]
         self._numeric = pd.DataFrame(features[numeric].to_numpy(np.float64, na_value=np.nan), index=features.index, columns=numeric)
-        self._contacts = self._index_contacts(contacts)
-        self.popularity = self._popularity(contacts)
-        self._models: Models | None = None
+
+    def with_features(self, features: pd.DataFrame) -> DecisionEngine:
+        """This engine over other materialised rows (a batch-scoring chunk of the same feature set).
+
+        Shares policy, catalogue, consents, contacts, store and models; only the per-customer
+        arrays and the churn probabilities (the churn champion on these rows) are new. Lets batch
+        scoring stream a features file in chunks instead of holding it whole.
+        """
+        view = copy.copy(self)
+        view._set_features(features)
+        models = self._models
         if models is not None:
-            self._models = models
-        self.models_error: str | None = None
+            churn_columns = _check_model(models.churn, CUSTOMER_FEATURES, "customer")
+            X = view._customer_matrix if churn_columns is None else view._customer_matrix[:, churn_columns]
+            churn_p = np.asarray(models.churn.model.predict_proba_positive(X), dtype=np.float64) if len(X) else np.zeros(0)  # type: ignore[attr-defined]
+            view._models = dataclasses.replace(models, churn_probability=churn_p)
+        return view
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def from_settings(cls, settings: EngineSettings, *, load_models: bool = True) -> DecisionEngine:
+    def from_settings(
+        cls, settings: EngineSettings, *, load_models: bool = True, features: pd.DataFrame | None = None
+    ) -> DecisionEngine:
         """Load policy, catalogue, consents, contacts, features, store and the champion models.
 
         Models that cannot be loaded leave the engine in fallback mode (`models_error` says why);
-        `reload()` keeps trying.
+        `reload()` keeps trying. `features`: rows of the settings' features file to hold instead of
+        the whole file (batch scoring streams the rest through `with_features`).
         """
         policy = load_policy(settings.policy_path) if settings.policy_path else ContactPolicy()
         offers = load_table(settings.data_dir, "offers")
         consents = _optional_table(settings.data_dir, "consents")
         contacts = _optional_table(settings.data_dir, "contacts")
-        frame, meta = read_materialised(latest_features_file(settings.features_path))
+        if features is None:
+            frame, meta = read_materialised(latest_features_file(settings.features_path))
+        else:
+            frame, meta = features, materialised_meta(latest_features_file(settings.features_path))
         check_feature_set(meta)
         store = open_store(settings.store, settings.store_horizon_days)
         if policy.longest_window_days > store.horizon_days:
@@ -464,6 +493,7 @@ class DecisionEngine:
         k: int,
         reserve: bool,
         decision_id: str | None,
+        explain: bool = True,
     ) -> Decision:
         cid = scored.customer_ids[i]
         position = int(scored.positions[i])
@@ -496,27 +526,44 @@ class DecisionEngine:
             decision_id=decision_id,
             reserve=reserve,
         )
-        if decision.offers and not fallback and scored.X is not None:
-            decision = self._explain(decision, scored, i)
+        if explain and self._explainable(decision, scored, i):
+            decision = self._explain_many([decision], scored, [i])[0]
         return decision
 
-    def _explain(self, decision: Decision, scored: _Scored, i: int) -> Decision:
-        """Prepend the top-3 SHAP contributions (log-odds) of each shown offer to its reasons."""
+    def _explainable(self, decision: Decision, scored: _Scored, i: int) -> bool:
+        return bool(decision.offers) and scored.models is not None and scored.positions[i] >= 0 and scored.X is not None
+
+    def _explain_many(self, decisions: list[Decision], scored: _Scored, indices: Sequence[int]) -> list[Decision]:
+        """Prepend the top-3 contributions (log-odds) of each shown offer to its reasons.
+
+        One explainer call for all the decisions (batch scoring); attributions are per row, so the
+        result is the same as one call per decision.
+        """
         models = scored.models
         assert models is not None and scored.X is not None
-        known_rank = int(np.searchsorted(np.flatnonzero(scored.positions >= 0), i))
+        known = np.flatnonzero(scored.positions >= 0)
         n_o = len(self.offer_ids)
         where = {o: j for j, o in enumerate(self.offer_ids)}
-        rows = [known_rank * n_o + where[s.offer_id] for s in decision.offers]
+        rows = [
+            int(np.searchsorted(known, i)) * n_o + where[s.offer_id]
+            for decision, i in zip(decisions, indices, strict=True)
+            for s in decision.offers
+        ]
         explainer = models.explainer or models.propensity.model  # type: ignore[attr-defined]
         contrib = explainer.contributions(scored.X[rows])[:, :-1]
         names = models.propensity.feature_names  # type: ignore[attr-defined]
-        shown: list[ShownOffer] = []
-        for s, c in zip(decision.offers, contrib, strict=True):
-            top = np.argsort(-np.abs(c), kind="stable")[:3]
-            reasons = [f"{names[j]}:{float(c[j]):+.4g}" for j in top] + s.reasons
-            shown.append(s.model_copy(update={"reasons": reasons}))
-        return decision.model_copy(update={"offers": shown})
+        out: list[Decision] = []
+        at = 0
+        for decision in decisions:
+            shown: list[ShownOffer] = []
+            for s in decision.offers:
+                c = contrib[at]
+                at += 1
+                top = np.argsort(-np.abs(c), kind="stable")[:3]
+                reasons = [f"{names[j]}:{float(c[j]):+.4g}" for j in top] + s.reasons
+                shown.append(s.model_copy(update={"reasons": reasons}))
+            out.append(decision.model_copy(update={"offers": shown}))
+        return out
 
     # ---------------------------------------------------------------- public API
     def decide(
@@ -554,8 +601,14 @@ class DecisionEngine:
         ids = list(customer_ids)
         per = {c: _context(channel, (contexts or {}).get(c)) for c in ids}
         models = self._models
-        scored = self._score(ids, channel, per, now, models)
-        return [self._arbitrate(scored, i, channel, per[c], now, k, reserve, None) for i, c in enumerate(ids)]
+        # Without contexts every customer has the same one: the features take it once for the chunk.
+        scored = self._score(ids, channel, _context(channel, None) if not contexts else per, now, models)
+        decisions = [self._arbitrate(scored, i, channel, per[c], now, k, reserve, None, explain=False) for i, c in enumerate(ids)]
+        todo = [i for i, d in enumerate(decisions) if self._explainable(d, scored, i)]
+        if todo:
+            for i, d in zip(todo, self._explain_many([decisions[i] for i in todo], scored, todo), strict=True):
+                decisions[i] = d
+        return decisions
 
     def record_outcome(self, decision_id: str, offer_id: str, outcome: str, now: datetime | None = None) -> bool:
         return self.store.record_outcome(decision_id, offer_id, outcome, _naive_utc(now))
