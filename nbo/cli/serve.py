@@ -169,8 +169,13 @@ def run_demo_service(directory: Path, data_dir: Path, features_path: Path, port:
     from training.tracking import resolve_tracking
 
     tracking_uri = resolve_tracking(None, workdir=directory).uri  # where `nbo demo` trained
+    # `nbo demo` simulates up to today, so the real clock fits; an older world gets a simulated
+    # clock starting at its as_of (otherwise every offer would be out of its validity window).
+    clock = None
+    if as_of is not None and pd.Timestamp.now(tz="UTC").tz_localize(None) - pd.Timestamp(as_of) > pd.Timedelta(days=2):
+        clock = (pd.Timestamp(as_of) + pd.Timedelta(hours=10)).to_pydatetime()
     settings = service_settings(Path(data_dir), Path(features_path), tracking_uri, None,
-                                str(directory / "contacts.db"), directory / "service-state")
+                                str(directory / "contacts.db"), directory / "service-state", clock_start=clock)
     env = service_env(settings, DEFAULT_WORKERS, DEFAULT_TIMEOUT_S, access_log=False)
     env.pop("NBO_API_KEYS", None)
     env["NBO_API_KEYS_FILE"] = str(key_file)
@@ -180,7 +185,10 @@ def run_demo_service(directory: Path, data_dir: Path, features_path: Path, port:
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(service_command("127.0.0.1", port), env=env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
-            wait_ready(url, proc, timeout_s=180)
+            try:
+                wait_ready(url, proc, timeout_s=180)
+            except NboError as exc:
+                raise NboError(f"{exc}; see {log_path}") from None
             frame, _ = read_materialised(settings["engine"]["features_path"])  # type: ignore[index]
             active = frame[frame["recency_days"] < 30] if "recency_days" in frame else frame
             customer = str((active if len(active) else frame).index[0])
