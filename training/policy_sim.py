@@ -1,0 +1,449 @@
+"""Closed-loop simulation of contact policies: each policy plugged into the simulator, day by day.
+
+Every policy runs on a fresh `Simulator(config, seed)` (same customers, same catalogue, same start
+state). What differs is who is contacted, on which channel and with which offer; the simulator's
+truth then decides acceptance, fatigue, opt-outs and churn. Policies (see docs/evaluation.md):
+
+- `random`: the simulator's logging policy (per-customer contact intensity, offer uniform among
+  the eligible ones);
+- `popular`: the same contact opportunities, always the eligible offer accepted most often in
+  the training log;
+- `nbo_uncapped`: nbo's ranking (`serving.ranking.Arbiter`, model scores) with no caps, no
+  cooldowns, no per-offer cap;
+- `nbo`: the same ranking with the contact policy's caps, cooldowns, quiet hours and consent;
+- `oracle`: the same arbitration and caps as `nbo`, but with the TRUE acceptance probabilities
+  (`DayView.p_accept`) and no exploration: the ceiling of what a better model could do.
+
+The nbo policies (and the oracle) get one outbound opportunity per signed-up customer and day, on
+a channel drawn like the logging policy's among the consented ones, plus a banner slot in half of
+the web/app sessions; the arbiter decides whether to use it and with which offer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from features import FEATURE_SET, build_customer_features, build_exposure_features, customer_feature_names
+from nbo.data import Dataset
+from nbo.simulator import Contacts, DayView, SimConfig, Simulator
+from nbo.simulator.config import CH, OUT
+from nbo.simulator.io import dataset
+from nbo.simulator.policies import contact_slots
+from nbo.simulator.world import DAY
+from nbo.vocab import CONTACT_CHANNELS, LIFECYCLE_STAGES
+from serving.contact_store.base import (
+    ContactHistory,
+    ContactRecord,
+    ContactStore,
+    OfferRef,
+    ReserveResult,
+    split_offers,
+    to_epoch,
+)
+from serving.policy import Cap, ContactPolicy, Cooldown, OutboundCap
+from serving.ranking import Arbiter, compile_offer_rules
+from training.datasets import propensity_set, time_split
+from training.model import CalibratedBooster
+
+log = logging.getLogger(__name__)
+
+POLICY_NAMES: tuple[str, ...] = ("random", "popular", "nbo_uncapped", "nbo", "oracle")
+#: Days of future value credited to a customer still active at the end (see `long_term_value`).
+FUTURE_DAYS = 365
+#: Window (days, at the end of the run) over which a policy's steady value rate is measured.
+RATE_WINDOW_DAYS = 90
+
+
+# ----------------------------------------------------------------------------- contact store
+class MemoryContactStore(ContactStore):
+    """An in-process contact store (one simulation, one thread) with the shared cap logic.
+
+    Contacts are added by `check_and_reserve` (closed loop) or `add_contacts` (replaying a log);
+    declines by `add_declines`, each at the moment it is observed: `history(now)` only sees
+    contacts and declines strictly before `now`.
+    """
+
+    def __init__(self, horizon_days: int = 90) -> None:
+        self.horizon_days = horizon_days
+        self._contacts: dict[str, list[ContactRecord]] = defaultdict(list)
+        self._declines: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
+
+    def add_contacts(self, customer_id: str, records: list[ContactRecord]) -> None:
+        self._contacts[customer_id].extend(records)
+
+    def add_declines(self, customer_ids, offer_ids, categories, ts_epoch) -> None:
+        for c, o, k, t in zip(customer_ids, offer_ids, categories, ts_epoch, strict=True):
+            self._declines[c].append((float(t), o, k))
+
+    def history(self, customer_id: str, now: datetime | float) -> ContactHistory:
+        t = now if isinstance(now, float) else to_epoch(now)
+        since = t - self.horizon_days * 86_400.0
+        rows = self._contacts.get(customer_id, ())
+        recent = tuple(r for r in rows if since < r.ts < t)
+        if len(recent) < len(rows) and rows and rows[0].ts <= since:  # forget what left the horizon
+            self._contacts[customer_id] = [r for r in rows if r.ts > since]
+        last_offer: dict[str, float] = {}
+        last_cat: dict[str, float] = {}
+        for ts, offer, cat in self._declines.get(customer_id, ()):
+            if ts < t:
+                if ts > last_offer.get(offer, -1.0):
+                    last_offer[offer] = ts
+                if ts > last_cat.get(cat, -1.0):
+                    last_cat[cat] = ts
+        return ContactHistory(customer_id, t, recent, last_offer, last_cat)
+
+    def check_and_reserve(self, customer_id, channel, offers, now, policy, decision_id, propensities,
+                          model_versions=None) -> ReserveResult:
+        history = self.history(customer_id, now)
+        ok, refused = split_offers(history, channel, offers, policy)
+        t = to_epoch(now)
+        self._contacts[customer_id].extend(ContactRecord(decision_id, o.offer_id, o.category, channel, t) for o in ok)
+        return ReserveResult(decision_id, tuple(ok), tuple(refused))
+
+    def record_outcome(self, decision_id: str, offer_id: str, outcome: str, ts: datetime) -> bool:
+        return False  # outcomes come from the simulator's log (add_declines)
+
+    def forget(self, customer_id: str) -> int:
+        n = len(self._contacts.pop(customer_id, []))
+        self._declines.pop(customer_id, None)
+        return n
+
+    def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
+        return {"decisions": [], "contacts": [r.__dict__ for r in self._contacts.get(customer_id, [])]}
+
+
+def uncapped(policy: ContactPolicy) -> ContactPolicy:
+    """The same policy without channel, outbound and per-offer caps and without decline cooldowns
+    (consent, quiet hours, eligibility and arbitration unchanged)."""
+    huge = 10**9
+    return policy.model_copy(update={
+        "caps": {},
+        "outbound": OutboundCap(max=huge, days=1),
+        "offer_cap": Cap(max=huge, days=1),
+        "cooldown": Cooldown(offer_days=0, category_days=0),
+    })
+
+
+def greedy(policy: ContactPolicy) -> ContactPolicy:
+    """The same policy without exploration."""
+    arb = policy.arbitration
+    return policy.model_copy(update={"arbitration": arb.model_copy(
+        update={"exploration": arb.exploration.model_copy(update={"rate": 0.0})})})
+
+
+# ----------------------------------------------------------------------------- scoring
+def opportunity_scores(
+    model: CalibratedBooster,
+    data: Dataset,
+    customer_features: pd.DataFrame,
+    customer_ids: np.ndarray,
+    channels: np.ndarray,
+    ts: pd.Series,
+    as_of: pd.Timestamp,
+) -> np.ndarray:
+    """Calibrated p_accept of every offer (columns, catalogue order) at each opportunity (rows).
+
+    Candidate features come from `build_exposure_features`, the function training uses: the
+    customer's features as of `as_of` and the opportunity's own context (channel, hour, weekday).
+    """
+    offer_ids = data.offers["offer_id"].to_numpy(dtype=object)
+    m, n_o = len(customer_ids), len(offer_ids)
+    if m == 0:
+        return np.zeros((0, n_o))
+    exposures = pd.DataFrame({
+        "customer_id": pd.array(np.repeat(np.asarray(customer_ids, dtype=object), n_o), dtype="str"),
+        "offer_id": pd.array(np.tile(offer_ids, m), dtype="str"),
+        "channel": pd.array(np.repeat(np.asarray(channels, dtype=object), n_o), dtype="str"),
+        "ts": np.repeat(pd.to_datetime(ts).to_numpy(dtype="datetime64[ns]"), n_o),
+    })
+    rows = build_exposure_features(customer_features, data.offers, data.contacts, exposures, as_of)
+    X = rows[list(model.feature_names_in_)].to_numpy(np.float32, na_value=np.nan)
+    return model.predict_proba_positive(X).reshape(m, n_o)
+
+
+def rule_inputs(features: pd.DataFrame) -> dict[str, dict[str, object]]:
+    """Per customer, the values the eligibility rules read (customer feature names only)."""
+    names = [c for c in customer_feature_names() if c in features.columns]
+    return {cid: row for cid, row in zip(features.index, features[names].to_dict("records"), strict=True)}
+
+
+# ----------------------------------------------------------------------------- policies
+@dataclass
+class ArbiterPolicy:
+    """A closed-loop policy that asks `serving.ranking.Arbiter` at each opportunity.
+
+    `scorer(view, opportunities) -> (p matrix, rule inputs per customer id)`. Contacts the arbiter
+    makes are reserved in an in-memory store; the day's declines are fed back after the step.
+    """
+
+    name: str
+    policy: ContactPolicy
+    offers: pd.DataFrame
+    scorer: Callable[[DayView, pd.DataFrame], tuple[np.ndarray, Mapping[str, Mapping[str, object]]]]
+    intensity: np.ndarray
+    banner_rate: float
+    seed: int
+    store: MemoryContactStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = MemoryContactStore(horizon_days=max(self.policy.longest_window_days, 1))
+        rules = compile_offer_rules(self.offers, customer_feature_names())
+        self.arbiter = Arbiter(self.policy, self.offers, rules, self.store)
+        self.rng = np.random.default_rng(self.seed)
+        self._slot_rng = np.random.default_rng(self.seed + 1)
+        self._offer_ids = self.offers["offer_id"].tolist()
+        self._offer_pos = {o: i for i, o in enumerate(self._offer_ids)}
+        self._category = dict(zip(self.offers["offer_id"], self.offers["category"], strict=True))
+
+    def opportunities(self, view: DayView) -> pd.DataFrame:
+        """One outbound opportunity per signed-up customer (channel drawn like the logging
+        policy's) and a banner slot in a share `banner_rate` of sessions, in time order."""
+        ones = np.ones(len(self.intensity))
+        slots = contact_slots(view, ones * 50.0, self.banner_rate, self._slot_rng)  # Poisson(50) -> capped at 3
+        frame = pd.DataFrame({"customer": slots.customer, "channel": slots.channel, "ts": slots.ts})
+        outbound = frame["channel"] > CH["app"]
+        frame = pd.concat([frame[outbound].drop_duplicates("customer"), frame[~outbound]])
+        return frame.sort_values("ts", kind="stable").reset_index(drop=True)
+
+    def __call__(self, view: DayView) -> Contacts:
+        opp = self.opportunities(view)
+        if opp.empty:
+            return Contacts.empty()
+        p, inputs = self.scorer(view, opp)
+        ids = view.customer_ids
+        picked_c, picked_o, picked_ch, picked_p, picked_ts = [], [], [], [], []
+        consented = view.allowed_channels(opp["customer"].to_numpy())
+        for i, (c, ch, ts) in enumerate(opp.itertuples(index=False, name=None)):
+            cid, channel = ids[c], CONTACT_CHANNELS[ch]
+            now = (view.date + pd.Timedelta(seconds=int(ts - view.day * DAY))).to_pydatetime()
+            consents = {name: bool(consented[i, j]) for j, name in enumerate(CONTACT_CHANNELS)}
+            decision = self.arbiter.decide(
+                cid, channel, now, dict(zip(self._offer_ids, p[i].tolist(), strict=True)),
+                features=inputs.get(cid), k=1, rng=self.rng, consents=consents,
+                decision_id=f"{self.name}-{view.day}-{i}",
+            )
+            for shown in decision.offers:
+                picked_c.append(c)
+                picked_o.append(self._offer_pos[shown.offer_id])
+                picked_ch.append(ch)
+                picked_p.append(shown.propensity)
+                picked_ts.append(ts)
+        return Contacts(np.array(picked_c, dtype=np.int64), np.array(picked_o, dtype=np.int64),
+                        np.array(picked_ch, dtype=np.int64), np.array(picked_p, dtype=float),
+                        np.array(picked_ts, dtype=np.int64))
+
+    def observe(self, sim: Simulator, first: int) -> None:
+        """Feed the declines of the contacts logged from position `first` on to the store."""
+        contacts = sim.contact_log()
+        sl = slice(first, None)
+        declined = contacts.outcome[sl] == OUT["declined"]
+        if not declined.any():
+            return
+        cust = contacts.customer[sl][declined]
+        offer = contacts.offer[sl][declined]
+        start = to_epoch(pd.Timestamp(sim.config.start).to_pydatetime())
+        ts = start + contacts.outcome_ts[sl][declined].astype(float)
+        offer_ids = [self._offer_ids[o] for o in offer]
+        self.store.add_declines([sim.customer_ids[c] for c in cust], offer_ids,
+                                [self._category[o] for o in offer_ids], ts.tolist())
+
+
+class PopularPolicy:
+    """The logging policy's contact opportunities, always with the most popular eligible offer
+    (most acceptances in the training log; ties: catalogue order). Deterministic: propensity 1."""
+
+    def __init__(self, popularity: np.ndarray, intensity: np.ndarray, banner_rate: float, seed) -> None:
+        self.popularity = np.asarray(popularity, dtype=float)
+        self.intensity = intensity
+        self.banner_rate = banner_rate
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, view: DayView) -> Contacts:
+        slots = contact_slots(view, self.intensity, self.banner_rate, self.rng)
+        ok = view.eligible(slots.customer, slots.channel)
+        score = np.where(ok, self.popularity[None, :], -np.inf)
+        keep = ok.any(1)
+        best = score.argmax(1)
+        return Contacts(slots.customer[keep], best[keep], slots.channel[keep], np.ones(int(keep.sum())),
+                        slots.ts[keep])
+
+
+# ----------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class TrainedWorld:
+    """What the nbo policies learn before the evaluation period, from a logging-policy run."""
+
+    model: CalibratedBooster
+    popularity: np.ndarray  # acceptances per offer (catalogue order) in the training log
+    train_rows: int
+    valid_auc: float
+
+
+def train_on_logging_run(config: SimConfig, seed: int, days: int, num_boost_round: int = 200) -> TrainedWorld:
+    """Simulate `days` days of the logging policy on the same world configuration with another
+    seed, and fit the propensity model the way `training.train.fit_and_log` does (point-in-time
+    exposure rows, time split, calibrated LightGBM) without MLflow."""
+    from training.metrics import binary_metrics
+
+    sim = Simulator(config.model_copy(update={"days": days}), seed=seed)
+    sim.run()
+    data = dataset(sim)
+    as_of = pd.Timestamp(config.start) + pd.Timedelta(days=days)
+    full = propensity_set(data, as_of, window_days=7, progress=False)
+    valid = time_split(full.meta["ts"], 0.2)
+    train, val = full.split(~valid), full.split(valid)
+    model = CalibratedBooster(feature_names=full.feature_names, params={"seed": seed},
+                              num_boost_round=num_boost_round).fit(train.X, train.y, val.X, val.y)
+    auc = binary_metrics(val.y, model.predict_proba_positive(val.X)).auc
+    accepted = data.contacts[data.contacts["outcome"] == "accepted"]["offer_id"].value_counts()
+    popularity = accepted.reindex(data.offers["offer_id"]).fillna(0).to_numpy(float)
+    log.info("trained on %d exposures (%s), validation AUC %.3f", len(train), FEATURE_SET.version, auc)
+    return TrainedWorld(model, popularity, len(train), float(auc))
+
+
+# ----------------------------------------------------------------------------- running
+@dataclass(frozen=True)
+class PolicyRun:
+    """One policy's closed-loop result. Currency units; counts of customers and contacts."""
+
+    name: str
+    contacts: int
+    accepted: int
+    value: float  # accepted offers' value minus contact costs
+    churned: int
+    active_end: int
+    long_term_value: float
+    daily: pd.DataFrame
+
+    def row(self) -> dict[str, float | int]:
+        return {"contacts": self.contacts, "accepted": self.accepted, "value": round(self.value, 2),
+                "churned": self.churned, "active_end": self.active_end,
+                "long_term_value": round(self.long_term_value, 2)}
+
+
+def long_term_value(daily: pd.DataFrame, future_days: int = FUTURE_DAYS, window: int = RATE_WINDOW_DAYS) -> float:
+    """Net value earned + each customer still active at the end x one more `future_days` at the
+    policy's own net value per active customer-day over the last `window` days. Churned customers
+    are worth nothing more: that is the value lost with them."""
+    net = float((daily["value"] - daily["cost"]).sum())
+    tail = daily.tail(window)
+    customer_days = float(tail["active"].sum())
+    rate = float((tail["value"] - tail["cost"]).sum()) / customer_days if customer_days else 0.0
+    active_end = int(daily["active"].iloc[-1] - daily["churned_today"].iloc[-1])
+    return net + active_end * rate * future_days
+
+
+def _nbo_scorer(model: CalibratedBooster):
+    def score(view: DayView, opp: pd.DataFrame) -> tuple[np.ndarray, Mapping[str, Mapping[str, object]]]:
+        data = view_dataset(view)
+        ids = np.asarray(view.customer_ids, dtype=object)[opp["customer"].to_numpy()]
+        feats = build_customer_features(data, pd.Timestamp(view.date), customer_ids=np.unique(ids))
+        ts = pd.Series(pd.Timestamp(view.date) + pd.to_timedelta(opp["ts"].to_numpy() - view.day * DAY, unit="s"))
+        p = opportunity_scores(model, data, feats, ids, np.array(CONTACT_CHANNELS, dtype=object)[opp["channel"]],
+                               ts, pd.Timestamp(view.date))
+        return p, rule_inputs(feats)
+    return score
+
+
+def _truth_scorer(view: DayView, opp: pd.DataFrame) -> tuple[np.ndarray, Mapping[str, Mapping[str, object]]]:
+    n_o = view.offers.n
+    c = opp["customer"].to_numpy()
+    rows = np.repeat(c, n_o)
+    p = view.p_accept(rows, np.tile(np.arange(n_o), len(c)), np.repeat(opp["channel"].to_numpy(), n_o))
+    uniq = np.unique(c)
+    inputs = {view.customer_ids[i]: {"tenure_days": float(t), "lifecycle": LIFECYCLE_STAGES[lc]}
+              for i, t, lc in zip(uniq, view.tenure_days(uniq), view.lifecycle(uniq), strict=True)}
+    return p.reshape(len(c), n_o), inputs
+
+
+def view_dataset(view: DayView) -> Dataset:
+    """The contract tables of the history so far (what nbo's features read), via the simulator."""
+    sim = view.history._sim  # type: ignore[attr-defined]
+    return dataset(sim)
+
+
+def make_policy(name: str, sim: Simulator, policy: ContactPolicy, trained: TrainedWorld, seed: int):
+    offers = sim.catalogue.to_frame(sim.config)
+    intensity, banner = sim.population.contact_intensity, sim.config.banner_rate
+    if name == "random":
+        return sim.default_policy()
+    if name == "popular":
+        return PopularPolicy(trained.popularity, intensity, banner, seed)
+    if name == "nbo":
+        return ArbiterPolicy(name, policy, offers, _nbo_scorer(trained.model), intensity, banner, seed)
+    if name == "nbo_uncapped":
+        return ArbiterPolicy(name, uncapped(policy), offers, _nbo_scorer(trained.model), intensity, banner, seed)
+    if name == "oracle":
+        return ArbiterPolicy(name, greedy(policy), offers, _truth_scorer, intensity, banner, seed)
+    raise ValueError(f"unknown policy {name!r}; use one of {', '.join(POLICY_NAMES)}")
+
+
+def run_policy(name: str, config: SimConfig, seed: int, policy: ContactPolicy, trained: TrainedWorld,
+               progress: bool = False) -> PolicyRun:
+    """Run one policy over the whole period of `config` on the world of `seed`."""
+    from tqdm.auto import tqdm
+
+    sim = Simulator(config, seed=seed)
+    chosen = make_policy(name, sim, policy, trained, seed)
+    for _ in tqdm(range(config.days), desc=name, unit="day", disable=not progress, leave=False):
+        first = sum(r.contacts for r in sim.results)
+        sim.step(chosen)
+        if isinstance(chosen, ArbiterPolicy):
+            chosen.observe(sim, first)
+    daily = sim.daily()
+    daily["net_value_cum"] = (daily["value"] - daily["cost"]).cumsum()
+    daily["active_end_of_day"] = daily["active"] - daily["churned_today"]
+    return PolicyRun(
+        name=name,
+        contacts=int(daily["contacts"].sum()),
+        accepted=int(daily["accepted"].sum()),
+        value=float((daily["value"] - daily["cost"]).sum()),
+        churned=int(daily["churned_total"].iloc[-1]),
+        active_end=int(daily["active_end_of_day"].iloc[-1]),
+        long_term_value=long_term_value(daily),
+        daily=daily,
+    )
+
+
+def compare_policies(config: SimConfig, seed: int, policy: ContactPolicy, names: tuple[str, ...] | list[str] = POLICY_NAMES,
+                     train_days: int = 180, num_boost_round: int = 200, progress: bool = False,
+                     trained: TrainedWorld | None = None) -> tuple[list[PolicyRun], TrainedWorld]:
+    """Train once on a logging-policy run (seed + 1, `train_days` days), then run every policy on
+    the world of `seed` for `config.days` days."""
+    if trained is None:
+        trained = train_on_logging_run(config, seed + 1, train_days, num_boost_round)
+    return [run_policy(name, config, seed, policy, trained, progress) for name in names], trained
+
+
+def table(runs: list[PolicyRun]) -> pd.DataFrame:
+    return pd.DataFrame({r.name: r.row() for r in runs}).T
+
+
+def plot_runs(runs: list[PolicyRun], directory) -> list:
+    """Cumulative net value and active customers over time, one line per policy (PNG files)."""
+    from pathlib import Path
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for column, title, fname in (("net_value_cum", "cumulative net value (currency units)", "cumulative_value.png"),
+                                 ("active_end_of_day", "active customers", "active_customers.png")):
+        fig = Figure(figsize=(7, 4))
+        ax = fig.subplots()
+        for r in runs:
+            ax.plot(r.daily["day"], r.daily[column], label=r.name)
+        ax.set(title=title, xlabel="day")
+        ax.legend()
+        fig.tight_layout()
+        path = directory / fname
+        fig.savefig(path, dpi=110)
+        paths.append(path)
+    return paths
