@@ -246,7 +246,7 @@ class Guard:
         if path in JSON_PATHS:
             try:
                 parsed = json.loads(body) if body.strip() else {}
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..."
                 await self._reply(send, 400, f"body: not valid JSON ({type(exc).__name__})")
                 return
             if not isinstance(parsed, dict):

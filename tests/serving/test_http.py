@@ -131,6 +131,8 @@ def test_recommend_happy_path(server: Server) -> None:
         (b"{not json", "body"),
         (b"[1, 2]", "body"),
         ("\u00ff\u00fe".encode("latin-1"), "body"),
+        (b"[" * 10_000, "body"),
+        (b'{"customer_id": ' + b"[" * 5_000 + b"]" * 5_000 + b', "channel": "web"}', "body"),
     ],
 )
 def test_bad_input_is_a_4xx_naming_the_field(server: Server, body: object, field: str) -> None:
