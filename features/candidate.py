@@ -35,6 +35,8 @@ CUSTOMER_COLUMNS_FOR_CANDIDATES: tuple[str, ...] = (
     "abandoned_carts_30d",
     "days_since_web_visit",
     "days_since_app_visit",
+    "days_since_activity",
+    "views_365d",
     "online_spend_share_365d",
     "lifecycle_code",
     "loyalty_member",
@@ -55,6 +57,7 @@ PAIR_COLUMNS: tuple[str, ...] = (
     "offer_cat_views_7d",
     "offer_cat_searches_7d",
     "offer_cat_cart_adds_7d",
+    "offer_cat_view_share_365d",
     "offer_cat_purchases_365d",
     "offer_cat_purchase_share_365d",
     "offer_cat_bought_30d",
@@ -98,6 +101,7 @@ _CATEGORY_STEMS: tuple[str, ...] = (
     "product_views_7d",
     "searches_7d",
     "cart_adds_7d",
+    "views_365d",
 )
 _CUSTOMER_INPUTS: tuple[str, ...] = (
     *(c for c in CUSTOMER_COLUMNS_FOR_CANDIDATES if c not in CONTACT_HISTORY_COLUMNS),
@@ -360,6 +364,9 @@ def candidate_matrix(
     out["offer_cat_views_7d"] = cust.matrix("page_views_7d", "product_views_7d")[rows, slot]
     out["offer_cat_searches_7d"] = cust.matrix("searches_7d")[rows, slot]
     out["offer_cat_cart_adds_7d"] = cust.matrix("cart_adds_7d")[rows, slot]
+    year_views = cust.matrix("views_365d")[rows, slot]
+    total_views = cust.columns["views_365d"][rows]
+    out["offer_cat_view_share_365d"] = np.divide(year_views, total_views, out=np.zeros(len(rows)), where=total_views > 0)
     bought = cust.matrix("purchases_365d")[rows, slot]
     out["offer_cat_purchases_365d"] = bought
     total = cust.columns["purchases_365d"][rows]

@@ -219,10 +219,17 @@ def _behaviour(ev: _Events, n: int, categories: tuple[str, ...]) -> tuple[dict[s
         for j, cat in enumerate(categories):
             out[f"{cat}_purchases_{w}d"] = mat[j]
     mats["purchases_ever"] = _per_category(ev.cust[buy], ev.cat[buy], n, k)
+    # Long-run interest: page and product views over a year, per category (affinity estimate).
+    seen = ((ev.type == _TYPE["page_view"]) | (ev.type == _TYPE["product_view"])) & (ev.age <= 365)
+    mat = _per_category(ev.cust[seen], ev.cat[seen], n, k)
+    out["views_365d"] = _count(ev.cust[seen], n)
+    for j, cat in enumerate(categories):
+        out[f"{cat}_views_365d"] = mat[j]
     out["abandoned_carts_30d"] = _abandoned_carts(ev, n)
     for channel in ("web", "app"):
         m = ev.channel == _CHANNEL[channel]
         out[f"days_since_{channel}_visit"] = _last_age(ev.cust[m], ev.age[m], n)
+    out["days_since_activity"] = _last_age(ev.cust, ev.age, n)  # any event, online or offline
     year_buy = buy & (ev.age <= 365)
     spend = _count(ev.cust[year_buy], n, ev.amount[year_buy])
     online = year_buy & ((ev.channel == _CHANNEL["web"]) | (ev.channel == _CHANNEL["app"]))
@@ -392,11 +399,13 @@ def customer_columns(categories: tuple[str, ...]) -> tuple[str, ...]:
     for cat in categories:
         for stem in BROWSE_TYPES.values():
             names += [f"{cat}_{stem}_{w}d" for w in BROWSE_WINDOWS]
-        names += [f"{cat}_purchases_30d", f"{cat}_purchases_365d"]
+        names += [f"{cat}_purchases_30d", f"{cat}_purchases_365d", f"{cat}_views_365d"]
     names += [
+        "views_365d",
         "abandoned_carts_30d",
         "days_since_web_visit",
         "days_since_app_visit",
+        "days_since_activity",
         "online_spend_share_365d",
         "store_spend_share_365d",
         "store_visits_30d",

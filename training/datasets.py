@@ -104,6 +104,11 @@ def churn_set(
             f"no active customers (a purchase in the year before) at any churn snapshot "
             f"({', '.join(str(d.date()) for d in dates)}): --as-of is too early for a {horizon_days}-day horizon"
         )
+    if len(parts) < 2:
+        raise NboError(
+            f"churn needs active customers at two or more snapshots to split by time; found "
+            f"{len(parts)} among {', '.join(str(d.date()) for d in dates)}: use more history or a shorter --horizon-days"
+        )
     frame = pd.concat(parts, ignore_index=True)
     meta = frame[["customer_id", "snapshot", "lifecycle"]].rename(columns={"snapshot": "ts"})
     return TrainingSet(_matrix(frame, names), frame["label"].to_numpy(dtype=np.int8), meta, names)

@@ -29,7 +29,7 @@ def _done(began: float) -> None:
 def demo(
     directory: Path = typer.Option(Path("demo"), "--dir", help="Working directory of the demo (created)."),
     customers: int = typer.Option(5000, "--customers", min=100, max=1_000_000, help="Simulated customers."),
-    days: int = typer.Option(365, "--days", min=120, max=1095, help="Simulated days."),
+    days: int = typer.Option(365, "--days", min=240, max=1095, help="Simulated days (>= 240: churn needs a 90-day horizon and several snapshots)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Start the service at the end and keep serving."),
     port: int = typer.Option(3000, "--port", min=1024, max=65535, help="Port of the service on 127.0.0.1."),

@@ -280,3 +280,48 @@ def test_as_of_is_required_and_tz_naive(bad: object) -> None:
     data = dataset(customers=[{"customer_id": "a", "signup_ts": ago(100)}])
     with pytest.raises(NboError, match="as_of"):
         build_customer_features(data, bad)  # type: ignore[arg-type]
+
+
+def test_long_run_views_and_days_since_activity() -> None:
+    c, quiet = "a", "q"
+    data = dataset(
+        customers=[{"customer_id": c, "signup_ts": ago(500)}, {"customer_id": quiet, "signup_ts": ago(500)}],
+        events=[
+            _ev(c, 300, "page_view", "travel"),
+            _ev(c, 200, "product_view", "travel"),
+            _ev(c, 400, "page_view", "travel"),  # older than a year
+            _ev(c, 100, "page_view", "books"),
+            _ev(c, 50, "search", "books"),  # searches are not views
+            _ev(c, 12, "store_visit", None, "store"),  # offline activity counts as activity
+            _ev(c, -1, "page_view", "books"),  # after as_of: ignored
+            _ev(quiet, 90, "complaint", None, "call_center"),
+        ],
+    )
+    f = build_customer_features(data, AS_OF)
+    assert f.loc[c, "travel_views_365d"] == 2
+    assert f.loc[c, "books_views_365d"] == 1
+    assert f.loc[c, "views_365d"] == 3
+    assert f.loc[c, "days_since_activity"] == pytest.approx(12)
+    assert f.loc[quiet, "days_since_activity"] == pytest.approx(90)
+    assert f.loc[quiet, "views_365d"] == 0
+
+
+def test_offer_category_view_share() -> None:
+    from features import build_candidate_features
+
+    c = "a"
+    data = dataset(
+        customers=[{"customer_id": c, "signup_ts": ago(500)}],
+        events=[_ev(c, 300, "page_view", "travel"), _ev(c, 3, "product_view", "travel"), _ev(c, 2, "page_view", "books"),
+                _ev(c, 1, "page_view", "books"), _ev(c, 1, "search", "books")],
+        offers=[{"offer_id": "t", "category": "travel"}, {"offer_id": "b", "category": "books"},
+                {"offer_id": "g", "category": "garden"}],
+    )
+    f = build_customer_features(data, AS_OF)
+    rows = build_candidate_features(f, data.offers, data.contacts, None, AS_OF).set_index("offer_id")
+    assert rows.loc["t", "offer_cat_view_share_365d"] == pytest.approx(0.5)
+    assert rows.loc["b", "offer_cat_view_share_365d"] == pytest.approx(0.5)
+    assert rows.loc["g", "offer_cat_view_share_365d"] == 0  # undeclared category
+    assert rows.loc["b", "offer_cat_views_7d"] == 2
+    assert rows.loc["b", "offer_cat_searches_7d"] == 1
+    assert rows.loc["t", "offer_cat_views_7d"] == 1
