@@ -92,8 +92,14 @@ def compare_on_sample(challenger: LoadedModel, champion: LoadedModel, sample: pd
     return out
 
 
-def promote(client: MlflowClient, name: str, force: bool = False) -> Promotion:
-    """Move `champion` to the current `challenger` if it is at least as good (or `force`)."""
+def promote(client: MlflowClient, name: str, force: bool = False, require_ope: bool = False) -> Promotion:
+    """Move `champion` to the current `challenger` if it is at least as good (or `force`).
+
+    `require_ope`: also require the latest off-policy evaluation of challenger vs champion
+    (`nbo evaluate`, training/evaluate.py) to have passed its gate: the challenger's DR lower
+    bound on expected value per decision above the champion's DR estimate, and not flagged as
+    too uncertain. Without such a run the challenger is not promoted.
+    """
     challenger_v = version_by_alias(client, name, CHALLENGER)
     champion_v = version_by_alias(client, name, CHAMPION)
     if challenger_v is None:
@@ -121,6 +127,17 @@ def promote(client: MlflowClient, name: str, force: bool = False) -> Promotion:
         )
         if not ok:
             reason = "challenger is worse " + reason
+        if ok and require_ope:
+            from training.evaluate import latest_gate
+
+            gate = latest_gate(client, f"{name}/{challenger_v}", f"{name}/{champion_v}")
+            if gate is None:
+                ok, reason = False, (f"no off-policy evaluation of {name}/{challenger_v} against "
+                                     f"{name}/{champion_v} (run nbo evaluate first); " + reason)
+            else:
+                ok = gate[0]
+                reason = f"OPE gate {'passed' if ok else 'failed'}: {gate[1]}; " + reason
+                metrics["ope_gate"] = float(ok)
     if ok:
         client.set_registered_model_alias(name, CHAMPION, challenger_v)
         log.info("promoted %s/%s to champion", name, challenger_v)

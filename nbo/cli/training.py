@@ -80,6 +80,8 @@ def promote(
     model: str = typer.Option(..., "--model", help="Registered model name (nbo-propensity, nbo-churn) or "
                                                     "propensity/churn/all."),
     force: bool = typer.Option(False, "--force", help="Promote without comparing."),
+    require_ope: bool = typer.Option(False, "--require-ope", help="Also require the latest `nbo evaluate` of "
+                                     "challenger vs champion to pass (challenger's DR lower bound > champion's DR)."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
     """Move `champion` to the `challenger` if it is at least as good on the same validation data."""
@@ -94,7 +96,7 @@ def promote(
     for name in names:
         if name not in MODEL_NAMES.values():
             raise NboError(f"unknown model {name!r}; use {', '.join(MODEL_NAMES.values())}")
-        result = do_promote(client, name, force=force)
+        result = do_promote(client, name, force=force, require_ope=require_ope)
         verb = "promoted" if result.promoted else "kept the champion"
         typer.echo(f"{name}: {verb} - {result.reason}")
         if not result.promoted and not force and result.metrics:

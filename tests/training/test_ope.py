@@ -147,3 +147,42 @@ def test_evaluate_pipeline_on_a_small_log() -> None:
     text = result.markdown()
     assert "TOO UNCERTAIN TO DECIDE" in text  # five days of a 400-customer log cannot decide anything
     assert result.gate()[0] is False
+
+
+def test_evaluate_cli_and_promotion_gate(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from nbo.cli import app
+    from nbo.data import load_dataset
+    from nbo.simulator import write_simulation
+    from training.registry import promote
+    from training.tracking import CHAMPION, PROPENSITY_MODEL, resolve_tracking, version_by_alias
+    from training.train import TrainConfig, fit_and_log
+
+    config = SimConfig(customers=400, days=80)
+    sim = Simulator(config, seed=4)
+    sim.run()
+    write_simulation(sim, tmp_path / "data")
+    tracking = resolve_tracking(None, workdir=tmp_path / "ml")
+    client = tracking.activate()
+    data = load_dataset(tmp_path / "data")
+    as_of = pd.Timestamp(config.start) + pd.Timedelta(days=80)
+    for seed in (0, 1):
+        fit_and_log("propensity", data, TrainConfig(as_of=as_of, num_boost_round=30, seed=seed), tracking,
+                    progress=False)
+        if seed == 0:
+            promote(client, PROPENSITY_MODEL)  # first version: no champion yet
+    out = tmp_path / "report" / "ope.md"
+    result = CliRunner().invoke(app, ["evaluate", "--data", str(tmp_path / "data"), "--candidate", "challenger",
+                                      "--baseline", "champion", "--since", "2025-03-15", "--out", str(out),
+                                      "--tracking-uri", tracking.uri])
+    assert result.exit_code == 0, result.output
+    assert "TOO UNCERTAIN TO DECIDE" in out.read_text()
+    assert (out.parent / "ope_ope_estimates.png").stat().st_size > 0
+    from training.evaluate import latest_gate
+
+    gate = latest_gate(client, f"{PROPENSITY_MODEL}/2", f"{PROPENSITY_MODEL}/1")
+    assert gate is not None and gate[0] is False and "too uncertain" in gate[1]
+    gated = promote(client, PROPENSITY_MODEL, force=False, require_ope=True)
+    assert not gated.promoted
+    assert version_by_alias(client, PROPENSITY_MODEL, CHAMPION) == "1"
