@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import sys
 from collections import Counter
@@ -93,7 +94,7 @@ class BatchJob(BaseModel):
     k: int = Field(1, ge=1, le=MAX_K)
     dry_run: bool = False
     engine: Literal["pandas", "spark"] = "pandas"
-    chunk_rows: int = Field(10_000, ge=1)
+    chunk_rows: int = Field(2_000, ge=1)
     segment: str | None = None
     customers_digest: str | None = None  # sha256 of the sorted --customers ids
     features: str  # fingerprint of the features file (path, size, mtime, as_of)
@@ -154,13 +155,18 @@ def features_fingerprint(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- the chunk function
-def open_engine(settings: EngineSettings) -> DecisionEngine:
-    """The engine a batch run needs: models required, only a few feature rows held."""
+def open_engine(settings: EngineSettings, models: bytes | None = None) -> DecisionEngine:
+    """The engine a batch run needs: models required, only a few feature rows held.
+
+    `models`: the driver's (propensity, churn) pair, pickled (`models_blob`); workers take it
+    instead of loading the champions from MLflow (~7 s each, and they need no tracking access).
+    """
     path = latest_features_file(settings.features_path)
     head = next(iter_materialised(path, 64), None)
     if head is None:
         raise NboError(f"{path} holds no customers")
-    engine = DecisionEngine.from_settings(settings, features=head)
+    pair = pickle.loads(models) if models is not None else None  # noqa: S301 - our own driver's bytes
+    engine = DecisionEngine.from_settings(settings, features=head, models=pair)
     if engine.models is None:
         engine.close()
         raise NboError(f"models unavailable, batch scoring refuses the popularity fallback: {engine.models_error}")
@@ -326,17 +332,31 @@ def merge_summaries(parts: Iterable[dict[str, object]]) -> dict[str, object]:
 _ENGINES: dict[str, DecisionEngine] = {}
 
 
-def _cached_engine(settings_json: str) -> DecisionEngine:
-    """One engine per worker process (pool or Spark Python worker), built on first use."""
+def _cached_engine(settings_json: str, models: bytes | None = None) -> DecisionEngine:
+    """One engine per process (driver, pool worker or Spark Python worker), built on first use."""
     engine = _ENGINES.get(settings_json)
     if engine is None:
-        engine = _ENGINES[settings_json] = open_engine(EngineSettings.model_validate_json(settings_json))
+        engine = _ENGINES[settings_json] = open_engine(EngineSettings.model_validate_json(settings_json), models)
     return engine
 
 
-def _pool_plan(settings_json: str, frame: pd.DataFrame, job_json: str, customers: frozenset[str] | None) -> pd.DataFrame:
+def models_blob(engine: DecisionEngine) -> bytes:
+    """The engine's (propensity, churn) pair, pickled for workers (a few hundred KB)."""
+    assert engine.models is not None
+    return pickle.dumps((engine.models.propensity, engine.models.churn))
+
+
+_WORKER: dict[str, object] = {}
+
+
+def _pool_init(settings_json: str, models: bytes, customers: frozenset[str] | None) -> None:
+    _WORKER.update(engine=_cached_engine(settings_json, models), customers=customers)
+
+
+def _pool_plan(frame: pd.DataFrame, job_json: str) -> pd.DataFrame:
     job = BatchJob.model_validate_json(job_json)
-    return plan_chunk(_cached_engine(settings_json), frame, job, compile_segment(job.segment), customers)
+    customers = _WORKER["customers"]
+    return plan_chunk(_WORKER["engine"], frame, job, compile_segment(job.segment), customers)  # type: ignore[arg-type]
 
 
 def _spark_frame(pdf: pd.DataFrame) -> pd.DataFrame:
@@ -349,10 +369,10 @@ def _spark_frame(pdf: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _spark_planner(settings_json: str, job_json: str, customers: frozenset[str] | None):  # type: ignore[no-untyped-def]
+def _spark_planner(settings_json: str, job_json: str, customers: frozenset[str] | None, models: bytes):  # type: ignore[no-untyped-def]
     def plan(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         job = BatchJob.model_validate_json(job_json)
-        engine = _cached_engine(settings_json)
+        engine = _cached_engine(settings_json, models)
         segment = compile_segment(job.segment)
         for pdf in batches:
             yield plan_chunk(engine, _spark_frame(pdf), job, segment, customers)
@@ -448,7 +468,9 @@ class BatchRun:
                 yield i, plan
             return
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
+        blob = models_blob(_cached_engine(settings_json))
+        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_pool_init,
+                                 initargs=(settings_json, blob, self.customers)) as pool:
             window: list[tuple[int, pd.DataFrame | None, Future | None, int]] = []
             source = todo()
             exhausted = False
@@ -459,7 +481,7 @@ class BatchRun:
                         exhausted = True
                         break
                     i, plan, frame = item
-                    fut = None if frame is None else pool.submit(_pool_plan, settings_json, frame, job_json, self.customers)
+                    fut = None if frame is None else pool.submit(_pool_plan, frame, job_json)
                     window.append((i, plan, fut, 0 if frame is None else len(frame)))
                 if not window:
                     break
@@ -495,13 +517,16 @@ class BatchRun:
             builder.config("spark.sql.execution.arrow.maxRecordsPerBatch", str(self.job.chunk_rows))
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.shuffle.partitions", "8")
+            .config("spark.ui.enabled", "false")
             .getOrCreate()
         )
         path = self._features_file()
         frame = spark.read.parquet(str(path.resolve()))
-        parallelism = spark.sparkContext.defaultParallelism
-        partitions = max(parallelism, math.ceil(materialised_rows(path) / max(self.job.chunk_rows, 1)))
-        planner = _spark_planner(self.settings.model_dump_json(), self.job.model_dump_json(), self.customers)
+        # One task per core, more only for very large files (a task streams its rows in chunks).
+        partitions = max(spark.sparkContext.defaultParallelism, math.ceil(materialised_rows(path) / 2_000_000))
+        settings_json = self.settings.model_dump_json()
+        planner = _spark_planner(settings_json, self.job.model_dump_json(), self.customers,
+                                 models_blob(_cached_engine(settings_json)))
         shutil.rmtree(plan_dir, ignore_errors=True)
         (frame.repartition(partitions).mapInPandas(planner, SPARK_PLAN_DDL)
          .write.mode("overwrite").parquet(str(plan_dir.resolve())))

@@ -305,13 +305,20 @@ class DecisionEngine:
     # ---------------------------------------------------------------- construction
     @classmethod
     def from_settings(
-        cls, settings: EngineSettings, *, load_models: bool = True, features: pd.DataFrame | None = None
+        cls,
+        settings: EngineSettings,
+        *,
+        load_models: bool = True,
+        features: pd.DataFrame | None = None,
+        models: tuple[object, object] | None = None,
     ) -> DecisionEngine:
         """Load policy, catalogue, consents, contacts, features, store and the champion models.
 
         Models that cannot be loaded leave the engine in fallback mode (`models_error` says why);
         `reload()` keeps trying. `features`: rows of the settings' features file to hold instead of
-        the whole file (batch scoring streams the rest through `with_features`).
+        the whole file (batch scoring streams the rest through `with_features`). `models`: the
+        (propensity, churn) pair already loaded elsewhere (batch workers get the driver's pair
+        instead of each loading the champions from the registry).
         """
         policy = load_policy(settings.policy_path) if settings.policy_path else ContactPolicy()
         offers = load_table(settings.data_dir, "offers")
@@ -335,7 +342,9 @@ class DecisionEngine:
             store=store,
             settings=settings,
         )
-        if load_models:
+        if models is not None:
+            engine._models = engine.build_models(*models)
+        elif load_models:
             result = engine.reload(force=True)
             if not result.ok:
                 log.warning("models unavailable at start, serving the popularity fallback: %s", result.message)
@@ -550,7 +559,10 @@ class DecisionEngine:
             for s in decision.offers
         ]
         explainer = models.explainer or models.propensity.model  # type: ignore[attr-defined]
-        contrib = explainer.contributions(scored.X[rows])[:, :-1]
+        # Blocks bound the explainer's (rows x trees x features) temporary.
+        contrib = np.concatenate(
+            [explainer.contributions(scored.X[rows[lo : lo + 1024]])[:, :-1] for lo in range(0, max(len(rows), 1), 1024)]
+        ) if rows else np.zeros((0, scored.X.shape[1]))
         names = models.propensity.feature_names  # type: ignore[attr-defined]
         out: list[Decision] = []
         at = 0

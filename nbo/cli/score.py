@@ -75,7 +75,7 @@ def score(
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)."),
     policy: Path = typer.Option(None, "--policy", help="policy.toml (default: the built-in default policy)."),
     store: str = typer.Option("nbo-contacts.db", "--store", help="Contact store: a SQLite file, or redis://host:port/db."),
-    chunk_size: int = typer.Option(10_000, "--chunk-size", help="Customers per chunk (memory is bounded by it)."),
+    chunk_size: int = typer.Option(2_000, "--chunk-size", help="Customers per chunk: memory grows with chunk x offers (~0.4 GB per worker at 2,000 x 50)."),
     workers: int = typer.Option(1, "--workers", help="pandas engine: worker processes deciding chunks."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
@@ -110,7 +110,10 @@ def score(
     data = data.resolve()
     if not data.is_dir():
         raise NboError(f"--data {data} is not a directory")
-    compile_segment(segment)  # a bad rule fails here, naming the construct and column
+    try:
+        compile_segment(segment)  # a bad rule fails here, naming the construct and column
+    except NboError as exc:
+        raise NboError(f"--segment: {exc}") from None
     ids = read_customer_list(customers) if customers is not None else None
     out = _check_out(out)
     if policy is not None:
