@@ -28,10 +28,16 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "bagging_freq": 1,
     "lambda_l2": 10.0,
     "verbose": -1,
-    "num_threads": 2,
+    "num_threads": 0,  # 0: chosen by `_threads` from the data size
     "seed": 0,
     "deterministic": True,
 }
+
+
+def _threads(rows: int) -> int:
+    """One thread below 200k rows: OpenMP's spin-waiting made a 2-thread fit of 11k rows 18x slower
+    than a 1-thread fit on a busy 2-core machine (1.7 s vs 29 s); large fits gain from 2."""
+    return 2 if rows >= 200_000 else 1
 
 
 class CalibratedBooster(ClassifierMixin, BaseEstimator):
@@ -64,6 +70,8 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
         y_val: np.ndarray | None = None,
     ) -> CalibratedBooster:
         params = {**DEFAULT_PARAMS, **(self.params or {})}
+        if not params.get("num_threads"):
+            params["num_threads"] = _threads(len(X))
         names = list(self.feature_names) if self.feature_names else [f"f{i}" for i in range(X.shape[1])]
         train = lgb.Dataset(np.asarray(X, dtype=np.float32), label=np.asarray(y), feature_name=names,
                             free_raw_data=True)
