@@ -341,9 +341,11 @@ def long_term_value(daily: pd.DataFrame, future_days: int = FUTURE_DAYS, window:
     return net + active_end * rate * future_days
 
 
-def _nbo_scorer(model: CalibratedBooster):
+def _nbo_scorer(model: CalibratedBooster, sim: Simulator):
+    """Scores from the model on features computed, as of midnight, from the history so far."""
+
     def score(view: DayView, opp: pd.DataFrame) -> tuple[np.ndarray, Mapping[str, Mapping[str, object]]]:
-        data = view_dataset(view)
+        data = dataset(sim)  # the contract tables of what has been simulated so far
         ids = np.asarray(view.customer_ids, dtype=object)[opp["customer"].to_numpy()]
         feats = build_customer_features(data, pd.Timestamp(view.date), customer_ids=np.unique(ids))
         ts = pd.Series(pd.Timestamp(view.date) + pd.to_timedelta(opp["ts"].to_numpy() - view.day * DAY, unit="s"))
@@ -364,12 +366,6 @@ def _truth_scorer(view: DayView, opp: pd.DataFrame) -> tuple[np.ndarray, Mapping
     return p.reshape(len(c), n_o), inputs
 
 
-def view_dataset(view: DayView) -> Dataset:
-    """The contract tables of the history so far (what nbo's features read), via the simulator."""
-    sim = view.history._sim  # type: ignore[attr-defined]
-    return dataset(sim)
-
-
 def make_policy(name: str, sim: Simulator, policy: ContactPolicy, trained: TrainedWorld, seed: int):
     offers = sim.catalogue.to_frame(sim.config)
     intensity, banner = sim.population.contact_intensity, sim.config.banner_rate
@@ -378,9 +374,9 @@ def make_policy(name: str, sim: Simulator, policy: ContactPolicy, trained: Train
     if name == "popular":
         return PopularPolicy(trained.popularity, intensity, banner, seed)
     if name == "nbo":
-        return ArbiterPolicy(name, policy, offers, _nbo_scorer(trained.model), intensity, banner, seed)
+        return ArbiterPolicy(name, policy, offers, _nbo_scorer(trained.model, sim), intensity, banner, seed)
     if name == "nbo_uncapped":
-        return ArbiterPolicy(name, uncapped(policy), offers, _nbo_scorer(trained.model), intensity, banner, seed)
+        return ArbiterPolicy(name, uncapped(policy), offers, _nbo_scorer(trained.model, sim), intensity, banner, seed)
     if name == "oracle":
         return ArbiterPolicy(name, greedy(policy), offers, _truth_scorer, intensity, banner, seed)
     raise ValueError(f"unknown policy {name!r}; use one of {', '.join(POLICY_NAMES)}")

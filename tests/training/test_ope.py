@@ -149,7 +149,7 @@ def test_evaluate_pipeline_on_a_small_log() -> None:
     assert result.gate()[0] is False
 
 
-def test_evaluate_cli_and_promotion_gate(tmp_path) -> None:
+def test_evaluate_cli_and_promotion_gate(tmp_path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
     from nbo.cli import app
@@ -163,7 +163,10 @@ def test_evaluate_cli_and_promotion_gate(tmp_path) -> None:
     sim = Simulator(config, seed=4)
     sim.run()
     write_simulation(sim, tmp_path / "data")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tracking = resolve_tracking(None, workdir=tmp_path / "ml")
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: keep it from leaking into later tests
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.uri)
     client = tracking.activate()
     data = load_dataset(tmp_path / "data")
     as_of = pd.Timestamp(config.start) + pd.Timedelta(days=80)
