@@ -36,9 +36,19 @@ class Tracking:
     artifact_root: str | None
 
     def activate(self) -> MlflowClient:
-        """Point MLflow at this store and make sure the `nbo` experiment exists."""
+        """Point MLflow at this store and make sure the `nbo` experiment exists.
+
+        MLflow 3's `set_tracking_uri` also writes `MLFLOW_TRACKING_URI` into the process
+        environment; it is restored, so a later `resolve_tracking(None, workdir=...)` in the same
+        process (tests, the demo) is not silently redirected to this store.
+        """
+        before = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
         try:
             if mlflow.get_experiment_by_name(EXPERIMENT) is None:
                 mlflow.create_experiment(EXPERIMENT, artifact_location=self.artifact_root)
