@@ -30,6 +30,10 @@ import time
 from datetime import date
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _hardware import cpu_model as _cpu_model  # noqa: E402
+
+
 import numpy as np
 import pandas as pd
 import psutil
@@ -45,16 +49,6 @@ START = date(2025, 1, 1)
 DAYS = 180
 AS_OF = pd.Timestamp(START) + pd.Timedelta(days=DAYS)
 CAMPAIGN_TIME = (AS_OF + pd.Timedelta(hours=10)).isoformat()
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def hardware() -> str:

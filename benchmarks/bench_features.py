@@ -225,14 +225,9 @@ def run_one(customers: int, events_per_customer: float, naive_sample: int) -> di
 
 
 def hardware() -> str:
-    model = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from _hardware import cpu_model
+
+    model = cpu_model()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
         f"{model}; {os.cpu_count()} cpus visible; {mem:.0f} GiB RAM; Python {platform.python_version()}; "

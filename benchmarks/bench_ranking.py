@@ -28,6 +28,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _hardware import cpu_model as _cpu_model  # noqa: E402
+
+
 import numpy as np
 import pandas as pd
 
@@ -39,16 +43,6 @@ from serving.policy import load_policy  # noqa: E402
 from serving.ranking import Arbiter, compile_offer_rules  # noqa: E402
 
 TARGET_MS = 1.0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _catalogue(n: int = 100) -> pd.DataFrame:

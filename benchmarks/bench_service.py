@@ -50,14 +50,9 @@ GRACE_S = 5.0
 
 
 def _hardware() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from _hardware import cpu_model
+
+    model = cpu_model()
     import bentoml
 
     return (f"{model}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "

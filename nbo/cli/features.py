@@ -5,26 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pandas as pd
 import typer
 
 from features import FEATURE_SET, build_customer_features, write_materialised
 from nbo.cli._app import app, user_errors
+from nbo.cli.options import parse_as_of
 from nbo.data import load_dataset
-from nbo.errors import NboError
-
-
-def parse_as_of(text: str) -> pd.Timestamp:
-    """An ISO-8601 date or timestamp; a timezone is converted to UTC, a naive value is UTC."""
-    try:
-        ts = pd.Timestamp(text)
-    except (ValueError, TypeError):
-        raise NboError(f"--as-of {text!r} is not an ISO-8601 date or timestamp") from None
-    if ts is pd.NaT:
-        raise NboError("--as-of is empty")
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return ts
 
 
 @app.command()
