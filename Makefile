@@ -1,5 +1,5 @@
 # nbo - developer commands. `make demo` and `make test` work on a fresh machine with Python 3.11.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -11,7 +11,7 @@ install: $(STAMP)
 
 # Re-runs only when the dependency list or the lock changes: idempotent.
 $(STAMP): pyproject.toml constraints.txt
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
+	@$(PYTHON) -c "import sys; sys.exit(sys.version_info < (3, 11))" 2>/dev/null || { echo "need Python >= 3.11 (set PYTHON=...)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' 2>&1 | grep -v "is ignored" || true
@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 		|| { echo "install failed"; exit 1; }
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "redis-server not found: installing it from the system packages (tests that need it skip otherwise)"; \
-		(apt-get install -y -qq redis-server >/dev/null 2>&1 || sudo -n apt-get install -y -qq redis-server >/dev/null 2>&1) || \
+		( (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null 2>&1 || \
+		  (sudo -n apt-get update -qq && sudo -n apt-get install -y -qq redis-server) >/dev/null 2>&1 ) || \
 		echo "could not install redis-server; Redis tests will be skipped with a reason"; }
 	@touch $(STAMP)
 
