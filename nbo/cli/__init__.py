@@ -17,5 +17,6 @@ from nbo.cli import features as _features  # noqa: E402,F401
 from nbo.cli import serve as _serve  # noqa: E402,F401
 from nbo.cli import score as _score  # noqa: E402,F401
 from nbo.cli import evaluate as _evaluate, simulate_policies as _simulate_policies  # noqa: E402,F401
+from nbo.cli import privacy as _privacy  # noqa: E402,F401
 
 __all__ = ["app", "main"]
