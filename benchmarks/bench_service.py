@@ -76,8 +76,15 @@ def build_world(root: Path, customers: int, days: int) -> tuple[Path, Path, str,
 
     as_of = pd.Timestamp(START) + pd.Timedelta(days=days)
     data_dir, features, uri = root / "data", root / "features.parquet", f"sqlite:///{root / 'mlflow.db'}"
-    if (root / "ready").exists():
+    from features import FEATURE_SET
+
+    ready = root / "ready"
+    if ready.exists() and ready.read_text().strip() == FEATURE_SET.version:
         return data_dir, features, uri, as_of
+    if root.exists():  # built by another feature-set version: rebuild
+        import shutil
+
+        shutil.rmtree(root)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     t = time.perf_counter()
@@ -99,7 +106,7 @@ def build_world(root: Path, customers: int, days: int) -> tuple[Path, Path, str,
     offers_file = next(data_dir.glob("offers.*"))
     offers_file.unlink()
     write_table(wide, data_dir / "offers.parquet")
-    (root / "ready").touch()
+    ready.write_text(FEATURE_SET.version)
     print(f"world built in {time.perf_counter() - t:.0f} s: {customers:,} customers x {days} days, "
           f"{len(wide)} offers", flush=True)
     return data_dir, features, uri, as_of
