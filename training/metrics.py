@@ -37,22 +37,25 @@ class BinaryMetrics:
         return {f"{prefix}{k}": float(v) for k, v in self.__dict__.items()}
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray) -> BinaryMetrics:
+def binary_metrics(y: np.ndarray, p: np.ndarray, rank: np.ndarray | None = None) -> BinaryMetrics:
     """AUC, PR-AUC, log loss, Brier, and lift/capture in the top 10% of scores.
 
-    Undefined values (a set with a single class) are NaN rather than an exception: per-segment
-    reports often have such segments.
+    `rank` (default `p`) is the score the ranking metrics use: a model's raw score, when `p` are
+    out-of-fold calibrated probabilities whose fold-wise maps would blur the ranking. Undefined
+    values (a set with a single class) are NaN rather than an exception: per-segment reports
+    often have such segments.
     """
     y = np.asarray(y, dtype=float)
     p = np.clip(np.asarray(p, dtype=float), _EPS, 1 - _EPS)
+    r = p if rank is None else np.asarray(rank, dtype=float)
     n, pos = len(y), int(y.sum())
     both = 0 < pos < n
-    lift, capture = top_decile(y, p)
+    lift, capture = top_decile(y, r)
     return BinaryMetrics(
         n=n,
         positives=pos,
-        auc=float(roc_auc_score(y, p)) if both else float("nan"),
-        pr_auc=float(average_precision_score(y, p)) if both else float("nan"),
+        auc=float(roc_auc_score(y, r)) if both else float("nan"),
+        pr_auc=float(average_precision_score(y, r)) if both else float("nan"),
         log_loss=float(log_loss(y, p, labels=[0, 1])) if n else float("nan"),
         brier=float(brier_score_loss(y, p)) if n else float("nan"),
         lift_top_decile=lift,

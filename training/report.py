@@ -47,14 +47,17 @@ def build_report(
     contributions: np.ndarray,
     stages: np.ndarray | None = None,
     truth: np.ndarray | None = None,
+    rank_scores: dict[str, np.ndarray] | None = None,
 ) -> Report:
     """Evaluate `scores['lightgbm']` against the other scores (baselines) on labels `y`.
 
     `contributions` are LightGBM `pred_contrib` values (n × (features + 1)); `stages` the lifecycle
-    stage of each row; `truth` the simulator's true probability of each row when known.
+    stage of each row; `truth` the simulator's true probability of each row when known;
+    `rank_scores` the scores ranking metrics (AUC, lift) use instead, per name (see binary_metrics).
     """
     y = np.asarray(y, dtype=float)
-    rows = {name: binary_metrics(y, p).as_dict() for name, p in scores.items()}
+    rank_scores = rank_scores or {}
+    rows = {name: binary_metrics(y, p, rank_scores.get(name)).as_dict() for name, p in scores.items()}
     for name, p in scores.items():
         rows[name]["calibration_error"] = calibration_error(y, p)
     if truth is not None:
@@ -84,7 +87,8 @@ def build_report(
         parts = []
         for stage in sorted(pd.unique(stages)):
             mask = stages == stage
-            m = binary_metrics(y[mask], scores["lightgbm"][mask])
+            rank = rank_scores.get("lightgbm")
+            m = binary_metrics(y[mask], scores["lightgbm"][mask], None if rank is None else rank[mask])
             parts.append({"stage": stage, "n": m.n, "positive_rate": m.positives / max(m.n, 1),
                           "auc": m.auc, "brier": m.brier, "mean_prediction": float(scores["lightgbm"][mask].mean())})
         by_stage = pd.DataFrame(parts).set_index("stage")

@@ -149,7 +149,8 @@ def fit_and_log(
         params={"seed": config.seed},
         num_boost_round=config.num_boost_round,
     ).fit(train.X, train.y, valid.X, valid.y)
-    p = model.predict_proba_positive(valid.X)
+    # Validation rows are in time order; their report uses out-of-fold calibration (crossfit_proba).
+    p = model.crossfit_proba(valid.X, valid.y)
     scores = {"lightgbm": p, "logistic": _logistic(train, config.seed).predict_proba(valid.X)[:, 1]}
     if which == "propensity":
         scores["offer_rate"] = _offer_rate_baseline(train, valid)
@@ -161,6 +162,7 @@ def fit_and_log(
     report = build_report(
         which, valid.y, scores, full.feature_names, model.gain_importance(), contributions,
         stages=valid.meta["lifecycle"].to_numpy(), truth=truth,
+        rank_scores={"lightgbm": model.predict_proba_positive(valid.X)},
     )
     name = MODEL_NAMES[which]
     with mlflow.start_run(run_name=f"{which}-{config.as_of:%Y-%m-%d}") as run:
