@@ -201,7 +201,10 @@ class _Compiler:
                 raise self.fail(elt, "list elements must be constants")
             value = elt.value
             if isinstance(value, int | float) and not isinstance(value, bool):
-                value = -float(value) if neg else float(value)
+                try:
+                    value = -float(value) if neg else float(value)
+                except OverflowError:
+                    raise self.fail(elt, "number too large") from None
             elif neg:
                 raise self.fail(elt, "unary minus needs a number")
             items.append(value)

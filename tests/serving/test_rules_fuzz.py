@@ -13,7 +13,6 @@ which is not watched; lazy imports of pandas/pyarrow modules are allowed).
 from __future__ import annotations
 
 import math
-import re
 import sys
 import threading
 import time
@@ -173,16 +172,10 @@ def _check(text: str, values: dict[str, object]) -> None:
         assert not out[1] or rule.evaluate({}), "the frame and the scalar path disagree on an empty row"
 
 
-#: KNOWN BUG (serving/rules.py, `_Compiler.literal_list`): an integer literal too large for a float
-#: inside an `in` list raises OverflowError instead of RuleError ("number too large"), e.g.
-#: `tenure_days in [999...9]` (309+ digits). Pinned by the strict xfail below; until it is fixed the
-#: property test skips texts that could hit it (a 309+ digit run together with `in`).
-_KNOWN_OVERFLOW = re.compile(r"\bin\b.*\d{309,}|\d{309,}.*\bin\b", re.S)
+#: An integer literal too large for a float inside an `in` list (found by this fuzzing) is a RuleError.
 KNOWN_OVERFLOW_RULE = "tenure_days in [" + "9" * 400 + "]"
 
 
-@pytest.mark.xfail(raises=OverflowError, strict=True,
-                   reason="known bug: huge integer in an `in` list is an OverflowError, not a RuleError")
 def test_huge_integer_in_a_list_is_a_rule_error() -> None:
     with pytest.raises(ConfigError, match="number too large"):
         compile_rule(KNOWN_OVERFLOW_RULE, NAMES)
@@ -197,7 +190,6 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 @example(text="\x00", values={})
 @example(text="tenure_days > 30\x00 or __import__('os')", values={"tenure_days": 31.0})
 def test_any_text_compiles_to_a_boolean_rule_or_is_a_config_error(text: str, values: dict[str, object]) -> None:
-    assume(not _KNOWN_OVERFLOW.search(text))
     _check(text, values)
 
 
