@@ -5,6 +5,7 @@ See docs/features.md for every column, its unit and window.
 """
 
 from features.candidate import (
+    CustomerRows,
     OfferArrays,
     build_candidate_features,
     build_exposure_features,
@@ -37,6 +38,7 @@ __all__ = [
     "FEATURE_SET",
     "NEVER_DAYS",
     "Context",
+    "CustomerRows",
     "FeatureSet",
     "LifecycleRules",
     "OfferArrays",

@@ -8,6 +8,7 @@ online service can pass a materialised customer row together with the live conta
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -128,14 +129,48 @@ def _column_positions(columns: pd.Index, names: tuple[str, ...]) -> np.ndarray:
     return found
 
 
+@dataclass(frozen=True)
+class CustomerRows:
+    """Materialised customer rows as one float64 block (numeric columns only).
+
+    The online service builds it once from the materialised frame and passes a row slice of it to
+    `candidate_matrix` per request: no DataFrame is built or indexed per request. Same values as
+    the frame's columns converted to float64.
+    """
+
+    ids: np.ndarray  # object, one per row
+    columns: pd.Index
+    values: np.ndarray  # (rows, columns) float64
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> CustomerRows:
+        numeric = [c for c in frame.columns if frame[c].dtype.kind in "fiub"]
+        values = frame[numeric].to_numpy(np.float64, na_value=np.nan) if numeric else np.zeros((len(frame), 0))
+        return cls(frame.index.to_numpy(dtype=object), pd.Index(numeric), values)
+
+    def take(self, rows: np.ndarray) -> CustomerRows:
+        return CustomerRows(self.ids[rows], self.columns, self.values[rows])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@functools.lru_cache(maxsize=8)
+def _per_category_names(categories: tuple[str, ...]) -> tuple[str, ...]:
+    return (*_CUSTOMER_INPUTS, *(f"{cat}_{stem}" for stem in _CATEGORY_STEMS for cat in categories))
+
+
 class _CustomerArrays:
     """The customer columns this module reads, pulled out of the frame in one block."""
 
-    def __init__(self, frame: pd.DataFrame, categories: tuple[str, ...]) -> None:
+    def __init__(self, frame: pd.DataFrame | CustomerRows, categories: tuple[str, ...]) -> None:
         self.categories = categories
-        per_cat = [f"{cat}_{stem}" for stem in _CATEGORY_STEMS for cat in categories]
-        names = (*_CUSTOMER_INPUTS, *per_cat)
-        block = frame.iloc[:, _column_positions(frame.columns, names)].to_numpy(dtype=np.float64)
+        names = _per_category_names(categories)
+        where = _column_positions(frame.columns, names)
+        if isinstance(frame, CustomerRows):
+            block = frame.values[:, where]
+        else:
+            block = frame.iloc[:, where].to_numpy(dtype=np.float64)
         self.columns = {name: block[:, i] for i, name in enumerate(_CUSTOMER_INPUTS)}
         self._per_cat = block[:, len(_CUSTOMER_INPUTS) :]
 
@@ -328,9 +363,9 @@ def _context_rows(
 
 
 def candidate_matrix(
-    customer_features: pd.DataFrame,
+    customer_features: pd.DataFrame | CustomerRows,
     offers: pd.DataFrame | OfferArrays,
-    contacts: pd.DataFrame,
+    contacts: pd.DataFrame | Mapping[str, np.ndarray],
     context: Context | Mapping[str, Context] | None,
     as_of: pd.Timestamp,
     *,
@@ -344,7 +379,8 @@ def candidate_matrix(
     """
     as_of = check_as_of(as_of)
     offers = prepare_offers(offers, categories)
-    customers = pd.Index(customer_features.index.to_numpy(dtype=object), name="customer_id", dtype=object)
+    ids = customer_features.ids if isinstance(customer_features, CustomerRows) else customer_features.index.to_numpy(dtype=object)
+    customers = pd.Index(ids, name="customer_id", dtype=object)
     n_c, n_o = len(customers), len(offers)
     rows = np.repeat(np.arange(n_c), n_o)
     offer_idx = np.tile(np.arange(n_o), n_c)

@@ -10,7 +10,7 @@ only sets tenure).
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -291,8 +291,11 @@ class ContactArrays:
     rows: np.ndarray
 
 
-def encode_contacts(contacts: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp) -> ContactArrays:
-    """A contact counts if `ts < as_of`; it is final if its outcome is final and observed before as_of."""
+def encode_contacts(contacts: pd.DataFrame | Mapping[str, np.ndarray], index: pd.Index, as_of: pd.Timestamp) -> ContactArrays:
+    """A contact counts if `ts < as_of`; it is final if its outcome is final and observed before as_of.
+
+    `contacts`: a contacts table, or its columns as numpy arrays (object ids, datetime64[ns] times):
+    the online path keeps each customer's contacts as arrays and skips the DataFrame."""
     cust = positions(index, contacts["customer_id"])
     age = age_days(contacts["ts"], as_of)
     keep = (cust >= 0) & (age > 0)
@@ -304,9 +307,13 @@ def encode_contacts(contacts: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp
         channel=codes(contacts["channel"], CONTACT_CHANNELS)[keep],
         outcome=outcome,
         final=seen & np.isin(outcome, [OUTCOMES.index(o) for o in FINAL_OUTCOMES]),
-        offer_id=contacts["offer_id"].array,
+        offer_id=_column_values(contacts["offer_id"]),
         rows=np.flatnonzero(keep),
     )
+
+
+def _column_values(column: object) -> object:
+    return column.array if isinstance(column, pd.Series) else np.asarray(column, dtype=object)
 
 
 def contact_history(contacts: pd.DataFrame | ContactArrays, index: pd.Index, as_of: pd.Timestamp) -> dict[str, np.ndarray]:

@@ -51,6 +51,7 @@ from features import (
     CUSTOMER_FEATURES,
     FEATURE_SET,
     Context,
+    CustomerRows,
     candidate_matrix,
     check_feature_set,
     customer_feature_names,
@@ -281,9 +282,13 @@ class DecisionEngine:
         self._rule_values = {n: features[n].to_numpy() for n in self._rule_names if n in features.columns}
         self._value = features["spend_365d"].to_numpy(np.float64) if "spend_365d" in features else np.zeros(len(features))
         self._customer_matrix = features[list(CUSTOMER_FEATURES)].to_numpy(np.float32, na_value=np.nan)
-        # The numeric columns as one float64 block: taking a row out of it costs ~50 µs, not ~150.
-        numeric = [c for c in features.columns if features[c].dtype.kind in "fiub"]
-        self._numeric = pd.DataFrame(features[numeric].to_numpy(np.float64, na_value=np.nan), index=features.index, columns=numeric)
+        # The numeric columns as one float64 block: a request takes its row out of it with no pandas.
+        self._rows = CustomerRows.from_frame(features)
+
+    @property
+    def _numeric(self) -> pd.DataFrame:
+        """The numeric columns as a float64 frame (what `_score` reads, for tests and debugging)."""
+        return pd.DataFrame(self._rows.values, index=self.features.index, columns=self._rows.columns, copy=False)
 
     def with_features(self, features: pd.DataFrame) -> DecisionEngine:
         """This engine over other materialised rows (a batch-scoring chunk of the same feature set).
@@ -353,8 +358,8 @@ class DecisionEngine:
     @staticmethod
     def _index_contacts(
         contacts: pd.DataFrame,
-    ) -> tuple[dict[str, tuple[int, int]], pd.DataFrame, dict[str, np.ndarray]]:
-        """The contacts table sorted by customer, with each customer's row range (a slice is cheap)."""
+    ) -> tuple[dict[str, tuple[int, int]], dict[str, np.ndarray]]:
+        """The contacts table sorted by customer, as numpy columns, with each customer's row range."""
         frame = contacts.loc[:, list(_CONTACT_COLUMNS)].sort_values("customer_id", kind="stable").reset_index(drop=True)
         ids = frame["customer_id"].to_numpy(dtype=object)
         ranges: dict[str, tuple[int, int]] = {}
@@ -364,7 +369,7 @@ class DecisionEngine:
             ranges = {ids[s]: (int(s), int(e)) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)}
         arrays = {n: frame[n].to_numpy(dtype=object) for n in ("customer_id", "offer_id", "channel", "outcome")}
         arrays.update({n: frame[n].to_numpy(dtype="datetime64[ns]") for n in ("ts", "outcome_ts")})
-        return ranges, frame, arrays
+        return ranges, arrays
 
     def _popularity(self, contacts: pd.DataFrame) -> np.ndarray:
         """Smoothed historical acceptance rate per catalogue offer (the fallback's p_accept)."""
@@ -441,23 +446,26 @@ class DecisionEngine:
             return ReloadResult(True, True, "loaded", models.versions)
 
     # ---------------------------------------------------------------- scoring
-    def _live_contacts(self, customer_ids: Sequence[str]) -> pd.DataFrame:
-        """Contacts of these customers: the data directory's log plus what the store recorded."""
-        ranges, frame, arrays = self._contacts
+    def _live_contacts(self, customer_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Contacts of these customers (numpy columns): the data directory's log plus what the store recorded."""
+        ranges, arrays = self._contacts
         pieces = [ranges[c] for c in customer_ids if c in ranges]
-        recent = [row for c in customer_ids for row in self.store.export(c)["contacts"]]
-        if len(pieces) == 1 and not recent:
-            return frame.iloc[pieces[0][0] : pieces[0][1]]
-        idx = np.concatenate([np.arange(s, e) for s, e in pieces]) if pieces else np.zeros(0, dtype=np.int64)
+        recent = [row for c in customer_ids for row in self.store.contact_rows(c)]
+        if len(pieces) == 1:
+            s, e = pieces[0]
+            base = {name: values[s:e] for name, values in arrays.items()}
+        else:
+            idx = np.concatenate([np.arange(s, e) for s, e in pieces]) if pieces else np.zeros(0, dtype=np.int64)
+            base = {name: values[idx] for name, values in arrays.items()}
         if not recent:
-            return frame.iloc[idx]
+            return base
         cols: dict[str, np.ndarray] = {}
         for name in ("customer_id", "offer_id", "channel", "outcome"):
-            cols[name] = np.concatenate([arrays[name][idx], np.array([r[name] for r in recent], dtype=object)])
+            cols[name] = np.concatenate([base[name], np.array([r[name] for r in recent], dtype=object)])
         for name in ("ts", "outcome_ts"):
             live = np.array([np.datetime64("NaT") if r[name] is None else r[name] for r in recent], dtype="datetime64[ns]")
-            cols[name] = np.concatenate([arrays[name][idx], live])
-        return pd.DataFrame(cols)
+            cols[name] = np.concatenate([base[name], live])
+        return cols
 
     def _score(
         self,
@@ -476,7 +484,7 @@ class DecisionEngine:
         known = np.flatnonzero(positions >= 0)
         X = None
         if models is not None and len(known) and n_o:
-            rows = self._numeric.iloc[positions[known]]
+            rows = self._rows.take(positions[known])
             as_of = pd.Timestamp(now)
             block = candidate_matrix(rows, self._prepared, self._live_contacts([ids[i] for i in known]), contexts, as_of)
             if models.propensity_columns is not None:

@@ -264,7 +264,11 @@ class Arbiter:
         suppressed: list[Suppressed] = []
 
         def drop(oid: str, reason: str) -> None:
-            suppressed.append(Suppressed(offer_id=oid, reason=reason))
+            # Both fields plain str: skip validation (~40 drops per decision cost ~0.25 ms validated).
+            if type(oid) is str:
+                suppressed.append(Suppressed.model_construct(offer_id=oid, reason=reason))
+            else:
+                suppressed.append(Suppressed(offer_id=oid, reason=reason))
 
         known: list[tuple[Candidate, _Offer]] = []
         seen: set[str] = set()

@@ -207,5 +207,9 @@ class ContactStore(ABC):
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
         """Everything stored about the customer: `decisions` and `contacts` (with outcomes)."""
 
+    def contact_rows(self, customer_id: str) -> list[dict[str, object]]:
+        """`export(customer_id)["contacts"]`; stores override it to skip reading the decision log."""
+        return self.export(customer_id)["contacts"]
+
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections."""

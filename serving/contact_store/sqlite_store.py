@@ -214,7 +214,11 @@ class SQLiteContactStore(ContactStore):
                 "SELECT * FROM decisions WHERE customer_id = ? ORDER BY ts, decision_id", (customer_id,)
             )
         ]
-        contacts = [
+        return {"decisions": decisions, "contacts": self.contact_rows(customer_id)}
+
+    def contact_rows(self, customer_id: str) -> list[dict[str, object]]:
+        conn = self._conn()
+        return [
             {
                 "decision_id": d,
                 "offer_id": o,
@@ -231,7 +235,6 @@ class SQLiteContactStore(ContactStore):
                 "SELECT * FROM contacts WHERE customer_id = ? ORDER BY ts, decision_id, rank", (customer_id,)
             )
         ]
-        return {"decisions": decisions, "contacts": contacts}
 
     def close(self) -> None:
         with self._lock:
