@@ -9,7 +9,9 @@ Sources, each a list of records:
 | `data.<file>` | each `*.parquet` / `*.csv` directly in the data directory with a `customer_id` column | the customer's rows (customers, consents, events, contacts, and any extra table) |
 | `features.<file>` | a materialised features file, or every `*.parquet` under a features directory | the customer's row in each snapshot |
 
-`erase_customer` removes exactly what `export_customer` lists, so a second export is empty.
+`erase_customer` removes exactly what `export_customer` lists, so a second export is empty. Every
+source is read before any is changed; a failure half way leaves some sources erased: run it again
+(erasure is idempotent).
 Files are rewritten atomically (temporary name, then rename): data tables through
 `nbo.data.write_table` in their own format, materialised features at the Arrow level so that
 their Parquet metadata (`nbo.feature_set`, `nbo.as_of`, pandas index) is kept byte for byte.

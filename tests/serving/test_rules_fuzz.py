@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, assume, event, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from features import customer_feature_names
