@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -199,6 +199,9 @@ class OfferArrays:
     cost: np.ndarray
     on_channel: np.ndarray  # (offers, CONTACT_CHANNELS) bool
     categories: tuple[str, ...]
+    #: Context features of all offers per request context (see `_context_rows`): requests repeat
+    #: a few contexts, and these columns depend on nothing else. Bounded; never mutated in place.
+    context_cache: dict[tuple[object, ...], dict[str, np.ndarray]] = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -323,6 +326,9 @@ def context_columns(
     return out
 
 
+_CONTEXT_CACHE_SIZE = 4096
+
+
 def _context_rows(
     context: Context | Mapping[str, Context] | None,
     customers: pd.Index,
@@ -347,16 +353,23 @@ def _context_rows(
             continue
         hour = as_of.hour if ctx.hour_of_day is None else ctx.hour_of_day
         dow = as_of.day_of_week if ctx.day_of_week is None else ctx.day_of_week
-        block = context_columns(
-            offers,
-            positions,
-            channel=np.full(n_o, ctx.channel, dtype=object),
-            hour=np.full(n_o, float(hour)),
-            day_of_week=np.full(n_o, float(dow)),
-            device=np.full(n_o, ctx.device, dtype=object),
-            page_category=np.full(n_o, ctx.page_category, dtype=object),
-            session_categories=tuple(ctx.session_categories),
-        )
+        session = tuple(ctx.session_categories)
+        key = (ctx.channel, float(hour), float(dow), ctx.device, ctx.page_category, session)
+        block = offers.context_cache.get(key)
+        if block is None:
+            block = context_columns(
+                offers,
+                positions,
+                channel=np.full(n_o, ctx.channel, dtype=object),
+                hour=np.full(n_o, float(hour)),
+                day_of_week=np.full(n_o, float(dow)),
+                device=np.full(n_o, ctx.device, dtype=object),
+                page_category=np.full(n_o, ctx.page_category, dtype=object),
+                session_categories=session,
+            )
+            if len(offers.context_cache) >= _CONTEXT_CACHE_SIZE:
+                offers.context_cache.clear()
+            offers.context_cache[key] = block
         for name in CONTEXT_COLUMNS:
             cols[name].append(block[name])
     return {name: np.tile(np.concatenate(parts), repeat) for name, parts in cols.items()}

@@ -59,6 +59,8 @@ def age_days(ts: pd.Series | np.ndarray, as_of: pd.Timestamp) -> np.ndarray:
 
 #: Above this many values, string lookups go through Arrow's hash kernels (C++) instead of Python.
 _ARROW_MIN_ROWS = 10_000
+#: Up to this many values, `codes` looks each one up in a dict instead of factorizing first.
+_FEW = 256
 
 
 @functools.lru_cache(maxsize=64)
@@ -96,6 +98,9 @@ def codes(values: pd.Series | np.ndarray, vocabulary: tuple[str, ...]) -> np.nda
     """Position of each value in `vocabulary` (int16), -1 for empty or unknown values."""
     if len(values) >= _ARROW_MIN_ROWS:
         return lookup(values, vocabulary).astype(np.int16)
+    if isinstance(values, np.ndarray) and len(values) <= _FEW:  # one customer's rows: a dict beats factorize
+        known = _vocabulary_map(vocabulary)
+        return np.fromiter((known.get(v, -1) if isinstance(v, str) else -1 for v in values.tolist()), dtype=np.int16, count=len(values))
     raw, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
     known = _vocabulary_map(vocabulary)
     table = np.fromiter((known.get(u, -1) for u in uniques), dtype=np.int16, count=len(uniques))
