@@ -435,10 +435,10 @@ def candidate_matrix(
     out["offer_value"] = offers.value[offer_idx]
     out["offer_cost"] = offers.cost[offer_idx]
     out.update(_context_rows(context, customers, offers, as_of))
-    block = np.empty((len(rows), len(CANDIDATE_COLUMNS)))
-    for i, name in enumerate(CANDIDATE_COLUMNS):
-        block[:, i] = out[name]
-    return block
+    if not len(rows):
+        return np.empty((0, len(CANDIDATE_COLUMNS)))
+    # One stack instead of a column-by-column copy; every column is float64 already (cast otherwise).
+    return np.stack([out[name] for name in CANDIDATE_COLUMNS], axis=1).astype(np.float64, copy=False)
 
 
 def build_candidate_features(
