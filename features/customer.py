@@ -357,10 +357,8 @@ def contact_history(contacts: pd.DataFrame | ContactArrays, index: pd.Index, as_
     return out
 
 
-CONTACT_HISTORY_COLUMNS: tuple[str, ...] = tuple(
-    [f"contacts_{ch}_{w}d" for w in CONTACT_WINDOWS for ch in CONTACT_CHANNELS]
-    + [f"contacts_{w}d" for w in CONTACT_WINDOWS]
-    + [
+#: Response-history totals, in output order (after the per-channel contact counts).
+_HISTORY_TOTALS: tuple[str, ...] = (
         "outbound_contacts_7d",
         "days_since_last_contact",
         "contacts_total",
@@ -370,7 +368,11 @@ CONTACT_HISTORY_COLUMNS: tuple[str, ...] = tuple(
         "ignores_total",
         "pending_contacts",
         "acceptance_rate",
-    ]
+)
+CONTACT_HISTORY_COLUMNS: tuple[str, ...] = tuple(
+    [f"contacts_{ch}_{w}d" for w in CONTACT_WINDOWS for ch in CONTACT_CHANNELS]
+    + [f"contacts_{w}d" for w in CONTACT_WINDOWS]
+    + list(_HISTORY_TOTALS)
 )
 
 
@@ -439,17 +441,7 @@ def customer_columns(categories: tuple[str, ...]) -> tuple[str, ...]:
     ]
     for w in CONTACT_WINDOWS:
         names += [f"contacts_{ch}_{w}d" for ch in CONTACT_CHANNELS] + [f"contacts_{w}d"]
-    names += [
-        "outbound_contacts_7d",
-        "days_since_last_contact",
-        "contacts_total",
-        "finalised_total",
-        "accepts_total",
-        "declines_total",
-        "ignores_total",
-        "pending_contacts",
-        "acceptance_rate",
-    ]
+    names += _HISTORY_TOTALS
     names += [f"opt_in_{ch}" for ch in CONTACT_CHANNELS]
     names += ["loyalty_member", "lifecycle_code"]
     return tuple(names)

@@ -60,7 +60,7 @@ from features import (
     read_materialised,
 )
 from nbo.data import empty_table, load_table
-from nbo.errors import ConfigError, NboError
+from nbo.errors import NboError
 from nbo.vocab import FINAL_OUTCOMES
 from serving.contact_store import ConsentBook, ContactStore, RedisContactStore, SQLiteContactStore
 from serving.policy import ContactPolicy, load_policy
@@ -335,8 +335,7 @@ class DecisionEngine:
             frame, meta = features, materialised_meta(latest_features_file(settings.features_path))
         check_feature_set(meta)
         store = open_store(settings.store, settings.store_horizon_days)
-        if policy.longest_window_days > store.horizon_days:
-            raise ConfigError(f"policy needs {policy.longest_window_days} days of history; store keeps {store.horizon_days}")
+        store.check_policy(policy)
         engine = cls(
             policy=policy,
             offers=offers,

@@ -117,6 +117,12 @@ def _label(kind: str, path: Path, root: Path) -> str:
     return f"{kind}.{rel}"
 
 
+def _check_request(customer_id: str, store: str | None, data_dir: Path | None, features: Path | None) -> None:
+    check_customer_id(customer_id)
+    if store is None and data_dir is None and features is None:
+        raise NboError("give at least one source: --store, --data or --features")
+
+
 def export_customer(
     customer_id: str,
     *,
@@ -125,9 +131,7 @@ def export_customer(
     features: Path | None = None,
 ) -> dict[str, object]:
     """`{"customer_id", "sources": {source: [records]}, "total_records"}` over the given sources."""
-    check_customer_id(customer_id)
-    if store is None and data_dir is None and features is None:
-        raise NboError("give at least one source: --store, --data or --features")
+    _check_request(customer_id, store, data_dir, features)
     sources: dict[str, Records] = {}
     if store is not None:
         _check_store(store)
@@ -158,9 +162,7 @@ def erase_customer(
     features: Path | None = None,
 ) -> dict[str, object]:
     """Erase what `export_customer` lists; `{"erased": {source: n}, "total_records"}`."""
-    check_customer_id(customer_id)
-    if store is None and data_dir is None and features is None:
-        raise NboError("give at least one source: --store, --data or --features")
+    _check_request(customer_id, store, data_dir, features)
     erased: dict[str, int] = {}
     # Check every source is readable before touching any of them.
     data_tables = list(_data_tables(Path(data_dir))) if data_dir is not None else []

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from nbo.errors import ConfigError
 from serving.policy import ContactPolicy
 
 DAY = 86_400.0
@@ -171,6 +172,13 @@ class ContactStore(ABC):
 
     #: Days of history `history` returns and the store must keep for cap checks.
     horizon_days: int
+
+    def check_policy(self, policy: ContactPolicy) -> None:
+        """Refuse a policy whose longest window reaches past the history this store keeps."""
+        if policy.longest_window_days > self.horizon_days:
+            raise ConfigError(
+                f"policy needs {policy.longest_window_days} days of history; store keeps {self.horizon_days}"
+            )
 
     @abstractmethod
     def check_and_reserve(

@@ -188,10 +188,7 @@ class RedisContactStore(ContactStore):
         model_versions: Mapping[str, str] | None = None,
     ) -> ReserveResult:
         check_propensities(offers, propensities)
-        if policy.longest_window_days > self.horizon_days:
-            raise ConfigError(
-                f"policy needs {policy.longest_window_days} days of history; store keeps {self.horizon_days}"
-            )
+        self.check_policy(policy)
         cap = policy.caps.get(channel)  # type: ignore[call-overload]
         cfg = {
             "cap": None if cap is None else {"max": cap.max, "days": cap.days},

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
-from nbo.errors import ConfigError
 from serving.contact_store.base import (
     DAY,
     ContactHistory,
@@ -117,10 +116,7 @@ class SQLiteContactStore(ContactStore):
         model_versions: Mapping[str, str] | None = None,
     ) -> ReserveResult:
         check_propensities(offers, propensities)
-        if policy.longest_window_days > self.horizon_days:
-            raise ConfigError(
-                f"policy needs {policy.longest_window_days} days of history; store keeps {self.horizon_days}"
-            )
+        self.check_policy(policy)
         t = to_epoch(now)
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
