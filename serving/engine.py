@@ -30,12 +30,15 @@ eligibility (a rule on an unknown customer's features is unknown, hence false).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import logging
+import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +47,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from features import (
@@ -77,6 +81,31 @@ POPULARITY_PRIOR_WEIGHT = 20.0
 _CONTACT_COLUMNS = ("customer_id", "offer_id", "channel", "ts", "outcome", "outcome_ts")
 
 
+#: What a contact store raises when it cannot answer: locked or unwritable SQLite file, Redis down,
+#: refusing or too slow. The online path turns these into a degraded answer (no offers).
+STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, redis.RedisError, OSError)
+
+
+class StoreUnavailable(NboError):
+    """The contact store could not answer; `cause` is `timeout`, `error` or `backoff` (not tried).
+
+    Raised by `decide`, `record_outcome` and `forget`: nothing was shown, and whatever the store
+    may or may not have recorded, no offer is returned (fail closed).
+    """
+
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def _store_cause(exc: BaseException) -> str:
+    if isinstance(exc, redis.TimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        return "timeout"
+    return "error"
+
+
 def hash_id(customer_id: str) -> str:
     """What logs carry instead of a customer id."""
     return hashlib.sha256(customer_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
@@ -97,6 +126,10 @@ class EngineSettings(BaseModel):
     churn_model: str = CHURN_MODEL
     alias: str = "champion"
     explain: Literal["path", "shap"] = Field("path", description="reasons from path attributions (fast) or TreeSHAP")
+    store_timeout_s: float | None = Field(
+        None, gt=0, description="longest wait on the store per call (SQLite busy timeout, Redis socket timeout); None = the store's default"
+    )
+    store_retry_s: float = Field(1.0, ge=0, description="after a store failure, answer degraded without trying for this long")
 
 
 def latest_features_file(path: Path) -> Path:
@@ -121,13 +154,30 @@ def latest_features_file(path: Path) -> Path:
     return best[1]
 
 
-def open_store(spec: str, horizon_days: int = 90) -> ContactStore:
-    """`redis://...` -> RedisContactStore, anything else -> a SQLite file at that path."""
+def open_store(spec: str, horizon_days: int = 90, timeout_s: float | None = None) -> ContactStore:
+    """`redis://...` -> RedisContactStore, anything else -> a SQLite file at that path.
+
+    `timeout_s` bounds every store call (the online service: a request must answer within its own
+    timeout even when the store hangs): SQLite's busy timeout, Redis' connect and socket timeouts,
+    and no Redis retries (redis-py retries 10 times with back-off by default). None keeps the
+    stores' defaults (command-line tools, which may wait).
+    """
     if spec.startswith(("redis://", "rediss://", "unix://")):
-        return RedisContactStore(url=spec, horizon_days=horizon_days)
+        if timeout_s is None:
+            return RedisContactStore(url=spec, horizon_days=horizon_days)
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        client = redis.Redis.from_url(
+            spec, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        return RedisContactStore(client, horizon_days=horizon_days)
     path = Path(spec.removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    return SQLiteContactStore(path, horizon_days=horizon_days)
+    if timeout_s is None:
+        return SQLiteContactStore(path, horizon_days=horizon_days)
+    return SQLiteContactStore(path, horizon_days=horizon_days, busy_timeout_s=timeout_s)
 
 
 # ----------------------------------------------------------------------------------- models
@@ -274,6 +324,8 @@ class DecisionEngine:
         if models is not None:
             self._models = models
         self.models_error: str | None = None
+        self.store_retry_s = settings.store_retry_s if settings is not None else 1.0
+        self._store_retry_at = 0.0  # monotonic time before which the store is not tried again
 
     def _set_features(self, features: pd.DataFrame) -> None:
         """Customer rows: positions by id, rule inputs and values as plain arrays."""
@@ -334,7 +386,7 @@ class DecisionEngine:
         else:
             frame, meta = features, materialised_meta(latest_features_file(settings.features_path))
         check_feature_set(meta)
-        store = open_store(settings.store, settings.store_horizon_days)
+        store = open_store(settings.store, settings.store_horizon_days, settings.store_timeout_s)
         store.check_policy(policy)
         engine = cls(
             policy=policy,
@@ -402,7 +454,8 @@ class DecisionEngine:
         models = Models(propensity, churn, columns, churn_p, explainer)
         sample = self.features.index[: min(20, len(self.features))].tolist()
         if sample:
-            scored = self._score(sample, "web", None, self.features_as_of.to_pydatetime(), models)
+            # Without the store's contacts: a reload must not depend on the store being up.
+            scored = self._score(sample, "web", None, self.features_as_of.to_pydatetime(), models, live=False)
             if not _probabilities_ok(scored.p.ravel()):
                 raise NboError(f"{propensity.label} gives probabilities outside [0, 1] or not finite on a sample")  # type: ignore[attr-defined]
         return models
@@ -445,11 +498,11 @@ class DecisionEngine:
             return ReloadResult(True, True, "loaded", models.versions)
 
     # ---------------------------------------------------------------- scoring
-    def _live_contacts(self, customer_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def _live_contacts(self, customer_ids: Sequence[str], live: bool = True) -> dict[str, np.ndarray]:
         """Contacts of these customers (numpy columns): the data directory's log plus what the store recorded."""
         ranges, arrays = self._contacts
         pieces = [ranges[c] for c in customer_ids if c in ranges]
-        recent = [row for c in customer_ids for row in self.store.contact_rows(c)]
+        recent = [row for c in customer_ids for row in self.store.contact_rows(c)] if live else []
         if len(pieces) == 1:
             s, e = pieces[0]
             base = {name: values[s:e] for name, values in arrays.items()}
@@ -473,6 +526,7 @@ class DecisionEngine:
         contexts: Context | Mapping[str, Context] | None,
         now: datetime,
         models: Models | None,
+        live: bool = True,
     ) -> _Scored:
         ids = list(customer_ids)
         positions = np.array([self._position.get(c, -1) for c in ids], dtype=np.int64)
@@ -485,7 +539,7 @@ class DecisionEngine:
         if models is not None and len(known) and n_o:
             rows = self._rows.take(positions[known])
             as_of = pd.Timestamp(now)
-            block = candidate_matrix(rows, self._prepared, self._live_contacts([ids[i] for i in known]), contexts, as_of)
+            block = candidate_matrix(rows, self._prepared, self._live_contacts([ids[i] for i in known], live), contexts, as_of)
             if models.propensity_columns is not None:
                 block = block[:, models.propensity_columns]
             X = np.ascontiguousarray(block, dtype=np.float32)
@@ -595,11 +649,30 @@ class DecisionEngine:
         reserve: bool = True,
         decision_id: str | None = None,
     ) -> Decision:
-        """Up to `k` offers for one customer on one channel at `now` (naive UTC; default: the clock)."""
+        """Up to `k` offers for one customer on one channel at `now` (naive UTC; default: the clock).
+
+        Raises `StoreUnavailable` when the contact store fails (and, for `store_retry_s` after a
+        failure, without trying it): no offer is ever returned that the store did not record.
+        """
         now = _naive_utc(now)
         ctx = _context(channel, context)
-        scored = self._score([customer_id], channel, ctx, now, self._models)
-        return self._arbitrate(scored, 0, channel, ctx, now, k, reserve, decision_id)
+        with self._store_call():
+            scored = self._score([customer_id], channel, ctx, now, self._models)
+            return self._arbitrate(scored, 0, channel, ctx, now, k, reserve, decision_id)
+
+    @contextlib.contextmanager
+    def _store_call(self) -> Iterator[None]:
+        """Turn store failures into `StoreUnavailable`; skip the store for a while after one (breaker)."""
+        if self._store_retry_at and time.monotonic() < self._store_retry_at:
+            raise StoreUnavailable("backoff", "contact store unavailable (recent failure; retrying shortly)")
+        try:
+            yield
+        except STORE_ERRORS as exc:
+            self._store_retry_at = time.monotonic() + self.store_retry_s
+            cause = _store_cause(exc)
+            log.warning("contact store unavailable (%s): %s", cause, type(exc).__name__)
+            raise StoreUnavailable(cause, f"contact store unavailable ({cause})") from exc
+        self._store_retry_at = 0.0
 
     def batch_decide(
         self,
@@ -630,11 +703,14 @@ class DecisionEngine:
         return decisions
 
     def record_outcome(self, decision_id: str, offer_id: str, outcome: str, now: datetime | None = None) -> bool:
-        return self.store.record_outcome(decision_id, offer_id, outcome, _naive_utc(now))
+        """Record feedback (committed when this returns); `StoreUnavailable` if the store failed."""
+        with self._store_call():
+            return self.store.record_outcome(decision_id, offer_id, outcome, _naive_utc(now))
 
     def forget(self, customer_id: str) -> int:
         """Erase the customer's contact history and decision log from the store (GDPR)."""
-        return self.store.forget(customer_id)
+        with self._store_call():
+            return self.store.forget(customer_id)
 
     def close(self) -> None:
         self.store.close()

@@ -284,7 +284,22 @@ def _metrics() -> dict[str, Any]:
         "reloads": Counter("nbo_model_reloads", "Champion models loaded after start"),
         "reload_failures": Counter("nbo_model_reload_failures", "Failed attempts to load new champions"),
         "feedback": Counter("nbo_feedback", "Feedback received", ["outcome", "known"]),
+        "degraded": Counter("nbo_degraded", "Answers without offers because the contact store failed", ["cause"]),
+        "store_refusals": Counter("nbo_store_unavailable", "Feedback or forget refused (503): store failed", ["endpoint"]),
     }
+
+
+#: What /feedback and /forget answer when the store cannot record: the client should retry.
+_STORE_DOWN_HEADERS = {"Retry-After": "1"}
+
+
+def _store_down(what: str) -> Any:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(
+        {"error": f"contact store unavailable: {what} NOT recorded; retry later"}, status_code=503,
+        headers=_STORE_DOWN_HEADERS,
+    )
 
 
 # ------------------------------------------------------------------------------ the service
@@ -311,11 +326,17 @@ class Recommender:
 
     def _warm_up(self) -> None:
         """Run a few decisions (nothing recorded), then freeze the heap so GC passes stay short."""
+        from serving.engine import StoreUnavailable
+
         now = self.settings.now()
         ids = self.engine.features.index[: self.settings.warmup_customers].tolist()
-        for cid in ids:
-            self.engine.decide(cid, "web", {"page_category": "travel", "device": "mobile"}, now, k=3, reserve=False)
-        self.engine.decide("warm-up-unknown", "web", None, now, k=3, reserve=False)
+        try:
+            for cid in ids:
+                self.engine.decide(cid, "web", {"page_category": "travel", "device": "mobile"}, now, k=3, reserve=False)
+            self.engine.decide("warm-up-unknown", "web", None, now, k=3, reserve=False)
+        except StoreUnavailable as exc:  # start anyway: answers are degraded until the store is back
+            log.warning("warm-up: %s", exc)
+            self.engine._store_retry_at = 0.0
         gc.collect()
         gc.freeze()
 
@@ -361,10 +382,17 @@ class Recommender:
     ) -> RecommendResponse:
         """Up to `k` offers (or none) for this customer on this channel, now, with reasons."""
         from features import Context
+        from serving.engine import StoreUnavailable
 
         ctx = Context(channel=channel, **(context.model_dump(exclude_none=True) if context else {}))  # type: ignore[arg-type]
-        decision = self.engine.decide(customer_id, channel, ctx, self.settings.now(), k=k, reserve=True)
         m = self.metrics
+        try:
+            decision = self.engine.decide(customer_id, channel, ctx, self.settings.now(), k=k, reserve=True)
+        except StoreUnavailable as exc:
+            # Fail closed: an offer the store could not record is never made.
+            m["decisions"].labels(channel).inc()
+            m["degraded"].labels(exc.cause).inc()
+            return self._degraded(customer_id, channel)
         m["decisions"].labels(channel).inc()
         if decision.offers:
             m["offers"].labels(channel).inc(len(decision.offers))
@@ -387,10 +415,38 @@ class Recommender:
             fallback=decision.fallback,
         )
 
+    def _degraded(self, customer_id: str, channel: str) -> RecommendResponse:
+        import uuid
+
+        models = self.engine.models
+        versions = models.versions if models is not None else {"fallback": "popularity"}
+        return RecommendResponse(
+            decision_id=uuid.uuid4().hex,
+            customer_id=customer_id,
+            channel=channel,
+            offers=[],
+            suppressed=[],
+            model_version=versions.get("propensity", versions.get("fallback", "")),
+            model_versions=versions,
+            fallback=models is None,
+            degraded=True,
+        )
+
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
     async def feedback(self, decision_id: str, offer_id: str, outcome: str, ctx: bentoml.Context) -> FeedbackResponse:
-        """Record what the customer did with a shown offer; repeating it changes nothing; unknown -> 404."""
-        known = self.engine.record_outcome(decision_id, offer_id, outcome, self.settings.now())
+        """Record what the customer did with a shown offer; repeating it changes nothing; unknown -> 404.
+
+        200 only once the outcome is committed; 503 (nothing recorded, retry) if the store failed.
+        """
+        from serving.engine import StoreUnavailable
+
+        try:
+            known = self.engine.record_outcome(decision_id, offer_id, outcome, self.settings.now())
+        except StoreUnavailable:
+            self.metrics["store_refusals"].labels("feedback").inc()
+            ctx.response.status_code = 503
+            ctx.response.metadata.update(_STORE_DOWN_HEADERS)
+            return _store_down("feedback")
         self.metrics["feedback"].labels(outcome, str(known).lower()).inc()
         if not known:
             ctx.response.status_code = 404
@@ -399,9 +455,13 @@ class Recommender:
     @bentoml.api(route="/forget", input_spec=ForgetRequest)
     async def forget(self, customer_id: str) -> ForgetResponse:
         """Erase the customer's contact history and decision log (GDPR)."""
-        from serving.engine import hash_id
+        from serving.engine import StoreUnavailable, hash_id
 
-        n = self.engine.forget(customer_id)
+        try:
+            n = self.engine.forget(customer_id)
+        except StoreUnavailable:
+            self.metrics["store_refusals"].labels("forget").inc()
+            return _store_down("forget")
         log.info("forgot customer %s (%d shows)", hash_id(customer_id), n)
         return ForgetResponse(customer_id=customer_id, erased_shows=n)
 

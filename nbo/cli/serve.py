@@ -26,6 +26,9 @@ from nbo.errors import NboError
 #: Workers per service. Measured on 2 cores (docs/service.md): 2 workers hold p99 at higher rates.
 DEFAULT_WORKERS = 2
 DEFAULT_TIMEOUT_S = 2.0
+#: Longest wait on the contact store per call (SQLite busy timeout, Redis socket timeout): a hung
+#: store turns into a degraded answer well within the request timeout (docs/service.md §2).
+DEFAULT_STORE_TIMEOUT_S = 0.5
 SERVICE_TARGET = "serving.service:Recommender"
 SERVICE_NAME = "nbo"
 
@@ -40,6 +43,7 @@ def service_settings(
     reload_interval_s: float = 60.0,
     max_body_bytes: int = 16 * 1024,
     clock_start: datetime | None = None,
+    store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
 ) -> dict[str, object]:
     """The JSON-able `ServiceSettings` (checked here so mistakes fail before any worker starts)."""
     from serving.engine import EngineSettings, latest_features_file
@@ -63,7 +67,8 @@ def service_settings(
 
         tracking_uri = resolve_tracking(None).uri
     engine = EngineSettings(
-        data_dir=data, features_path=features_file, tracking_uri=tracking_uri, policy_path=policy, store=store
+        data_dir=data, features_path=features_file, tracking_uri=tracking_uri, policy_path=policy, store=store,
+        store_timeout_s=store_timeout_s,
     )
     settings = ServiceSettings(
         engine=json.loads(engine.model_dump_json()),
@@ -132,6 +137,8 @@ def serve(
                                     help="Simulated clock: the service's 'now' starts at this UTC time and advances in real time."),
     state_dir: Path = typer.Option(Path(".nbo-service"), "--state-dir", help="Where workers coordinate reloads."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="BentoML access log (costs latency)."),
+    store_timeout: float = typer.Option(DEFAULT_STORE_TIMEOUT_S, "--store-timeout", min=0.01, max=30,
+                                        help="Longest wait on the contact store per call (s); then the answer is degraded."),
 ) -> None:
     """Serve POST /recommend, /feedback, /forget, /admin/reload (API key required) and health/metrics."""
     from serving.service import load_api_keys
@@ -144,7 +151,7 @@ def serve(
 
         start = parse_as_of(clock_start, "--clock-start").to_pydatetime()
     settings = service_settings(data, features, tracking_uri, policy, store, state_dir, reload_interval,
-                                max_body_kib * 1024, start)
+                                max_body_kib * 1024, start, store_timeout)
     env = service_env(settings, workers, timeout, access_log)
     cmd = service_command(host, port)
     typer.echo(f"nbo service on http://{host}:{port} ({workers} worker(s)); Ctrl-C stops it", err=True)
