@@ -7,6 +7,7 @@ context and the live contact history (`build_candidate_features` recomputes cont
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.feature_set import FEATURE_SET, FeatureSet
+from features.feature_set import CUSTOMER_FEATURES, FEATURE_SET, FeatureSet
 from nbo.errors import NboError
 
 _META_KEYS = ("feature_set", "feature_set_version", "as_of")
@@ -52,17 +53,45 @@ def _meta(path: Path, schema: pa.Schema) -> dict[str, object]:
         value = raw.get(f"nbo.{key}".encode())
         if value is None:
             raise NboError(f"{path} lacks nbo.{key} in its Parquet metadata; was it written by `nbo features`?")
-        meta[key] = value.decode()
-    meta["as_of"] = pd.Timestamp(meta["as_of"])
+        meta[key] = value.decode(errors="replace")
+    try:
+        meta["as_of"] = pd.Timestamp(meta["as_of"])
+    except (ValueError, TypeError, OverflowError):
+        raise NboError(f"{path}: nbo.as_of {str(meta['as_of'])[:60]!r} in its Parquet metadata is not a timestamp") from None
+    if meta["as_of"] is pd.NaT:
+        raise NboError(f"{path}: nbo.as_of in its Parquet metadata is empty")
+    if (meta["feature_set"], meta["feature_set_version"]) == (FEATURE_SET.name, FEATURE_SET.version):
+        # Same name and version but columns missing: written by another build of the code.
+        missing = [c for c in CUSTOMER_FEATURES if c not in schema.names]
+        if missing:
+            raise NboError(
+                f"{path} lacks {len(missing)} column(s) of feature set {FEATURE_SET.name} {FEATURE_SET.version}, "
+                f"e.g. {missing[0]!r}; re-run `nbo features`"
+            )
     return meta
 
 
 def _unreadable(path: Path, exc: BaseException) -> NboError:
-    return NboError(f"{path} is not a readable Parquet file: {str(exc).splitlines()[0][:200]}")
+    return NboError(f"{path} is not a readable Parquet file (truncated or corrupt?): {_first(exc)}")
 
 
-def _frame(table: pa.Table | pa.RecordBatch) -> pd.DataFrame:
-    frame = table.to_pandas()
+def _check_file(path: Path) -> None:
+    """A materialised file is one regular, non-empty file: anything else is named, not read."""
+    if not path.exists():
+        raise NboError(f"no materialised features at {path}")
+    if path.is_dir():
+        raise NboError(f"materialised features {path} is a directory with no features file nbo can use")
+    if not path.is_file():
+        raise NboError(f"materialised features {path} is not a regular file")
+    if path.stat().st_size == 0:
+        raise NboError(f"materialised features {path} is empty (0 bytes)")
+
+
+def _frame(table: pa.Table | pa.RecordBatch, path: Path | None = None) -> pd.DataFrame:
+    try:
+        frame = table.to_pandas()
+    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+        raise NboError(f"{path or 'materialised features'}: a column cannot be converted ({_first(exc)})") from None
     for col in ("lifecycle", "top_category", "next_category"):
         if col in frame.columns:
             frame[col] = frame[col].astype("str")
@@ -73,24 +102,29 @@ def _frame(table: pa.Table | pa.RecordBatch) -> pd.DataFrame:
     return frame
 
 
+def _first(exc: BaseException) -> str:
+    """The gist of a library's error: first line, without Arrow's repetition of the path."""
+    text = re.sub(r"^Could not open Parquet input source '[^']*': ", "", str(exc).strip())
+    lines = text.splitlines()
+    return lines[0][:200].rstrip() if lines else type(exc).__name__
+
+
 def read_materialised(path: Path | str) -> tuple[pd.DataFrame, dict[str, object]]:
     """(frame indexed by customer_id, {"feature_set", "feature_set_version", "as_of"})."""
     path = Path(path)
-    if not path.exists():
-        raise NboError(f"no materialised features at {path}")
+    _check_file(path)
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise _unreadable(path, exc) from None
     meta = _meta(path, table.schema)
-    return _frame(table), meta
+    return _frame(table, path), meta
 
 
 def materialised_meta(path: Path | str) -> dict[str, object]:
     """The metadata of a materialised file (as `read_materialised`), reading only its footer."""
     path = Path(path)
-    if not path.exists():
-        raise NboError(f"no materialised features at {path}")
+    _check_file(path)
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
@@ -100,13 +134,19 @@ def materialised_meta(path: Path | str) -> dict[str, object]:
 
 def materialised_rows(path: Path | str) -> int:
     """Number of customers in a materialised file (from its footer)."""
-    return int(pq.ParquetFile(path).metadata.num_rows)
+    path = Path(path)
+    _check_file(path)
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(path, exc) from None
 
 
 def iter_materialised(path: Path | str, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """The rows of a materialised file in order, `chunk_rows` at a time (the last chunk may be
     shorter), each framed like `read_materialised`: memory bounded by the chunk, not the file."""
     path = Path(path)
+    _check_file(path)
     try:
         source = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
@@ -114,7 +154,7 @@ def iter_materialised(path: Path | str, chunk_rows: int) -> Iterator[pd.DataFram
     pending: list[pa.RecordBatch] = []
     size = 0
     schema = source.schema_arrow
-    for batch in source.iter_batches(batch_size=chunk_rows):
+    for batch in _batches(source, path, chunk_rows):
         # Batches stop at row-group ends: regroup so every chunk but the last has exactly chunk_rows.
         while len(batch):
             take = min(chunk_rows - size, len(batch))
@@ -122,10 +162,23 @@ def iter_materialised(path: Path | str, chunk_rows: int) -> Iterator[pd.DataFram
             size += take
             batch = batch.slice(take)
             if size == chunk_rows:
-                yield _frame(pa.Table.from_batches(pending, schema=schema))
+                yield _frame(pa.Table.from_batches(pending, schema=schema), path)
                 pending, size = [], 0
     if size:
-        yield _frame(pa.Table.from_batches(pending, schema=schema))
+        yield _frame(pa.Table.from_batches(pending, schema=schema), path)
+
+
+def _batches(source: pq.ParquetFile, path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    """`source.iter_batches`, with a corrupt page deep in the file named like an unreadable footer."""
+    batches = source.iter_batches(batch_size=chunk_rows)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as exc:
+            raise _unreadable(path, exc) from None
+        yield batch
 
 
 def check_feature_set(meta: dict[str, object], feature_set: FeatureSet = FEATURE_SET) -> None:

@@ -10,6 +10,7 @@ not express timezone mixing or the list-typed `channels` column, so the contract
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -68,30 +69,48 @@ def find_table_file(directory: Path, table: str) -> Path:
         raise DataError(table, f"no {table}.parquet or {table}.csv in {directory}")
     if len(found) > 1:
         raise DataError(table, f"both {table}.parquet and {table}.csv in {directory}; keep one")
+    if not found[0].is_file():
+        kind = "a directory" if found[0].is_dir() else "not a regular file"
+        raise DataError(table, f"{found[0]} is {kind}; expected one {found[0].suffix[1:]} file")
     return found[0]
 
 
 def read_table_file(path: Path, table: str) -> pd.DataFrame:
     """Read a Parquet or CSV file as raw columns; unreadable files become a `DataError`."""
-    if path.stat().st_size == 0:
-        raise DataError(table, f"{path.name} is empty (0 bytes)")
+    if path.suffix not in (".parquet", ".csv"):
+        raise DataError(table, f"{path.name}: only .parquet and .csv files are read")
     try:
+        if not path.is_file():
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            raise DataError(table, f"{path} is {kind}; expected one {path.suffix[1:]} file")
+        if path.stat().st_size == 0:
+            raise DataError(table, f"{path.name} is empty (0 bytes)")
         if path.suffix == ".parquet":
-            arrow = pq.read_table(path)
-            return arrow.to_pandas(types_mapper=_arrow_types)
-        if path.suffix == ".csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+            return _read_parquet(path, table)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(table, f"{path.name} is not valid UTF-8 text (byte {exc.start})") from None
     except pd.errors.EmptyDataError:
         raise DataError(table, f"{path.name} has no header row") from None
     except pd.errors.ParserError as exc:
         raise DataError(table, f"{path.name} is not a well-formed CSV file: {_first_line(exc)}") from None
+    except PermissionError:
+        raise DataError(table, f"{path} cannot be read: permission denied") from None
     except (pa.ArrowException, OSError) as exc:
+        if path.suffix == ".csv":
+            raise DataError(table, f"{path.name} cannot be read: {_first_line(exc)}") from None
         raise DataError(
             table, f"{path.name} is not a readable Parquet file (truncated or corrupt?): {_first_line(exc)}"
         ) from None
-    raise DataError(table, f"{path.name}: only .parquet and .csv files are read")
+
+
+def _read_parquet(path: Path, table: str) -> pd.DataFrame:
+    """A Parquet file as pandas columns; a column pandas cannot hold is named, not a traceback."""
+    arrow = pq.read_table(path)
+    try:
+        return arrow.to_pandas(types_mapper=_arrow_types)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+        raise DataError(table, f"{path.name}: a column cannot be converted ({_first_line(exc)})") from None
 
 
 def _arrow_types(arrow_type: pa.DataType) -> object | None:
@@ -101,8 +120,10 @@ def _arrow_types(arrow_type: pa.DataType) -> object | None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    """The gist of a library's error: first line, without Arrow's repetition of the path."""
+    text = re.sub(r"^Could not open Parquet input source '[^']*': ", "", str(exc).strip())
+    lines = text.splitlines()
+    return lines[0][:200].rstrip() if lines else type(exc).__name__
 
 
 # ----------------------------------------------------------------------------- validation
@@ -181,19 +202,21 @@ def _as_bool(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:
 
 def _as_ts(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        out = raw.dt.tz_convert("UTC").dt.tz_localize(None)
+        out = _in_ns_range(spec, col, raw.dt.tz_convert("UTC").dt.tz_localize(None), raw)
     elif pd.api.types.is_datetime64_dtype(raw.dtype):
-        out = raw
+        out = _in_ns_range(spec, col, raw, raw)
     elif pd.api.types.is_numeric_dtype(raw.dtype) and not raw.isna().all():
         raise _fail(spec, col, raw.dropna(), "have a number instead of an ISO-8601 timestamp")
     else:
         text = raw.astype(object).where(raw.notna(), None)
         present = text.dropna().astype(str).str.strip()
         aware = present.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
-        parsed = pd.Series(pd.NaT, index=present.index, dtype="datetime64[ns, UTC]")
+        # Parsed at microsecond resolution, which holds any year 1..9999: a value outside the
+        # nanosecond range of a Dataset is then named as such, not "unparseable" or a crash.
+        parsed = pd.Series(pd.NaT, index=present.index, dtype="datetime64[us, UTC]")
         for mask in (aware, ~aware):
             if mask.any():
-                parsed.loc[mask] = _parse_ts(present[mask])
+                parsed.loc[mask] = _parse_ts(present[mask]).astype("datetime64[us, UTC]")
         bad = parsed.isna()
         if bad.any():
             raise _fail(spec, col, present[bad], "have a value that is not a parseable timestamp")
@@ -202,8 +225,9 @@ def _as_ts(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:
             raise _fail(
                 spec, col, minority, "mix timezone-aware and naive timestamps (the column must be one or the other)"
             )
+        checked = _in_ns_range(spec, col, parsed.dt.tz_localize(None), present)
         out = pd.Series(pd.NaT, index=raw.index, dtype=TS_DTYPE)
-        out.loc[present.index] = parsed.dt.tz_localize(None).astype(TS_DTYPE)
+        out.loc[present.index] = checked
     out = out.astype(TS_DTYPE)
     if not col.nullable and out.isna().any():
         raise _fail(spec, col, raw[out.isna()].astype(object).fillna("<empty>"), "have an empty value")
@@ -213,8 +237,27 @@ def _as_ts(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:
 def _parse_ts(text: pd.Series) -> pd.Series:
     try:
         return pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-    except (ValueError, TypeError):
-        return pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+    except (ValueError, TypeError, OverflowError):
+        try:
+            return pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+        except (ValueError, TypeError, OverflowError):
+            return pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
+
+
+#: The span of `datetime64[ns]`, the timestamp type of a Dataset.
+TS_MIN, TS_MAX = pd.Timestamp.min.ceil("D"), pd.Timestamp.max.floor("D")
+
+
+def _in_ns_range(spec: TableSpec, col: ColumnSpec, values: pd.Series, shown: pd.Series) -> pd.Series:
+    """`values` (tz-naive UTC, any resolution) as `datetime64[ns]`; a value beyond the years
+    1677-2262 that type holds (e.g. a 9999-12-31 "no end" sentinel) is refused, naming it."""
+    outside = values.notna() & ((values < TS_MIN) | (values > TS_MAX))
+    if outside.any():
+        raise _fail(
+            spec, col, shown[outside].astype(str),
+            f"have a timestamp outside the supported range {TS_MIN:%Y-%m-%d} to {TS_MAX:%Y-%m-%d}",
+        )
+    return values.astype(TS_DTYPE)
 
 
 def _as_channels(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:

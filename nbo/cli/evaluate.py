@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from nbo.cli._app import app, user_errors
-from nbo.cli.options import parse_as_of
+from nbo.cli.options import check_out, parse_as_of
 from nbo.data import load_dataset
 
 TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)."
@@ -42,8 +42,12 @@ def evaluate(
     from training.tracking import resolve_tracking
     from training.tracking import version_by_alias
 
-    client = resolve_tracking(tracking_uri).activate()
+    out = check_out(out, None)
+    since_ts = parse_as_of(since, "--since") if since else None
+    until_ts = parse_as_of(until, "--until") if until else None
     contact_policy = load_policy(policy) if policy else ContactPolicy()
+    dataset = load_dataset(data)  # bad data fails before anything is read from or written to MLflow
+    client = resolve_tracking(tracking_uri).activate()
     cand = _load(client, candidate)
     base = None
     if baseline:
@@ -56,9 +60,7 @@ def evaluate(
                 base = None
         else:
             typer.echo(f"no @{baseline} yet: no baseline")
-    dataset = load_dataset(data)
-    result = run_ope(dataset, cand, contact_policy, base, parse_as_of(since) if since else None,
-                     parse_as_of(until) if until else None, progress=True)
+    result = run_ope(dataset, cand, contact_policy, base, since_ts, until_ts, progress=True)
     write_report(result, out)
     run_id = log_evaluation(result, cand.label, base.label if base else None)
     typer.echo(result.markdown(f"{out.stem}_"))

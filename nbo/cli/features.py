@@ -9,7 +9,7 @@ import typer
 
 from features import FEATURE_SET, build_customer_features, write_materialised
 from nbo.cli._app import app, user_errors
-from nbo.cli.options import parse_as_of
+from nbo.cli.options import check_out, parse_as_of
 from nbo.data import load_dataset
 
 
@@ -21,6 +21,7 @@ def features(
     out: Path = typer.Option(..., "--out", help="Parquet file to write (atomically)."),
 ) -> None:
     """Materialise customer features as of a date (docs/features.md) to a Parquet file."""
+    out = check_out(out, (".parquet",))
     moment = parse_as_of(as_of)
     dataset = load_dataset(data)
     start = time.perf_counter()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pandas as pd
 
 from nbo.errors import NboError
@@ -18,3 +21,22 @@ def parse_as_of(text: str, option: str = "--as-of") -> pd.Timestamp:
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
     return ts.as_unit("ns")
+
+
+def check_out(path: Path, suffixes: tuple[str, ...] | None, option: str = "--out") -> Path:
+    """An output file that can be written: the right suffix, not a directory, in a writable
+    directory. Checked before any work, so a bad `--out` costs nothing and leaves nothing."""
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise NboError(f"{option} {path.name!r} must end in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise NboError(f"{option} {path} is a directory; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:  # created on write
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NboError(f"{option}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise NboError(f"{option}: directory {parent} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise NboError(f"{option} {path} exists and is not writable")
+    return path

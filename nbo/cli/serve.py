@@ -55,6 +55,9 @@ def service_settings(
     features_file = latest_features_file(features.resolve())
     if not features_file.exists():
         raise NboError(f"--features {features_file} does not exist (run `nbo features`)")
+    from nbo.cli._preflight import check_service_inputs
+
+    check_service_inputs(data, features_file)  # bad data: one line and exit 2, not a crashing worker
     if policy is not None:
         from serving.policy import load_policy
 

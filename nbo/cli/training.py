@@ -10,7 +10,7 @@ import pandas as pd
 import typer
 
 from nbo.cli._app import app, user_errors
-from nbo.cli.options import parse_as_of
+from nbo.cli.options import check_out, parse_as_of
 from nbo.data import load_dataset, write_table
 from nbo.errors import NboError
 
@@ -50,9 +50,9 @@ def train(
     from training.train import TrainConfig, fit_and_log, metrics_json
 
     when = parse_as_of(as_of)
+    dataset = load_dataset(data)  # bad data fails before anything is written to MLflow
     tracking = resolve_tracking(tracking_uri)
     tracking.activate()
-    dataset = load_dataset(data)
     config = TrainConfig(as_of=when, window_days=window_days, horizon_days=horizon_days,
                          max_exposures=max_exposures, seed=seed)
     which = ["propensity", "churn"] if model == Which.all else [model.value]
@@ -120,12 +120,11 @@ def predict(
     from training.registry import load_model
     from training.tracking import MODEL_NAMES, resolve_tracking
 
-    if out.suffix not in (".parquet", ".csv"):
-        raise NboError(f"--out must end in .parquet or .csv, not {out.name!r}")
+    out = check_out(out, (".parquet", ".csv"))
     when = parse_as_of(as_of)
+    dataset = load_dataset(data)
     client = resolve_tracking(tracking_uri).activate()
     loaded = load_model(client, MODEL_NAMES[model.value], alias)
-    dataset = load_dataset(data)
     customers = build_customer_features(dataset, when)
     if model == ModelKind.churn:
         frame = customers.reset_index()[["customer_id", "lifecycle"]]
