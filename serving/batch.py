@@ -1,14 +1,16 @@
 """Batch scoring for campaign tools: the real-time policy over a whole customer base, in chunks.
 
 One function decides a chunk of customers, `plan_chunk`: the materialised rows of the chunk go
-through `DecisionEngine.with_features(...).batch_decide(reserve=False)`, i.e. the very code the
-real-time service runs (`decide` gives the same offers and scores at the same `now`). Both engines
-call it: `pandas` on chunks of the features file in this process (or a pool of `workers`
-processes), `spark` inside `mapInPandas` over partitions of the same file. Nothing is re-written
-for Spark.
+through the code the real-time service runs, a chunk at a time - the engine's scoring
+(`DecisionEngine.with_features(...)._score`: same features, same models) and the arbiter's
+`arbitrate_block`, the policy that `Arbiter.decide` applies to one row - so `decide` gives the same
+offers and scores at the same `now` (tested). Both engines call it: `pandas` on chunks of the
+features file in this process (or a pool of `workers` processes), `spark` inside `mapInPandas`
+over partitions of the same file. Nothing is re-written for Spark.
 
 Reservation is exactly-once and happens on the driver only, in order, after the chunk's plan is on
-disk: every (campaign, customer, channel) has a deterministic decision id, the store refuses a
+disk, with one store call per chunk (`check_and_reserve_many`: one SQLite transaction, one Redis
+pipeline; the same checks as one call per customer): every (campaign, customer, channel) has a deterministic decision id, the store refuses a
 decision id it has seen (`ValueError`), and a refused id is looked up in the store instead of being
 reserved again. A run killed at any point and re-run with the same arguments therefore finishes
 without duplicates. Layout of the work directory next to the output (`<out>.work/`):
@@ -29,6 +31,7 @@ campaign's `as_of`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -56,8 +59,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from features import customer_feature_names, iter_materialised, materialised_meta, materialised_rows
 from nbo.errors import NboError
 from nbo.vocab import CONTACT_CHANNELS
-from serving.contact_store import OfferRef
-from serving.engine import DecisionEngine, EngineSettings, latest_features_file
+from serving.contact_store import ContactStore, OfferRef, ReserveRequest
+from serving.engine import DecisionEngine, EngineSettings, _context, _naive_utc, _seed, latest_features_file
+from serving.ranking import REASON_CODES, REASON_INDEX, seeded_draws
 from serving.rules import Rule, compile_rule
 
 log = logging.getLogger(__name__)
@@ -173,10 +177,117 @@ def open_engine(settings: EngineSettings, models: bytes | None = None) -> Decisi
     return engine
 
 
-def _no_offer_reason(suppressed: Sequence[object]) -> str:
-    if not suppressed:
-        return "no_candidate"
-    return Counter(s.reason for s in suppressed).most_common(1)[0][0]  # type: ignore[attr-defined]
+@dataclass(frozen=True)
+class _Shown:
+    """One chosen offer of a batch decision: the fields of `ranking.ShownOffer` the plan keeps."""
+
+    offer_id: str
+    rank: int
+    p_accept: float
+    expected_value: float
+    propensity: float
+    reasons: list[str]
+
+
+class _PrefetchedContacts:
+    """The contact store, with the chunk's `contact_rows` read in one go (the features' live history)."""
+
+    def __init__(self, store: ContactStore, customer_ids: list[str]) -> None:
+        self._store = store
+        self._rows = store.contact_rows_many(customer_ids)
+
+    def contact_rows(self, customer_id: str) -> list[dict[str, object]]:
+        return self._rows.get(customer_id, [])
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+def _decide_chunk(engine: DecisionEngine, frame: pd.DataFrame, job: BatchJob) -> Iterator[tuple[str, list[_Shown], str | None]]:
+    """(customer, offers, why no offer) for each row of `frame`, as `DecisionEngine.decide` answers.
+
+    The real-time path for a whole chunk at once: the engine's scoring (`_score`, the same
+    features and models), the arbiter's `arbitrate_block` (the policy `Arbiter.decide` runs with one
+    row), exploration seeded per (customer, channel, now) as `decide` seeds it, and the reasons
+    from one explainer call for the chunk. Customers who may not be contacted at all (no consent,
+    quiet hours) are not scored: every offer is suppressed for them before the scores matter.
+    """
+    arb, channel, k = engine.arbiter, job.channel, job.k
+    now = _naive_utc(job.as_of)
+    ids = [str(c) for c in frame.index.tolist()]
+    offer_ids = engine.offer_ids
+    n_o = len(offer_ids)
+    consented = arb.consent_mask(ids, channel, now, engine.consents)
+    quiet = engine.policy.quiet_hours.is_quiet(channel, now)
+    live = consented & (not quiet)
+    answers: dict[int, tuple[list[_Shown], str | None]] = {}
+    for i in np.flatnonzero(~live).tolist():
+        answers[i] = ([], "no_candidate" if not n_o else ("consent" if not consented[i] else "quiet_hours"))
+    rows = np.flatnonzero(live)
+    if len(rows) and n_o:
+        sub = frame.iloc[rows]
+        sub_ids = [ids[i] for i in rows.tolist()]
+        view = engine.with_features(sub)
+        view.store = _PrefetchedContacts(engine.store, sub_ids)  # type: ignore[assignment]
+        ctx = _context(channel, None)
+        scored = view._score(sub_ids, channel, ctx, now, view.models)
+        columns = np.array([arb._index[o] for o in offer_ids], dtype=np.int64)
+        block = arb.arbitrate_block(
+            sub_ids, channel, now, scored.p,
+            columns=columns,
+            rule_masks=arb.rule_masks(sub, channel, now, {}),
+            churn_probability=scored.churn,
+            customer_value=scored.value,
+            k=k,
+            draws=seeded_draws(np.array([_seed(c, channel, now) for c in sub_ids], dtype=np.uint64)),
+            consented=np.ones(len(sub_ids), dtype=bool),
+            histories=engine.store.histories(sub_ids, now),
+        )
+        top = _top_contributions(view, scored, block.picks, n_o)
+        for r, i in enumerate(rows.tolist()):
+            shown: list[_Shown] = []
+            churn = float(scored.churn[r])
+            for rank, c in enumerate(block.picks[r].tolist(), start=1):
+                if c < 0:
+                    break
+                explored = bool(block.explored[r, rank - 1])
+                shown.append(_Shown(offer_ids[c], rank, float(scored.p[r, c]), float(block.ev[r, c]),
+                                    float(block.propensity[r, rank - 1]),
+                                    top.get((r, c), []) + arb.offer_reasons(offer_ids[c], churn, explored)))
+            if shown:
+                answers[i] = (shown, None)
+            else:
+                codes = block.reason[r]
+                bad = REASON_INDEX["invalid_score"]  # reported first by `decide`
+                order = np.r_[np.flatnonzero(codes == bad), np.flatnonzero((codes != bad) & (codes != 0))]
+                found = [REASON_CODES[int(codes[j]) - 1] for j in order.tolist()]
+                answers[i] = ([], Counter(found).most_common(1)[0][0] if found else "no_candidate")
+    elif len(rows):
+        for i in rows.tolist():
+            answers[i] = ([], "no_candidate")
+    for i, cid in enumerate(ids):
+        yield cid, *answers[i]
+
+
+def _top_contributions(view: DecisionEngine, scored: object, picks: np.ndarray, n_o: int) -> dict[tuple[int, int], list[str]]:
+    """The three largest attributions (log-odds) of each chosen (row, column), formatted as `decide` does."""
+    models = scored.models  # type: ignore[attr-defined]
+    X = scored.X  # type: ignore[attr-defined]
+    if models is None or X is None:
+        return {}
+    where = np.argwhere(picks >= 0)
+    if not len(where):
+        return {}
+    cells = [(int(r), int(picks[r, j])) for r, j in where.tolist()]
+    index = np.array([r * n_o + c for r, c in cells], dtype=np.int64)
+    explainer = models.explainer or models.propensity.model
+    contrib = np.concatenate([explainer.contributions(X[index[lo : lo + 4096]])[:, :-1] for lo in range(0, len(index), 4096)])
+    top = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :3]
+    names = models.propensity.feature_names
+    return {
+        cell: [f"{names[j]}:{float(contrib[a, j]):+.4g}" for j in top[a].tolist()]
+        for a, cell in enumerate(cells)
+    }
 
 
 def plan_chunk(
@@ -223,16 +334,14 @@ def plan_chunk(
             add(cid, decision_id_for(job.campaign, cid, job.channel), None, None, "{}", SEGMENT_EXCLUDED)
         frame = frame[keep]
     if len(frame):
-        view = engine.with_features(frame)
         categories = dict(zip(engine.offers["offer_id"].astype(str), engine.offers["category"].astype(str), strict=True))
-        decisions = view.batch_decide(frame.index.tolist(), job.channel, job.as_of, k=job.k, reserve=False)
-        for d in decisions:
-            did = decision_id_for(job.campaign, d.customer_id, job.channel)
-            versions = json.dumps(d.model_versions, sort_keys=True)
-            if not d.offers:
-                add(d.customer_id, did, None, None, versions, _no_offer_reason(d.suppressed))
-            for o in d.offers:
-                add(d.customer_id, did, o, categories[o.offer_id], versions, None)
+        versions = json.dumps(engine.models.versions if engine.models is not None else {}, sort_keys=True)
+        for cid, offers, no_offer in _decide_chunk(engine, frame, job):
+            did = decision_id_for(job.campaign, cid, job.channel)
+            if not offers:
+                add(cid, did, None, None, versions, no_offer)
+            for o in offers:
+                add(cid, did, o, categories[o.offer_id], versions, None)
     out = pd.DataFrame(cols, columns=list(PLAN_COLUMNS))
     out["rank"] = out["rank"].astype(np.int32)
     return out
@@ -255,25 +364,37 @@ def reserve_plan(engine: DecisionEngine, plan: pd.DataFrame, job: BatchJob) -> t
     offers = plan["offer_id"].to_numpy(dtype=object)
     has_offer = plan["offer_id"].notna().to_numpy()
     dids = plan["decision_id"].to_numpy(dtype=object)
+    customers = plan["customer_id"].to_numpy(dtype=object)
+    categories = plan["category"].to_numpy(dtype=object)
+    propensities = plan["propensity"].to_numpy(dtype=np.float64)
+    versions = plan["model_versions"].to_numpy(dtype=object)
+    groups: list[list[int]] = []
+    requests: list[ReserveRequest] = []
+    parsed: dict[str, dict[str, str]] = {}
     for did, group in itertools.groupby(range(len(plan)), key=lambda i: dids[i]):
         rows = [i for i in group if has_offer[i]]
         if not rows:
             continue
         first = rows[0]
-        cid = str(plan["customer_id"].iat[first])
-        refs = [OfferRef(str(offers[i]), str(plan["category"].iat[i])) for i in rows]
-        props = {str(offers[i]): float(plan["propensity"].iat[i]) for i in rows}
+        mv = versions[first]
+        groups.append(rows)
+        requests.append(ReserveRequest(
+            str(customers[first]), job.channel, tuple(OfferRef(str(offers[i]), str(categories[i])) for i in rows), str(did),
+            {str(offers[i]): float(propensities[i]) for i in rows},
+            parsed[mv] if mv in parsed else parsed.setdefault(mv, json.loads(mv)),
+        ))
+    # One store call for the chunk (one SQLite transaction, one Redis round trip), requests in plan order.
+    results = store.check_and_reserve_many(requests, job.as_of, policy)
+    for rows, request, result in zip(groups, requests, results, strict=True):
+        first = rows[0]
         refused: list[tuple[str, str]] = []
-        try:
-            result = store.check_and_reserve(cid, job.channel, refs, job.as_of, policy, did, props,
-                                             json.loads(plan["model_versions"].iat[first]))
+        if result is None:  # the store holds this decision id: a re-run; keep what it recorded
+            stats["already_reserved"] += 1
+            cid = request.customer_id
+            kept = {c["offer_id"] for c in store.export(cid)["contacts"] if c["decision_id"] == request.decision_id}
+        else:
             kept = {r.offer_id for r in result.reserved}
             refused = list(result.refused)
-        except ValueError as exc:
-            if "already recorded" not in str(exc):
-                raise
-            stats["already_reserved"] += 1
-            kept = {c["offer_id"] for c in store.export(cid)["contacts"] if c["decision_id"] == did}
         lost = [i for i in rows if offers[i] not in kept]
         if not lost:
             continue
@@ -380,6 +501,23 @@ def _spark_planner(settings_json: str, job_json: str, customers: frozenset[str] 
     return plan
 
 
+@contextlib.contextmanager
+def _one_thread_per_worker() -> Iterator[None]:
+    """Worker processes started meanwhile run LightGBM on one thread (OMP_NUM_THREADS=1, unless set).
+
+    With one process per core, LightGBM's default (a thread per core in every process) only adds
+    contention; OpenMP reads the variable when the worker loads it, so the driver is unaffected.
+    """
+    before = os.environ.get("OMP_NUM_THREADS")
+    if before is None:
+        os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+
+
 # ----------------------------------------------------------------------------- the run
 @dataclass
 class BatchRun:
@@ -469,8 +607,8 @@ class BatchRun:
             return
         ctx = mp.get_context("spawn")
         blob = models_blob(_cached_engine(settings_json))
-        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_pool_init,
-                                 initargs=(settings_json, blob, self.customers)) as pool:
+        with _one_thread_per_worker(), ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_pool_init,
+                                                           initargs=(settings_json, blob, self.customers)) as pool:
             window: list[tuple[int, pd.DataFrame | None, Future | None, int]] = []
             source = todo()
             exhausted = False
@@ -507,6 +645,8 @@ class BatchRun:
         from pyspark import SparkConf
         from pyspark.sql import SparkSession
 
+        # One LightGBM (OpenMP) thread per Python worker: Spark already runs one task per core.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
         conf = SparkConf()
         builder = SparkSession.builder.appName(f"nbo-score-{self.job.campaign}")
         if self.master:

@@ -21,13 +21,23 @@ q uniform over R (epsilon_greedy) or q(o) proportional to exp(ev(o) / temperatur
 The recorded `propensity` of a shown offer is that P(o) at its rank, given the offers at earlier
 ranks; the product over ranks (`slate_propensity`) is the probability of the whole ordered
 answer. For k = 1 it is the plain probability that the offer was chosen.
+
+One implementation for one customer and for many: `Arbiter.arbitrate_block` applies every rule
+and the selection to a block of customers x offers at once (NumPy over the block, Python only for
+customers with a contact history and for softmax exploration), and `Arbiter.decide` is that block
+with one row. Batch scoring calls `arbitrate_block` on whole chunks.
+
+Exploration draws: `rng` may be a `numpy.random.Generator` (its `random()` gives the draw of each
+rank) or an integer seed; with a seed the draw at rank r (0-based) is `uniform(seed, r)`, a
+SplitMix64 hash of (seed, r) - counter-based, so a block computes every customer's draws at once
+and a customer gets the same draws alone or in a block.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -59,6 +69,68 @@ REASON_CODES: tuple[str, ...] = (
     "min_value",
     "diversity",
 )
+#: Codes of `BlockResult.reason`: 0 = not suppressed, i + 1 = REASON_CODES[i].
+REASON_INDEX: dict[str, int] = {r: i + 1 for i, r in enumerate(REASON_CODES)}
+_DIVERSITY = REASON_INDEX["diversity"]
+
+#: Draws for exploration: (rank, rows of the block still choosing) -> one uniform [0, 1) per row.
+Draws = Callable[[int, np.ndarray], np.ndarray]
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def uniform(seeds: np.ndarray | int, rank: int) -> np.ndarray:
+    """The exploration draw at `rank` for each seed: SplitMix64(seed + (rank + 1) x golden) / 2^64, in [0, 1).
+
+    Counter-based (no generator state), so the draws of a whole block are a few array operations
+    and equal to those of each customer alone.
+    """
+    z = np.atleast_1d(np.asarray(seeds, dtype=np.uint64)).copy()
+    step = np.uint64(((rank + 1) * 0x9E3779B97F4A7C15) % 2**64)
+    z += step
+    z ^= z >> np.uint64(30)
+    z *= _MIX1
+    z ^= z >> np.uint64(27)
+    z *= _MIX2
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def seeded_draws(seeds: np.ndarray) -> Draws:
+    """`Draws` of a block whose row i explores with `seeds[i]` (see `uniform`)."""
+    seeds = np.asarray(seeds, dtype=np.uint64)
+    return lambda rank, rows: uniform(seeds[rows], rank)
+
+
+def generator_draws(rng: np.random.Generator) -> Draws:
+    """`Draws` from a generator, one `rng.random()` per row and rank, in row order."""
+    return lambda rank, rows: np.array([rng.random() for _ in range(len(rows))], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """`Arbiter.arbitrate_block`'s answer for n customers x m offers (the block's columns).
+
+    `picks[i, r]` is the column of the offer at rank r + 1 for customer i (-1: none), with its
+    `propensity` and whether it was `explored`; `ev` the expected value of every cell that reached
+    that check (NaN elsewhere); `reason` the suppression code of every cell (0: not suppressed,
+    i.e. chosen, or eligible and not chosen within k; else 1 + index in REASON_CODES).
+    """
+
+    columns: np.ndarray  # (m,) catalogue positions
+    picks: np.ndarray  # (n, k) int64
+    propensity: np.ndarray  # (n, k) float64
+    explored: np.ndarray  # (n, k) bool
+    ev: np.ndarray  # (n, m) float64
+    reason: np.ndarray  # (n, m) int8
+
+    def suppressed_order(self, row: int) -> list[int]:
+        """Columns of row `row` that were suppressed, in the order `decide` reports them."""
+        codes = self.reason[row]
+        first = [j for j in np.flatnonzero((codes != 0) & (codes != _DIVERSITY)).tolist()]
+        return first + np.flatnonzero(codes == _DIVERSITY).tolist()
 
 
 @dataclass(frozen=True)
@@ -170,6 +242,26 @@ class Arbiter:
             lever = policy.arbitration.weight(oid, kind)
             catalogue[oid] = _Offer(oid, cat, kind, frozenset(chans), value, cost, vf, vt, rule, OfferRef(oid, cat), lever)
         self._offers = catalogue
+        # The catalogue as arrays (position = order of first appearance), for blocks of customers.
+        items = list(catalogue.values())
+        self._items = items
+        self._index = {o.offer_id: j for j, o in enumerate(items)}
+        self._value = np.array([o.value for o in items], dtype=np.float64)
+        self._cost = np.array([o.cost for o in items], dtype=np.float64)
+        self._lever = np.array([o.lever for o in items], dtype=np.float64)
+        self._valid_from = np.array([o.valid_from for o in items], dtype=np.float64)
+        self._valid_to = np.array([o.valid_to for o in items], dtype=np.float64)
+        self._retention = np.array([o.kind == "retention" for o in items], dtype=bool)
+        categories = sorted({o.category for o in items})
+        self._category = np.array([categories.index(o.category) for o in items], dtype=np.int64)
+        self._n_categories = len(categories)
+        self._id_order = np.argsort(np.argsort(np.array([o.offer_id for o in items], dtype=object), kind="stable"), kind="stable")
+        self._rules: dict[int, Rule] = {id(o.rule): o.rule for o in items if o.rule is not None}
+
+    @property
+    def offer_ids(self) -> list[str]:
+        """Catalogue offer ids in column order of `arbitrate_block`."""
+        return [o.offer_id for o in self._items]
 
     # ------------------------------------------------------------------ helpers
     def _consented(self, customer_id: str, channel: str, now: datetime, consents: Mapping[str, bool] | ConsentBook | None) -> bool:
@@ -179,10 +271,45 @@ class Arbiter:
             state = None if consents is None else consents.get(channel)
         return (channel not in self.policy.consent.opt_in_channels) if state is None else bool(state)
 
+    def consent_mask(self, customer_ids: Sequence[str], channel: str, now: datetime, consents: ConsentBook | None) -> np.ndarray:
+        """May each customer be contacted on `channel` at `now` (the consent rule of `decide`)."""
+        return np.fromiter((self._consented(c, channel, now, consents) for c in customer_ids), dtype=bool, count=len(customer_ids))
+
+    def _context_env(self, channel: str, now: datetime, context: Mapping[str, object] | None) -> dict[str, object]:
+        env = dict(context or {})
+        env["channel"] = channel
+        env.setdefault("hour", now.hour)
+        env.setdefault("day_of_week", now.weekday())
+        return env
+
+    def rule_masks(
+        self, features: pd.DataFrame | Mapping[str, object] | None, channel: str, now: datetime, context: Mapping[str, object] | None = None
+    ) -> dict[int, np.ndarray]:
+        """Eligibility of every rule of the catalogue: rule id -> one bool per customer.
+
+        `features`: one customer's values (a mapping, or None when unknown: `Rule.evaluate`) or a
+        frame of customers (`Rule.evaluate_frame`, the same semantics). Context values
+        (channel, hour, day_of_week, page_category, device) are the same for every row.
+        """
+        env = self._context_env(channel, now, context)
+        if features is None or isinstance(features, Mapping):
+            row = dict(features or {})
+            row.update(env)
+            return {key: np.array([rule.evaluate(row)]) for key, rule in self._rules.items()}
+        needed = sorted({n for r in self._rules.values() for n in r.names})
+        frame = pd.DataFrame({n: features[n] for n in needed if n in features.columns and n not in env}, index=features.index)
+        for name, value in env.items():
+            if name in needed:
+                frame[name] = value
+        return {key: rule.evaluate_frame(frame) for key, rule in self._rules.items()}
+
     def _select(
         self, eligible: list[tuple[float, _Offer]], k: int, rng: np.random.Generator
     ) -> list[tuple[_Offer, float, bool]]:
-        """Sequential sampling without replacement; returns (offer, propensity at its rank, explored)."""
+        """Sequential sampling without replacement; returns (offer, propensity at its rank, explored).
+
+        The one-customer form of the selection in `arbitrate_block` (which runs it for softmax).
+        """
         exp = self.policy.arbitration.exploration
         limit = self.policy.arbitration.max_per_category
         remaining = sorted(eligible, key=lambda e: (-e[0], e[1].offer_id))
@@ -221,6 +348,191 @@ class Arbiter:
                 remaining = [e for e in remaining if e[1].category != full]
         return picked
 
+    # ------------------------------------------------------------------ the block
+    def arbitrate_block(
+        self,
+        customer_ids: Sequence[str],
+        channel: str,
+        now: datetime,
+        p_accept: np.ndarray,
+        *,
+        columns: np.ndarray | None = None,
+        rule_masks: Mapping[int, np.ndarray] | None = None,
+        churn_probability: np.ndarray | None = None,
+        customer_value: np.ndarray | None = None,
+        k: int = 1,
+        draws: Draws,
+        consented: np.ndarray,
+        histories: Mapping[str, ContactHistory] | None = None,
+    ) -> BlockResult:
+        """Apply the policy to n customers x m offers at once and choose up to `k` offers per customer.
+
+        `p_accept` (n, m): calibrated scores of the offers at catalogue positions `columns` (all
+        offers in catalogue order when None; no repeats). `consented` (n,): `consent_mask`.
+        `rule_masks`: `rule_masks(...)` of these customers. `histories`: contact histories by
+        customer (read from the store when None; customers absent have none). Nothing is recorded.
+        The checks and their order are those of the module docstring and `decide`.
+        """
+        t = to_epoch(now)
+        policy, arb = self.policy, self.policy.arbitration
+        ids = list(customer_ids)
+        n = len(ids)
+        cols = np.arange(len(self._items)) if columns is None else np.asarray(columns, dtype=np.int64)
+        m = len(cols)
+        p = np.asarray(p_accept, dtype=np.float64).reshape(n, m)
+        churn = np.zeros(n) if churn_probability is None else np.asarray(churn_probability, dtype=np.float64)
+        cv = np.zeros(n) if customer_value is None else np.asarray(customer_value, dtype=np.float64)
+        code = np.zeros((n, m), dtype=np.int8)
+
+        def put(mask: np.ndarray, reason: str) -> None:
+            code[(code == 0) & mask] = REASON_INDEX[reason]
+
+        with np.errstate(invalid="ignore"):
+            put(~((p >= 0.0) & (p <= 1.0)), "invalid_score")
+        consented = np.asarray(consented, dtype=bool)
+        put(~consented[:, None], "consent")
+        open_rows = consented.copy()
+        if policy.quiet_hours.is_quiet(channel, now):
+            put(np.ones((n, 1), dtype=bool), "quiet_hours")
+            open_rows[:] = False
+        # Contact history: one empty-history answer for every customer without one, Python for the rest.
+        todo = np.flatnonzero(open_rows)
+        if histories is None and len(todo):
+            histories = self.store.histories([ids[i] for i in todo], now)
+        histories = histories or {}
+        refs = [self._items[j].ref for j in cols.tolist()]
+        empty = ContactHistory("", t)
+        empty_decision = decision_refusal(empty, channel, policy)
+        empty_offer = [offer_refusal(empty, r, policy, {}) for r in refs]
+        row_reason: list[str | None] = [None] * n
+        offer_reason = np.zeros((n, m), dtype=np.int8)
+        if empty_decision is None:
+            base = np.array([0 if r is None else REASON_INDEX[r] for r in empty_offer], dtype=np.int8)
+            offer_reason[:] = base
+        for i in todo.tolist():
+            h = histories.get(ids[i])
+            if h is None or (not h.contacts and not h.last_decline_offer and not h.last_decline_category):
+                row_reason[i] = empty_decision
+                continue
+            why = decision_refusal(h, channel, policy)
+            row_reason[i] = why
+            if why is None:
+                shows = h.offer_show_counts(policy.offer_cap.days)
+                offer_reason[i] = [0 if (r := offer_refusal(h, ref, policy, shows)) is None else REASON_INDEX[r] for ref in refs]
+        for reason in ("cap_channel", "cap_outbound"):
+            rows = np.array([r == reason for r in row_reason], dtype=bool)
+            if rows.any():
+                put(rows[:, None], reason)
+                open_rows &= ~rows
+        # Offer by offer, for the customers still open.
+        opened = open_rows[:, None]
+        valid = (self._valid_from[cols] <= t) & (t <= self._valid_to[cols])
+        put(opened & ~valid[None, :], "validity")
+        on_channel = np.array([channel in self._items[j].channels for j in cols.tolist()], dtype=bool)
+        put(opened & ~on_channel[None, :], "channel")
+        masks = rule_masks or {}
+        for c, j in enumerate(cols.tolist()):
+            rule = self._items[j].rule
+            if rule is not None:
+                ok = masks.get(id(rule))
+                if ok is None:
+                    raise ValueError(f"no rule mask for offer {self._items[j].offer_id!r}")
+                out = (code[:, c] == 0) & open_rows & ~np.asarray(ok, dtype=bool)
+                code[out, c] = REASON_INDEX["eligibility"]
+        code = np.where((code == 0) & opened & (offer_reason != 0), offer_reason, code).astype(np.int8)
+        # Expected value, in the order of operations of the scalar formula.
+        ev = p * self._value[cols] * self._lever[cols] - self._cost[cols]
+        ret = self._retention[cols]
+        if ret.any():
+            ev[:, ret] = ev[:, ret] + (churn * cv)[:, None] * p[:, ret]
+        reached = code == 0
+        ev = np.where(reached, ev, np.nan)
+        put(reached & (ev < arb.min_expected_value), "min_value")
+        eligible = code == 0
+
+        picks, props, explored = self._choose(ev, eligible, cols, k, draws)
+        # Diversity: eligible offers left out because their category is full.
+        limit = arb.max_per_category
+        cats = self._category[cols]
+        counts = np.zeros((n, max(self._n_categories, 1)), dtype=np.int64)
+        for r in range(picks.shape[1]):
+            got = picks[:, r] >= 0
+            np.add.at(counts, (np.flatnonzero(got), cats[picks[got, r]]), 1)
+        chosen = np.zeros((n, m), dtype=bool)
+        for r in range(picks.shape[1]):
+            got = np.flatnonzero(picks[:, r] >= 0)
+            chosen[got, picks[got, r]] = True
+        any_pick = (picks >= 0).any(axis=1)
+        full = counts[:, cats] >= limit
+        code[eligible & ~chosen & full & any_pick[:, None]] = _DIVERSITY
+        return BlockResult(cols, picks, props, explored, ev, code)
+
+    def _choose(
+        self, ev: np.ndarray, eligible: np.ndarray, cols: np.ndarray, k: int, draws: Draws
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The selection of the module docstring for every row at once (columns of the picks)."""
+        n, m = ev.shape
+        exp = self.policy.arbitration.exploration
+        limit = self.policy.arbitration.max_per_category
+        picks = np.full((n, k), -1, dtype=np.int64)
+        props = np.zeros((n, k))
+        explored = np.zeros((n, k), dtype=bool)
+        if n == 0 or m == 0 or not eligible.any():
+            return picks, props, explored
+        if exp.method == "softmax" and exp.rate > 0.0:
+            for i in np.flatnonzero(eligible.any(axis=1)).tolist():
+                row = [(float(ev[i, c]), self._items[j]) for c, j in enumerate(cols.tolist()) if eligible[i, c]]
+                where = {self._items[j].offer_id: c for c, j in enumerate(cols.tolist())}
+                stream = _RowDraws(draws, i)
+                for r, (o, prop, exp_) in enumerate(self._select(row, k, stream)):  # type: ignore[arg-type]
+                    picks[i, r], props[i, r], explored[i, r] = where[o.offer_id], prop, exp_
+            return picks, props, explored
+        # Sort every row by (-ev, offer_id); ineligible cells last.
+        key = np.where(eligible, -np.where(eligible, ev, 0.0), np.inf)
+        tie = np.broadcast_to(self._id_order[cols], (n, m))
+        order = np.lexsort((tie, key), axis=-1)
+        rows_all = np.arange(n)[:, None]
+        remaining = eligible[rows_all, order]
+        cat_sorted = self._category[cols][order]
+        per_cat = np.zeros((n, max(self._n_categories, 1)), dtype=np.int64)
+        for r in range(k):
+            left = remaining.sum(axis=1)
+            active = np.flatnonzero(left > 0)
+            if not len(active):
+                break
+            rem = remaining[active]
+            nr = left[active]
+            first = np.argmax(rem, axis=1)
+            u = np.asarray(draws(r, active), dtype=np.float64)
+            a = np.arange(len(active))
+            if exp.rate <= 0.0:
+                probs = np.zeros(rem.shape)
+                probs[a, first] = 1.0
+            else:
+                probs = np.where(rem, (exp.rate * (1.0 / nr))[:, None], 0.0)
+                probs[a, first] += 1.0 - exp.rate
+                single = nr == 1
+                if single.any():
+                    probs[single] = 0.0
+                    probs[np.flatnonzero(single), first[single]] = 1.0
+            acc = np.cumsum(probs, axis=1)
+            hit = rem & (u[:, None] < acc)
+            has = hit.any(axis=1)
+            positive = rem & (probs > 0.0)
+            last = m - 1 - np.argmax(positive[:, ::-1], axis=1)
+            choice = np.where(has, np.argmax(hit, axis=1), last)
+            picks[active, r] = order[active, choice]
+            props[active, r] = probs[a, choice]
+            explored[active, r] = choice != first
+            remaining[active, choice] = False
+            cat = cat_sorted[active, choice]
+            per_cat[active, cat] += 1
+            full = per_cat[active, cat] >= limit
+            if full.any():
+                rows = active[full]
+                remaining[rows] &= cat_sorted[rows] != cat[full][:, None]
+        return picks, props, explored
+
     # ------------------------------------------------------------------ decide
     def decide(
         self,
@@ -244,19 +556,19 @@ class Arbiter:
 
         `consents`: channel -> latest consent (absent: no row) or a `ConsentBook`.
         `reserve=False` answers without recording anything (what-if / batch scoring).
+        `rng`: a generator, or an integer seed (see `uniform`), or None (this arbiter's generator).
+        The policy itself is `arbitrate_block` with one row.
         """
         if channel not in CONTACT_CHANNELS:
             raise ValueError(f"channel must be one of {CONTACT_CHANNELS}, got {channel!r}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if isinstance(rng, int | np.integer):
-            rng = np.random.default_rng(int(rng))
-        elif rng is None:
-            rng = self._rng
+            draws = seeded_draws(np.array([int(rng) % 2**64], dtype=np.uint64))
+        else:
+            draws = generator_draws(self._rng if rng is None else rng)
         if now.tzinfo is not None:
             now = now.astimezone(UTC).replace(tzinfo=None)
-        t = to_epoch(now)
-        policy = self.policy
         decision_id = decision_id or uuid.uuid4().hex
         cands = (
             [Candidate(o, p) for o, p in candidates.items()] if isinstance(candidates, Mapping) else list(candidates)
@@ -284,79 +596,42 @@ class Arbiter:
                 seen.add(c.offer_id)
                 known.append((c, o))
 
-        reason: str | None = None
-        history: ContactHistory | None = None
-        if not self._consented(customer_id, channel, now, consents):
-            reason = "consent"
-        elif policy.quiet_hours.is_quiet(channel, now):
-            reason = "quiet_hours"
-        else:
-            history = self.store.history(customer_id, now)
-            reason = decision_refusal(history, channel, policy)
-
-        eligible: list[tuple[float, _Offer]] = []
-        by_id: dict[str, tuple[Candidate, float]] = {}
-        if reason is not None:
-            for c, _ in known:
-                drop(c.offer_id, reason)
-        else:
-            env = dict(features or {})
-            env.update(context or {})
-            env["channel"] = channel
-            env.setdefault("hour", now.hour)
-            env.setdefault("day_of_week", now.weekday())
-            rule_cache: dict[int, bool] = {}
-            arb = policy.arbitration
-            shows = history.offer_show_counts(policy.offer_cap.days)  # type: ignore[union-attr]
-            for c, o in known:
-                if not (o.valid_from <= t <= o.valid_to):
-                    drop(o.offer_id, "validity")
-                    continue
-                if channel not in o.channels:
-                    drop(o.offer_id, "channel")
-                    continue
-                if o.rule is not None:
-                    key = id(o.rule)
-                    ok = rule_cache.get(key)
-                    if ok is None:
-                        ok = rule_cache[key] = o.rule.evaluate(env)
-                    if not ok:
-                        drop(o.offer_id, "eligibility")
-                        continue
-                why = offer_refusal(history, o.ref, policy, shows)  # type: ignore[arg-type]
-                if why is not None:
-                    drop(o.offer_id, why)
-                    continue
-                p = float(c.p_accept)
-                ev = p * o.value * o.lever - o.cost
-                if o.kind == "retention":
-                    ev += churn_probability * customer_value * p
-                if ev < arb.min_expected_value:
-                    drop(o.offer_id, "min_value")
-                    continue
-                eligible.append((ev, o))
-                by_id[o.offer_id] = (c, ev)
-
-        picked = self._select(eligible, k, rng) if eligible else []
-        if picked:
-            cats: dict[str, int] = {}
-            for o, _, _ in picked:
-                cats[o.category] = cats.get(o.category, 0) + 1
-            chosen_ids = {o.offer_id for o, _, _ in picked}
-            for _, o in eligible:
-                if o.offer_id not in chosen_ids and cats.get(o.category, 0) >= policy.arbitration.max_per_category:
-                    drop(o.offer_id, "diversity")
-        slate = math.prod(p for _, p, _ in picked) if picked else 1.0
+        consented = np.array([self._consented(customer_id, channel, now, consents)])
+        histories: dict[str, ContactHistory] = {}
+        if consented[0] and not self.policy.quiet_hours.is_quiet(channel, now):
+            histories[customer_id] = self.store.history(customer_id, now)
+        block = self.arbitrate_block(
+            [customer_id],
+            channel,
+            now,
+            np.array([[float(c.p_accept) for c, _ in known]], dtype=np.float64).reshape(1, len(known)),
+            columns=np.array([self._index[o.offer_id] for _, o in known], dtype=np.int64),
+            rule_masks=self.rule_masks(features, channel, now, context),
+            churn_probability=np.array([churn_probability], dtype=np.float64),
+            customer_value=np.array([customer_value], dtype=np.float64),
+            k=k,
+            draws=draws,
+            consented=consented,
+            histories=histories,
+        )
+        for c in block.suppressed_order(0):
+            drop(known[c][0].offer_id, REASON_CODES[int(block.reason[0, c]) - 1])
+        picked = [
+            (known[c][1], float(block.propensity[0, r]), bool(block.explored[0, r]), c)
+            for r, c in enumerate(block.picks[0].tolist())
+            if c >= 0
+        ]
+        slate = math.prod(p for _, p, _, _ in picked) if picked else 1.0
 
         if reserve:
             result = self.store.check_and_reserve(
                 customer_id,
                 channel,
-                [o.ref for o, _, _ in picked],
+                [o.ref for o, _, _, _ in picked],
                 now,
-                policy,
+                self.policy,
                 decision_id,
-                {o.offer_id: p for o, p, _ in picked},
+                {o.offer_id: p for o, p, _, _ in picked},
                 model_versions,
             )
             kept = {r.offer_id for r in result.reserved}
@@ -365,26 +640,17 @@ class Arbiter:
             picked = [x for x in picked if x[0].offer_id in kept]
 
         shown: list[ShownOffer] = []
-        for rank, (o, prop, explored) in enumerate(picked, start=1):
-            c, ev = by_id[o.offer_id]
-            reasons = [
-                f"{name}:{value:+.4g}"
-                for name, value in sorted(c.contributions.items(), key=lambda kv: -abs(kv[1]))[:3]
-            ]
-            if o.rule is not None:
-                reasons.append(f"eligibility: {o.rule.text}")
-            if o.kind == "retention" and churn_probability:
-                reasons.append("retention value: churn_probability x customer_value")
-            reasons.append("explored" if explored else "best expected value")
+        for rank, (o, prop, explored, c) in enumerate(picked, start=1):
+            cand = known[c][0]
             shown.append(
                 ShownOffer(
                     offer_id=o.offer_id,
                     rank=rank,
-                    p_accept=float(c.p_accept),
-                    expected_value=float(ev),
+                    p_accept=float(cand.p_accept),
+                    expected_value=float(block.ev[0, c]),
                     propensity=float(prop),
                     explored=explored,
-                    reasons=reasons,
+                    reasons=self.offer_reasons(o.offer_id, churn_probability, explored, cand.contributions),
                 )
             )
         return Decision(
@@ -398,3 +664,32 @@ class Arbiter:
             fallback=fallback,
             slate_propensity=slate,
         )
+
+    def offer_reasons(
+        self, offer_id: str, churn_probability: float, explored: bool, contributions: Mapping[str, float] | None = None
+    ) -> list[str]:
+        """The arbiter's reasons for showing an offer (after the top contributions, when given)."""
+        o = self._offers[offer_id]
+        reasons = (
+            [f"{name}:{value:+.4g}" for name, value in sorted(contributions.items(), key=lambda kv: -abs(kv[1]))[:3]]
+            if contributions
+            else []
+        )
+        if o.rule is not None:
+            reasons.append(f"eligibility: {o.rule.text}")
+        if o.kind == "retention" and churn_probability:
+            reasons.append("retention value: churn_probability x customer_value")
+        reasons.append("explored" if explored else "best expected value")
+        return reasons
+
+
+class _RowDraws:
+    """One row's draws of a block, as the `random()` of a generator (for `Arbiter._select`)."""
+
+    def __init__(self, draws: Draws, row: int) -> None:
+        self._draws, self._row, self._rank = draws, np.array([row]), 0
+
+    def random(self) -> float:
+        u = float(self._draws(self._rank, self._row)[0])
+        self._rank += 1
+        return u

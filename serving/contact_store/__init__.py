@@ -6,6 +6,7 @@ from serving.contact_store.base import (
     ContactRecord,
     ContactStore,
     OfferRef,
+    ReserveRequest,
     ReserveResult,
 )
 from serving.contact_store.consent import ConsentBook
@@ -20,6 +21,7 @@ __all__ = [
     "ContactStore",
     "OfferRef",
     "RedisContactStore",
+    "ReserveRequest",
     "ReserveResult",
     "SQLiteContactStore",
 ]

@@ -60,6 +60,18 @@ class ReserveResult:
 
 
 @dataclass(frozen=True)
+class ReserveRequest:
+    """One decision's offers to reserve (an argument of `ContactStore.check_and_reserve_many`)."""
+
+    customer_id: str
+    channel: str
+    offers: tuple[OfferRef, ...]
+    decision_id: str
+    propensities: Mapping[str, float]
+    model_versions: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class ContactRecord:
     """One show as recorded by the store (epoch seconds)."""
 
@@ -199,9 +211,33 @@ class ContactStore(ABC):
         an error (ValueError): decisions are never overwritten.
         """
 
+    def check_and_reserve_many(
+        self, requests: list[ReserveRequest], now: datetime, policy: ContactPolicy
+    ) -> list[ReserveResult | None]:
+        """`check_and_reserve` for many decisions, in order; None for a decision id seen before.
+
+        Each request is checked and recorded as `check_and_reserve` would, after the requests
+        before it (a customer's second request sees the first one's contacts). Backends override
+        it to pay one transaction (SQLite) or one round trip (Redis) per call instead of per request.
+        """
+        out: list[ReserveResult | None] = []
+        for r in requests:
+            try:
+                out.append(self.check_and_reserve(r.customer_id, r.channel, list(r.offers), now, policy, r.decision_id,
+                                                  r.propensities, r.model_versions))
+            except ValueError as exc:
+                if "already recorded" not in str(exc):
+                    raise
+                out.append(None)
+        return out
+
     @abstractmethod
     def history(self, customer_id: str, now: datetime) -> ContactHistory:
         """Contacts in the last `horizon_days` before `now` and the last decline per offer/category."""
+
+    def histories(self, customer_ids: list[str], now: datetime) -> dict[str, ContactHistory]:
+        """`history` of many customers; customers without any recent contact or decline may be left out."""
+        return {c: self.history(c, now) for c in customer_ids}
 
     @abstractmethod
     def record_outcome(self, decision_id: str, offer_id: str, outcome: str, ts: datetime) -> bool:
@@ -218,6 +254,10 @@ class ContactStore(ABC):
     def contact_rows(self, customer_id: str) -> list[dict[str, object]]:
         """`export(customer_id)["contacts"]`; stores override it to skip reading the decision log."""
         return self.export(customer_id)["contacts"]
+
+    def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
+        """`contact_rows` of many customers; customers without rows may be left out."""
+        return {c: rows for c in customer_ids if (rows := self.contact_rows(c))}
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections."""

@@ -31,6 +31,7 @@ from serving.contact_store.base import (
     ContactRecord,
     ContactStore,
     OfferRef,
+    ReserveRequest,
     ReserveResult,
     check_outcome,
     check_propensities,
@@ -175,6 +176,91 @@ class RedisContactStore(ContactStore):
     @staticmethod
     def _s(value: object) -> str:
         return value.decode() if isinstance(value, bytes) else str(value)
+
+    def _cfg(self, channel: str, policy: ContactPolicy) -> str:
+        cap = policy.caps.get(channel)  # type: ignore[call-overload]
+        return json.dumps({
+            "cap": None if cap is None else {"max": cap.max, "days": cap.days},
+            "out_applies": channel in policy.outbound.channels,
+            "out": {"max": policy.outbound.max, "days": policy.outbound.days, "channels": list(policy.outbound.channels)},
+            "offer": {"max": policy.offer_cap.max, "days": policy.offer_cap.days},
+            "cd_offer": policy.cooldown.offer_days,
+            "cd_cat": policy.cooldown.category_days,
+        })
+
+    def check_and_reserve_many(
+        self, requests: list[ReserveRequest], now: datetime, policy: ContactPolicy
+    ) -> list[ReserveResult | None]:
+        """The reservation script once per request, all in one pipeline (one round trip).
+
+        Each script runs atomically, in order, so the caps hold exactly as with one call per request.
+        """
+        for r in requests:
+            check_propensities(r.offers, r.propensities)
+        self.check_policy(policy)
+        if not requests:
+            return []
+        now_s = repr(to_epoch(now))
+        cfgs: dict[str, str] = {}
+        pipe = self.client.pipeline(transaction=False)
+        for r in requests:
+            cfg = cfgs.get(r.channel) or cfgs.setdefault(r.channel, self._cfg(r.channel, policy))
+            payload = [{"o": o.offer_id, "cat": o.category, "p": repr(float(r.propensities[o.offer_id]))} for o in r.offers]
+            self._reserve(
+                keys=[self._base(r.customer_id), self._dkey(r.decision_id)],
+                args=[now_s, r.channel, cfg, json.dumps(payload) if payload else "[]", r.decision_id, r.customer_id,
+                      json.dumps(dict(r.model_versions or {})), self._ttl],
+                client=pipe,
+            )
+        out: list[ReserveResult | None] = []
+        for r, raw in zip(requests, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(raw, redis.ResponseError):
+                if "DUPLICATE" in str(raw):
+                    out.append(None)
+                    continue
+                raise raw
+            if isinstance(raw, Exception):
+                raise raw
+            result = json.loads(self._s(raw))
+            ok_ids = result["ok"] if isinstance(result["ok"], list) else []
+            refused = result["refused"] if isinstance(result["refused"], list) else []
+            by_id = {o.offer_id: o for o in r.offers}
+            out.append(ReserveResult(r.decision_id, tuple(by_id[i] for i in ok_ids),
+                                     tuple((str(o), str(x)) for o, x in refused)))
+        return out
+
+    def histories(self, customer_ids: list[str], now: datetime) -> dict[str, ContactHistory]:
+        """`history` of many customers in one pipeline (each customer's reads are not one snapshot:
+        they are a pre-filter, the reservation script re-checks atomically)."""
+        t = to_epoch(now)
+        since = t - self.horizon_days * DAY
+        ids = list(dict.fromkeys(customer_ids))
+        pipe = self.client.pipeline(transaction=False)
+        for cid in ids:
+            base = self._base(cid)
+            pipe.zrangebyscore(f"{base}:log", f"({since:.6f}", "+inf")
+            pipe.hgetall(f"{base}:dco")
+            pipe.hgetall(f"{base}:dcc")
+        raw = pipe.execute()
+        out: dict[str, ContactHistory] = {}
+        for i, cid in enumerate(ids):
+            log, dco, dcc = raw[3 * i : 3 * i + 3]
+            if not log and not dco and not dcc:
+                continue
+            out[cid] = self._make_history(cid, t, since, log, dco, dcc)
+        return out
+
+    def _make_history(self, customer_id: str, t: float, since: float, log: list, dco: dict, dcc: dict) -> ContactHistory:
+        contacts = []
+        for member in log:
+            r = json.loads(self._s(member))
+            contacts.append(ContactRecord(r["d"], r["o"], r["cat"], r["ch"], float(r["ts"])))
+
+        def recent(h: dict) -> dict[str, float]:
+            out = {self._s(k): float(self._s(v)) for k, v in h.items()}
+            return {k: v for k, v in out.items() if v > since}
+
+        return ContactHistory(customer_id, t, tuple(contacts), recent(dco), recent(dcc))
 
     def check_and_reserve(
         self,

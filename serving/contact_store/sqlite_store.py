@@ -21,6 +21,7 @@ from serving.contact_store.base import (
     ContactRecord,
     ContactStore,
     OfferRef,
+    ReserveRequest,
     ReserveResult,
     check_outcome,
     check_propensities,
@@ -29,6 +30,9 @@ from serving.contact_store.base import (
     to_epoch,
 )
 from serving.policy import ContactPolicy
+
+#: Ids per `IN (...)` list (SQLite allows 32,766 parameters since 3.32; stay well below).
+_IN_BATCH = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -103,6 +107,103 @@ class SQLiteContactStore(ContactStore):
             last_offer[offer_id] = max(ts, last_offer.get(offer_id, ts))
             last_cat[category] = max(ts, last_cat.get(category, ts))
         return ContactHistory(customer_id, now, tuple(ContactRecord(*r) for r in rows), last_offer, last_cat)
+
+    def _histories(self, conn: sqlite3.Connection, customer_ids: list[str], now: float, days: float) -> dict[str, ContactHistory]:
+        """`_history` of many customers in a few queries; customers with nothing recent are left out."""
+        since = now - days * DAY
+        contacts: dict[str, list[ContactRecord]] = {}
+        last_offer: dict[str, dict[str, float]] = {}
+        last_cat: dict[str, dict[str, float]] = {}
+        unique = list(dict.fromkeys(customer_ids))
+        for lo in range(0, len(unique), _IN_BATCH):
+            part = unique[lo : lo + _IN_BATCH]
+            marks = ",".join("?" * len(part))
+            for cid, *rest in conn.execute(
+                f"SELECT customer_id, decision_id, offer_id, category, channel, ts FROM contacts WHERE customer_id IN ({marks}) AND ts > ?",
+                (*part, since),
+            ):
+                contacts.setdefault(cid, []).append(ContactRecord(*rest))
+            for cid, offer_id, category, ts in conn.execute(
+                f"SELECT customer_id, offer_id, category, ts FROM declines WHERE customer_id IN ({marks}) AND ts > ?", (*part, since)
+            ):
+                lo_, lc = last_offer.setdefault(cid, {}), last_cat.setdefault(cid, {})
+                lo_[offer_id] = max(ts, lo_.get(offer_id, ts))
+                lc[category] = max(ts, lc.get(category, ts))
+        return {
+            cid: ContactHistory(cid, now, tuple(contacts.get(cid, ())), last_offer.get(cid, {}), last_cat.get(cid, {}))
+            for cid in set(contacts) | set(last_offer)
+        }
+
+    def histories(self, customer_ids: list[str], now: datetime) -> dict[str, ContactHistory]:
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            return self._histories(conn, list(customer_ids), to_epoch(now), self.horizon_days)
+        finally:
+            conn.execute("COMMIT")
+
+    def check_and_reserve_many(
+        self, requests: list[ReserveRequest], now: datetime, policy: ContactPolicy
+    ) -> list[ReserveResult | None]:
+        """One `BEGIN IMMEDIATE` transaction for all the requests: the caps are read once, under the
+        write lock, and every request is checked against them plus the requests before it."""
+        for r in requests:
+            check_propensities(r.offers, r.propensities)
+        self.check_policy(policy)
+        if not requests:
+            return []
+        t = to_epoch(now)
+        days = policy.longest_window_days
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            known = self._histories(conn, [r.customer_id for r in requests], t, days)
+            ids = list(dict.fromkeys(r.decision_id for r in requests))
+            taken: set[str] = set()
+            for lo in range(0, len(ids), _IN_BATCH):
+                part = ids[lo : lo + _IN_BATCH]
+                taken.update(d for (d,) in conn.execute(
+                    f"SELECT decision_id FROM decisions WHERE decision_id IN ({','.join('?' * len(part))})", part))
+            decisions: list[tuple] = []
+            shows: list[tuple] = []
+            written: set[str] = set()
+
+            def flush() -> None:
+                conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)", decisions)
+                conn.executemany(
+                    "INSERT INTO contacts (decision_id, offer_id, customer_id, category, channel, ts, rank, propensity)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    shows,
+                )
+                decisions.clear()
+                shows.clear()
+
+            out: list[ReserveResult | None] = []
+            for r in requests:
+                if r.decision_id in taken:
+                    out.append(None)
+                    continue
+                cid = r.customer_id
+                if cid in written:  # a second decision for this customer in the call: read what the first wrote
+                    flush()
+                    history = self._history(conn, cid, t, days)
+                else:
+                    history = known.get(cid) or ContactHistory(cid, t)
+                ok, refused = split_offers(history, r.channel, list(r.offers), policy)
+                decisions.append((r.decision_id, cid, r.channel, t, len(ok), json.dumps(dict(r.model_versions or {}))))
+                shows.extend(
+                    (r.decision_id, o.offer_id, cid, o.category, r.channel, t, i + 1, float(r.propensities[o.offer_id]))
+                    for i, o in enumerate(ok)
+                )
+                taken.add(r.decision_id)
+                written.add(cid)
+                out.append(ReserveResult(r.decision_id, tuple(ok), tuple(refused)))
+            flush()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return out
 
     def check_and_reserve(
         self,
@@ -231,6 +332,24 @@ class SQLiteContactStore(ContactStore):
                 "SELECT * FROM contacts WHERE customer_id = ? ORDER BY ts, decision_id, rank", (customer_id,)
             )
         ]
+
+    def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
+        conn = self._conn()
+        out: dict[str, list[dict[str, object]]] = {}
+        unique = list(dict.fromkeys(customer_ids))
+        for lo in range(0, len(unique), _IN_BATCH):
+            part = unique[lo : lo + _IN_BATCH]
+            for d, o, c, cat, ch, ts, rank, p, outcome, ots in conn.execute(
+                f"SELECT * FROM contacts WHERE customer_id IN ({','.join('?' * len(part))}) "
+                "ORDER BY customer_id, ts, decision_id, rank",
+                part,
+            ):
+                out.setdefault(c, []).append({
+                    "decision_id": d, "offer_id": o, "customer_id": c, "category": cat, "channel": ch,
+                    "ts": from_epoch(ts), "rank": rank, "propensity": p, "outcome": outcome,
+                    "outcome_ts": None if ots is None else from_epoch(ots),
+                })
+        return out
 
     def close(self) -> None:
         with self._lock:
