@@ -1,7 +1,8 @@
 """Run every `benchmarks/bench_*.py` in turn, each in its own process, and report failures.
 
-    python -m benchmarks                 # all of them, default sizes
+    python -m benchmarks                 # all of them, default sizes (except the opt-in ones)
     python -m benchmarks simulator ranking   # a selection, by name
+    python -m benchmarks soak            # opt-in: 10 minutes of load (docs/reliability.md §8)
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+#: Run only when named: the soak holds the machine for 10 minutes of load, too long for `make bench`.
+OPT_IN = {"soak"}
 
 
 def main(argv: list[str]) -> int:
     scripts = sorted(HERE.glob("bench_*.py"))
     if argv:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in argv]
+    else:
+        scripts = [s for s in scripts if s.stem.removeprefix("bench_") not in OPT_IN]
     failed = []
     for script in scripts:
         print(f"\n===== {script.stem} =====", flush=True)
