@@ -73,6 +73,9 @@ REASON_CODES: tuple[str, ...] = (
 REASON_INDEX: dict[str, int] = {r: i + 1 for i, r in enumerate(REASON_CODES)}
 _DIVERSITY = REASON_INDEX["diversity"]
 
+#: Below this many customers the selection runs row by row (`_select`): array set-up costs more.
+_ROWS_FOR_ARRAYS = 4
+
 #: Draws for exploration: (rank, rows of the block still choosing) -> one uniform [0, 1) per row.
 Draws = Callable[[int, np.ndarray], np.ndarray]
 
@@ -98,9 +101,24 @@ def uniform(seeds: np.ndarray | int, rank: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
+_M64 = 2**64 - 1
+
+
+def _uniform_one(seed: int, rank: int) -> float:
+    """`uniform` of one seed in plain Python integers (a one-row block: no array overhead)."""
+    z = (seed + (rank + 1) * 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    z ^= z >> 31
+    return (z >> 11) * (1.0 / 9007199254740992.0)
+
+
 def seeded_draws(seeds: np.ndarray) -> Draws:
     """`Draws` of a block whose row i explores with `seeds[i]` (see `uniform`)."""
     seeds = np.asarray(seeds, dtype=np.uint64)
+    if len(seeds) == 1:
+        one = int(seeds[0])
+        return lambda rank, rows: np.array([_uniform_one(one, rank)] * len(rows), dtype=np.float64)
     return lambda rank, rows: uniform(seeds[rows], rank)
 
 
@@ -257,6 +275,11 @@ class Arbiter:
         self._n_categories = len(categories)
         self._id_order = np.argsort(np.argsort(np.array([o.offer_id for o in items], dtype=object), kind="stable"), kind="stable")
         self._rules: dict[int, Rule] = {id(o.rule): o.rule for o in items if o.rule is not None}
+        self._empty: dict[str, tuple[str | None, np.ndarray]] = {}
+        self._on_channel: dict[str, np.ndarray] = {}
+        self._rule_list: list[Rule] = list(self._rules.values())
+        where = {key: r for r, key in enumerate(self._rules)}
+        self._rule_of = np.array([-1 if o.rule is None else where[id(o.rule)] for o in items], dtype=np.int64)
 
     @property
     def offer_ids(self) -> list[str]:
@@ -387,8 +410,7 @@ class Arbiter:
         def put(mask: np.ndarray, reason: str) -> None:
             code[(code == 0) & mask] = REASON_INDEX[reason]
 
-        with np.errstate(invalid="ignore"):
-            put(~((p >= 0.0) & (p <= 1.0)), "invalid_score")
+        put(~((p >= 0.0) & (p <= 1.0)), "invalid_score")  # NaN compares False
         consented = np.asarray(consented, dtype=bool)
         put(~consented[:, None], "consent")
         open_rows = consented.copy()
@@ -400,15 +422,12 @@ class Arbiter:
         if histories is None and len(todo):
             histories = self.store.histories([ids[i] for i in todo], now)
         histories = histories or {}
-        refs = [self._items[j].ref for j in cols.tolist()]
-        empty = ContactHistory("", t)
-        empty_decision = decision_refusal(empty, channel, policy)
-        empty_offer = [offer_refusal(empty, r, policy, {}) for r in refs]
+        refs = [self._items[j].ref for j in cols.tolist()] if len(todo) else []
+        empty_decision, empty_offer = self._without_history(channel)
         row_reason: list[str | None] = [None] * n
         offer_reason = np.zeros((n, m), dtype=np.int8)
         if empty_decision is None:
-            base = np.array([0 if r is None else REASON_INDEX[r] for r in empty_offer], dtype=np.int8)
-            offer_reason[:] = base
+            offer_reason[:] = empty_offer[cols]
         for i in todo.tolist():
             h = histories.get(ids[i])
             if h is None or (not h.contacts and not h.last_decline_offer and not h.last_decline_category):
@@ -428,17 +447,23 @@ class Arbiter:
         opened = open_rows[:, None]
         valid = (self._valid_from[cols] <= t) & (t <= self._valid_to[cols])
         put(opened & ~valid[None, :], "validity")
-        on_channel = np.array([channel in self._items[j].channels for j in cols.tolist()], dtype=bool)
-        put(opened & ~on_channel[None, :], "channel")
-        masks = rule_masks or {}
-        for c, j in enumerate(cols.tolist()):
-            rule = self._items[j].rule
-            if rule is not None:
-                ok = masks.get(id(rule))
-                if ok is None:
-                    raise ValueError(f"no rule mask for offer {self._items[j].offer_id!r}")
-                out = (code[:, c] == 0) & open_rows & ~np.asarray(ok, dtype=bool)
-                code[out, c] = REASON_INDEX["eligibility"]
+        on_channel = self._on_channel.get(channel)
+        if on_channel is None:
+            on_channel = self._on_channel[channel] = np.array([channel in o.channels for o in self._items], dtype=bool)
+        put(opened & ~on_channel[cols][None, :], "channel")
+        rule_of = self._rule_of[cols]  # index in self._rule_list, -1 = no rule
+        if (rule_of >= 0).any():
+            masks = rule_masks or {}
+            ok = np.ones((n, len(self._rule_list)), dtype=bool)
+            for r, rule in enumerate(self._rule_list):
+                mask = masks.get(id(rule))
+                if mask is None:
+                    if (rule_of == r).any():
+                        raise ValueError(f"no rule mask for eligibility rule {rule.text!r}")
+                    continue
+                ok[:, r] = np.asarray(mask, dtype=bool)
+            eligible_cells = np.where(rule_of >= 0, ok[:, np.maximum(rule_of, 0)], True)
+            put(opened & ~eligible_cells, "eligibility")
         code = np.where((code == 0) & opened & (offer_reason != 0), offer_reason, code).astype(np.int8)
         # Expected value, in the order of operations of the scalar formula.
         ev = p * self._value[cols] * self._lever[cols] - self._cost[cols]
@@ -452,20 +477,25 @@ class Arbiter:
 
         picks, props, explored = self._choose(ev, eligible, cols, k, draws)
         # Diversity: eligible offers left out because their category is full.
-        limit = arb.max_per_category
-        cats = self._category[cols]
-        counts = np.zeros((n, max(self._n_categories, 1)), dtype=np.int64)
-        for r in range(picks.shape[1]):
-            got = picks[:, r] >= 0
-            np.add.at(counts, (np.flatnonzero(got), cats[picks[got, r]]), 1)
-        chosen = np.zeros((n, m), dtype=bool)
-        for r in range(picks.shape[1]):
-            got = np.flatnonzero(picks[:, r] >= 0)
-            chosen[got, picks[got, r]] = True
-        any_pick = (picks >= 0).any(axis=1)
-        full = counts[:, cats] >= limit
-        code[eligible & ~chosen & full & any_pick[:, None]] = _DIVERSITY
+        if (picks >= 0).any():
+            cats = self._category[cols]
+            picked_cat = np.where(picks >= 0, cats[np.maximum(picks, 0)], -1)  # (n, k)
+            same = (picked_cat[:, :, None] == cats[None, None, :]).sum(axis=1)  # picks in each cell's category
+            chosen = (picks[:, :, None] == np.arange(m)[None, None, :]).any(axis=1)
+            code[eligible & ~chosen & (same >= arb.max_per_category)] = _DIVERSITY
         return BlockResult(cols, picks, props, explored, ev, code)
+
+    def _without_history(self, channel: str) -> tuple[str | None, np.ndarray]:
+        """What the caps say to a customer with no contact and no decline (per catalogue offer)."""
+        cached = self._empty.get(channel)
+        if cached is None:
+            empty = ContactHistory("", 0.0)
+            codes = [offer_refusal(empty, o.ref, self.policy, {}) for o in self._items]
+            cached = self._empty[channel] = (
+                decision_refusal(empty, channel, self.policy),
+                np.array([0 if r is None else REASON_INDEX[r] for r in codes], dtype=np.int8),
+            )
+        return cached
 
     def _choose(
         self, ev: np.ndarray, eligible: np.ndarray, cols: np.ndarray, k: int, draws: Draws
@@ -479,10 +509,11 @@ class Arbiter:
         explored = np.zeros((n, k), dtype=bool)
         if n == 0 or m == 0 or not eligible.any():
             return picks, props, explored
-        if exp.method == "softmax" and exp.rate > 0.0:
+        if (exp.method == "softmax" and exp.rate > 0.0) or n <= _ROWS_FOR_ARRAYS:
+            # Softmax, or a few rows (one request): the one-customer selection, row by row.
+            where = {self._items[j].offer_id: c for c, j in enumerate(cols.tolist())}
             for i in np.flatnonzero(eligible.any(axis=1)).tolist():
                 row = [(float(ev[i, c]), self._items[j]) for c, j in enumerate(cols.tolist()) if eligible[i, c]]
-                where = {self._items[j].offer_id: c for c, j in enumerate(cols.tolist())}
                 stream = _RowDraws(draws, i)
                 for r, (o, prop, exp_) in enumerate(self._select(row, k, stream)):  # type: ignore[arg-type]
                     picks[i, r], props[i, r], explored[i, r] = where[o.offer_id], prop, exp_

@@ -309,6 +309,24 @@ def test_block_equals_the_reference_arbiter(tmp_path, policy, offers, customers,
         draws=seeded_draws(np.array([c["seed"] for c in customers], dtype=np.uint64)),
         consented=new.consent_mask(ids, channel, now, book),
     )
+    # The selection over arrays and row by row (`_select`, what small blocks use) agree.
+    import serving.ranking as ranking
+
+    for rows_for_arrays in (0, 10**6):
+        before, ranking._ROWS_FOR_ARRAYS = ranking._ROWS_FOR_ARRAYS, rows_for_arrays
+        try:
+            other = new.arbitrate_block(
+                ids, channel, now, P, rule_masks=new.rule_masks(frame, channel, now, {}),
+                churn_probability=np.array([c["churn"] for c in customers]),
+                customer_value=np.array([c["value"] for c in customers]), k=k,
+                draws=seeded_draws(np.array([c["seed"] for c in customers], dtype=np.uint64)),
+                consented=new.consent_mask(ids, channel, now, book),
+            )
+        finally:
+            ranking._ROWS_FOR_ARRAYS = before
+        for name in ("picks", "propensity", "explored", "reason"):
+            np.testing.assert_array_equal(getattr(other, name), getattr(block, name), err_msg=name)
+        np.testing.assert_array_equal(other.ev, block.ev)
     for i, (cid, c) in enumerate(zip(ids, customers, strict=True)):
         args = dict(features={"tenure_days": c["tenure"], "lifecycle": c["lifecycle"]}, churn_probability=c["churn"],
                     customer_value=c["value"], k=k, rng=c["seed"], consents=book, reserve=False, decision_id="d")
@@ -357,6 +375,9 @@ def test_seeded_draws_are_uniform_and_the_same_alone_or_in_a_block() -> None:
     draws = seeded_draws(seeds)
     rows = np.array([3, 17, 199_999])
     assert draws(2, rows).tolist() == [float(uniform(int(s), 2)[0]) for s in seeds[rows]]
+    for s in seeds[rows].tolist() + [0, 2**64 - 1]:  # one row: the same draws in plain integers
+        assert [float(seeded_draws(np.array([s], dtype=np.uint64))(r, np.array([0]))[0]) for r in range(3)] == uniform(
+            np.array([s] * 3, dtype=np.uint64), 0).tolist()[:1] + [float(uniform(s, r)[0]) for r in (1, 2)]
 
 
 # ----------------------------------------------------------------------------- batched reservation
