@@ -344,6 +344,36 @@ def test_output_path_is_a_directory(command: str, tiny_world: TinyWorld, tmp_pat
     assert _tree(tmp_path) == before
 
 
+POLICY_CASES = {
+    "toml_syntax": (lambda p: p.write_text("caps = [\n"), r"policy\.toml: TOML syntax error"),
+    "non_utf8": (lambda p: p.write_bytes(b"\xff\xfe[caps]\n"), r"policy\.toml: policy file is not UTF-8 text"),
+    "directory": (lambda p: p.mkdir(), r"policy\.toml: cannot read policy file: Is a directory"),
+    "missing": (lambda p: None, r"policy\.toml: cannot read policy file: No such file or directory"),
+    "unknown_key": (lambda p: p.write_text("[caps.email]\nmax = 2\ndays = 7\nweeks = 1\n"), r"key 'caps\.email\.weeks'"),
+}
+
+
+@pytest.mark.parametrize("command", ("simulate-policies", "evaluate", "score", "serve"))
+@pytest.mark.parametrize("case", sorted(POLICY_CASES))
+def test_broken_policy_file(case: str, command: str, tiny_world: TinyWorld, tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--policy` is the other file these commands read (an empty file is the default policy)."""
+    data, _ = _prepare(tiny_world, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    policy = tmp_path / "policy.toml"
+    breaker, pattern = POLICY_CASES[case]
+    breaker(policy)
+    if command == "simulate-policies":
+        args = ["simulate-policies", "--customers", "50", "--days", "7", "--train-days", "30",
+                "--out", str(tmp_path / "out" / "sim.json")]
+    else:
+        args = _args(command, tiny_world, tmp_path, data, None)
+    before = _tree(tmp_path)
+    outcome = _invoke([*args, "--policy", str(policy)], monkeypatch)
+    _assert_refused(outcome, pattern, f"{command} x policy {case}")
+    assert _tree(tmp_path) == before
+
+
 # ----------------------------------------------------------------------------- 10^6 rows, one customer
 MILLION = 1_000_000
 
