@@ -211,23 +211,25 @@ def _as_ts(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:
         text = raw.astype(object).where(raw.notna(), None)
         present = text.dropna().astype(str).str.strip()
         aware = present.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
-        # Parsed at microsecond resolution, which holds any year 1..9999: a value outside the
-        # nanosecond range of a Dataset is then named as such, not "unparseable" or a crash.
-        parsed = pd.Series(pd.NaT, index=present.index, dtype="datetime64[us, UTC]")
-        for mask in (aware, ~aware):
-            if mask.any():
-                parsed.loc[mask] = _parse_ts(present[mask]).astype("datetime64[us, UTC]")
-        bad = parsed.isna()
-        if bad.any():
-            raise _fail(spec, col, present[bad], "have a value that is not a parseable timestamp")
+        # Each part keeps the resolution pandas parsed it at (nanoseconds when the text has them,
+        # else microseconds, which hold any year 1..9999): a value outside the nanosecond range of
+        # a Dataset is then named as such below, not "unparseable" or a crash.
+        parts = [_parse_ts(present[mask]) for mask in (aware, ~aware) if mask.any()]
+        for part in parts:
+            bad = part.isna()
+            if bad.any():
+                alone = _parse_ts(present.loc[part.index[bad]])  # parsed with nanoseconds beside it?
+                if alone.notna().any():
+                    _in_ns_range(spec, col, alone.dropna().dt.tz_localize(None), present.loc[alone.dropna().index])
+                raise _fail(spec, col, present.loc[part.index[bad]], "have a value that is not a parseable timestamp")
         if aware.any() and not aware.all():
             minority = present[~aware] if (~aware).sum() <= aware.sum() else present[aware]
             raise _fail(
                 spec, col, minority, "mix timezone-aware and naive timestamps (the column must be one or the other)"
             )
-        checked = _in_ns_range(spec, col, parsed.dt.tz_localize(None), present)
         out = pd.Series(pd.NaT, index=raw.index, dtype=TS_DTYPE)
-        out.loc[present.index] = checked
+        for part in parts:
+            out.loc[part.index] = _in_ns_range(spec, col, part.dt.tz_localize(None), present.loc[part.index])
     out = out.astype(TS_DTYPE)
     if not col.nullable and out.isna().any():
         raise _fail(spec, col, raw[out.isna()].astype(object).fillna("<empty>"), "have an empty value")

@@ -374,6 +374,32 @@ def test_broken_policy_file(case: str, command: str, tiny_world: TinyWorld, tmp_
     assert _tree(tmp_path) == before
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["2025-01-01T00:00:00.123456789Z", "2025-01-02T00:00:00Z"], None),  # nanoseconds kept
+        (["9999-12-31T00:00:00Z", "2025-01-01T00:00:00Z"], "outside the supported range 1677-09-22 to 2262-04-11, e.g. '9999-12-31T00:00:00Z'"),
+        (["2025-01-01T00:00:00.123456789Z", "3000-01-01T00:00:00Z"], "outside the supported range .*'3000-01-01T00:00:00Z'"),
+        (["1500-01-01", "2025-01-01"], "outside the supported range .*'1500-01-01'"),
+        (["2025-01-01T00:00:00.123456789Z", "soon"], "not a parseable timestamp, e.g. 'soon'"),
+    ],
+)
+def test_timestamps_beyond_nanoseconds_are_named(values: list[str], expected: str | None) -> None:
+    """The contract's timestamp parser at the edges of `datetime64[ns]` (text, as in CSV)."""
+    from nbo.contract import TABLES
+    from nbo.data import validate_frame
+    from nbo.errors import DataError
+
+    frame = pd.DataFrame({"customer_id": ["c1", "c2"], "channel": ["email", "email"], "granted": ["true", "false"],
+                          "ts": values})
+    if expected is None:
+        out = validate_frame(TABLES["consents"], frame)
+        assert out["ts"].iloc[0] == pd.Timestamp("2025-01-01T00:00:00.123456789")
+        return
+    with pytest.raises(DataError, match=expected):
+        validate_frame(TABLES["consents"], frame)
+
+
 # ----------------------------------------------------------------------------- 10^6 rows, one customer
 MILLION = 1_000_000
 
