@@ -14,6 +14,8 @@ import json
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from nbo.simulator import SimConfig
 from serving.policy import ContactPolicy
 from training.policy_sim import compare_policies, plot_runs, table
@@ -51,7 +53,13 @@ def main() -> None:
     ]
     for text, ok in checks:
         print(f"[{'pass' if ok else 'FAIL'}] {text}")
+    print(f"[info] value earned within the {args.days} days: nbo {by['nbo'].value:,.0f} vs nbo_uncapped "
+          f"{by['nbo_uncapped'].value:,.0f}; after 28 days: {first['nbo']:,.0f} vs {first['nbo_uncapped']:,.0f}")
     args.out.write_text(json.dumps({r.name: r.row() for r in runs}, indent=2) + "\n")
+    daily = pd.concat([r.daily.assign(policy=r.name) for r in runs], ignore_index=True)
+    daily_path = args.out.with_suffix(".daily.csv")
+    daily.to_csv(daily_path, index=False)  # to recompute any summary without re-running the year
+    print("wrote", args.out, "and", daily_path)
     for path in plot_runs(runs, args.plots):
         print("wrote", path)
 

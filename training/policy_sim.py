@@ -330,15 +330,31 @@ class PolicyRun:
 
 
 def long_term_value(daily: pd.DataFrame, future_days: int = FUTURE_DAYS, window: int = RATE_WINDOW_DAYS) -> float:
-    """Net value earned + each customer still active at the end x one more `future_days` at the
-    policy's own net value per active customer-day over the last `window` days. Churned customers
-    are worth nothing more: that is the value lost with them."""
+    """Net value earned + what the customers still active at the end are worth over one more
+    `future_days`, at the policy's own steady state over the last `window` days: its net value per
+    active customer-day, and its churn hazard per active customer-day. Churned customers are worth
+    nothing more: that is the value lost with them.
+
+    The expected active customer-days of the extra period are `active_end * (1 - exp(-h F)) / h`
+    (constant hazard `h`, `F = future_days`; `active_end * F` when nobody churns). Crediting the
+    extra period *without* its churn (what this function did before) overstates a policy that
+    keeps losing customers: it counted a year of its contact rate but none of its churn.
+    """
     net = float((daily["value"] - daily["cost"]).sum())
     tail = daily.tail(window)
     customer_days = float(tail["active"].sum())
     rate = float((tail["value"] - tail["cost"]).sum()) / customer_days if customer_days else 0.0
+    hazard = float(tail["churned_today"].sum()) / customer_days if customer_days else 0.0
     active_end = int(daily["active"].iloc[-1] - daily["churned_today"].iloc[-1])
-    return net + active_end * rate * future_days
+    return net + active_end * rate * expected_active_days(hazard, future_days)
+
+
+def expected_active_days(hazard: float, days: int) -> float:
+    """Expected days a customer stays active over the next `days` under a constant daily churn
+    `hazard` (the integral of exp(-hazard t) over [0, days])."""
+    if hazard <= 1e-12:
+        return float(days)
+    return float(-np.expm1(-hazard * days) / hazard)
 
 
 def _nbo_scorer(model: CalibratedBooster, sim: Simulator):

@@ -14,7 +14,18 @@ from nbo.cli import app
 from nbo.simulator import SimConfig
 from serving.contact_store.base import OfferRef
 from serving.policy import ContactPolicy
-from training.policy_sim import POLICY_NAMES, MemoryContactStore, compare_policies, uncapped
+import math
+
+import pandas as pd
+
+from training.policy_sim import (
+    POLICY_NAMES,
+    MemoryContactStore,
+    compare_policies,
+    expected_active_days,
+    long_term_value,
+    uncapped,
+)
 
 CONFIG = SimConfig(customers=250, days=30)
 
@@ -80,3 +91,20 @@ def test_cli_writes_json_and_plots(tmp_path: Path) -> None:
     assert (plots / "cumulative_value.png").stat().st_size > 0
     bad = CliRunner().invoke(app, ["simulate-policies", "--policies", "greedy"])
     assert bad.exit_code == 2 and "unknown policy" in bad.output
+
+
+def test_long_term_value_counts_the_future_churn_of_each_policy() -> None:
+    """Two policies with the same value so far and the same customers left: the one still losing
+    customers at the end is worth less in the extra year (hand-computed)."""
+    def daily(churn_per_day: int) -> pd.DataFrame:
+        return pd.DataFrame({"value": [12.0] * 10, "cost": [2.0] * 10, "active": [100] * 10,
+                             "churned_today": [churn_per_day] * 9 + [0]})
+    steady, leaking = daily(0), daily(1)
+    assert expected_active_days(0.0, 365) == 365.0
+    assert math.isclose(expected_active_days(0.01, 365), (1 - math.exp(-3.65)) / 0.01)
+    # net 100; rate 10 / 100 = 0.1 per active customer-day; 100 customers at the end.
+    assert math.isclose(long_term_value(steady, future_days=365, window=10), 100 + 100 * 0.1 * 365)
+    h = 9 / 1000
+    assert math.isclose(long_term_value(leaking, future_days=365, window=10),
+                        100 + 100 * 0.1 * (1 - math.exp(-h * 365)) / h)
+    assert long_term_value(leaking, 365, 10) < long_term_value(steady, 365, 10)
