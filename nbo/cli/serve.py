@@ -31,6 +31,8 @@ DEFAULT_TIMEOUT_S = 2.0
 DEFAULT_STORE_TIMEOUT_S = 0.5
 SERVICE_TARGET = "serving.service:Recommender"
 SERVICE_NAME = "nbo"
+#: Paths OpenTelemetry's middleware skips: all of them (a regular expression per entry).
+TRACING_EXCLUDED = ["."]
 
 
 def service_settings(
@@ -96,7 +98,10 @@ def service_env(settings: dict[str, object], workers: int, timeout_s: float, acc
     env["NBO_SERVICE_SETTINGS"] = json.dumps(settings)
     env["BENTOML_CONFIG_OVERRIDES"] = json.dumps(
         {"services": {SERVICE_NAME: {"workers": workers, "traffic": {"timeout": timeout_s},
-                                     "logging": {"access": {"enabled": access_log}}}}}
+                                     "logging": {"access": {"enabled": access_log}},
+                                     # No trace is sampled (sample rate 0), yet OpenTelemetry's ASGI
+                                     # middleware builds three spans per request: skip it (measured).
+                                     "tracing": {"excluded_urls": TRACING_EXCLUDED}}}}
     )
     env["BENTOML_DO_NOT_TRACK"] = "True"
     env.setdefault("PYTHONUNBUFFERED", "1")
