@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nbo.data import load_table
+from nbo.errors import NboError
 
 #: Tables the engine reads; consents and contacts may be absent (no consents, no history).
 ENGINE_TABLES = ("offers", "consents", "contacts")
@@ -27,9 +28,33 @@ def check_engine_tables(data: Path) -> None:
         load_table(data, table)
 
 
-def check_service_inputs(data: Path, features_file: Path) -> None:
-    """The engine's tables and the materialised features' footer; raise NboError."""
+def check_service_inputs(data: Path, features_file: Path, store: str | None = None) -> None:
+    """The engine's tables, the materialised features' footer and the store file; raise NboError."""
     from features import check_feature_set, materialised_meta
 
     check_engine_tables(data)
     check_feature_set(materialised_meta(features_file))
+    check_store_file(store)
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_REMOTE = ("redis://", "rediss://", "unix://")
+
+
+def check_store_file(store: str | None, option: str = "--store") -> None:
+    """A SQLite contact store that exists must be a SQLite file (an absent or empty one is created
+    on first use). Read from its 16-byte header only: nothing is opened, locked or created."""
+    if store is None or store.startswith(_REMOTE):
+        return
+    path = Path(store.removeprefix("sqlite:///"))
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise NboError(f"{option} {path} is a directory, not a SQLite contact store file")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise NboError(f"{option} {path} cannot be read: {exc.strerror or exc}") from None
+    if header and header != _SQLITE_HEADER:
+        raise NboError(f"{option} {path} is not a SQLite contact store (not a database file)")

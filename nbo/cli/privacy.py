@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from nbo.cli._app import app, user_errors
+from nbo.cli._preflight import check_store_file
 from nbo.errors import NboError
 
 _CUSTOMER = typer.Option(..., "--customer", help="The customer id (as in the data contract).")
@@ -41,6 +42,7 @@ def export(
     from serving.privacy import export_customer
 
     _check_data_dir(data)
+    check_store_file(store)
     result = export_customer(customer, store=store, data_dir=data, features=features)
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
@@ -57,5 +59,6 @@ def forget(
     from serving.privacy import erase_customer
 
     _check_data_dir(data)
+    check_store_file(store)
     result = erase_customer(customer, store=store, data_dir=data, features=features)
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False))

@@ -110,9 +110,10 @@ def score(
     data = data.resolve()
     if not data.is_dir():
         raise NboError(f"--data {data} is not a directory")
-    from nbo.cli._preflight import check_engine_tables
+    from nbo.cli._preflight import check_engine_tables, check_store_file
 
     check_engine_tables(data)  # bad data: one line, exit 2, before any output or reservation
+    check_store_file(store)
     try:
         compile_segment(segment)  # a bad rule fails here, naming the construct and column
     except NboError as exc:

@@ -59,7 +59,7 @@ def service_settings(
         raise NboError(f"--features {features_file} does not exist (run `nbo features`)")
     from nbo.cli._preflight import check_service_inputs
 
-    check_service_inputs(data, features_file)  # bad data: one line and exit 2, not a crashing worker
+    check_service_inputs(data, features_file, store)  # bad data: one line and exit 2, not a crashing worker
     if policy is not None:
         from serving.policy import load_policy
 

@@ -400,6 +400,22 @@ def test_timestamps_beyond_nanoseconds_are_named(values: list[str], expected: st
         validate_frame(TABLES["consents"], frame)
 
 
+@pytest.mark.parametrize("command", ("score", "serve", "export", "forget"))
+def test_contact_store_that_is_not_a_database(command: str, tiny_world: TinyWorld, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--store` names a file that is not SQLite (a copy gone wrong, a text file)."""
+    data, _ = _prepare(tiny_world, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "contacts.db").write_text("not a database\n")
+    args = _args(command, tiny_world, tmp_path, data, None)
+    if command in RAW:
+        args = [*args, "--store", str(tmp_path / "contacts.db")]
+    before = _tree(tmp_path)
+    outcome = _invoke(args, monkeypatch)
+    _assert_refused(outcome, r"contacts\.db.* not a (SQLite contact store|database)", f"{command} x store not a database")
+    assert _tree(tmp_path) == before
+
+
 # ----------------------------------------------------------------------------- 10^6 rows, one customer
 MILLION = 1_000_000
 
