@@ -246,11 +246,16 @@ def test_redis_stopped_restarted_and_frozen_under_load(faults_world: World, tmp_
         with Load(serve, others, hot) as load:
             wait_for(lambda: any(a.body.get("offers") for a in load.answers), 10, "first offers")
             time.sleep(1.0)
+            shown = next(a.body for a in list(load.answers) if a.body.get("offers"))
+            feedback = {"decision_id": shown["decision_id"], "offer_id": shown["offers"][0]["offer_id"],
+                        "outcome": "accepted"}
             # 1. Redis goes away (clean stop: its AOF is complete)
             rproc.terminate()
             rproc.wait(timeout=10)
             down = time.monotonic()
-            time.sleep(3.0)
+            time.sleep(0.2)
+            refused = [serve.post("/feedback", feedback) for _ in range(3)]  # tried, then during the breaker
+            time.sleep(2.8)
             fb_down = [f for f in list(load.feedback) if f[0] >= down + 0.1]
             up = time.monotonic()
             rproc = _redis(rport, work)
@@ -272,6 +277,12 @@ def test_redis_stopped_restarted_and_frozen_under_load(faults_world: World, tmp_
         assert_degraded_window(load.between(frozen + 1.5, thawed))  # after the in-flight calls timed out
         assert max(a.done - a.sent for a in answers) < 1.9
         assert back - up < 10
+        # feedback during the outage: 503 with a message, never 200; recorded once the store is back
+        for r in refused:
+            assert r.status_code == 503 and "not recorded" in r.json()["error"].lower(), (r.status_code, r.text)
+            assert r.headers.get("retry-after") == "1"
+        again = serve.post("/feedback", feedback)
+        assert again.status_code == 200 and again.json()["recorded"] is True, again.text
         # feedback during the outage: 503 with a message, never 200
         assert fb_down or not [f for f in load.feedback if down < f[0] < up]
         for t0, t1, status, body in load.feedback:
