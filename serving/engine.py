@@ -717,12 +717,12 @@ class DecisionEngine:
 
 
 def _optional_table(directory: Path, table: str) -> pd.DataFrame:
-    try:
-        return load_table(directory, table)
-    except NboError as exc:
-        if "no " in str(exc).lower() or "not found" in str(exc).lower():
-            return empty_table(table)
-        raise
+    """The table, or an empty one when the directory has no file for it. A file that is there but
+    unreadable (truncated, wrong types) is an error: read as "absent", a truncated contacts file
+    would silently drop every customer's contact history from the caps' and features' view."""
+    if not any((directory / f"{table}.{ext}").exists() for ext in ("parquet", "csv")):
+        return empty_table(table)
+    return load_table(directory, table)
 
 
 def _naive_utc(now: datetime | None) -> datetime:

@@ -207,3 +207,17 @@ def test_caps_hold_within_one_engine(engine: DecisionEngine) -> None:
     answers = [engine.decide(cid, "web", None, datetime(2025, 8, 29, 12, 0, i), k=1) for i in range(15)]
     assert sum(bool(a.offers) for a in answers) <= engine.policy.caps["web"].max
     assert any(s.reason == "cap_channel" for a in answers for s in a.suppressed)
+
+
+def test_a_missing_contacts_table_is_empty_but_a_truncated_one_is_an_error(world: World, tmp_path: Path) -> None:
+    """Absent = no history yet; truncated = refuse to start (read as absent, the caps and features
+    would silently lose every customer's contact history)."""
+    from serving.engine import _optional_table
+
+    data = tmp_path / "data"
+    data.mkdir()
+    assert _optional_table(data, "contacts").empty
+    source = next(world.data.glob("contacts.*"))
+    (data / source.name).write_bytes(source.read_bytes()[:2000])
+    with pytest.raises(NboError, match="contacts"):
+        _optional_table(data, "contacts")
