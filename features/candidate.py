@@ -15,8 +15,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.config import CATEGORIES, DEVICES, NEVER_DAYS, Context, check_as_of
-from features.customer import CONTACT_HISTORY_COLUMNS, ContactArrays, codes, contact_history, encode_contacts, lookup
+from features.config import CATEGORIES, DECAY_HALF_LIVES, DEVICES, NEVER_DAYS, Context, check_as_of
+from features.customer import (
+    CONTACT_HISTORY_COLUMNS,
+    ContactArrays,
+    codes,
+    contact_history,
+    encode_contacts,
+    encode_contacts_at,
+    lookup,
+)
 from nbo.errors import NboError
 from nbo.vocab import CONTACT_CHANNELS, OFFER_KINDS, OUTCOMES
 
@@ -37,6 +45,11 @@ CUSTOMER_COLUMNS_FOR_CANDIDATES: tuple[str, ...] = (
     "days_since_web_visit",
     "days_since_app_visit",
     "days_since_activity",
+    "active_days_30d",
+    "active_days_365d",
+    "silence_score",
+    "activity_trend_30d",
+    "online_visit_share_365d",
     "views_365d",
     "online_spend_share_365d",
     "lifecycle_code",
@@ -49,6 +62,8 @@ CUSTOMER_COLUMNS_FOR_CANDIDATES: tuple[str, ...] = (
     "accepts_total",
     "declines_total",
     "ignores_total",
+    *(f"pressure_{ch}" for ch in CONTACT_CHANNELS),
+    "pressure_total",
 )
 
 PAIR_COLUMNS: tuple[str, ...] = (
@@ -59,6 +74,11 @@ PAIR_COLUMNS: tuple[str, ...] = (
     "offer_cat_searches_7d",
     "offer_cat_cart_adds_7d",
     "offer_cat_view_share_365d",
+    *(f"offer_cat_browse_hl{h}d" for h in DECAY_HALF_LIVES),
+    "offer_cat_days_since_browse",
+    "offer_cat_days_since_purchase",
+    "offer_cat_day_share_365d",
+    "offer_cat_day_share_smoothed_365d",
     "offer_cat_purchases_365d",
     "offer_cat_purchase_share_365d",
     "offer_cat_bought_30d",
@@ -103,6 +123,10 @@ _CATEGORY_STEMS: tuple[str, ...] = (
     "searches_7d",
     "cart_adds_7d",
     "views_365d",
+    *(f"browse_hl{h}d" for h in DECAY_HALF_LIVES),
+    "days_since_browse",
+    "days_since_purchase",
+    "active_days_365d",
 )
 _CUSTOMER_INPUTS: tuple[str, ...] = (
     *(c for c in CUSTOMER_COLUMNS_FOR_CANDIDATES if c not in CONTACT_HISTORY_COLUMNS),
@@ -378,7 +402,7 @@ def _context_rows(
 def candidate_matrix(
     customer_features: pd.DataFrame | CustomerRows,
     offers: pd.DataFrame | OfferArrays,
-    contacts: pd.DataFrame | Mapping[str, np.ndarray],
+    contacts: pd.DataFrame | Mapping[str, np.ndarray] | ContactArrays,
     context: Context | Mapping[str, Context] | None,
     as_of: pd.Timestamp,
     *,
@@ -397,7 +421,8 @@ def candidate_matrix(
     n_c, n_o = len(customers), len(offers)
     rows = np.repeat(np.arange(n_c), n_o)
     offer_idx = np.tile(np.arange(n_o), n_c)
-    encoded = encode_contacts(contacts, customers, as_of)
+    # Pre-encoded contacts (`encode_contacts_at`) carry each row's own moment; else seen from as_of.
+    encoded = contacts if isinstance(contacts, ContactArrays) else encode_contacts(contacts, customers, as_of)
     history = contact_history(encoded, customers, as_of)
     out: dict[str, np.ndarray] = {}
     cust = _CustomerArrays(customer_features, categories)
@@ -416,6 +441,18 @@ def candidate_matrix(
     year_views = cust.matrix("views_365d")[rows, slot]
     total_views = cust.columns["views_365d"][rows]
     out["offer_cat_view_share_365d"] = np.divide(year_views, total_views, out=np.zeros(len(rows)), where=total_views > 0)
+    for h in DECAY_HALF_LIVES:
+        out[f"offer_cat_browse_hl{h}d"] = cust.matrix(f"browse_hl{h}d")[rows, slot]
+    undeclared = declared < 0
+    for stem in ("days_since_browse", "days_since_purchase"):
+        out[f"offer_cat_{stem}"] = np.where(undeclared, NEVER_DAYS, cust.matrix(stem)[rows, slot])
+    cat_days = cust.matrix("active_days_365d")
+    all_days = cat_days.sum(axis=1)[rows]
+    out["offer_cat_day_share_365d"] = np.divide(cat_days[rows, slot], all_days, out=np.zeros(len(rows)), where=all_days > 0)
+    # Laplace-smoothed: a customer seen on one day is not 100% into that category (an undeclared
+    # category gets 0).
+    k = len(categories)
+    out["offer_cat_day_share_smoothed_365d"] = np.where(undeclared, 0.0, (cat_days[rows, slot] + 1.0) / (all_days + k))
     bought = cust.matrix("purchases_365d")[rows, slot]
     out["offer_cat_purchases_365d"] = bought
     total = cust.columns["purchases_365d"][rows]
@@ -476,12 +513,16 @@ def build_exposure_features(
     *,
     categories: tuple[str, ...] = CATEGORIES,
 ) -> pd.DataFrame:
-    """Training rows: one per exposure (same order), the candidate features of its (customer, offer)
-    as of `as_of`, with the context the exposure had: its channel, hour and weekday (no page,
-    session or device: unknown).
+    """Training rows: one per exposure (same order), the candidate features of its (customer, offer):
+    customer columns from `customer_features` (the snapshot as of `as_of`), contact-history columns
+    from `contacts` as of the exposure's own time (what the service sees: a materialised row plus
+    the live contact log), and the context the exposure had: its channel, hour and weekday, and, when
+    `exposures` has the columns `page_category` / `session_categories` (see
+    `features.session.exposure_sessions`), its page and session (device: unknown).
 
-    Equals `build_candidate_features` with `Context(channel=..., hour_of_day=..., day_of_week=...)`
-    row for row (tested). Every exposure must be at or after `as_of` (the point-in-time join:
+    Equals `build_candidate_features(customer row, offers, contacts, Context(channel=...,
+    hour_of_day=..., day_of_week=..., page_category=..., session_categories=...), exposure ts)` row
+    for row (tested). Every exposure must be at or after `as_of` (the point-in-time join:
     features strictly before the exposure). Exposures of customers absent from `customer_features`
     (e.g. signed up after `as_of`) get NaN customer and customer x offer columns.
     """
@@ -496,10 +537,18 @@ def build_exposure_features(
         missing = exposures["offer_id"].to_numpy(dtype=object)[opos < 0][0]
         raise NboError(f"{int((opos < 0).sum())} exposure(s) of an offer not in offers, e.g. {missing!r}")
     customers = pd.Index(customer_features.index.to_numpy(dtype=object), dtype=object)
-    cpos = customers.get_indexer(exposures["customer_id"].to_numpy(dtype=object))
-    block = candidate_matrix(customer_features, offers, contacts, None, as_of, categories=categories)
-    n_o = len(offers)
-    rows = block[np.where(cpos >= 0, cpos, 0) * n_o + opos] if len(block) else np.full((len(exposures), len(CANDIDATE_COLUMNS)), np.nan)
+    exposure_customers = exposures["customer_id"].to_numpy(dtype=object)
+    cpos = customers.get_indexer(exposure_customers)
+    n_e, n_o = len(exposures), len(offers)
+    if len(customers) and n_e:
+        # One row per exposure: its customer's snapshot row, and the contact log as the service
+        # would see it at the exposure's time (contacts strictly before it).
+        per_exposure = CustomerRows.from_frame(customer_features).take(np.where(cpos >= 0, cpos, 0))
+        seen = encode_contacts_at(contacts, exposure_customers, ts.to_numpy(dtype="datetime64[ns]"))
+        block = candidate_matrix(per_exposure, offers, seen, None, as_of, categories=categories)
+        rows = block[np.arange(n_e) * n_o + opos]
+    else:
+        rows = np.full((n_e, len(CANDIDATE_COLUMNS)), np.nan)
     column = {name: i for i, name in enumerate(CANDIDATE_COLUMNS)}
     unknown = cpos < 0
     if unknown.any():
@@ -516,6 +565,10 @@ def build_exposure_features(
         channel=exposures["channel"].to_numpy(dtype=object),
         hour=ts.dt.hour.to_numpy(),
         day_of_week=ts.dt.day_of_week.to_numpy(),
+        page_category=exposures["page_category"].to_numpy(dtype=object) if "page_category" in exposures else None,
+        session_categories=(
+            [tuple(s) for s in exposures["session_categories"]] if "session_categories" in exposures else ()
+        ),
     )
     for name, values in context.items():
         rows[:, column[name]] = values

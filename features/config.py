@@ -29,6 +29,12 @@ BROWSE_TYPES: dict[str, str] = {
 }
 BROWSE_WINDOWS: tuple[int, ...] = (7, 30)
 PURCHASE_WINDOWS: tuple[int, ...] = (30, 90, 365)
+#: Half-lives (days) of the exponentially decayed browsing and contact counts: an event `a` days
+#: old weighs 0.5 ** (a / half_life). Interest and contact pressure fade within days; fixed windows
+#: (7/30 d) see a week-old visit as much as yesterday's.
+DECAY_HALF_LIVES: tuple[int, ...] = (1, 3, 7)
+#: Half-life (days) of the per-channel contact pressure.
+PRESSURE_HALF_LIFE: int = 3
 CONTACT_WINDOWS: tuple[int, ...] = (7, 30)
 #: R score: recency_days <= 30 -> 5, <= 90 -> 4, <= 180 -> 3, <= 365 -> 2, else (or never) 1.
 RECENCY_THRESHOLDS: tuple[float, ...] = (30.0, 90.0, 180.0, 365.0)

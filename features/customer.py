@@ -23,9 +23,11 @@ from features.config import (
     BROWSE_WINDOWS,
     CATEGORIES,
     CONTACT_WINDOWS,
+    DECAY_HALF_LIVES,
     FREQUENCY_THRESHOLDS,
     MONETARY_THRESHOLDS,
     NEVER_DAYS,
+    PRESSURE_HALF_LIFE,
     PURCHASE_WINDOWS,
     RECENCY_THRESHOLDS,
     LifecycleRules,
@@ -149,11 +151,32 @@ def _count(cust: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.nd
     return np.bincount(cust, weights=weights, minlength=n).astype(np.float64, copy=False)
 
 
-def _per_category(cust: np.ndarray, cat: np.ndarray, n: int, k: int) -> np.ndarray:
-    """(categories, customers) counts; category-major so that each feature column is contiguous."""
+def _per_category(cust: np.ndarray, cat: np.ndarray, n: int, k: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """(categories, customers) counts (or sums of `weights`); category-major so that each feature
+    column is contiguous."""
     known = cat >= 0
     flat = cat[known].astype(np.int64) * n + cust[known]
-    return np.bincount(flat, minlength=n * k).reshape(k, n).astype(np.float64)
+    w = None if weights is None else weights[known]
+    return np.bincount(flat, weights=w, minlength=n * k).reshape(k, n).astype(np.float64)
+
+
+def _per_category_last_age(cust: np.ndarray, cat: np.ndarray, age: np.ndarray, n: int, k: int) -> np.ndarray:
+    """(categories, customers) age in days of the most recent row; NEVER_DAYS when there is none."""
+    known = cat >= 0
+    return _last_age(cat[known].astype(np.int64) * n + cust[known], age[known], n * k).reshape(k, n)
+
+
+def _distinct_days(cust: np.ndarray, age: np.ndarray, n: int, group: np.ndarray | None = None, groups: int = 1) -> np.ndarray:
+    """(groups, customers) number of distinct days (24-hour periods counted back from as_of) with a row.
+
+    Days are counted from `as_of`, not calendar days, so the value is a function of (data, as_of).
+    """
+    day = np.floor(age).astype(np.int64)
+    g = np.zeros(len(cust), dtype=np.int64) if group is None else group.astype(np.int64)
+    keep = g >= 0
+    width = int(day.max()) + 1 if len(day) else 1
+    key = np.unique((g[keep] * n + cust[keep]) * width + day[keep])
+    return np.bincount(key // width, minlength=groups * n).reshape(groups, n).astype(np.float64)
 
 
 def _last_age(cust: np.ndarray, age: np.ndarray, n: int) -> np.ndarray:
@@ -238,11 +261,48 @@ def _behaviour(ev: _Events, n: int, categories: tuple[str, ...]) -> tuple[dict[s
     out["views_365d"] = _count(ev.cust[seen], n)
     for j, cat in enumerate(categories):
         out[f"{cat}_views_365d"] = mat[j]
+    # Recent interest, decayed: a visit yesterday weighs more than one a week ago.
+    browse = _is_any(ev.type, [_TYPE[t] for t in BROWSE_TYPES])
+    b_cust, b_cat, b_age = ev.cust[browse], ev.cat[browse], ev.age[browse]
+    for h in DECAY_HALF_LIVES:
+        mat = _per_category(b_cust, b_cat, n, k, 0.5 ** (b_age / h))
+        for j, cat in enumerate(categories):
+            out[f"{cat}_browse_hl{h}d"] = mat[j]
+    since_browse = _per_category_last_age(b_cust, b_cat, b_age, n, k)
+    since_buy = _per_category_last_age(ev.cust[buy], ev.cat[buy], ev.age[buy], n, k)
+    # Interest episodes, not clicks: distinct days with a browse or a purchase in the category.
+    year = (browse | buy) & (ev.age <= 365)
+    cat_days = _distinct_days(ev.cust[year], ev.age[year], n, ev.cat[year], k)
+    for j, cat in enumerate(categories):
+        out[f"{cat}_days_since_browse"] = since_browse[j]
+        out[f"{cat}_days_since_purchase"] = since_buy[j]
+        out[f"{cat}_active_days_365d"] = cat_days[j]
     out["abandoned_carts_30d"] = _abandoned_carts(ev, n)
     for channel in ("web", "app"):
         m = ev.channel == _CHANNEL[channel]
         out[f"days_since_{channel}_visit"] = _last_age(ev.cust[m], ev.age[m], n)
     out["days_since_activity"] = _last_age(ev.cust, ev.age, n)  # any event, online or offline
+    # Silence measured against the customer's own rhythm: a daily visitor silent for 20 days has
+    # probably left, a monthly one has not. Rate = active days / days since the first event (<= 365).
+    for w in (30, 365):
+        m = ev.age <= w
+        out[f"active_days_{w}d"] = _distinct_days(ev.cust[m], ev.age[m], n)[0]
+    # Where the customer shows up: days with a web/app visit among days with a web/app or store visit.
+    year = ev.age <= 365
+    site = year & ((ev.channel == _CHANNEL["web"]) | (ev.channel == _CHANNEL["app"]))
+    shop = year & (ev.channel == _CHANNEL["store"])
+    site_days = _distinct_days(ev.cust[site], ev.age[site], n)[0]
+    both_days = _distinct_days(ev.cust[site | shop], ev.age[site | shop], n)[0]
+    out["online_visit_share_365d"] = np.divide(site_days, both_days, out=np.zeros(n), where=both_days > 0)
+    first = np.zeros(n)
+    np.maximum.at(first, ev.cust, ev.age)
+    span = np.clip(first, 1.0, 365.0)
+    out["silence_score"] = np.where(out["active_days_365d"] > 0,
+                                    np.minimum(out["days_since_activity"], 365.0) * out["active_days_365d"] / span, 0.0)
+    # Fading engagement: the last 30 days' rate of active days over the year's (1 = steady).
+    rate_30 = out["active_days_30d"] / np.minimum(span, 30.0)
+    rate_365 = out["active_days_365d"] / span
+    out["activity_trend_30d"] = np.divide(rate_30, rate_365, out=np.zeros(n), where=rate_365 > 0)
     year_buy = buy & (ev.age <= 365)
     spend = _count(ev.cust[year_buy], n, ev.amount[year_buy])
     online = year_buy & ((ev.channel == _CHANNEL["web"]) | (ev.channel == _CHANNEL["app"]))
@@ -325,6 +385,47 @@ def encode_contacts(contacts: pd.DataFrame | Mapping[str, np.ndarray], index: pd
     )
 
 
+def encode_contacts_at(
+    contacts: pd.DataFrame, customer_ids: np.ndarray, moments: np.ndarray
+) -> ContactArrays:
+    """Contacts seen from a moment of each row's own: row `i` sees the contacts of `customer_ids[i]`
+    with `ts < moments[i]`, final when their outcome was observed before `moments[i]`.
+
+    What `encode_contacts(contacts, index, as_of)` does for one `as_of`, per row: training asks
+    it for each logged exposure at the exposure's time (the service sees the live contact log at
+    request time), and the result feeds the same `contact_history` and pair code.
+    """
+    ids = np.asarray(customer_ids, dtype=object)
+    n = len(ids)
+    uniq, inverse = np.unique(ids, return_inverse=True) if n else (np.empty(0, dtype=object), np.empty(0, dtype=np.int64))
+    owner = positions(pd.Index(uniq, dtype=object), contacts["customer_id"]) if n else np.full(len(contacts), -1)
+    mine = np.flatnonzero(owner >= 0)
+    order = mine[np.argsort(owner[mine], kind="stable")]  # contact rows grouped by customer
+    group = owner[order]
+    start = np.searchsorted(group, np.arange(len(uniq)), side="left")
+    count = (np.searchsorted(group, np.arange(len(uniq)), side="right") - start)[inverse]
+    row = np.repeat(np.arange(n), count)
+    offset = np.arange(len(row)) - np.repeat(np.cumsum(count) - count, count)
+    pair = order[np.repeat(start[inverse], count) + offset]  # contact row of each (row, contact) pair
+    moment = np.asarray(moments, dtype="datetime64[ns]").view(np.int64)[row]
+    ts = np.asarray(contacts["ts"], dtype="datetime64[ns]").view(np.int64)[pair]
+    age = (moment - ts) / _DAY_NS
+    keep = age > 0
+    row, pair, age, moment = row[keep], pair[keep], age[keep], moment[keep]
+    outcome = codes(contacts["outcome"], OUTCOMES)[pair]
+    answered = np.asarray(contacts["outcome_ts"], dtype="datetime64[ns]")[pair]
+    seen = ~np.isnat(answered) & (answered.view(np.int64) < moment)
+    return ContactArrays(
+        cust=row.astype(np.int64, copy=False),
+        age=age,
+        channel=codes(contacts["channel"], CONTACT_CHANNELS)[pair],
+        outcome=outcome,
+        final=seen & _is_any(outcome, [OUTCOMES.index(o) for o in FINAL_OUTCOMES]),
+        offer_id=_column_values(contacts["offer_id"]),
+        rows=pair,
+    )
+
+
 def _column_values(column: object) -> object:
     return column.array if isinstance(column, pd.Series) else np.asarray(column, dtype=object)
 
@@ -344,6 +445,11 @@ def contact_history(contacts: pd.DataFrame | ContactArrays, index: pd.Index, as_
         for ch, code in _CONTACT_CHANNEL.items():
             out[f"contacts_{ch}_{w}d"] = _count(cust[inside & (channel == code)], n)
         out[f"contacts_{w}d"] = _count(cust[inside], n)
+    decayed = 0.5 ** (age / PRESSURE_HALF_LIFE)
+    for ch, code in _CONTACT_CHANNEL.items():
+        m = channel == code
+        out[f"pressure_{ch}"] = _count(cust[m], n, decayed[m])
+    out["pressure_total"] = _count(cust, n, decayed)
     outbound = _is_any(channel, [_CONTACT_CHANNEL[ch] for ch in OUTBOUND_CHANNELS])
     out["outbound_contacts_7d"] = _count(cust[outbound & (age <= 7)], n)
     out["days_since_last_contact"] = _last_age(cust, age, n)
@@ -372,6 +478,8 @@ _HISTORY_TOTALS: tuple[str, ...] = (
 CONTACT_HISTORY_COLUMNS: tuple[str, ...] = tuple(
     [f"contacts_{ch}_{w}d" for w in CONTACT_WINDOWS for ch in CONTACT_CHANNELS]
     + [f"contacts_{w}d" for w in CONTACT_WINDOWS]
+    + [f"pressure_{ch}" for ch in CONTACT_CHANNELS]
+    + ["pressure_total"]
     + list(_HISTORY_TOTALS)
 )
 
@@ -422,12 +530,19 @@ def customer_columns(categories: tuple[str, ...]) -> tuple[str, ...]:
         for stem in BROWSE_TYPES.values():
             names += [f"{cat}_{stem}_{w}d" for w in BROWSE_WINDOWS]
         names += [f"{cat}_purchases_30d", f"{cat}_purchases_365d", f"{cat}_views_365d"]
+        names += [f"{cat}_browse_hl{h}d" for h in DECAY_HALF_LIVES]
+        names += [f"{cat}_days_since_browse", f"{cat}_days_since_purchase", f"{cat}_active_days_365d"]
     names += [
         "views_365d",
         "abandoned_carts_30d",
         "days_since_web_visit",
         "days_since_app_visit",
         "days_since_activity",
+        "active_days_30d",
+        "active_days_365d",
+        "silence_score",
+        "activity_trend_30d",
+        "online_visit_share_365d",
         "online_spend_share_365d",
         "store_spend_share_365d",
         "store_visits_30d",
@@ -441,6 +556,7 @@ def customer_columns(categories: tuple[str, ...]) -> tuple[str, ...]:
     ]
     for w in CONTACT_WINDOWS:
         names += [f"contacts_{ch}_{w}d" for ch in CONTACT_CHANNELS] + [f"contacts_{w}d"]
+    names += [f"pressure_{ch}" for ch in CONTACT_CHANNELS] + ["pressure_total"]
     names += _HISTORY_TOTALS
     names += [f"opt_in_{ch}" for ch in CONTACT_CHANNELS]
     names += ["loyalty_member", "lifecycle_code"]

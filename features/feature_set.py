@@ -48,7 +48,7 @@ CATEGORICAL: tuple[str, ...] = (
 
 FEATURE_SET = FeatureSet(
     name="nbo-core",
-    version="1.2.0",
+    version="1.3.0",
     candidate_features=CANDIDATE_FEATURES,
     customer_features=CUSTOMER_FEATURES,
     categorical=CATEGORICAL,

@@ -1,7 +1,8 @@
 """Training sets built point in time: features as they were known when the label's clock started.
 
 Propensity rows are exposures; their features come from a daily snapshot taken at midnight of the
-exposure day (only data before it), with the exposure's own context (channel, hour, weekday).
+exposure day (only data before it), with the exposure's own context (channel, hour, weekday, and
+for web/app exposures the page and session categories seen just before it).
 Churn rows are active customers at several past snapshot dates, so the model sees seasons.
 Both are split by time: earlier periods train, the latest one validates.
 """
@@ -20,6 +21,7 @@ from features import (
     build_customer_features,
     build_exposure_features,
 )
+from features.session import exposure_sessions
 from nbo.data import Dataset
 from nbo.errors import NboError
 from training.labels import churn_labels, churn_snapshots, propensity_labels
@@ -60,6 +62,8 @@ def propensity_set(
             "or too recent to train a propensity model"
         )
     names = list(FEATURE_SET.candidate_features)
+    # The page and session each web/app exposure was shown in: the context the service gets from its caller.
+    exposures = pd.concat([exposures, exposure_sessions(data.events, exposures)], axis=1)
     days = exposures["ts"].dt.normalize()
     parts: list[pd.DataFrame] = []
     for day, rows in tqdm(exposures.groupby(days, sort=True), desc="propensity snapshots", unit="day",

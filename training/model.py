@@ -98,6 +98,11 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
     def _raw(self, X: np.ndarray) -> np.ndarray:
         return self.booster_.predict(X, num_threads=1 if len(X) < 5000 else 0)
 
+    def raw_score(self, X: np.ndarray) -> np.ndarray:
+        """The booster's uncalibrated probability (what the isotonic map is applied to)."""
+        check_is_fitted(self, "booster_")
+        return self._raw(np.asarray(X, dtype=np.float32))
+
     def crossfit_proba(self, X_val: np.ndarray, y_val: np.ndarray, folds: int = 2) -> np.ndarray:
         """Calibrated probabilities of the validation rows, each from an isotonic map fitted on the
         *other* folds (contiguous blocks, in the rows' order - time order for nbo's sets).

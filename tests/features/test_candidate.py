@@ -170,7 +170,8 @@ def test_exposure_features_equal_candidates_with_the_exposure_context(synth) -> 
             assert np.isnan(out.loc[i, "recency_days"]) and out.loc[i, "offer_value"] > 0
             continue
         ctx = Context(channel=exp["channel"], hour_of_day=exp["ts"].hour, day_of_week=exp["ts"].day_of_week)
-        one = build_candidate_features(customers.loc[[exp["customer_id"]]], synth.offers, synth.contacts, ctx, as_of)
+        # the snapshot row with the contact log as of the exposure itself (what the service sees then)
+        one = build_candidate_features(customers.loc[[exp["customer_id"]]], synth.offers, synth.contacts, ctx, exp["ts"])
         expected = one[one["offer_id"] == exp["offer_id"]].reset_index(drop=True)
         pd.testing.assert_frame_equal(out.iloc[[i]].reset_index(drop=True), expected)
         checked += 1

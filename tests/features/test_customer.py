@@ -325,3 +325,101 @@ def test_offer_category_view_share() -> None:
     assert rows.loc["b", "offer_cat_views_7d"] == 2
     assert rows.loc["b", "offer_cat_searches_7d"] == 1
     assert rows.loc["t", "offer_cat_views_7d"] == 1
+
+
+def test_decayed_browsing_days_since_and_active_days() -> None:
+    from features import build_candidate_features
+
+    c, quiet = "a", "q"
+    data = dataset(
+        customers=[{"customer_id": c, "signup_ts": ago(500)}, {"customer_id": quiet, "signup_ts": ago(500)}],
+        events=[
+            _ev(c, 1, "page_view", "travel"),
+            _ev(c, 3, "add_to_cart", "travel"),
+            _ev(c, 3.5, "search", "travel"),  # same 24-hour period back from as_of as the cart add
+            _ev(c, 7, "product_view", "books"),
+            _buy(c, 20, 10.0, "books", "store"),
+            _ev(c, 400, "page_view", "books"),  # older than a year: decays, not an active day in 365 d
+            _ev(c, 6, "complaint", None, "call_center"),  # activity, but no category
+            _ev(c, -1, "page_view", "travel"),  # after as_of: ignored
+        ],
+        offers=[{"offer_id": "t", "category": "travel"}, {"offer_id": "b", "category": "books"},
+                {"offer_id": "g", "category": "garden"}],
+    )
+    f = build_customer_features(data, AS_OF)
+    a = f.loc[c]
+    assert a["travel_browse_hl1d"] == pytest.approx(0.5 + 0.5**3 + 0.5**3.5)
+    assert a["travel_browse_hl3d"] == pytest.approx(0.5 ** (1 / 3) + 0.5 + 0.5 ** (3.5 / 3))
+    assert a["books_browse_hl7d"] == pytest.approx(0.5 + 0.5 ** (400 / 7))  # purchases are not browsing
+    assert a["travel_days_since_browse"] == pytest.approx(1)
+    assert a["books_days_since_browse"] == pytest.approx(7)
+    assert a["books_days_since_purchase"] == pytest.approx(20)
+    assert a["travel_days_since_purchase"] == NEVER_DAYS
+    assert (a["travel_active_days_365d"], a["books_active_days_365d"], a["home_active_days_365d"]) == (2, 2, 0)
+    assert (a["active_days_30d"], a["active_days_365d"]) == (5, 5)  # days 1, 3, 6, 7, 20
+    assert a["online_visit_share_365d"] == pytest.approx(3 / 4)  # web on days 1, 3, 7; store on day 20
+    # silence (1 day) x active days (5) / days since the first event, capped at 365
+    assert a["silence_score"] == pytest.approx(1 * 5 / 365)
+    q = f.loc[quiet]
+    assert (q["active_days_365d"], q["silence_score"], q["travel_browse_hl7d"], q["online_visit_share_365d"]) == (0, 0, 0, 0)
+    assert q["travel_days_since_browse"] == NEVER_DAYS
+
+    rows = build_candidate_features(f, data.offers, data.contacts, None, AS_OF)
+    rows = rows[rows["customer_id"] == c].set_index("offer_id")
+    assert rows.loc["t", "offer_cat_browse_hl1d"] == pytest.approx(a["travel_browse_hl1d"])
+    assert rows.loc["b", "offer_cat_days_since_purchase"] == pytest.approx(20)
+    assert rows.loc["t", "offer_cat_day_share_365d"] == pytest.approx(0.5)
+    assert rows.loc["t", "offer_cat_day_share_smoothed_365d"] == pytest.approx(3 / 12)  # (2 + 1) / (4 + 8)
+    assert rows.loc["g", "offer_cat_day_share_smoothed_365d"] == 0
+    assert rows.loc["g", "offer_cat_days_since_browse"] == NEVER_DAYS  # undeclared category
+    assert rows.loc["g", "offer_cat_browse_hl7d"] == 0
+    assert rows.loc["g", "offer_cat_day_share_365d"] == 0
+
+
+def test_silence_score_against_the_customers_own_rhythm() -> None:
+    daily, monthly = "d", "m"
+    events = [_ev(daily, 20 + i, "page_view", "books") for i in range(40)]  # 40 days in a row, silent for 20
+    events += [_ev(monthly, 20 + 30 * i, "page_view", "books") for i in range(4)]  # monthly, silent for 20
+    data = dataset(customers=[{"customer_id": daily, "signup_ts": ago(500)}, {"customer_id": monthly, "signup_ts": ago(500)}],
+                   events=events)
+    f = build_customer_features(data, AS_OF)
+    assert f.loc[daily, "days_since_activity"] == f.loc[monthly, "days_since_activity"] == 20
+    assert f.loc[daily, "silence_score"] == pytest.approx(20 * 40 / 59)
+    assert f.loc[monthly, "silence_score"] == pytest.approx(20 * 4 / 110)
+    # 40 active days, 11 of them in the last 30 days (ages 20-30), first seen 59 days ago
+    assert f.loc[daily, "activity_trend_30d"] == pytest.approx((11 / 30) / (40 / 59))
+    assert f.loc[monthly, "activity_trend_30d"] == pytest.approx((1 / 30) / (4 / 110))
+
+
+def test_contact_pressure_decays_per_channel() -> None:
+    c = "a"
+    data = dataset(
+        customers=[{"customer_id": c, "signup_ts": ago(300)}],
+        contacts=[
+            {"customer_id": c, "offer_id": "o1", "channel": "email", "ts": ago(3)},
+            {"customer_id": c, "offer_id": "o1", "channel": "email", "ts": ago(6)},
+            {"customer_id": c, "offer_id": "o1", "channel": "sms", "ts": ago(1.5)},
+            {"customer_id": c, "offer_id": "o1", "channel": "sms", "ts": AS_OF},  # at as_of: not yet
+        ],
+    )
+    f = build_customer_features(data, AS_OF).loc[c]
+    assert f["pressure_email"] == pytest.approx(0.5 + 0.25)
+    assert f["pressure_sms"] == pytest.approx(0.5**0.5)
+    assert f["pressure_web"] == 0
+    assert f["pressure_total"] == pytest.approx(0.75 + 0.5**0.5)
+
+
+def test_contacts_at_each_rows_moment_equal_contacts_as_of_that_moment() -> None:
+    from features.customer import contact_history, encode_contacts_at
+    from tests.features.conftest import synthetic
+
+    data = synthetic(customers=30, contacts=500, seed=5)
+    ids = data.customers["customer_id"].to_numpy(dtype=object)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(ids, 40)  # repeated customers, each row at its own moment
+    moments = (AS_OF - pd.to_timedelta(rng.integers(0, 200 * 86_400, 40), unit="s")).to_numpy()
+    at = contact_history(encode_contacts_at(data.contacts, rows, moments), pd.Index(rows), AS_OF)
+    for i, (cid, moment) in enumerate(zip(rows, moments, strict=True)):
+        one = contact_history(data.contacts, pd.Index([cid], dtype=object), pd.Timestamp(moment))
+        assert {k: v[i] for k, v in at.items()} == pytest.approx({k: v[0] for k, v in one.items()})
+

@@ -8,7 +8,7 @@ import pytest
 
 from nbo.errors import NboError
 from features import Context, build_candidate_features, build_customer_features, build_exposure_features
-from tests.features.conftest import AS_OF, synthetic
+from tests.features.conftest import AS_OF, dataset, synthetic
 
 
 def test_exposure_rows_equal_request_path_with_their_context() -> None:
@@ -25,11 +25,17 @@ def test_exposure_rows_equal_request_path_with_their_context() -> None:
             "ts": snapshot + pd.to_timedelta(rng.integers(0, 86_399, n), unit="s"),
         }
     )
+    pages = [None, "travel", "books", "garden"]
+    exposures["page_category"] = pd.Series([pages[i % 4] for i in range(n)], dtype=object)
+    exposures["session_categories"] = pd.Series([tuple(pages[1 : 1 + i % 4]) for i in range(n)], dtype=object)
     rows = build_exposure_features(customers, data.offers, data.contacts, exposures, snapshot)
     assert list(rows["customer_id"]) == list(exposures["customer_id"])
+    assert rows["ctx_page_category_match"].sum() > 0 and rows["ctx_session_category_match"].sum() > 0
     for i, exp in exposures.iterrows():
-        ctx = Context(channel=exp["channel"], hour_of_day=exp["ts"].hour, day_of_week=exp["ts"].day_of_week)
-        one = build_candidate_features(customers.loc[[exp["customer_id"]]], data.offers, data.contacts, ctx, snapshot)
+        ctx = Context(channel=exp["channel"], hour_of_day=exp["ts"].hour, day_of_week=exp["ts"].day_of_week,
+                      page_category=exp["page_category"], session_categories=list(exp["session_categories"]))
+        # the service's view at the exposure: the snapshot row plus the contact log up to that moment
+        one = build_candidate_features(customers.loc[[exp["customer_id"]]], data.offers, data.contacts, ctx, exp["ts"])
         expected = one[one["offer_id"] == exp["offer_id"]].iloc[0]
         pd.testing.assert_series_equal(
             rows.iloc[i].drop(["customer_id", "offer_id"]).astype(float),
@@ -47,3 +53,29 @@ def test_exposure_before_snapshot_is_refused() -> None:
     )
     with pytest.raises(NboError, match="before as_of"):
         build_exposure_features(customers, data.offers, data.contacts, exposures, AS_OF)
+
+
+def test_contacts_earlier_on_the_exposure_day_are_seen_later_ones_are_not() -> None:
+    snapshot = AS_OF.normalize()
+    data = dataset(
+        customers=[{"customer_id": "a", "signup_ts": snapshot - pd.Timedelta(days=100)}],
+        contacts=[
+            {"customer_id": "a", "offer_id": "o1", "channel": "web", "ts": snapshot + pd.Timedelta(hours=1),
+             "outcome": "declined", "outcome_ts": snapshot + pd.Timedelta(hours=1, minutes=1)},
+            {"customer_id": "a", "offer_id": "o1", "channel": "email", "ts": snapshot - pd.Timedelta(days=2),
+             "outcome": "accepted", "outcome_ts": snapshot + pd.Timedelta(hours=3)},  # answered later that day
+        ],
+        offers=[{"offer_id": "o1", "category": "travel"}, {"offer_id": "o2", "category": "books"}],
+    )
+    customers = build_customer_features(data, snapshot)
+    exposures = pd.DataFrame({"customer_id": ["a"] * 3, "offer_id": ["o1", "o1", "o2"], "channel": ["sms"] * 3,
+                              "ts": [snapshot + pd.Timedelta(minutes=30), snapshot + pd.Timedelta(hours=2),
+                                     snapshot + pd.Timedelta(hours=4)]})
+    rows = build_exposure_features(customers, data.offers, data.contacts, exposures, snapshot)
+    assert list(rows["contacts_7d"]) == [1, 2, 2]
+    assert list(rows["offer_exposures"]) == [1, 2, 0]
+    assert list(rows["offer_declines"]) == [0, 1, 0]
+    assert list(rows["offer_cat_declines"]) == [0, 1, 0]
+    assert list(rows["accepts_total"]) == [0, 0, 1]
+    assert rows["days_since_last_contact"].tolist() == pytest.approx([2 + 1 / 48, 1 / 24, 3 / 24])
+

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import Context, build_candidate_features, build_customer_features
+from features.session import exposure_sessions
 from nbo.contract import TABLES
 from nbo.data import Dataset, validate_frame
 from nbo.vocab import CONTACT_CHANNELS, EVENT_CHANNELS, EVENT_TYPES, OUTCOMES
@@ -102,6 +103,10 @@ def _future(events: list[dict], contacts: list[dict], consents: list[dict], late
 
 BASE_CUSTOMERS = build_customer_features(PAST, AS_OF)
 BASE_CANDIDATES = build_candidate_features(BASE_CUSTOMERS, PAST.offers, PAST.contacts, CONTEXT, AS_OF)
+# Web and app exposures of every customer at as_of: their session context reads events before it.
+EXPOSURES = pd.DataFrame({"customer_id": IDS * 2, "channel": ["web"] * len(IDS) + ["app"] * len(IDS),
+                          "ts": [AS_OF] * (2 * len(IDS)), "offer_id": OFFER_IDS[0]})
+BASE_SESSIONS = exposure_sessions(PAST.events, EXPOSURES)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -112,6 +117,7 @@ def test_rows_at_or_after_as_of_change_nothing(events, contacts, consents, late)
     pd.testing.assert_frame_equal(customers, BASE_CUSTOMERS)
     candidates = build_candidate_features(customers, future.offers, future.contacts, CONTEXT, AS_OF)
     pd.testing.assert_frame_equal(candidates, BASE_CANDIDATES)
+    pd.testing.assert_frame_equal(exposure_sessions(future.events, EXPOSURES), BASE_SESSIONS)
 
 
 def test_the_leakage_check_can_fail() -> None:
@@ -120,3 +126,5 @@ def test_the_leakage_check_can_fail() -> None:
            "category": "travel", "amount": 10.0}
     changed = build_customer_features(_future([row], [], [], []), AS_OF)
     assert not changed.equals(BASE_CUSTOMERS)
+    sessions = exposure_sessions(_future([row], [], [], []).events, EXPOSURES)
+    assert sessions.loc[0, "page_category"] == "travel" and not sessions.equals(BASE_SESSIONS)
