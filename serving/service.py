@@ -99,6 +99,8 @@ class FeedbackResponse(BaseModel):
     offer_id: str
     outcome: str
     recorded: bool
+    #: Set on the 404 answer, so that it is also the documented `NotFound` error body.
+    error: str | None = None
 
 
 class ForgetResponse(BaseModel):
@@ -154,6 +156,19 @@ def load_api_keys(environ: dict[str, str] | None = None) -> tuple[bytes, ...]:
 
 
 # ------------------------------------------------------------------------------ guard middleware
+def corrected_openapi(document: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document with `InvalidArgument.detail` as sent: a string or a list of errors."""
+    schemas = document.get("components", {}).get("schemas", {})
+    invalid = schemas.get("InvalidArgument", {}).get("properties", {})
+    if "detail" in invalid:
+        invalid["detail"] = {
+            "title": "Error Detail",
+            "description": "what was wrong, per field: `loc` names the field",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
+        }
+    return document
+
+
 class Guard:
     """ASGI middleware in front of every route: API key, body size, JSON well-formedness.
 
@@ -211,6 +226,9 @@ class Guard:
                               [(b"www-authenticate", b"Bearer")])
             return
         if scope.get("method") != "POST":
+            if path == "/docs.json":
+                await self._openapi(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", ()):
@@ -266,6 +284,32 @@ class Guard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _openapi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """BentoML's OpenAPI document, with the 400 body as it is really sent.
+
+        BentoML documents `InvalidArgument.detail` as a string but answers a validation failure
+        with pydantic's list of errors (each naming the field in `loc`); a client generated from
+        the document, or schemathesis, would reject every real 400. The document is corrected
+        here rather than the answer, which is BentoML's own on its routes.
+        """
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        body = b"".join(chunks)
+        if start.get("status") == 200:
+            body = json.dumps(corrected_openapi(json.loads(body))).encode()
+        headers = [(n, v) for n, v in start.get("headers", []) if n != b"content-length"]
+        await send({"type": "http.response.start", "status": start.get("status", 500),
+                    "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     async def _recommend(self, body: bytes, send: Any) -> None:
         """POST /recommend without BentoML's request machinery (measured: docs/service.md §7).
@@ -485,7 +529,8 @@ class Recommender:
         self.metrics["feedback"].labels(outcome, str(known).lower()).inc()
         if not known:
             ctx.response.status_code = 404
-        return FeedbackResponse(decision_id=decision_id, offer_id=offer_id, outcome=outcome, recorded=known)
+        return FeedbackResponse(decision_id=decision_id, offer_id=offer_id, outcome=outcome, recorded=known,
+                                error=None if known else "unknown decision_id, or offer_id not shown in that decision")
 
     @bentoml.api(route="/forget", input_spec=ForgetRequest)
     async def forget(self, customer_id: str) -> ForgetResponse:
