@@ -320,16 +320,7 @@ class RedisContactStore(ContactStore):
         pipe.hgetall(f"{base}:dco")
         pipe.hgetall(f"{base}:dcc")
         log, dco, dcc = pipe.execute()
-        contacts = []
-        for member in log:
-            r = json.loads(self._s(member))
-            contacts.append(ContactRecord(r["d"], r["o"], r["cat"], r["ch"], float(r["ts"])))
-
-        def recent(h: dict) -> dict[str, float]:
-            out = {self._s(k): float(self._s(v)) for k, v in h.items()}
-            return {k: v for k, v in out.items() if v > since}
-
-        return ContactHistory(customer_id, t, tuple(contacts), recent(dco), recent(dcc))
+        return self._make_history(customer_id, t, since, log, dco, dcc)
 
     def record_outcome(self, decision_id: str, offer_id: str, outcome: str, ts: datetime) -> bool:
         check_outcome(outcome)
