@@ -156,9 +156,21 @@ def load_api_keys(environ: dict[str, str] | None = None) -> tuple[bytes, ...]:
 
 
 # ------------------------------------------------------------------------------ guard middleware
+_GUARD_ANSWERS = {
+    "401": "missing or invalid API key (Authorization: Bearer <key>)",
+    "413": "body larger than the configured limit",
+    "503": "contact store unavailable: nothing recorded, retry (Retry-After)",
+}
+
+
 def corrected_openapi(document: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI document with `InvalidArgument.detail` as sent: a string or a list of errors."""
-    schemas = document.get("components", {}).get("schemas", {})
+    """The OpenAPI document as the service really answers.
+
+    BentoML's document says `InvalidArgument.detail` is a string (it is pydantic's list of errors),
+    does not mark request bodies required (a POST without a body is a 400), and cannot know the
+    answers of the `Guard` (401, 413) or the store's 503.
+    """
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
     invalid = schemas.get("InvalidArgument", {}).get("properties", {})
     if "detail" in invalid:
         invalid["detail"] = {
@@ -166,6 +178,21 @@ def corrected_openapi(document: dict[str, Any]) -> dict[str, Any]:
             "description": "what was wrong, per field: `loc` names the field",
             "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
         }
+    schemas["GuardError"] = {"title": "GuardError", "type": "object", "required": ["error"],
+                             "properties": {"error": {"title": "Message", "type": "string"}}}
+    ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/GuardError"}}}}
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or "responses" not in operation or path in PUBLIC_PATHS:
+                continue
+            responses = operation["responses"]
+            responses.setdefault("401", {"description": _GUARD_ANSWERS["401"], **ref})
+            if method == "post":
+                responses.setdefault("413", {"description": _GUARD_ANSWERS["413"], **ref})
+                if "requestBody" in operation:
+                    operation["requestBody"]["required"] = True
+            if path in ("/feedback", "/forget"):
+                responses.setdefault("503", {"description": _GUARD_ANSWERS["503"], **ref})
     return document
 
 

@@ -37,3 +37,26 @@ def max_in_window(times: Sequence[float], days: float) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
+
+
+def kill_process_tree(pid: int) -> list[int]:
+    """SIGKILL a process and every descendant, all at once; returns the pids killed.
+
+    BentoML's supervisor starts each worker in a session of its own, so `killpg` on the
+    supervisor's group leaves the workers running (orphaned, still serving on the inherited
+    socket). "kill -9 of the service" means all of them.
+    """
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+    return [p.pid for p in procs]

@@ -11,16 +11,17 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.serving.test_engine import World, build_world
+from tests.serving.helpers import kill_process_tree
 from tests.serving.test_faults import KEY, start_serve
 
 
@@ -43,6 +44,7 @@ def test_acknowledged_feedback_survives_kill_9(dur_world: World, tmp_path_factor
     acked: list[tuple[str, str, str, str]] = []  # (customer, decision, offer, outcome) answered 200
     lock = threading.Lock()
     killed = threading.Event()
+    victims: list[int] = []
     outcomes = ("accepted", "declined", "ignored", "clicked")
 
     def client(n: int) -> None:
@@ -64,8 +66,9 @@ def test_acknowledged_feedback_survives_kill_9(dur_world: World, tmp_path_factor
                         with lock:
                             acked.append((cid, d["decision_id"], d["offers"][0]["offer_id"], outcome))
                             if len(acked) >= 40 and not killed.is_set():
-                                # the moment after an acknowledgement: kill the whole service, no clean-up
-                                os.killpg(serve.proc.pid, signal.SIGKILL)
+                                # the moment after an acknowledgement: kill the whole service (supervisor
+                                # and workers, which BentoML starts in sessions of their own), no clean-up
+                                victims.extend(kill_process_tree(serve.proc.pid))
                                 killed.set()
                 except httpx.HTTPError:
                     return  # the service is gone
@@ -77,11 +80,11 @@ def test_acknowledged_feedback_survives_kill_9(dur_world: World, tmp_path_factor
         for t in threads:
             t.join(timeout=120)
         assert killed.is_set(), f"only {len(acked)} feedbacks acknowledged before the customers ran out"
-        serve.proc.wait(timeout=10)
-        assert serve.proc.returncode == -signal.SIGKILL
+        assert len(victims) >= 3, f"expected the supervisor and 2 workers, killed {victims}"
+        assert not [v for v in victims if psutil.pid_exists(v) and psutil.Process(v).status() != psutil.STATUS_ZOMBIE]
     finally:
         if serve.proc.poll() is None:
-            os.killpg(serve.proc.pid, signal.SIGKILL)
+            kill_process_tree(serve.proc.pid)
     store = SQLiteContactStore(db)  # opening it recovers the WAL as a restarted service would
     try:
         rows = {}

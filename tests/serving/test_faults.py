@@ -29,6 +29,7 @@ import pytest
 import redis
 
 from serving.engine import DecisionEngine, StoreUnavailable
+from tests.serving.helpers import kill_process_tree
 from tests.serving.test_engine import NOW, World, build_world
 
 KEY = "fault-key-51c2"
@@ -59,8 +60,7 @@ class Serve:
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                kill_process_tree(self.proc.pid)
 
 
 def start_serve(world: World, work: Path, store: str, *extra: str, workers: int = 2) -> Serve:
@@ -83,7 +83,7 @@ def start_serve(world: World, work: Path, store: str, *extra: str, workers: int 
         except httpx.HTTPError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            kill_process_tree(proc.pid)
             pytest.fail(f"nbo serve did not become ready:\n{log.read_text()[-3000:]}")
         time.sleep(0.25)
 

@@ -22,6 +22,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from tests.serving.helpers import kill_process_tree
 from tests.serving.test_engine import NOW, World, build_world
 
 KEY = "test-key-7f3a9c"
@@ -75,7 +76,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         except httpx.HTTPError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            kill_process_tree(proc.pid)
             pytest.fail(f"nbo serve did not become ready:\n{log.read_text()[-3000:]}")
         time.sleep(0.25)
     frame, _ = read_materialised(latest_features_file(world.features))
@@ -84,7 +85,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        kill_process_tree(proc.pid)
     text = log.read_text(errors="replace")
     assert KEY not in text and SECRET_ID not in text, "the log holds an API key or a raw customer id"
 
