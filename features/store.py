@@ -6,7 +6,6 @@ context and the live contact history (`build_candidate_features` recomputes cont
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.feature_set import CUSTOMER_FEATURES, FEATURE_SET, FeatureSet
+from nbo.data import write_parquet_atomic
 from nbo.errors import NboError
 
 _META_KEYS = ("feature_set", "feature_set_version", "as_of")
@@ -37,13 +37,7 @@ def write_materialised(
             b"nbo.as_of": pd.Timestamp(as_of).isoformat().encode(),
         }
     )
-    table = table.replace_schema_metadata(meta)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_parquet_atomic(table.replace_schema_metadata(meta), path)
 
 
 def _meta(path: Path, schema: pa.Schema) -> dict[str, object]:

@@ -9,9 +9,10 @@ not express timezone mixing or the list-typed `channels` column, so the contract
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -405,11 +406,28 @@ def empty_table(table: str) -> pd.DataFrame:
     )
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write to; renamed onto `path` when the block succeeds,
+    removed when it fails: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write an Arrow table (schema and metadata as given) atomically, zstd-compressed."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
 def write_table(frame: pd.DataFrame, path: Path) -> None:
     """Write a table atomically (temporary name, then rename): a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".csv":
             out = frame.copy()
             for name in out.columns:
@@ -425,9 +443,6 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
                     out[name] = out[name].map(list)
             table = pa.Table.from_pandas(out, preserve_index=False)
             pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_dataset(data: Dataset, directory: Path | str, fmt: str = "parquet") -> None:

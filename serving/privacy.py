@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from nbo.data import read_table_file, write_table
+from nbo.data import read_table_file, write_parquet_atomic, write_table
 from nbo.errors import NboError
 from serving.engine import hash_id, open_store
 
@@ -189,7 +188,7 @@ def erase_customer(
         n = int(pc.sum(mask).as_py() or 0)
         erased[_label("features", file, Path(features))] = n  # type: ignore[arg-type]
         if n:
-            _write_parquet_atomic(table.filter(pc.invert(mask)), file)
+            write_parquet_atomic(table.filter(pc.invert(mask)), file)
     total = sum(erased.values())
     log.info("erased customer %s: %d record(s) in %d source(s)", hash_id(customer_id), total, len(erased))
     return {"erased": erased, "total_records": total}
@@ -199,16 +198,6 @@ def _iso(value: object) -> object:
     if hasattr(value, "isoformat"):
         return value.isoformat()  # type: ignore[union-attr]
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Same schema and metadata, temporary name then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _compact_sqlite(path: Path) -> None:
