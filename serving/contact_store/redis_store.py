@@ -275,15 +275,6 @@ class RedisContactStore(ContactStore):
     ) -> ReserveResult:
         check_propensities(offers, propensities)
         self.check_policy(policy)
-        cap = policy.caps.get(channel)  # type: ignore[call-overload]
-        cfg = {
-            "cap": None if cap is None else {"max": cap.max, "days": cap.days},
-            "out_applies": channel in policy.outbound.channels,
-            "out": {"max": policy.outbound.max, "days": policy.outbound.days, "channels": list(policy.outbound.channels)},
-            "offer": {"max": policy.offer_cap.max, "days": policy.offer_cap.days},
-            "cd_offer": policy.cooldown.offer_days,
-            "cd_cat": policy.cooldown.category_days,
-        }
         payload = [{"o": o.offer_id, "cat": o.category, "p": repr(float(propensities[o.offer_id]))} for o in offers]
         try:
             raw = self._reserve(
@@ -291,7 +282,7 @@ class RedisContactStore(ContactStore):
                 args=[
                     repr(to_epoch(now)),
                     channel,
-                    json.dumps(cfg),
+                    self._cfg(channel, policy),
                     json.dumps(payload) if payload else "[]",
                     decision_id,
                     customer_id,
