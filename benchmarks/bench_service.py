@@ -306,7 +306,7 @@ def main() -> None:
 
     print(f"hardware: {_hardware()}; {_load()} at start", flush=True)
     work = Path(tempfile.mkdtemp(prefix="nbo-bench-service-"))
-    world = args.world or Path(tempfile.gettempdir()) / f"nbo-bench-world-{args.customers}x{args.days}"
+    world = (args.world or Path(tempfile.gettempdir()) / f"nbo-bench-world-{args.customers}x{args.days}").resolve()
     data, features, uri, as_of = build_world(world, args.customers, args.days)
     clock = as_of + pd.Timedelta(hours=10)
     from features import read_materialised

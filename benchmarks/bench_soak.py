@@ -347,7 +347,7 @@ def main() -> int:
     args = ap.parse_args()
 
     print(f"hardware: {svc._hardware()}; {svc._load()} at start", flush=True)
-    world = args.world or Path(tempfile.gettempdir()) / f"nbo-bench-world-{args.customers}x{args.days}"
+    world = (args.world or Path(tempfile.gettempdir()) / f"nbo-bench-world-{args.customers}x{args.days}").resolve()
     data, features, uri, as_of = svc.build_world(world, args.customers, args.days)
     clock = as_of + pd.Timedelta(hours=10)
     from features import read_materialised
