@@ -66,6 +66,7 @@ from features import (
 from nbo.data import empty_table, load_table
 from nbo.errors import NboError
 from nbo.vocab import FINAL_OUTCOMES
+from serving.compiled import Predictor, calibrated_predictor
 from serving.contact_store import ConsentBook, ContactStore, RedisContactStore, SQLiteContactStore
 from serving.policy import ContactPolicy, load_policy
 from serving.ranking import Arbiter, Candidate, Decision, ShownOffer, compile_offer_rules
@@ -130,6 +131,7 @@ class EngineSettings(BaseModel):
         None, gt=0, description="longest wait on the store per call (SQLite busy timeout, Redis socket timeout); None = the store's default"
     )
     store_retry_s: float = Field(1.0, ge=0, description="after a store failure, answer degraded without trying for this long")
+    compile_models: bool = Field(True, description="score with the champions compiled by lleaves (checked against the booster)")
 
 
 def latest_features_file(path: Path) -> Path:
@@ -190,10 +192,23 @@ class Models:
     propensity_columns: np.ndarray | None  # positions in CANDIDATE_FEATURES, None = same order
     churn_probability: np.ndarray  # one per materialised customer (row order of the frame)
     explainer: PathExplainer | None = None  # None: SHAP via model.contributions
+    #: P(accept) / P(churn) of float32 rows: the compiled forests where they match (see
+    #: serving.compiled), else the models' own `predict_proba_positive`.
+    predict_propensity: Predictor | None = None
+    predict_churn: Predictor | None = None
+    scoring: dict[str, str] = field(default_factory=dict)  # per model: "compiled" or why not
 
     @property
     def versions(self) -> dict[str, str]:
         return {"propensity": self.propensity.label, "churn": self.churn.label}  # type: ignore[attr-defined]
+
+    @property
+    def propensity_predictor(self) -> Predictor:
+        return self.predict_propensity or self.propensity.model.predict_proba_positive  # type: ignore[attr-defined]
+
+    @property
+    def churn_predictor(self) -> Predictor:
+        return self.predict_churn or self.churn.model.predict_proba_positive  # type: ignore[attr-defined]
 
 
 def _check_model(loaded: object, allowed: Sequence[str], what: str) -> np.ndarray | None:
@@ -326,6 +341,7 @@ class DecisionEngine:
         self.models_error: str | None = None
         self.store_retry_s = settings.store_retry_s if settings is not None else 1.0
         self._store_retry_at = 0.0  # monotonic time before which the store is not tried again
+        self._compiling: threading.Thread | None = None  # the last background compilation (tests join it)
 
     def _set_features(self, features: pd.DataFrame) -> None:
         """Customer rows: positions by id, rule inputs and values as plain arrays."""
@@ -355,7 +371,7 @@ class DecisionEngine:
         if models is not None:
             churn_columns = _check_model(models.churn, CUSTOMER_FEATURES, "customer")
             X = view._customer_matrix if churn_columns is None else view._customer_matrix[:, churn_columns]
-            churn_p = np.asarray(models.churn.model.predict_proba_positive(X), dtype=np.float64) if len(X) else np.zeros(0)  # type: ignore[attr-defined]
+            churn_p = np.asarray(models.churn_predictor(X), dtype=np.float64) if len(X) else np.zeros(0)
             view._models = dataclasses.replace(models, churn_probability=churn_p)
         return view
 
@@ -401,7 +417,7 @@ class DecisionEngine:
         if models is not None:
             engine._models = engine.build_models(*models)
         elif load_models:
-            result = engine.reload(force=True)
+            result = engine.reload(force=True, compile_now=True)
             if not result.ok:
                 log.warning("models unavailable at start, serving the popularity fallback: %s", result.message)
         return engine
@@ -442,8 +458,12 @@ class DecisionEngine:
         """True once the engine can answer (with models, or with the documented fallback)."""
         return True
 
-    def build_models(self, propensity: object, churn: object) -> Models:
-        """Check feature sets and names, score a sample, precompute churn for every customer."""
+    def build_models(self, propensity: object, churn: object, compile_models: bool | None = None) -> Models:
+        """Check feature sets and names, score a sample, precompute churn for every customer.
+
+        `compile_models` (default: the settings'): also compile both forests (`with_compiled`)
+        before returning; reloads compile afterwards, in the background, instead.
+        """
         columns = _check_model(propensity, CANDIDATE_FEATURES, "candidate")
         churn_columns = _check_model(churn, CUSTOMER_FEATURES, "customer")
         churn_X = self._customer_matrix if churn_columns is None else self._customer_matrix[:, churn_columns]
@@ -451,19 +471,64 @@ class DecisionEngine:
         if not _probabilities_ok(churn_p):
             raise NboError(f"{churn.label} gives probabilities outside [0, 1] or not finite")  # type: ignore[attr-defined]
         explainer = PathExplainer(propensity.model.booster_) if self.explain == "path" else None  # type: ignore[attr-defined]
-        models = Models(propensity, churn, columns, churn_p, explainer)
-        sample = self.features.index[: min(20, len(self.features))].tolist()
-        if sample:
-            # Without the store's contacts: a reload must not depend on the store being up.
-            scored = self._score(sample, "web", None, self.features_as_of.to_pydatetime(), models, live=False)
-            if not _probabilities_ok(scored.p.ravel()):
-                raise NboError(f"{propensity.label} gives probabilities outside [0, 1] or not finite on a sample")  # type: ignore[attr-defined]
+        models = Models(propensity, churn, columns, churn_p, explainer,
+                        scoring={"propensity": "not compiled", "churn": "not compiled"})
+        sample = self._sample_scores(models)
+        if sample is not None and not _probabilities_ok(sample.p.ravel()):
+            raise NboError(f"{propensity.label} gives probabilities outside [0, 1] or not finite on a sample")  # type: ignore[attr-defined]
+        if self._compile_wanted if compile_models is None else compile_models:
+            models = self.with_compiled(models)
         return models
 
-    def reload(self, force: bool = False) -> ReloadResult:
+    @property
+    def _compile_wanted(self) -> bool:
+        return self.settings.compile_models if self.settings is not None else False
+
+    def _sample_scores(self, models: Models) -> _Scored | None:
+        """Scores of the first 20 customers x every offer, without the store's contacts (a reload
+        must not depend on the store being up)."""
+        sample = self.features.index[: min(20, len(self.features))].tolist()
+        if not sample:
+            return None
+        return self._score(sample, "web", None, self.features_as_of.to_pydatetime(), models, live=False)
+
+    def with_compiled(self, models: Models) -> Models:
+        """`models` scoring with their forests compiled (serving.compiled), each checked against
+        the booster on a sample; a model that fails keeps its booster. Takes seconds per model."""
+        churn_columns = _check_model(models.churn, CUSTOMER_FEATURES, "customer")
+        churn_X = self._customer_matrix if churn_columns is None else self._customer_matrix[:, churn_columns]
+        churn_predict, churn_how = calibrated_predictor(models.churn.model, churn_X[:500], models.churn.label)  # type: ignore[attr-defined]
+        sample = self._sample_scores(models)
+        X = sample.X if sample is not None else None
+        predict, how = calibrated_predictor(models.propensity.model, X, models.propensity.label)  # type: ignore[attr-defined]
+        log.info("%s: %s; %s: %s", models.propensity.label, how, models.churn.label, churn_how)  # type: ignore[attr-defined]
+        return dataclasses.replace(models, predict_propensity=predict, predict_churn=churn_predict,
+                                   scoring={"propensity": how, "churn": churn_how})
+
+    def _compile_in_background(self, models: Models) -> threading.Thread:
+        """Compile `models` off the request path; swap them in only if they are still the ones in use."""
+
+        def work() -> None:
+            try:
+                compiled = self.with_compiled(models)
+            except Exception:  # noqa: BLE001 - the boosters keep serving
+                log.exception("compiling %s failed; the booster keeps serving", models.propensity.label)  # type: ignore[attr-defined]
+                return
+            with self._reload_lock:
+                if self._models is models:
+                    self._models = compiled
+
+        thread = threading.Thread(target=work, name="nbo-compile", daemon=True)
+        thread.start()
+        self._compiling = thread
+        return thread
+
+    def reload(self, force: bool = False, *, compile_now: bool = False) -> ReloadResult:
         """Load the champions if their versions changed (or `force`); swap atomically on success.
 
-        On any failure the models in use keep serving and the result says why.
+        On any failure the models in use keep serving and the result says why. The new pair
+        serves with its boosters at once and with compiled forests a few seconds later (a thread
+        compiles them) unless `compile_now`: then this returns only after compiling.
         """
         if self.settings is None:
             return ReloadResult(False, True, "engine built without settings: nothing to reload")
@@ -487,7 +552,7 @@ class DecisionEngine:
                         return ReloadResult(False, True, "champions unchanged", current.versions)
                 prop = load_model(client, names[0], version=wanted[names[0]])  # type: ignore[arg-type]
                 churn = load_model(client, names[1], version=wanted[names[1]])  # type: ignore[arg-type]
-                models = self.build_models(prop, churn)
+                models = self.build_models(prop, churn, compile_models=compile_now and self._compile_wanted)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old models serving
                 message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
                 self.models_error = message
@@ -495,7 +560,9 @@ class DecisionEngine:
             self._models = models  # one reference assignment: requests see the old or the new pair
             self.models_error = None
             log.info("serving %s and %s", prop.label, churn.label)
-            return ReloadResult(True, True, "loaded", models.versions)
+        if self._compile_wanted and not compile_now:
+            self._compile_in_background(models)
+        return ReloadResult(True, True, "loaded", models.versions)
 
     # ---------------------------------------------------------------- scoring
     def _live_contacts(self, customer_ids: Sequence[str], live: bool = True) -> dict[str, np.ndarray]:
@@ -543,7 +610,7 @@ class DecisionEngine:
             if models.propensity_columns is not None:
                 block = block[:, models.propensity_columns]
             X = np.ascontiguousarray(block, dtype=np.float32)
-            scores = models.propensity.model.predict_proba_positive(X).reshape(len(known), n_o)  # type: ignore[attr-defined]
+            scores = models.propensity_predictor(X).reshape(len(known), n_o)
             p[known] = scores
             churn[known] = models.churn_probability[positions[known]]
         return _Scored(ids, positions, X, p, churn, value, models)

@@ -278,14 +278,22 @@ def test_reload_to_a_new_champion_under_load_fails_no_request(server: Server) ->
     threads = [threading.Thread(target=load) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
-    reload = server.post("/admin/reload", {})
-    assert reload.status_code == 200 and reload.json()["ok"], reload.text
-    assert reload.json()["versions"]["propensity"] == f"{name}/{new.version}"
-    time.sleep(4)  # the other worker follows within its marker check (1 s) or interval (2 s)
-    stop.set()
-    for t in threads:
-        t.join()
+    try:
+        time.sleep(0.5)
+        reload = server.post("/admin/reload", {})
+        assert reload.status_code == 200 and reload.json()["ok"], reload.text
+        assert reload.json()["versions"]["propensity"] == f"{name}/{new.version}"
+        # The other worker follows at its marker check (1 s) or interval (2 s), then loads and
+        # compiles the new pair while still answering with the old one: wait until both answer new.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            if len(results) > 40 and all(v == f"{name}/{new.version}" for _, v in results[-40:]):
+                break
+    finally:
+        stop.set()  # also when an assertion failed: the load threads must not outlive the test
+        for t in threads:
+            t.join()
     assert results and all(code == 200 for code, _ in results), {c for c, _ in results}
     tail = [v for _, v in results[-40:]]
     assert all(v == f"{name}/{new.version}" for v in tail), set(tail)
