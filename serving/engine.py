@@ -502,8 +502,11 @@ class DecisionEngine:
         X = sample.X if sample is not None else None
         predict, how = calibrated_predictor(models.propensity.model, X, models.propensity.label)  # type: ignore[attr-defined]
         log.info("%s: %s; %s: %s", models.propensity.label, how, models.churn.label, churn_how)  # type: ignore[attr-defined]
+        # Churn of every customer again, by the predictor batch chunks use (`with_features`): equal
+        # to ~1e-16, but online and batch must agree to the last bit.
+        churn_p = np.asarray(churn_predict(churn_X), dtype=np.float64)
         return dataclasses.replace(models, predict_propensity=predict, predict_churn=churn_predict,
-                                   scoring={"propensity": how, "churn": churn_how})
+                                   churn_probability=churn_p, scoring={"propensity": how, "churn": churn_how})
 
     def _compile_in_background(self, models: Models) -> threading.Thread:
         """Compile `models` off the request path; swap them in only if they are still the ones in use."""
