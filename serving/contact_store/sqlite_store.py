@@ -88,6 +88,8 @@ class SQLiteContactStore(ContactStore):
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA mmap_size=268435456")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
