@@ -48,6 +48,7 @@ CUSTOMER_COLUMNS_FOR_CANDIDATES: tuple[str, ...] = (
     "active_days_30d",
     "active_days_365d",
     "silence_score",
+    "silence_surprise",
     "activity_trend_30d",
     "online_visit_share_365d",
     "views_365d",
@@ -79,6 +80,7 @@ PAIR_COLUMNS: tuple[str, ...] = (
     "offer_cat_days_since_purchase",
     "offer_cat_day_share_365d",
     "offer_cat_day_share_smoothed_365d",
+    "offer_cat_main_day_share_365d",
     "offer_cat_purchases_365d",
     "offer_cat_purchase_share_365d",
     "offer_cat_bought_30d",
@@ -90,6 +92,10 @@ PAIR_COLUMNS: tuple[str, ...] = (
     "offer_ignores",
     "offer_days_since_exposure",
     "offer_cat_declines",
+    "offer_cat_exposures",
+    "offer_cat_accepts",
+    "offer_cat_clicks",
+    "stage_kind_code",
 )
 OFFER_COLUMNS: tuple[str, ...] = (
     *(f"offer_kind_{k}" for k in OFFER_KINDS),
@@ -108,7 +114,17 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
     "ctx_session_category_match",
     "ctx_offer_on_channel",
 )
-CANDIDATE_COLUMNS: tuple[str, ...] = (*CUSTOMER_COLUMNS_FOR_CANDIDATES, *PAIR_COLUMNS, *OFFER_COLUMNS, *CONTEXT_COLUMNS)
+#: Context x customer: the contact channel against where the customer shows up.
+CONTEXT_FIT_COLUMNS: tuple[str, ...] = ("ctx_channel_habit",)
+CANDIDATE_COLUMNS: tuple[str, ...] = (
+    *CUSTOMER_COLUMNS_FOR_CANDIDATES, *PAIR_COLUMNS, *OFFER_COLUMNS, *CONTEXT_COLUMNS, *CONTEXT_FIT_COLUMNS
+)
+#: Upper edges (days since the last activity) of the recency part of the relationship stage in
+#: `stage_kind_code`: active in the last 2 weeks, month, 2 months, 4 months, or longer ago.
+STAGE_RECENCY_EDGES: tuple[float, ...] = (14.0, 30.0, 60.0, 120.0)
+#: Prior of `offer_cat_main_day_share_365d`: days of interest credited to every category before
+#: any is seen (a new customer is equally likely to care about each).
+MAIN_DAY_PRIOR: float = 0.5
 
 
 _CATEGORY_STEMS: tuple[str, ...] = (
@@ -127,11 +143,13 @@ _CATEGORY_STEMS: tuple[str, ...] = (
     "days_since_browse",
     "days_since_purchase",
     "active_days_365d",
+    "main_days_365d",
 )
 _CUSTOMER_INPUTS: tuple[str, ...] = (
     *(c for c in CUSTOMER_COLUMNS_FOR_CANDIDATES if c not in CONTACT_HISTORY_COLUMNS),
     "top_category_code",
     "next_category_code",
+    "purchases_total",
 )
 
 
@@ -284,13 +302,21 @@ def _exposures(c: ContactArrays, n_c: int, offers: OfferArrays) -> dict[str, np.
     np.minimum.at(last, pair, c.age[known])
     last[np.isinf(last)] = NEVER_DAYS
     out["offer_days_since_exposure"] = last
-    # Declines per (customer, offer category); contacts of offers absent from `offers` are not counted.
+    # Exposures and answers per (customer, offer category): a click or an acceptance in a category
+    # is interest in it. Contacts of offers absent from `offers` are not counted.
     n_k = int(offer_cat.max()) + 1 if len(offer_cat) else 1
-    declined = final & (outcome == OUTCOMES.index("declined"))
-    cat_key = c.cust[known][declined] * n_k + offer_cat[offer_pos[known][declined]]
-    by_cat = np.bincount(cat_key, minlength=n_c * n_k).reshape(n_c, n_k)
+    cat_key = c.cust[known] * n_k + offer_cat[offer_pos[known]]
     rows = np.repeat(np.arange(n_c), n_o)
-    out["offer_cat_declines"] = by_cat[rows, np.tile(offer_cat, n_c)].astype(np.float64)
+    cols = np.tile(offer_cat, n_c)
+    for name, hit in (
+        ("offer_cat_declines", final & (outcome == OUTCOMES.index("declined"))),
+        ("offer_cat_exposures", None),
+        ("offer_cat_accepts", final & (outcome == OUTCOMES.index("accepted"))),
+        ("offer_cat_clicks", final & (outcome == OUTCOMES.index("clicked"))),
+    ):
+        keys = cat_key if hit is None else cat_key[hit]
+        by_cat = np.bincount(keys, minlength=n_c * n_k).reshape(n_c, n_k)
+        out[name] = by_cat[rows, cols].astype(np.float64)
     return out
 
 
@@ -350,6 +376,35 @@ def context_columns(
     return out
 
 
+def stage_kind_code(days_since_activity: np.ndarray, purchases_total: np.ndarray, kind_code: np.ndarray) -> np.ndarray:
+    """The customer's relationship stage crossed with the offer's kind, as one category code.
+
+    Stage: the recency bucket of the last activity (`STAGE_RECENCY_EDGES`: <= 14, 30, 60, 120 days,
+    or longer / never), plus 5 for a customer who has bought before. Code: stage x number of
+    offer kinds + kind code (0-49); NaN for an unknown kind or a customer without features.
+    Offer kinds are meant for stages (a retention offer for someone going quiet, an acquisition
+    offer for someone who never bought): one categorical column lets the model learn a shift per
+    (stage, kind) pair from few rows, where splitting on recency and kind separately needs many.
+    """
+    edges = np.asarray(STAGE_RECENCY_EDGES)
+    days = np.asarray(days_since_activity, dtype=np.float64)
+    bought = np.asarray(purchases_total, dtype=np.float64) >= 1
+    stage = np.searchsorted(edges, days, side="left") + np.where(bought, len(edges) + 1, 0)
+    code = (stage * len(OFFER_KINDS) + np.asarray(kind_code)).astype(np.float64)
+    return np.where((np.asarray(kind_code) >= 0) & ~np.isnan(days), code, np.nan)
+
+
+def channel_habit(channel_code: np.ndarray, online_share: np.ndarray) -> np.ndarray:
+    """How well the contact channel fits where the customer shows up: the online visit share for a
+    web or app banner, one minus it for paper mail (store-goers read their post), NaN for the
+    other channels and for rows without a context."""
+    ch = np.asarray(channel_code, dtype=np.float64)
+    share = np.asarray(online_share, dtype=np.float64)
+    site = (ch == _CHANNEL_CODE["web"]) | (ch == _CHANNEL_CODE["app"])
+    return np.where(site, share, np.where(ch == _CHANNEL_CODE["mail"], 1.0 - share, np.nan))
+
+
+_CHANNEL_CODE = {c: float(i) for i, c in enumerate(CONTACT_CHANNELS)}
 _CONTEXT_CACHE_SIZE = 4096
 
 
@@ -453,6 +508,13 @@ def candidate_matrix(
     # category gets 0).
     k = len(categories)
     out["offer_cat_day_share_smoothed_365d"] = np.where(undeclared, 0.0, (cat_days[rows, slot] + 1.0) / (all_days + k))
+    # Days the category led the customer's browsing and purchases, shrunk towards 1/k: the
+    # posterior mean of the customer's interest in it (an undeclared category gets 0).
+    main_days = cust.matrix("main_days_365d")
+    all_main = main_days.sum(axis=1)[rows]
+    out["offer_cat_main_day_share_365d"] = np.where(
+        undeclared, 0.0, (main_days[rows, slot] + MAIN_DAY_PRIOR) / (all_main + MAIN_DAY_PRIOR * k)
+    )
     bought = cust.matrix("purchases_365d")[rows, slot]
     out["offer_cat_purchases_365d"] = bought
     total = cust.columns["purchases_365d"][rows]
@@ -465,6 +527,9 @@ def candidate_matrix(
     out.update(_exposures(encoded, n_c, offers))
 
     kind = offers.kind_code[offer_idx]
+    out["stage_kind_code"] = stage_kind_code(
+        cust.columns["days_since_activity"][rows], cust.columns["purchases_total"][rows], kind
+    )
     for j, name in enumerate(OFFER_KINDS):
         out[f"offer_kind_{name}"] = (kind == j).astype(np.float64)
     out["offer_kind_code"] = kind.astype(np.float64)
@@ -472,6 +537,7 @@ def candidate_matrix(
     out["offer_value"] = offers.value[offer_idx]
     out["offer_cost"] = offers.cost[offer_idx]
     out.update(_context_rows(context, customers, offers, as_of))
+    out["ctx_channel_habit"] = channel_habit(out["ctx_channel_code"], out["online_visit_share_365d"])
     if not len(rows):
         return np.empty((0, len(CANDIDATE_COLUMNS)))
     # One stack instead of a column-by-column copy; every column is float64 already (cast otherwise).
@@ -572,6 +638,9 @@ def build_exposure_features(
     )
     for name, values in context.items():
         rows[:, column[name]] = values
+    rows[:, column["ctx_channel_habit"]] = channel_habit(
+        rows[:, column["ctx_channel_code"]], rows[:, column["online_visit_share_365d"]]
+    )
     frame = pd.DataFrame(rows, columns=list(CANDIDATE_COLUMNS))
     frame.insert(0, "offer_id", pd.array(offers.ids[opos], dtype="str"))
     frame.insert(0, "customer_id", pd.array(exposures["customer_id"].to_numpy(dtype=object), dtype="str"))

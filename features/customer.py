@@ -179,6 +179,43 @@ def _distinct_days(cust: np.ndarray, age: np.ndarray, n: int, group: np.ndarray 
     return np.bincount(key // width, minlength=groups * n).reshape(groups, n).astype(np.float64)
 
 
+def _main_category_days(cust: np.ndarray, age: np.ndarray, cat: np.ndarray, n: int, k: int) -> np.ndarray:
+    """(categories, customers) number of days on which the category had most of the customer's rows
+    (declared categories only; a tie goes to the category declared first).
+
+    One day is one draw of the customer's interest: a session strays into other categories now
+    and then, and counting every category seen on a day (`_distinct_days`) counts those strays as
+    whole days of interest.
+    """
+    known = cat >= 0
+    if not known.any():
+        return np.zeros((k, n))
+    day = np.floor(age[known]).astype(np.int64)
+    width = int(day.max()) + 1
+    key = ((cust[known].astype(np.int64) * width + day) * k) + cat[known]
+    uniq, count = np.unique(key, return_counts=True)
+    group, category = uniq // k, uniq % k
+    order = np.lexsort((category, -count, group))  # per day: most rows first, then declared order
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = group[order][1:] != group[order][:-1]
+    win = order[first]
+    return _per_category(group[win] // width, category[win], n, k)
+
+
+def _silence_surprise(active_days: np.ndarray, silence: np.ndarray, first_age: np.ndarray) -> np.ndarray:
+    """How unlikely the current silence is for a customer still coming at their own pace.
+
+    The customer's rate of active days is uncertain: with `a` active days seen over the `w` days
+    between the first event and the last one, a Gamma(a + 1/2, w + 5) belief about the rate
+    gives P(no activity in `s` days) = (1 + s / (w + 5)) ** -(a + 1/2); the feature is minus its
+    log (0 without activity). Unlike `silence_score` (s x a / w), one visit long ago is weak
+    evidence of a pace, and a silence longer than the history counts less than linearly.
+    """
+    s = np.minimum(silence, 365.0)
+    w = np.maximum(np.minimum(first_age, 365.0) - s, 0.0)
+    return np.where(active_days > 0, (active_days + 0.5) * np.log1p(s / (w + 5.0)), 0.0)
+
+
 def _last_age(cust: np.ndarray, age: np.ndarray, n: int) -> np.ndarray:
     """Age in days of each customer's most recent row; NEVER_DAYS when there is none."""
     out = np.full(n, np.inf)
@@ -273,10 +310,12 @@ def _behaviour(ev: _Events, n: int, categories: tuple[str, ...]) -> tuple[dict[s
     # Interest episodes, not clicks: distinct days with a browse or a purchase in the category.
     year = (browse | buy) & (ev.age <= 365)
     cat_days = _distinct_days(ev.cust[year], ev.age[year], n, ev.cat[year], k)
+    main_days = _main_category_days(ev.cust[year], ev.age[year], ev.cat[year], n, k)
     for j, cat in enumerate(categories):
         out[f"{cat}_days_since_browse"] = since_browse[j]
         out[f"{cat}_days_since_purchase"] = since_buy[j]
         out[f"{cat}_active_days_365d"] = cat_days[j]
+        out[f"{cat}_main_days_365d"] = main_days[j]
     out["abandoned_carts_30d"] = _abandoned_carts(ev, n)
     for channel in ("web", "app"):
         m = ev.channel == _CHANNEL[channel]
@@ -299,6 +338,7 @@ def _behaviour(ev: _Events, n: int, categories: tuple[str, ...]) -> tuple[dict[s
     span = np.clip(first, 1.0, 365.0)
     out["silence_score"] = np.where(out["active_days_365d"] > 0,
                                     np.minimum(out["days_since_activity"], 365.0) * out["active_days_365d"] / span, 0.0)
+    out["silence_surprise"] = _silence_surprise(out["active_days_365d"], out["days_since_activity"], first)
     # Fading engagement: the last 30 days' rate of active days over the year's (1 = steady).
     rate_30 = out["active_days_30d"] / np.minimum(span, 30.0)
     rate_365 = out["active_days_365d"] / span
@@ -532,6 +572,7 @@ def customer_columns(categories: tuple[str, ...]) -> tuple[str, ...]:
         names += [f"{cat}_purchases_30d", f"{cat}_purchases_365d", f"{cat}_views_365d"]
         names += [f"{cat}_browse_hl{h}d" for h in DECAY_HALF_LIVES]
         names += [f"{cat}_days_since_browse", f"{cat}_days_since_purchase", f"{cat}_active_days_365d"]
+        names += [f"{cat}_main_days_365d"]
     names += [
         "views_365d",
         "abandoned_carts_30d",
@@ -541,6 +582,7 @@ def customer_columns(categories: tuple[str, ...]) -> tuple[str, ...]:
         "active_days_30d",
         "active_days_365d",
         "silence_score",
+        "silence_surprise",
         "activity_trend_30d",
         "online_visit_share_365d",
         "online_spend_share_365d",

@@ -23,6 +23,9 @@ class FeatureSet:
     candidate_features: tuple[str, ...]
     customer_features: tuple[str, ...]
     categorical: tuple[str, ...]
+    #: Categorical columns LightGBM splits as categories (any subset of codes on one side); the
+    #: other columns of `categorical` are codes it splits by order, as before 1.4.0.
+    booster_categorical: tuple[str, ...] = ()
 
     def categorical_in(self, columns: tuple[str, ...]) -> tuple[str, ...]:
         """The categorical columns among `columns`, in their order (for LightGBM's categorical_feature)."""
@@ -44,14 +47,16 @@ CATEGORICAL: tuple[str, ...] = (
     "offer_category_code",
     "ctx_channel_code",
     "ctx_device_code",
+    "stage_kind_code",
 )
 
 FEATURE_SET = FeatureSet(
     name="nbo-core",
-    version="1.3.0",
+    version="1.4.0",
     candidate_features=CANDIDATE_FEATURES,
     customer_features=CUSTOMER_FEATURES,
     categorical=CATEGORICAL,
+    booster_categorical=("stage_kind_code",),
 )
 
 

@@ -18,6 +18,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.isotonic import IsotonicRegression
 from sklearn.utils.validation import check_is_fitted
 
+from features.feature_set import FEATURE_SET
+
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "binary",
     "learning_rate": 0.05,
@@ -45,7 +47,8 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
 
     `fit(X, y, X_val, y_val)`: trees are grown on the earlier period; the number of trees and the
     isotonic map are chosen on the later one, so calibration reflects the period nearest to
-    serving time.
+    serving time. `categorical`: names of columns LightGBM splits as categories; None means the
+    feature set's `booster_categorical` (those among `feature_names`; the churn model has none).
     """
 
     def __init__(
@@ -55,12 +58,14 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
         num_boost_round: int = 400,
         early_stopping_rounds: int = 30,
         calibrate: bool = True,
+        categorical: tuple[str, ...] | None = None,
     ) -> None:
         self.feature_names = feature_names
         self.params = params
         self.num_boost_round = num_boost_round
         self.early_stopping_rounds = early_stopping_rounds
         self.calibrate = calibrate
+        self.categorical = categorical
 
     def fit(
         self,
@@ -73,8 +78,11 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
         if not params.get("num_threads"):
             params["num_threads"] = _threads(len(X))
         names = list(self.feature_names) if self.feature_names else [f"f{i}" for i in range(X.shape[1])]
+        # Columns split as categories (codes >= 0; NaN or negative = missing), by position.
+        wanted = FEATURE_SET.booster_categorical if self.categorical is None else self.categorical
+        categorical = [names.index(c) for c in wanted if c in names]
         train = lgb.Dataset(np.asarray(X, dtype=np.float32), label=np.asarray(y), feature_name=names,
-                            free_raw_data=True)
+                            categorical_feature=categorical or "auto", free_raw_data=True)
         callbacks = []
         valid_sets = None
         if X_val is not None and y_val is not None and len(np.unique(y_val)) > 1:

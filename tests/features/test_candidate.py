@@ -87,6 +87,48 @@ def test_affinity_and_exposure_exact_values() -> None:
     assert b["offer_exposures"] == 0 and b["offer_cat_views_30d"] == 0 and b["declines_total"] == 0
 
 
+def test_offer_category_answers_and_main_day_share() -> None:
+    out = _candidates()
+    trip, trip2, book, seed = (out.loc[("a", o)] for o in ("trip", "trip2", "book", "seed"))
+    # travel: trip x2 (a decline, a pending) and trip2 (a decline); books: book x3
+    assert (trip["offer_cat_exposures"], trip["offer_cat_accepts"], trip["offer_cat_clicks"]) == (3, 0, 0)
+    assert trip2["offer_cat_exposures"] == 3
+    assert (book["offer_cat_exposures"], book["offer_cat_accepts"], book["offer_cat_clicks"]) == (3, 1, 0)
+    assert seed["offer_cat_exposures"] == 0
+    # travel leads days 3, 4, 5, 6, 10, 40 and 100, books day 200, garden is undeclared:
+    # (7 + 1/2) / (8 + 8 x 1/2)
+    assert trip["offer_cat_main_day_share_365d"] == pytest.approx(7.5 / 12)
+    assert book["offer_cat_main_day_share_365d"] == pytest.approx(1.5 / 12)
+    assert seed["offer_cat_main_day_share_365d"] == 0
+    assert out.loc[("b", "trip"), "offer_cat_main_day_share_365d"] == pytest.approx(1 / 8)  # no history: the prior
+
+
+def test_stage_kind_code_crosses_recency_and_buying_with_the_offer_kind() -> None:
+    out = _candidates()
+    # a: last active 2 days ago (<= 14), has bought -> stage 0 + 5; b: never active, never bought -> 4
+    kinds = {o: int(out.loc[("a", o), "offer_kind_code"]) for o in ("trip", "book")}
+    assert out.loc[("a", "trip"), "stage_kind_code"] == 5 * 5 + kinds["trip"]
+    assert out.loc[("a", "book"), "stage_kind_code"] == 5 * 5 + kinds["book"]
+    assert out.loc[("b", "trip"), "stage_kind_code"] == 4 * 5 + kinds["trip"]
+    from features.candidate import stage_kind_code
+
+    got = stage_kind_code(np.array([14.0, 14.5, 30.0, 61.0, 120.0, 121.0, np.nan]), np.array([0, 0, 1, 1, 1, 0, 1]),
+                          np.array([2, 2, 0, 0, 4, 1, -1]))
+    np.testing.assert_array_equal(got[:6], [0 * 5 + 2, 1 * 5 + 2, 6 * 5 + 0, 8 * 5 + 0, 8 * 5 + 4, 4 * 5 + 1])
+    assert np.isnan(got[6])
+
+
+def test_channel_habit_fits_the_channel_to_where_the_customer_shows_up() -> None:
+    data = _data()
+    customers = build_customer_features(data, AS_OF)
+    share = customers.loc["a", "online_visit_share_365d"]
+    for channel, expected in (("web", share), ("app", share), ("mail", 1 - share)):
+        out = build_candidate_features(customers, data.offers, data.contacts, Context(channel=channel), AS_OF)
+        assert out["ctx_channel_habit"].iloc[0] == pytest.approx(expected)
+    email = build_candidate_features(customers, data.offers, data.contacts, Context(channel="email"), AS_OF)
+    assert email["ctx_channel_habit"].isna().all()
+
+
 def test_offer_attributes() -> None:
     out = _candidates()
     trip, seed = out.loc[("a", "trip")], out.loc[("a", "seed")]

@@ -391,6 +391,42 @@ def test_silence_score_against_the_customers_own_rhythm() -> None:
     assert f.loc[monthly, "activity_trend_30d"] == pytest.approx((1 / 30) / (4 / 110))
 
 
+def test_main_category_days_count_each_day_once_for_its_leading_category() -> None:
+    c = "a"
+    data = dataset(
+        customers=[{"customer_id": c, "signup_ts": ago(500)}],
+        events=[
+            # day 1 (ages 1.1-1.9): three travel rows and a stray books view -> travel
+            _ev(c, 1.1, "page_view", "travel"), _ev(c, 1.2, "product_view", "travel"),
+            _ev(c, 1.3, "search", "travel"), _ev(c, 1.4, "product_view", "books"),
+            # day 3: one books view, one home view -> tie, books is declared first
+            _ev(c, 3.2, "page_view", "home"), _ev(c, 3.3, "page_view", "books"),
+            # day 5: a store purchase of home and its visit (no category) -> home
+            _ev(c, 5.5, "store_visit", None, "store"), _buy(c, 5.4, 20.0, "home", "store"),
+            _ev(c, 7, "page_view", "garden"),  # undeclared: no day for any category
+            _ev(c, 400, "page_view", "travel"),  # older than a year
+        ],
+    )
+    a = build_customer_features(data, AS_OF).loc[c]
+    assert (a["travel_main_days_365d"], a["books_main_days_365d"], a["home_main_days_365d"]) == (1, 1, 1)
+    assert a["books_active_days_365d"] == 2  # the stray view counts a whole active day there
+
+
+def test_silence_surprise_weighs_silence_against_the_pace_seen() -> None:
+    daily, monthly, once = "d", "m", "o"
+    events = [_ev(daily, 20 + i, "page_view", "books") for i in range(40)]  # 40 days in a row, silent for 20
+    events += [_ev(monthly, 20 + 30 * i, "page_view", "books") for i in range(4)]  # monthly, silent for 20
+    events += [_ev(once, 100, "page_view", "books")]  # one visit 100 days ago
+    customers = [{"customer_id": x, "signup_ts": ago(500)} for x in (daily, monthly, once, "q")]
+    f = build_customer_features(dataset(customers=customers, events=events), AS_OF)
+    # (active days + 1/2) * log(1 + silence / (days between first and last event + 5))
+    assert f.loc[daily, "silence_surprise"] == pytest.approx(40.5 * np.log1p(20 / (39 + 5)))
+    assert f.loc[monthly, "silence_surprise"] == pytest.approx(4.5 * np.log1p(20 / (90 + 5)))
+    assert f.loc[once, "silence_surprise"] == pytest.approx(1.5 * np.log1p(100 / 5))
+    assert f.loc["q", "silence_surprise"] == 0
+    assert f.loc[daily, "silence_surprise"] > f.loc[monthly, "silence_surprise"]
+
+
 def test_contact_pressure_decays_per_channel() -> None:
     c = "a"
     data = dataset(

@@ -44,3 +44,28 @@ def test_contributions_add_up_to_the_raw_score() -> None:
 def test_unfitted_model_refuses_to_predict() -> None:
     with pytest.raises(NotFittedError):
         CalibratedBooster().predict_proba_positive(np.zeros((1, 4), dtype=np.float32))
+
+
+def _split_kinds(model: CalibratedBooster) -> set[str]:
+    kinds: set[str] = set()
+    stack = [t["tree_structure"] for t in model.booster_.dump_model()["tree_info"]]
+    while stack:
+        node = stack.pop()
+        if "split_feature" in node:
+            kinds.add(node["decision_type"])
+            stack += [node["left_child"], node["right_child"]]
+    return kinds
+
+
+def test_categorical_columns_are_split_as_categories() -> None:
+    # The label depends on whether a code is in {1, 4, 6}: no single threshold separates it.
+    rng = np.random.default_rng(4)
+    code = rng.integers(0, 8, 20_000).astype(np.float32)
+    X = np.column_stack([code, rng.normal(size=20_000)]).astype(np.float32)
+    y = (rng.uniform(size=20_000) < np.where(np.isin(code, [1, 4, 6]), 0.3, 0.05)).astype(int)
+    by_category = CalibratedBooster(feature_names=["code", "x"], categorical=("code",), num_boost_round=5)
+    by_order = CalibratedBooster(feature_names=["code", "x"], categorical=(), num_boost_round=5)
+    assert "==" in _split_kinds(by_category.fit(X, y))
+    assert "==" not in _split_kinds(by_order.fit(X, y))
+    # None: the feature set's booster_categorical, here absent from the columns (as for churn)
+    assert "==" not in _split_kinds(CalibratedBooster(feature_names=["code", "x"], num_boost_round=5).fit(X, y))
