@@ -706,6 +706,8 @@ class BatchRun:
             return {**done, "already_complete": True}
         keep_freed_memory()
         engine = _cached_engine(self.settings.model_dump_json())
+        if not self.job.dry_run:
+            engine.store.expect_bulk_writes()  # this thread reserves every chunk
         total = materialised_rows(self._features_file())
         with tqdm(total=total, unit=" customers", unit_scale=True, disable=not self.progress, file=sys.stderr,
                   mininterval=1.0, desc=f"score {self.job.campaign}") as bar:

@@ -185,6 +185,10 @@ class ContactStore(ABC):
     #: Days of history `history` returns and the store must keep for cap checks.
     horizon_days: int
 
+    def expect_bulk_writes(self) -> None:
+        """Many large transactions follow from this thread (batch reservation): tune for throughput.
+        A hint; stores without anything to tune ignore it."""
+
     def check_policy(self, policy: ContactPolicy) -> None:
         """Refuse a policy whose longest window reaches past the history this store keeps."""
         if policy.longest_window_days > self.horizon_days:

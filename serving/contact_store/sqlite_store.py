@@ -33,6 +33,8 @@ from serving.policy import ContactPolicy
 
 #: Ids per `IN (...)` list (SQLite allows 32,766 parameters since 3.32; stay well below).
 _IN_BATCH = 500
+#: WAL pages between automatic checkpoints on a connection that reserves in bulk (`expect_bulk_writes`).
+_BULK_CHECKPOINT_PAGES = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -94,6 +96,16 @@ class SQLiteContactStore(ContactStore):
             with self._lock:
                 self._all.append(conn)
         return conn
+
+    def expect_bulk_writes(self) -> None:
+        """Checkpoint the WAL every ~40 MB instead of every ~4 MB on this thread's connection.
+
+        A batch chunk commits a few thousand rows at once, so with SQLite's default (1,000 pages)
+        nearly every commit also copied the WAL back into the database and synced it: reserving 40
+        chunks of 2,000 customers waited 108-147 us per customer for 34-43 us of CPU; with 10,000
+        pages, 42-55 us. The service keeps the default: its small commits make short checkpoints.
+        """
+        self._conn().execute(f"PRAGMA wal_autocheckpoint={_BULK_CHECKPOINT_PAGES}")
 
     def _history(self, conn: sqlite3.Connection, customer_id: str, now: float, days: float) -> ContactHistory:
         since = now - days * DAY

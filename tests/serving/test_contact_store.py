@@ -253,3 +253,16 @@ def test_concurrent_reservations_never_exceed_a_cap(make_store) -> None:
     assert n_decisions == 8 * 500
     assert sorted(stored) == sorted(reserved)
     assert 100 < len(reserved) < 8 * 500  # many reservations, and caps refused many more
+
+
+def test_bulk_writes_hint_changes_tuning_not_answers(make_store) -> None:
+    """`expect_bulk_writes` (batch reservation) may tune the store; caps answer exactly as before."""
+    from serving.contact_store import SQLiteContactStore
+
+    store = make_store()
+    store.expect_bulk_writes()
+    if isinstance(store, SQLiteContactStore):
+        assert store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000
+    assert reserve(store, "c1", "email", [A, C], T0).ok
+    assert reserve(store, "c1", "email", [B], T0 + timedelta(days=1)).ok
+    assert not reserve(store, "c1", "email", [C], T0 + timedelta(days=2)).ok
