@@ -705,6 +705,8 @@ class BatchRun:
         if done is not None:
             return {**done, "already_complete": True}
         keep_freed_memory()
+        if self.settings.compiled_cache is None:  # workers load the forests the driver compiles
+            self.settings = self.settings.model_copy(update={"compiled_cache": self.work_dir / "compiled"})
         engine = _cached_engine(self.settings.model_dump_json())
         if not self.job.dry_run:
             engine.store.expect_bulk_writes()  # this thread reserves every chunk

@@ -5,7 +5,9 @@ straight-line code with LLVM. Measured on 2 cores (148 trees, 81 features): 50 r
 0.022 ms, 100,000 rows 443 ms -> 60 ms, outputs equal to ~1e-16. That is a tenth of a request's
 CPU online and most of batch scoring's model time.
 
-Compilation takes a few seconds per model and happens in memory (no file is kept). The compiled
+Compilation takes a few seconds per model and happens in memory, unless a cache directory is given
+(batch scoring gives its work directory, so its worker processes load what the driver compiled
+instead of compiling again; files are named by a hash of the model's text). The compiled
 forest is checked against the booster on the sample it is given; any difference above `TOLERANCE`,
 a missing lleaves, or a failed compilation leaves the booster in use (logged with the reason),
 so the answers never depend on whether compilation worked.
@@ -13,7 +15,9 @@ so the answers never depend on whether compilation worked.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import tempfile
 import threading
 from collections.abc import Callable
@@ -36,15 +40,26 @@ _COMPILE_LOCK = threading.Lock()
 class CompiledForest:
     """The booster's transformed output (what `booster.predict` returns), from compiled code."""
 
-    def __init__(self, booster: object) -> None:
+    def __init__(self, booster: object, cache_dir: Path | None = None) -> None:
         import lleaves  # optional: absent, callers keep the booster
 
+        text = booster.model_to_string()  # type: ignore[attr-defined]
         with tempfile.TemporaryDirectory(prefix="nbo-lleaves-") as tmp:
             path = Path(tmp) / "model.txt"
-            booster.save_model(str(path))  # type: ignore[attr-defined]
+            path.write_text(text, encoding="utf-8")
             model = lleaves.Model(model_file=str(path))
             with _COMPILE_LOCK:
-                model.compile()  # in memory: nothing is written
+                if cache_dir is None:
+                    model.compile()  # in memory: nothing is written
+                else:
+                    cached = Path(cache_dir) / f"forest-{hashlib.sha256(text.encode()).hexdigest()[:32]}.bin"
+                    if cached.exists():
+                        model.compile(cache=str(cached))
+                    else:  # compiled to a private name, renamed when whole: readers never see half a file
+                        cached.parent.mkdir(parents=True, exist_ok=True)
+                        partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+                        model.compile(cache=str(partial))
+                        os.replace(partial, cached)
         self._model = model
         self.num_feature = int(booster.num_feature())  # type: ignore[attr-defined]
 
@@ -53,12 +68,15 @@ class CompiledForest:
         return self._model.predict(np.ascontiguousarray(X, dtype=np.float64), n_jobs=1)
 
 
-def calibrated_predictor(model: object, sample: np.ndarray | None, label: str = "model") -> tuple[Predictor, str]:
+def calibrated_predictor(
+    model: object, sample: np.ndarray | None, label: str = "model", cache_dir: Path | None = None
+) -> tuple[Predictor, str]:
     """P(y=1) of a `CalibratedBooster` from its compiled forest when it matches on `sample`, else
-    the model's own `predict_proba_positive`. Returns (predictor, which: "compiled" or why not)."""
+    the model's own `predict_proba_positive`. Returns (predictor, which: "compiled" or why not).
+    A forest loaded from `cache_dir` is checked the same way as a freshly compiled one."""
     interpreted: Predictor = model.predict_proba_positive  # type: ignore[attr-defined]
     try:
-        forest = CompiledForest(model.booster_)  # type: ignore[attr-defined]
+        forest = CompiledForest(model.booster_, cache_dir)  # type: ignore[attr-defined]
     except ImportError:
         return interpreted, "lleaves not installed"
     except Exception as exc:  # noqa: BLE001 - any compiler failure: the booster still answers

@@ -132,6 +132,7 @@ class EngineSettings(BaseModel):
     )
     store_retry_s: float = Field(1.0, ge=0, description="after a store failure, answer degraded without trying for this long")
     compile_models: bool = Field(True, description="score with the champions compiled by lleaves (checked against the booster)")
+    compiled_cache: Path | None = Field(None, description="directory for compiled champions shared by processes; None = compile in memory")
 
 
 def latest_features_file(path: Path) -> Path:
@@ -497,10 +498,11 @@ class DecisionEngine:
         the booster on a sample; a model that fails keeps its booster. Takes seconds per model."""
         churn_columns = _check_model(models.churn, CUSTOMER_FEATURES, "customer")
         churn_X = self._customer_matrix if churn_columns is None else self._customer_matrix[:, churn_columns]
-        churn_predict, churn_how = calibrated_predictor(models.churn.model, churn_X[:500], models.churn.label)  # type: ignore[attr-defined]
+        cache = self.settings.compiled_cache if self.settings is not None else None
+        churn_predict, churn_how = calibrated_predictor(models.churn.model, churn_X[:500], models.churn.label, cache)  # type: ignore[attr-defined]
         sample = self._sample_scores(models)
         X = sample.X if sample is not None else None
-        predict, how = calibrated_predictor(models.propensity.model, X, models.propensity.label)  # type: ignore[attr-defined]
+        predict, how = calibrated_predictor(models.propensity.model, X, models.propensity.label, cache)  # type: ignore[attr-defined]
         log.info("%s: %s; %s: %s", models.propensity.label, how, models.churn.label, churn_how)  # type: ignore[attr-defined]
         # Churn of every customer again, by the predictor batch chunks use (`with_features`): equal
         # to ~1e-16, but online and batch must agree to the last bit.

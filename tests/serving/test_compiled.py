@@ -99,3 +99,17 @@ def test_a_reload_serves_at_once_and_compiles_in_the_background(world: World, tm
         assert engine.models.propensity is not loaded.propensity
     finally:
         engine.close()
+
+
+def test_a_cached_forest_is_loaded_and_checked_like_a_fresh_one(tmp_path: Path) -> None:
+    """Batch workers load the forest the driver compiled into the work dir (named by the model's hash)."""
+    model, X = _model()
+    first, how = calibrated_predictor(model, X[:300], cache_dir=tmp_path / "compiled")
+    files = list((tmp_path / "compiled").iterdir())
+    assert how == "compiled" and [f.name.startswith("forest-") for f in files] == [True]
+    again, how = calibrated_predictor(model, X[:300], cache_dir=tmp_path / "compiled")
+    assert how == "compiled" and list((tmp_path / "compiled").iterdir()) == files  # loaded, not rebuilt
+    np.testing.assert_array_equal(again(X), first(X))
+    other, _ = _model(seed=5)
+    calibrated_predictor(other, X[:300], cache_dir=tmp_path / "compiled")
+    assert len(list((tmp_path / "compiled").iterdir())) == 2  # another model, another file
