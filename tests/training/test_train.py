@@ -53,7 +53,7 @@ def test_propensity_quality_bars(trained) -> None:
     _, _, results = trained
     m = results["propensity"].report.metrics
     # The bar is 0.03; this world is small (about 600 validation positives, AUC standard
-    # error ~0.01), so the test allows 0.04 (measured 0.032 with features 1.3.0) and
+    # error ~0.01), so the test allows 0.04 (measured 0.032 with features 1.3.0, 0.0315 with 1.4.0) and
     # benchmarks/bench_training.py measures the bar on 20k customers.
     assert m["auc_gap_to_truth"] < 0.04, m
     assert m["truth_auc"] - m["auc_uncalibrated"] < 0.045, m  # without the in-sample isotonic map
