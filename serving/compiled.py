@@ -61,7 +61,6 @@ class CompiledForest:
                         model.compile(cache=str(partial))
                         os.replace(partial, cached)
         self._model = model
-        self.num_feature = int(booster.num_feature())  # type: ignore[attr-defined]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         # float64 of the float32 inputs the booster sees: same thresholds, same answers.

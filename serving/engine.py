@@ -370,8 +370,7 @@ class DecisionEngine:
         view._set_features(features)
         models = self._models
         if models is not None:
-            churn_columns = _check_model(models.churn, CUSTOMER_FEATURES, "customer")
-            X = view._customer_matrix if churn_columns is None else view._customer_matrix[:, churn_columns]
+            X = view._churn_inputs(models.churn)
             churn_p = np.asarray(models.churn_predictor(X), dtype=np.float64) if len(X) else np.zeros(0)
             view._models = dataclasses.replace(models, churn_probability=churn_p)
         return view
@@ -466,8 +465,7 @@ class DecisionEngine:
         before returning; reloads compile afterwards, in the background, instead.
         """
         columns = _check_model(propensity, CANDIDATE_FEATURES, "candidate")
-        churn_columns = _check_model(churn, CUSTOMER_FEATURES, "customer")
-        churn_X = self._customer_matrix if churn_columns is None else self._customer_matrix[:, churn_columns]
+        churn_X = self._churn_inputs(churn)
         churn_p = np.asarray(churn.model.predict_proba_positive(churn_X), dtype=np.float64)  # type: ignore[attr-defined]
         if not _probabilities_ok(churn_p):
             raise NboError(f"{churn.label} gives probabilities outside [0, 1] or not finite")  # type: ignore[attr-defined]
@@ -478,8 +476,13 @@ class DecisionEngine:
         if sample is not None and not _probabilities_ok(sample.p.ravel()):
             raise NboError(f"{propensity.label} gives probabilities outside [0, 1] or not finite on a sample")  # type: ignore[attr-defined]
         if self._compile_wanted if compile_models is None else compile_models:
-            models = self.with_compiled(models)
+            models = self.with_compiled(models, sample)
         return models
+
+    def _churn_inputs(self, churn: object) -> np.ndarray:
+        """The materialised customer rows in the churn model's column order."""
+        columns = _check_model(churn, CUSTOMER_FEATURES, "customer")
+        return self._customer_matrix if columns is None else self._customer_matrix[:, columns]
 
     @property
     def _compile_wanted(self) -> bool:
@@ -493,14 +496,14 @@ class DecisionEngine:
             return None
         return self._score(sample, "web", None, self.features_as_of.to_pydatetime(), models, live=False)
 
-    def with_compiled(self, models: Models) -> Models:
+    def with_compiled(self, models: Models, sample: _Scored | None = None) -> Models:
         """`models` scoring with their forests compiled (serving.compiled), each checked against
-        the booster on a sample; a model that fails keeps its booster. Takes seconds per model."""
-        churn_columns = _check_model(models.churn, CUSTOMER_FEATURES, "customer")
-        churn_X = self._customer_matrix if churn_columns is None else self._customer_matrix[:, churn_columns]
+        the booster on a sample (`sample`: `_sample_scores(models)` when already computed); a
+        model that fails keeps its booster. Takes seconds per model."""
+        churn_X = self._churn_inputs(models.churn)
         cache = self.settings.compiled_cache if self.settings is not None else None
         churn_predict, churn_how = calibrated_predictor(models.churn.model, churn_X[:500], models.churn.label, cache)  # type: ignore[attr-defined]
-        sample = self._sample_scores(models)
+        sample = sample if sample is not None else self._sample_scores(models)
         X = sample.X if sample is not None else None
         predict, how = calibrated_predictor(models.propensity.model, X, models.propensity.label, cache)  # type: ignore[attr-defined]
         log.info("%s: %s; %s: %s", models.propensity.label, how, models.churn.label, churn_how)  # type: ignore[attr-defined]
