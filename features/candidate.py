@@ -607,12 +607,18 @@ def build_exposure_features(
     cpos = customers.get_indexer(exposure_customers)
     n_e, n_o = len(exposures), len(offers)
     if len(customers) and n_e:
-        # One row per exposure: its customer's snapshot row, and the contact log as the service
-        # would see it at the exposure's time (contacts strictly before it).
-        per_exposure = CustomerRows.from_frame(customer_features).take(np.where(cpos >= 0, cpos, 0))
-        seen = encode_contacts_at(contacts, exposure_customers, ts.to_numpy(dtype="datetime64[ns]"))
-        block = candidate_matrix(per_exposure, offers, seen, None, as_of, categories=categories)
-        rows = block[np.arange(n_e) * n_o + opos]
+        # One row per opportunity (customer, moment): its customer's snapshot row, and the contact
+        # log as the service would see it then (contacts strictly before it). Exposures sharing an
+        # opportunity (every offer scored for one visit, as the closed-loop simulation asks) share
+        # its candidate block instead of building one block of all offers per exposure.
+        moments = ts.to_numpy(dtype="datetime64[ns]")
+        keys = pd.MultiIndex.from_arrays([pd.factorize(exposure_customers)[0], moments.view(np.int64)])
+        opportunity = pd.factorize(keys)[0]
+        first = np.unique(opportunity, return_index=True)[1]  # each opportunity's first exposure
+        per_opportunity = CustomerRows.from_frame(customer_features).take(np.where(cpos >= 0, cpos, 0)[first])
+        seen = encode_contacts_at(contacts, exposure_customers[first], moments[first])
+        block = candidate_matrix(per_opportunity, offers, seen, None, as_of, categories=categories)
+        rows = block[opportunity * n_o + opos]
     else:
         rows = np.full((n_e, len(CANDIDATE_COLUMNS)), np.nan)
     column = {name: i for i, name in enumerate(CANDIDATE_COLUMNS)}

@@ -79,3 +79,31 @@ def test_contacts_earlier_on_the_exposure_day_are_seen_later_ones_are_not() -> N
     assert list(rows["accepts_total"]) == [0, 0, 1]
     assert rows["days_since_last_contact"].tolist() == pytest.approx([2 + 1 / 48, 1 / 24, 3 / 24])
 
+
+
+def test_every_offer_of_one_opportunity_equals_the_request_path() -> None:
+    """The closed-loop simulation scores all offers at each opportunity: exposures sharing a
+    (customer, moment) share one candidate block, and must still equal the request path's rows;
+    two customers at the same moment, and an unknown customer, must not be mixed up."""
+    data = synthetic(seed=5)
+    snapshot = AS_OF.normalize()
+    customers = build_customer_features(data, snapshot)
+    offer_ids = data.offers["offer_id"].to_numpy()
+    known = customers.index.to_numpy()
+    moment = snapshot + pd.Timedelta(hours=9)
+    opportunities = [(known[0], "web", moment), (known[1], "email", moment),
+                     (known[0], "sms", moment + pd.Timedelta(hours=5)), ("nobody", "web", moment)]
+    exposures = pd.DataFrame(
+        [{"customer_id": c, "offer_id": o, "channel": ch, "ts": ts} for c, ch, ts in opportunities for o in offer_ids]
+    )
+    rows = build_exposure_features(customers, data.offers, data.contacts, exposures, snapshot)
+    n_o = len(offer_ids)
+    for j, (cid, channel, ts) in enumerate(opportunities[:3]):
+        ctx = Context(channel=channel, hour_of_day=ts.hour, day_of_week=ts.day_of_week)
+        expected = build_candidate_features(customers.loc[[cid]], data.offers, data.contacts, ctx, ts)
+        got = rows.iloc[j * n_o:(j + 1) * n_o].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got.drop(columns=["customer_id", "offer_id"]).astype(float),
+                                      expected.drop(columns=["customer_id", "offer_id"]).astype(float),
+                                      check_dtype=False)
+    unknown = rows.iloc[3 * n_o:]
+    assert unknown["contacts_7d"].isna().all() and unknown["offer_exposures"].isna().all()
