@@ -612,8 +612,8 @@ def build_exposure_features(
         # opportunity (every offer scored for one visit, as the closed-loop simulation asks) share
         # its candidate block instead of building one block of all offers per exposure.
         moments = ts.to_numpy(dtype="datetime64[ns]")
-        keys = pd.MultiIndex.from_arrays([pd.factorize(exposure_customers)[0], moments.view(np.int64)])
-        opportunity = pd.factorize(keys)[0]
+        moment_code, moment_values = pd.factorize(moments.view(np.int64))
+        opportunity = pd.factorize(pd.factorize(exposure_customers)[0] * len(moment_values) + moment_code)[0]
         first = np.unique(opportunity, return_index=True)[1]  # each opportunity's first exposure
         per_opportunity = CustomerRows.from_frame(customer_features).take(np.where(cpos >= 0, cpos, 0)[first])
         seen = encode_contacts_at(contacts, exposure_customers[first], moments[first])
