@@ -1,10 +1,14 @@
 """Closed-loop policy comparison over a simulated year: the figures of docs/evaluation.md.
 
-    python benchmarks/bench_policies.py [--customers 1000] [--days 365] [--seed 0] [--out bench_policies.json]
+    python benchmarks/bench_policies.py [--customers 1000] [--days 365] [--seeds 0 1 2] [--refit-days 30]
+                                        [--out bench_policies.json]
 
-Trains the propensity model on a 180-day logging-policy run of the same world configuration
-(seed + 1), runs every policy for `--days` days on the world of `--seed`, prints the table and the
-checks of issue 8 (pass/FAIL with the numbers), and writes the table as JSON and the plots.
+For each seed: trains the propensity model on a 180-day logging-policy run of the same world
+configuration (seed + 1), runs every policy for `--days` days on the world of the seed, prints the
+table and the checks of issue 8 (pass/FAIL with the numbers), and writes the table as JSON, the
+daily series as CSV and the plots (one seed: `--out`; several: `<out stem>.seed<S>.json`). With
+several seeds it ends with one line per check and seed, so a check that passes on one world only
+is visible.
 """
 
 from __future__ import annotations
@@ -16,52 +20,80 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks._hardware import hardware
 from nbo.simulator import SimConfig
 from serving.policy import ContactPolicy
-from training.policy_sim import compare_policies, plot_runs, table
+from training.policy_sim import PolicyRun, compare_policies, plot_runs, table
+
+
+def checks(runs: list[PolicyRun]) -> list[tuple[str, str, bool]]:
+    """(short name, description with the numbers, passed) of each check of issue 8."""
+    by = {r.name: r for r in runs}
+    ltv = {k: r.long_term_value for k, r in by.items()}
+    share = ltv["nbo"] / ltv["oracle"] if ltv["oracle"] else float("nan")
+    return [
+        ("beats popular", f"nbo beats popular on long-term value ({ltv['nbo']:,.0f} vs {ltv['popular']:,.0f})",
+         ltv["nbo"] > ltv["popular"]),
+        ("beats random", f"nbo beats random on long-term value ({ltv['nbo']:,.0f} vs {ltv['random']:,.0f})",
+         ltv["nbo"] > ltv["random"]),
+        ("80% of oracle", f"nbo reaches 80% of the oracle's long-term value ({share:.1%})", share >= 0.8),
+        ("keeps customers", f"nbo keeps more customers than nbo_uncapped ({by['nbo'].active_end} vs "
+                            f"{by['nbo_uncapped'].active_end})", by["nbo"].active_end > by["nbo_uncapped"].active_end),
+        ("LTV over uncapped", f"nbo earns more long-term value than nbo_uncapped ({ltv['nbo']:,.0f} vs "
+                              f"{ltv['nbo_uncapped']:,.0f})", ltv["nbo"] > ltv["nbo_uncapped"]),
+    ]
+
+
+def run_seed(args: argparse.Namespace, seed: int, out: Path, plots: Path) -> list[PolicyRun]:
+    t0 = time.perf_counter()
+    runs, trained = compare_policies(SimConfig(customers=args.customers, days=args.days), seed, ContactPolicy(),
+                                     train_days=args.train_days, progress=False, refit_days=args.refit_days)
+    elapsed = time.perf_counter() - t0
+    by = {r.name: r for r in runs}
+    refits = max((r.refits for r in runs), default=0)
+    print(f"\n{args.customers} customers x {args.days} days, seed {seed}; model: {trained.train_rows:,} exposures, "
+          f"validation AUC {trained.valid_auc:.3f}; refit every {args.refit_days or 'never'} days "
+          f"({refits} refits); {elapsed:.0f} s")
+    print(table(runs).to_string(float_format=lambda v: f"{v:,.1f}"))
+    first = {r.name: float(r.daily["net_value_cum"].iloc[min(27, len(r.daily) - 1)]) for r in runs}
+    print("net value after 28 days:", {k: round(v) for k, v in first.items()})
+    for _, text, ok in checks(runs):
+        print(f"[{'pass' if ok else 'FAIL'}] {text}")
+    print(f"[info] value earned within the {args.days} days: nbo {by['nbo'].value:,.0f} vs nbo_uncapped "
+          f"{by['nbo_uncapped'].value:,.0f}; after 28 days: {first['nbo']:,.0f} vs {first['nbo_uncapped']:,.0f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({r.name: r.row() for r in runs}, indent=2) + "\n")
+    daily = pd.concat([r.daily.assign(policy=r.name) for r in runs], ignore_index=True)
+    daily_path = out.with_suffix(".daily.csv")
+    daily.to_csv(daily_path, index=False)  # to recompute any summary without re-running the year
+    print("wrote", out, "and", daily_path)
+    for path in plot_runs(runs, plots):
+        print("wrote", path)
+    return runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="World seeds, one year each.")
+    parser.add_argument("--seed", type=int, default=None, help="One world seed (same as --seeds S).")
     parser.add_argument("--train-days", type=int, default=180)
+    parser.add_argument("--refit-days", type=int, default=0, help="Refit the nbo policies' model every N days (0: never).")
     parser.add_argument("--out", type=Path, default=Path("bench_policies.json"))
     parser.add_argument("--plots", type=Path, default=Path("bench_policies_plots"))
     args = parser.parse_args()
-    t0 = time.perf_counter()
-    runs, trained = compare_policies(SimConfig(customers=args.customers, days=args.days), args.seed, ContactPolicy(),
-                                     train_days=args.train_days, progress=False)
-    elapsed = time.perf_counter() - t0
-    by = {r.name: r for r in runs}
-    print(f"{args.customers} customers x {args.days} days, seed {args.seed}; model: {trained.train_rows:,} exposures, "
-          f"validation AUC {trained.valid_auc:.3f}; {elapsed:.0f} s")
-    print(table(runs).to_string(float_format=lambda v: f"{v:,.1f}"))
-    first = {r.name: float(r.daily["net_value_cum"].iloc[min(27, len(r.daily) - 1)]) for r in runs}
-    print("net value after 28 days:", {k: round(v) for k, v in first.items()})
-    ltv = {k: r.long_term_value for k, r in by.items()}
-    checks = [
-        ("nbo beats popular on long-term value", ltv["nbo"] > ltv["popular"]),
-        ("nbo beats random on long-term value", ltv["nbo"] > ltv["random"]),
-        (f"nbo reaches 80% of the oracle's long-term value ({ltv['nbo'] / ltv['oracle']:.0%})",
-         ltv["nbo"] >= 0.8 * ltv["oracle"]),
-        (f"nbo keeps more customers than nbo_uncapped ({by['nbo'].active_end} vs {by['nbo_uncapped'].active_end})",
-         by["nbo"].active_end > by["nbo_uncapped"].active_end),
-        (f"nbo earns more long-term value than nbo_uncapped ({ltv['nbo']:,.0f} vs {ltv['nbo_uncapped']:,.0f})",
-         ltv["nbo"] > ltv["nbo_uncapped"]),
-    ]
-    for text, ok in checks:
-        print(f"[{'pass' if ok else 'FAIL'}] {text}")
-    print(f"[info] value earned within the {args.days} days: nbo {by['nbo'].value:,.0f} vs nbo_uncapped "
-          f"{by['nbo_uncapped'].value:,.0f}; after 28 days: {first['nbo']:,.0f} vs {first['nbo_uncapped']:,.0f}")
-    args.out.write_text(json.dumps({r.name: r.row() for r in runs}, indent=2) + "\n")
-    daily = pd.concat([r.daily.assign(policy=r.name) for r in runs], ignore_index=True)
-    daily_path = args.out.with_suffix(".daily.csv")
-    daily.to_csv(daily_path, index=False)  # to recompute any summary without re-running the year
-    print("wrote", args.out, "and", daily_path)
-    for path in plot_runs(runs, args.plots):
-        print("wrote", path)
+    seeds = [args.seed] if args.seed is not None else args.seeds
+    print(hardware())
+    results: dict[int, list[PolicyRun]] = {}
+    for seed in seeds:
+        out = args.out if len(seeds) == 1 else args.out.with_name(f"{args.out.stem}.seed{seed}.json")
+        plots = args.plots if len(seeds) == 1 else args.plots / f"seed{seed}"
+        results[seed] = run_seed(args, seed, out, plots)
+    if len(seeds) > 1:
+        print("\nchecks by seed:")
+        for seed, runs in results.items():
+            print(f"  seed {seed}: " + ", ".join(f"{name} {'pass' if ok else 'FAIL'}" for name, _, ok in checks(runs)))
 
 
 if __name__ == "__main__":

@@ -50,10 +50,22 @@ def _matrix(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
 
 
 def propensity_set(
-    data: Dataset, as_of: pd.Timestamp, window_days: int = 7, max_rows: int | None = None, progress: bool = True
+    data: Dataset,
+    as_of: pd.Timestamp,
+    window_days: int = 7,
+    max_rows: int | None = None,
+    progress: bool = True,
+    after: pd.Timestamp | None = None,
 ) -> TrainingSet:
-    """One row per exposure whose acceptance window closed before `as_of`."""
+    """One row per exposure whose acceptance window closed before `as_of`.
+
+    `after`: only exposures strictly later than it. A model refitted as the log grows passes the
+    previous `as_of - window` and appends the new rows to the ones it already has: a row's
+    features and label never change once its window has closed.
+    """
     exposures = propensity_labels(data.contacts, as_of, window_days)
+    if after is not None:
+        exposures = exposures[exposures["ts"] > after].reset_index(drop=True)
     if max_rows is not None and len(exposures) > max_rows:
         exposures = exposures.iloc[-max_rows:].reset_index(drop=True)  # keep the most recent
     if exposures.empty:

@@ -285,6 +285,10 @@ class TrainedWorld:
     popularity: np.ndarray  # acceptances per offer (catalogue order) in the training log
     train_rows: int
     valid_auc: float
+    X: np.ndarray  # the logging run's exposure rows (training and validation), for refits
+    y: np.ndarray
+    num_boost_round: int = 200
+    seed: int = 0
 
 
 def train_on_logging_run(config: SimConfig, seed: int, days: int, num_boost_round: int = 200) -> TrainedWorld:
@@ -306,7 +310,7 @@ def train_on_logging_run(config: SimConfig, seed: int, days: int, num_boost_roun
     accepted = data.contacts[data.contacts["outcome"] == "accepted"]["offer_id"].value_counts()
     popularity = accepted.reindex(data.offers["offer_id"]).fillna(0).to_numpy(float)
     log.info("trained on %d exposures (%s), validation AUC %.3f", len(train), FEATURE_SET.version, auc)
-    return TrainedWorld(model, popularity, len(train), float(auc))
+    return TrainedWorld(model, popularity, len(train), float(auc), full.X, full.y, num_boost_round, seed)
 
 
 # ----------------------------------------------------------------------------- running
@@ -322,6 +326,7 @@ class PolicyRun:
     active_end: int
     long_term_value: float
     daily: pd.DataFrame
+    refits: int = 0  # times the policy's model was refitted on its own log
 
     def row(self) -> dict[str, float | int]:
         return {"contacts": self.contacts, "accepted": self.accepted, "value": round(self.value, 2),
@@ -357,15 +362,81 @@ def expected_active_days(hazard: float, days: int) -> float:
     return float(-np.expm1(-hazard * days) / hazard)
 
 
-def _nbo_scorer(model: CalibratedBooster, sim: Simulator):
-    """Scores from the model on features computed, as of midnight, from the history so far."""
+class Refitter:
+    """The nbo policies' propensity model as a deployed nbo keeps it: refitted every `every_days`
+    days on the logging run's rows plus the exposures the policy logged itself whose acceptance
+    window has closed (early stopping and calibration on the latest 20 % of the policy's own
+    rows, the period nearest to serving). `every_days = 0`: the logging run's model all along.
+
+    Rows are built once, when their window closes (`propensity_set(after=...)`), and kept: a
+    refit costs the new period's rows and one fit, not the whole history again.
+    """
+
+    def __init__(self, trained: TrainedWorld, every_days: int = 0, window_days: int = 7,
+                 min_rows: int = 1000, min_positives: int = 20) -> None:
+        if every_days < 0:
+            raise ValueError("every_days must be >= 0")
+        self.trained = trained
+        self.model = trained.model
+        self.every_days = every_days
+        self.window_days = window_days
+        self.min_rows = min_rows
+        self.min_positives = min_positives
+        self.refitted_on: list[int] = []  # days simulated at each refit
+        self._after: pd.Timestamp | None = None
+        self._X: list[np.ndarray] = []
+        self._y: list[np.ndarray] = []
+        self._ts: list[np.ndarray] = []
+
+    def __call__(self) -> CalibratedBooster:
+        return self.model
+
+    @property
+    def refits(self) -> int:
+        return len(self.refitted_on)
+
+    def after_day(self, sim: Simulator, days_done: int) -> None:
+        """Refit when `days_done` days have been simulated and a period has ended."""
+        if not self.every_days or days_done % self.every_days:
+            return
+        from nbo.errors import NboError
+
+        as_of = pd.Timestamp(sim.config.start) + pd.Timedelta(days=days_done)
+        try:
+            new = propensity_set(dataset(sim), as_of, self.window_days, progress=False, after=self._after)
+        except NboError:  # no window closed yet
+            return
+        self._after = as_of - pd.Timedelta(days=self.window_days)
+        self._X.append(new.X)
+        self._y.append(new.y)
+        self._ts.append(new.meta["ts"].to_numpy())
+        y_own = np.concatenate(self._y)
+        if len(y_own) < self.min_rows or y_own.sum() < self.min_positives:  # too little to validate on
+            return
+        X_own, ts_own = np.concatenate(self._X), pd.Series(np.concatenate(self._ts))
+        valid = time_split(ts_own, 0.2)
+        if len(np.unique(y_own[valid])) < 2:
+            return
+        base = self.trained
+        self.model = CalibratedBooster(
+            feature_names=list(base.model.feature_names_in_), params={"seed": base.seed},
+            num_boost_round=base.num_boost_round,
+        ).fit(np.concatenate([base.X, X_own[~valid]]), np.concatenate([base.y, y_own[~valid]]),
+              X_own[valid], y_own[valid])
+        self.refitted_on.append(days_done)
+        log.info("refit %d at %s on %d rows (%d own)", self.refits, as_of.date(), len(base.y) + int((~valid).sum()),
+                 len(y_own))
+
+
+def _nbo_scorer(model: Callable[[], CalibratedBooster], sim: Simulator):
+    """Scores from the current model on features computed, as of midnight, from the history so far."""
 
     def score(view: DayView, opp: pd.DataFrame) -> tuple[np.ndarray, Mapping[str, Mapping[str, object]]]:
         data = dataset(sim)  # the contract tables of what has been simulated so far
         ids = np.asarray(view.customer_ids, dtype=object)[opp["customer"].to_numpy()]
         feats = build_customer_features(data, pd.Timestamp(view.date), customer_ids=np.unique(ids))
         ts = pd.Series(pd.Timestamp(view.date) + pd.to_timedelta(opp["ts"].to_numpy() - view.day * DAY, unit="s"))
-        p = opportunity_scores(model, data, feats, ids, np.array(CONTACT_CHANNELS, dtype=object)[opp["channel"]],
+        p = opportunity_scores(model(), data, feats, ids, np.array(CONTACT_CHANNELS, dtype=object)[opp["channel"]],
                                ts, pd.Timestamp(view.date))
         return p, rule_inputs(feats)
     return score
@@ -382,7 +453,11 @@ def _truth_scorer(view: DayView, opp: pd.DataFrame) -> tuple[np.ndarray, Mapping
     return p.reshape(len(c), n_o), inputs
 
 
-def make_policy(name: str, sim: Simulator, policy: ContactPolicy, trained: TrainedWorld, seed: int):
+def make_policy(name: str, sim: Simulator, policy: ContactPolicy, trained: TrainedWorld, seed: int,
+                model: Callable[[], CalibratedBooster] | None = None):
+    """The policy `name` plugged into `sim`; `model` gives the nbo policies their current model
+    (default: the logging run's)."""
+    model = model or (lambda: trained.model)
     offers = sim.catalogue.to_frame(sim.config)
     intensity, banner = sim.population.contact_intensity, sim.config.banner_rate
     if name == "random":
@@ -390,26 +465,30 @@ def make_policy(name: str, sim: Simulator, policy: ContactPolicy, trained: Train
     if name == "popular":
         return PopularPolicy(trained.popularity, intensity, banner, seed)
     if name == "nbo":
-        return ArbiterPolicy(name, policy, offers, _nbo_scorer(trained.model, sim), intensity, banner, seed)
+        return ArbiterPolicy(name, policy, offers, _nbo_scorer(model, sim), intensity, banner, seed)
     if name == "nbo_uncapped":
-        return ArbiterPolicy(name, uncapped(policy), offers, _nbo_scorer(trained.model, sim), intensity, banner, seed)
+        return ArbiterPolicy(name, uncapped(policy), offers, _nbo_scorer(model, sim), intensity, banner, seed)
     if name == "oracle":
         return ArbiterPolicy(name, greedy(policy), offers, _truth_scorer, intensity, banner, seed)
     raise ValueError(f"unknown policy {name!r}; use one of {', '.join(POLICY_NAMES)}")
 
 
 def run_policy(name: str, config: SimConfig, seed: int, policy: ContactPolicy, trained: TrainedWorld,
-               progress: bool = False) -> PolicyRun:
-    """Run one policy over the whole period of `config` on the world of `seed`."""
+               progress: bool = False, refit_days: int = 0) -> PolicyRun:
+    """Run one policy over the whole period of `config` on the world of `seed`; the nbo policies
+    refit their model every `refit_days` days on their own log (0: never, see `Refitter`)."""
     from tqdm.auto import tqdm
 
     sim = Simulator(config, seed=seed)
-    chosen = make_policy(name, sim, policy, trained, seed)
-    for _ in tqdm(range(config.days), desc=name, unit="day", disable=not progress, leave=False):
-        first = sum(r.contacts for r in sim.results)
+    refitter = Refitter(trained, refit_days if name in ("nbo", "nbo_uncapped") else 0)
+    chosen = make_policy(name, sim, policy, trained, seed, model=refitter)
+    first = 0
+    for day in tqdm(range(config.days), desc=name, unit="day", disable=not progress, leave=False):
         sim.step(chosen)
         if isinstance(chosen, ArbiterPolicy):
             chosen.observe(sim, first)
+        first += sim.results[-1].contacts
+        refitter.after_day(sim, day + 1)
     daily = sim.daily()
     daily["net_value_cum"] = (daily["value"] - daily["cost"]).cumsum()
     daily["active_end_of_day"] = daily["active"] - daily["churned_today"]
@@ -422,17 +501,19 @@ def run_policy(name: str, config: SimConfig, seed: int, policy: ContactPolicy, t
         active_end=int(daily["active_end_of_day"].iloc[-1]),
         long_term_value=long_term_value(daily),
         daily=daily,
+        refits=refitter.refits,
     )
 
 
 def compare_policies(config: SimConfig, seed: int, policy: ContactPolicy, names: tuple[str, ...] | list[str] = POLICY_NAMES,
                      train_days: int = 180, num_boost_round: int = 200, progress: bool = False,
-                     trained: TrainedWorld | None = None) -> tuple[list[PolicyRun], TrainedWorld]:
+                     trained: TrainedWorld | None = None, refit_days: int = 0) -> tuple[list[PolicyRun], TrainedWorld]:
     """Train once on a logging-policy run (seed + 1, `train_days` days), then run every policy on
-    the world of `seed` for `config.days` days."""
+    the world of `seed` for `config.days` days (the nbo policies refitting every `refit_days`)."""
     if trained is None:
         trained = train_on_logging_run(config, seed + 1, train_days, num_boost_round)
-    return [run_policy(name, config, seed, policy, trained, progress) for name in names], trained
+    runs = [run_policy(name, config, seed, policy, trained, progress, refit_days) for name in names]
+    return runs, trained
 
 
 def table(runs: list[PolicyRun]) -> pd.DataFrame:

@@ -23,6 +23,9 @@ def simulate_policies(
     policy: Path = typer.Option(None, "--policy", help="policy.toml for nbo, nbo_uncapped and oracle (default policy)."),
     out: Path = typer.Option(None, "--out", help="Write the table as JSON (one object per policy)."),
     plots: Path = typer.Option(None, "--plots", help="Directory for PNG plots (cumulative value, active customers)."),
+    refit_days: int = typer.Option(0, "--refit-days", min=0, help="Refit the nbo policies' model every N days on the "
+                                                                  "logging run's rows plus their own closed exposures "
+                                                                  "(0: never)."),
 ) -> None:
     """Run each policy day by day over the same simulated customers and print contacts, accepted
     offers, value, churned customers and long-term value (docs/evaluation.md)."""
@@ -37,7 +40,8 @@ def simulate_policies(
         raise NboError(f"unknown policy {unknown[0]!r}; use {', '.join(POLICY_NAMES)}")
     contact_policy = load_policy(policy) if policy else ContactPolicy()
     config = SimConfig(customers=customers, days=days)
-    runs, trained = compare_policies(config, seed, contact_policy, names, train_days=train_days, progress=True)
+    runs, trained = compare_policies(config, seed, contact_policy, names, train_days=train_days, progress=True,
+                                      refit_days=refit_days)
     typer.echo(f"propensity model: {trained.train_rows:,} training exposures, validation AUC {trained.valid_auc:.3f}")
     frame = table(runs)
     typer.echo(frame.to_string(float_format=lambda v: f"{v:,.1f}"))
