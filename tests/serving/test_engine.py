@@ -202,6 +202,19 @@ def test_path_attributions_add_up_to_the_raw_score(engine: DecisionEngine) -> No
     np.testing.assert_allclose(contrib.sum(axis=1), booster.predict(scored.X, raw_score=True), atol=1e-9)
 
 
+def test_path_attributions_of_a_few_rows_equal_the_dense_table_bit_for_bit(engine: DecisionEngine) -> None:
+    """The request path (LightGBM's single-row leaves, sparse sum) against `Booster.predict` and
+    the dense table: the reasons' numbers must not depend on which path computed them."""
+    scored = engine._score(engine.features.index[:40].tolist(), "web", None, NOW, engine.models)
+    explainer = PathExplainer(engine.models.propensity.model.booster_)
+    assert explainer._leaves is not None  # the fast path is in use (it checked itself against predict)
+    X = scored.X.copy()
+    X[::7, ::5] = np.nan  # missing values take the default branch in both paths
+    for lo in range(0, len(X), 3):
+        np.testing.assert_array_equal(explainer.contributions(X[lo : lo + 3]), explainer.dense_contributions(X[lo : lo + 3]))
+    np.testing.assert_array_equal(explainer.contributions(X), explainer.dense_contributions(X))  # many rows: Booster.predict
+
+
 def test_caps_hold_within_one_engine(engine: DecisionEngine) -> None:
     cid = engine.features.index[3]
     answers = [engine.decide(cid, "web", None, datetime(2025, 8, 29, 12, 0, i), k=1) for i in range(15)]
