@@ -97,6 +97,8 @@ def test_cli_writes_json_and_plots(tmp_path: Path) -> None:
     assert (plots / "cumulative_value.png").stat().st_size > 0
     bad = CliRunner().invoke(app, ["simulate-policies", "--policies", "greedy"])
     assert bad.exit_code == 2 and "unknown policy" in bad.output
+    negative = CliRunner().invoke(app, ["simulate-policies", "--refit-days", "-1"])
+    assert negative.exit_code == 2 and "--refit-days" in negative.output
 
 
 def test_long_term_value_counts_the_future_churn_of_each_policy() -> None:
