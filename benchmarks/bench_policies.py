@@ -23,7 +23,7 @@ import pandas as pd
 from benchmarks._hardware import hardware
 from nbo.simulator import SimConfig
 from serving.policy import ContactPolicy
-from training.policy_sim import PolicyRun, compare_policies, plot_runs, table
+from training.policy_sim import DEFAULT_REFIT_DAYS, PolicyRun, compare_policies, plot_runs, table
 
 
 def checks(runs: list[PolicyRun]) -> list[tuple[str, str, bool]]:
@@ -79,7 +79,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="World seeds, one year each.")
     parser.add_argument("--seed", type=int, default=None, help="One world seed (same as --seeds S).")
     parser.add_argument("--train-days", type=int, default=180)
-    parser.add_argument("--refit-days", type=int, default=0, help="Refit the nbo policies' model every N days (0: never).")
+    parser.add_argument("--refit-days", type=int, default=DEFAULT_REFIT_DAYS,
+                        help="Refit the nbo policies' model every N days on their own log (0: never).")
     parser.add_argument("--out", type=Path, default=Path("bench_policies.json"))
     parser.add_argument("--plots", type=Path, default=Path("bench_policies_plots"))
     args = parser.parse_args()

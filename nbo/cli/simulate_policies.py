@@ -23,9 +23,9 @@ def simulate_policies(
     policy: Path = typer.Option(None, "--policy", help="policy.toml for nbo, nbo_uncapped and oracle (default policy)."),
     out: Path = typer.Option(None, "--out", help="Write the table as JSON (one object per policy)."),
     plots: Path = typer.Option(None, "--plots", help="Directory for PNG plots (cumulative value, active customers)."),
-    refit_days: int = typer.Option(0, "--refit-days", min=0, help="Refit the nbo policies' model every N days on the "
-                                                                  "logging run's rows plus their own closed exposures "
-                                                                  "(0: never)."),
+    refit_days: int = typer.Option(30, "--refit-days", min=0, help="Refit the nbo policies' model every N days on the "
+                                                                   "logging run's rows plus their own closed exposures "
+                                                                   "(0: never)."),
 ) -> None:
     """Run each policy day by day over the same simulated customers and print contacts, accepted
     offers, value, churned customers and long-term value (docs/evaluation.md)."""

@@ -3,6 +3,7 @@ the ordering of policies, and the in-memory contact store's caps."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from nbo.simulator import Simulator
 from nbo.simulator.io import dataset
 from training.datasets import propensity_set
 from training.policy_sim import (
+    DEFAULT_REFIT_DAYS,
     POLICY_NAMES,
     MemoryContactStore,
     Refitter,
@@ -99,6 +101,9 @@ def test_cli_writes_json_and_plots(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "unknown policy" in bad.output
     negative = CliRunner().invoke(app, ["simulate-policies", "--refit-days", "-1"])
     assert negative.exit_code == 2 and "--refit-days" in negative.output
+    from nbo.cli.simulate_policies import simulate_policies  # the CLI's default is the library's
+
+    assert inspect.signature(simulate_policies).parameters["refit_days"].default.default == DEFAULT_REFIT_DAYS
 
 
 def test_long_term_value_counts_the_future_churn_of_each_policy() -> None:
@@ -154,8 +159,7 @@ def test_refitter_refits_on_its_own_log_only_at_period_ends(runs) -> None:
 
 def test_refitting_policies_run_and_report_their_refits(runs) -> None:
     _, trained = runs
-    config = CONFIG.model_copy(update={"days": 20})
-    result, _ = compare_policies(config, seed=0, policy=ContactPolicy(), names=["nbo", "oracle"], trained=trained,
-                                 refit_days=10)
+    result, _ = compare_policies(CONFIG, seed=0, policy=ContactPolicy(), names=["nbo", "oracle"], trained=trained,
+                                 refit_days=12)
     by = {r.name: r for r in result}
     assert by["nbo"].refits >= 1 and by["oracle"].refits == 0
