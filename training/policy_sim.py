@@ -61,8 +61,8 @@ FUTURE_DAYS = 365
 #: Window (days, at the end of the run) over which a policy's steady value rate is measured.
 RATE_WINDOW_DAYS = 90
 #: Days between refits of the nbo policies' model on their own log (`Refitter`; 0 = never). Over a
-#: simulated year of 5 seeds, monthly refits took nbo from 77.9-88.4 % of the oracle's long-term
-#: value (median 81.3 %) to 81.9-94.0 % (median 86.1 %; docs/evaluation.md).
+#: simulated year, monthly refits took nbo from 77.9-88.4 % of the oracle's long-term value
+#: (5 seeds, median 81.3 %) to 78.5-94.0 % (7 seeds, median 82.4 %; docs/evaluation.md).
 DEFAULT_REFIT_DAYS = 30
 
 
