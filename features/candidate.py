@@ -561,8 +561,7 @@ def candidate_matrix(
     for name, values in context_cols.items():
         put(name, values)
     # From the float64 inputs (not from `block`, which may be float32 already).
-    share = "online_visit_share_365d"
-    put("ctx_channel_habit", channel_habit(context_cols["ctx_channel_code"], (history if share in CONTACT_HISTORY_COLUMNS else cust.columns)[share][rows]))
+    put("ctx_channel_habit", channel_habit(context_cols["ctx_channel_code"], cust.columns["online_visit_share_365d"][rows]))
     return np.ascontiguousarray(block.T)
 
 
@@ -646,7 +645,7 @@ def build_exposure_features(
         rows = block[opportunity * n_o + opos]
     else:
         rows = np.full((n_e, len(CANDIDATE_COLUMNS)), np.nan)
-    column = {name: i for i, name in enumerate(CANDIDATE_COLUMNS)}
+    column = _CANDIDATE_INDEX
     unknown = cpos < 0
     if unknown.any():
         rows[np.ix_(unknown, [column[c] for c in (*CUSTOMER_COLUMNS_FOR_CANDIDATES, *PAIR_COLUMNS)])] = np.nan

@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 
 from features import FEATURE_SET, build_customer_features, build_exposure_features, customer_feature_names
 from nbo.data import Dataset
+from nbo.errors import NboError
 from nbo.simulator import Contacts, DayView, SimConfig, Simulator
 from nbo.simulator.config import CH, OUT
 from nbo.simulator.io import dataset
@@ -403,8 +404,6 @@ class Refitter:
         """Refit when `days_done` days have been simulated and a period has ended."""
         if not self.every_days or days_done % self.every_days:
             return
-        from nbo.errors import NboError
-
         as_of = pd.Timestamp(sim.config.start) + pd.Timedelta(days=days_done)
         try:
             new = propensity_set(dataset(sim), as_of, self.window_days, progress=False, after=self._after)
