@@ -37,6 +37,7 @@ class DayResult:
     accepted: int
     value: float  # sum of the value of accepted offers
     cost: float  # sum of the cost of contacts made
+    organic_amount: float  # sum of the amounts of the day's purchases no offer prompted
     churned_today: int
     churned_total: int
     optouts: int
@@ -132,6 +133,7 @@ class Simulator:
         st.pressure *= cfg.pressure_decay
 
         events, sessions = simulate_behaviour(cfg, pop, st, self.products, active, day, rng)
+        organic_amount = float(events.amount[events.type == EV["purchase"]].sum())
         tenure = tenure_days(pop, day)
         view = DayView(
             day=day,
@@ -170,6 +172,7 @@ class Simulator:
             accepted=int(accepted.sum()),
             value=float(self.catalogue.value[log.offer[accepted]].sum()),
             cost=float(self.catalogue.cost[log.offer].sum()),
+            organic_amount=organic_amount,
             churned_today=churned_today,
             churned_total=int(st.churned.sum()),
             optouts=optouts,

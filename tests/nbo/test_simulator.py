@@ -204,3 +204,26 @@ def test_recent_browsing_of_the_offer_category_raises_acceptance(world) -> None:
     top = rates.index.max()
     assert co["browsed"].sum() > 300
     assert rates.loc[top, True] > 1.5 * rates.loc[top, False]
+
+
+def test_organic_amount_counts_the_purchases_no_offer_prompted() -> None:
+    """`DayResult.organic_amount` is what customers buy on their own: every purchase when nobody is
+    contacted, less than every purchase when accepted offers add theirs."""
+    from nbo.simulator import no_contact
+    from nbo.simulator.config import EV
+
+    cfg = SimConfig(customers=300, days=30)
+    quiet = Simulator(cfg, seed=3)
+    quiet.run(policy=no_contact)
+    log = quiet.event_log()
+
+    buys = log.type == EV["purchase"]
+    assert buys.sum() > 50
+    assert quiet.daily()["organic_amount"].sum() == pytest.approx(float(log.amount[buys].sum()))
+
+    busy = Simulator(cfg, seed=3)
+    busy.run()
+    log = busy.event_log()
+    daily = busy.daily()
+    assert daily["accepted"].sum() > 0
+    assert 0 < daily["organic_amount"].sum() < float(log.amount[log.type == EV["purchase"]].sum())
