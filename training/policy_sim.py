@@ -57,6 +57,8 @@ from training.model import CalibratedBooster
 log = logging.getLogger(__name__)
 
 POLICY_NAMES: tuple[str, ...] = ("random", "popular", "nbo_uncapped", "nbo", "oracle")
+#: Not in the default comparison: the oracle without caps, for what caps are worth with perfect knowledge.
+TRUTH_UNCAPPED = "oracle_uncapped"
 #: Days of future value credited to a customer still active at the end (see `long_term_value`).
 FUTURE_DAYS = 365
 #: Window (days, at the end of the run) over which a policy's steady value rate is measured.
@@ -321,7 +323,13 @@ def train_on_logging_run(config: SimConfig, seed: int, days: int, num_boost_roun
 # ----------------------------------------------------------------------------- running
 @dataclass(frozen=True)
 class PolicyRun:
-    """One policy's closed-loop result. Currency units; counts of customers and contacts."""
+    """One policy's closed-loop result. Currency units; counts of customers and contacts.
+
+    A customer is worth the offers they accept *and* what they buy on their own (at the world's
+    `organic_margin`): churn loses both. `long_term_value` counts both; `offer_long_term_value` is
+    the offers' part alone, and `organic_long_term_amount` the purchase amounts behind the other
+    part (before the margin), so any margin's verdict can be recomputed: the value is linear in it.
+    """
 
     name: str
     contacts: int
@@ -329,34 +337,57 @@ class PolicyRun:
     value: float  # accepted offers' value minus contact costs
     churned: int
     active_end: int
-    long_term_value: float
+    long_term_value: float  # offer_long_term_value + organic_margin * organic_long_term_amount
     daily: pd.DataFrame
     refits: int = 0  # times the policy's model was refitted on its own log
+    organic_value: float = 0.0  # margin on the purchases no offer prompted, within the period
+    offer_long_term_value: float = 0.0
+    organic_long_term_amount: float = 0.0
 
     def row(self) -> dict[str, float | int]:
         return {"contacts": self.contacts, "accepted": self.accepted, "value": round(self.value, 2),
-                "churned": self.churned, "active_end": self.active_end,
+                "organic_value": round(self.organic_value, 2), "churned": self.churned,
+                "active_end": self.active_end, "offer_long_term_value": round(self.offer_long_term_value, 2),
                 "long_term_value": round(self.long_term_value, 2)}
 
 
-def long_term_value(daily: pd.DataFrame, future_days: int = FUTURE_DAYS, window: int = RATE_WINDOW_DAYS) -> float:
+def long_term_value(daily: pd.DataFrame, future_days: int = FUTURE_DAYS, window: int = RATE_WINDOW_DAYS,
+                    organic_margin: float = 0.0) -> float:
     """Net value earned + what the customers still active at the end are worth over one more
     `future_days`, at the policy's own steady state over the last `window` days: its net value per
     active customer-day, and its churn hazard per active customer-day. Churned customers are worth
     nothing more: that is the value lost with them.
+
+    Net value is the offers' value minus contact costs, plus `organic_margin` times the amounts of
+    the purchases no offer prompted (`organic_amount`; 0 counts the offers alone): a customer who
+    churns stops buying altogether, and a measure that ignores those purchases would value a
+    customer kept at only the offers they accept.
 
     The expected active customer-days of the extra period are `active_end * (1 - exp(-h F)) / h`
     (constant hazard `h`, `F = future_days`; `active_end * F` when nobody churns). Crediting the
     extra period *without* its churn (what this function did before) overstates a policy that
     keeps losing customers: it counted a year of its contact rate but none of its churn.
     """
-    net = float((daily["value"] - daily["cost"]).sum())
+    earned = daily["value"] - daily["cost"]
+    if organic_margin:
+        earned = earned + organic_margin * daily["organic_amount"]
+    net = float(earned.sum())
     tail = daily.tail(window)
     customer_days = float(tail["active"].sum())
-    rate = float((tail["value"] - tail["cost"]).sum()) / customer_days if customer_days else 0.0
+    rate = float(earned.tail(window).sum()) / customer_days if customer_days else 0.0
     hazard = float(tail["churned_today"].sum()) / customer_days if customer_days else 0.0
     active_end = int(daily["active"].iloc[-1] - daily["churned_today"].iloc[-1])
     return net + active_end * rate * expected_active_days(hazard, future_days)
+
+
+def break_even_margin(capped: PolicyRun, uncapped: PolicyRun) -> float:
+    """The organic margin above which `capped` is worth more in the long run than `uncapped`
+    (0 if it already is on offers alone; inf if keeping customers never makes up for it)."""
+    gap = uncapped.offer_long_term_value - capped.offer_long_term_value
+    if gap <= 0:
+        return 0.0
+    kept = capped.organic_long_term_amount - uncapped.organic_long_term_amount
+    return gap / kept if kept > 0 else float("inf")
 
 
 def expected_active_days(hazard: float, days: int) -> float:
@@ -473,17 +504,23 @@ def make_policy(name: str, sim: Simulator, policy: ContactPolicy, trained: Train
         return ArbiterPolicy(name, uncapped(policy), offers, _nbo_scorer(model, sim), intensity, banner, seed)
     if name == "oracle":
         return ArbiterPolicy(name, greedy(policy), offers, _truth_scorer, intensity, banner, seed)
-    raise ValueError(f"unknown policy {name!r}; use one of {', '.join(POLICY_NAMES)}")
+    if name == TRUTH_UNCAPPED:
+        return ArbiterPolicy(name, uncapped(greedy(policy)), offers, _truth_scorer, intensity, banner, seed)
+    raise ValueError(f"unknown policy {name!r}; use one of {', '.join((*POLICY_NAMES, TRUTH_UNCAPPED))}")
 
 
-def run_policy(name: str, config: SimConfig, seed: int, policy: ContactPolicy, trained: TrainedWorld,
+def run_policy(name: str, config: SimConfig, seed: int, policy: ContactPolicy, trained: TrainedWorld | None,
                progress: bool = False, refit_days: int = DEFAULT_REFIT_DAYS) -> PolicyRun:
     """Run one policy over the whole period of `config` on the world of `seed`; the nbo policies
-    refit their model every `refit_days` days on their own log (0: never, see `Refitter`)."""
+    refit their model every `refit_days` days on their own log (0: never, see `Refitter`). Only
+    the truth-based policies and `random` run without a `trained` world."""
     from tqdm.auto import tqdm
 
+    learns = name in ("nbo", "nbo_uncapped")
+    if trained is None and (learns or name == "popular"):
+        raise ValueError(f"policy {name!r} learns from a logging run: pass a TrainedWorld")
     sim = Simulator(config, seed=seed)
-    refitter = Refitter(trained, refit_days if name in ("nbo", "nbo_uncapped") else 0)
+    refitter = Refitter(trained, refit_days) if learns else None
     chosen = make_policy(name, sim, policy, trained, seed, model=refitter)
     first = 0
     for day in tqdm(range(config.days), desc=name, unit="day", disable=not progress, leave=False):
@@ -491,11 +528,19 @@ def run_policy(name: str, config: SimConfig, seed: int, policy: ContactPolicy, t
         if isinstance(chosen, ArbiterPolicy):
             chosen.observe(sim, first)
         first += sim.results[-1].contacts
-        if day + 1 < config.days:  # a model fitted after the last day would score nothing
+        if refitter is not None and day + 1 < config.days:  # a model fitted after the last day would score nothing
             refitter.after_day(sim, day + 1)
-    daily = sim.daily()
+    return summarise(name, sim.daily(), config.organic_margin, refitter.refits if refitter else 0)
+
+
+def summarise(name: str, daily: pd.DataFrame, organic_margin: float, refits: int = 0) -> PolicyRun:
+    """A policy's `PolicyRun` from its daily series (`Simulator.daily()`)."""
+    daily = daily.copy()
     daily["net_value_cum"] = (daily["value"] - daily["cost"]).cumsum()
+    daily["organic_value_cum"] = (organic_margin * daily["organic_amount"]).cumsum()
+    daily["customer_value_cum"] = daily["net_value_cum"] + daily["organic_value_cum"]
     daily["active_end_of_day"] = daily["active"] - daily["churned_today"]
+    offer_ltv = long_term_value(daily)
     return PolicyRun(
         name=name,
         contacts=int(daily["contacts"].sum()),
@@ -503,9 +548,12 @@ def run_policy(name: str, config: SimConfig, seed: int, policy: ContactPolicy, t
         value=float((daily["value"] - daily["cost"]).sum()),
         churned=int(daily["churned_total"].iloc[-1]),
         active_end=int(daily["active_end_of_day"].iloc[-1]),
-        long_term_value=long_term_value(daily),
+        long_term_value=long_term_value(daily, organic_margin=organic_margin),
         daily=daily,
-        refits=refitter.refits,
+        refits=refits,
+        organic_value=float(organic_margin * daily["organic_amount"].sum()),
+        offer_long_term_value=offer_ltv,
+        organic_long_term_amount=long_term_value(daily, organic_margin=1.0) - offer_ltv,
     )
 
 
@@ -521,6 +569,64 @@ def compare_policies(config: SimConfig, seed: int, policy: ContactPolicy, names:
     return runs, trained
 
 
+def thesis_map(config: SimConfig, seed: int, policy: ContactPolicy, accept_fatigue: tuple[float, ...],
+               churn_fatigue: tuple[float, ...], first_days: int = 28, progress: bool = False) -> pd.DataFrame:
+    """What caps are worth with perfect knowledge, across worlds that punish over-contact more or
+    less: for each (`accept_fatigue`, `churn_fatigue`) the oracle with and without the policy's
+    caps on the same customers. One row per world: value within the period and after
+    `first_days` (offers alone, and with the margin on customers' own purchases), long-term
+    value, customers kept, and the organic margin above which the capped oracle is worth more in
+    the long run (`break_even_margin`). No model is involved: this is the world's economics, the
+    bound on what any capped policy can show in it."""
+    rows = []
+    cells = [(a, c) for a in accept_fatigue for c in churn_fatigue]
+    from tqdm.auto import tqdm
+
+    for a, c in tqdm(cells, desc="worlds", disable=not progress, leave=False):
+        world = config.model_copy(update={"accept_fatigue": a, "churn_fatigue": c})
+        capped, free = (run_policy(n, world, seed, policy, None) for n in ("oracle", TRUTH_UNCAPPED))
+        early = min(first_days, config.days) - 1
+        row = {"accept_fatigue": a, "churn_fatigue": c}
+        for tag, r in (("capped", capped), ("uncapped", free)):
+            row |= {f"{tag}_contacts": r.contacts, f"{tag}_active_end": r.active_end,
+                    f"{tag}_value": r.value, f"{tag}_value_with_organic": r.value + r.organic_value,
+                    f"{tag}_first_days": float(r.daily["net_value_cum"].iloc[early]),
+                    f"{tag}_long_term_value": r.long_term_value}
+        row["break_even_margin"] = break_even_margin(capped, free)
+        row["capped_wins_year"] = row["capped_value_with_organic"] > row["uncapped_value_with_organic"]
+        row["capped_wins_long_term"] = capped.long_term_value > free.long_term_value
+        row["uncapped_wins_first_days"] = row["uncapped_first_days"] > row["capped_first_days"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_thesis_map(frame: pd.DataFrame, path) -> object:
+    """Heatmap of the break-even organic margin over the (accept_fatigue, churn_fatigue) grid:
+    below a cell's number the uncapped oracle is worth more in the long run, above it the capped."""
+    from pathlib import Path
+
+    grid = frame.pivot(index="accept_fatigue", columns="churn_fatigue", values="break_even_margin")
+    shown = grid.clip(upper=1.0)
+    fig = Figure(figsize=(6, 4.2))
+    ax = fig.subplots()
+    im = ax.imshow(shown.to_numpy(), origin="lower", cmap="RdYlGn_r", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(grid.columns)), [f"{c:g}" for c in grid.columns])
+    ax.set_yticks(range(len(grid.index)), [f"{a:g}" for a in grid.index])
+    for i in range(len(grid.index)):
+        for j in range(len(grid.columns)):
+            v = grid.iat[i, j]
+            ax.text(j, i, "never" if not np.isfinite(v) else f"{v:.2f}", ha="center", va="center", fontsize=9)
+    ax.set(xlabel="churn_fatigue (churn hazard x per unit of fatigue)",
+           ylabel="accept_fatigue (logit per unit of fatigue)",
+           title="organic margin above which caps pay off (oracle, long-term value)")
+    fig.colorbar(im, ax=ax, label="break-even margin (clipped at 1)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def table(runs: list[PolicyRun]) -> pd.DataFrame:
     return pd.DataFrame({r.name: r.row() for r in runs}).T
 
@@ -532,7 +638,9 @@ def plot_runs(runs: list[PolicyRun], directory) -> list:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
-    for column, title, fname in (("net_value_cum", "cumulative net value (currency units)", "cumulative_value.png"),
+    for column, title, fname in (("net_value_cum", "cumulative net value of offers (currency units)", "cumulative_value.png"),
+                                 ("customer_value_cum", "cumulative net value incl. margin on customers' own purchases",
+                                  "cumulative_customer_value.png"),
                                  ("active_end_of_day", "active customers", "active_customers.png")):
         fig = Figure(figsize=(7, 4))
         ax = fig.subplots()

@@ -23,6 +23,9 @@ def simulate_policies(
     policy: Path = typer.Option(None, "--policy", help="policy.toml for nbo, nbo_uncapped and oracle (default policy)."),
     out: Path = typer.Option(None, "--out", help="Write the table as JSON (one object per policy)."),
     plots: Path = typer.Option(None, "--plots", help="Directory for PNG plots (cumulative value, active customers)."),
+    organic_margin: float = typer.Option(0.3, "--organic-margin", min=0.0, max=1.0,
+                                         help="Margin on the purchases customers make on their own, which churn loses "
+                                              "(long-term value counts it; 0 counts offers alone)."),
     refit_days: int = typer.Option(30, "--refit-days", min=0, help="Refit the nbo policies' model every N days on the "
                                                                    "logging run's rows plus their own closed exposures "
                                                                    "(0: never)."),
@@ -32,14 +35,15 @@ def simulate_policies(
     from nbo.errors import NboError
     from nbo.simulator import SimConfig
     from serving.policy import ContactPolicy, load_policy
-    from training.policy_sim import POLICY_NAMES, compare_policies, plot_runs, table
+    from training.policy_sim import POLICY_NAMES, TRUTH_UNCAPPED, compare_policies, plot_runs, table
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
-    unknown = [n for n in names if n not in POLICY_NAMES]
+    allowed = (*POLICY_NAMES, TRUTH_UNCAPPED)
+    unknown = [n for n in names if n not in allowed]
     if unknown:
-        raise NboError(f"unknown policy {unknown[0]!r}; use {', '.join(POLICY_NAMES)}")
+        raise NboError(f"unknown policy {unknown[0]!r}; use {', '.join(allowed)}")
     contact_policy = load_policy(policy) if policy else ContactPolicy()
-    config = SimConfig(customers=customers, days=days)
+    config = SimConfig(customers=customers, days=days, organic_margin=organic_margin)
     runs, trained = compare_policies(config, seed, contact_policy, names, train_days=train_days, progress=True,
                                       refit_days=refit_days)
     typer.echo(f"propensity model: {trained.train_rows:,} training exposures, validation AUC {trained.valid_auc:.3f}")

@@ -67,6 +67,11 @@ class SimConfig(BaseModel, frozen=True):
     optout_base: float = Field(0.0002, ge=0)
     optout_fatigue: float = Field(0.004, ge=0)
 
+    # what a customer's own purchases are worth (used to value customers kept or lost, not by the world)
+    organic_margin: float = Field(
+        0.3, ge=0, le=1, description="share of the amount of a purchase no offer prompted that is margin"
+    )
+
     # acceptance (logit scale)
     accept_base: float = -4.2
     accept_affinity: float = 0.55

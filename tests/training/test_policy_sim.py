@@ -5,33 +5,36 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from nbo.cli import app
-from nbo.simulator import SimConfig
+from nbo.simulator import SimConfig, Simulator
+from nbo.simulator.io import dataset
 from serving.contact_store.base import OfferRef
 from serving.policy import ContactPolicy
-import math
-
-import pandas as pd
-
-import numpy as np
-
-from nbo.simulator import Simulator
-from nbo.simulator.io import dataset
 from training.datasets import propensity_set
 from training.policy_sim import (
     DEFAULT_REFIT_DAYS,
     POLICY_NAMES,
+    TRUTH_UNCAPPED,
     MemoryContactStore,
+    PolicyRun,
     Refitter,
+    break_even_margin,
     compare_policies,
     expected_active_days,
     long_term_value,
+    make_policy,
+    plot_thesis_map,
+    summarise,
+    thesis_map,
     uncapped,
 )
 
@@ -97,6 +100,7 @@ def test_cli_writes_json_and_plots(tmp_path: Path) -> None:
     assert set(table) == {"random", "popular", "oracle"}
     assert set(table["oracle"]) >= {"contacts", "accepted", "value", "churned", "long_term_value"}
     assert (plots / "cumulative_value.png").stat().st_size > 0
+    assert (plots / "cumulative_customer_value.png").stat().st_size > 0
     bad = CliRunner().invoke(app, ["simulate-policies", "--policies", "greedy"])
     assert bad.exit_code == 2 and "unknown policy" in bad.output
     negative = CliRunner().invoke(app, ["simulate-policies", "--refit-days", "-1"])
@@ -104,6 +108,10 @@ def test_cli_writes_json_and_plots(tmp_path: Path) -> None:
     from nbo.cli.simulate_policies import simulate_policies  # the CLI's default is the library's
 
     assert inspect.signature(simulate_policies).parameters["refit_days"].default.default == DEFAULT_REFIT_DAYS
+    assert inspect.signature(simulate_policies).parameters["organic_margin"].default.default == SimConfig().organic_margin
+    for margin in ("-0.1", "1.5", "lots"):
+        wrong = CliRunner().invoke(app, ["simulate-policies", "--organic-margin", margin])
+        assert wrong.exit_code == 2 and "--organic-margin" in wrong.output
 
 
 def test_long_term_value_counts_the_future_churn_of_each_policy() -> None:
@@ -121,6 +129,42 @@ def test_long_term_value_counts_the_future_churn_of_each_policy() -> None:
     assert math.isclose(long_term_value(leaking, future_days=365, window=10),
                         100 + 100 * 0.1 * (1 - math.exp(-h * 365)) / h)
     assert long_term_value(leaking, 365, 10) < long_term_value(steady, 365, 10)
+
+
+def test_long_term_value_counts_the_customers_own_purchases_at_the_margin() -> None:
+    """Hand-computed: 10 days, 100 customers, net offer value 10 a day, own purchases 50 a day at
+    margin 0.2; nobody churns, so the extra year is 365 days at the last days' rate."""
+    daily = pd.DataFrame({"value": [12.0] * 10, "cost": [2.0] * 10, "organic_amount": [50.0] * 10,
+                          "active": [100] * 10, "churned_today": [0] * 10, "contacts": [5] * 10,
+                          "accepted": [1] * 10, "churned_total": [0] * 10})
+    offers_only = 100 + 100 * 0.1 * 365
+    assert math.isclose(long_term_value(daily, 365, 10), offers_only)
+    assert math.isclose(long_term_value(daily, 365, 10, organic_margin=0.2), offers_only + 100 + 100 * 0.1 * 365)
+    run = summarise("p", daily, organic_margin=0.2)
+    assert math.isclose(run.organic_value, 100.0)
+    assert math.isclose(run.offer_long_term_value, long_term_value(daily))
+    assert math.isclose(run.long_term_value, run.offer_long_term_value + 0.2 * run.organic_long_term_amount)
+    assert run.row()["long_term_value"] == round(run.long_term_value, 2)
+
+
+def test_break_even_margin_is_where_keeping_customers_pays_for_fewer_offers() -> None:
+    def run(offer_ltv: float, organic: float) -> PolicyRun:
+        return PolicyRun("p", 0, 0, 0.0, 0, 0, offer_ltv, pd.DataFrame(), offer_long_term_value=offer_ltv,
+                         organic_long_term_amount=organic)
+    capped, greedy_one = run(100.0, 1000.0), run(300.0, 200.0)
+    m = break_even_margin(capped, greedy_one)
+    assert math.isclose(m, 200 / 800)
+    assert math.isclose(100 + m * 1000, 300 + m * 200)  # equal long-term value at the break-even margin
+    assert break_even_margin(greedy_one, capped) == 0.0  # already ahead on offers alone
+    assert break_even_margin(run(100.0, 100.0), greedy_one) == float("inf")  # keeps no more customers
+
+
+def test_oracle_uncapped_is_the_truth_without_caps() -> None:
+    sim = Simulator(SimConfig(customers=50, days=5), seed=0)
+    free = make_policy(TRUTH_UNCAPPED, sim, ContactPolicy(), trained=None, seed=0)
+    assert free.policy.caps == {} and free.policy.arbitration.exploration.rate == 0.0
+    with pytest.raises(ValueError, match="oracle_uncapped"):
+        make_policy("oracle_free", sim, ContactPolicy(), trained=None, seed=0)
 
 
 def test_propensity_rows_built_in_periods_equal_rows_built_at_once() -> None:
@@ -163,3 +207,14 @@ def test_refitting_policies_run_and_report_their_refits(runs) -> None:
                                  refit_days=12)
     by = {r.name: r for r in result}
     assert by["nbo"].refits >= 1 and by["oracle"].refits == 0
+
+
+def test_thesis_map_compares_the_oracle_with_and_without_caps_per_world(tmp_path: Path) -> None:
+    frame = thesis_map(SimConfig(customers=80, days=20), seed=1, policy=ContactPolicy(),
+                       accept_fatigue=(0.45,), churn_fatigue=(1.5, 6.0), first_days=7)
+    assert frame[["accept_fatigue", "churn_fatigue"]].values.tolist() == [[0.45, 1.5], [0.45, 6.0]]
+    assert (frame["uncapped_contacts"] > frame["capped_contacts"]).all()
+    assert (frame["break_even_margin"] >= 0).all()
+    assert (frame["capped_value_with_organic"] > frame["capped_value"]).all()
+    path = plot_thesis_map(frame, tmp_path / "map.png")
+    assert path.stat().st_size > 0
