@@ -218,3 +218,22 @@ def test_thesis_map_compares_the_oracle_with_and_without_caps_per_world(tmp_path
     assert (frame["capped_value_with_organic"] > frame["capped_value"]).all()
     path = plot_thesis_map(frame, tmp_path / "map.png")
     assert path.stat().st_size > 0
+
+
+def test_saved_daily_series_give_the_same_table_and_checks(runs, tmp_path: Path) -> None:
+    """`bench_policies --from-daily` re-summarises a saved year: the same long-term values, and
+    at margin 0 the offers-only figures."""
+    from benchmarks.bench_policies import checks, from_daily
+
+    by, _ = runs
+    path = tmp_path / "year.daily.csv"
+    pd.concat([r.daily.assign(policy=r.name) for r in by.values()], ignore_index=True).to_csv(path, index=False)
+    again = {r.name: r for r in from_daily(path, CONFIG.organic_margin)}
+    assert list(again) == list(by)
+    for name, r in by.items():
+        assert math.isclose(again[name].long_term_value, r.long_term_value, rel_tol=1e-9)
+        assert again[name].row() == r.row()
+    offers_only = {r.name: r for r in from_daily(path, 0.0)}
+    assert math.isclose(offers_only["nbo"].long_term_value, by["nbo"].offer_long_term_value, rel_tol=1e-9)
+    names = [name for name, _, _ in checks(list(again.values()))]
+    assert names == ["beats popular", "beats random", "80% of oracle", "keeps customers", "LTV over uncapped"]
