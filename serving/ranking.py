@@ -593,9 +593,13 @@ class Arbiter:
         fallback: bool = False,
         decision_id: str | None = None,
         reserve: bool = True,
+        history: ContactHistory | None = None,
     ) -> Decision:
         """Decide which offers (0..k) to make to `customer_id` on `channel` at `now` (UTC).
 
+        `history`: the customer's contact history at `now` when the caller has read it already
+        (`ContactStore.read_customer`); None reads it from the store. Either way the reservation
+        re-checks the caps atomically.
         `consents`: channel -> latest consent (absent: no row) or a `ConsentBook`.
         `reserve=False` answers without recording anything (what-if / batch scoring).
         `rng`: a generator, or an integer seed (see `uniform`), or None (this arbiter's generator).
@@ -650,7 +654,7 @@ class Arbiter:
         consented = np.array([self._consented(customer_id, channel, now, consents)])
         histories: dict[str, ContactHistory] = {}
         if consented[0] and not self.policy.quiet_hours.is_quiet(channel, now):
-            histories[customer_id] = self.store.history(customer_id, now)
+            histories[customer_id] = self.store.history(customer_id, now) if history is None else history
         block = self.arbitrate_block(
             [customer_id],
             channel,

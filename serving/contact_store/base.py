@@ -113,6 +113,16 @@ class ContactHistory:
         return counts
 
 
+@dataclass(frozen=True)
+class CustomerState:
+    """What one decision reads about one customer: the contact rows (the features' live history,
+    as `ContactStore.contact_rows`) and the contact history the caps are checked on (as
+    `ContactStore.history` at `now`). `ContactStore.read_customer` reads both at once."""
+
+    rows: list[dict[str, object]]
+    history: ContactHistory
+
+
 def decision_refusal(history: ContactHistory, channel: str, policy: ContactPolicy) -> str | None:
     """The reason code if the channel or outbound cap forbids any contact now, else None."""
     cap = policy.caps.get(channel)  # type: ignore[call-overload]
@@ -258,6 +268,16 @@ class ContactStore(ABC):
     def contact_rows(self, customer_id: str) -> list[dict[str, object]]:
         """`export(customer_id)["contacts"]`; stores override it to skip reading the decision log."""
         return self.export(customer_id)["contacts"]
+
+    def read_customer(self, customer_id: str, now: datetime) -> CustomerState:
+        """`contact_rows(customer_id)` and `history(customer_id, now)` in one read.
+
+        Why: a decision needs both, and each store read has a fixed cost (SQLite: a transaction,
+        which starts with a reset page cache after another process wrote; Redis: a round trip).
+        Stores override it to read both in one transaction or round trip; the answer is the same.
+        The caps are still re-checked atomically by `check_and_reserve`: this read is a pre-filter.
+        """
+        return CustomerState(self.contact_rows(customer_id), self.history(customer_id, now))
 
     def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
         """`contact_rows` of many customers; customers without rows may be left out."""

@@ -20,6 +20,7 @@ from serving.contact_store.base import (
     ContactHistory,
     ContactRecord,
     ContactStore,
+    CustomerState,
     OfferRef,
     ReserveRequest,
     ReserveResult,
@@ -35,6 +36,9 @@ from serving.policy import ContactPolicy
 _IN_BATCH = 500
 #: WAL pages between automatic checkpoints on a connection that reserves in bulk (`expect_bulk_writes`).
 _BULK_CHECKPOINT_PAGES = 10_000
+
+#: One customer's contact rows, all columns, in the order `contact_rows` returns them.
+_CUSTOMER_ROWS = "SELECT * FROM contacts WHERE customer_id = ? ORDER BY ts, decision_id, rank"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -113,6 +117,12 @@ class SQLiteContactStore(ContactStore):
             "SELECT decision_id, offer_id, category, channel, ts FROM contacts WHERE customer_id = ? AND ts > ?",
             (customer_id, since),
         ).fetchall()
+        last_offer, last_cat = self._declines(conn, customer_id, since)
+        return ContactHistory(customer_id, now, tuple(ContactRecord(*r) for r in rows), last_offer, last_cat)
+
+    @staticmethod
+    def _declines(conn: sqlite3.Connection, customer_id: str, since: float) -> tuple[dict[str, float], dict[str, float]]:
+        """The customer's last decline per offer and per category after `since`."""
         last_offer: dict[str, float] = {}
         last_cat: dict[str, float] = {}
         for offer_id, category, ts in conn.execute(
@@ -120,7 +130,7 @@ class SQLiteContactStore(ContactStore):
         ):
             last_offer[offer_id] = max(ts, last_offer.get(offer_id, ts))
             last_cat[category] = max(ts, last_cat.get(category, ts))
-        return ContactHistory(customer_id, now, tuple(ContactRecord(*r) for r in rows), last_offer, last_cat)
+        return last_offer, last_cat
 
     def _histories(self, conn: sqlite3.Connection, customer_ids: list[str], now: float, days: float) -> dict[str, ContactHistory]:
         """`_history` of many customers in a few queries; customers with nothing recent are left out."""
@@ -328,24 +338,23 @@ class SQLiteContactStore(ContactStore):
         return {"decisions": decisions, "contacts": self.contact_rows(customer_id)}
 
     def contact_rows(self, customer_id: str) -> list[dict[str, object]]:
+        return [_row(r) for r in self._conn().execute(_CUSTOMER_ROWS, (customer_id,))]
+
+    def read_customer(self, customer_id: str, now: datetime) -> CustomerState:
+        """The contact rows and the history in one read transaction (one snapshot), the history
+        taken from the rows read for the features instead of a second query of `contacts`."""
+        t = to_epoch(now)
+        since = t - self.horizon_days * DAY
         conn = self._conn()
-        return [
-            {
-                "decision_id": d,
-                "offer_id": o,
-                "customer_id": c,
-                "category": cat,
-                "channel": ch,
-                "ts": from_epoch(ts),
-                "rank": rank,
-                "propensity": p,
-                "outcome": out,
-                "outcome_ts": None if ots is None else from_epoch(ots),
-            }
-            for d, o, c, cat, ch, ts, rank, p, out, ots in conn.execute(
-                "SELECT * FROM contacts WHERE customer_id = ? ORDER BY ts, decision_id, rank", (customer_id,)
-            )
-        ]
+        conn.execute("BEGIN")
+        try:
+            raw = conn.execute(_CUSTOMER_ROWS, (customer_id,)).fetchall()
+            last_offer, last_cat = self._declines(conn, customer_id, since)
+        finally:
+            conn.execute("COMMIT")
+        # The columns of `_history`'s query: decision_id, offer_id, category, channel, ts.
+        recent = tuple(ContactRecord(r[0], r[1], r[3], r[4], r[5]) for r in raw if r[5] > since)
+        return CustomerState([_row(r) for r in raw], ContactHistory(customer_id, t, recent, last_offer, last_cat))
 
     def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
         conn = self._conn()
@@ -371,3 +380,20 @@ class SQLiteContactStore(ContactStore):
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+
+
+def _row(r: tuple) -> dict[str, object]:
+    """A `contacts` row (all columns, table order) as `contact_rows` returns it."""
+    d, o, c, cat, ch, ts, rank, p, out, ots = r
+    return {
+        "decision_id": d,
+        "offer_id": o,
+        "customer_id": c,
+        "category": cat,
+        "channel": ch,
+        "ts": from_epoch(ts),
+        "rank": rank,
+        "propensity": p,
+        "outcome": out,
+        "outcome_ts": None if ots is None else from_epoch(ots),
+    }

@@ -140,6 +140,26 @@ def test_history_reports_recent_contacts_and_declines(make_store) -> None:
     assert store.history("c1", T0 + timedelta(days=200)).contacts == ()
 
 
+def test_read_customer_is_contact_rows_and_history_in_one_read(make_store) -> None:
+    store = make_store(horizon_days=40)
+    old = reserve(store, "c1", "email", [B], T0 - timedelta(days=60))  # past the horizon: in the rows only
+    r = reserve(store, "c1", "email", [A, C], T0)
+    reserve(store, "c1", "web", [B], T0 + timedelta(hours=1))
+    reserve(store, "c2", "web", [A], T0)
+    store.record_outcome(r.decision_id, "o-c", "declined", T0 + timedelta(hours=2))
+    store.record_outcome(old.decision_id, "o-b", "declined", T0 - timedelta(days=59))
+    for cid, now in (("c1", T0 + timedelta(days=1)), ("c1", T0 + timedelta(days=45)), ("c2", T0), ("nobody", T0)):
+        state = store.read_customer(cid, now)
+        assert state.rows == store.contact_rows(cid)
+        h = store.history(cid, now)
+        assert sorted(state.history.contacts, key=repr) == sorted(h.contacts, key=repr)
+        assert (state.history.customer_id, state.history.now) == (h.customer_id, h.now)
+        assert state.history.last_decline_offer == h.last_decline_offer
+        assert state.history.last_decline_category == h.last_decline_category
+    assert len(store.read_customer("c1", T0 + timedelta(days=1)).rows) == 4
+    assert len(store.read_customer("c1", T0 + timedelta(days=1)).history.contacts) == 3
+
+
 def test_forget_erases_one_customer(make_store) -> None:
     store = make_store()
     r = reserve(store, "c1", "email", [A], T0)

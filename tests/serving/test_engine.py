@@ -222,6 +222,30 @@ def test_caps_hold_within_one_engine(engine: DecisionEngine) -> None:
     assert any(s.reason == "cap_channel" for a in answers for s in a.suppressed)
 
 
+def test_decide_reads_the_store_once_then_reserves(engine: DecisionEngine) -> None:
+    """One read (rows for the features and history for the caps, one SQLite transaction), then the
+    reservation; the answers are those of reading rows and history separately (the digest check of
+    docs/service.md §7 covers that on 2,000 decisions)."""
+    calls: list[str] = []
+    store = engine.store
+    for name in ("read_customer", "contact_rows", "history", "histories", "check_and_reserve"):
+        method = getattr(store, name)
+
+        def counted(*args: object, _name: str = name, _method: object = method, **kw: object) -> object:
+            calls.append(_name)
+            return _method(*args, **kw)  # type: ignore[operator]
+
+        setattr(store, name, counted)
+    cid = engine.features.index[5]
+    first = engine.decide(cid, "web", None, NOW, k=2)
+    assert calls == ["read_customer", "check_and_reserve"]
+    assert first.offers
+    # The second decision's features and caps see the first one's contacts (read in the same call).
+    state = store.read_customer(cid, NOW)
+    assert {r["decision_id"] for r in state.rows} == {first.decision_id}
+    assert {c.decision_id for c in state.history.contacts} == {first.decision_id}
+
+
 def test_a_missing_contacts_table_is_empty_but_a_truncated_one_is_an_error(world: World, tmp_path: Path) -> None:
     """Absent = no history yet; truncated = refuse to start (read as absent, the caps and features
     would silently lose every customer's contact history)."""
