@@ -105,6 +105,7 @@ def report(runs: list[PolicyRun], days: int) -> None:
     n, u = by["nbo"], by["nbo_uncapped"]
     print(f"[info] value earned within the {days} days, offers: nbo {n.value:,.0f} vs nbo_uncapped {u.value:,.0f}; "
           f"with the margin on own purchases: {n.value + n.organic_value:,.0f} vs {u.value + u.organic_value:,.0f}; "
+          f"break-even organic margin {break_even_margin(n, u, within_period=True):.2f}; "
           f"offers after 28 days: {first['nbo']:,.0f} vs {first['nbo_uncapped']:,.0f}")
 
 

@@ -45,7 +45,7 @@ def main() -> None:
     shown = frame[["accept_fatigue", "churn_fatigue", "capped_value", "uncapped_value", "capped_value_with_organic",
                    "uncapped_value_with_organic", "capped_first_days", "uncapped_first_days",
                    "capped_long_term_value", "uncapped_long_term_value", "capped_active_end",
-                   "uncapped_active_end", "break_even_margin"]]
+                   "uncapped_active_end", "break_even_margin", "break_even_margin_period"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:,.2f}" if abs(v) < 10 else f"{v:,.0f}"))
     holds = frame[frame["uncapped_wins_first_days"] & frame["capped_wins_year"]]
     print(f"thesis as stated (uncapped ahead after 28 days, capped ahead over the period incl. own purchases): "

@@ -341,6 +341,7 @@ class PolicyRun:
     daily: pd.DataFrame
     refits: int = 0  # times the policy's model was refitted on its own log
     organic_value: float = 0.0  # margin on the purchases no offer prompted, within the period
+    organic_amount: float = 0.0  # their amounts, before the margin
     offer_long_term_value: float = 0.0
     organic_long_term_amount: float = 0.0
 
@@ -380,13 +381,17 @@ def long_term_value(daily: pd.DataFrame, future_days: int = FUTURE_DAYS, window:
     return net + active_end * rate * expected_active_days(hazard, future_days)
 
 
-def break_even_margin(capped: PolicyRun, uncapped: PolicyRun) -> float:
-    """The organic margin above which `capped` is worth more in the long run than `uncapped`
-    (0 if it already is on offers alone; inf if keeping customers never makes up for it)."""
-    gap = uncapped.offer_long_term_value - capped.offer_long_term_value
+def break_even_margin(capped: PolicyRun, uncapped: PolicyRun, within_period: bool = False) -> float:
+    """The organic margin above which `capped` is worth more than `uncapped`: in long-term value,
+    or (`within_period`) in what both earned within the period. 0 if it already is on offers
+    alone; inf if keeping customers never makes up for it (both values are linear in the margin)."""
+    if within_period:
+        gap, kept = uncapped.value - capped.value, capped.organic_amount - uncapped.organic_amount
+    else:
+        gap = uncapped.offer_long_term_value - capped.offer_long_term_value
+        kept = capped.organic_long_term_amount - uncapped.organic_long_term_amount
     if gap <= 0:
         return 0.0
-    kept = capped.organic_long_term_amount - uncapped.organic_long_term_amount
     return gap / kept if kept > 0 else float("inf")
 
 
@@ -552,6 +557,7 @@ def summarise(name: str, daily: pd.DataFrame, organic_margin: float, refits: int
         daily=daily,
         refits=refits,
         organic_value=float(organic_margin * daily["organic_amount"].sum()),
+        organic_amount=float(daily["organic_amount"].sum()),
         offer_long_term_value=offer_ltv,
         organic_long_term_amount=long_term_value(daily, organic_margin=1.0) - offer_ltv,
     )
@@ -575,8 +581,8 @@ def thesis_map(config: SimConfig, seed: int, policy: ContactPolicy, accept_fatig
     less: for each (`accept_fatigue`, `churn_fatigue`) the oracle with and without the policy's
     caps on the same customers. One row per world: value within the period and after
     `first_days` (offers alone, and with the margin on customers' own purchases), long-term
-    value, customers kept, and the organic margin above which the capped oracle is worth more in
-    the long run (`break_even_margin`). No model is involved: this is the world's economics, the
+    value, customers kept, and the organic margins above which the capped oracle is worth more in
+    the long run and within the period (`break_even_margin`). No model is involved: this is the world's economics, the
     bound on what any capped policy can show in it."""
     rows = []
     cells = [(a, c) for a in accept_fatigue for c in churn_fatigue]
@@ -593,6 +599,7 @@ def thesis_map(config: SimConfig, seed: int, policy: ContactPolicy, accept_fatig
                     f"{tag}_first_days": float(r.daily["net_value_cum"].iloc[early]),
                     f"{tag}_long_term_value": r.long_term_value}
         row["break_even_margin"] = break_even_margin(capped, free)
+        row["break_even_margin_period"] = break_even_margin(capped, free, within_period=True)
         row["capped_wins_year"] = row["capped_value_with_organic"] > row["uncapped_value_with_organic"]
         row["capped_wins_long_term"] = capped.long_term_value > free.long_term_value
         row["uncapped_wins_first_days"] = row["uncapped_first_days"] > row["capped_first_days"]

@@ -141,7 +141,7 @@ def test_long_term_value_counts_the_customers_own_purchases_at_the_margin() -> N
     assert math.isclose(long_term_value(daily, 365, 10), offers_only)
     assert math.isclose(long_term_value(daily, 365, 10, organic_margin=0.2), offers_only + 100 + 100 * 0.1 * 365)
     run = summarise("p", daily, organic_margin=0.2)
-    assert math.isclose(run.organic_value, 100.0)
+    assert math.isclose(run.organic_value, 100.0) and math.isclose(run.organic_amount, 500.0)
     assert math.isclose(run.offer_long_term_value, long_term_value(daily))
     assert math.isclose(run.long_term_value, run.offer_long_term_value + 0.2 * run.organic_long_term_amount)
     assert run.row()["long_term_value"] == round(run.long_term_value, 2)
@@ -149,12 +149,15 @@ def test_long_term_value_counts_the_customers_own_purchases_at_the_margin() -> N
 
 def test_break_even_margin_is_where_keeping_customers_pays_for_fewer_offers() -> None:
     def run(offer_ltv: float, organic: float) -> PolicyRun:
-        return PolicyRun("p", 0, 0, 0.0, 0, 0, offer_ltv, pd.DataFrame(), offer_long_term_value=offer_ltv,
-                         organic_long_term_amount=organic)
+        return PolicyRun("p", 0, 0, offer_ltv / 2, 0, 0, offer_ltv, pd.DataFrame(), offer_long_term_value=offer_ltv,
+                         organic_long_term_amount=organic, organic_amount=organic / 4)
     capped, greedy_one = run(100.0, 1000.0), run(300.0, 200.0)
     m = break_even_margin(capped, greedy_one)
     assert math.isclose(m, 200 / 800)
     assert math.isclose(100 + m * 1000, 300 + m * 200)  # equal long-term value at the break-even margin
+    within = break_even_margin(capped, greedy_one, within_period=True)
+    assert math.isclose(within, 100 / 200)
+    assert math.isclose(50 + within * 250, 150 + within * 50)  # equal value within the period
     assert break_even_margin(greedy_one, capped) == 0.0  # already ahead on offers alone
     assert break_even_margin(run(100.0, 100.0), greedy_one) == float("inf")  # keeps no more customers
 
@@ -214,7 +217,7 @@ def test_thesis_map_compares_the_oracle_with_and_without_caps_per_world(tmp_path
                        accept_fatigue=(0.45,), churn_fatigue=(1.5, 6.0), first_days=7)
     assert frame[["accept_fatigue", "churn_fatigue"]].values.tolist() == [[0.45, 1.5], [0.45, 6.0]]
     assert (frame["uncapped_contacts"] > frame["capped_contacts"]).all()
-    assert (frame["break_even_margin"] >= 0).all()
+    assert (frame["break_even_margin"] >= 0).all() and (frame["break_even_margin_period"] >= 0).all()
     assert (frame["capped_value_with_organic"] > frame["capped_value"]).all()
     path = plot_thesis_map(frame, tmp_path / "map.png")
     assert path.stat().st_size > 0
