@@ -249,18 +249,30 @@ async def _open_loop(port: int, payloads: list[bytes], rate: float, duration: fl
             "p99": float(np.percentile(ms, 99, method="higher")), "max": float(ms.max())}
 
 
+def _steal_seconds() -> float:
+    """CPU time the hypervisor gave to other guests (all cores, /proc/stat): a stall of the whole VM
+    shows up here, not in the server's own CPU."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def run_load(port: int, customers: list[str], rate: float, duration: float, seed: int = 0, pid: int | None = None) -> dict:
     payloads = _requests(customers, int(rate * duration), port, seed)
     before = _cpu_seconds(pid) if pid else 0.0
+    steal = _steal_seconds()
     result = asyncio.run(_open_loop(port, payloads, rate, duration, connections=64))
     result["cpu_ms"] = (_cpu_seconds(pid) - before) / result["sent"] * 1000 if pid else float("nan")
+    result["steal_ms"] = (_steal_seconds() - steal) * 1000
     return result
 
 
 def _line(r: dict) -> str:
     return (f"{r['rate']:>5.0f} req/s for {r['sent'] / r['rate']:.0f} s: p50 {r['p50']:6.2f} ms  p90 {r['p90']:6.2f} ms  "
             f"p99 {r['p99']:6.2f} ms  max {r['max']:7.1f} ms  errors {r['errors']}+{r['timeouts']} timeouts/{r['sent']}  "
-            f"server CPU {r['cpu_ms']:.2f} ms/req  (achieved {r['achieved']:.0f}/s; {_load()})")
+            f"server CPU {r['cpu_ms']:.2f} ms/req  (achieved {r['achieved']:.1f}/s; steal {r['steal_ms']:.0f} ms; {_load()})")
 
 
 # ----------------------------------------------------------------------------- in process
@@ -332,12 +344,16 @@ def main() -> None:
                     time.sleep(3)  # let a backlog from the previous run drain
                     point = run_load(port, customers, rate, args.step, seed=int(rate) + workers, pid=proc.pid)
                     print("  " + _line(point), flush=True)
+                    # A step whose every request, sent on a fixed timetable at `rate`, was answered without
+                    # error and with p99 under the bound served `rate` decisions/s. (`achieved` divides by
+                    # the time until the *last answer*, so it reads below `rate` by about one latency over
+                    # the step's length even when the server keeps up: 599.8/s at 600/s.)
                     if point["p99"] < SAT_P99_MS and not point["errors"] and not point["timeouts"]:
-                        best = max(best, point["achieved"])
+                        best = max(best, rate)
                     if point["timeouts"] or point["achieved"] < 0.9 * rate:
                         print("  (saturated: higher rates skipped)", flush=True)
                         break
-                print(f"  highest rate served with p99 < {SAT_P99_MS:g} ms and no error: {best:.0f} decisions/s "
+                print(f"  highest offered rate fully served with p99 < {SAT_P99_MS:g} ms and no error: {best:.0f} decisions/s "
                       f"[{'meets' if best >= SAT_RATE else 'misses'} >= {SAT_RATE:g}/s]", flush=True)
             finally:
                 stop_server(proc)

@@ -131,6 +131,9 @@ class EngineSettings(BaseModel):
         None, gt=0, description="longest wait on the store per call (SQLite busy timeout, Redis socket timeout); None = the store's default"
     )
     store_retry_s: float = Field(1.0, ge=0, description="after a store failure, answer degraded without trying for this long")
+    store_checkpoint_s: float | None = Field(
+        None, gt=0, description="SQLite: checkpoint the WAL from a background thread this often (s); None = on the committing call (SQLite's default)"
+    )
     compile_models: bool = Field(True, description="score with the champions compiled by lleaves (checked against the booster)")
     compiled_cache: Path | None = Field(None, description="directory for compiled champions shared by processes; None = compile in memory")
 
@@ -157,13 +160,16 @@ def latest_features_file(path: Path) -> Path:
     return best[1]
 
 
-def open_store(spec: str, horizon_days: int = 90, timeout_s: float | None = None) -> ContactStore:
+def open_store(
+    spec: str, horizon_days: int = 90, timeout_s: float | None = None, checkpoint_s: float | None = None
+) -> ContactStore:
     """`redis://...` -> RedisContactStore, anything else -> a SQLite file at that path.
 
     `timeout_s` bounds every store call (the online service: a request must answer within its own
     timeout even when the store hangs): SQLite's busy timeout, Redis' connect and socket timeouts,
     and no Redis retries (redis-py retries 10 times with back-off by default). None keeps the
-    stores' defaults (command-line tools, which may wait).
+    stores' defaults (command-line tools, which may wait). `checkpoint_s`: SQLite's WAL checkpoints
+    from a background thread at this interval instead of on the committing call (the service).
     """
     if spec.startswith(("redis://", "rediss://", "unix://")):
         if timeout_s is None:
@@ -179,8 +185,8 @@ def open_store(spec: str, horizon_days: int = 90, timeout_s: float | None = None
     path = Path(spec.removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True)
     if timeout_s is None:
-        return SQLiteContactStore(path, horizon_days=horizon_days)
-    return SQLiteContactStore(path, horizon_days=horizon_days, busy_timeout_s=timeout_s)
+        return SQLiteContactStore(path, horizon_days=horizon_days, checkpoint_interval_s=checkpoint_s)
+    return SQLiteContactStore(path, horizon_days=horizon_days, busy_timeout_s=timeout_s, checkpoint_interval_s=checkpoint_s)
 
 
 # ----------------------------------------------------------------------------------- models
@@ -523,7 +529,7 @@ class DecisionEngine:
         else:
             frame, meta = features, materialised_meta(latest_features_file(settings.features_path))
         check_feature_set(meta)
-        store = open_store(settings.store, settings.store_horizon_days, settings.store_timeout_s)
+        store = open_store(settings.store, settings.store_horizon_days, settings.store_timeout_s, settings.store_checkpoint_s)
         store.check_policy(policy)
         engine = cls(
             policy=policy,

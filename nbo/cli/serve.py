@@ -29,6 +29,9 @@ DEFAULT_TIMEOUT_S = 2.0
 #: Longest wait on the contact store per call (SQLite busy timeout, Redis socket timeout): a hung
 #: store turns into a degraded answer well within the request timeout (docs/service.md §2).
 DEFAULT_STORE_TIMEOUT_S = 0.5
+#: Seconds between WAL checkpoints of the SQLite store, from a background thread of each worker
+#: (not on the request that commits past 1,000 pages: measured, docs/service.md §7).
+DEFAULT_STORE_CHECKPOINT_S = 0.5
 SERVICE_TARGET = "serving.service:Recommender"
 SERVICE_NAME = "nbo"
 #: Paths OpenTelemetry's middleware skips: all of them (a regular expression per entry).
@@ -73,7 +76,7 @@ def service_settings(
         tracking_uri = resolve_tracking(None).uri
     engine = EngineSettings(
         data_dir=data, features_path=features_file, tracking_uri=tracking_uri, policy_path=policy, store=store,
-        store_timeout_s=store_timeout_s,
+        store_timeout_s=store_timeout_s, store_checkpoint_s=DEFAULT_STORE_CHECKPOINT_S,
     )
     settings = ServiceSettings(
         engine=json.loads(engine.model_dump_json()),

@@ -9,6 +9,7 @@ feeds off-policy evaluation); `forget` erases a customer.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Mapping
@@ -32,10 +33,14 @@ from serving.contact_store.base import (
 )
 from serving.policy import ContactPolicy
 
+log = logging.getLogger(__name__)
+
 #: Ids per `IN (...)` list (SQLite allows 32,766 parameters since 3.32; stay well below).
 _IN_BATCH = 500
 #: WAL pages between automatic checkpoints on a connection that reserves in bulk (`expect_bulk_writes`).
 _BULK_CHECKPOINT_PAGES = 10_000
+#: With a background checkpointer, a commit checkpoints itself only past this many WAL pages (~80 MB).
+_BACKSTOP_PAGES = 20_000
 
 #: One customer's contact rows, all columns, in the order `contact_rows` returns them.
 _CUSTOMER_ROWS = "SELECT * FROM contacts WHERE customer_id = ? ORDER BY ts, decision_id, rank"
@@ -77,16 +82,38 @@ CREATE INDEX IF NOT EXISTS declines_customer ON declines (customer_id, ts);
 
 
 class SQLiteContactStore(ContactStore):
-    """Contact store in one SQLite file (WAL). Safe across threads and processes on one machine."""
+    """Contact store in one SQLite file (WAL). Safe across threads and processes on one machine.
 
-    def __init__(self, path: Path | str, horizon_days: int = 90, busy_timeout_s: float = 30.0) -> None:
+    `checkpoint_interval_s`: copy the WAL back into the database from a background thread every so
+    many seconds instead of on the committing call (SQLite's default: the commit that takes the WAL
+    past 1,000 pages checkpoints it, and syncs the file, before returning). Why: in the service the
+    committing call is a request, and its event loop waits for that copy and sync. Measured with
+    two processes on one store (read + reservation per decision, docs/service.md §7): wall time
+    per decision 0.28-0.31 -> 0.21 ms, p99 1.6 -> 0.9 ms, CPU 0.24-0.25 -> 0.22 ms (the thread's
+    included). Durability is unchanged: a commit is in the WAL either way (synchronous=NORMAL);
+    checkpoints only move pages into the database file. Commits still checkpoint themselves if
+    the WAL passes `_BACKSTOP_PAGES` (the thread stalled or died).
+    """
+
+    def __init__(
+        self, path: Path | str, horizon_days: int = 90, busy_timeout_s: float = 30.0,
+        checkpoint_interval_s: float | None = None,
+    ) -> None:
         self.path = str(path)
         self.horizon_days = horizon_days
         self.busy_timeout_s = busy_timeout_s
+        self.checkpoint_interval_s = checkpoint_interval_s
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._conn().executescript(_SCHEMA)
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if checkpoint_interval_s is not None:
+            if checkpoint_interval_s <= 0:
+                raise ValueError(f"checkpoint_interval_s must be > 0, got {checkpoint_interval_s}")
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="nbo-sqlite-checkpoint", daemon=True)
+            self._checkpointer.start()
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -96,10 +123,31 @@ class SQLiteContactStore(ContactStore):
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA cache_size=-65536")
             conn.execute("PRAGMA mmap_size=268435456")
+            if self.checkpoint_interval_s is not None:
+                conn.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
         return conn
+
+    def _checkpoint_loop(self) -> None:
+        """PASSIVE checkpoints (never wait for or block readers and writers) until `close`."""
+        assert self.checkpoint_interval_s is not None
+        conn: sqlite3.Connection | None = None
+        while not self._stop.wait(self.checkpoint_interval_s):
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                                           check_same_thread=False)
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:  # a store that fails here fails the requests too; keep trying
+                log.debug("background checkpoint failed: %s", type(exc).__name__)
+                if conn is not None:
+                    conn.close()
+                    conn = None
+        if conn is not None:
+            conn.close()
 
     def expect_bulk_writes(self) -> None:
         """Checkpoint the WAL every ~40 MB instead of every ~4 MB on this thread's connection.
@@ -375,6 +423,9 @@ class SQLiteContactStore(ContactStore):
         return out
 
     def close(self) -> None:
+        self._stop.set()
+        if self._checkpointer is not None and self._checkpointer is not threading.current_thread():
+            self._checkpointer.join(timeout=5)
         with self._lock:
             for conn in self._all:
                 conn.close()

@@ -286,3 +286,37 @@ def test_bulk_writes_hint_changes_tuning_not_answers(make_store) -> None:
     assert reserve(store, "c1", "email", [A, C], T0).ok
     assert reserve(store, "c1", "email", [B], T0 + timedelta(days=1)).ok
     assert not reserve(store, "c1", "email", [C], T0 + timedelta(days=2)).ok
+
+
+def test_background_checkpoints_move_the_wal_into_the_database(tmp_path) -> None:
+    """`checkpoint_interval_s`: a thread copies committed pages into the database file (the request
+    that commits no longer does it); answers and caps are those of the default store."""
+    import os
+    import sqlite3
+    import time
+
+    from serving.contact_store import SQLiteContactStore
+
+    def main_file_pages(path) -> int:
+        return os.path.getsize(path) // 4096
+
+    plain = SQLiteContactStore(tmp_path / "plain.db")
+    store = SQLiteContactStore(tmp_path / "bg.db", checkpoint_interval_s=0.05)
+    assert store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 20_000  # backstop only
+    before = main_file_pages(tmp_path / "bg.db")
+    answers = {}
+    for s in (plain, store):
+        answers[s] = [reserve(s, f"c{i % 7}", "email", [A, C], T0 + timedelta(hours=i)).ok for i in range(60)]
+    assert answers[plain] == answers[store]
+    deadline = time.monotonic() + 5
+    while main_file_pages(tmp_path / "bg.db") <= before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert main_file_pages(tmp_path / "bg.db") > before  # the thread checkpointed without any commit doing it
+    thread = store._checkpointer
+    store.close()
+    assert thread is not None and not thread.is_alive()
+    plain.close()
+    with pytest.raises(ValueError, match="checkpoint_interval_s"):
+        SQLiteContactStore(tmp_path / "bad.db", checkpoint_interval_s=0)
+    with sqlite3.connect(tmp_path / "bg.db") as conn:  # everything committed is there after close
+        assert conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 60
