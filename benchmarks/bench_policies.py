@@ -2,6 +2,7 @@
 
     python benchmarks/bench_policies.py [--customers 1000] [--days 365] [--seeds 0 1 2] [--refit-days 30]
                                         [--out bench_policies.json] [--organic-margin 0.3]
+                                        [--accept-fatigue 0.45] [--churn-fatigue 1.5]
     python benchmarks/bench_policies.py --from-daily bench_policies.daily.csv [--organic-margin 0]
 
 For each seed: trains the propensity model on a 180-day logging-policy run of the same world
@@ -67,12 +68,14 @@ def checks(runs: list[PolicyRun]) -> list[tuple[str, str, bool]]:
 
 def run_seed(args: argparse.Namespace, seed: int, out: Path, plots: Path) -> list[PolicyRun]:
     t0 = time.perf_counter()
-    config = SimConfig(customers=args.customers, days=args.days, organic_margin=args.organic_margin)
+    config = SimConfig(customers=args.customers, days=args.days, organic_margin=args.organic_margin,
+                       accept_fatigue=args.accept_fatigue, churn_fatigue=args.churn_fatigue)
     runs, trained = compare_policies(config, seed, ContactPolicy(), train_days=args.train_days, progress=False,
                                      refit_days=args.refit_days)
     elapsed = time.perf_counter() - t0
     refits = max((r.refits for r in runs), default=0)
-    print(f"\n{args.customers} customers x {args.days} days, seed {seed}; model: {trained.train_rows:,} exposures, "
+    print(f"\n{args.customers} customers x {args.days} days, seed {seed}, accept_fatigue {args.accept_fatigue}, "
+          f"churn_fatigue {args.churn_fatigue}; model: {trained.train_rows:,} exposures, "
           f"validation AUC {trained.valid_auc:.3f}; refit every {args.refit_days or 'never'} days "
           f"({refits} refits); {elapsed:.0f} s")
     report(runs, args.days)
@@ -122,6 +125,10 @@ def main() -> None:
     parser.add_argument("--plots", type=Path, default=Path("bench_policies_plots"))
     parser.add_argument("--organic-margin", type=float, default=SimConfig().organic_margin,
                         help="Margin on customers' own purchases in long-term value (0: offers alone).")
+    parser.add_argument("--accept-fatigue", type=float, default=SimConfig().accept_fatigue,
+                        help="The world's acceptance logit lost per unit of fatigue (see bench_thesis.py).")
+    parser.add_argument("--churn-fatigue", type=float, default=SimConfig().churn_fatigue,
+                        help="The world's churn hazard multiplier per unit of fatigue.")
     parser.add_argument("--from-daily", type=Path, nargs="+", default=None,
                         help="Summarise saved <out>.daily.csv files again instead of running (e.g. another margin).")
     args = parser.parse_args()
