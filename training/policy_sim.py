@@ -608,26 +608,29 @@ def thesis_map(config: SimConfig, seed: int, policy: ContactPolicy, accept_fatig
 
 
 def plot_thesis_map(frame: pd.DataFrame, path) -> object:
-    """Heatmap of the break-even organic margin over the (accept_fatigue, churn_fatigue) grid:
-    below a cell's number the uncapped oracle is worth more in the long run, above it the capped."""
+    """Heatmaps of the break-even organic margin over the (accept_fatigue, churn_fatigue) grid, in
+    long-term value and within the period: below a cell's number the uncapped oracle is worth
+    more, above it the capped one ("never": not even at a margin of 1)."""
     from pathlib import Path
 
-    grid = frame.pivot(index="accept_fatigue", columns="churn_fatigue", values="break_even_margin")
-    shown = grid.clip(upper=1.0)
-    fig = Figure(figsize=(6, 4.2))
-    ax = fig.subplots()
-    im = ax.imshow(shown.to_numpy(), origin="lower", cmap="RdYlGn_r", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(grid.columns)), [f"{c:g}" for c in grid.columns])
-    ax.set_yticks(range(len(grid.index)), [f"{a:g}" for a in grid.index])
-    for i in range(len(grid.index)):
-        for j in range(len(grid.columns)):
-            v = grid.iat[i, j]
-            ax.text(j, i, "never" if not np.isfinite(v) else f"{v:.2f}", ha="center", va="center", fontsize=9)
-    ax.set(xlabel="churn_fatigue (churn hazard x per unit of fatigue)",
-           ylabel="accept_fatigue (logit per unit of fatigue)",
-           title="organic margin above which caps pay off (oracle, long-term value)")
-    fig.colorbar(im, ax=ax, label="break-even margin (clipped at 1)")
-    fig.tight_layout()
+    panels = [("break_even_margin", "long-term value")]
+    if "break_even_margin_period" in frame:
+        panels.append(("break_even_margin_period", "value within the period"))
+    fig = Figure(figsize=(5.2 * len(panels), 4.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    for ax, (column, title) in zip(axes, panels, strict=True):
+        grid = frame.pivot(index="accept_fatigue", columns="churn_fatigue", values=column)
+        im = ax.imshow(grid.clip(upper=1.0).to_numpy(), origin="lower", cmap="RdYlGn_r", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(grid.columns)), [f"{c:g}" for c in grid.columns])
+        ax.set_yticks(range(len(grid.index)), [f"{a:g}" for a in grid.index])
+        for i in range(len(grid.index)):
+            for j in range(len(grid.columns)):
+                v = grid.iat[i, j]
+                ax.text(j, i, "never" if not np.isfinite(v) or v > 1 else f"{v:.2f}", ha="center", va="center",
+                        fontsize=9)
+        ax.set(xlabel="churn_fatigue (churn hazard x per unit of fatigue)", title=f"caps pay off above this margin:\n{title}")
+    axes[0].set_ylabel("accept_fatigue (logit per unit of fatigue)")
+    fig.colorbar(im, ax=list(axes), label="break-even organic margin (oracle with vs without caps)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
