@@ -535,7 +535,7 @@ def run_policy(name: str, config: SimConfig, seed: int, policy: ContactPolicy, t
         first += sim.results[-1].contacts
         if refitter is not None and day + 1 < config.days:  # a model fitted after the last day would score nothing
             refitter.after_day(sim, day + 1)
-    return summarise(name, sim.daily(), config.organic_margin, refitter.refits if refitter else 0)
+    return summarise(name, sim.daily(), config.organic_margin, refitter.refits if refitter is not None else 0)
 
 
 def summarise(name: str, daily: pd.DataFrame, organic_margin: float, refits: int = 0) -> PolicyRun:

@@ -33,6 +33,7 @@ from training.policy_sim import (
     long_term_value,
     make_policy,
     plot_thesis_map,
+    run_policy,
     summarise,
     thesis_map,
     uncapped,
@@ -168,6 +169,9 @@ def test_oracle_uncapped_is_the_truth_without_caps() -> None:
     assert free.policy.caps == {} and free.policy.arbitration.exploration.rate == 0.0
     with pytest.raises(ValueError, match="oracle_uncapped"):
         make_policy("oracle_free", sim, ContactPolicy(), trained=None, seed=0)
+    for learner in ("nbo", "nbo_uncapped", "popular"):
+        with pytest.raises(ValueError, match="TrainedWorld"):
+            run_policy(learner, SimConfig(customers=50, days=5), 0, ContactPolicy(), trained=None)
 
 
 def test_propensity_rows_built_in_periods_equal_rows_built_at_once() -> None:
