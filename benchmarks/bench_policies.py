@@ -28,7 +28,9 @@ from benchmarks._hardware import hardware
 from nbo.simulator import SimConfig
 from serving.policy import ContactPolicy
 from training.policy_sim import (
+    ALL_POLICY_NAMES,
     DEFAULT_REFIT_DAYS,
+    POLICY_NAMES,
     PolicyRun,
     break_even_margin,
     compare_policies,
@@ -70,8 +72,9 @@ def run_seed(args: argparse.Namespace, seed: int, out: Path, plots: Path) -> lis
     t0 = time.perf_counter()
     config = SimConfig(customers=args.customers, days=args.days, organic_margin=args.organic_margin,
                        accept_fatigue=args.accept_fatigue, churn_fatigue=args.churn_fatigue)
-    runs, trained = compare_policies(config, seed, ContactPolicy(), train_days=args.train_days, progress=False,
-                                     refit_days=args.refit_days)
+    names = [*POLICY_NAMES, *args.extra_policies]
+    runs, trained = compare_policies(config, seed, ContactPolicy(), names, train_days=args.train_days,
+                                     progress=False, refit_days=args.refit_days)
     elapsed = time.perf_counter() - t0
     refits = max((r.refits for r in runs), default=0)
     print(f"\n{args.customers} customers x {args.days} days, seed {seed}, accept_fatigue {args.accept_fatigue}, "
@@ -105,11 +108,16 @@ def report(runs: list[PolicyRun], days: int) -> None:
     print("net value after 28 days:", {k: round(v) for k, v in first.items()})
     for _, text, ok in checks(runs):
         print(f"[{'pass' if ok else 'FAIL'}] {text}")
-    n, u = by["nbo"], by["nbo_uncapped"]
-    print(f"[info] value earned within the {days} days, offers: nbo {n.value:,.0f} vs nbo_uncapped {u.value:,.0f}; "
-          f"with the margin on own purchases: {n.value + n.organic_value:,.0f} vs {u.value + u.organic_value:,.0f}; "
-          f"break-even organic margin {break_even_margin(n, u, within_period=True):.2f}; "
-          f"offers after 28 days: {first['nbo']:,.0f} vs {first['nbo_uncapped']:,.0f}")
+    u = by["nbo_uncapped"]
+    for capped in ("nbo", "nbo_fatigue_caps"):
+        if capped not in by:
+            continue
+        n = by[capped]
+        print(f"[info] value earned within the {days} days, offers: {capped} {n.value:,.0f} vs nbo_uncapped "
+              f"{u.value:,.0f}; with the margin on own purchases: {n.value + n.organic_value:,.0f} vs "
+              f"{u.value + u.organic_value:,.0f}; break-even organic margin "
+              f"{break_even_margin(n, u, within_period=True):.2f}; offers after 28 days: {first[capped]:,.0f} vs "
+              f"{first['nbo_uncapped']:,.0f}; long-term value {n.long_term_value:,.0f} vs {u.long_term_value:,.0f}")
 
 
 def main() -> None:
@@ -129,6 +137,9 @@ def main() -> None:
                         help="The world's acceptance logit lost per unit of fatigue (see bench_thesis.py).")
     parser.add_argument("--churn-fatigue", type=float, default=SimConfig().churn_fatigue,
                         help="The world's churn hazard multiplier per unit of fatigue.")
+    parser.add_argument("--extra-policies", nargs="*", default=[],
+                        choices=[n for n in ALL_POLICY_NAMES if n not in POLICY_NAMES],
+                        help="Run these too, e.g. nbo_fatigue_caps (the policy's fatigue caps without its repeat rules).")
     parser.add_argument("--from-daily", type=Path, nargs="+", default=None,
                         help="Summarise saved <out>.daily.csv files again instead of running (e.g. another margin).")
     args = parser.parse_args()

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 POLICY_NAMES: tuple[str, ...] = ("random", "popular", "nbo_uncapped", "nbo", "oracle")
 #: Not in the default comparison: the oracle without caps, for what caps are worth with perfect knowledge.
 TRUTH_UNCAPPED = "oracle_uncapped"
+_UNLIMITED = 10**9
 #: Days of future value credited to a customer still active at the end (see `long_term_value`).
 FUTURE_DAYS = 365
 #: Window (days, at the end of the run) over which a policy's steady value rate is measured.
@@ -127,16 +128,18 @@ class MemoryContactStore(ContactStore):
         return {"decisions": [], "contacts": [r.__dict__ for r in self._contacts.get(customer_id, [])]}
 
 
+def without_repeat_rules(policy: ContactPolicy) -> ContactPolicy:
+    """The same policy without its repeat rules: no per-offer cap and no decline cooldowns, so the
+    best offer may be made again and again. Its fatigue caps (per channel and outbound), consent,
+    quiet hours, eligibility and arbitration are unchanged."""
+    return policy.model_copy(update={"offer_cap": Cap(max=_UNLIMITED, days=1),
+                                     "cooldown": Cooldown(offer_days=0, category_days=0)})
+
+
 def uncapped(policy: ContactPolicy) -> ContactPolicy:
-    """The same policy without channel, outbound and per-offer caps and without decline cooldowns
-    (consent, quiet hours, eligibility and arbitration unchanged)."""
-    huge = 10**9
-    return policy.model_copy(update={
-        "caps": {},
-        "outbound": OutboundCap(max=huge, days=1),
-        "offer_cap": Cap(max=huge, days=1),
-        "cooldown": Cooldown(offer_days=0, category_days=0),
-    })
+    """The same policy without its fatigue caps (per channel and outbound) and without its repeat
+    rules (consent, quiet hours, eligibility and arbitration unchanged)."""
+    return without_repeat_rules(policy).model_copy(update={"caps": {}, "outbound": OutboundCap(max=_UNLIMITED, days=1)})
 
 
 def greedy(policy: ContactPolicy) -> ContactPolicy:
@@ -144,6 +147,18 @@ def greedy(policy: ContactPolicy) -> ContactPolicy:
     arb = policy.arbitration
     return policy.model_copy(update={"arbitration": arb.model_copy(
         update={"exploration": arb.exploration.model_copy(update={"rate": 0.0})})})
+
+
+#: The contact policy a closed-loop policy runs under, by the suffix of its name: the whole policy,
+#: its fatigue caps without its repeat rules, or neither (`without_repeat_rules`, `uncapped`).
+RULE_SETS: dict[str, Callable[[ContactPolicy], ContactPolicy]] = {
+    "": lambda policy: policy,
+    "_fatigue_caps": without_repeat_rules,
+    "_uncapped": uncapped,
+}
+#: Every policy `make_policy` knows: random, popular, and nbo / oracle under each rule set.
+ALL_POLICY_NAMES: tuple[str, ...] = ("random", "popular", *(f"{scorer}{rules}" for scorer in ("nbo", "oracle")
+                                                           for rules in RULE_SETS))
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -503,15 +518,18 @@ def make_policy(name: str, sim: Simulator, policy: ContactPolicy, trained: Train
         return sim.default_policy()
     if name == "popular":
         return PopularPolicy(trained.popularity, intensity, banner, seed)
-    if name == "nbo":
-        return ArbiterPolicy(name, policy, offers, _nbo_scorer(model, sim), intensity, banner, seed)
-    if name == "nbo_uncapped":
-        return ArbiterPolicy(name, uncapped(policy), offers, _nbo_scorer(model, sim), intensity, banner, seed)
-    if name == "oracle":
-        return ArbiterPolicy(name, greedy(policy), offers, _truth_scorer, intensity, banner, seed)
-    if name == TRUTH_UNCAPPED:
-        return ArbiterPolicy(name, uncapped(greedy(policy)), offers, _truth_scorer, intensity, banner, seed)
-    raise ValueError(f"unknown policy {name!r}; use one of {', '.join((*POLICY_NAMES, TRUTH_UNCAPPED))}")
+    scorer, rules = _split_name(name)
+    if scorer == "nbo":
+        return ArbiterPolicy(name, RULE_SETS[rules](policy), offers, _nbo_scorer(model, sim), intensity, banner, seed)
+    return ArbiterPolicy(name, greedy(RULE_SETS[rules](policy)), offers, _truth_scorer, intensity, banner, seed)
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """("nbo" or "oracle", rule-set suffix) of an arbiter policy's name; ValueError if unknown."""
+    for scorer in ("nbo", "oracle"):
+        if name.startswith(scorer) and name[len(scorer):] in RULE_SETS:
+            return scorer, name[len(scorer):]
+    raise ValueError(f"unknown policy {name!r}; use one of {', '.join(ALL_POLICY_NAMES)}")
 
 
 def run_policy(name: str, config: SimConfig, seed: int, policy: ContactPolicy, trained: TrainedWorld | None,
@@ -521,7 +539,7 @@ def run_policy(name: str, config: SimConfig, seed: int, policy: ContactPolicy, t
     the truth-based policies and `random` run without a `trained` world."""
     from tqdm.auto import tqdm
 
-    learns = name in ("nbo", "nbo_uncapped")
+    learns = name.startswith("nbo")
     if trained is None and (learns or name == "popular"):
         raise ValueError(f"policy {name!r} learns from a logging run: pass a TrainedWorld")
     sim = Simulator(config, seed=seed)
