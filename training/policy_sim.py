@@ -136,10 +136,17 @@ def without_repeat_rules(policy: ContactPolicy) -> ContactPolicy:
                                      "cooldown": Cooldown(offer_days=0, category_days=0)})
 
 
+def without_fatigue_caps(policy: ContactPolicy) -> ContactPolicy:
+    """The same policy without its fatigue caps (per channel and outbound): a customer may be
+    contacted at every opportunity. Repeat rules, consent, quiet hours, eligibility and
+    arbitration are unchanged."""
+    return policy.model_copy(update={"caps": {}, "outbound": OutboundCap(max=_UNLIMITED, days=1)})
+
+
 def uncapped(policy: ContactPolicy) -> ContactPolicy:
-    """The same policy without its fatigue caps (per channel and outbound) and without its repeat
-    rules (consent, quiet hours, eligibility and arbitration unchanged)."""
-    return without_repeat_rules(policy).model_copy(update={"caps": {}, "outbound": OutboundCap(max=_UNLIMITED, days=1)})
+    """The same policy without its fatigue caps and without its repeat rules (consent, quiet
+    hours, eligibility and arbitration unchanged)."""
+    return without_fatigue_caps(without_repeat_rules(policy))
 
 
 def greedy(policy: ContactPolicy) -> ContactPolicy:
@@ -150,10 +157,12 @@ def greedy(policy: ContactPolicy) -> ContactPolicy:
 
 
 #: The contact policy a closed-loop policy runs under, by the suffix of its name: the whole policy,
-#: its fatigue caps without its repeat rules, or neither (`without_repeat_rules`, `uncapped`).
+#: its fatigue caps alone, its repeat rules alone, or neither. Running the oracle under each tells
+#: a marketer what each family of rules is worth in a world (docs/evaluation.md).
 RULE_SETS: dict[str, Callable[[ContactPolicy], ContactPolicy]] = {
     "": lambda policy: policy,
     "_fatigue_caps": without_repeat_rules,
+    "_repeat_rules": without_fatigue_caps,
     "_uncapped": uncapped,
 }
 #: Every policy `make_policy` knows: random, popular, and nbo / oracle under each rule set.
@@ -524,6 +533,11 @@ def make_policy(name: str, sim: Simulator, policy: ContactPolicy, trained: Train
     return ArbiterPolicy(name, greedy(RULE_SETS[rules](policy)), offers, _truth_scorer, intensity, banner, seed)
 
 
+def _learns_from_log(name: str) -> bool:
+    """Whether policy `name` needs a `TrainedWorld` (a model or the logging run's popularity)."""
+    return name.startswith("nbo") or name == "popular"
+
+
 def _split_name(name: str) -> tuple[str, str]:
     """("nbo" or "oracle", rule-set suffix) of an arbiter policy's name; ValueError if unknown."""
     for scorer in ("nbo", "oracle"):
@@ -540,7 +554,7 @@ def run_policy(name: str, config: SimConfig, seed: int, policy: ContactPolicy, t
     from tqdm.auto import tqdm
 
     learns = name.startswith("nbo")
-    if trained is None and (learns or name == "popular"):
+    if trained is None and _learns_from_log(name):
         raise ValueError(f"policy {name!r} learns from a logging run: pass a TrainedWorld")
     sim = Simulator(config, seed=seed)
     refitter = Refitter(trained, refit_days) if learns else None
@@ -584,42 +598,47 @@ def summarise(name: str, daily: pd.DataFrame, organic_margin: float, refits: int
 def compare_policies(config: SimConfig, seed: int, policy: ContactPolicy, names: tuple[str, ...] | list[str] = POLICY_NAMES,
                      train_days: int = 180, num_boost_round: int = 200, progress: bool = False,
                      trained: TrainedWorld | None = None, refit_days: int = DEFAULT_REFIT_DAYS,
-                     ) -> tuple[list[PolicyRun], TrainedWorld]:
+                     ) -> tuple[list[PolicyRun], TrainedWorld | None]:
     """Train once on a logging-policy run (seed + 1, `train_days` days), then run every policy on
-    the world of `seed` for `config.days` days (the nbo policies refitting every `refit_days`)."""
-    if trained is None:
+    the world of `seed` for `config.days` days (the nbo policies refitting every `refit_days`).
+    Policies that need no model (random and the oracles) run without training: `None` then."""
+    if trained is None and any(_learns_from_log(name) for name in names):
         trained = train_on_logging_run(config, seed + 1, train_days, num_boost_round)
     runs = [run_policy(name, config, seed, policy, trained, progress, refit_days) for name in names]
     return runs, trained
 
 
 def thesis_map(config: SimConfig, seed: int, policy: ContactPolicy, accept_fatigue: tuple[float, ...],
-               churn_fatigue: tuple[float, ...], first_days: int = 28, progress: bool = False) -> pd.DataFrame:
+               churn_fatigue: tuple[float, ...], first_days: int = 28, progress: bool = False,
+               capped: str = "oracle") -> pd.DataFrame:
     """What caps are worth with perfect knowledge, across worlds that punish over-contact more or
     less: for each (`accept_fatigue`, `churn_fatigue`) the oracle with and without the policy's
     caps on the same customers. One row per world: value within the period and after
     `first_days` (offers alone, and with the margin on customers' own purchases), long-term
     value, customers kept, and the organic margins above which the capped oracle is worth more in
     the long run and within the period (`break_even_margin`). No model is involved: this is the world's economics, the
-    bound on what any capped policy can show in it."""
+    bound on what any capped policy can show in it. `capped` is the oracle under another rule set,
+    e.g. `oracle_fatigue_caps` for the fatigue caps without the repeat rules."""
+    if _split_name(capped)[0] != "oracle" or capped == TRUTH_UNCAPPED:
+        raise ValueError(f"capped must be an oracle under some of the policy's rules, not {capped!r}")
     rows = []
     cells = [(a, c) for a in accept_fatigue for c in churn_fatigue]
     from tqdm.auto import tqdm
 
     for a, c in tqdm(cells, desc="worlds", disable=not progress, leave=False):
         world = config.model_copy(update={"accept_fatigue": a, "churn_fatigue": c})
-        capped, free = (run_policy(n, world, seed, policy, None) for n in ("oracle", TRUTH_UNCAPPED))
+        kept, free = (run_policy(n, world, seed, policy, None) for n in (capped, TRUTH_UNCAPPED))
         early = min(first_days, config.days) - 1
-        row = {"accept_fatigue": a, "churn_fatigue": c}
-        for tag, r in (("capped", capped), ("uncapped", free)):
+        row = {"accept_fatigue": a, "churn_fatigue": c, "capped_policy": capped}
+        for tag, r in (("capped", kept), ("uncapped", free)):
             row |= {f"{tag}_contacts": r.contacts, f"{tag}_active_end": r.active_end,
                     f"{tag}_value": r.value, f"{tag}_value_with_organic": r.value + r.organic_value,
                     f"{tag}_first_days": float(r.daily["net_value_cum"].iloc[early]),
                     f"{tag}_long_term_value": r.long_term_value}
-        row["break_even_margin"] = break_even_margin(capped, free)
-        row["break_even_margin_period"] = break_even_margin(capped, free, within_period=True)
+        row["break_even_margin"] = break_even_margin(kept, free)
+        row["break_even_margin_period"] = break_even_margin(kept, free, within_period=True)
         row["capped_wins_year"] = row["capped_value_with_organic"] > row["uncapped_value_with_organic"]
-        row["capped_wins_long_term"] = capped.long_term_value > free.long_term_value
+        row["capped_wins_long_term"] = kept.long_term_value > free.long_term_value
         row["uncapped_wins_first_days"] = row["uncapped_first_days"] > row["capped_first_days"]
         rows.append(row)
     return pd.DataFrame(rows)
@@ -648,7 +667,8 @@ def plot_thesis_map(frame: pd.DataFrame, path) -> object:
                         fontsize=9)
         ax.set(xlabel="churn_fatigue (churn hazard x per unit of fatigue)", title=f"caps pay off above this margin:\n{title}")
     axes[0].set_ylabel("accept_fatigue (logit per unit of fatigue)")
-    fig.colorbar(im, ax=list(axes), label="break-even organic margin (oracle with vs without caps)")
+    capped = frame["capped_policy"].iloc[0] if "capped_policy" in frame else "oracle"
+    fig.colorbar(im, ax=list(axes), label=f"break-even organic margin ({capped} vs {TRUTH_UNCAPPED})")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

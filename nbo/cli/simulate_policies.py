@@ -19,7 +19,9 @@ def simulate_policies(
     train_days: int = typer.Option(180, "--train-days", min=30, help="Days of logging-policy data the models learn from "
                                                                  "(a separate run of the same world configuration, seed + 1)."),
     policies: str = typer.Option(",".join(("random", "popular", "nbo_uncapped", "nbo", "oracle")), "--policies",
-                                 help="Comma-separated policy names."),
+                                 help="Comma-separated policy names: random, popular, nbo, oracle; nbo and oracle "
+                                      "also under part of the policy's rules with a suffix: _fatigue_caps (no per-offer "
+                                      "cap or decline cooldowns), _repeat_rules (no fatigue caps), _uncapped (neither)."),
     policy: Path = typer.Option(None, "--policy", help="policy.toml for nbo, nbo_uncapped and oracle (default policy)."),
     out: Path = typer.Option(None, "--out", help="Write the table as JSON (one object per policy)."),
     plots: Path = typer.Option(None, "--plots", help="Directory for PNG plots (cumulative value, active customers)."),
@@ -35,18 +37,18 @@ def simulate_policies(
     from nbo.errors import NboError
     from nbo.simulator import SimConfig
     from serving.policy import ContactPolicy, load_policy
-    from training.policy_sim import POLICY_NAMES, TRUTH_UNCAPPED, compare_policies, plot_runs, table
+    from training.policy_sim import ALL_POLICY_NAMES, compare_policies, plot_runs, table
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
-    allowed = (*POLICY_NAMES, TRUTH_UNCAPPED)
-    unknown = [n for n in names if n not in allowed]
+    unknown = [n for n in names if n not in ALL_POLICY_NAMES]
     if unknown:
-        raise NboError(f"unknown policy {unknown[0]!r}; use {', '.join(allowed)}")
+        raise NboError(f"unknown policy {unknown[0]!r}; use {', '.join(ALL_POLICY_NAMES)}")
     contact_policy = load_policy(policy) if policy else ContactPolicy()
     config = SimConfig(customers=customers, days=days, organic_margin=organic_margin)
     runs, trained = compare_policies(config, seed, contact_policy, names, train_days=train_days, progress=True,
                                       refit_days=refit_days)
-    typer.echo(f"propensity model: {trained.train_rows:,} training exposures, validation AUC {trained.valid_auc:.3f}")
+    if trained is not None:
+        typer.echo(f"propensity model: {trained.train_rows:,} training exposures, validation AUC {trained.valid_auc:.3f}")
     frame = table(runs)
     typer.echo(frame.to_string(float_format=lambda v: f"{v:,.1f}"))
     if out is not None:

@@ -17,12 +17,15 @@ from typer.testing import CliRunner
 from nbo.cli import app
 from nbo.simulator import SimConfig, Simulator
 from nbo.simulator.io import dataset
+from nbo.vocab import CONTACT_CHANNELS
 from serving.contact_store.base import OfferRef
 from serving.policy import ContactPolicy
 from training.datasets import propensity_set
 from training.policy_sim import (
+    ALL_POLICY_NAMES,
     DEFAULT_REFIT_DAYS,
     POLICY_NAMES,
+    RULE_SETS,
     TRUTH_UNCAPPED,
     MemoryContactStore,
     PolicyRun,
@@ -30,6 +33,7 @@ from training.policy_sim import (
     break_even_margin,
     compare_policies,
     expected_active_days,
+    greedy,
     long_term_value,
     make_policy,
     plot_thesis_map,
@@ -37,6 +41,8 @@ from training.policy_sim import (
     summarise,
     thesis_map,
     uncapped,
+    without_fatigue_caps,
+    without_repeat_rules,
 )
 
 CONFIG = SimConfig(customers=250, days=30)
@@ -244,3 +250,78 @@ def test_saved_daily_series_give_the_same_table_and_checks(runs, tmp_path: Path)
     assert math.isclose(offers_only["nbo"].long_term_value, by["nbo"].offer_long_term_value, rel_tol=1e-9)
     names = [name for name, _, _ in checks(list(again.values()))]
     assert names == ["beats popular", "beats random", "80% of oracle", "keeps customers", "LTV over uncapped"]
+
+
+def test_rule_sets_drop_one_family_of_rules_each() -> None:
+    policy = ContactPolicy()
+    caps_only, repeats_only = without_repeat_rules(policy), without_fatigue_caps(policy)
+    assert caps_only.caps == policy.caps and caps_only.outbound == policy.outbound
+    assert caps_only.cooldown.offer_days == caps_only.cooldown.category_days == 0
+    assert caps_only.offer_cap.max >= 10**9
+    assert repeats_only.caps == {} and repeats_only.outbound.max >= 10**9
+    assert repeats_only.offer_cap == policy.offer_cap and repeats_only.cooldown == policy.cooldown
+    assert uncapped(policy) == without_fatigue_caps(caps_only) == without_repeat_rules(repeats_only)
+    for kept in (caps_only, repeats_only):
+        assert kept.consent == policy.consent and kept.quiet_hours == policy.quiet_hours
+        assert kept.arbitration == policy.arbitration
+    assert set(ALL_POLICY_NAMES) >= set(POLICY_NAMES) | {TRUTH_UNCAPPED}
+    sim = Simulator(SimConfig(customers=30, days=5), seed=0)
+    for rules, make in RULE_SETS.items():
+        assert make_policy(f"oracle{rules}", sim, policy, trained=None, seed=0).policy == greedy(make(policy))
+    for bad in ("oracle_fatigue", "nbo_", "oraclex", "nbo_fatigue_caps_uncapped", "ORACLE"):
+        with pytest.raises(ValueError, match="unknown policy"):
+            make_policy(bad, sim, policy, trained=None, seed=0)
+
+
+def _contact_log(name: str, config: SimConfig, seed: int = 2):
+    sim = Simulator(config, seed=seed)
+    chosen = make_policy(name, sim, ContactPolicy(), trained=None, seed=seed)
+    first = 0
+    for _ in range(config.days):
+        sim.step(chosen)
+        chosen.observe(sim, first)
+        first += sim.results[-1].contacts
+    return sim.contact_log()
+
+
+def test_each_rule_set_binds_only_its_own_rules() -> None:
+    """Within 20 days (under the 30-day offer window): the whole policy shows no offer to a
+    customer more than 3 times and sends at most 4 outbound contacts in the first 7 days; the
+    fatigue caps alone repeat the best offer; the repeat rules alone contact every day."""
+    config = SimConfig(customers=80, days=20)
+    outbound_codes = [CONTACT_CHANNELS.index(c) for c in ContactPolicy().outbound.channels]
+
+    def most_repeats(log) -> int:
+        return int(pd.Series(list(zip(log.customer, log.offer, strict=True))).value_counts().max())
+
+    def most_outbound_first_week(log) -> int:
+        first_week = np.isin(log.channel, outbound_codes) & (log.ts < 7 * 86_400)
+        return int(np.bincount(log.customer[first_week]).max())
+
+    whole, caps_only, repeats_only = (_contact_log(n, config) for n in
+                                      ("oracle", "oracle_fatigue_caps", "oracle_repeat_rules"))
+    assert most_repeats(whole) <= 3 and most_outbound_first_week(whole) <= 4
+    assert most_repeats(caps_only) > 3 and most_outbound_first_week(caps_only) <= 4
+    assert most_repeats(repeats_only) <= 3 and most_outbound_first_week(repeats_only) > 4
+
+
+def test_truth_policies_run_without_a_logging_run() -> None:
+    runs, trained = compare_policies(SimConfig(customers=40, days=8), seed=0, policy=ContactPolicy(),
+                                     names=["random", "oracle_repeat_rules"])
+    assert trained is None and [r.name for r in runs] == ["random", "oracle_repeat_rules"]
+    result = CliRunner().invoke(app, ["simulate-policies", "--customers", "50", "--days", "7",
+                                      "--policies", "oracle_fatigue_caps,oracle_uncapped"])
+    assert result.exit_code == 0, result.output
+    assert "propensity model" not in result.output and "oracle_fatigue_caps" in result.output
+    bad = CliRunner().invoke(app, ["simulate-policies", "--policies", "oracle,nbo_fatigue"])
+    assert bad.exit_code == 2 and "unknown policy 'nbo_fatigue'" in bad.output
+
+
+def test_thesis_map_of_part_of_the_rules_names_it_and_refuses_learners() -> None:
+    frame = thesis_map(SimConfig(customers=60, days=14), seed=1, policy=ContactPolicy(), accept_fatigue=(0.45,),
+                       churn_fatigue=(1.5,), first_days=7, capped="oracle_fatigue_caps")
+    assert frame["capped_policy"].tolist() == ["oracle_fatigue_caps"]
+    assert (frame["uncapped_contacts"] > frame["capped_contacts"]).all()
+    for wrong in ("nbo", "nbo_fatigue_caps", TRUTH_UNCAPPED, "popular"):
+        with pytest.raises(ValueError):
+            thesis_map(SimConfig(customers=60, days=14), 1, ContactPolicy(), (0.45,), (1.5,), capped=wrong)
