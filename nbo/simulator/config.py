@@ -77,6 +77,11 @@ class SimConfig(BaseModel, frozen=True):
     accept_affinity: float = 0.55
     accept_browse: float = 0.6
     accept_fatigue: float = 0.45
+    # Offer wear-out: acceptance logit lost per recent showing of the same offer to the customer,
+    # the showings decaying by `offer_memory_decay` a day. 0 (the default world): customers do not
+    # tire of an offer repeated, so rules against repeats can only cost there (docs/evaluation.md).
+    offer_wearout: float = Field(0.0, ge=0, description="acceptance logit lost per recent showing of the same offer")
+    offer_memory_decay: float = Field(0.95, gt=0, lt=1, description="daily decay of the memory of offers shown")
 
     # consents at signup
     consent_email: float = Field(0.65, ge=0, le=1)

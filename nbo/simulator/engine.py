@@ -86,7 +86,8 @@ class Simulator:
         cat_rng = np.random.default_rng(s_cat)
         self.catalogue: Catalogue = make_catalogue(config, cat_rng)
         self.products = Products(config, cat_rng)
-        self.state: CustomerState = initial_state(config, self.population, np.random.default_rng(s_state))
+        self.state: CustomerState = initial_state(config, self.population, np.random.default_rng(s_state),
+                                                  n_offers=len(self.catalogue.value))
         self.rng = np.random.default_rng(s_days)
         self._policy_seed = s_policy
         self._default_policy: RandomPolicy | None = None
@@ -131,6 +132,7 @@ class Simulator:
         signed = pop.signup_sec < day0
         active = np.flatnonzero(signed & ~st.churned)
         st.pressure *= cfg.pressure_decay
+        st.offer_seen *= cfg.offer_memory_decay  # (n, 0) without offer wear-out
 
         events, sessions = simulate_behaviour(cfg, pop, st, self.products, active, day, rng)
         organic_amount = float(events.amount[events.type == EV["purchase"]].sum())
@@ -157,6 +159,8 @@ class Simulator:
         if len(contacts):
             flat = contacts.customer * 6 + contacts.channel
             st.pressure += np.bincount(flat, minlength=st.pressure.size).reshape(st.pressure.shape).astype(np.float32)
+            if st.offer_seen.size:
+                np.add.at(st.offer_seen, (contacts.customer, contacts.offer), np.float32(1.0))
 
         optouts = self._optouts(active, day_end)
         churned_today = self._churn(active, day, day_end)

@@ -30,6 +30,7 @@ class CustomerState:
     churned: np.ndarray  # bool
     churn_day: np.ndarray  # int32, day at whose end the customer churned, -1 if not
     lifecycle: np.ndarray  # int8 code into LIFECYCLE_STAGES
+    offer_seen: np.ndarray  # float32 (n, offers): decayed showings per offer; (n, 0) without offer wear-out
 
     def fatigue(self, population: Population, idx: np.ndarray, tolerance: float) -> np.ndarray:
         """Felt contact fatigue of customers `idx`: channel pressure weighted by sensitivity."""
@@ -37,8 +38,10 @@ class CustomerState:
         return np.maximum(felt - tolerance, 0.0)
 
 
-def initial_state(config: SimConfig, population: Population, rng: np.random.Generator) -> CustomerState:
-    """State at the period start; customers signed up before it get a plausible past."""
+def initial_state(config: SimConfig, population: Population, rng: np.random.Generator,
+                  n_offers: int = 0) -> CustomerState:
+    """State at the period start; customers signed up before it get a plausible past. The memory
+    of offers shown is only kept (`n_offers` columns) when the world has offer wear-out."""
     n, k = population.n, config.n_categories
     tenure = np.maximum(-population.signup_sec, 0) / DAY
     past_purchases = rng.poisson(population.activity * tenure * 0.25).astype(np.int32)
@@ -63,6 +66,7 @@ def initial_state(config: SimConfig, population: Population, rng: np.random.Gene
         churned=np.zeros(n, dtype=bool),
         churn_day=np.full(n, -1, dtype=np.int32),
         lifecycle=np.zeros(n, dtype=np.int8),
+        offer_seen=np.zeros((n, n_offers if config.offer_wearout > 0 else 0), dtype=np.float32),
     )
     update_lifecycle(state, population, day=0)
     return state

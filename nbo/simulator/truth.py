@@ -42,7 +42,7 @@ def accept_probability(
 
     Rises with the customer's affinity to the offer's category and recent browsing of it, depends
     on lifecycle x offer kind, on value (more for price-sensitive customers) and channel, and falls
-    with contact fatigue. Zero for churned customers. Arrays of equal length; returns float64.
+    with contact fatigue and, in a world with offer wear-out, with recent showings of the offer. Zero for churned customers. Arrays of equal length; returns float64.
     """
     customer = np.asarray(customer, dtype=np.int64)
     offer = np.asarray(offer, dtype=np.int64)
@@ -65,6 +65,8 @@ def accept_probability(
         - config.accept_fatigue * state.fatigue(population, customer, config.fatigue_tolerance)
         - 0.7 * state.drifting[customer]
     )
+    if state.offer_seen.size:
+        logit = logit - config.offer_wearout * state.offer_seen[customer, offer]
     p = 1.0 / (1.0 + np.exp(-logit.astype(np.float64)))
     p[state.churned[customer]] = 0.0
     return p

@@ -227,3 +227,43 @@ def test_organic_amount_counts_the_purchases_no_offer_prompted() -> None:
     daily = busy.daily()
     assert daily["accepted"].sum() > 0
     assert 0 < daily["organic_amount"].sum() < float(log.amount[log.type == EV["purchase"]].sum())
+
+
+def test_offer_wear_out_lowers_acceptance_of_offers_shown_recently() -> None:
+    """With `offer_wearout` w, each decayed showing of an offer costs w on the acceptance logit of
+    that offer for that customer only; the default world keeps no memory of offers shown."""
+    from nbo.simulator.truth import accept_probability
+
+    assert Simulator(SimConfig(customers=50, days=5), seed=1).state.offer_seen.shape == (50, 0)
+    cfg = SimConfig(customers=300, days=10, offer_wearout=0.5, offer_memory_decay=0.9)
+    sim = Simulator(cfg, seed=1)
+    sim.step()
+    log = sim.contact_log()
+    shown = np.zeros_like(sim.state.offer_seen)
+    np.add.at(shown, (log.customer, log.offer), 1.0)
+    np.testing.assert_allclose(sim.state.offer_seen, shown)  # day 0's showings, not decayed yet
+    sim.step()
+    log = sim.contact_log()
+    today = log.ts >= 86_400
+    expected = shown * 0.9
+    np.add.at(expected, (log.customer[today], log.offer[today]), 1.0)
+    np.testing.assert_allclose(sim.state.offer_seen, expected, rtol=1e-6)
+
+    c, o = int(log.customer[0]), int(log.offer[0])
+    other = (o + 1) % sim.state.offer_seen.shape[1]
+    channel = np.array([int(log.channel[0])])
+
+    def p(offer: int) -> float:
+        return float(accept_probability(cfg, sim.population, sim.state, sim.catalogue, np.array([c]),
+                                        np.array([offer]), channel)[0])
+
+    seen, before_other = float(sim.state.offer_seen[c, o]), p(other)
+    with_memory = p(o)
+    sim.state.offer_seen[c, o] = 0.0
+    fresh = p(o)
+    assert seen > 0 and fresh > with_memory and p(other) == before_other
+
+    def logit(q: float) -> float:
+        return float(np.log(q / (1 - q)))
+
+    assert logit(fresh) - logit(with_memory) == pytest.approx(0.5 * seen, rel=1e-5)
