@@ -57,8 +57,8 @@ def plot(frame: pd.DataFrame, path: Path) -> Path:
     for i, name in enumerate(ORACLES):
         ax.bar(np.arange(len(values)) + i * width, values[name], width, label=name)
     ax.set_xticks(np.arange(len(values)) + 0.4 - width / 2, [f"{by} {v:g}" for v in values.index])
-    ax.set(ylabel="value within the period, own purchases at the margin" + ("" if by == "seed" else " (median)"),
-           title="The oracle under each family of the policy's rules")
+    ax.set(ylabel="value in the period" + ("" if by == "seed" else " (median of seeds)"),
+           title="The oracle under each family of the policy's rules\n(offers + margin on own purchases)")
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)
     return path

@@ -325,3 +325,23 @@ def test_thesis_map_of_part_of_the_rules_names_it_and_refuses_learners() -> None
     for wrong in ("nbo", "nbo_fatigue_caps", TRUTH_UNCAPPED, "popular"):
         with pytest.raises(ValueError):
             thesis_map(SimConfig(customers=60, days=14), 1, ContactPolicy(), (0.45,), (1.5,), capped=wrong)
+
+
+def test_bench_rules_counts_the_seeds_where_each_rule_family_pays(tmp_path: Path) -> None:
+    from benchmarks.bench_rules import ORACLES, plot, summary
+
+    rows = []
+    # seed 0: the fatigue caps win the period after trailing at 28 days; seed 1: the uncapped oracle wins
+    for seed, year, early in ((0, {"oracle": 90, "oracle_fatigue_caps": 120, "oracle_repeat_rules": 50,
+                                   "oracle_uncapped": 100},
+                               {"oracle": 5, "oracle_fatigue_caps": 8, "oracle_repeat_rules": 4, "oracle_uncapped": 10}),
+                              (1, {"oracle": 90, "oracle_fatigue_caps": 95, "oracle_repeat_rules": 50,
+                                   "oracle_uncapped": 100},
+                               {"oracle": 5, "oracle_fatigue_caps": 12, "oracle_repeat_rules": 4, "oracle_uncapped": 10})):
+        rows += [{"offer_wearout": 0.0, "seed": seed, "policy": p, "value_with_organic": year[p],
+                  "first_days": early[p]} for p in ORACLES]
+    lines = summary(pd.DataFrame(rows))
+    assert len(lines) == 3
+    assert "oracle_fatigue_caps: ahead of oracle_uncapped within the period on 1 of 2 seeds" in lines[1]
+    assert lines[1].endswith("on 1") and lines[0].endswith("on 0")
+    assert plot(pd.DataFrame(rows), tmp_path / "rules.png").stat().st_size > 0
