@@ -2,7 +2,8 @@
 
     python benchmarks/bench_policies.py [--customers 1000] [--days 365] [--seeds 0 1 2] [--refit-days 30]
                                         [--out bench_policies.json] [--organic-margin 0.3]
-                                        [--accept-fatigue 0.45] [--churn-fatigue 1.5]
+                                        [--accept-fatigue 0.45] [--churn-fatigue 1.5] [--offer-wearout 0]
+                                        [--extra-policies nbo_fatigue_caps oracle_fatigue_caps]
     python benchmarks/bench_policies.py --from-daily bench_policies.daily.csv [--organic-margin 0]
 
 For each seed: trains the propensity model on a 180-day logging-policy run of the same world
@@ -71,14 +72,15 @@ def checks(runs: list[PolicyRun]) -> list[tuple[str, str, bool]]:
 def run_seed(args: argparse.Namespace, seed: int, out: Path, plots: Path) -> list[PolicyRun]:
     t0 = time.perf_counter()
     config = SimConfig(customers=args.customers, days=args.days, organic_margin=args.organic_margin,
-                       accept_fatigue=args.accept_fatigue, churn_fatigue=args.churn_fatigue)
+                       accept_fatigue=args.accept_fatigue, churn_fatigue=args.churn_fatigue,
+                       offer_wearout=args.offer_wearout)
     names = [*POLICY_NAMES, *args.extra_policies]
     runs, trained = compare_policies(config, seed, ContactPolicy(), names, train_days=args.train_days,
                                      progress=False, refit_days=args.refit_days)
     elapsed = time.perf_counter() - t0
     refits = max((r.refits for r in runs), default=0)
     print(f"\n{args.customers} customers x {args.days} days, seed {seed}, accept_fatigue {args.accept_fatigue}, "
-          f"churn_fatigue {args.churn_fatigue}; model: {trained.train_rows:,} exposures, "
+          f"churn_fatigue {args.churn_fatigue}, offer_wearout {args.offer_wearout}; model: {trained.train_rows:,} exposures, "
           f"validation AUC {trained.valid_auc:.3f}; refit every {args.refit_days or 'never'} days "
           f"({refits} refits); {elapsed:.0f} s")
     report(runs, args.days)
@@ -137,6 +139,8 @@ def main() -> None:
                         help="The world's acceptance logit lost per unit of fatigue (see bench_thesis.py).")
     parser.add_argument("--churn-fatigue", type=float, default=SimConfig().churn_fatigue,
                         help="The world's churn hazard multiplier per unit of fatigue.")
+    parser.add_argument("--offer-wearout", type=float, default=SimConfig().offer_wearout,
+                        help="The world's acceptance logit lost per recent showing of the same offer (bench_rules.py).")
     parser.add_argument("--extra-policies", nargs="*", default=[],
                         choices=[n for n in ALL_POLICY_NAMES if n not in POLICY_NAMES],
                         help="Run these too, e.g. nbo_fatigue_caps (the policy's fatigue caps without its repeat rules).")
