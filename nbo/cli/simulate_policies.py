@@ -22,7 +22,7 @@ def simulate_policies(
                                  help="Comma-separated policy names: random, popular, nbo, oracle; nbo and oracle "
                                       "also under part of the policy's rules with a suffix: _fatigue_caps (no per-offer "
                                       "cap or decline cooldowns), _repeat_rules (no fatigue caps), _uncapped (neither)."),
-    policy: Path = typer.Option(None, "--policy", help="policy.toml for nbo, nbo_uncapped and oracle (default policy)."),
+    policy: Path = typer.Option(None, "--policy", help="policy.toml for the nbo and oracle policies (default policy)."),
     out: Path = typer.Option(None, "--out", help="Write the table as JSON (one object per policy)."),
     plots: Path = typer.Option(None, "--plots", help="Directory for PNG plots (cumulative value, active customers)."),
     organic_margin: float = typer.Option(0.3, "--organic-margin", min=0.0, max=1.0,
