@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 POLICY_NAMES: tuple[str, ...] = ("random", "popular", "nbo_uncapped", "nbo", "oracle")
 #: Not in the default comparison: the oracle without caps, for what caps are worth with perfect knowledge.
 TRUTH_UNCAPPED = "oracle_uncapped"
+#: A cap that never binds (how the rule sets below drop a cap).
 _UNLIMITED = 10**9
 #: Days of future value credited to a customer still active at the end (see `long_term_value`).
 FUTURE_DAYS = 365

@@ -42,7 +42,8 @@ def accept_probability(
 
     Rises with the customer's affinity to the offer's category and recent browsing of it, depends
     on lifecycle x offer kind, on value (more for price-sensitive customers) and channel, and falls
-    with contact fatigue and, in a world with offer wear-out, with recent showings of the offer. Zero for churned customers. Arrays of equal length; returns float64.
+    with contact fatigue and, in a world with offer wear-out, with recent showings of the offer.
+    Zero for churned customers. Arrays of equal length; returns float64.
     """
     customer = np.asarray(customer, dtype=np.int64)
     offer = np.asarray(offer, dtype=np.int64)
