@@ -204,8 +204,18 @@ class Evaluation:
                          f"{d.max_weight:.1f} ({d.max_weight_share:.1%} of the total); mean weight {d.mean_weight:.3f}.")
             for warning in pe.warnings():
                 lines.append(f"  - **TOO UNCERTAIN TO DECIDE**: {warning}")
-        lines += ["", f"![estimates]({figure_prefix}ope_estimates.png)", f"![weights]({figure_prefix}ope_weights.png)", ""]
+        lines += ["", CARRY_OVER_NOTE, "",
+                  f"![estimates]({figure_prefix}ope_estimates.png)", f"![weights]({figure_prefix}ope_weights.png)", ""]
         return "\n".join(lines)
+
+
+#: What per-decision estimates cannot see, said in every report. Measured: in a simulated world
+#: where customers tire of an offer repeated, IPS valued a policy that always makes the best offer
+#: 29 % above what it earned in closed loop (docs/evaluation.md, session 6).
+CARRY_OVER_NOTE = ("**Scope:** each logged decision is valued on its own. The estimates do not see what the "
+                   "candidate's own choices do to later decisions (contact fatigue, customers tiring of an offer "
+                   "made again, churn); compare policies in closed loop for that (`nbo simulate-policies`, "
+                   "docs/evaluation.md).")
 
 
 def _epoch(ts: pd.Series) -> np.ndarray:

@@ -146,6 +146,7 @@ def test_evaluate_pipeline_on_a_small_log() -> None:
             assert est.low <= est.value <= est.high
     text = result.markdown()
     assert "TOO UNCERTAIN TO DECIDE" in text  # five days of a 400-customer log cannot decide anything
+    assert "do not see what the candidate's own choices do to later decisions" in text
     assert result.gate()[0] is False
 
 
