@@ -106,7 +106,7 @@ def report(runs: list[PolicyRun], days: int) -> None:
     """Print the table, the first weeks and the checks."""
     by = {r.name: r for r in runs}
     print(table(runs).to_string(float_format=lambda v: f"{v:,.1f}"))
-    first = {r.name: float(r.daily["net_value_cum"].iloc[min(27, len(r.daily) - 1)]) for r in runs}
+    first = {r.name: r.value_after(28) for r in runs}
     print("net value after 28 days:", {k: round(v) for k, v in first.items()})
     for _, text, ok in checks(runs):
         print(f"[{'pass' if ok else 'FAIL'}] {text}")

@@ -39,11 +39,8 @@ FIRST_DAYS = 28
 
 def seed_rows(config: SimConfig, seed: int) -> list[dict[str, object]]:
     runs, _ = compare_policies(config, seed, ContactPolicy(), ORACLES)
-    early = min(FIRST_DAYS, config.days) - 1
-    return [{"offer_wearout": config.offer_wearout, "seed": seed, "policy": r.name, "contacts": r.contacts, "value": r.value,
-             "value_with_organic": r.value + r.organic_value,
-             "first_days": float(r.daily["net_value_cum"].iloc[early]),
-             "long_term_value": r.long_term_value, "active_end": r.active_end} for r in runs]
+    return [{"offer_wearout": config.offer_wearout, "seed": seed, "policy": r.name, **r.headline(FIRST_DAYS)}
+            for r in runs]
 
 
 def plot(frame: pd.DataFrame, path: Path) -> Path:

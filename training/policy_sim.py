@@ -376,6 +376,18 @@ class PolicyRun:
                 "active_end": self.active_end, "offer_long_term_value": round(self.offer_long_term_value, 2),
                 "long_term_value": round(self.long_term_value, 2)}
 
+    def value_after(self, days: int) -> float:
+        """Net value of the offers over the first `days` days (the whole run if shorter): who
+        leads in the first weeks."""
+        return float(self.daily["net_value_cum"].iloc[min(days, len(self.daily)) - 1])
+
+    def headline(self, first_days: int) -> dict[str, float | int]:
+        """The figures the thesis is read from: contacts, customers kept, value within the period
+        (offers, and with the margin on own purchases), after `first_days`, and long-term value."""
+        return {"contacts": self.contacts, "active_end": self.active_end, "value": self.value,
+                "value_with_organic": self.value + self.organic_value, "first_days": self.value_after(first_days),
+                "long_term_value": self.long_term_value}
+
 
 def long_term_value(daily: pd.DataFrame, future_days: int = FUTURE_DAYS, window: int = RATE_WINDOW_DAYS,
                     organic_margin: float = 0.0) -> float:
@@ -629,13 +641,9 @@ def thesis_map(config: SimConfig, seed: int, policy: ContactPolicy, accept_fatig
     for a, c in tqdm(cells, desc="worlds", disable=not progress, leave=False):
         world = config.model_copy(update={"accept_fatigue": a, "churn_fatigue": c})
         kept, free = (run_policy(n, world, seed, policy, None) for n in (capped, TRUTH_UNCAPPED))
-        early = min(first_days, config.days) - 1
         row = {"accept_fatigue": a, "churn_fatigue": c, "capped_policy": capped}
         for tag, r in (("capped", kept), ("uncapped", free)):
-            row |= {f"{tag}_contacts": r.contacts, f"{tag}_active_end": r.active_end,
-                    f"{tag}_value": r.value, f"{tag}_value_with_organic": r.value + r.organic_value,
-                    f"{tag}_first_days": float(r.daily["net_value_cum"].iloc[early]),
-                    f"{tag}_long_term_value": r.long_term_value}
+            row |= {f"{tag}_{key}": value for key, value in r.headline(first_days).items()}
         row["break_even_margin"] = break_even_margin(kept, free)
         row["break_even_margin_period"] = break_even_margin(kept, free, within_period=True)
         row["capped_wins_year"] = row["capped_value_with_organic"] > row["uncapped_value_with_organic"]
