@@ -78,9 +78,10 @@ class SimConfig(BaseModel, frozen=True):
     accept_browse: float = 0.6
     accept_fatigue: float = 0.45
     # Offer wear-out: acceptance logit lost per recent showing of the same offer to the customer,
-    # the showings decaying by `offer_memory_decay` a day. 0 (the default world): customers do not
-    # tire of an offer repeated, so rules against repeats can only cost there (docs/evaluation.md).
-    offer_wearout: float = Field(0.0, ge=0, description="acceptance logit lost per recent showing of the same offer")
+    # the showings decaying by `offer_memory_decay` a day. Customers tire of offers that all look
+    # alike: 0.1 by default since 2026-11-24; at 0 (the default before) rules against repeats can
+    # only cost, and the thesis failed within the year on that ground alone (docs/evaluation.md).
+    offer_wearout: float = Field(0.1, ge=0, description="acceptance logit lost per recent showing of the same offer")
     offer_memory_decay: float = Field(0.95, gt=0, lt=1, description="daily decay of the memory of offers shown")
 
     # consents at signup

@@ -231,10 +231,12 @@ def test_organic_amount_counts_the_purchases_no_offer_prompted() -> None:
 
 def test_offer_wear_out_lowers_acceptance_of_offers_shown_recently() -> None:
     """With `offer_wearout` w, each decayed showing of an offer costs w on the acceptance logit of
-    that offer for that customer only; the default world keeps no memory of offers shown."""
+    that offer for that customer only; a world without wear-out keeps no memory of offers shown."""
     from nbo.simulator.truth import accept_probability
 
-    assert Simulator(SimConfig(customers=50, days=5), seed=1).state.offer_seen.shape == (50, 0)
+    default = Simulator(SimConfig(customers=50, days=5), seed=1)
+    assert SimConfig().offer_wearout > 0 and default.state.offer_seen.shape == (50, default.catalogue.n)
+    assert Simulator(SimConfig(customers=50, days=5, offer_wearout=0), seed=1).state.offer_seen.shape == (50, 0)
     cfg = SimConfig(customers=300, days=10, offer_wearout=0.5, offer_memory_decay=0.9)
     sim = Simulator(cfg, seed=1)
     sim.step()
