@@ -2,7 +2,7 @@
 
     python benchmarks/bench_policies.py [--customers 1000] [--days 365] [--seeds 0 1 2] [--refit-days 30]
                                         [--out bench_policies.json] [--organic-margin 0.3]
-                                        [--accept-fatigue 0.45] [--churn-fatigue 1.5] [--offer-wearout 0]
+                                        [--accept-fatigue 0.45] [--churn-fatigue 1.5] [--offer-wearout 0.1]
                                         [--extra-policies nbo_fatigue_caps oracle_fatigue_caps]
     python benchmarks/bench_policies.py --from-daily bench_policies.daily.csv [--organic-margin 0]
 
@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from benchmarks._hardware import hardware
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script, from anywhere
+from benchmarks._hardware import hardware  # noqa: E402
 from nbo.simulator import SimConfig
 from serving.policy import ContactPolicy
 from training.policy_sim import (

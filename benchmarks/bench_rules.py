@@ -13,14 +13,15 @@ the period (offers, and with the margin on customers' own purchases), after the 
 long-term value and customers kept. Writes the table as CSV and a bar chart as PNG next to it.
 About 40 s per policy and seed (1,000 x 365) on one core.
 
-The default world has no offer wear-out (`SimConfig.offer_wearout` 0): customers do not tire of
-an offer repeated, so the repeat rules can only cost there. `--offer-wearout` runs worlds where
-they do, to show from which wear-out on the repeat rules pay.
+The default world has offer wear-out (`SimConfig.offer_wearout` 0.1 since 2026-11-24): customers
+tire of an offer shown again. `--offer-wearout 0` runs the world without it (the default before),
+where the repeat rules can only cost; several values show from which wear-out on they pay.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +29,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from benchmarks._hardware import hardware
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script, from anywhere
+from benchmarks._hardware import hardware  # noqa: E402
 from nbo.simulator import SimConfig
 from serving.policy import ContactPolicy
 from training.policy_sim import RULE_SETS, compare_policies

@@ -19,10 +19,12 @@ long run. Writes the table as CSV and the heatmap as PNG next to it. About 2 min
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from benchmarks._hardware import hardware
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script, from anywhere
+from benchmarks._hardware import hardware  # noqa: E402
 from nbo.simulator import SimConfig
 from serving.policy import ContactPolicy
 from training.policy_sim import ALL_POLICY_NAMES, TRUTH_UNCAPPED, plot_thesis_map, thesis_map

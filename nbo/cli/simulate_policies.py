@@ -28,6 +28,9 @@ def simulate_policies(
     organic_margin: float = typer.Option(0.3, "--organic-margin", min=0.0, max=1.0,
                                          help="Margin on the purchases customers make on their own, which churn loses "
                                               "(long-term value counts it; 0 counts offers alone)."),
+    offer_wearout: float = typer.Option(0.1, "--offer-wearout", min=0.0,
+                                        help="Acceptance logit a customer loses per recent showing of the same offer "
+                                             "(the simulated world; 0: customers never tire of an offer repeated)."),
     refit_days: int = typer.Option(30, "--refit-days", min=0, help="Refit the nbo policies' model every N days on the "
                                                                    "logging run's rows plus their own closed exposures "
                                                                    "(0: never)."),
@@ -44,7 +47,7 @@ def simulate_policies(
     if unknown:
         raise NboError(f"unknown policy {unknown[0]!r}; use {', '.join(ALL_POLICY_NAMES)}")
     contact_policy = load_policy(policy) if policy else ContactPolicy()
-    config = SimConfig(customers=customers, days=days, organic_margin=organic_margin)
+    config = SimConfig(customers=customers, days=days, organic_margin=organic_margin, offer_wearout=offer_wearout)
     runs, trained = compare_policies(config, seed, contact_policy, names, train_days=train_days, progress=True,
                                       refit_days=refit_days)
     if trained is not None:

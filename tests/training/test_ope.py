@@ -9,15 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbo.simulator import Contacts, DayView, SimConfig, Simulator
-from nbo.simulator.config import OUT
+from nbo.simulator import SimConfig, Simulator
 from nbo.simulator.io import dataset
-from nbo.simulator.policies import contact_slots
-from nbo.simulator.state import tenure_days
-from nbo.simulator.world import DAY
 from serving.policy import ContactPolicy
 from training.evaluate import evaluate
 from training.ope import diagnostics, doubly_robust, ips, snips
+from training.ope_truth import check_against_truth, top_k_mask
 from training.policy_sim import train_on_logging_run
 
 PI = np.array([1.0, 0.0, 0.5])
@@ -58,79 +55,18 @@ def test_diagnostics_and_validation() -> None:
 
 
 # ------------------------------------------------------------------ against the simulator's truth
-EPS = 0.3
 # 20,000 customers x 90 days: at 3,000 the closed-loop truth and the estimates each moved by
 # +-10 % from seed to seed, so a 10 % check measured the seed, not the estimators.
 WORLD = SimConfig(customers=20_000, days=90)
 
 
-def _top_k(eligible: np.ndarray, value: np.ndarray, k: int) -> np.ndarray:
-    """Bool mask of each row's k most valuable eligible offers (ties: lowest index first)."""
-    scored = np.where(eligible, value[None, :], -np.inf)
-    order = np.argsort(-scored, axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.broadcast_to(np.arange(eligible.shape[1]), order.shape), 1)
-    return eligible & (rank < k)
-
-
-class TopValue:
-    """Target: uniform over the k most valuable eligible offers with probability 1 - EPS, else
-    uniform over all eligible ones. k = 1 makes each customer the same offer again and again."""
-
-    def __init__(self, sim: Simulator, seed: int, k: int) -> None:
-        self.intensity, self.banner = sim.population.contact_intensity, sim.config.banner_rate
-        self.rng, self.k = np.random.default_rng(seed), k
-
-    def __call__(self, view: DayView) -> Contacts:
-        s = contact_slots(view, self.intensity, self.banner, self.rng)
-        ok = view.eligible(s.customer, s.channel)
-        keep = ok.any(1)
-        ok = ok[keep]
-        explore = self.rng.random(len(ok)) < EPS
-        pool = np.where(explore[:, None], ok, _top_k(ok, view.offers.value, self.k))
-        pick = np.floor(self.rng.random(len(pool)) * pool.sum(1)).astype(np.int64)
-        offer = (pool.cumsum(1) <= pick[:, None]).sum(1)
-        return Contacts(s.customer[keep], offer, s.channel[keep], np.ones(len(offer)), s.ts[keep])
-
-
-def _per_decision_value(sim: Simulator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    log = sim.contact_log()
-    final = log.outcome != OUT["pending"]
-    accepted = (log.outcome == OUT["accepted"]).astype(float)
-    reward = accepted * sim.catalogue.value[log.offer] - sim.catalogue.cost[log.offer]
-    return reward[final], accepted[final], final
-
-
-def _estimates_and_truth(config: SimConfig, seed: int, k: int) -> tuple[dict[str, float], float, float]:
-    """OPE of `TopValue(k)` on the default (uniform) logging policy's log, and its value per
-    decision when it runs closed loop on the same world: (estimates, truth, logged value)."""
-    logged = Simulator(config, seed)
-    logged.run()
-    log = logged.contact_log()
-    reward, _, final = _per_decision_value(logged)
-    day = log.ts // DAY
-    eligible = np.zeros((len(log.ts), logged.catalogue.n), dtype=bool)
-    for d in np.unique(day):
-        rows = day == d
-        tenure = tenure_days(logged.population, int(d))[log.customer[rows]]
-        eligible[rows] = logged.catalogue.eligible(int(d), log.channel[rows], tenure, log.lifecycle[rows])
-    n = eligible.sum(1)
-    assert np.allclose(log.propensity, 1 / n)  # the logging policy's propensities are what we think
-    top = _top_k(eligible, logged.catalogue.value, k)
-    pi = EPS / n + (1 - EPS) * top[np.arange(len(n)), log.offer] / top.sum(1)
-    pi, mu, elig, top = pi[final], log.propensity[final], eligible[final], top[final]
-    # a crude reward model for DR: each offer's logged mean reward
-    frame = pd.DataFrame({"offer": log.offer[final], "r": reward})
-    q_offer = frame.groupby("offer")["r"].mean().reindex(range(logged.catalogue.n)).fillna(0).to_numpy()
-    direct = EPS * (elig * q_offer).sum(1) / elig.sum(1) + (1 - EPS) * (top * q_offer).sum(1) / top.sum(1)
-    estimates = {
-        "ips": ips(pi, mu, reward).value,
-        "snips": snips(pi, mu, reward).value,
-        "dr": doubly_robust(pi, mu, reward, q_offer[log.offer[final]], direct).value,
-    }
-    closed = Simulator(config, seed)
-    closed.run(policy=TopValue(closed, seed, k))
-    return estimates, float(_per_decision_value(closed)[0].mean()), float(reward.mean())
+def test_top_k_mask() -> None:
+    eligible = np.array([[True, True, False, True], [False, False, True, False]])
+    value = np.array([5.0, 1.0, 9.0, 5.0])
+    assert top_k_mask(eligible, value, 1).tolist() == [[True, False, False, False], [False, False, True, False]]
+    assert top_k_mask(eligible, value, 2).tolist() == [[True, False, False, True], [False, False, True, False]]
+    with pytest.raises(ValueError, match="k must be"):
+        top_k_mask(eligible, value, 0)
 
 
 @pytest.mark.parametrize(
@@ -146,10 +82,10 @@ def test_ope_matches_closed_loop_truth(config: SimConfig, k: int) -> None:
     policy is within 10 % of the value that policy earns when it runs in the simulator. The target
     must not itself change what later decisions face, which per-decision OPE cannot see: the next
     test measures what happens when it does."""
-    estimates, truth, logged_value = _estimates_and_truth(config, 11, k)
-    assert abs(truth - logged_value) / truth > 0.3  # the target really differs from the logging policy
-    for name, value in estimates.items():
-        assert abs(value - truth) / truth < 0.10, (name, value, truth, logged_value)
+    check = check_against_truth(config, 11, k)
+    assert abs(check.truth - check.logged) / check.truth > 0.3  # the target really differs from the logging policy
+    for name, error in check.errors().items():
+        assert abs(error) < 0.10, (name, check)
 
 
 def test_ope_cannot_see_the_wear_out_a_repeating_target_causes() -> None:
@@ -157,13 +93,11 @@ def test_ope_cannot_see_the_wear_out_a_repeating_target_causes() -> None:
     again wears it out in closed loop, but each logged decision comes from a log where offers were
     drawn at random and so never wore out. Every estimator overstates that target in the default
     world, and by more than in a world without wear-out, on the same customers."""
-    errors = {}
-    for wearout in (0.0, WORLD.offer_wearout):
-        estimates, truth, _ = _estimates_and_truth(WORLD.model_copy(update={"offer_wearout": wearout}), 11, 1)
-        errors[wearout] = {name: (value - truth) / truth for name, value in estimates.items()}
     assert WORLD.offer_wearout > 0
-    for name, error in errors[WORLD.offer_wearout].items():
-        assert error > errors[0.0][name] + 0.03, (name, errors)
+    without = check_against_truth(WORLD.model_copy(update={"offer_wearout": 0.0}), 11, 1).errors()
+    with_wearout = check_against_truth(WORLD, 11, 1).errors()
+    for name, error in with_wearout.items():
+        assert error > without[name] + 0.03, (name, with_wearout, without)
 
 
 def test_evaluate_pipeline_on_a_small_log() -> None:
@@ -229,3 +163,21 @@ def test_evaluate_cli_and_promotion_gate(tmp_path, monkeypatch) -> None:
     gated = promote(client, PROPENSITY_MODEL, force=False, require_ope=True)
     assert not gated.promoted
     assert version_by_alias(client, PROPENSITY_MODEL, CHAMPION) == "1"
+
+
+def test_bench_ope_prints_and_writes_its_table(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "ope.csv"
+    cmd = [sys.executable, str(root / "benchmarks" / "bench_ope.py"), "--customers", "2000", "--days", "20",
+           "--seeds", "0", "1", "--offer-wearout", "0.1", "--k", "2", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "cores" in done.stdout and "k 2: every estimate within 10 % on" in done.stdout
+    frame = pd.read_csv(out)
+    assert len(frame) == 2 and {"truth", "ips_error", "snips_error", "dr_error"} <= set(frame.columns)
+    bad = subprocess.run(cmd[:2] + ["--k", "0"], cwd=root, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--k" in bad.stderr

@@ -317,6 +317,25 @@ def test_truth_policies_run_without_a_logging_run() -> None:
     assert bad.exit_code == 2 and "unknown policy 'nbo_fatigue'" in bad.output
 
 
+def test_cli_offer_wearout_sets_the_world(tmp_path: Path) -> None:
+    """`--offer-wearout` reaches the simulation: the uncapped oracle makes each customer's best offer
+    again and again, so a world that tires of repeats strongly leaves it fewer acceptances."""
+    from nbo.cli.simulate_policies import simulate_policies
+
+    assert inspect.signature(simulate_policies).parameters["offer_wearout"].default.default == SimConfig().offer_wearout
+    accepted = {}
+    for wearout in ("0", "3"):
+        out = tmp_path / f"w{wearout}.json"
+        result = CliRunner().invoke(app, ["simulate-policies", "--customers", "80", "--days", "14", "--policies",
+                                          "oracle_uncapped", "--offer-wearout", wearout, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        accepted[wearout] = json.loads(out.read_text())["oracle_uncapped"]["accepted"]
+    assert accepted["3"] < 0.8 * accepted["0"], accepted
+    for wrong in ("-0.1", "tired"):
+        bad = CliRunner().invoke(app, ["simulate-policies", "--offer-wearout", wrong])
+        assert bad.exit_code == 2 and "--offer-wearout" in bad.output
+
+
 def test_thesis_map_of_part_of_the_rules_names_it_and_refuses_learners() -> None:
     frame = thesis_map(SimConfig(customers=60, days=14), seed=1, policy=ContactPolicy(), accept_fatigue=(0.45,),
                        churn_fatigue=(1.5,), first_days=7, capped="oracle_fatigue_caps")
