@@ -22,7 +22,7 @@ import pandas as pd
 
 from nbo.simulator import Contacts, DayView, SimConfig, Simulator
 from nbo.simulator.config import OUT
-from nbo.simulator.policies import contact_slots
+from nbo.simulator.policies import contact_slots, uniform_choice
 from nbo.simulator.state import tenure_days
 from nbo.simulator.world import DAY
 from training.ope import doubly_robust, ips, snips
@@ -57,8 +57,7 @@ class TopValuePolicy:
         ok = ok[keep]
         explore = self.rng.random(len(ok)) < self.eps
         pool = np.where(explore[:, None], ok, top_k_mask(ok, view.offers.value, self.k))
-        pick = np.floor(self.rng.random(len(pool)) * pool.sum(1)).astype(np.int64)
-        offer = (pool.cumsum(1) <= pick[:, None]).sum(1)
+        offer = uniform_choice(pool, self.rng)
         return Contacts(s.customer[keep], offer, s.channel[keep], np.ones(len(offer)), s.ts[keep])
 
 

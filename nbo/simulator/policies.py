@@ -130,6 +130,14 @@ def contact_slots(view: DayView, intensity: np.ndarray, banner_rate: float, rng:
     )
 
 
+def uniform_choice(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Column index of one True cell per row of the bool (m, n) `mask`, uniformly among the row's
+    True cells (every row needs one). One uniform draw per row, so a policy's random stream stays
+    what it was."""
+    pick = np.floor(rng.random(len(mask)) * mask.sum(1)).astype(np.int64)
+    return (mask.cumsum(1) <= pick[:, None]).sum(1)
+
+
 class RandomPolicy:
     """The default logging policy: per-customer randomised outbound intensity, banners in
     sessions, and each contact's offer drawn uniformly among the eligible offers, so
@@ -147,8 +155,7 @@ class RandomPolicy:
         count = ok.sum(1)
         keep = count > 0
         ok, count = ok[keep], count[keep]
-        pick = np.floor(self.rng.random(len(count)) * count).astype(np.int64)
-        offer = (ok.cumsum(1) <= pick[:, None]).sum(1)
+        offer = uniform_choice(ok, self.rng)
         return Contacts(
             slots.customer[keep], offer, slots.channel[keep], 1.0 / count, slots.ts[keep]
         )

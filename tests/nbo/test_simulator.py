@@ -269,3 +269,12 @@ def test_offer_wear_out_lowers_acceptance_of_offers_shown_recently() -> None:
         return float(np.log(q / (1 - q)))
 
     assert logit(fresh) - logit(with_memory) == pytest.approx(0.5 * seen, rel=1e-5)
+
+
+def test_uniform_choice_picks_only_allowed_columns_evenly() -> None:
+    from nbo.simulator.policies import uniform_choice
+
+    mask = np.array([[False, True, False, True, True]] * 30_000 + [[False, False, True, False, False]])
+    picks = uniform_choice(mask, np.random.default_rng(0))
+    assert picks[-1] == 2 and set(picks[:-1]) == {1, 3, 4}
+    np.testing.assert_allclose(np.bincount(picks[:-1], minlength=5)[[1, 3, 4]] / 30_000, 1 / 3, atol=0.01)
