@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' 2>&1 | grep -v "is ignored" || true
-	@$(BIN)/python -c "import nbo, features, training, serving, lightgbm, mlflow, bentoml" \
+	@$(BIN)/python -c "import nbo, simulator, features, models, training, serving, evaluation, cli, lightgbm, mlflow, bentoml" \
 		|| { echo "install failed"; exit 1; }
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "redis-server not found: installing it from the system packages (tests that need it skip otherwise)"; \

@@ -70,9 +70,9 @@ def build_world(root: Path) -> tuple[Path, str]:
     """Simulate, train and promote small champions; returns (world data dir, tracking URI)."""
     from features import build_customer_features, write_materialised
     from nbo.data import load_dataset
-    from nbo.simulator import SimConfig, Simulator, write_simulation
+    from simulator import SimConfig, Simulator, write_simulation
     from training.registry import promote
-    from training.tracking import MODEL_NAMES, resolve_tracking
+    from models.tracking import MODEL_NAMES, resolve_tracking
     from training.train import TrainConfig, fit_and_log
 
     sim = Simulator(SimConfig(customers=1000, days=DAYS, start=START), seed=3)
@@ -192,7 +192,7 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> Measured:
 
 
 def score_cmd(data: Path, features: Path, tracking: str, out: Path, store: Path, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "nbo", "score", "--data", str(data), "--features", str(features),
+    return [sys.executable, "-m", "cli", "score", "--data", str(data), "--features", str(features),
             "--tracking-uri", tracking, "--as-of", CAMPAIGN_TIME, "--channel", "email", "--k", "1",
             "--out", str(out), "--store", str(store), *extra]
 

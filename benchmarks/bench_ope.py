@@ -5,7 +5,7 @@
 
 Issue 8's check, measured where the test suite asserts one seed (`tests/training/test_ope.py`):
 each estimator (IPS, SNIPS, DR) of a fixed target policy on the randomised logging policy's log,
-against the value the target earns run closed loop on the same world (`training.ope_truth`). The
+against the value the target earns run closed loop on the same world (`evaluation.ope_truth`). The
 target makes one of its k most valuable eligible offers 70 % of the time: k = 1 repeats itself,
 and where customers tire of an offer shown again (offer wear-out, on by default) it wears its
 offer out in a way no per-decision estimate can see. Prints one row per run, the median error per
@@ -23,8 +23,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script, from anywhere
 from benchmarks._hardware import hardware  # noqa: E402
-from nbo.simulator import SimConfig
-from training.ope_truth import check_against_truth
+from simulator import SimConfig
+from evaluation.ope_truth import check_against_truth
 
 
 def main() -> int:

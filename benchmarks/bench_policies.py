@@ -28,9 +28,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script, from anywhere
 from benchmarks._hardware import hardware  # noqa: E402
-from nbo.simulator import SimConfig
+from simulator import SimConfig
 from serving.policy import ContactPolicy
-from training.policy_sim import (
+from evaluation.policy_sim import (
     ALL_POLICY_NAMES,
     DEFAULT_REFIT_DAYS,
     POLICY_NAMES,

@@ -31,9 +31,9 @@ from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script, from anywhere
 from benchmarks._hardware import hardware  # noqa: E402
-from nbo.simulator import SimConfig
+from simulator import SimConfig
 from serving.policy import ContactPolicy
-from training.policy_sim import RULE_SETS, compare_policies
+from evaluation.policy_sim import RULE_SETS, compare_policies
 
 ORACLES = [f"oracle{rules}" for rules in RULE_SETS]
 FIRST_DAYS = 28

@@ -71,9 +71,9 @@ def build_world(root: Path, customers: int, days: int) -> tuple[Path, Path, str,
     """Data (with a 50-offer catalogue), champions in a SQLite MLflow store, materialised features."""
     from features import build_customer_features, write_materialised
     from nbo.data import load_dataset, write_table
-    from nbo.simulator import SimConfig, Simulator, write_simulation
+    from simulator import SimConfig, Simulator, write_simulation
     from training.registry import promote
-    from training.tracking import MODEL_NAMES, resolve_tracking
+    from models.tracking import MODEL_NAMES, resolve_tracking
     from training.train import TrainConfig, fit_and_log
 
     as_of = pd.Timestamp(START) + pd.Timedelta(days=days)
@@ -122,7 +122,7 @@ def start_server(data: Path, features: Path, uri: str, clock: pd.Timestamp, work
 
     port = _free_port()
     env = {**os.environ, "NBO_API_KEYS": KEY}
-    cmd = [sys.executable, "-m", "nbo", "serve", "--data", str(data), "--features", str(features), "--tracking-uri", uri,
+    cmd = [sys.executable, "-m", "cli", "serve", "--data", str(data), "--features", str(features), "--tracking-uri", uri,
            "--store", str(work / f"contacts-{workers}.db"), "--port", str(port), "--workers", str(workers),
            "--state-dir", str(work / "state"), "--clock-start", clock.isoformat()]
     log = open(work / f"server-{workers}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -278,7 +278,8 @@ def _line(r: dict) -> str:
 # ----------------------------------------------------------------------------- in process
 def in_process(data: Path, features: Path, uri: str, clock: pd.Timestamp, customers: list[str], work: Path, n: int) -> dict:
     from features import Context
-    from serving.engine import DecisionEngine, EngineSettings
+    from serving.engine import DecisionEngine
+    from serving.settings import EngineSettings
 
     engine = DecisionEngine.from_settings(EngineSettings(data_dir=data, features_path=features, tracking_uri=uri,
                                                          store=str(work / "inproc.db")))

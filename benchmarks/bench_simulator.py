@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _one(customers: int, days: int, seed: int) -> dict:
     """Run one size in this process and return its measurements."""
-    from nbo.simulator import SimConfig, Simulator, write_simulation
+    from simulator import SimConfig, Simulator, write_simulation
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

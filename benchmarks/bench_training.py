@@ -44,11 +44,11 @@ def main() -> int:
     args = parser.parse_args()
 
     from nbo.data import load_dataset
-    from nbo.simulator import SimConfig, Simulator, write_simulation
+    from simulator import SimConfig, Simulator, write_simulation
     from sklearn.metrics import roc_auc_score
     from training.datasets import propensity_set, time_split
-    from training.model import CalibratedBooster
-    from training.tracking import resolve_tracking
+    from models.calibrated import CalibratedBooster
+    from models.tracking import resolve_tracking
     from training.train import TrainConfig, fit_and_log
 
     print(f"hardware: {_cpu()}, {os.cpu_count()} cores, Python {platform.python_version()}, "

@@ -62,7 +62,8 @@ from features import customer_feature_names, iter_materialised, materialised_met
 from nbo.errors import NboError
 from nbo.vocab import CONTACT_CHANNELS
 from serving.contact_store import ContactStore, OfferRef, ReserveRequest
-from serving.engine import DecisionEngine, EngineSettings, _context, _naive_utc, _seed, latest_features_file
+from serving.engine import DecisionEngine, _context, _naive_utc, _seed
+from serving.settings import EngineSettings, latest_features_file
 from serving.ranking import REASON_CODES, REASON_INDEX, seeded_draws
 from serving.rules import Rule, compile_rule
 

@@ -35,25 +35,19 @@ import copy
 import dataclasses
 import hashlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
-import redis
-from pydantic import BaseModel, ConfigDict, Field
 
 from features import (
     CANDIDATE_FEATURES,
     CUSTOMER_FEATURES,
-    FEATURE_SET,
     Context,
     CustomerRows,
     candidate_matrix,
@@ -66,351 +60,20 @@ from features import (
 from nbo.data import empty_table, load_table
 from nbo.errors import NboError
 from nbo.vocab import FINAL_OUTCOMES
-from serving.compiled import Predictor, calibrated_predictor
-from serving.contact_store import ConsentBook, ContactHistory, ContactStore, RedisContactStore, SQLiteContactStore
+from serving.champions import Models, ReloadResult, check_model, probabilities_ok
+from serving.contact_store import ConsentBook, ContactHistory, ContactStore
+from serving.contact_store.errors import STORE_ERRORS, StoreUnavailable, store_cause
+from serving.settings import EngineSettings, latest_features_file, open_store
 from serving.policy import ContactPolicy, load_policy
-from serving.ranking import Arbiter, Candidate, Decision, ShownOffer, compile_offer_rules
+from serving.ranking import Arbiter, Decision, ShownOffer, compile_offer_rules
 
 log = logging.getLogger(__name__)
 
-PROPENSITY_MODEL = "nbo-propensity"
-CHURN_MODEL = "nbo-churn"
 FALLBACK_VERSION = "popularity"
 #: Pseudo-count of the prior in the popularity fallback: an offer needs about this many finalised
 #: contacts before its own acceptance rate outweighs the catalogue-wide one.
 POPULARITY_PRIOR_WEIGHT = 20.0
 _CONTACT_COLUMNS = ("customer_id", "offer_id", "channel", "ts", "outcome", "outcome_ts")
-
-
-#: What a contact store raises when it cannot answer: locked or unwritable SQLite file, Redis down,
-#: refusing or too slow. The online path turns these into a degraded answer (no offers).
-STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, redis.RedisError, OSError)
-
-
-class StoreUnavailable(NboError):
-    """The contact store could not answer; `cause` is `timeout`, `error` or `backoff` (not tried).
-
-    Raised by `decide`, `record_outcome` and `forget`: nothing was shown, and whatever the store
-    may or may not have recorded, no offer is returned (fail closed).
-    """
-
-    def __init__(self, cause: str, message: str) -> None:
-        super().__init__(message)
-        self.cause = cause
-
-
-def _store_cause(exc: BaseException) -> str:
-    if isinstance(exc, redis.TimeoutError | TimeoutError):
-        return "timeout"
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
-        return "timeout"
-    return "error"
-
-
-def hash_id(customer_id: str) -> str:
-    """What logs carry instead of a customer id."""
-    return hashlib.sha256(customer_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-
-
-class EngineSettings(BaseModel):
-    """Where the engine's inputs live; loaded once at the edge (CLI or service start)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    data_dir: Path
-    features_path: Path = Field(description="A materialised features file, or a directory: the latest file in it")
-    tracking_uri: str | None = None
-    policy_path: Path | None = Field(None, description="policy.toml; None = the default policy")
-    store: str = Field("nbo-contacts.db", description="SQLite file path, or redis://host:port/db")
-    store_horizon_days: int = Field(90, ge=1)
-    propensity_model: str = PROPENSITY_MODEL
-    churn_model: str = CHURN_MODEL
-    alias: str = "champion"
-    explain: Literal["path", "shap"] = Field("path", description="reasons from path attributions (fast) or TreeSHAP")
-    store_timeout_s: float | None = Field(
-        None, gt=0, description="longest wait on the store per call (SQLite busy timeout, Redis socket timeout); None = the store's default"
-    )
-    store_retry_s: float = Field(1.0, ge=0, description="after a store failure, answer degraded without trying for this long")
-    store_checkpoint_s: float | None = Field(
-        None, gt=0, description="SQLite: checkpoint the WAL from a background thread this often (s); None = on the committing call (SQLite's default)"
-    )
-    compile_models: bool = Field(True, description="score with the champions compiled by lleaves (checked against the booster)")
-    compiled_cache: Path | None = Field(None, description="directory for compiled champions shared by processes; None = compile in memory")
-
-
-def latest_features_file(path: Path) -> Path:
-    """`path` itself, or the materialised file with the latest `nbo.as_of` under a directory."""
-    path = Path(path)
-    if not path.is_dir():
-        return path
-    best: tuple[pd.Timestamp, Path] | None = None
-    for candidate in sorted(path.glob("*.parquet")):
-        try:
-            meta = pq.read_schema(candidate).metadata or {}
-        except (OSError, ValueError):
-            continue
-        raw = meta.get(b"nbo.as_of")
-        if raw is None:
-            continue
-        when = pd.Timestamp(raw.decode())
-        if best is None or when > best[0]:
-            best = (when, candidate)
-    if best is None:
-        raise NboError(f"no materialised features (*.parquet written by `nbo features`) under {path}")
-    return best[1]
-
-
-def open_store(
-    spec: str, horizon_days: int = 90, timeout_s: float | None = None, checkpoint_s: float | None = None
-) -> ContactStore:
-    """`redis://...` -> RedisContactStore, anything else -> a SQLite file at that path.
-
-    `timeout_s` bounds every store call (the online service: a request must answer within its own
-    timeout even when the store hangs): SQLite's busy timeout, Redis' connect and socket timeouts,
-    and no Redis retries (redis-py retries 10 times with back-off by default). None keeps the
-    stores' defaults (command-line tools, which may wait). `checkpoint_s`: SQLite's WAL checkpoints
-    from a background thread at this interval instead of on the committing call (the service).
-    """
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        if timeout_s is None:
-            return RedisContactStore(url=spec, horizon_days=horizon_days)
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        client = redis.Redis.from_url(
-            spec, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-        )
-        return RedisContactStore(client, horizon_days=horizon_days)
-    path = Path(spec.removeprefix("sqlite:///"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if timeout_s is None:
-        return SQLiteContactStore(path, horizon_days=horizon_days, checkpoint_interval_s=checkpoint_s)
-    return SQLiteContactStore(path, horizon_days=horizon_days, busy_timeout_s=timeout_s, checkpoint_interval_s=checkpoint_s)
-
-
-# ----------------------------------------------------------------------------------- models
-@dataclass(frozen=True)
-class Models:
-    """The champion pair in use; replaced as a whole (one attribute assignment) on reload."""
-
-    propensity: object  # training.registry.LoadedModel
-    churn: object
-    propensity_columns: np.ndarray | None  # positions in CANDIDATE_FEATURES, None = same order
-    churn_probability: np.ndarray  # one per materialised customer (row order of the frame)
-    explainer: PathExplainer | None = None  # None: SHAP via model.contributions
-    #: P(accept) / P(churn) of float32 rows: the compiled forests where they match (see
-    #: serving.compiled), else the models' own `predict_proba_positive`.
-    predict_propensity: Predictor | None = None
-    predict_churn: Predictor | None = None
-    scoring: dict[str, str] = field(default_factory=dict)  # per model: "compiled" or why not
-
-    @property
-    def versions(self) -> dict[str, str]:
-        return {"propensity": self.propensity.label, "churn": self.churn.label}  # type: ignore[attr-defined]
-
-    @property
-    def propensity_predictor(self) -> Predictor:
-        return self.predict_propensity or self.propensity.model.predict_proba_positive  # type: ignore[attr-defined]
-
-    @property
-    def churn_predictor(self) -> Predictor:
-        return self.predict_churn or self.churn.model.predict_proba_positive  # type: ignore[attr-defined]
-
-
-def _check_model(loaded: object, allowed: Sequence[str], what: str) -> np.ndarray | None:
-    version = getattr(loaded, "feature_set_version", None)
-    if version != FEATURE_SET.version:
-        raise NboError(
-            f"{loaded.label} was trained on feature set {version}, this code serves {FEATURE_SET.version}"  # type: ignore[attr-defined]
-        )
-    names = list(loaded.feature_names)  # type: ignore[attr-defined]
-    where = {n: i for i, n in enumerate(allowed)}
-    unknown = [n for n in names if n not in where]
-    if unknown:
-        raise NboError(f"{loaded.label} needs {what} column(s) the features do not have: {', '.join(unknown[:5])}")  # type: ignore[attr-defined]
-    positions = np.array([where[n] for n in names], dtype=np.int64)
-    return None if len(names) == len(allowed) and np.array_equal(positions, np.arange(len(allowed))) else positions
-
-
-class PathExplainer:
-    """Per-feature path attributions of a LightGBM booster (Saabas / treeinterpreter), in log-odds.
-
-    For every leaf of every tree, the change of the node value along the path from the root is
-    credited to the feature split on; a row's attribution is the sum over its leaves. Like SHAP,
-    attributions plus `bias` add up exactly to the raw score; unlike SHAP they are not Shapley
-    values. Why: TreeSHAP (`pred_contrib`) costs ~0.3 ms per row per 50 trees, this costs one
-    `pred_leaf` call plus a table lookup (~0.05 ms for a few rows), whatever the number of trees.
-    """
-
-    def __init__(self, booster: object) -> None:
-        self.booster = booster
-        dump = booster.dump_model()  # type: ignore[attr-defined]
-        trees = dump["tree_info"]
-        n_features = booster.num_feature()  # type: ignore[attr-defined]
-        width = max((t["num_leaves"] for t in trees), default=1)
-        table = np.zeros((len(trees), width, n_features))
-        bias = 0.0
-        for t, info in enumerate(trees):
-            root = info["tree_structure"]
-            if "split_feature" not in root:  # a one-leaf tree: a constant
-                bias += float(root.get("leaf_value", 0.0))
-                continue
-            bias += float(root["internal_value"])
-            stack = [(root, np.zeros(n_features))]
-            while stack:
-                node, acc = stack.pop()
-                for side in ("left_child", "right_child"):
-                    child = node[side]
-                    leaf = "split_feature" not in child
-                    value = child["leaf_value"] if leaf else child["internal_value"]
-                    path = acc.copy()
-                    path[node["split_feature"]] += value - node["internal_value"]
-                    if leaf:
-                        table[t, child.get("leaf_index", 0)] = path
-                    else:
-                        stack.append((child, path))
-        self.table = table
-        self.bias = bias
-        self.n_features = n_features
-        # The table's non-zero cells per (tree, leaf), tree-major (CSR): a path touches a few
-        # features, so a row's attributions are a weighted bincount of ~depth x trees cells instead
-        # of a sum over a dense (trees x features) slice of a table of ~2 MB (measured in a request
-        # sequence, where the table is not in cache: ~0.1 ms per request).
-        width = table.shape[1]
-        flat = table.reshape(len(trees) * width, n_features)
-        cell, feature = np.nonzero(flat)
-        self._starts = np.searchsorted(cell, np.arange(len(trees) * width + 1)).astype(np.int64)
-        self._feature = feature.astype(np.int64)
-        self._weight = flat[cell, feature]
-        self._width = width
-        self._leaf_base = np.arange(len(trees), dtype=np.int64) * width
-        self._leaves = _SingleRowLeaves.create(booster, len(trees))
-
-    def leaves(self, X: np.ndarray) -> np.ndarray:
-        """(rows, trees) leaf index of each float32 row in each tree, as `booster.predict(pred_leaf=True)`."""
-        if self._leaves is not None and len(X) <= _SINGLE_ROW_MAX:
-            return self._leaves(X)
-        return self.booster.predict(X, pred_leaf=True, num_threads=1).reshape(len(X), -1).astype(np.int64)  # type: ignore[attr-defined]
-
-    def contributions(self, X: np.ndarray) -> np.ndarray:
-        """(rows, features + 1): attributions, last column the bias (the layout of `pred_contrib`).
-
-        Each (row, feature) sums its trees' cells in tree order, as the dense sum over the trees
-        does (the cells left out are exact zeros), so the result is the same to the last bit.
-        """
-        leaves = self.leaves(X)
-        n, f = len(X), self.n_features
-        cells = (self._leaf_base[None, :] + leaves).ravel()  # row-major, tree order within a row
-        lo, hi = self._starts[cells], self._starts[cells + 1]
-        count = hi - lo
-        total = int(count.sum())
-        at = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(total)  # the cells' entries, in order
-        row = np.repeat(np.repeat(np.arange(n, dtype=np.int64), leaves.shape[1]), count)
-        attributions = np.bincount(row * f + self._feature[at], weights=self._weight[at], minlength=n * f).reshape(n, f)
-        return np.column_stack([attributions, np.full(n, self.bias)])
-
-    def dense_contributions(self, X: np.ndarray) -> np.ndarray:
-        """`contributions` from the dense table and `Booster.predict` (the reference, for tests)."""
-        leaves = self.booster.predict(X, pred_leaf=True, num_threads=1).reshape(len(X), -1)  # type: ignore[attr-defined]
-        trees = np.arange(leaves.shape[1])
-        attributions = self.table[trees, leaves].sum(axis=1)
-        return np.column_stack([attributions, np.full(len(X), self.bias)])
-
-
-#: Up to this many rows (a request's shown offers) the leaves come from LightGBM's single-row path.
-_SINGLE_ROW_MAX = 32
-
-
-class _SingleRowLeaves:
-    """Leaf indices of a few float32 rows through LightGBM's single-row fast path.
-
-    Why: `Booster.predict(pred_leaf=True)` on the 3 shown offers of a request builds a predictor
-    and walks the Python wrapper per call (measured in a request sequence: ~0.17 ms per call);
-    `LGBM_BoosterPredictForMatSingleRowFast` keeps the predictor set up once here. Same library,
-    same trees, same leaves: `create` checks that on random rows (with NaNs, zeros and integer
-    codes) against `Booster.predict` and returns None (the caller keeps `predict`) on any
-    difference or C API failure. LightGBM serialises single-row calls on a booster with a lock.
-    """
-
-    def __init__(self, booster: object, n_trees: int) -> None:
-        import ctypes
-
-        from lightgbm.basic import _LIB, _c_str, _safe_call
-
-        self._ctypes, self._lib, self._safe_call = ctypes, _LIB, _safe_call
-        self.booster = booster  # keeps the booster (and its handle) alive as long as this config
-        self.n_features = int(booster.num_feature())  # type: ignore[attr-defined]
-        self.n_trees = n_trees
-        best = int(getattr(booster, "best_iteration", 0) or 0)  # what Booster.predict uses by default
-        handle = ctypes.c_void_p()
-        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-            booster._handle,  # type: ignore[attr-defined]
-            ctypes.c_int(2),  # C_API_PREDICT_LEAF_INDEX
-            ctypes.c_int(0),  # start_iteration
-            ctypes.c_int(best),  # num_iteration (<= 0: all)
-            ctypes.c_int(0),  # C_API_DTYPE_FLOAT32
-            ctypes.c_int32(self.n_features),
-            _c_str("num_threads=1"),
-            ctypes.byref(handle),
-        ))
-        self._handle = handle
-        self._free = _LIB.LGBM_FastConfigFree
-        self._predict = _LIB.LGBM_BoosterPredictForMatSingleRowFast
-        self._void_p = ctypes.c_void_p
-
-    def __del__(self) -> None:
-        handle = getattr(self, "_handle", None)
-        if handle is not None and handle.value:
-            self._free(handle)
-            self._handle = None
-
-    @classmethod
-    def create(cls, booster: object, n_trees: int) -> _SingleRowLeaves | None:
-        """The fast path if it gives `Booster.predict`'s leaves on a check sample, else None."""
-        try:
-            fast = cls(booster, n_trees)
-            rng = np.random.default_rng(0)
-            shape = (64, fast.n_features)
-            X = rng.normal(size=shape) * rng.choice([0.1, 1.0, 10.0, 100.0], size=(shape[0], 1))
-            X = np.where(rng.random(shape) < 0.3, np.round(np.abs(X)), X)  # integer codes (categorical splits)
-            X[rng.random(shape) < 0.1] = 0.0
-            X[rng.random(shape) < 0.1] = np.nan
-            X = X.astype(np.float32)
-            want = booster.predict(X, pred_leaf=True, num_threads=1).reshape(len(X), -1)  # type: ignore[attr-defined]
-            if want.shape[1] != n_trees or not np.array_equal(fast(X), want):
-                log.warning("LightGBM's single-row leaf path disagrees with Booster.predict: not used")
-                return None
-            return fast
-        except Exception as exc:  # noqa: BLE001 - any C API mismatch: Booster.predict still answers
-            log.warning("LightGBM's single-row leaf path unavailable (%s): using Booster.predict", type(exc).__name__)
-            return None
-
-    def __call__(self, X: np.ndarray) -> np.ndarray:
-        rows = np.ascontiguousarray(X, dtype=np.float32)
-        out = np.empty((len(rows), self.n_trees), dtype=np.float64)
-        out_len = self._ctypes.c_int64(0)
-        # Row pointers from the base addresses (numpy's `.ctypes.data_as` per row cost ~3 us each).
-        void_p, row_at, out_at = self._void_p, rows.ctypes.data, out.ctypes.data
-        row_step, out_step = rows.strides[0], out.strides[0]
-        length = self._ctypes.byref(out_len)
-        for i in range(len(rows)):
-            self._safe_call(self._predict(self._handle, void_p(row_at + i * row_step), length, void_p(out_at + i * out_step)))
-            if out_len.value != self.n_trees:
-                raise ValueError(f"LightGBM returned {out_len.value} leaves for {self.n_trees} trees")
-        return out.astype(np.int64)
-
-
-def _probabilities_ok(p: np.ndarray) -> bool:
-    return bool(len(p) == 0 or (np.all(np.isfinite(p)) and p.min() >= 0.0 and p.max() <= 1.0))
-
-
-@dataclass(frozen=True)
-class ReloadResult:
-    changed: bool
-    ok: bool
-    message: str
-    versions: dict[str, str] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------- engine
@@ -591,16 +254,16 @@ class DecisionEngine:
         `compile_models` (default: the settings'): also compile both forests (`with_compiled`)
         before returning; reloads compile afterwards, in the background, instead.
         """
-        columns = _check_model(propensity, CANDIDATE_FEATURES, "candidate")
+        columns = check_model(propensity, CANDIDATE_FEATURES, "candidate")
         churn_X = self._churn_inputs(churn)
         churn_p = np.asarray(churn.model.predict_proba_positive(churn_X), dtype=np.float64)  # type: ignore[attr-defined]
-        if not _probabilities_ok(churn_p):
+        if not probabilities_ok(churn_p):
             raise NboError(f"{churn.label} gives probabilities outside [0, 1] or not finite")  # type: ignore[attr-defined]
-        explainer = PathExplainer(propensity.model.booster_) if self.explain == "path" else None  # type: ignore[attr-defined]
+        explainer = propensity.model.path_explainer() if self.explain == "path" else None  # type: ignore[attr-defined]
         models = Models(propensity, churn, columns, churn_p, explainer,
                         scoring={"propensity": "not compiled", "churn": "not compiled"})
         sample = self._sample_scores(models)
-        if sample is not None and not _probabilities_ok(sample.p.ravel()):
+        if sample is not None and not probabilities_ok(sample.p.ravel()):
             raise NboError(f"{propensity.label} gives probabilities outside [0, 1] or not finite on a sample")  # type: ignore[attr-defined]
         if self._compile_wanted if compile_models is None else compile_models:
             models = self.with_compiled(models, sample)
@@ -608,7 +271,7 @@ class DecisionEngine:
 
     def _churn_inputs(self, churn: object) -> np.ndarray:
         """The materialised customer rows in the churn model's column order."""
-        columns = _check_model(churn, CUSTOMER_FEATURES, "customer")
+        columns = check_model(churn, CUSTOMER_FEATURES, "customer")
         return self._customer_matrix if columns is None else self._customer_matrix[:, columns]
 
     @property
@@ -624,15 +287,15 @@ class DecisionEngine:
         return self._score(sample, "web", None, self.features_as_of.to_pydatetime(), models, live=False)
 
     def with_compiled(self, models: Models, sample: _Scored | None = None) -> Models:
-        """`models` scoring with their forests compiled (serving.compiled), each checked against
+        """`models` scoring with their forests compiled (models.compiled), each checked against
         the booster on a sample (`sample`: `_sample_scores(models)` when already computed); a
         model that fails keeps its booster. Takes seconds per model."""
         churn_X = self._churn_inputs(models.churn)
         cache = self.settings.compiled_cache if self.settings is not None else None
-        churn_predict, churn_how = calibrated_predictor(models.churn.model, churn_X[:500], models.churn.label, cache)  # type: ignore[attr-defined]
+        churn_predict, churn_how = models.churn.model.fast_predictor(churn_X[:500], models.churn.label, cache)  # type: ignore[attr-defined]
         sample = sample if sample is not None else self._sample_scores(models)
         X = sample.X if sample is not None else None
-        predict, how = calibrated_predictor(models.propensity.model, X, models.propensity.label, cache)  # type: ignore[attr-defined]
+        predict, how = models.propensity.model.fast_predictor(X, models.propensity.label, cache)  # type: ignore[attr-defined]
         log.info("%s: %s; %s: %s", models.propensity.label, how, models.churn.label, churn_how)  # type: ignore[attr-defined]
         # Churn of every customer again, by the predictor batch chunks use (`with_features`): equal
         # to ~1e-16, but online and batch must agree to the last bit.
@@ -669,8 +332,8 @@ class DecisionEngine:
             return ReloadResult(False, True, "engine built without settings: nothing to reload")
         with self._reload_lock:
             try:
-                from training.registry import load_model
-                from training.tracking import resolve_tracking, version_by_alias
+                from models.registry import load_model
+                from models.tracking import resolve_tracking, version_by_alias
 
                 if self._client is None:
                     self._client = resolve_tracking(self.settings.tracking_uri).activate()
@@ -885,7 +548,7 @@ class DecisionEngine:
             yield
         except STORE_ERRORS as exc:
             self._store_retry_at = time.monotonic() + self.store_retry_s
-            cause = _store_cause(exc)
+            cause = store_cause(exc)
             log.warning("contact store unavailable (%s): %s", cause, type(exc).__name__)
             raise StoreUnavailable(cause, f"contact store unavailable ({cause})") from exc
         self._store_retry_at = 0.0

@@ -24,6 +24,7 @@ materialised features until it restarts; `POST /forget` erases the store only (d
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -37,9 +38,14 @@ import pyarrow.parquet as pq
 
 from nbo.data import read_table_file, write_parquet_atomic, write_table
 from nbo.errors import NboError
-from serving.engine import hash_id, open_store
+from serving.settings import open_store
 
 log = logging.getLogger(__name__)
+
+
+def hash_id(customer_id: str) -> str:
+    """What logs carry instead of a customer id."""
+    return hashlib.sha256(customer_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 ID_COLUMN = "customer_id"
 _REMOTE = ("redis://", "rediss://", "unix://")

@@ -1,6 +1,6 @@
 """The real-time service (BentoML 1.4): a thin HTTP layer over `serving.engine.DecisionEngine`.
 
-Started by `nbo serve` (nbo/cli/serve.py), which passes the settings in the environment:
+Started by `nbo serve` (cli/serve.py), which passes the settings in the environment:
 `NBO_SERVICE_SETTINGS` (JSON of `ServiceSettings`) and the API keys in `NBO_API_KEYS` or
 `NBO_API_KEYS_FILE`. Nothing is read at import time; each worker reads them once, in
 `Recommender.__init__` and `Guard.__init__`. See docs/service.md.
@@ -407,7 +407,8 @@ class Recommender:
     """POST /recommend, /feedback, /forget, /admin/reload; BentoML adds health, metrics, OpenAPI."""
 
     def __init__(self) -> None:
-        from serving.engine import DecisionEngine, EngineSettings
+        from serving.engine import DecisionEngine
+        from serving.settings import EngineSettings
 
         self.settings = ServiceSettings.from_env()
         self.metrics = _metrics()
@@ -426,7 +427,7 @@ class Recommender:
 
     def _warm_up(self) -> None:
         """Run a few decisions (nothing recorded), then freeze the heap so GC passes stay short."""
-        from serving.engine import StoreUnavailable
+        from serving.contact_store.errors import StoreUnavailable
 
         now = self.settings.now()
         ids = self.engine.features.index[: self.settings.warmup_customers].tolist()
@@ -486,7 +487,7 @@ class Recommender:
     def decide(self, customer_id: str, channel: str, k: int, context: RequestContext | None) -> RecommendResponse:
         """The /recommend handler (called by the Guard's fast path and by the BentoML route)."""
         from features import Context
-        from serving.engine import StoreUnavailable
+        from serving.contact_store.errors import StoreUnavailable
 
         ctx = Context(channel=channel, **(context.model_dump(exclude_none=True) if context else {}))  # type: ignore[arg-type]
         m = self.metrics
@@ -544,7 +545,7 @@ class Recommender:
 
         200 only once the outcome is committed; 503 (nothing recorded, retry) if the store failed.
         """
-        from serving.engine import StoreUnavailable
+        from serving.contact_store.errors import StoreUnavailable
 
         try:
             known = self.engine.record_outcome(decision_id, offer_id, outcome, self.settings.now())
@@ -562,7 +563,8 @@ class Recommender:
     @bentoml.api(route="/forget", input_spec=ForgetRequest)
     async def forget(self, customer_id: str) -> ForgetResponse:
         """Erase the customer's contact history and decision log (GDPR)."""
-        from serving.engine import StoreUnavailable, hash_id
+        from serving.contact_store.errors import StoreUnavailable
+        from serving.privacy import hash_id
 
         try:
             n = self.engine.forget(customer_id)

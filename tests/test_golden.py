@@ -79,7 +79,7 @@ def _canon(value: object) -> object:
 
 
 def _simulate(root: Path) -> Path:
-    from nbo.simulator import SimConfig, Simulator, write_simulation
+    from simulator import SimConfig, Simulator, write_simulation
 
     sim = Simulator(SimConfig(customers=1200, days=DAYS, start=START), seed=4)
     sim.run(progress=False)
@@ -90,8 +90,8 @@ def _simulate(root: Path) -> Path:
 def _train_models(data_dir: Path, scratch: Path) -> None:
     """Only when re-recording with NBO_GOLDEN_RETRAIN=1: fit both models, keep them as text."""
     from nbo.data import load_dataset
-    from training.registry import load_model
-    from training.tracking import MODEL_NAMES, resolve_tracking
+    from models.registry import load_model
+    from models.tracking import MODEL_NAMES, resolve_tracking
     from training.train import TrainConfig, fit_and_log
 
     data = load_dataset(data_dir)
@@ -110,7 +110,7 @@ def _train_models(data_dir: Path, scratch: Path) -> None:
 
 
 def _model(which: str):  # type: ignore[no-untyped-def]
-    from training.model import CalibratedBooster
+    from models.calibrated import CalibratedBooster
 
     spec = json.loads((GOLDEN / "models" / f"{which}.json").read_text())
     model = CalibratedBooster(feature_names=spec["feature_names"])
@@ -127,8 +127,9 @@ def _register(tracking_uri: str) -> None:
     import mlflow
 
     from features import FEATURE_SET
-    from training.model import NboPyfunc
-    from training.tracking import CHAMPION, MODEL_NAMES, register, resolve_tracking
+    from models.calibrated import NboPyfunc
+    from models.tracking import CHAMPION, MODEL_NAMES, resolve_tracking
+    from training.registry import register
 
     tracking = resolve_tracking(tracking_uri)
     client = tracking.activate()
@@ -141,7 +142,8 @@ def _register(tracking_uri: str) -> None:
 
 def _online(root: Path, data_dir: Path, features: Path, tracking_uri: str) -> list[object]:
     from features import Context
-    from serving.engine import DecisionEngine, EngineSettings
+    from serving.engine import DecisionEngine
+    from serving.settings import EngineSettings
 
     settings = EngineSettings(data_dir=data_dir, features_path=features, tracking_uri=tracking_uri,
                               policy_path=root / "policy.toml", store=str(root / "online.db"), compile_models=False)
@@ -165,7 +167,7 @@ def _online(root: Path, data_dir: Path, features: Path, tracking_uri: str) -> li
 
 def _batch(root: Path, data_dir: Path, features: Path, tracking_uri: str) -> dict[str, object]:
     """Two campaigns on one store: the second, three days later, meets the first one's caps."""
-    from nbo.cli import app
+    from cli import app
 
     got: dict[str, object] = {}
     for n, clock in ((1, CLOCKS[0]), (2, CLOCKS[2])):
@@ -187,16 +189,16 @@ def _batch(root: Path, data_dir: Path, features: Path, tracking_uri: str) -> dic
 def _ope(data_dir: Path, root: Path) -> dict[str, object]:
     from nbo.data import load_dataset
     from serving.policy import load_policy
-    from training.evaluate import evaluate
+    from evaluation.evaluate import evaluate
 
     result = evaluate(load_dataset(data_dir), _model("propensity"), load_policy(root / "policy.toml"))
     return result.metrics()
 
 
 def _closed_loop(root: Path) -> dict[str, object]:
-    from nbo.simulator import SimConfig
+    from simulator import SimConfig
     from serving.policy import load_policy
-    from training.policy_sim import compare_policies
+    from evaluation.policy_sim import compare_policies
 
     runs, _ = compare_policies(SimConfig(customers=300, days=40, start=START), 7, load_policy(root / "policy.toml"),
                                names=("random", "oracle", "oracle_fatigue_caps"))

@@ -1,4 +1,4 @@
-"""Loading registered models and promoting a challenger: an alias move, never a retrain.
+"""The registry's write side: registering a fitted model and promoting a challenger (an alias move, never a retrain).
 
 `promote` compares challenger and champion on the challenger's validation sample (logged with its
 run), so both are judged on the same rows. "At least as good" means AUC not lower and Brier score
@@ -16,50 +16,16 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nbo.errors import NboError
 from training.metrics import binary_metrics
-from training.model import CalibratedBooster, NboPyfunc
-from training.tracking import CHALLENGER, CHAMPION, version_by_alias
+from models.registry import LoadedModel, latest_gate, load_model
+from models.tracking import CHALLENGER, CHAMPION, version_by_alias
 
 log = logging.getLogger(__name__)
 
 TOLERANCE = 0.001
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A registered model version, unwrapped for fast NumPy inference."""
-
-    name: str
-    version: str
-    run_id: str
-    model: CalibratedBooster
-    feature_set_version: str
-
-    @property
-    def feature_names(self) -> list[str]:
-        return list(self.model.feature_names_in_)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}/{self.version}"
-
-
-def load_model(client: MlflowClient, name: str, alias: str = CHAMPION, version: str | None = None) -> LoadedModel:
-    """Load `name@alias` (or an explicit version) from the registry."""
-    try:
-        mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        what = f"version {version}" if version else f"alias @{alias}"
-        raise NboError(f"model {name} has no {what} in the registry (train first: nbo train)") from None
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
-    wrapped = pyfunc.unwrap_python_model()
-    if not isinstance(wrapped, NboPyfunc):
-        raise NboError(f"{name}/{mv.version} is not an nbo model")
-    return LoadedModel(name, str(mv.version), str(mv.run_id), wrapped.model, wrapped.feature_set_version)
 
 
 @dataclass(frozen=True)
@@ -96,7 +62,7 @@ def promote(client: MlflowClient, name: str, force: bool = False, require_ope: b
     """Move `champion` to the current `challenger` if it is at least as good (or `force`).
 
     `require_ope`: also require the latest off-policy evaluation of challenger vs champion
-    (`nbo evaluate`, training/evaluate.py) to have passed its gate: the challenger's DR lower
+    (`nbo evaluate`, evaluation/evaluate.py) to have passed its gate: the challenger's DR lower
     bound on expected value per decision above the champion's DR estimate, and not flagged as
     too uncertain. Without such a run the challenger is not promoted.
     """
@@ -128,8 +94,6 @@ def promote(client: MlflowClient, name: str, force: bool = False, require_ope: b
         if not ok:
             reason = "challenger is worse " + reason
         if ok and require_ope:
-            from training.evaluate import latest_gate
-
             gate = latest_gate(client, f"{name}/{challenger_v}", f"{name}/{champion_v}")
             if gate is None:
                 ok, reason = False, (f"no off-policy evaluation of {name}/{challenger_v} against "
@@ -142,3 +106,14 @@ def promote(client: MlflowClient, name: str, force: bool = False, require_ope: b
         client.set_registered_model_alias(name, CHAMPION, challenger_v)
         log.info("promoted %s/%s to champion", name, challenger_v)
     return Promotion(ok, reason, challenger_v, champion_v, metrics)
+
+
+def register(client: MlflowClient, model_uri: str, name: str, alias: str = CHALLENGER) -> str:
+    """Register a logged model as a new version of `name` and point `alias` at it.
+
+    The alias moves only once the version is READY: a failed registration moves no alias.
+    """
+    version = mlflow.register_model(model_uri, name)
+    client.set_registered_model_alias(name, alias, version.version)
+    log.info("registered %s version %s as %s", name, version.version, alias)
+    return str(version.version)

@@ -28,9 +28,10 @@ from features import FEATURE_SET
 from nbo.data import Dataset
 from nbo.errors import NboError
 from training.datasets import TrainingSet, churn_set, propensity_set, time_split
-from training.model import CalibratedBooster, NboPyfunc
+from models.calibrated import CalibratedBooster, NboPyfunc
 from training.report import Report, build_report
-from training.tracking import CHALLENGER, MODEL_NAMES, Tracking, register
+from models.tracking import CHALLENGER, MODEL_NAMES, Tracking
+from training.registry import register
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features import FEATURE_SET, FeatureSet, build_customer_features, check_feature_set, read_materialised, write_materialised
-from nbo.cli import app
+from cli import app
 from nbo.data import write_dataset
 from nbo.errors import NboError
 from tests.features.conftest import AS_OF

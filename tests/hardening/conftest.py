@@ -36,9 +36,9 @@ class TinyWorld:
 def _build(root: Path) -> TinyWorld:
     from features import build_customer_features, write_materialised
     from nbo.data import load_dataset
-    from nbo.simulator import SimConfig, Simulator, write_simulation
+    from simulator import SimConfig, Simulator, write_simulation
     from training.registry import promote
-    from training.tracking import MODEL_NAMES, resolve_tracking
+    from models.tracking import MODEL_NAMES, resolve_tracking
     from training.train import TrainConfig, fit_and_log
 
     sim = Simulator(SimConfig(customers=CUSTOMERS, days=DAYS, start=START), seed=1)

@@ -10,7 +10,7 @@ Each (command, broken input) pair must end in one of two ways:
   on data that fails the contract; only unreadable files stop them).
 
 Commands run in process through Typer's CliRunner (fast; `nbo serve` with `os.execve` replaced,
-so a pass means "BentoML would have been started"), and a few through the real `python -m nbo` in a
+so a pass means "BentoML would have been started"), and a few through the real `python -m cli` in a
 subprocess, to prove that nothing but the one line reaches stderr. The tiny world (conftest.py) is
 built once per session; every test breaks its own copy of the data.
 """
@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from nbo.cli import app
+from cli import app
 from nbo.data import load_table, write_table
 from tests.hardening.conftest import AS_OF, NOW, TinyWorld
 
@@ -488,7 +488,7 @@ def test_a_million_rows_for_one_customer_in_bounded_memory(heavy_customer: Path,
     """`nbo features` in its own process: its peak memory (max RSS) stays bounded (measured ~450 MiB)."""
     out, peak = tmp_path / "features.parquet", tmp_path / "peak_kib.txt"
     with open(tmp_path / "stderr.txt", "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-c", _PEAK_RSS, str(peak), sys.executable, "-m", "nbo", "features",
+        proc = subprocess.Popen([sys.executable, "-c", _PEAK_RSS, str(peak), sys.executable, "-m", "cli", "features",
                                  "--data", str(heavy_customer), "--as-of", AS_OF.isoformat(), "--out", str(out)],
                                 stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT, start_new_session=True)
         timer = threading.Timer(HEAVY_BOUND_S, os.killpg, (proc.pid, 9))  # the wrapper and the command
@@ -511,7 +511,7 @@ def test_a_million_rows_for_one_customer_in_bounded_memory(heavy_customer: Path,
 )
 def test_real_process_prints_one_line_and_no_traceback(command: str, case: str, tiny_world: TinyWorld,
                                                        tmp_path: Path) -> None:
-    """The real `python -m nbo` (a real `nbo serve` too): exit 2, stderr is the one error line and
+    """The real `python -m cli` (a real `nbo serve` too): exit 2, stderr is the one error line and
     nothing else (no traceback, no BentoML worker started)."""
     data, features = _prepare(tiny_world, tmp_path)
     found = {c.name: c for c in DATA_CASES + FEATURE_CASES}[case]
@@ -519,7 +519,7 @@ def test_real_process_prints_one_line_and_no_traceback(command: str, case: str, 
     before = _tree(tmp_path)
     env = {**os.environ, "NBO_API_KEYS": "hardening-test-key", "PYTHONWARNINGS": "ignore"}
     args = _args(command, tiny_world, tmp_path, data, features)
-    proc = subprocess.Popen([sys.executable, "-m", "nbo", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=60)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from nbo.cli import app
+from cli import app
 from nbo.data import load_dataset, write_dataset
 from nbo.errors import DataError
 

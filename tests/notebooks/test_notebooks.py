@@ -11,8 +11,8 @@ import pytest
 from nbclient import NotebookClient
 
 from nbo.data import load_dataset
-from nbo.simulator import SimConfig, Simulator, write_simulation
-from training.tracking import resolve_tracking
+from simulator import SimConfig, Simulator, write_simulation
+from models.tracking import resolve_tracking
 from training.train import TrainConfig, fit_and_log
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"

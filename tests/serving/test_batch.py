@@ -23,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features import read_materialised
-from nbo.cli import app
+from cli import app
 from serving.batch import OUTPUT_COLUMNS, BatchJob, open_engine, plan_chunk, reserve_plan
 from serving.engine import DecisionEngine
 from tests.serving.test_engine import NOW, World, build_world
@@ -124,7 +124,7 @@ def test_kill_9_half_way_then_rerun_completes_without_duplicates(world: World, d
                                                                  tmp_path: Path) -> None:
     out, store = tmp_path / "offers.parquet", tmp_path / "contacts.db"
     work = tmp_path / "offers.parquet.work"
-    cmd = [sys.executable, "-m", "nbo", *args(world, out, store, "--campaign", "killed", "--chunk-size", "20")]
+    cmd = [sys.executable, "-m", "cli", *args(world, out, store, "--campaign", "killed", "--chunk-size", "20")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

@@ -33,7 +33,7 @@ def dur_world(tmp_path_factory: pytest.TempPathFactory) -> World:
 def test_acknowledged_feedback_survives_kill_9(dur_world: World, tmp_path_factory: pytest.TempPathFactory) -> None:
     from features import read_materialised
     from serving.contact_store import SQLiteContactStore
-    from serving.engine import latest_features_file
+    from serving.settings import latest_features_file
 
     work = tmp_path_factory.mktemp("durability")
     db = work / "contacts.db"
@@ -101,7 +101,7 @@ def test_acknowledged_feedback_survives_kill_9(dur_world: World, tmp_path_factor
 
 def test_serve_refuses_to_start_without_an_api_key(dur_world: World, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("NBO_API_KEYS", "NBO_API_KEYS_FILE")}
-    cmd = [sys.executable, "-m", "nbo", "serve", "--data", str(dur_world.data), "--features", str(dur_world.features),
+    cmd = [sys.executable, "-m", "cli", "serve", "--data", str(dur_world.data), "--features", str(dur_world.features),
            "--tracking-uri", dur_world.tracking_uri, "--store", str(tmp_path / "c.db"), "--port", "1"]
     for extra in ({}, {"NBO_API_KEYS": " , "}, {"NBO_API_KEYS_FILE": str(tmp_path / "empty-keys")}):
         (tmp_path / "empty-keys").write_text("# no key here\n\n")

@@ -17,7 +17,9 @@ import pytest
 
 from features import CANDIDATE_FEATURES, Context, candidate_matrix
 from nbo.errors import NboError
-from serving.engine import DecisionEngine, EngineSettings, PathExplainer
+from models.explain import PathExplainer
+from serving.engine import DecisionEngine
+from serving.settings import EngineSettings
 
 START = date(2025, 1, 1)
 DAYS = 240
@@ -49,9 +51,9 @@ class World:
 def _build(root: Path) -> World:
     from features import build_customer_features, write_materialised
     from nbo.data import load_dataset
-    from nbo.simulator import SimConfig, Simulator, write_simulation
+    from simulator import SimConfig, Simulator, write_simulation
     from training.registry import promote
-    from training.tracking import MODEL_NAMES, resolve_tracking
+    from models.tracking import MODEL_NAMES, resolve_tracking
     from training.train import TrainConfig, fit_and_log
 
     sim = Simulator(SimConfig(customers=1500, days=DAYS, start=START), seed=1)

@@ -28,7 +28,8 @@ import pandas as pd
 import pytest
 import redis
 
-from serving.engine import DecisionEngine, StoreUnavailable
+from serving.contact_store.errors import StoreUnavailable
+from serving.engine import DecisionEngine
 from tests.serving.helpers import kill_process_tree
 from tests.serving.test_engine import NOW, World, build_world
 
@@ -69,7 +70,7 @@ def start_serve(world: World, work: Path, store: str, *extra: str, workers: int 
     env = {**os.environ, "NBO_API_KEYS": KEY}
     env.pop("NBO_API_KEYS_FILE", None)
     log = work / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "nbo", "serve", "--data", str(world.data), "--features", str(world.features),
+    cmd = [sys.executable, "-m", "cli", "serve", "--data", str(world.data), "--features", str(world.features),
            "--tracking-uri", world.tracking_uri, "--store", store, "--port", str(port), "--workers", str(workers),
            "--state-dir", str(work / "state"), "--clock-start", pd.Timestamp(NOW).isoformat(), *extra]
     with open(log, "wb") as out:
@@ -231,7 +232,7 @@ def _redis(port: int, workdir: Path) -> subprocess.Popen:
 def test_redis_stopped_restarted_and_frozen_under_load(faults_world: World, tmp_path_factory: pytest.TempPathFactory) -> None:
     from features import read_materialised
     from serving.contact_store import RedisContactStore
-    from serving.engine import latest_features_file
+    from serving.settings import latest_features_file
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server binary not found on PATH")
@@ -312,7 +313,7 @@ def test_redis_stopped_restarted_and_frozen_under_load(faults_world: World, tmp_
 def test_locked_sqlite_store_under_load(faults_world: World, tmp_path_factory: pytest.TempPathFactory) -> None:
     from features import read_materialised
     from serving.contact_store import SQLiteContactStore
-    from serving.engine import latest_features_file
+    from serving.settings import latest_features_file
 
     work = tmp_path_factory.mktemp("faults-sqlite")
     db = work / "contacts.db"

@@ -53,7 +53,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     from features import read_materialised
-    from serving.engine import latest_features_file
+    from serving.settings import latest_features_file
 
     world = build_world(tmp_path_factory)
     work = tmp_path_factory.mktemp("serve")
@@ -61,7 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {**os.environ, "NBO_API_KEYS": f"other-key,{KEY}"}
     env.pop("NBO_API_KEYS_FILE", None)
     log = work / "server.log"
-    cmd = [sys.executable, "-m", "nbo", "serve", "--data", str(world.data), "--features", str(world.features),
+    cmd = [sys.executable, "-m", "cli", "serve", "--data", str(world.data), "--features", str(world.features),
            "--tracking-uri", world.tracking_uri, "--store", str(work / "contacts.db"), "--port", str(port),
            "--workers", "2", "--reload-interval", "2", "--state-dir", str(work / "state"),
            "--clock-start", pd.Timestamp(NOW).isoformat()]

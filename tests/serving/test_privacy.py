@@ -1,6 +1,6 @@
 """GDPR access and erasure (`nbo export` / `nbo forget`) on a small simulated world.
 
-The world: 80 customers x 40 days (nbo.simulator), the data directory in mixed formats (events as
+The world: 80 customers x 40 days (simulator), the data directory in mixed formats (events as
 CSV, the rest Parquet), two materialised feature snapshots in a directory, and a SQLite contact
 store filled through the store API. Everything the export lists is erased; nothing else changes.
 """
@@ -18,11 +18,11 @@ import pytest
 from typer.testing import CliRunner
 
 from features import build_customer_features, materialised_meta, read_materialised, write_materialised
-from nbo.cli import app
+from cli import app
 from nbo.data import load_dataset, load_table, write_table
-from nbo.simulator import SimConfig, Simulator, write_simulation
+from simulator import SimConfig, Simulator, write_simulation
 from serving.contact_store import OfferRef, SQLiteContactStore
-from serving.engine import hash_id
+from serving.privacy import hash_id
 from serving.policy import ContactPolicy
 
 runner = CliRunner()

@@ -14,12 +14,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from nbo.cli import app
+from cli import app
 from nbo.data import load_dataset
 from nbo.errors import NboError
-from nbo.simulator import SimConfig, Simulator, write_simulation
-from training.registry import load_model, promote
-from training.tracking import CHALLENGER, CHAMPION, CHURN_MODEL, PROPENSITY_MODEL, resolve_tracking, version_by_alias
+from simulator import SimConfig, Simulator, write_simulation
+from models.registry import load_model
+from training.registry import promote
+from models.tracking import CHALLENGER, CHAMPION, CHURN_MODEL, PROPENSITY_MODEL, resolve_tracking, version_by_alias
 from training.train import TrainConfig, fit_and_log
 
 DAYS = 300

@@ -1,0 +1,232 @@
+"""`nbo serve`: the real-time decision service (BentoML) on a host and port.
+
+The settings travel to BentoML's worker processes in the environment (`NBO_SERVICE_SETTINGS`,
+plus `BENTOML_CONFIG_OVERRIDES` for workers, timeout and access log); API keys come from
+`NBO_API_KEYS` / `NBO_API_KEYS_FILE` and are never written anywhere by this command.
+`run_demo_service` is what `nbo demo` calls at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import typer
+
+from cli._app import app, user_errors
+from nbo.errors import NboError
+
+#: Workers per service. Measured on 2 cores (docs/service.md): 2 workers hold p99 at higher rates.
+DEFAULT_WORKERS = 2
+DEFAULT_TIMEOUT_S = 2.0
+#: Longest wait on the contact store per call (SQLite busy timeout, Redis socket timeout): a hung
+#: store turns into a degraded answer well within the request timeout (docs/service.md §2).
+DEFAULT_STORE_TIMEOUT_S = 0.5
+#: Seconds between WAL checkpoints of the SQLite store, from a background thread of each worker
+#: (not on the request that commits past 1,000 pages: measured, docs/service.md §7).
+DEFAULT_STORE_CHECKPOINT_S = 0.5
+SERVICE_TARGET = "serving.service:Recommender"
+SERVICE_NAME = "nbo"
+#: Paths OpenTelemetry's middleware skips: all of them (a regular expression per entry).
+TRACING_EXCLUDED = ["."]
+
+
+def service_settings(
+    data: Path,
+    features: Path,
+    tracking_uri: str | None,
+    policy: Path | None,
+    store: str,
+    state_dir: Path,
+    reload_interval_s: float = 60.0,
+    max_body_bytes: int = 16 * 1024,
+    clock_start: datetime | None = None,
+    store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
+) -> dict[str, object]:
+    """The JSON-able `ServiceSettings` (checked here so mistakes fail before any worker starts)."""
+    from serving.settings import EngineSettings, latest_features_file
+    from serving.service import ServiceSettings
+
+    data = data.resolve()
+    if not data.is_dir():
+        raise NboError(f"--data {data} is not a directory")
+    features_file = latest_features_file(features.resolve())
+    if not features_file.exists():
+        raise NboError(f"--features {features_file} does not exist (run `nbo features`)")
+    from cli._preflight import check_service_inputs
+
+    check_service_inputs(data, features_file, store)  # bad data: one line and exit 2, not a crashing worker
+    if policy is not None:
+        from serving.policy import load_policy
+
+        load_policy(policy)  # raises ConfigError naming the key
+        policy = policy.resolve()
+    if not store.startswith(("redis://", "rediss://", "unix://")):
+        store = str(Path(store.removeprefix("sqlite:///")).resolve())
+    if tracking_uri is None:
+        from models.tracking import resolve_tracking
+
+        tracking_uri = resolve_tracking(None).uri
+    engine = EngineSettings(
+        data_dir=data, features_path=features_file, tracking_uri=tracking_uri, policy_path=policy, store=store,
+        store_timeout_s=store_timeout_s, store_checkpoint_s=DEFAULT_STORE_CHECKPOINT_S,
+    )
+    settings = ServiceSettings(
+        engine=json.loads(engine.model_dump_json()),
+        reload_interval_s=reload_interval_s,
+        max_body_bytes=max_body_bytes,
+        state_dir=state_dir.resolve(),
+        clock_start=clock_start,
+        clock_anchor=time.time() if clock_start is not None else None,
+    )
+    return json.loads(settings.model_dump_json())
+
+
+def service_command(host: str, port: int) -> list[str]:
+    root = Path(__file__).resolve().parents[2]
+    return [sys.executable, "-m", "bentoml", "serve", SERVICE_TARGET, "--host", host, "--port", str(port),
+            "--working-dir", str(root)]
+
+
+def service_env(settings: dict[str, object], workers: int, timeout_s: float, access_log: bool,
+                base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env["NBO_SERVICE_SETTINGS"] = json.dumps(settings)
+    env["BENTOML_CONFIG_OVERRIDES"] = json.dumps(
+        {"services": {SERVICE_NAME: {"workers": workers, "traffic": {"timeout": timeout_s},
+                                     "logging": {"access": {"enabled": access_log}},
+                                     # No trace is sampled (sample rate 0), yet OpenTelemetry's ASGI
+                                     # middleware builds three spans per request: skip it (measured).
+                                     "tracing": {"excluded_urls": TRACING_EXCLUDED}}}}
+    )
+    env["BENTOML_DO_NOT_TRACK"] = "True"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 120.0) -> None:
+    """Poll `url/readyz` until 200; raise NboError if the process dies or time runs out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise NboError(f"the service exited with status {proc.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise NboError(f"the service at {url} was not ready after {timeout_s:.0f} s")
+
+
+@app.command()
+@user_errors
+def serve(
+    data: Path = typer.Option(..., "--data", help="Data directory (offers, consents, contacts tables)."),
+    features: Path = typer.Option(Path("features"), "--features",
+                                  help="Materialised features file, or a directory: the latest file in it."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri",
+                                     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)."),
+    policy: Path = typer.Option(None, "--policy", help="policy.toml (default: the built-in default policy)."),
+    store: str = typer.Option("nbo-contacts.db", "--store", help="Contact store: a SQLite file, or redis://host:port/db."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 exposes the service)."),
+    port: int = typer.Option(3000, "--port", min=1, max=65535),
+    workers: int = typer.Option(DEFAULT_WORKERS, "--workers", min=1, max=64, help="Worker processes."),
+    timeout: float = typer.Option(DEFAULT_TIMEOUT_S, "--timeout", min=0.1, max=60, help="Per-request timeout (s)."),
+    reload_interval: float = typer.Option(60.0, "--reload-interval", min=1, help="Seconds between champion checks."),
+    max_body_kib: int = typer.Option(16, "--max-body-kib", min=1, max=1024, help="Largest request body (KiB)."),
+    clock_start: str = typer.Option(None, "--clock-start",
+                                    help="Simulated clock: the service's 'now' starts at this UTC time and advances in real time."),
+    state_dir: Path = typer.Option(Path(".nbo-service"), "--state-dir", help="Where workers coordinate reloads."),
+    access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="BentoML access log (costs latency)."),
+    store_timeout: float = typer.Option(DEFAULT_STORE_TIMEOUT_S, "--store-timeout", min=0.01, max=30,
+                                        help="Longest wait on the contact store per call (s); then the answer is degraded."),
+) -> None:
+    """Serve POST /recommend, /feedback, /forget, /admin/reload (API key required) and health/metrics."""
+    from serving.service import load_api_keys
+
+    if not load_api_keys():
+        raise NboError("no API keys: set NBO_API_KEYS (comma-separated) or NBO_API_KEYS_FILE (one key per line)")
+    start = None
+    if clock_start:
+        from cli.options import parse_as_of
+
+        start = parse_as_of(clock_start, "--clock-start").to_pydatetime()
+    settings = service_settings(data, features, tracking_uri, policy, store, state_dir, reload_interval,
+                                max_body_kib * 1024, start, store_timeout)
+    env = service_env(settings, workers, timeout, access_log)
+    cmd = service_command(host, port)
+    typer.echo(f"nbo service on http://{host}:{port} ({workers} worker(s)); Ctrl-C stops it", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(cmd[0], cmd, env)  # BentoML takes over this process: signals reach it directly
+
+
+def run_demo_service(directory: Path, data_dir: Path, features_path: Path, port: int = 3000,
+                     as_of: object | None = None) -> None:
+    """Start the service for `nbo demo`, print a ready-to-paste curl and its answer, serve until Ctrl-C."""
+    import httpx
+    import pandas as pd
+
+    from features import read_materialised
+
+    directory = Path(directory).resolve()
+    key = secrets.token_urlsafe(24)
+    key_file = directory / "api-key.txt"
+    key_file.write_text(key + "\n", encoding="utf-8")
+    key_file.chmod(0o600)
+    from models.tracking import resolve_tracking
+
+    tracking_uri = resolve_tracking(None, workdir=directory).uri  # where `nbo demo` trained
+    # `nbo demo` simulates up to today, so the real clock fits; an older world gets a simulated
+    # clock starting at its as_of (otherwise every offer would be out of its validity window).
+    clock = None
+    if as_of is not None and pd.Timestamp.now(tz="UTC").tz_localize(None) - pd.Timestamp(as_of) > pd.Timedelta(days=2):
+        clock = (pd.Timestamp(as_of) + pd.Timedelta(hours=10)).to_pydatetime()
+    settings = service_settings(Path(data_dir), Path(features_path), tracking_uri, None,
+                                str(directory / "contacts.db"), directory / "service-state", clock_start=clock)
+    env = service_env(settings, DEFAULT_WORKERS, DEFAULT_TIMEOUT_S, access_log=False)
+    env.pop("NBO_API_KEYS", None)
+    env["NBO_API_KEYS_FILE"] = str(key_file)
+    log_path = directory / "service.log"
+    url = f"http://127.0.0.1:{port}"
+    typer.secho(f"\n== 5. serve on {url} (log: {log_path})", bold=True)
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(service_command("127.0.0.1", port), env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            try:
+                wait_ready(url, proc, timeout_s=180)
+            except NboError as exc:
+                raise NboError(f"{exc}; see {log_path}") from None
+            frame, _ = read_materialised(settings["engine"]["features_path"])  # type: ignore[index]
+            active = frame[frame["recency_days"] < 30] if "recency_days" in frame else frame
+            customer = str((active if len(active) else frame).index[0])
+            body = {"customer_id": customer, "channel": "web", "k": 3,
+                    "context": {"page_category": "travel", "device": "mobile"}}
+            curl = (f"curl -s -X POST {url}/recommend -H 'Content-Type: application/json' "
+                    f"-H \"Authorization: Bearer $(cat {shlex.quote(str(key_file))})\" "
+                    f"-d {shlex.quote(json.dumps(body))}")
+            answer = httpx.post(f"{url}/recommend", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+            typer.echo(f"   API key in {key_file} (as of {pd.Timestamp(as_of).date() if as_of is not None else 'now'})")
+            typer.echo(f"   try it:\n\n{curl}\n")
+            typer.echo(json.dumps(answer.json(), indent=2))
+            typer.echo(f"\n   OpenAPI: {url}/docs.json (with the key), metrics: {url}/metrics. Ctrl-C stops the service.")
+            proc.wait()
+        except KeyboardInterrupt:
+            typer.echo("\nstopping the service ...")
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()

@@ -1,0 +1,153 @@
+"""Off-policy estimators: the value a target policy would have had on decisions logged by another.
+
+For logged decision i the logging policy chose action a_i with probability mu_i (`propensity`)
+and we observed reward r_i. The target policy would choose a_i with probability pi_i; w_i =
+pi_i / mu_i. Per decision (the unit of every estimate):
+
+    IPS    = mean(w_i r_i)
+    SNIPS  = sum(w_i r_i) / sum(w_i)
+    DR     = mean( sum_a pi(a|x_i) q(x_i, a)  +  w_i (r_i - q(x_i, a_i)) )
+
+where q is a reward model (for nbo: the candidate's own propensity model, q = p_accept x value -
+cost for the expected-value reward, q = p_accept for the acceptance reward). "No offer" is an
+action too: when the target policy would make no offer its reward is 0, so it contributes only
+through the direct term.
+
+Confidence intervals are CLT intervals on the per-decision terms (for SNIPS the delta method
+on the ratio); `bootstrap_interval` is there for a check. Diagnostics that say when a number must
+not be trusted: the effective sample size (sum w)^2 / sum w^2, the largest weight's share of the
+total, and how many logged decisions the target policy could have made at all (w > 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+Z_95 = 1.959963984540054
+#: An estimate is flagged as too uncertain when any of these holds.
+MIN_MATCHES = 200  # decisions with w > 0
+MIN_ESS = 100.0  # effective sample size of the weights
+MAX_WEIGHT_SHARE = 0.05  # largest weight / sum of weights
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A value per decision with its 95 % confidence interval."""
+
+    name: str
+    value: float
+    low: float
+    high: float
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    n: int  # logged decisions
+    matches: int  # decisions the target policy could have made (w > 0)
+    ess: float  # effective sample size (sum w)^2 / sum w^2
+    max_weight: float
+    max_weight_share: float  # largest weight / sum of weights
+    mean_weight: float  # ~1 when the weights are right (support and propensities)
+
+    def warnings(self) -> list[str]:
+        """Plain reasons why an estimate on these weights should not decide anything."""
+        out = []
+        if self.matches < MIN_MATCHES:
+            out.append(f"only {self.matches} logged decisions match what the target policy would do "
+                       f"(need {MIN_MATCHES})")
+        if self.ess < MIN_ESS:
+            out.append(f"effective sample size {self.ess:.0f} < {MIN_ESS:.0f}")
+        if self.max_weight_share > MAX_WEIGHT_SHARE:
+            out.append(f"one decision carries {self.max_weight_share:.0%} of the total weight "
+                       f"(max weight {self.max_weight:.1f})")
+        return out
+
+
+def _check(pi: np.ndarray, mu: np.ndarray, reward: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pi, mu, reward = (np.asarray(a, dtype=float) for a in (pi, mu, reward))
+    if not (pi.shape == mu.shape == reward.shape) or pi.ndim != 1:
+        raise ValueError("pi, mu and reward must be 1-d arrays of equal length")
+    if len(mu) and not ((mu > 0) & (mu <= 1)).all():
+        raise ValueError("logging propensities must be in (0, 1]")
+    if len(pi) and not ((pi >= 0) & (pi <= 1)).all():
+        raise ValueError("target probabilities must be in [0, 1]")
+    return pi, mu, reward
+
+
+def mean_interval(name: str, terms: np.ndarray) -> Estimate:
+    n = len(terms)
+    if n == 0:
+        return Estimate(name, float("nan"), float("nan"), float("nan"))
+    mean = float(terms.mean())
+    se = float(terms.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
+    return Estimate(name, mean, mean - Z_95 * se, mean + Z_95 * se)
+
+
+def weights(pi: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    return np.asarray(pi, dtype=float) / np.asarray(mu, dtype=float)
+
+
+def ips(pi: np.ndarray, mu: np.ndarray, reward: np.ndarray) -> Estimate:
+    """Inverse propensity scoring: unbiased when mu > 0 wherever pi > 0."""
+    pi, mu, reward = _check(pi, mu, reward)
+    return mean_interval("ips", pi / mu * reward)
+
+
+def snips(pi: np.ndarray, mu: np.ndarray, reward: np.ndarray, coverage: np.ndarray | None = None) -> Estimate:
+    """Self-normalised IPS: sum(w r) / sum(w); a little biased, much less variable.
+
+    `coverage` (per decision: the target's probability of making any offer, 1 - P(no offer))
+    handles the "no offer" action, whose reward (0) is known and never logged: E[w] is then
+    mean(coverage), not 1, so the ratio is scaled by it. Default: the target always makes an offer.
+    """
+    pi, mu, reward = _check(pi, mu, reward)
+    w = pi / mu
+    n, total = len(w), float(w.sum())
+    scale = 1.0 if coverage is None else float(np.mean(coverage))
+    if n == 0 or total <= 0:
+        return Estimate("snips", 0.0 if n and scale == 0 else float("nan"), float("nan"), float("nan"))
+    value = float((w * reward).sum() / total)
+    # delta method: se of the ratio = sqrt(sum (w (r - value))^2) / sum(w)
+    resid = w * (reward - value)
+    se = float(np.sqrt((resid**2).sum()) / total) if n > 1 else float("inf")
+    return Estimate("snips", scale * value, scale * (value - Z_95 * se), scale * (value + Z_95 * se))
+
+
+def doubly_robust(pi: np.ndarray, mu: np.ndarray, reward: np.ndarray, q_logged: np.ndarray,
+                  direct: np.ndarray) -> Estimate:
+    """Doubly robust: `direct` = sum_a pi(a|x) q(x, a) per decision (the reward model's value of
+    the target policy), corrected by w (r - q(x, a_logged)). Unbiased if either the weights or
+    the reward model are right."""
+    pi, mu, reward = _check(pi, mu, reward)
+    q_logged, direct = np.asarray(q_logged, dtype=float), np.asarray(direct, dtype=float)
+    if q_logged.shape != pi.shape or direct.shape != pi.shape:
+        raise ValueError("q_logged and direct must have one value per decision")
+    return mean_interval("dr", direct + pi / mu * (reward - q_logged))
+
+
+def diagnostics(pi: np.ndarray, mu: np.ndarray) -> Diagnostics:
+    w = weights(pi, mu)
+    total, sq = float(w.sum()), float((w**2).sum())
+    return Diagnostics(
+        n=len(w),
+        matches=int((w > 0).sum()),
+        ess=total**2 / sq if sq > 0 else 0.0,
+        max_weight=float(w.max()) if len(w) else 0.0,
+        max_weight_share=float(w.max() / total) if total > 0 else 1.0,
+        mean_weight=float(w.mean()) if len(w) else float("nan"),
+    )
+
+
+def bootstrap_interval(terms_fn, n: int, reps: int = 500, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap of `terms_fn(index array) -> estimate` over decisions (a cross-check
+    of the CLT intervals; resampling decisions, not customers)."""
+    rng = np.random.default_rng(seed)
+    values = np.array([terms_fn(rng.integers(0, n, n)) for _ in range(reps)])
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))

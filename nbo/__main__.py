@@ -1,3 +1,0 @@
-from nbo.cli import main
-
-main()

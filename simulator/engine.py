@@ -1,0 +1,347 @@
+"""The stepping simulator: `Simulator(config, seed).step(policy)` advances one day.
+
+Each day: customers' intents move and they browse, visit and buy (behaviour); the policy sees a
+`DayView` and returns contacts; outcomes are drawn from the true acceptance probability; accepted
+offers become purchases; contact pressure builds fatigue, which drives opt-outs and churn; the
+lifecycle is updated. One numpy generator per concern, all spawned from the seed, so the same
+seed gives the same world and, with the same policy, the same history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from nbo.errors import NboError
+from simulator.behaviour import EventBatch, Products, record_events, simulate_behaviour
+from simulator.catalogue import Catalogue, make_catalogue
+from simulator.io import contacts_frame, events_frame
+from simulator.config import CH, EV, EV_CH, LIFE, OPT_IN_CODES, OUT, SimConfig
+from simulator.policies import Contacts, DayView, Policy, RandomPolicy
+from simulator.state import CustomerState, initial_state, tenure_days, update_lifecycle
+from simulator.truth import accept_probability, churn_hazard
+from simulator.world import DAY, Population, customer_ids, make_population
+
+
+@dataclass(frozen=True)
+class DayResult:
+    """Aggregates of one simulated day (value and cost in currency units)."""
+
+    day: int
+    date: pd.Timestamp
+    active: int  # signed up and not churned at the start of the day
+    events: int
+    contacts: int
+    accepted: int
+    value: float  # sum of the value of accepted offers
+    cost: float  # sum of the cost of contacts made
+    organic_amount: float  # sum of the amounts of the day's purchases no offer prompted
+    churned_today: int
+    churned_total: int
+    optouts: int
+
+
+@dataclass(frozen=True)
+class ContactLog:
+    """Contacts as arrays (one chunk per day); `outcome_ts` -1 = pending."""
+
+    decision: np.ndarray  # int64 running number, unique per simulator
+    customer: np.ndarray
+    offer: np.ndarray
+    channel: np.ndarray
+    ts: np.ndarray
+    propensity: np.ndarray
+    outcome: np.ndarray
+    outcome_ts: np.ndarray
+    p_accept: np.ndarray
+    lifecycle: np.ndarray
+
+    @staticmethod
+    def concat(chunks: list[ContactLog]) -> ContactLog:
+        names = ContactLog.__dataclass_fields__
+        if not chunks:
+            return ContactLog(*(np.empty(0) for _ in names))
+        return ContactLog(*(np.concatenate([getattr(c, f) for c in chunks]) for f in names))
+
+
+@dataclass(frozen=True)
+class ConsentLog:
+    customer: np.ndarray
+    channel: np.ndarray  # contact channel code
+    granted: np.ndarray
+    ts: np.ndarray
+
+
+class Simulator:
+    """A simulated customer base over `config.days` days from `config.start`."""
+
+    def __init__(self, config: SimConfig, seed: int) -> None:
+        self.config = config
+        self.seed = int(seed)
+        seq = np.random.SeedSequence(self.seed)
+        s_world, s_cat, s_state, s_days, s_policy = seq.spawn(5)
+        self.population: Population = make_population(config, np.random.default_rng(s_world))
+        cat_rng = np.random.default_rng(s_cat)
+        self.catalogue: Catalogue = make_catalogue(config, cat_rng)
+        self.products = Products(config, cat_rng)
+        self.state: CustomerState = initial_state(config, self.population, np.random.default_rng(s_state),
+                                                  n_offers=len(self.catalogue.value))
+        self.rng = np.random.default_rng(s_days)
+        self._policy_seed = s_policy
+        self._default_policy: RandomPolicy | None = None
+        self.customer_ids = customer_ids(config.customers)
+        self.day = 0
+        self.results: list[DayResult] = []
+        self._events: list[EventBatch] = []
+        self._contacts: list[ContactLog] = []
+        self._consents: list[ConsentLog] = [self._signup_consents()]
+        self._n_decisions = 0
+        self._signup_order = np.argsort(self.population.signup_sec, kind="stable")
+
+    # ------------------------------------------------------------------ policies
+
+    def default_policy(self) -> RandomPolicy:
+        """The logging policy that produced the published datasets (uniform over eligible offers)."""
+        if self._default_policy is None:
+            self._default_policy = RandomPolicy(
+                self.population.contact_intensity, self.config.banner_rate, self._policy_seed
+            )
+        return self._default_policy
+
+    # ------------------------------------------------------------------ stepping
+
+    def run(self, days: int | None = None, policy: Policy | None = None, progress: bool = False) -> list[DayResult]:
+        """Advance `days` days (default: to the end of the period) with one policy."""
+        days = self.config.days - self.day if days is None else days
+        policy = policy if policy is not None else self.default_policy()
+        out = []
+        for _ in tqdm(range(days), desc="simulate", unit="day", disable=not progress, leave=False):
+            out.append(self.step(policy))
+        return out
+
+    def step(self, policy: Policy | None = None) -> DayResult:
+        """Simulate one day with `policy` (default: the default logging policy) and return its
+        aggregates. Raises NboError past the end of the period or if the policy breaks a rule."""
+        if self.day >= self.config.days:
+            raise NboError(f"the simulation period of {self.config.days} days is over")
+        policy = policy if policy is not None else self.default_policy()
+        cfg, pop, st, rng, day = self.config, self.population, self.state, self.rng, self.day
+        day0, day_end = day * DAY, (day + 1) * DAY
+        signed = pop.signup_sec < day0
+        active = np.flatnonzero(signed & ~st.churned)
+        st.pressure *= cfg.pressure_decay
+        st.offer_seen *= cfg.offer_memory_decay  # (n, 0) without offer wear-out
+
+        events, sessions = simulate_behaviour(cfg, pop, st, self.products, active, day, rng)
+        organic_amount = float(events.amount[events.type == EV["purchase"]].sum())
+        tenure = tenure_days(pop, day)
+        view = DayView(
+            day=day,
+            date=pd.Timestamp(cfg.start) + pd.Timedelta(days=day),
+            customers=np.flatnonzero(signed),
+            sessions=sessions,
+            consent=st.consent,
+            offers=self.catalogue,
+            customer_ids=self.customer_ids,
+            history=_History(self),
+            _p_accept=lambda c, o, ch: accept_probability(cfg, pop, st, self.catalogue, c, o, ch),
+            _tenure=tenure,
+            _lifecycle=st.lifecycle,
+        )
+        contacts = self._checked(policy(view), signed, sessions, day)
+        log, bought = self._outcomes(contacts, day, day_end)
+        events = EventBatch.concat([events, bought]).sorted()
+        record_events(st, bought, day, cfg.n_categories)
+        self._events.append(events)
+        self._contacts.append(log)
+        if len(contacts):
+            flat = contacts.customer * 6 + contacts.channel
+            st.pressure += np.bincount(flat, minlength=st.pressure.size).reshape(st.pressure.shape).astype(np.float32)
+            if st.offer_seen.size:
+                np.add.at(st.offer_seen, (contacts.customer, contacts.offer), np.float32(1.0))
+
+        optouts = self._optouts(active, day_end)
+        churned_today = self._churn(active, day, day_end)
+        update_lifecycle(st, pop, day + 1)
+        st.lifecycle[st.churned & (day + 1 - st.churn_day > 60)] = LIFE["lapsed"]
+        accepted = log.outcome == OUT["accepted"]
+        result = DayResult(
+            day=day,
+            date=view.date,
+            active=len(active),
+            events=len(events),
+            contacts=len(log.customer),
+            accepted=int(accepted.sum()),
+            value=float(self.catalogue.value[log.offer[accepted]].sum()),
+            cost=float(self.catalogue.cost[log.offer].sum()),
+            organic_amount=organic_amount,
+            churned_today=churned_today,
+            churned_total=int(st.churned.sum()),
+            optouts=optouts,
+        )
+        self.results.append(result)
+        self.day += 1
+        return result
+
+    # ------------------------------------------------------------------ internals
+
+    def _signup_consents(self) -> ConsentLog:
+        granted = self.population.consent_at_signup
+        who, which = np.nonzero(granted)
+        return ConsentLog(
+            who.astype(np.int64),
+            np.asarray(OPT_IN_CODES)[which].astype(np.int8),
+            np.ones(len(who), dtype=bool),
+            self.population.signup_sec[who],
+        )
+
+    def _checked(self, c: Contacts, signed: np.ndarray, sessions, day: int) -> Contacts:
+        n = len(c.customer)
+        customer = np.asarray(c.customer, dtype=np.int64)
+        offer = np.asarray(c.offer, dtype=np.int64)
+        channel = np.asarray(c.channel, dtype=np.int64)
+        prop = np.asarray(c.propensity, dtype=np.float64)
+        if not (len(offer) == len(channel) == len(prop) == n):
+            raise NboError("policy returned arrays of different lengths")
+        if n == 0:
+            return Contacts(customer, offer, channel, prop, np.empty(0, dtype=np.int64))
+        if customer.min() < 0 or customer.max() >= len(signed) or not signed[customer].all():
+            raise NboError("policy contacted a customer who has not signed up yet")
+        if offer.min() < 0 or offer.max() >= self.catalogue.n:
+            raise NboError("policy chose an unknown offer")
+        if channel.min() < 0 or channel.max() > 5:
+            raise NboError("policy chose an unknown channel")
+        if not ((prop > 0) & (prop <= 1)).all():
+            raise NboError("policy propensities must be in (0, 1]")
+        if not (self.catalogue.channels[offer, channel] & self.catalogue.valid_on(day)[offer]).all():
+            raise NboError("policy chose an offer not valid today or not allowed on its channel")
+        optin = np.isin(channel, OPT_IN_CODES)
+        col = np.searchsorted(np.asarray(OPT_IN_CODES), channel[optin])
+        if not self.state.consent[customer[optin], col].all():
+            raise NboError("policy contacted a customer on a channel without consent")
+        banner = channel <= CH["app"]
+        session_keys = sessions.customer.astype(np.int64) * 2 + sessions.channel
+        if not np.isin(customer[banner] * 2 + channel[banner], session_keys).all():
+            raise NboError("policy showed a banner to a customer without a session on that channel today")
+        if c.ts is None:
+            ts = np.where(banner, 0, day * DAY + self.rng.integers(8 * 3600, 20 * 3600, n))
+            if banner.any():
+                start = pd.Series(sessions.start, index=session_keys).groupby(level=0).min()
+                ts[banner] = start.reindex(customer[banner] * 2 + channel[banner]).to_numpy() + 30
+        else:
+            ts = np.asarray(c.ts, dtype=np.int64)
+            if len(ts) != n or ts.min() < day * DAY or ts.max() >= (day + 1) * DAY - 1800:
+                raise NboError("policy contact times must fall on the day, before 23:30")
+        return Contacts(customer, offer, channel, prop, ts)
+
+    def _outcomes(self, c: Contacts, day: int, day_end: int) -> tuple[ContactLog, EventBatch]:
+        cfg, pop, st, rng = self.config, self.population, self.state, self.rng
+        m = len(c.customer)
+        p = accept_probability(cfg, pop, st, self.catalogue, c.customer, c.offer, c.channel)
+        u, r = rng.random(m), rng.random(m)
+        banner = c.channel <= CH["app"]
+        accepted = u < p
+        clicked = ~accepted & (r < 0.05 + 2.0 * p)
+        declined = ~accepted & ~clicked & (r < np.where(banner, 0.15, 0.3))
+        outcome = np.full(m, OUT["ignored"], dtype=np.int8)
+        outcome[clicked], outcome[declined], outcome[accepted] = OUT["clicked"], OUT["declined"], OUT["accepted"]
+        room = np.maximum(day_end - 900 - c.ts, 1)
+        delay = np.select(
+            [accepted, clicked, declined],
+            [1 + (rng.random(m) * room).astype(np.int64), rng.integers(5, 3600, m), rng.integers(60, 2 * DAY, m)],
+            default=np.where(banner, 1800, 3 * DAY),  # an ignored exposure is closed after a timeout
+        )
+        outcome_ts = c.ts + delay
+        pending = outcome_ts >= self.config.days * DAY
+        outcome[pending] = OUT["pending"]
+        outcome_ts[pending] = -1
+        decision = self._n_decisions + np.arange(m, dtype=np.int64)
+        self._n_decisions += m
+        log = ContactLog(decision, c.customer, c.offer, c.channel, c.ts, c.propensity, outcome, outcome_ts,
+                         p, st.lifecycle[c.customer].copy())
+
+        acc = np.flatnonzero(accepted)
+        who = c.customer[acc]
+        st.drifting[who[rng.random(len(acc)) < 0.5]] = False
+        ch = c.channel[acc]
+        online = np.where(rng.random(len(acc)) < pop.app_share[who], EV_CH["app"], EV_CH["web"])
+        ev_ch = np.where(ch <= CH["app"], ch, np.where(ch == CH["mail"], EV_CH["store"], online)).astype(np.int8)
+        category = self.catalogue.category[c.offer[acc]].astype(np.int8)
+        product = self.products.draw(rng, category)
+        bought = EventBatch(
+            who.astype(np.int32),
+            outcome_ts[acc] + rng.integers(30, 600, len(acc)),
+            ev_ch,
+            np.full(len(acc), EV["purchase"], np.int8),
+            category,
+            product,
+            self.products.amount(rng, product),
+        )
+        return log, bought
+
+    def _optouts(self, active: np.ndarray, day_end: int) -> int:
+        cfg, pop, st, rng = self.config, self.population, self.state, self.rng
+        codes = np.asarray(OPT_IN_CODES)
+        hazard = cfg.optout_base + cfg.optout_fatigue * (
+            pop.fatigue_sensitivity[active][:, codes] * st.pressure[active][:, codes]
+        )
+        out = st.consent[active] & (rng.random(hazard.shape) < hazard)
+        who, which = np.nonzero(out)
+        who = active[who]
+        st.consent[who, which] = False
+        ts = day_end - rng.integers(1, 4 * 3600, len(who))  # after the day's outbound contacts
+        self._consents.append(ConsentLog(who, codes[which].astype(np.int8), np.zeros(len(who), bool), ts))
+        return len(who)
+
+    def _churn(self, active: np.ndarray, day: int, day_end: int) -> int:
+        cfg, pop, st, rng = self.config, self.population, self.state, self.rng
+        hazard = churn_hazard(cfg, pop, st, active)
+        gone = active[rng.random(len(active)) < hazard]
+        st.churned[gone] = True
+        st.churn_day[gone] = day
+        # leaving under pressure, some withdraw every consent on the way out
+        fatigue = st.fatigue(pop, gone, cfg.fatigue_tolerance)
+        quit_all = gone[rng.random(len(gone)) < np.minimum(0.1 + 0.2 * fatigue, 0.9)]
+        who, which = np.nonzero(st.consent[quit_all])
+        who = quit_all[who]
+        st.consent[who, which] = False
+        self._consents.append(
+            ConsentLog(who, np.asarray(OPT_IN_CODES)[which].astype(np.int8), np.zeros(len(who), bool),
+                       np.full(len(who), day_end, dtype=np.int64))
+        )
+        return len(gone)
+
+    # ------------------------------------------------------------------ accessors
+
+    def event_log(self) -> EventBatch:
+        return EventBatch.concat(self._events)
+
+    def contact_log(self) -> ContactLog:
+        return ContactLog.concat(self._contacts)
+
+    def consent_log(self) -> ConsentLog:
+        parts = self._consents
+        return ConsentLog(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("customer", "channel", "granted", "ts")))
+
+    def daily(self) -> pd.DataFrame:
+        """Per-day aggregates so far, with cumulative value for closed-loop comparisons."""
+        frame = pd.DataFrame([r.__dict__ for r in self.results])
+        if len(frame):
+            frame["value_cum"] = frame["value"].cumsum()
+        return frame
+
+
+class _History:
+    """Read access to the history so far as contract-shaped DataFrames (built on demand)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self._sim = sim
+
+    def events(self) -> pd.DataFrame:
+        return events_frame(self._sim)
+
+    def contacts(self) -> pd.DataFrame:
+        return contacts_frame(self._sim)

@@ -1,0 +1,189 @@
+"""Contact policies and what they see: the `Policy` protocol, `DayView`, `Contacts`.
+
+A policy is any callable `policy(view: DayView) -> Contacts`. It sees today's contactable
+customers, their web/app sessions, consents, the catalogue, read access to history, and (for an
+oracle) the TRUE acceptance probability. It returns the contacts it makes, each with the
+probability with which it chose that offer (`propensity`, logged for off-policy evaluation).
+
+Customers, offers and channels are integer positions: customer `i` is `view.customer_ids[i]`,
+offer `j` is `view.offers.offer_id[j]`, channel `c` is `nbo.vocab.CONTACT_CHANNELS[c]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from simulator.behaviour import Sessions
+from simulator.catalogue import Catalogue
+from simulator.config import CH, OPT_IN_CODES
+from simulator.world import DAY
+
+# outbound channel choice weights among the channels a customer may be reached on
+_OUTBOUND = np.array([CH["email"], CH["sms"], CH["push"], CH["mail"]])
+_OUTBOUND_WEIGHT = np.array([1.0, 0.5, 0.8, 0.3])
+
+
+@dataclass(frozen=True)
+class Contacts:
+    """Contacts chosen by a policy, as equal-length arrays.
+
+    `ts` (seconds from the period start) may be None: outbound contacts are then sent at a random
+    time between 08:00 and 20:00 and banners 30 s into the customer's session.
+    """
+
+    customer: np.ndarray
+    offer: np.ndarray
+    channel: np.ndarray
+    propensity: np.ndarray
+    ts: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.customer)
+
+    @staticmethod
+    def empty() -> Contacts:
+        z = np.empty(0, dtype=np.int64)
+        return Contacts(z, z, z, np.empty(0))
+
+
+@dataclass(frozen=True)
+class DayView:
+    """What a policy may look at on one day (read-only by convention: do not mutate arrays)."""
+
+    day: int  # days since the period start
+    date: pd.Timestamp  # midnight UTC of `day`
+    customers: np.ndarray  # positions of customers signed up before today (churned ones included)
+    sessions: Sessions  # today's web/app sessions: where banners can be shown
+    consent: np.ndarray  # bool (n, 3): email, sms, push consent granted now
+    offers: Catalogue
+    customer_ids: list[str]
+    history: History
+    _p_accept: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] = field(repr=False)
+    _tenure: np.ndarray = field(repr=False)
+    _lifecycle: np.ndarray = field(repr=False)
+
+    def p_accept(self, customer: np.ndarray, offer: np.ndarray, channel: np.ndarray) -> np.ndarray:
+        """TRUE acceptance probability of each (customer, offer, channel) today (oracle use only)."""
+        return self._p_accept(customer, offer, channel)
+
+    def tenure_days(self, customer: np.ndarray) -> np.ndarray:
+        return self._tenure[customer]
+
+    def lifecycle(self, customer: np.ndarray) -> np.ndarray:
+        """Lifecycle code (index into nbo.vocab.LIFECYCLE_STAGES) as the CRM sees it today."""
+        return self._lifecycle[customer]
+
+    def allowed_channels(self, customer: np.ndarray) -> np.ndarray:
+        """Bool (m, 6): contact channels with consent (or no opt-in needed) for each customer.
+        Banners (web, app) additionally need a session today; see `sessions`."""
+        out = np.ones((len(customer), 6), dtype=bool)
+        out[:, list(OPT_IN_CODES)] = self.consent[customer]
+        return out
+
+    def eligible(self, customer: np.ndarray, channel: np.ndarray) -> np.ndarray:
+        """Bool (m, n_offers): offers valid today, allowed on the channel, whose rule holds."""
+        return self.offers.eligible(self.day, channel, self._tenure[customer], self._lifecycle[customer])
+
+
+class History(Protocol):
+    """Read access to what has happened up to the end of yesterday, as contract-shaped frames."""
+
+    def events(self) -> pd.DataFrame: ...
+    def contacts(self) -> pd.DataFrame: ...
+
+
+class Policy(Protocol):
+    def __call__(self, view: DayView) -> Contacts: ...
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Contact opportunities: a customer, a channel, a time."""
+
+    customer: np.ndarray
+    channel: np.ndarray
+    ts: np.ndarray
+
+
+def contact_slots(view: DayView, intensity: np.ndarray, banner_rate: float, rng: np.random.Generator) -> Slots:
+    """Today's opportunities: Poisson(intensity) outbound contacts per customer (at most 3) on a
+    consented channel, plus a banner in a share `banner_rate` of web/app sessions."""
+    cust = view.customers
+    n_out = np.minimum(rng.poisson(intensity[cust]), 3)
+    who = np.repeat(cust, n_out)
+    allowed = view.allowed_channels(who)[:, _OUTBOUND] * _OUTBOUND_WEIGHT
+    cum = allowed.cumsum(1)
+    u = rng.random(len(who)) * cum[:, -1]
+    channel = _OUTBOUND[np.minimum((u[:, None] >= cum).sum(1), 3)]
+    ts = view.day * DAY + rng.integers(8 * 3600, 20 * 3600, len(who))
+    s = view.sessions
+    shown = rng.random(len(s.customer)) < banner_rate
+    return Slots(
+        np.concatenate([who, s.customer[shown]]).astype(np.int64),
+        np.concatenate([channel, s.channel[shown]]).astype(np.int64),
+        np.concatenate([ts, s.start[shown] + 30]).astype(np.int64),
+    )
+
+
+def uniform_choice(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Column index of one True cell per row of the bool (m, n) `mask`, uniformly among the row's
+    True cells (every row needs one). One uniform draw per row, so a policy's random stream stays
+    what it was."""
+    pick = np.floor(rng.random(len(mask)) * mask.sum(1)).astype(np.int64)
+    return (mask.cumsum(1) <= pick[:, None]).sum(1)
+
+
+class RandomPolicy:
+    """The default logging policy: per-customer randomised outbound intensity, banners in
+    sessions, and each contact's offer drawn uniformly among the eligible offers, so
+    `propensity = 1 / number of eligible offers` (eligible: valid today, allowed on the
+    channel, eligibility rule satisfied by the customer's tenure and lifecycle)."""
+
+    def __init__(self, intensity: np.ndarray, banner_rate: float, seed: int | np.random.SeedSequence) -> None:
+        self.intensity = intensity
+        self.banner_rate = banner_rate
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, view: DayView) -> Contacts:
+        slots = contact_slots(view, self.intensity, self.banner_rate, self.rng)
+        ok = view.eligible(slots.customer, slots.channel)
+        count = ok.sum(1)
+        keep = count > 0
+        ok, count = ok[keep], count[keep]
+        offer = uniform_choice(ok, self.rng)
+        return Contacts(
+            slots.customer[keep], offer, slots.channel[keep], 1.0 / count, slots.ts[keep]
+        )
+
+
+class OraclePolicy:
+    """Same contact opportunities as `RandomPolicy`, but picks the eligible offer with the highest
+    TRUE expected value p_accept x value, and makes no contact when that is below the offer's
+    cost. Deterministic choice: propensity 1."""
+
+    def __init__(self, intensity: np.ndarray, banner_rate: float, seed: int | np.random.SeedSequence) -> None:
+        self.intensity = intensity
+        self.banner_rate = banner_rate
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, view: DayView) -> Contacts:
+        slots = contact_slots(view, self.intensity, self.banner_rate, self.rng)
+        m, n_off = len(slots.customer), view.offers.n
+        ok = view.eligible(slots.customer, slots.channel)
+        rows = np.repeat(np.arange(m), n_off)
+        offers = np.tile(np.arange(n_off), m)
+        p = view.p_accept(slots.customer[rows], offers, slots.channel[rows]).reshape(m, n_off)
+        gain = np.where(ok, p * view.offers.value[None, :] - view.offers.cost[None, :], -np.inf)
+        best = gain.argmax(1) if m else np.empty(0, dtype=np.int64)
+        keep = gain[np.arange(m), best] > 0 if m else np.empty(0, dtype=bool)
+        return Contacts(slots.customer[keep], best[keep], slots.channel[keep], np.ones(int(keep.sum())), slots.ts[keep])
+
+
+def no_contact(view: DayView) -> Contacts:
+    """The policy that never contacts anyone (a baseline)."""
+    return Contacts.empty()
