@@ -9,8 +9,9 @@ import typer
 
 from features import FEATURE_SET, build_customer_features, write_materialised
 from cli._app import app, user_errors
-from cli.options import check_out, parse_as_of
+from cli.options import LEDGER_OPTION, check_out, parse_as_of
 from nbo.data import load_dataset
+from nbo.ledger import record_output
 
 
 @app.command()
@@ -19,6 +20,7 @@ def features(
     data: Path = typer.Option(..., "--data", help="Data directory with the five tables (Parquet or CSV)."),
     as_of: str = typer.Option(..., "--as-of", help="ISO date/time (UTC); only rows strictly before it are used."),
     out: Path = typer.Option(..., "--out", help="Parquet file to write (atomically)."),
+    ledger: Path = LEDGER_OPTION,
 ) -> None:
     """Materialise customer features as of a date (docs/features.md) to a Parquet file."""
     out = check_out(out, (".parquet",))
@@ -26,6 +28,7 @@ def features(
     dataset = load_dataset(data)
     start = time.perf_counter()
     frame = build_customer_features(dataset, moment)
+    record_output(ledger, out, "features")
     write_materialised(frame, out, moment)
     typer.echo(
         f"{out}: {len(frame):,} customers x {frame.shape[1]} columns as of {moment.isoformat()} "

@@ -6,8 +6,17 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import typer
 
 from nbo.errors import NboError
+from nbo.ledger import DEFAULT_LEDGER
+
+#: `--ledger`: where commands record the files they write that hold personal data (`nbo.ledger`),
+#: and where `nbo export` / `nbo forget` look for them.
+LEDGER_OPTION = typer.Option(
+    DEFAULT_LEDGER, "--ledger", envvar="NBO_LEDGER",
+    help="Ledger of files nbo wrote with personal data (nbo forget reaches them through it).",
+)
 
 
 def parse_as_of(text: str, option: str = "--as-of") -> pd.Timestamp:

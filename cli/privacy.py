@@ -9,6 +9,7 @@ import typer
 
 from cli._app import app, user_errors
 from cli._preflight import check_store_file
+from cli.options import LEDGER_OPTION
 from nbo.errors import NboError
 
 _CUSTOMER = typer.Option(..., "--customer", help="The customer id (as in the data contract).")
@@ -37,13 +38,14 @@ def export(
     data: Path | None = _DATA,
     store: str | None = _STORE,
     features: Path | None = _FEATURES,
+    ledger: Path = LEDGER_OPTION,
 ) -> None:
     """Print, as one JSON object, every record nbo holds about a customer (GDPR access)."""
     from serving.privacy import export_customer
 
     _check_data_dir(data)
     check_store_file(store)
-    result = export_customer(customer, store=store, data_dir=data, features=features)
+    result = export_customer(customer, store=store, data_dir=data, features=features, ledger=ledger)
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
 
@@ -54,11 +56,17 @@ def forget(
     data: Path | None = _DATA,
     store: str | None = _STORE,
     features: Path | None = _FEATURES,
+    ledger: Path = LEDGER_OPTION,
 ) -> None:
-    """Erase every record `nbo export` lists for a customer (GDPR erasure); files are rewritten atomically."""
+    """Erase every record `nbo export` lists for a customer (GDPR erasure); files are rewritten atomically.
+
+    Also erases the customer's rows in every file the ledger names (batch outputs, their work
+    directories and feature caches, predictions, feature files); prints what it could not reach."""
     from serving.privacy import erase_customer
 
     _check_data_dir(data)
     check_store_file(store)
-    result = erase_customer(customer, store=store, data_dir=data, features=features)
+    result = erase_customer(customer, store=store, data_dir=data, features=features, ledger=ledger)
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    for label, why in result["not_reached"].items():  # type: ignore[union-attr]
+        typer.echo(f"not erased: {label} ({why})", err=True)

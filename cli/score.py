@@ -15,7 +15,9 @@ from pathlib import Path
 import typer
 
 from cli._app import app, user_errors
+from cli.options import LEDGER_OPTION
 from nbo.errors import NboError
+from nbo.ledger import record_output
 
 
 def _check_out(out: Path) -> Path:
@@ -34,7 +36,7 @@ def _check_out(out: Path) -> Path:
     return out
 
 
-def _features(data: Path, features: Path | None, as_of, out: Path) -> Path:  # type: ignore[no-untyped-def]
+def _features(data: Path, features: Path | None, as_of, out: Path, ledger: Path) -> Path:  # type: ignore[no-untyped-def]
     """The materialised file to score: the one given, or features computed as of --as-of."""
     from features import FEATURE_SET, build_customer_features, materialised_meta, write_materialised
     from serving.settings import latest_features_file
@@ -51,6 +53,7 @@ def _features(data: Path, features: Path | None, as_of, out: Path) -> Path:  # t
 
         started = time.perf_counter()
         frame = build_customer_features(load_dataset(data), as_of)
+        record_output(ledger, path, "features_cache")
         write_materialised(frame, path, as_of)
         typer.echo(f"computed {len(frame):,} customers' features as of {as_of} ({FEATURE_SET.name} "
                    f"{FEATURE_SET.version}, {time.perf_counter() - started:.1f} s) -> {path}", err=True)
@@ -78,6 +81,7 @@ def score(
     chunk_size: int = typer.Option(2_000, "--chunk-size", help="Customers per chunk: memory grows with chunk x offers (~0.4 GB per worker at 2,000 x 50)."),
     workers: int = typer.Option(1, "--workers", help="pandas engine: worker processes deciding chunks."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    ledger: Path = LEDGER_OPTION,
 ) -> None:
     """Score customers in batch with the real-time policy; reserve the contacts under a campaign id."""
     from cli.options import parse_as_of
@@ -128,14 +132,18 @@ def score(
         from models.tracking import resolve_tracking
 
         tracking_uri = resolve_tracking(None).uri
-    features_path = _features(data, features, moment, out)
+    features_path = _features(data, features, moment, out, ledger)
     settings = EngineSettings(data_dir=data, features_path=features_path, tracking_uri=tracking_uri,
                               policy_path=policy.resolve() if policy else None, store=store)
     job = BatchJob(campaign=campaign, channel=channel, as_of=moment.to_pydatetime(), k=k, dry_run=dry_run,
                    engine=engine, chunk_rows=chunk_size, segment=segment or None,  # type: ignore[arg-type]
                    customers_digest=customers_digest(ids), features=features_fingerprint(features_path))
+    run = BatchRun(settings, job, out, ids, workers=workers, master=master, progress=progress)
+    # Recorded before anything is written: a run killed half way leaves its parts reachable too.
+    record_output(ledger, run.work_dir, "batch_work_dir")
+    record_output(ledger, out, "batch_output")
     started = time.perf_counter()
-    summary = BatchRun(settings, job, out, ids, workers=workers, master=master, progress=progress).run()
+    summary = run.run()
     elapsed = time.perf_counter() - started
     if summary.get("already_complete"):
         typer.echo(f"campaign {campaign!r} already complete: {out} stands, nothing reserved again", err=True)

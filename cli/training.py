@@ -6,11 +6,10 @@ import enum
 import json
 from pathlib import Path
 
-import pandas as pd
 import typer
 
 from cli._app import app, user_errors
-from cli.options import check_out, parse_as_of
+from cli.options import LEDGER_OPTION, check_out, parse_as_of
 from nbo.data import load_dataset, write_table
 from nbo.errors import NboError
 
@@ -112,8 +111,11 @@ def predict(
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)."),
     alias: str = typer.Option("champion", "--alias", help="Registry alias to load."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    ledger: Path = LEDGER_OPTION,
 ) -> None:
     """Score customers (churn) or customer x offer pairs (propensity) with a registered model."""
+    from nbo.ledger import record_output
+
     import numpy as np
 
     from features import build_candidate_features, build_customer_features
@@ -136,6 +138,7 @@ def predict(
         X = pairs[loaded.feature_names].to_numpy(np.float32, na_value=np.nan)
         frame["p_accept"] = loaded.model.predict_proba_positive(X)
     frame["model_version"] = loaded.label
+    record_output(ledger, out, "predictions")
     write_table(frame.reset_index(drop=True), out)
     typer.echo(f"wrote {len(frame):,} rows to {out} with {loaded.label}")
     typer.echo(json.dumps({"rows": len(frame), "model": loaded.label,

@@ -40,7 +40,8 @@ def _pick_customer(data_dir: Path) -> tuple[str, str]:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> dict[str, object]:
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    monkeypatch.setenv("NBO_LEDGER", str(tmp_path / "nbo-outputs.jsonl"))  # this world's own ledger
     sim = Simulator(SimConfig(customers=80, days=40), seed=3)
     sim.run()
     data_dir = tmp_path / "data"
@@ -159,6 +160,7 @@ def test_forget_is_idempotent_and_sources_are_optional(world: dict) -> None:
 def test_bad_arguments_are_one_line_errors(command: str, args: list[str], message: str, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NBO_LEDGER")  # the default ledger: none in this fresh working directory
     result = runner.invoke(app, [command, *args])
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.output
@@ -179,3 +181,78 @@ def test_redis_store_export_and_forget(redis_port: int) -> None:
     assert len(exported["sources"]["store.contacts"]) == 1 and len(exported["sources"]["store.decisions"]) == 1
     assert _run("forget", "--customer", cid, "--store", url)["total_records"] == 2
     assert _run("export", "--customer", cid, "--store", url)["total_records"] == 0
+
+
+def test_forget_erases_where_a_symlinked_table_points(world: dict, tmp_path: Path) -> None:
+    """Issue 19.4: the link stays a link, and the real file no longer holds the customer."""
+    target, other = world["target"], world["other"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = world["data"] / "customers.parquet"
+    real = elsewhere / "customers.parquet"
+    link.rename(real)
+    link.symlink_to(real)
+    erased = _run("forget", "--customer", target, "--data", str(world["data"]))
+    assert erased["erased"]["data.customers.parquet"] == 1
+    assert link.is_symlink() and link.resolve() == real
+    kept = pd.read_parquet(real)
+    assert target not in set(kept["customer_id"]) and other in set(kept["customer_id"])
+    assert not list(elsewhere.glob(".*tmp*")) and not list(world["data"].glob(".*tmp*"))
+
+
+def test_forget_reaches_every_file_the_ledger_names(world: dict, tmp_path: Path) -> None:
+    """Issue 19.5: files nbo wrote (features, batch outputs and their killed work directories,
+    predictions) are erased through the ledger; what cannot be read is listed, not claimed."""
+    from nbo.ledger import read_ledger, record_output
+
+    target, other = world["target"], world["other"]
+    ledger = tmp_path / "nbo-outputs.jsonl"
+    out = tmp_path / "out"
+    out.mkdir()
+    features = out / "features.parquet"
+    result = runner.invoke(app, ["features", "--data", str(world["data"]), "--as-of", "2025-02-09",
+                                 "--out", str(features)])
+    assert result.exit_code == 0, result.output
+    # What `nbo score` and `nbo predict` leave behind (their own registration is tested with them).
+    rows = pd.DataFrame({"customer_id": [target, other, target], "offer_id": ["a", "b", "c"]})
+    rows.to_parquet(out / "offers.parquet", index=False)
+    work = out / "offers.parquet.work"
+    (work / "spark-plan").mkdir(parents=True)
+    rows.to_parquet(work / "part-00000.parquet", index=False)
+    rows.to_parquet(work / "spark-plan" / "part-0.parquet", index=False)
+    rows.to_csv(out / "churn.csv", index=False)
+    (out / "broken.parquet").write_bytes(b"not parquet")
+    for path, kind in ((out / "offers.parquet", "batch_output"), (work, "batch_work_dir"),
+                       (out / "churn.csv", "predictions"), (out / "broken.parquet", "predictions"),
+                       (out / "gone.parquet", "batch_output")):
+        record_output(ledger, path, kind)
+    assert {e.path for e in read_ledger(ledger)} >= {features.resolve(), work.resolve()}
+
+    exported = _run("export", "--customer", target, "--ledger", str(ledger))
+    ledger_sources = {k: len(v) for k, v in exported["sources"].items() if k.startswith("ledger.")}
+    assert ledger_sources == {
+        f"ledger.features:{features}": 1, f"ledger.batch_output:{out / 'offers.parquet'}": 2,
+        f"ledger.batch_work_dir:{work / 'part-00000.parquet'}": 2,
+        f"ledger.batch_work_dir:{work / 'spark-plan' / 'part-0.parquet'}": 2, f"ledger.predictions:{out / 'churn.csv'}": 2,
+    }
+    assert list(exported["not_reached"]) == [f"ledger.predictions:{out / 'broken.parquet'}"]
+    assert exported["not_present"] == [str(out / "gone.parquet")]
+
+    result = runner.invoke(app, ["forget", "--customer", target, "--ledger", str(ledger)])
+    assert result.exit_code == 0, result.output
+    erased = json.loads(result.stdout)
+    assert {k: v for k, v in erased["erased"].items()} == ledger_sources
+    assert f"not erased: ledger.predictions:{out / 'broken.parquet'}" in result.stderr
+    for path in (out / "offers.parquet", work / "part-00000.parquet", work / "spark-plan" / "part-0.parquet"):
+        assert list(pd.read_parquet(path)["customer_id"]) == [other], path
+    assert list(pd.read_csv(out / "churn.csv")["customer_id"]) == [other]
+    frame, meta = read_materialised(features)
+    assert target not in frame.index and other in frame.index and meta["as_of"] == pd.Timestamp("2025-02-09")
+    assert _run("export", "--customer", target, "--ledger", str(ledger))["total_records"] == 0
+
+
+def test_a_ledger_line_that_is_not_an_entry_is_an_error(tmp_path: Path) -> None:
+    ledger = tmp_path / "nbo-outputs.jsonl"
+    ledger.write_text('{"path": "/x.parquet", "kind": "features"}\nnot json\n')
+    result = runner.invoke(app, ["forget", "--customer", "c1", "--ledger", str(ledger)])
+    assert result.exit_code == 2 and "line 2 is not a ledger entry" in result.stderr
