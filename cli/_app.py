@@ -42,9 +42,24 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"nbo {version('nbo')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail.")) -> None:
-    """Configure logging once, at the edge (never at import time)."""
+def _configure(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print nbo's version and exit."),
+) -> None:
+    """Configure logging once, at the edge (never at import time).
+
+    Exit status of every command: 0 done; 1 ran, but its verdict is negative (a challenger not
+    promoted because it is worse, an off-policy gate that failed); 2 bad input or configuration
+    (one line on stderr); 130 interrupted."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -35,7 +35,18 @@ def demo(
     port: int = typer.Option(3000, "--port", min=1024, max=65535, help="Port of the service on 127.0.0.1."),
 ) -> None:
     """Simulated data -> trained and promoted models -> materialised features -> running service."""
+    import socket
+
     import pandas as pd
+
+    from nbo.errors import NboError
+
+    if serve:  # before minutes of simulation and training, not after
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                raise NboError(f"--port {port} is in use on 127.0.0.1; choose another (--port)") from None
 
     from features import FEATURE_SET, build_customer_features, write_materialised
     from nbo.data import load_dataset

@@ -67,3 +67,5 @@ def evaluate(
     ok, reason = result.gate()
     typer.echo(f"gate: {'pass' if ok else 'fail'} - {reason}")
     typer.echo(f"wrote {out}; MLflow run {run_id}")
+    if not ok:
+        raise typer.Exit(code=1)  # the convention of every command: ran, verdict negative

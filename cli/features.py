@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pandas as pd
 import typer
 
 from features import FEATURE_SET, build_customer_features, write_materialised
@@ -12,6 +13,9 @@ from cli._app import app, user_errors
 from cli.options import LEDGER_OPTION, check_out, parse_as_of
 from nbo.data import load_dataset
 from nbo.ledger import record_output
+
+#: An --as-of this many days after the last event is probably a mistake (a year typed wrong).
+STALE_AFTER_DAYS = 90
 
 
 @app.command()
@@ -26,6 +30,10 @@ def features(
     out = check_out(out, (".parquet",))
     moment = parse_as_of(as_of)
     dataset = load_dataset(data)
+    last = dataset.events["ts"].max() if len(dataset.events) else None
+    if last is not None and moment - last > pd.Timedelta(days=STALE_AFTER_DAYS):
+        typer.echo(f"warning: --as-of {moment.date()} is {(moment - last).days:,} days after the data's last event "
+                   f"({last.date()}): every customer will look inactive", err=True)
     start = time.perf_counter()
     frame = build_customer_features(dataset, moment)
     record_output(ledger, out, "features")

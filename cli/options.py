@@ -40,8 +40,8 @@ def check_out(path: Path, suffixes: tuple[str, ...] | None, option: str = "--out
     if path.is_dir():
         raise NboError(f"{option} {path} is a directory; give a file name")
     parent = path.parent
-    while not parent.exists() and parent != parent.parent:  # created on write
-        parent = parent.parent
+    if not parent.exists():  # a typo in a folder name must not silently create a new tree
+        raise NboError(f"{option}: directory {parent} does not exist (create it first)")
     if not parent.is_dir():
         raise NboError(f"{option}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):

@@ -105,6 +105,19 @@ def build_report(
                   figures=figures)
 
 
+def latest_training_run(client: object, experiment: str) -> str:
+    """The id of the latest *training* run of `experiment` (tagged `nbo.model`): evaluation and
+    other runs of the same experiment have no model report."""
+    from nbo.errors import NboError
+
+    exp = client.get_experiment_by_name(experiment)
+    runs = [] if exp is None else client.search_runs(
+        [exp.experiment_id], "tags.`nbo.model` != ''", order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise NboError(f"no training run in experiment {experiment!r} (train first: nbo train)")
+    return runs[0].info.run_id
+
+
 def load_run_report(client: object, run_id: str, workdir: str) -> dict[str, object]:
     """A logged run's report: parameters, metrics, the metrics-vs-baselines table and chart paths.
 

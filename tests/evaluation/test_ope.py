@@ -150,10 +150,12 @@ def test_evaluate_cli_and_promotion_gate(tmp_path, monkeypatch) -> None:
         if seed == 0:
             promote(client, PROPENSITY_MODEL)  # first version: no champion yet
     out = tmp_path / "report" / "ope.md"
+    out.parent.mkdir()  # --out into a missing folder is refused (issue 23)
     result = CliRunner().invoke(app, ["evaluate", "--data", str(tmp_path / "data"), "--candidate", "challenger",
                                       "--baseline", "champion", "--since", "2025-03-15", "--out", str(out),
                                       "--tracking-uri", tracking.uri])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # ran; its gate failed (the exit-status convention)
+    assert "gate: fail" in result.output
     assert "TOO UNCERTAIN TO DECIDE" in out.read_text()
     assert (out.parent / "ope_ope_estimates.png").stat().st_size > 0
     from models.registry import latest_gate

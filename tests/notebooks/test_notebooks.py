@@ -30,6 +30,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     as_of = pd.Timestamp("2025-01-01") + pd.Timedelta(days=200)
     fit_and_log("churn", load_dataset(data_dir), TrainConfig(as_of=as_of, num_boost_round=30, horizon_days=60),
                 tracking, progress=False)
+    import mlflow
+
+    from models.registry import OPE_TAG
+
+    with mlflow.start_run(run_name="ope-after-training"):  # what `nbo evaluate` logs later: no model report
+        mlflow.set_tags({OPE_TAG: "true"})
     return data_dir, tracking.uri
 
 

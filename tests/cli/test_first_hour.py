@@ -1,0 +1,93 @@
+"""The first hour of a new user (issue 23 item 4), each found by trying the README: one test each.
+
+Small worlds, the real CLI through Typer's runner (or a real process where a port is involved).
+"""
+
+from __future__ import annotations
+
+import socket
+from importlib.metadata import version
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from nbo.data import load_table, write_table
+from simulator import SimConfig, Simulator, write_simulation
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    sim = Simulator(SimConfig(customers=60, days=30), seed=2)
+    sim.run()
+    out = tmp_path_factory.mktemp("first-hour") / "data"
+    write_simulation(sim, out)
+    return out
+
+
+def test_version_is_the_package_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"nbo {version('nbo')}"
+
+
+@pytest.mark.parametrize("rule", ["tenure_dayz > 30", "import os", "__import__('os')"])
+def test_validate_compiles_every_eligibility_rule(data_dir: Path, tmp_path: Path, rule: str) -> None:
+    """`nbo validate` used to accept rules that `nbo score` then refused."""
+    bad = tmp_path / "data"
+    bad.mkdir()
+    for path in data_dir.iterdir():
+        if path.is_file():
+            (bad / path.name).write_bytes(path.read_bytes())
+    offers = load_table(bad, "offers")
+    offers.loc[offers.index[0], "eligibility"] = rule
+    write_table(offers, next(bad.glob("offers.*")))
+    result = runner.invoke(app, ["validate", "--data", str(bad)])
+    assert result.exit_code == 2, result.output
+    assert "offers.eligibility" in result.stderr and offers["offer_id"].iloc[0] in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_validate_reports_the_rules(data_dir: Path) -> None:
+    result = runner.invoke(app, ["validate", "--data", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert "eligibility rules compile" in result.stdout
+
+
+def test_out_into_a_missing_folder_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "no-such-folder" / "features.parquet"
+    result = runner.invoke(app, ["features", "--data", str(data_dir), "--as-of", "2025-01-20", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
+    assert not out.parent.exists()
+
+
+def test_features_years_after_the_data_warn(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "features.parquet"
+    result = runner.invoke(app, ["features", "--data", str(data_dir), "--as-of", "2027-01-20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "warning: --as-of 2027-01-20 is" in result.stderr and "every customer will look inactive" in result.stderr
+    quiet = runner.invoke(app, ["features", "--data", str(data_dir), "--as-of", "2025-01-20", "--out", str(out)])
+    assert "warning" not in quiet.stderr
+
+
+def test_demo_refuses_a_busy_port_before_any_work(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = runner.invoke(app, ["demo", "--dir", str(tmp_path / "demo"), "--port", str(port)])
+    assert result.exit_code == 2
+    assert f"--port {port} is in use" in result.stderr
+    assert not (tmp_path / "demo").exists()  # nothing simulated, nothing trained
+
+
+def test_readme_commands_parse() -> None:
+    """Every `nbo ...` line of the README's command table names its required options."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    score = next(line for line in readme.splitlines() if line.startswith("| `nbo score"))
+    assert "--campaign" in score or "--dry-run" in score
