@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from nbo.errors import ConfigError
+from serving.caps import longest_window_days
 from nbo.vocab import DEFAULT_OPT_IN_CHANNELS, OUTBOUND_CHANNELS, ContactChannel, OfferKind
 
 DEFAULT_POLICY_PATH = Path("policy.toml")
@@ -146,10 +147,10 @@ class ContactPolicy(_Frozen):
 
     @property
     def longest_window_days(self) -> int:
-        """The longest look-back any rule needs (days); stores must keep at least this much history."""
-        days = [c.days for c in self.caps.values()]
-        days += [self.outbound.days, self.offer_cap.days, self.cooldown.offer_days, self.cooldown.category_days]
-        return max(days)
+        """The longest look-back any cap kind needs (days); stores must keep at least this much history.
+
+        Derived from the cap kinds (`serving.caps.CAP_KINDS`), so a new kind is counted here too."""
+        return longest_window_days(self)
 
 
 def _format_errors(exc: ValidationError) -> str:

@@ -2,6 +2,7 @@
 
 from serving.contact_store.base import (
     FEEDBACK_OUTCOMES,
+    OUTCOME_ORDER,
     ContactHistory,
     ContactRecord,
     ContactStore,
@@ -11,11 +12,12 @@ from serving.contact_store.base import (
     ReserveResult,
 )
 from serving.contact_store.consent import ConsentBook
-from serving.contact_store.redis_store import RedisContactStore
+from serving.contact_store.redis_store import RedisContactStore, RedisPersistence, check_persistence
 from serving.contact_store.sqlite_store import SQLiteContactStore
 
 __all__ = [
     "FEEDBACK_OUTCOMES",
+    "OUTCOME_ORDER",
     "ConsentBook",
     "ContactHistory",
     "ContactRecord",
@@ -23,7 +25,9 @@ __all__ = [
     "CustomerState",
     "OfferRef",
     "RedisContactStore",
+    "RedisPersistence",
     "ReserveRequest",
     "ReserveResult",
     "SQLiteContactStore",
+    "check_persistence",
 ]

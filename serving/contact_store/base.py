@@ -4,7 +4,8 @@ A *contact* is one answer with at least one offer on one channel (one e-mail, on
 whatever the number of offers in it: channel and outbound caps count contacts. A *show* is one
 offer in one contact: the per-offer cap counts shows. A contact counts from the moment it is
 reserved; feedback never removes it (a reservation never confirmed is still a contact).
-Declines are kept apart from outcomes, so later feedback never lifts a cooldown.
+A show's outcome only moves up `OUTCOME_ORDER` (`accepted` is final). Declines are kept apart
+from outcomes: every show's first decline sets the cooldowns and no later feedback lifts them.
 
 All times are UTC. `now` may be a tz-aware datetime (converted to UTC) or a naive one (taken as
 UTC), or a pandas Timestamp; stores keep epoch seconds.
@@ -19,11 +20,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from nbo.errors import ConfigError
+from serving.caps import Limit, limits
 from serving.policy import ContactPolicy
 
 DAY = 86_400.0
 #: Outcomes a caller may report (`pending` is the state of a fresh reservation).
 FEEDBACK_OUTCOMES: frozenset[str] = frozenset({"accepted", "declined", "ignored", "clicked"})
+#: The order of outcomes (docs/policy.md §5): a show's stored outcome only moves up this order, so
+#: `accepted` is final and the stored outcome is the highest one reported, whatever the order in
+#: which the reports arrive (retries, late webhooks). A report that does not move it changes nothing.
+OUTCOME_ORDER: tuple[str, ...] = ("pending", "ignored", "clicked", "declined", "accepted")
+OUTCOME_RANK: dict[str, int] = {o: i for i, o in enumerate(OUTCOME_ORDER)}
+
+
+def supersedes(outcome: str, current: str) -> bool:
+    """True if a report of `outcome` replaces the stored `current` outcome of a show."""
+    return OUTCOME_RANK[outcome] > OUTCOME_RANK.get(current, 0)
 
 
 def to_epoch(ts: datetime) -> float:
@@ -123,33 +135,45 @@ class CustomerState:
     history: ContactHistory
 
 
+def measure(history: ContactHistory, limit: Limit, offer: OfferRef | None = None,
+            shows: Mapping[str, int] | None = None) -> int:
+    """`limit`'s measure of `history` in its window (see `serving.caps`); `offer` for offer-level
+    measures. `shows`: shows per offer over `limit.days`, computed once for many offers."""
+    m = limit.measure
+    if m == "contacts":
+        return history.channel_count(limit.channels, limit.days)
+    assert offer is not None, f"measure {m!r} needs an offer"
+    if m == "shows":
+        return shows.get(offer.offer_id, 0) if shows is not None else history.offer_shows(offer.offer_id, limit.days)
+    if m == "offer_declines":
+        declined = history.last_decline_offer.get(offer.offer_id)
+    elif m == "category_declines":
+        declined = history.last_decline_category.get(offer.category)
+    else:
+        raise ValueError(f"unknown measure {m!r}")
+    return int(declined is not None and history.now - declined < limit.days * DAY)
+
+
 def decision_refusal(history: ContactHistory, channel: str, policy: ContactPolicy) -> str | None:
-    """The reason code if the channel or outbound cap forbids any contact now, else None."""
-    cap = policy.caps.get(channel)  # type: ignore[call-overload]
-    if cap is not None and history.channel_count((channel,), cap.days) + 1 > cap.max:
-        return "cap_channel"
-    out = policy.outbound
-    if channel in out.channels and history.channel_count(out.channels, out.days) + 1 > out.max:
-        return "cap_outbound"
+    """The reason code if a contact-level cap (per channel, outbound) forbids any contact now, else None."""
+    for lim in limits(policy, channel).contact:
+        if measure(history, lim) + lim.adds > lim.max:
+            return lim.reason
     return None
 
 
 def offer_refusal(
     history: ContactHistory, offer: OfferRef, policy: ContactPolicy, shows: Mapping[str, int] | None = None
 ) -> str | None:
-    """The reason code if the per-offer cap or a decline cooldown forbids this offer now.
+    """The reason code if an offer-level cap (per offer, decline cooldowns) forbids this offer now.
 
-    `shows` may carry `history.offer_show_counts(policy.offer_cap.days)` computed once for many offers.
+    `shows` may carry `history.offer_show_counts(policy.offer_cap.days)` computed once for many
+    offers; it is used for the show counts over that many days.
     """
-    n = shows.get(offer.offer_id, 0) if shows is not None else history.offer_shows(offer.offer_id, policy.offer_cap.days)
-    if n + 1 > policy.offer_cap.max:
-        return "cap_offer"
-    declined = history.last_decline_offer.get(offer.offer_id)
-    if declined is not None and history.now - declined < policy.cooldown.offer_days * DAY:
-        return "cooldown_offer"
-    declined = history.last_decline_category.get(offer.category)
-    if declined is not None and history.now - declined < policy.cooldown.category_days * DAY:
-        return "cooldown_category"
+    for lim in limits(policy, "").offer:  # offer-level caps are the same on every channel
+        s = shows if lim.days == policy.offer_cap.days else None
+        if measure(history, lim, offer, s) + lim.adds > lim.max:
+            return lim.reason
     return None
 
 

@@ -19,7 +19,9 @@ Layout under `prefix` (B = `prefix:{customer_id}`):
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 import redis
@@ -27,6 +29,7 @@ import redis
 from nbo.errors import ConfigError
 from serving.contact_store.base import (
     DAY,
+    OUTCOME_RANK,
     ContactHistory,
     ContactRecord,
     ContactStore,
@@ -39,7 +42,10 @@ from serving.contact_store.base import (
     from_epoch,
     to_epoch,
 )
+from serving.caps import lua_config
 from serving.policy import ContactPolicy
+
+log = logging.getLogger(__name__)
 
 _RESERVE = r"""
 local base, dkey = KEYS[1], KEYS[2]
@@ -54,14 +60,26 @@ if redis.call('EXISTS', dkey) == 1 then return redis.error_reply('DUPLICATE deci
 local DAY = 86400
 local function since(days) return '(' .. string.format('%.6f', now - days * DAY) end
 local function count(key, days) return redis.call('ZCOUNT', key, since(days), '+inf') end
-local reason = false
-if cfg.cap ~= cjson.null then
-  if count(base .. ':ch:' .. channel, cfg.cap.days) + 1 > cfg.cap.max then reason = 'cap_channel' end
+local function declined(key, field, days)  -- 1 if the last decline of `field` is in the window
+  local t = redis.call('HGET', key, field)
+  if t and now - tonumber(t) < days * DAY then return 1 end
+  return 0
 end
-if not reason and cfg.out_applies then
-  local n = 0
-  for _, ch in ipairs(cfg.out.channels) do n = n + count(base .. ':ch:' .. ch, cfg.out.days) end
-  if n + 1 > cfg.out.max then reason = 'cap_outbound' end
+-- The measures of serving.caps; cfg lists the caps of this decision (serving.caps.lua_config).
+local function measure(c, o)
+  if c.m == 'contacts' then
+    local n = 0
+    for _, ch in ipairs(c.ch) do n = n + count(base .. ':ch:' .. ch, c.days) end
+    return n
+  elseif c.m == 'shows' then return count(base .. ':of:' .. o.o, c.days)
+  elseif c.m == 'offer_declines' then return declined(base .. ':dco', o.o, c.days)
+  elseif c.m == 'category_declines' then return declined(base .. ':dcc', o.cat, c.days)
+  end
+  error('unknown measure ' .. tostring(c.m))
+end
+local reason = false
+for _, c in ipairs(cfg.contact) do
+  if measure(c, nil) + c.add > c.max then reason = c.r break end
 end
 local ok, refused, seen = {}, {}, {}
 for _, o in ipairs(offers) do
@@ -69,15 +87,9 @@ for _, o in ipairs(offers) do
     seen[o.o] = true
     local r = reason
     if not r then
-      if count(base .. ':of:' .. o.o, cfg.offer.days) + 1 > cfg.offer.max then r = 'cap_offer' end
-    end
-    if not r then
-      local t = redis.call('HGET', base .. ':dco', o.o)
-      if t and now - tonumber(t) < cfg.cd_offer * DAY then r = 'cooldown_offer' end
-    end
-    if not r then
-      local t = redis.call('HGET', base .. ':dcc', o.cat)
-      if t and now - tonumber(t) < cfg.cd_cat * DAY then r = 'cooldown_category' end
+      for _, c in ipairs(cfg.offer) do
+        if measure(c, o) + c.add > c.max then r = c.r break end
+      end
     end
     if r then table.insert(refused, {o.o, r}) else table.insert(ok, o) end
   end
@@ -114,13 +126,15 @@ return cjson.encode({ok = oks, refused = refused})
 _OUTCOME = r"""
 local dkey = KEYS[1]
 local offer, outcome, ts, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local rank = cjson.decode(ARGV[5])  -- base.OUTCOME_RANK: the stored outcome only moves up
 if redis.call('EXISTS', dkey) == 0 then return 0 end
 local cat = nil
 for _, o in ipairs(cjson.decode(redis.call('HGET', dkey, 'offers'))) do
   if o.o == offer then cat = o.cat end
 end
 if not cat then return 0 end
-if redis.call('HGET', dkey, 'out:' .. offer) ~= outcome then
+local current = redis.call('HGET', dkey, 'out:' .. offer) or 'pending'
+if rank[outcome] > (rank[current] or 0) then
   redis.call('HSET', dkey, 'out:' .. offer, outcome, 'ots:' .. offer, ts)
 end
 if outcome == 'declined' and redis.call('HSETNX', dkey, 'dec:' .. offer, ts) == 1 then
@@ -135,6 +149,8 @@ end
 return 1
 """
 
+_RANKS = json.dumps(OUTCOME_RANK)
+
 _FORGET = r"""
 local base, prefix = KEYS[1], ARGV[1]
 local n = redis.call('ZCARD', base .. ':log')
@@ -143,6 +159,64 @@ for _, k in ipairs(redis.call('SMEMBERS', base .. ':keys')) do redis.call('DEL',
 redis.call('DEL', base .. ':keys', base .. ':decs', base .. ':log', base .. ':dco', base .. ':dcc')
 return n
 """
+
+
+@dataclass(frozen=True)
+class RedisPersistence:
+    """What a Redis server keeps across a restart (`CONFIG GET appendonly / appendfsync / save`)."""
+
+    appendonly: bool
+    appendfsync: str  # "always", "everysec" or "no" (meaningful with appendonly only)
+    save: str  # RDB snapshot rules, "" when snapshots are off
+
+    @property
+    def volatile(self) -> bool:
+        """Neither the append-only file nor snapshots: a restart loses every cap counter."""
+        return not self.appendonly and not self.save.strip()
+
+    def describe(self) -> str:
+        if self.appendonly:
+            loss = {"always": "nothing acknowledged", "everysec": "up to the last second of writes"}.get(
+                self.appendfsync, "the writes not yet flushed by the operating system (about 30 s)")
+            return f"append-only file on (appendfsync {self.appendfsync}): a crash loses {loss}"
+        if self.save.strip():
+            return (f"snapshots only (save {self.save!r}): a crash loses every contact since the last snapshot; "
+                    "turn on the append-only file (appendonly yes)")
+        return "no persistence (appendonly no, save \"\"): a restart loses every cap counter and the decision log"
+
+
+def redis_persistence(client: redis.Redis) -> RedisPersistence:
+    """Read the server's persistence settings; `redis.ResponseError` if CONFIG is not allowed."""
+    got: dict[str, str] = {}
+    for name in ("appendonly", "appendfsync", "save"):
+        got.update({RedisContactStore._s(k): RedisContactStore._s(v) for k, v in client.config_get(name).items()})
+    return RedisPersistence(got.get("appendonly", "no") == "yes", got.get("appendfsync", ""), got.get("save", ""))
+
+
+def check_persistence(client: redis.Redis, accept_volatile: bool = False) -> RedisPersistence | None:
+    """Refuse (ConfigError) a Redis whose caps would not survive a restart, unless `accept_volatile`.
+
+    Call it once at start, before serving, with the store's client (`RedisContactStore.check_persistence`).
+    A server without the append-only file and without snapshots loses every cap counter on a
+    restart: refused, or a warning when accepted. Snapshots only, or `appendfsync no`, lose the
+    recent contacts on a crash: a warning. A server that does not allow CONFIG (some managed
+    services rename it) cannot be checked: a warning, and None.
+    """
+    try:
+        p = redis_persistence(client)
+    except redis.ResponseError as exc:
+        log.warning("cannot read the Redis persistence settings (%s): make sure the server keeps its data "
+                    "(appendonly yes), or caps reset when it restarts", str(exc).split("\n")[0][:120])
+        return None
+    if p.volatile and not accept_volatile:
+        raise ConfigError(
+            f"the Redis contact store has {p.describe()}: after a restart customers could be contacted past "
+            "every cap. Turn on persistence (redis-server --appendonly yes, or CONFIG SET appendonly yes "
+            "and CONFIG REWRITE), or accept it explicitly (--accept-volatile-redis)"
+        )
+    if p.volatile or not p.appendonly or p.appendfsync not in ("always", "everysec"):
+        log.warning("Redis contact store: %s", p.describe())
+    return p
 
 
 class RedisContactStore(ContactStore):
@@ -168,6 +242,10 @@ class RedisContactStore(ContactStore):
         self._outcome = client.register_script(_OUTCOME)
         self._forget = client.register_script(_FORGET)
 
+    def check_persistence(self, accept_volatile: bool = False) -> RedisPersistence | None:
+        """`check_persistence` on this store's server: call once at start (service, batch scoring)."""
+        return check_persistence(self.client, accept_volatile)
+
     def _base(self, customer_id: str) -> str:
         return f"{self.prefix}:{{{customer_id}}}"
 
@@ -178,16 +256,10 @@ class RedisContactStore(ContactStore):
     def _s(value: object) -> str:
         return value.decode() if isinstance(value, bytes) else str(value)
 
-    def _cfg(self, channel: str, policy: ContactPolicy) -> str:
-        cap = policy.caps.get(channel)  # type: ignore[call-overload]
-        return json.dumps({
-            "cap": None if cap is None else {"max": cap.max, "days": cap.days},
-            "out_applies": channel in policy.outbound.channels,
-            "out": {"max": policy.outbound.max, "days": policy.outbound.days, "channels": list(policy.outbound.channels)},
-            "offer": {"max": policy.offer_cap.max, "days": policy.offer_cap.days},
-            "cd_offer": policy.cooldown.offer_days,
-            "cd_cat": policy.cooldown.category_days,
-        })
+    @staticmethod
+    def _cfg(channel: str, policy: ContactPolicy) -> str:
+        """The caps of a decision on `channel`, for the reservation script (from `serving.caps`)."""
+        return json.dumps(lua_config(policy, channel))
 
     def check_and_reserve_many(
         self, requests: list[ReserveRequest], now: datetime, policy: ContactPolicy
@@ -316,7 +388,8 @@ class RedisContactStore(ContactStore):
 
     def record_outcome(self, decision_id: str, offer_id: str, outcome: str, ts: datetime) -> bool:
         check_outcome(outcome)
-        done = self._outcome(keys=[self._dkey(decision_id)], args=[offer_id, outcome, repr(to_epoch(ts)), self._ttl])
+        done = self._outcome(keys=[self._dkey(decision_id)],
+                             args=[offer_id, outcome, repr(to_epoch(ts)), self._ttl, _RANKS])
         return int(done) == 1
 
     def forget(self, customer_id: str) -> int:

@@ -29,6 +29,7 @@ from serving.contact_store.base import (
     check_propensities,
     from_epoch,
     split_offers,
+    supersedes,
     to_epoch,
 )
 from serving.policy import ContactPolicy
@@ -354,12 +355,12 @@ class SQLiteContactStore(ContactStore):
                 conn.execute("COMMIT")
                 return False
             customer_id, category, current = row
-            if current != outcome:
+            if supersedes(outcome, current):
                 conn.execute(
                     "UPDATE contacts SET outcome = ?, outcome_ts = ? WHERE decision_id = ? AND offer_id = ?",
                     (outcome, t, decision_id, offer_id),
                 )
-            if outcome == "declined":  # first decline of this show wins: repeating it moves nothing
+            if outcome == "declined":  # also after an acceptance; the first decline of this show wins
                 conn.execute(
                     "INSERT OR IGNORE INTO declines VALUES (?, ?, ?, ?, ?)",
                     (decision_id, offer_id, customer_id, category, t),
