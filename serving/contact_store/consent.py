@@ -1,5 +1,8 @@
 """Consents: the latest row at a given time wins; runtime withdrawals take effect immediately.
 
+Rows with the same timestamp resolve to the withdrawal, whatever their order in the table: when
+we cannot tell which came last, we do not contact.
+
 Consents are data, not contact history: `ConsentBook` is built from the `consents` table and
 answers "which channels may we use for this customer at `now`". `record` adds a change observed at
 runtime (e.g. an unsubscribe link), visible to the very next decision. No row for a channel means
@@ -24,7 +27,9 @@ class ConsentBook:
     """Consent state per (customer, channel) over time, with runtime overrides. Thread-safe."""
 
     def __init__(self, consents: pd.DataFrame | None = None) -> None:
-        self._rows: dict[tuple[str, str], list[tuple[float, int, bool]]] = defaultdict(list)
+        # (ts, withdrawal first = 0 / last = 1, arrival number, granted), sorted: the last row at or
+        # before a time is the state then.
+        self._rows: dict[tuple[str, str], list[tuple[float, int, int, bool]]] = defaultdict(list)
         self._seq = 0
         self._lock = threading.Lock()
         if consents is not None and len(consents):
@@ -35,8 +40,10 @@ class ConsentBook:
                 self._add(str(cid), str(ch), bool(granted), float(t))
 
     def _add(self, customer_id: str, channel: str, granted: bool, t: float) -> None:
-        self._seq += 1  # among rows with the same ts, the one added last wins
-        bisect.insort(self._rows[(customer_id, channel)], (t, self._seq, granted))
+        # Among rows with the same ts a withdrawal wins, whatever the order of the rows; among rows
+        # of the same ts and kind the one added last (they agree anyway).
+        self._seq += 1
+        bisect.insort(self._rows[(customer_id, channel)], (t, 0 if granted else 1, self._seq, granted))
 
     def record(self, customer_id: str, channel: str, granted: bool, ts: datetime) -> None:
         """A consent change observed at runtime; used from the next decision on."""
@@ -50,8 +57,8 @@ class ConsentBook:
             rows = self._rows.get((customer_id, channel))
             if not rows:
                 return None
-            i = bisect.bisect_right(rows, (t, float("inf"), True))
-            return None if i == 0 else rows[i - 1][2]
+            i = bisect.bisect_right(rows, (t, 2))  # after every row at `t`
+            return None if i == 0 else rows[i - 1][3]
 
     def states(self, customer_id: str, now: datetime, channels: Iterable[str]) -> dict[str, bool]:
         """Channel -> latest consent for the channels that have a row (what `Arbiter.decide` takes)."""
