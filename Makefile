@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: install demo test bench lock clean
+.PHONY: install demo test bench lock clean mutation
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ test: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# Mutation testing of the cap code (mutmut + hand-written Lua mutants; ~15 min, not in CI).
+# Score and survivors: docs/reliability.md §9.
+mutation: install
+	$(BIN)/python tests/serving/mutation/mutate.py --out .scratch/mutation/report.json
 
 # Regenerate the pinned versions from the current environment (after a deliberate upgrade).
 lock:

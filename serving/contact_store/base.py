@@ -35,7 +35,7 @@ OUTCOME_RANK: dict[str, int] = {o: i for i, o in enumerate(OUTCOME_ORDER)}
 
 def supersedes(outcome: str, current: str) -> bool:
     """True if a report of `outcome` replaces the stored `current` outcome of a show."""
-    return OUTCOME_RANK[outcome] > OUTCOME_RANK.get(current, 0)
+    return OUTCOME_RANK[outcome] > OUTCOME_RANK[current]
 
 
 def to_epoch(ts: datetime) -> float:

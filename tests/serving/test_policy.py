@@ -91,3 +91,26 @@ def test_quiet_hours_wrap_midnight(hour: int, minute: int, quiet: bool) -> None:
 def test_longest_window() -> None:
     assert ContactPolicy().longest_window_days == 30
     assert parse_policy("[cooldown]\noffer_days = 60\n").longest_window_days == 60
+
+
+def test_error_messages_name_each_key_exactly() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_policy("[caps]\nemial = { max = 2, days = 7 }\nweb = { max = -1, days = 1 }\n")
+    msg = str(info.value)
+    assert msg.startswith("<policy>: key '")  # the default source name
+    parts = msg.removeprefix("<policy>: ").split("; ")
+    assert len(parts) == 2
+    assert any(p.startswith("key 'caps.emial': ") for p in parts)
+    assert any(p.startswith("key 'caps.web.max': ") for p in parts)
+    with pytest.raises(ConfigError, match="^policy.toml: key 'colour': "):
+        parse_policy('colour = "blue"\n', "policy.toml")
+
+
+def test_a_policy_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_bytes('# caf\u00e9 policy\n[offer_cap]\nmax = 3\ndays = 30\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_policy(path)
+    assert str(info.value) == f"{path}: policy file is not UTF-8 text"
+    path.write_text('# caf\u00e9 policy\n[offer_cap]\nmax = 2\ndays = 30\n', encoding="utf-8")
+    assert load_policy(path).offer_cap.max == 2
