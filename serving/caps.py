@@ -30,9 +30,8 @@ Adding a cap kind over these measures is one entry in `CAP_KINDS` plus its setti
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from nbo.vocab import CONTACT_CHANNELS
@@ -52,7 +51,7 @@ MEASURE_ADDS: dict[str, int] = {"contacts": 1, "shows": 1, "offer_declines": 0, 
 UNLIMITED = 10**9
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Limit:
     """One cap kind as it applies to one decision: at most `max` in the last `days` days."""
 
@@ -61,9 +60,18 @@ class Limit:
     max: int
     days: int
     channels: tuple[str, ...] = ()  # the channels counted ("contacts" only)
+    #: The largest measure that still allows the contact (`max` less what the contact adds to the
+    #: measure, `MEASURE_ADDS`): refused when the measure exceeds it.
+    allowed: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.measure not in MEASURE_ADDS:
+            raise ValueError(f"unknown measure {self.measure!r}; known: {sorted(MEASURE_ADDS)}")
+        object.__setattr__(self, "allowed", self.max - MEASURE_ADDS[self.measure])
 
     @property
     def adds(self) -> int:
+        """What the contact being decided adds to the measure."""
         return MEASURE_ADDS[self.measure]
 
 
@@ -137,28 +145,30 @@ class Limits:
     offer: tuple[Limit, ...]
 
 
-_CACHE: OrderedDict[tuple[int, str], tuple[object, Limits]] = OrderedDict()
-_CACHE_SIZE = 256
+_CACHE: dict[tuple[int, str], tuple[object, Limits]] = {}
+_CACHE_SIZE = 1024
 _LOCK = threading.Lock()
 
 
 def limits(policy: ContactPolicy, channel: str) -> Limits:
     """The caps `policy` sets for a decision on `channel` (cached: policies are frozen)."""
-    key = (id(policy), channel)
-    with _LOCK:
-        hit = _CACHE.get(key)
-        if hit is not None and hit[0] is policy:  # the entry keeps the policy alive: ids are not reused
-            _CACHE.move_to_end(key)
-            return hit[1]
+    hit = _CACHE.get((id(policy), channel))
+    if hit is not None and hit[0] is policy:  # the entry keeps the policy alive: its id is not reused
+        return hit[1]
     found = Limits(
         tuple(lim for k in CAP_KINDS if k.level == "contact" and (lim := k.limit(policy, channel)) is not None),
         tuple(lim for k in CAP_KINDS if k.level == "offer" and (lim := k.limit(policy, channel)) is not None),
     )
     with _LOCK:
-        _CACHE[key] = (policy, found)
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()
+        _CACHE[(id(policy), channel)] = (policy, found)
     return found
+
+
+def offer_limits(policy: ContactPolicy) -> tuple[Limit, ...]:
+    """The offer-level caps of `policy` (the same on every channel)."""
+    return limits(policy, "").offer
 
 
 def longest_window_days(policy: ContactPolicy) -> int:

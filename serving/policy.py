@@ -8,6 +8,7 @@ decision", i.e. a contact at `ts` counts at `now` when `ts > now - days`. Quiet 
 
 from __future__ import annotations
 
+import re
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -57,10 +58,11 @@ class Cooldown(_Frozen):
 
 
 def _minutes(text: str) -> int:
-    hh, sep, mm = text.partition(":")
-    if not sep or not hh.isdigit() or not mm.isdigit() or len(mm) != 2:
+    """Minutes after midnight of `HH:MM` (or `H:MM`)."""
+    match = re.fullmatch(r"([0-9]{1,2}):([0-9]{2})", text)
+    if match is None:
         raise ValueError(f"expected HH:MM, got {text!r}")
-    h, m = int(hh), int(mm)
+    h, m = int(match[1]), int(match[2])
     if not (0 <= h <= 23 and 0 <= m <= 59):
         raise ValueError(f"expected HH:MM between 00:00 and 23:59, got {text!r}")
     return h * 60 + m
@@ -85,9 +87,7 @@ class QuietHours(_Frozen):
         if channel not in self.channels:
             return False
         start, end, t = _minutes(self.start), _minutes(self.end), now.hour * 60 + now.minute
-        if start == end:
-            return False
-        if start < end:
+        if start <= end:  # start == end: never quiet
             return start <= t < end
         return t >= start or t < end
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from nbo.errors import ConfigError
-from serving.caps import Limit, limits
+from serving.caps import Limit, limits, offer_limits
 from serving.policy import ContactPolicy
 
 DAY = 86_400.0
@@ -135,29 +135,61 @@ class CustomerState:
     history: ContactHistory
 
 
+def _contacts(history: ContactHistory, limit: Limit, offer: OfferRef | None, shows: Mapping[str, int] | None) -> int:
+    return history.channel_count(limit.channels, limit.days)
+
+
+def _shows(history: ContactHistory, limit: Limit, offer: OfferRef, shows: Mapping[str, int] | None) -> int:
+    return shows.get(offer.offer_id, 0) if shows is not None else history.offer_shows(offer.offer_id, limit.days)
+
+
+def _offer_declines(history: ContactHistory, limit: Limit, offer: OfferRef, shows: Mapping[str, int] | None) -> int:
+    declined = history.last_decline_offer.get(offer.offer_id)
+    return int(declined is not None and history.now - declined < limit.days * DAY)
+
+
+def _category_declines(history: ContactHistory, limit: Limit, offer: OfferRef, shows: Mapping[str, int] | None) -> int:
+    declined = history.last_decline_category.get(offer.category)
+    return int(declined is not None and history.now - declined < limit.days * DAY)
+
+
+#: The measures of `serving.caps`, in Python (the Redis store has its own in its Lua script).
+MEASURES: dict[str, Callable[..., int]] = {
+    "contacts": _contacts, "shows": _shows, "offer_declines": _offer_declines, "category_declines": _category_declines,
+}
+
+
 def measure(history: ContactHistory, limit: Limit, offer: OfferRef | None = None,
             shows: Mapping[str, int] | None = None) -> int:
     """`limit`'s measure of `history` in its window (see `serving.caps`); `offer` for offer-level
     measures. `shows`: shows per offer over `limit.days`, computed once for many offers."""
-    m = limit.measure
-    if m == "contacts":
-        return history.channel_count(limit.channels, limit.days)
-    assert offer is not None, f"measure {m!r} needs an offer"
-    if m == "shows":
-        return shows.get(offer.offer_id, 0) if shows is not None else history.offer_shows(offer.offer_id, limit.days)
-    if m == "offer_declines":
-        declined = history.last_decline_offer.get(offer.offer_id)
-    elif m == "category_declines":
-        declined = history.last_decline_category.get(offer.category)
-    else:
-        raise ValueError(f"unknown measure {m!r}")
-    return int(declined is not None and history.now - declined < limit.days * DAY)
+    return MEASURES[limit.measure](history, limit, offer, shows)
+
+
+_Plan = tuple[tuple[Callable[..., int], Limit, int, str], ...]
+#: The offer-level plan of the last policy seen: (policy, plan). `offer_refusal` runs per offer
+#: and customer on the decision path, for one policy at a time.
+_last_offer_plan: tuple[object, _Plan] = (None, ())
+
+
+def _plan(lims: tuple[Limit, ...]) -> _Plan:
+    return tuple((MEASURES[lim.measure], lim, lim.allowed, lim.reason) for lim in lims)
+
+
+def _offer_plan(policy: ContactPolicy) -> _Plan:
+    global _last_offer_plan
+    last = _last_offer_plan
+    if last[0] is policy:
+        return last[1]
+    plan = _plan(offer_limits(policy))
+    _last_offer_plan = (policy, plan)
+    return plan
 
 
 def decision_refusal(history: ContactHistory, channel: str, policy: ContactPolicy) -> str | None:
     """The reason code if a contact-level cap (per channel, outbound) forbids any contact now, else None."""
     for lim in limits(policy, channel).contact:
-        if measure(history, lim) + lim.adds > lim.max:
+        if MEASURES[lim.measure](history, lim, None, None) > lim.allowed:
             return lim.reason
     return None
 
@@ -168,12 +200,11 @@ def offer_refusal(
     """The reason code if an offer-level cap (per offer, decline cooldowns) forbids this offer now.
 
     `shows` may carry `history.offer_show_counts(policy.offer_cap.days)` computed once for many
-    offers; it is used for the show counts over that many days.
+    offers (the one cap kind that counts shows is the per-offer cap).
     """
-    for lim in limits(policy, "").offer:  # offer-level caps are the same on every channel
-        s = shows if lim.days == policy.offer_cap.days else None
-        if measure(history, lim, offer, s) + lim.adds > lim.max:
-            return lim.reason
+    for fn, lim, allowed, reason in _offer_plan(policy):
+        if fn(history, lim, offer, shows) > allowed:
+            return reason
     return None
 
 

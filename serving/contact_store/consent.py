@@ -28,9 +28,9 @@ class ConsentBook:
     """Consent state per (customer, channel) over time, with runtime overrides. Thread-safe."""
 
     def __init__(self, consents: pd.DataFrame | None = None) -> None:
-        # (ts, 1 for a withdrawal / 0 for a grant), sorted: the last row at or before a time is the
-        # state then, and among rows of the same ts that is a withdrawal if there is one.
-        self._rows: dict[tuple[str, str], list[tuple[float, int]]] = defaultdict(list)
+        # (ts, withdrawn), sorted: the last row at or before a time is the state then, and among
+        # rows of the same ts that is a withdrawal if there is one (False < True).
+        self._rows: dict[tuple[str, str], list[tuple[float, bool]]] = defaultdict(list)
         self._lock = threading.Lock()
         if consents is not None and len(consents):
             ts = pd.to_datetime(consents["ts"]).to_numpy(dtype="datetime64[ns]").astype("int64") / 1e9
@@ -40,7 +40,7 @@ class ConsentBook:
                 self._add(str(cid), str(ch), bool(granted), float(t))
 
     def _add(self, customer_id: str, channel: str, granted: bool, t: float) -> None:
-        bisect.insort(self._rows[(customer_id, channel)], (t, 0 if granted else 1))
+        bisect.insort(self._rows[(customer_id, channel)], (t, not granted))
 
     def record(self, customer_id: str, channel: str, granted: bool, ts: datetime) -> None:
         """A consent change observed at runtime; used from the next decision on."""
@@ -55,7 +55,7 @@ class ConsentBook:
             if not rows:
                 return None
             i = bisect.bisect_right(rows, (t, math.inf))  # after every row at `t`
-            return None if i == 0 else rows[i - 1][1] == 0
+            return None if i == 0 else not rows[i - 1][1]
 
     def states(self, customer_id: str, now: datetime, channels: Iterable[str]) -> dict[str, bool]:
         """Channel -> latest consent for the channels that have a row (what `Arbiter.decide` takes)."""

@@ -142,6 +142,7 @@ def test_a_duplicate_offer_in_one_reservation_is_reserved_once(make_store) -> No
     assert reserve(store, "c1", "web", [A], T + SEC, policy).ok  # the second show of 2
     r = reserve(store, "c1", "web", [A, A], T + 2 * SEC, policy)
     assert r.refused == (("o-a", "cap_offer"),)  # one refusal for the duplicated offer
+    assert [d["n_offers"] for d in store.export("c1")["decisions"]] == [2, 1, 0]  # offers reserved, not asked
 
 
 # ------------------------------------------------------------------------ horizon of the store
@@ -189,3 +190,16 @@ def test_the_default_policy_needs_30_days_and_each_kind_counts() -> None:
     assert base.longest_window_days == 1
     for window, text in WINDOWS.items():
         assert _policy(text.format(d=40)).longest_window_days == 40, window
+
+
+def test_writes_near_the_end_of_the_horizon_keep_the_history_the_caps_need(make_store) -> None:
+    """Redis trims a customer's sorted sets to the horizon at each write: a write late in the
+    window must not drop a contact the window still counts."""
+    store = make_store(horizon_days=20)
+    policy = _policy("[caps]\nweb = { max = 2, days = 20 }\n[offer_cap]\nmax = 2\ndays = 20\n")
+    assert reserve(store, "c1", "web", [A], T, policy).ok
+    assert reserve(store, "c1", "web", [A], T + timedelta(days=19, hours=12), policy).ok  # trims, in Redis
+    end = T + timedelta(days=20) - SEC
+    assert reserve(store, "c1", "web", [C], end, policy).refused == (("o-c", "cap_channel"),)
+    assert store.history("c1", end).offer_shows("o-a", 20) == 2
+    assert reserve(store, "c1", "web", [C], T + timedelta(days=20), policy).ok

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from serving.caps import Limit
+from serving.caps import MEASURE_ADDS, Limit
 from serving.contact_store import ContactHistory, ContactRecord, ContactStore, OfferRef, ReserveRequest
 from serving.contact_store.base import (
     DAY,
+    MEASURES,
     check_propensities,
     decision_refusal,
     from_epoch,
@@ -75,7 +76,9 @@ def test_measures_and_refusals_on_a_hand_built_history() -> None:
     assert measure(h, Limit("x", "category_declines", 0, 7), OfferRef("o-q", "home")) == 1
     assert measure(h, Limit("x", "category_declines", 0, 7), C) == 0
     with pytest.raises(ValueError, match="unknown measure 'pageviews'"):
-        measure(h, Limit("x", "pageviews", 0, 7), A)
+        Limit("x", "pageviews", 0, 7)
+    assert set(MEASURES) == set(MEASURE_ADDS)  # every measure of serving.caps has its Python definition
+    assert [Limit("x", m, 2, 1).allowed for m in ("contacts", "shows", "offer_declines")] == [1, 1, 2]
     # offer_refusal counts shows itself, or trusts the counts it is given (computed once for many offers)
     assert offer_refusal(h, A, POLICY) == "cap_offer"
     assert offer_refusal(h, A, POLICY, {"o-a": 2}) is None
@@ -142,6 +145,9 @@ def test_the_defaults_answer_like_the_stores_overrides(make_store) -> None:
         got[store] = [None if r is None else ([o.offer_id for o in r.reserved], r.refused) for r in out]
         assert out[4] is None and out[3] is not None and out[3].refused == (("o-b", "cap_channel"),)
     assert got[fast] == got[plain]
+    for cid in ("c1", "c2"):  # the same decision log, model versions included
+        assert plain.export(cid) == fast.export(cid)
+    assert plain.export("c1")["decisions"][0]["model_versions"] == {"m": "1"}
     assert plain.check_and_reserve_many([], T, POLICY) == []
     with pytest.raises(ValueError, match="already recorded"):  # other errors are not swallowed
         plain.check_and_reserve("c1", "email", [A], T, POLICY, "d1", {"o-a": 0.5})

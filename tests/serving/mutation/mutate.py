@@ -1,7 +1,7 @@
 """Mutation testing of the cap code (issue 19 item 13): `make mutation`. Slow (~15 min), not in CI.
 
-1. mutmut (3.x) mutates `serving/policy.py`, `serving/contact_store/base.py` and
-   `serving/contact_store/consent.py` and runs, for each mutant, the tests of TESTS that reach
+1. mutmut (3.x) mutates `serving/policy.py`, `serving/caps.py`, `serving/contact_store/base.py`
+   and `serving/contact_store/consent.py` and runs, for each mutant, the tests of TESTS that reach
    the mutated function.
 2. The hand-written mutants of the Redis Lua scripts (`lua_mutants.py`) are run one by one
    against the Redis tests of TESTS (`-m redis`).
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lua_mutants import LUA_MUTANTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
-MUTATED = ["serving/policy.py", "serving/contact_store/base.py", "serving/contact_store/consent.py"]
+MUTATED = ["serving/policy.py", "serving/caps.py", "serving/contact_store/base.py", "serving/contact_store/consent.py"]
 LUA_FILE = "serving/contact_store/redis_store.py"
 TESTS = [
     "tests/serving/test_policy.py",
