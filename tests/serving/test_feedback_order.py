@@ -79,3 +79,14 @@ def test_a_decline_after_an_acceptance_still_starts_the_cooldowns(make_store) ->
     r = store.check_and_reserve("c1", "web", [A, B], T + timedelta(days=1), POLICY, "d2", {"o-a": 0.5, "o-b": 0.5})
     assert dict(r.refused) == {"o-a": "cooldown_offer", "o-b": "cooldown_category"}
 
+
+
+@pytest.mark.parametrize("outcome", ["ignored", "clicked", "accepted"])
+def test_only_a_decline_starts_a_cooldown(make_store, outcome) -> None:
+    store = make_store()
+    _show(store)
+    assert store.record_outcome("d-c1", "o-a", outcome, T + timedelta(hours=1))
+    h = store.history("c1", T + timedelta(days=1))
+    assert h.last_decline_offer == {} and h.last_decline_category == {}
+    r = store.check_and_reserve("c1", "web", [A, B], T + timedelta(days=1), POLICY, "d2", {"o-a": 0.5, "o-b": 0.5})
+    assert r.refused == ()
