@@ -29,6 +29,8 @@ _ids = itertools.count()
 def test_every_kind_has_a_known_measure_level_and_family() -> None:
     assert [k.reason for k in caps.CAP_KINDS] == [
         "cap_channel", "cap_outbound", "cap_offer", "cooldown_offer", "cooldown_category"]
+    # `offer_refusal(..., shows)` takes the show counts of the per-offer cap's window: one shows kind
+    assert [k.reason for k in caps.CAP_KINDS if k.measure == "shows"] == ["cap_offer"]
     assert caps.CONTACT_REASONS == ("cap_channel", "cap_outbound")
     assert caps.OFFER_REASONS == ("cap_offer", "cooldown_offer", "cooldown_category")
     for k in caps.CAP_KINDS:

@@ -42,36 +42,36 @@ TESTS = [
     "tests/serving/test_consent.py",
     "tests/serving/test_caps.py",
 ]
-COPY = ["nbo", "features", "training", "serving", "tests", "policy.toml", "pyproject.toml"]
 MUTMUT_CONFIG = f"""
 
 [tool.mutmut]
 source_paths = ["serving"]
 only_mutate = {json.dumps(MUTATED)}
-also_copy = ["nbo", "features", "training", "policy.toml"]
+also_copy = {{also_copy}}
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]
 pytest_add_cli_args_test_selection = {json.dumps(TESTS)}
 """
 
 
 def _copy_tree(dest: Path) -> None:
+    """The working tree as it is (committed or not; git-ignored files left out) into `dest`."""
     if dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", ".pytest_cache", ".hypothesis", "mutants")
-    for name in COPY:
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
         src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=ignore)
-        else:
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
 
 
 def run_mutmut(work: Path) -> dict[str, object]:
     """mutmut over MUTATED; returns counts per status and the survivors with their diffs."""
     _copy_tree(work)
+    others = sorted(p.name for p in work.iterdir() if p.name not in ("serving", "tests") and not p.name.startswith("."))
     with (work / "pyproject.toml").open("a") as f:
-        f.write(MUTMUT_CONFIG)
+        f.write(MUTMUT_CONFIG.replace("{also_copy}", json.dumps(others)))
     mutmut = [sys.executable, "-m", "mutmut"]
     env = {**os.environ, "PYTHONPATH": str(work)}
     started = time.monotonic()
