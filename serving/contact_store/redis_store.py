@@ -200,13 +200,15 @@ def check_persistence(client: redis.Redis, accept_volatile: bool = False) -> Red
     A server without the append-only file and without snapshots loses every cap counter on a
     restart: refused, or a warning when accepted. Snapshots only, or `appendfsync no`, lose the
     recent contacts on a crash: a warning. A server that does not allow CONFIG (some managed
-    services rename it) cannot be checked: a warning, and None.
+    services rename it), or cannot be reached now, cannot be checked: a warning, and None (the
+    service starts and answers degraded until the store is back, unchecked).
     """
     try:
         p = redis_persistence(client)
-    except redis.ResponseError as exc:
-        log.warning("cannot read the Redis persistence settings (%s): make sure the server keeps its data "
-                    "(appendonly yes), or caps reset when it restarts", str(exc).split("\n")[0][:120])
+    except redis.RedisError as exc:
+        log.warning("cannot read the Redis persistence settings (%s: %s): make sure the server keeps its data "
+                    "(appendonly yes), or caps reset when it restarts", type(exc).__name__,
+                    str(exc).split("\n")[0][:120])
         return None
     if p.volatile and not accept_volatile:
         raise ConfigError(

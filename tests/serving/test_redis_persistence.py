@@ -122,3 +122,13 @@ def test_a_server_that_hides_config_cannot_be_checked_and_says_so(tmp_path: Path
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_server_that_cannot_be_reached_cannot_be_checked_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    client = redis.Redis(port=port, socket_connect_timeout=1, decode_responses=True)
+    with caplog.at_level(logging.WARNING, logger="serving.contact_store.redis_store"):
+        assert check_persistence(client) is None
+    assert any("ConnectionError" in r.getMessage() for r in caplog.records)
