@@ -12,8 +12,10 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +38,10 @@ SERVICE_TARGET = "serving.service:Recommender"
 SERVICE_NAME = "nbo"
 #: Paths OpenTelemetry's middleware skips: all of them (a regular expression per entry).
 TRACING_EXCLUDED = ["."]
+#: Under `--state-dir`: one private BENTOML_HOME per `nbo serve` (docs/service.md §6).
+BENTOML_HOMES = "bentoml"
+#: The file that marks a BENTOML_HOME as created by `nbo serve`, with the creating process.
+HOME_OWNER_FILE = "nbo-serve-owner.json"
 
 
 def service_settings(
@@ -49,6 +55,7 @@ def service_settings(
     max_body_bytes: int = 16 * 1024,
     clock_start: datetime | None = None,
     store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
+    request_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, object]:
     """The JSON-able `ServiceSettings` (checked here so mistakes fail before any worker starts)."""
     from serving.settings import EngineSettings, latest_features_file
@@ -85,19 +92,52 @@ def service_settings(
         state_dir=state_dir.resolve(),
         clock_start=clock_start,
         clock_anchor=time.time() if clock_start is not None else None,
+        request_timeout_s=request_timeout_s,
     )
     return json.loads(settings.model_dump_json())
 
 
 def service_command(host: str, port: int) -> list[str]:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]  # the repository (cli/serve.py moved up one level)
     return [sys.executable, "-m", "bentoml", "serve", SERVICE_TARGET, "--host", host, "--port", str(port),
             "--working-dir", str(root)]
 
 
+def private_bentoml_home(state_dir: Path) -> Path:
+    """A BENTOML_HOME of this server's own: `STATE_DIR/bentoml/serve-<pid>-<random>`.
+
+    BentoML keeps its Prometheus multiprocess files in `$BENTOML_HOME/prometheus_multiproc_dir`
+    and wipes that directory at every start: with one home for every server of a user (the
+    default `~/bentoml`), starting a server erased the metrics of the others. Each `nbo serve`
+    gets a new directory, marked with an owner file naming the creating process; directories
+    that carry the mark of a process no longer running are removed here (left by a server that
+    stopped or was killed). Nothing else is ever removed, and symlinks are not followed.
+    """
+    import psutil
+
+    root = Path(state_dir).resolve() / BENTOML_HOMES
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        if old.is_symlink() or not old.is_dir() or not old.name.startswith("serve-"):
+            continue
+        try:
+            owner = json.loads((old / HOME_OWNER_FILE).read_text(encoding="utf-8"))
+            alive = psutil.pid_exists(owner["pid"]) and abs(psutil.Process(owner["pid"]).create_time() - owner["started"]) < 1
+        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+            continue  # not ours, or unreadable: leave it
+        if not alive:
+            shutil.rmtree(old, ignore_errors=True)
+    home = Path(tempfile.mkdtemp(prefix=f"serve-{os.getpid()}-", dir=root))
+    owner = {"pid": os.getpid(), "started": psutil.Process().create_time()}
+    (home / HOME_OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+    return home
+
+
 def service_env(settings: dict[str, object], workers: int, timeout_s: float, access_log: bool,
-                base: dict[str, str] | None = None) -> dict[str, str]:
+                base: dict[str, str] | None = None, bentoml_home: Path | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
+    if bentoml_home is not None:
+        env["BENTOML_HOME"] = str(bentoml_home)
     env["NBO_SERVICE_SETTINGS"] = json.dumps(settings)
     env["BENTOML_CONFIG_OVERRIDES"] = json.dumps(
         {"services": {SERVICE_NAME: {"workers": workers, "traffic": {"timeout": timeout_s},
@@ -162,8 +202,8 @@ def serve(
 
         start = parse_as_of(clock_start, "--clock-start").to_pydatetime()
     settings = service_settings(data, features, tracking_uri, policy, store, state_dir, reload_interval,
-                                max_body_kib * 1024, start, store_timeout)
-    env = service_env(settings, workers, timeout, access_log)
+                                max_body_kib * 1024, start, store_timeout, timeout)
+    env = service_env(settings, workers, timeout, access_log, bentoml_home=private_bentoml_home(state_dir))
     cmd = service_command(host, port)
     typer.echo(f"nbo service on http://{host}:{port} ({workers} worker(s)); Ctrl-C stops it", err=True)
     sys.stdout.flush()
@@ -194,7 +234,8 @@ def run_demo_service(directory: Path, data_dir: Path, features_path: Path, port:
         clock = (pd.Timestamp(as_of) + pd.Timedelta(hours=10)).to_pydatetime()
     settings = service_settings(Path(data_dir), Path(features_path), tracking_uri, None,
                                 str(directory / "contacts.db"), directory / "service-state", clock_start=clock)
-    env = service_env(settings, DEFAULT_WORKERS, DEFAULT_TIMEOUT_S, access_log=False)
+    env = service_env(settings, DEFAULT_WORKERS, DEFAULT_TIMEOUT_S, access_log=False,
+                      bentoml_home=private_bentoml_home(directory / "service-state"))
     env.pop("NBO_API_KEYS", None)
     env["NBO_API_KEYS_FILE"] = str(key_file)
     log_path = directory / "service.log"

@@ -15,8 +15,10 @@ import hmac
 import json
 import logging
 import os
+import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +26,7 @@ from typing import Annotated, Any, Literal
 import bentoml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from nbo.errors import ConfigError
 from nbo.vocab import ContactChannel
 from serving.ranking import ShownOffer, Suppressed
 
@@ -37,6 +40,19 @@ JSON_PATHS = frozenset({"/recommend", "/feedback", "/forget", "/admin/reload"})
 #: The service instance of this worker, for the Guard's fast path (set in `Recommender.__init__`).
 _WORKER: dict[str, Any] = {}
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+#: Shortest API key accepted: a key is a secret, not a password to remember (docs/service.md §3).
+MIN_KEY_CHARS = 16
+#: Share of the request timeout (`--timeout`) a client gets to send its body; then 408, so a
+#: stalled upload is the client's error (408), not the service's (BentoML's 504 at the timeout).
+BODY_TIMEOUT_SHARE = 0.75
+#: How often a worker checks that its supervisor (BentoML's arbiter) still lives, and how long it
+#: waits for its own graceful shutdown before it exits regardless (docs/service.md §2).
+SUPERVISOR_CHECK_S = 0.5
+ORPHAN_GRACE_S = 5.0
+#: What /readyz trusts without asking the store again: the outcome of a store call this recent.
+STORE_FRESH_S = 1.0
+#: The customer id /readyz reads from the store when it has to ask (never a real id: nothing found).
+PROBE_ID = "__nbo_readiness_probe__"
 
 
 # ------------------------------------------------------------------------------ request models
@@ -129,6 +145,8 @@ class ServiceSettings(BaseModel):
     clock_start: datetime | None = None
     clock_anchor: float | None = None
     warmup_customers: int = Field(20, ge=0)
+    #: BentoML's per-request timeout (`--timeout`); a body must arrive within a share of it (408).
+    request_timeout_s: float = Field(2.0, gt=0)
 
     @classmethod
     def from_env(cls) -> ServiceSettings:
@@ -145,14 +163,33 @@ class ServiceSettings(BaseModel):
 
 
 def load_api_keys(environ: dict[str, str] | None = None) -> tuple[bytes, ...]:
-    """API keys from `NBO_API_KEYS` (comma-separated) and/or the file `NBO_API_KEYS_FILE` (one per line)."""
+    """API keys from `NBO_API_KEYS` (comma-separated) and/or the file `NBO_API_KEYS_FILE` (one per line).
+
+    In the file, blank lines and lines whose first non-blank character is `#` are ignored (an
+    indented comment is a comment, not a key). A key shorter than `MIN_KEY_CHARS` raises
+    `ConfigError` naming where it is (never the key itself).
+    """
     env = os.environ if environ is None else environ
-    keys: list[str] = [k.strip() for k in env.get(KEYS_ENV, "").split(",") if k.strip()]
+    found: list[tuple[str, str]] = []  # (where, key)
+    for n, item in enumerate(env.get(KEYS_ENV, "").split(","), start=1):
+        if item.strip():
+            found.append((f"{KEYS_ENV} item {n}", item.strip()))
     path = env.get(KEYS_FILE_ENV)
     if path:
-        text = Path(path).read_text(encoding="utf-8")
-        keys += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    return tuple(k.encode() for k in keys)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{KEYS_FILE_ENV} {path} cannot be read: {type(exc).__name__}") from None
+        for n, line in enumerate(text.splitlines(), start=1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                found.append((f"{KEYS_FILE_ENV} {path} line {n}", line.strip()))
+    for where, key in found:
+        if len(key) < MIN_KEY_CHARS:
+            raise ConfigError(
+                f"{where}: API key shorter than {MIN_KEY_CHARS} characters ({len(key)}); use a random key, "
+                "e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+            )
+    return tuple(key.encode() for _, key in found)
 
 
 # ------------------------------------------------------------------------------ guard middleware
@@ -209,9 +246,11 @@ class Guard:
         self.app = app
         self.keys = load_api_keys()
         try:
-            self.max_body = ServiceSettings.from_env().max_body_bytes
+            settings = ServiceSettings.from_env()
         except RuntimeError:
-            self.max_body = 16 * 1024
+            settings = None
+        self.max_body = settings.max_body_bytes if settings else 16 * 1024
+        self.body_timeout_s = BODY_TIMEOUT_SHARE * (settings.request_timeout_s if settings else 2.0)
         if not self.keys:
             log.error("no API keys configured (%s / %s): every protected endpoint answers 401", KEYS_ENV, KEYS_FILE_ENV)
 
@@ -246,6 +285,9 @@ class Guard:
             return
         path = scope.get("path", "")
         if path in PUBLIC_PATHS:
+            if path == "/readyz" and "recommender" in _WORKER:
+                await self._readyz(send)
+                return
             await self.app(scope, receive, send)
             return
         if not self._authorised(scope):
@@ -266,34 +308,49 @@ class Guard:
                     await self._reply(send, 400, "content-length: not a number")
                     return
                 if declared > self.max_body:
-                    await self._reply(send, 413, f"body: larger than {self.max_body} bytes")
+                    await self._client_error(send, path, 413, f"body: larger than {self.max_body} bytes")
                     return
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                await self._reply(send, 413, f"body: larger than {self.max_body} bytes")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            # A client that announces a body and stalls gets 408 before BentoML's request timeout
+            # would answer 504 (a stalled upload is the client's fault, not the service's).
+            async with asyncio.timeout(self.body_timeout_s):
+                while size <= self.max_body:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await self._client_error(send, path, 408, f"body: not received within {self.body_timeout_s:g} s",
+                                     [(b"connection", b"close")])
+            return
+        if size > self.max_body:
+            await self._client_error(send, path, 413, f"body: larger than {self.max_body} bytes")
+            return
         body = b"".join(chunks)
         if path in JSON_PATHS:
             try:
                 parsed = json.loads(body) if body.strip() else {}
             except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..."
-                await self._reply(send, 400, f"body: not valid JSON ({type(exc).__name__})")
+                await self._client_error(send, path, 400, f"body: not valid JSON ({type(exc).__name__})")
                 return
             if not isinstance(parsed, dict):
-                await self._reply(send, 400, "body: must be a JSON object")
+                await self._client_error(send, path, 400, "body: must be a JSON object")
                 return
             if path == "/recommend" and "recommender" in _WORKER:
                 await self._recommend(body, send)
+                return
+            # Validated here too, so a bad body is one warning line, not BentoML's ERROR traceback.
+            model = _BODY_MODELS[path]
+            try:
+                model.model_validate_json(body or b"{}")
+            except ValidationError as exc:
+                await self._invalid(send, path, exc)
                 return
             if not body.strip():
                 body = b"{}"
@@ -311,6 +368,31 @@ class Guard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _client_error(self, send: Any, path: str, status: int, message: str,
+                            headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Answer a client's mistake and log it as one warning line (no traceback, no input)."""
+        log.warning("client error: POST %s -> %d %s", path, status, message)
+        await self._reply(send, status, message, headers)
+
+    async def _invalid(self, send: Any, path: str, exc: ValidationError) -> None:
+        """400 naming the fields (`detail[].loc`), input never echoed; one warning line in the log."""
+        errors = exc.errors(include_context=False, include_input=False)
+        log.warning("client error: POST %s -> 400 %d invalid field(s): %s", path, len(errors), _field_summary(errors))
+        detail = {"error": f"{exc.error_count()} validation error for {exc.title}", "detail": errors}
+        await self._send_json(send, 400, json.dumps(detail).encode())
+
+    async def _readyz(self, send: Any) -> None:
+        """200 when this worker can decide with offers; 503 with the cause when it cannot.
+
+        The service keeps answering `/recommend` (degraded, no offers) while the store is down:
+        readiness is what a load balancer reads to route away, `/healthz` stays liveness.
+        """
+        cause = await _WORKER["recommender"].unready_cause()
+        if cause is None:
+            await self._send_json(send, 200, b'{"ready": true}')
+        else:
+            await self._send_json(send, 503, json.dumps({"ready": False, "cause": cause}).encode())
 
     async def _openapi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """BentoML's OpenAPI document, with the 400 body as it is really sent.
@@ -349,9 +431,7 @@ class Guard:
         try:
             request = RecommendRequest.model_validate_json(body or b"{}")
         except ValidationError as exc:
-            detail = {"error": f"{exc.error_count()} validation error for {exc.title}",
-                      "detail": exc.errors(include_context=False, include_input=False)}
-            await self._send_json(send, 400, json.dumps(detail).encode())
+            await self._invalid(send, "/recommend", exc)
             return
         try:
             answer = _WORKER["recommender"].decide(request.customer_id, request.channel, request.k, request.context)
@@ -367,6 +447,87 @@ class Guard:
         await send({"type": "http.response.start", "status": status,
                     "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+_BODY_MODELS: dict[str, type[BaseModel]] = {
+    "/recommend": RecommendRequest, "/feedback": FeedbackRequest, "/forget": ForgetRequest, "/admin/reload": ReloadRequest,
+}
+#: Field names a log line may carry; anything else in an error's location is the client's text.
+_FIELD_NAMES = frozenset(n for m in (*_BODY_MODELS.values(), RequestContext) for n in m.model_fields)
+
+
+def _field_summary(errors: list[Any]) -> str:
+    """`decision_id (string_type), <unknown field> (extra_forbidden)`: field names and error types only."""
+    parts = []
+    for e in errors[:5]:
+        loc = ".".join(str(p) if isinstance(p, int) or p in _FIELD_NAMES else "<unknown field>" for p in e.get("loc", ()))
+        parts.append(f"{loc or 'body'} ({e.get('type', '?')})")
+    return ", ".join(parts) + (", ..." if len(errors) > 5 else "")
+
+
+# ------------------------------------------------------------------------------ store health
+class StoreHealth:
+    """What this worker last learned about the contact store, from its own calls or from a probe.
+
+    `/readyz` trusts the outcome of a store call made in the last `fresh_s` seconds (the answers
+    under traffic say it already); otherwise it asks the store (`probe`, a read bounded by
+    `--store-timeout`) in a thread, one probe at a time, so an idle worker also tells the truth.
+    """
+
+    def __init__(self, probe: Callable[[], object], errors: tuple[type[BaseException], ...], fresh_s: float = STORE_FRESH_S) -> None:
+        self.probe = probe
+        self.errors = errors
+        self.fresh_s = fresh_s
+        self.ok_at = time.monotonic()
+        self.failed_at = 0.0
+        self.cause = ""
+        self._lock = asyncio.Lock()
+
+    def ok(self) -> None:
+        self.ok_at = time.monotonic()
+
+    def failed(self, cause: str) -> None:
+        self.failed_at = time.monotonic()
+        if cause != "backoff" or not self.cause:  # `backoff` = not tried: keep the real cause
+            self.cause = cause
+
+    def _known(self) -> tuple[bool, str | None]:
+        now = time.monotonic()
+        if self.failed_at > self.ok_at:
+            return now - self.failed_at < self.fresh_s, f"contact store unavailable ({self.cause}): decisions are answered degraded, without offers"
+        return now - self.ok_at < self.fresh_s, None
+
+    async def unready_cause(self) -> str | None:
+        fresh, cause = self._known()
+        if fresh:
+            return cause
+        async with self._lock:
+            fresh, cause = self._known()  # another probe may have just answered
+            if fresh:
+                return cause
+            try:
+                await asyncio.to_thread(self.probe)
+            except self.errors as exc:
+                self.failed(f"probe: {type(exc).__name__}")
+            else:
+                self.ok()
+        return self._known()[1]
+
+
+def _watch_supervisor(parent: int, check_s: float = SUPERVISOR_CHECK_S, grace_s: float = ORPHAN_GRACE_S) -> None:
+    """Exit this worker when its supervisor is gone (`kill -9` of BentoML's arbiter).
+
+    The supervisor starts each worker in a session of its own, so its death does not reach the
+    workers: orphans would keep answering on the inherited socket while a new `nbo serve` on the
+    port fails. The worker asks itself to stop (SIGTERM: uvicorn's graceful shutdown finishes the
+    requests in flight, the store is closed), and exits after `grace_s` if that did not happen.
+    """
+    while os.getppid() == parent:
+        time.sleep(check_s)
+    log.error("supervisor (pid %d) is gone: this worker (pid %d) stops", parent, os.getpid())
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(grace_s)
+    os._exit(3)
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -407,12 +568,16 @@ class Recommender:
     """POST /recommend, /feedback, /forget, /admin/reload; BentoML adds health, metrics, OpenAPI."""
 
     def __init__(self) -> None:
+        from serving.contact_store.errors import STORE_ERRORS
         from serving.engine import DecisionEngine
         from serving.settings import EngineSettings
 
+        # First: a worker whose supervisor dies while it loads must not live on either.
+        threading.Thread(target=_watch_supervisor, args=(os.getppid(),), name="nbo-supervisor-watch", daemon=True).start()
         self.settings = ServiceSettings.from_env()
         self.metrics = _metrics()
         self.engine = DecisionEngine.from_settings(EngineSettings.model_validate(self.settings.engine))
+        self.store_health = StoreHealth(lambda: self.engine.store.read_customer(PROBE_ID, self.settings.now()), STORE_ERRORS)
         if self.engine.models is None:
             self.metrics["reload_failures"].inc()
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -471,6 +636,12 @@ class Recommender:
     def __is_ready__(self) -> bool:
         return getattr(self, "_ready", False)
 
+    async def unready_cause(self) -> str | None:
+        """None when ready; else why not (the contact store is down: answers are degraded)."""
+        if not getattr(self, "_ready", False):
+            return "starting: models and data not loaded yet"
+        return await self.store_health.unready_cause()
+
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
         self._stop.set()
@@ -495,9 +666,11 @@ class Recommender:
             decision = self.engine.decide(customer_id, channel, ctx, self.settings.now(), k=k, reserve=True)
         except StoreUnavailable as exc:
             # Fail closed: an offer the store could not record is never made.
+            self.store_health.failed(exc.cause)
             m["decisions"].labels(channel).inc()
             m["degraded"].labels(exc.cause).inc()
             return self._degraded(customer_id, channel)
+        self.store_health.ok()
         m["decisions"].labels(channel).inc()
         if decision.offers:
             m["offers"].labels(channel).inc(len(decision.offers))
@@ -549,11 +722,13 @@ class Recommender:
 
         try:
             known = self.engine.record_outcome(decision_id, offer_id, outcome, self.settings.now())
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
+            self.store_health.failed(exc.cause)
             self.metrics["store_refusals"].labels("feedback").inc()
             ctx.response.status_code = 503
             ctx.response.metadata.update(_STORE_DOWN_HEADERS)
             return _store_down("feedback")
+        self.store_health.ok()
         self.metrics["feedback"].labels(outcome, str(known).lower()).inc()
         if not known:
             ctx.response.status_code = 404
@@ -568,9 +743,11 @@ class Recommender:
 
         try:
             n = self.engine.forget(customer_id)
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
+            self.store_health.failed(exc.cause)
             self.metrics["store_refusals"].labels("forget").inc()
             return _store_down("forget")
+        self.store_health.ok()
         log.info("forgot customer %s (%d shows)", hash_id(customer_id), n)
         return ForgetResponse(customer_id=customer_id, erased_shows=n)
 

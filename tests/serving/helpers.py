@@ -58,5 +58,90 @@ def kill_process_tree(pid: int) -> list[int]:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(procs, timeout=10)
+    psutil.wait_procs(procs, timeout=30)
     return [p.pid for p in procs]
+
+
+# ------------------------------------------------------------------------------ real servers
+#: How long a test waits for `nbo serve` to answer /readyz. A quiet 2-core machine needs 30-45 s;
+#: at load average 6-8 it took 2-3 times that. The deadline only bounds a hung start.
+READY_TIMEOUT_S = 300.0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, every: float = 0.05):  # noqa: ANN001, ANN201
+    """Poll `predicate` until it returns a true value (returned); fail the test after `timeout` s.
+
+    For conditions, not for pacing: the deadline is generous on purpose (a loaded machine is
+    slow, not wrong); where a deadline is itself the promise, the test asserts it separately.
+    """
+    import time
+
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def start_nbo_serve(world, work, store: str, *extra: str, env: dict[str, str], workers: int = 2,  # noqa: ANN001
+                    name: str = "server", cwd=None):  # noqa: ANN001, ANN201
+    """`nbo serve` in a subprocess on a free port of 127.0.0.1, simulated clock at the test NOW.
+
+    Returns `(url, proc, log, port)` once /readyz answers 200. The supervisor runs in a session
+    of its own (`kill_process_tree` stops it and its workers).
+    """
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import pandas as pd
+    import pytest
+
+    from tests.serving.test_engine import NOW
+
+    port = free_port()
+    log = work / f"{name}-{port}.log"
+    cmd = [sys.executable, "-m", "cli", "serve", "--data", str(world.data), "--features", str(world.features),
+           "--tracking-uri", world.tracking_uri, "--store", store, "--port", str(port), "--workers", str(workers),
+           "--state-dir", str(work / "state"), "--clock-start", pd.Timestamp(NOW).isoformat(), *extra]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or work,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        try:
+            if httpx.get(url + "/readyz", timeout=5).status_code == 200:
+                return url, proc, log, port
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            kill_process_tree(proc.pid)
+            pytest.fail(f"nbo serve did not become ready:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.25)
+
+
+def stop_nbo_serve(proc) -> None:  # noqa: ANN001
+    """SIGTERM (BentoML's graceful stop), then SIGKILL of the whole tree if it hangs."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            kill_process_tree(proc.pid)  # still our child (not reaped): the pid is not reused

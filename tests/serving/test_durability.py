@@ -78,7 +78,7 @@ def test_acknowledged_feedback_survives_kill_9(dur_world: World, tmp_path_factor
         for t in threads:
             t.start()
         for t in threads:
-            t.join(timeout=120)
+            t.join(timeout=300)
         assert killed.is_set(), f"only {len(acked)} feedbacks acknowledged before the customers ran out"
         assert len(victims) >= 3, f"expected the supervisor and 2 workers, killed {victims}"
         assert not [v for v in victims if psutil.pid_exists(v) and psutil.Process(v).status() != psutil.STATUS_ZOMBIE]

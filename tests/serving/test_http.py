@@ -1,7 +1,12 @@
 """The service over real HTTP: `nbo serve` in a subprocess on 127.0.0.1 (2 workers, SQLite store).
 
-Happy paths, hostile inputs, auth, body size, feedback, forget, fallback, consent, caps under
-concurrency across workers, and a champion reload under load with zero failed requests.
+Happy paths, hostile inputs, auth (keys from the environment and from a key file with comments),
+body size, a stalled body (408), client errors logged as one warning line, feedback, forget,
+fallback, consent, caps under concurrency across workers, and a champion reload under load with
+zero failed requests.
+
+One server for this module and test_http_fuzz.py (`server`, started once per session): each
+start costs 30-45 s on a quiet 2-core machine.
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,10 +26,13 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.serving.helpers import kill_process_tree
-from tests.serving.test_engine import NOW, World, build_world
+from tests.serving.helpers import start_nbo_serve, stop_nbo_serve, wait_until
+from tests.serving.test_engine import World, build_world
 
-KEY = "test-key-7f3a9c"
+KEY = "test-key-7f3a9c-51d0e2"
+OTHER_KEY = "other-key-from-the-file-93b1"  # only in the key file
+#: Comment lines of the key file, also indented: never keys (issue 19, item 9).
+COMMENTED = ("#commented-key-0000000000", "   # indented-comment-key-1111", "\t#tab-comment-key-2222222222")
 SECRET_ID = "c-secret-7781"  # must never show up in the server's log
 
 
@@ -37,57 +44,51 @@ class Server:
     world: World
     customers: list[str]
 
-    def post(self, path: str, body: object, key: str | None = KEY, **kw: object) -> httpx.Response:
+    def post(self, path: str, body: object, key: str | None = KEY, timeout: float = 30, **kw: object) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         if isinstance(body, (bytes, str)):
-            return httpx.post(self.url + path, content=body, headers=headers, timeout=10, **kw)
-        return httpx.post(self.url + path, json=body, headers=headers, timeout=10, **kw)
+            return httpx.post(self.url + path, content=body, headers=headers, timeout=timeout, **kw)
+        return httpx.post(self.url + path, json=body, headers=headers, timeout=timeout, **kw)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_SHARED: dict[str, Server] = {}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def _start_server(tmp_path_factory: pytest.TempPathFactory) -> Server:
     from features import read_materialised
     from serving.settings import latest_features_file
 
     world = build_world(tmp_path_factory)
     work = tmp_path_factory.mktemp("serve")
-    port = _free_port()
-    env = {**os.environ, "NBO_API_KEYS": f"other-key,{KEY}"}
-    env.pop("NBO_API_KEYS_FILE", None)
-    log = work / "server.log"
-    cmd = [sys.executable, "-m", "cli", "serve", "--data", str(world.data), "--features", str(world.features),
-           "--tracking-uri", world.tracking_uri, "--store", str(work / "contacts.db"), "--port", str(port),
-           "--workers", "2", "--reload-interval", "2", "--state-dir", str(work / "state"),
-           "--clock-start", pd.Timestamp(NOW).isoformat()]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=work)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            kill_process_tree(proc.pid)
-            pytest.fail(f"nbo serve did not become ready:\n{log.read_text()[-3000:]}")
-        time.sleep(0.25)
+    keys = work / "api-keys.txt"
+    keys.write_text("\n".join([COMMENTED[0], "", COMMENTED[1], OTHER_KEY, COMMENTED[2], ""]), encoding="utf-8")
+    env = {**os.environ, "NBO_API_KEYS": KEY, "NBO_API_KEYS_FILE": str(keys)}
+    url, proc, log, _ = start_nbo_serve(world, work, str(work / "contacts.db"), "--reload-interval", "2",
+                                        env=env, name="server")
     frame, _ = read_materialised(latest_features_file(world.features))
-    yield Server(url, proc, log, world, frame.index.tolist())
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        kill_process_tree(proc.pid)
-    text = log.read_text(errors="replace")
-    assert KEY not in text and SECRET_ID not in text, "the log holds an API key or a raw customer id"
+    return Server(url, proc, log, world, frame.index.tolist())
+
+
+def _stop_server() -> None:
+    server = _SHARED.pop("server")
+    stop_nbo_serve(server.proc)
+    text = server.log.read_text(errors="replace")
+    assert KEY not in text and OTHER_KEY not in text and SECRET_ID not in text, \
+        "the log holds an API key or a raw customer id"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One `nbo serve` for every module that imports this fixture, stopped at the end of the session.
+
+    (Imported into another module, a fixture is a second definition with its own cache: the
+    module-level `_SHARED` makes both give the same server; the first teardown stops it.)
+    """
+    if "server" not in _SHARED:
+        _SHARED["server"] = _start_server(tmp_path_factory)
+    yield _SHARED["server"]
+    if "server" in _SHARED:
+        _stop_server()
 
 
 def test_recommend_happy_path(server: Server) -> None:
@@ -148,7 +149,10 @@ def test_auth(server: Server) -> None:
     assert server.post("/recommend", body, key=None).status_code == 401
     assert server.post("/recommend", body, key="wrong").status_code == 401
     assert httpx.post(server.url + "/recommend", json=body, headers={"Authorization": KEY}).status_code == 401
-    assert server.post("/recommend", body, key="other-key").status_code == 200
+    assert server.post("/recommend", body, key=OTHER_KEY).status_code == 200  # from the key file
+    for comment in COMMENTED:  # a comment line of the key file, indented or not, is not a key
+        for token in (comment.strip(), comment.strip().lstrip("#").strip()):
+            assert server.post("/recommend", body, key=token).status_code == 401, token
     for path in ("/feedback", "/forget", "/admin/reload"):
         assert server.post(path, {}, key=None).status_code == 401
     assert httpx.get(server.url + "/docs.json").status_code == 401
@@ -240,7 +244,7 @@ def test_forget_erases_history_and_caps_start_again(server: Server) -> None:
 
 def test_metrics_count_offers_suppressions_and_fallbacks(server: Server) -> None:
     server.post("/recommend", {"customer_id": "c-metrics-unknown", "channel": "web"})
-    text = httpx.get(server.url + "/metrics").text
+    text = httpx.get(server.url + "/metrics", timeout=30).text
     for name in ("nbo_offers_served_total", "nbo_suppressions_total", "nbo_fallbacks_total",
                  "nbo_model_reload_failures_total", "bentoml_service_request_total"):
         assert name in text
@@ -253,10 +257,7 @@ def test_reload_to_a_new_champion_under_load_fails_no_request(server: Server) ->
     name = "nbo-propensity"
     current = client.get_model_version_by_alias(name, "champion")
     new = client.create_model_version(name, current.source, run_id=current.run_id)
-    for _ in range(100):
-        if client.get_model_version(name, new.version).status == "READY":
-            break
-        time.sleep(0.1)
+    wait_until(lambda: client.get_model_version(name, new.version).status == "READY", 120, "the new model version")
     client.set_registered_model_alias(name, "champion", new.version)
 
     stop = threading.Event()
@@ -264,7 +265,7 @@ def test_reload_to_a_new_champion_under_load_fails_no_request(server: Server) ->
     ids = server.customers[400:700]
 
     def load() -> None:
-        with httpx.Client(timeout=10) as c:
+        with httpx.Client(timeout=30) as c:
             i = 0
             while not stop.is_set():
                 i += 1
@@ -279,17 +280,14 @@ def test_reload_to_a_new_champion_under_load_fails_no_request(server: Server) ->
     for t in threads:
         t.start()
     try:
-        time.sleep(0.5)
-        reload = server.post("/admin/reload", {})
+        wait_until(lambda: len(results) >= 20, 120, "answers from the current champion")
+        reload = server.post("/admin/reload", {}, timeout=60)
         assert reload.status_code == 200 and reload.json()["ok"], reload.text
         assert reload.json()["versions"]["propensity"] == f"{name}/{new.version}"
         # The other worker follows at its marker check (1 s) or interval (2 s), then loads and
         # compiles the new pair while still answering with the old one: wait until both answer new.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            time.sleep(1)
-            if len(results) > 40 and all(v == f"{name}/{new.version}" for _, v in results[-40:]):
-                break
+        wait_until(lambda: len(results) > 40 and all(v == f"{name}/{new.version}" for _, v in results[-40:]),
+                   300, "both workers answering with the new champion", every=0.5)
     finally:
         stop.set()  # also when an assertion failed: the load threads must not outlive the test
         for t in threads:
@@ -298,3 +296,58 @@ def test_reload_to_a_new_champion_under_load_fails_no_request(server: Server) ->
     tail = [v for _, v in results[-40:]]
     assert all(v == f"{name}/{new.version}" for v in tail), set(tail)
     assert f"{name}/{current.version}" in {v for _, v in results}  # the old one answered before the swap
+
+
+def test_a_stalled_body_is_408_not_504(server: Server) -> None:
+    """A client announces 16,000 bytes and sends 10: the Guard answers 408 (the client's fault)
+    before BentoML's request timeout would answer 504 (issue 19, item 8), and closes the connection."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as conn:
+        conn.sendall(b"POST /feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+                     b"\r\nContent-Type: application/json\r\nContent-Length: 16000\r\n\r\n" + b'{"decision')
+        answer = b""
+        while chunk := conn.recv(65536):  # the server closes the connection after its answer
+            answer += chunk
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"body: not received within" in answer
+    # the service is fine afterwards
+    assert server.post("/recommend", {"customer_id": server.customers[5], "channel": "web"}).status_code == 200
+
+
+def _log_tail(server: Server, start: int) -> str:
+    return server.log.read_bytes()[start:].decode(errors="replace")
+
+
+def test_bad_bodies_are_one_warning_line_not_an_error_traceback(server: Server) -> None:
+    """Bad bodies on /feedback, /forget and /admin/reload (and /recommend) are client errors: 400
+    naming the field, and one WARNING line each in the log, no ERROR, no traceback (issue 19, item 8).
+    The line names fields and error types only, never the client's text."""
+    start = server.log.stat().st_size
+    bad = [
+        ("/feedback", {"decision_id": 5, "offer_id": "o1", "outcome": "accepted"}, "decision_id"),
+        ("/feedback", {"decision_id": "d", "offer_id": "o1", "outcome": "loved"}, "outcome"),
+        ("/forget", {"customer_id": SECRET_ID, SECRET_ID: 1}, SECRET_ID),
+        ("/forget", {}, "customer_id"),
+        ("/admin/reload", {"force": "yes"}, "force"),
+        ("/admin/reload", {"zz": 1}, "zz"),
+        ("/recommend", {"customer_id": SECRET_ID, "channel": "fax"}, "channel"),
+    ]
+    for path, body, field in bad:
+        r = server.post(path, body)
+        assert r.status_code == 400, (path, r.status_code, r.text)
+        assert r.json()["error"] and field in r.text
+    r = server.post("/feedback", b"{not json")
+    assert r.status_code == 400 and "body" in r.json()["error"]
+    expected = len(bad) + 1
+
+    def warnings() -> list[str]:
+        return [line for line in _log_tail(server, start).splitlines() if "client error: POST" in line]
+
+    lines = wait_until(lambda: len(warnings()) >= expected and warnings(), 60, "the warning lines in the log")
+    assert len(lines) == expected, lines
+    assert all("[WARNING]" in line for line in lines), lines
+    text = _log_tail(server, start)
+    assert "Traceback" not in text and "[ERROR]" not in text, text[-3000:]
+    assert SECRET_ID not in text  # neither the id nor a field named like it is logged
+    assert any("/forget -> 400" in line and "<unknown field> (extra_forbidden)" in line for line in lines), lines

@@ -1,7 +1,7 @@
 """Hostile HTTP input, property-based, from the service's own OpenAPI document (schemathesis).
 
 A real `nbo serve` on 127.0.0.1 (the `server` fixture of test_http.py: 2 workers, SQLite store,
-simulated clock; its own instance for this module). For every operation the document lists,
+simulated clock; the same instance as test_http.py, started once). For every operation the document lists,
 schemathesis generates requests that follow the schema (positive) and requests that break it
 (negative: wrong types, missing or extra fields, out-of-range values, bad media types), bounded to
 `EXAMPLES` per operation and mode. Checks on every example:
@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.serving.test_http import KEY, Server, server  # noqa: F401 - `server` is a fixture
+from tests.serving.test_http import KEY, OTHER_KEY, Server, server  # noqa: F401 - `server` is a fixture
 
 EXAMPLES = 25
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -41,10 +41,10 @@ PUBLIC = [("/healthz", "GET"), ("/livez", "GET"), ("/readyz", "GET"), ("/metrics
 BAD_AUTH = st.one_of(
     st.none(),
     st.sampled_from(["", "Bearer", "Bearer ", "Bearer wrong", f"Basic {KEY}", KEY, f"Bearer {KEY}x", f"Bearer  {KEY}x",
-                     f"Bearer {KEY[:-1]}", "Bearer other-key,test-key-7f3a9c", "Bearer \u00e9", "Bearer " + "k" * 5000]),
+                     f"Bearer {KEY[:-1]}", f"Bearer {OTHER_KEY},{KEY}", "Bearer \u00e9", "Bearer " + "k" * 5000]),
     st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80),
 ).filter(lambda v: v is None or v == v.strip())  # httpx refuses to send a header with outer whitespace
-VALID = {f"Bearer {KEY}", "Bearer other-key"}
+VALID = {f"Bearer {KEY}", f"Bearer {OTHER_KEY}"}
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 phases=[Phase.explicit, Phase.generate, Phase.shrink],
                 suppress_health_check=list(HealthCheck))
