@@ -35,7 +35,7 @@ from features import FEATURE_SET, build_customer_features, build_exposure_featur
 from nbo.data import Dataset
 from nbo.errors import NboError
 from simulator import Contacts, DayView, SimConfig, Simulator
-from simulator.config import CH, OUT
+from simulator.config import OUT, OUTBOUND_CODES
 from simulator.io import dataset
 from simulator.policies import contact_slots
 from simulator.world import DAY
@@ -240,7 +240,7 @@ class ArbiterPolicy:
         ones = np.ones(len(self.intensity))
         slots = contact_slots(view, ones * 50.0, self.banner_rate, self._slot_rng)  # Poisson(50) -> capped at 3
         frame = pd.DataFrame({"customer": slots.customer, "channel": slots.channel, "ts": slots.ts})
-        outbound = frame["channel"] > CH["app"]
+        outbound = frame["channel"].isin(OUTBOUND_CODES)
         frame = pd.concat([frame[outbound].drop_duplicates("customer"), frame[~outbound]])
         return frame.sort_values("ts", kind="stable").reset_index(drop=True)
 

@@ -110,7 +110,7 @@ def test_stage_kind_code_crosses_recency_and_buying_with_the_offer_kind() -> Non
     assert out.loc[("a", "trip"), "stage_kind_code"] == 5 * 5 + kinds["trip"]
     assert out.loc[("a", "book"), "stage_kind_code"] == 5 * 5 + kinds["book"]
     assert out.loc[("b", "trip"), "stage_kind_code"] == 4 * 5 + kinds["trip"]
-    from features.candidate import stage_kind_code
+    from features.stage import stage_kind_code
 
     got = stage_kind_code(np.array([14.0, 14.5, 30.0, 61.0, 120.0, 121.0, np.nan]), np.array([0, 0, 1, 1, 1, 0, 1]),
                           np.array([2, 2, 0, 0, 4, 1, -1]))

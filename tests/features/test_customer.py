@@ -446,7 +446,7 @@ def test_contact_pressure_decays_per_channel() -> None:
 
 
 def test_contacts_at_each_rows_moment_equal_contacts_as_of_that_moment() -> None:
-    from features.customer import contact_history, encode_contacts_at
+    from features.contact_history import contact_history, encode_contacts_at
     from tests.features.conftest import synthetic
 
     data = synthetic(customers=30, contacts=500, seed=5)
