@@ -172,9 +172,3 @@ def behaviour(ev: EventArrays, n: int, categories: tuple[str, ...]) -> tuple[dic
     for etype, name in (("complaint", "complaints_90d"), ("call", "calls_90d")):
         out[name] = count(ev.cust[(ev.type == TYPE[etype]) & (ev.age <= 90)], n)
     return out, mats
-
-
-def _breadth(mats: dict[str, np.ndarray], purchases_365d: np.ndarray, categories: tuple[str, ...]) -> dict[str, object]:
-    """Category breadth; ties go to the category declared first."""
-    n = len(purchases_365d)
-    names = np.array([*categories, ""], dtype=object)

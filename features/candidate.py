@@ -64,9 +64,10 @@ def candidate_matrix(
     in float64 and rounded once when written, exactly as `astype(np.float32)` of the float64
     matrix). `offers` may be prepared once with `prepare_offers` (saves ~0.5 ms per call).
 
-    Each column is written once into one preallocated block (column-major while filling, so every
-    write is contiguous; one transposing copy at the end): no dict of columns stacked afterwards,
-    and the customer columns are repeated over the offers as one block. For one customer the ids
+    Each group's function returns its columns, checked against the group's declaration, and each
+    column is written once into one preallocated block (column-major while filling, so every write
+    is contiguous; one transposing copy at the end): nothing is stacked afterwards, and the customer
+    columns are repeated over the offers as one block. For one customer the ids
     go to the contact code as a one-element array, not a `pd.Index` (~10 us per request).
     """
     as_of = check_as_of(as_of)

@@ -42,8 +42,9 @@ class OfferArrays:
     cost: np.ndarray
     on_channel: np.ndarray  # (offers, CONTACT_CHANNELS) bool
     categories: tuple[str, ...]
-    #: Context features of all offers per request context (see `_context_rows`): requests repeat
-    #: a few contexts, and these columns depend on nothing else. Bounded; never mutated in place.
+    #: Context features of all offers per request context (see `features.context.context_rows`):
+    #: requests repeat a few contexts, and these columns depend on nothing else. Bounded; never
+    #: mutated in place.
     context_cache: dict[tuple[object, ...], dict[str, np.ndarray]] = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
