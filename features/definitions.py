@@ -42,13 +42,12 @@ class FeatureGroup:
         return _declared(self, categories)
 
     def check(self, computed: Mapping[str, object], categories: tuple[str, ...] = ()) -> Mapping[str, object]:
-        """`computed` itself if its keys are exactly the declared columns; else raise. About 0.5 us
-        for a group of fixed columns (it runs on every online request)."""
+        """`computed` itself if its keys are exactly the declared columns; else raise. One set
+        comparison for a group of fixed columns (it runs on every online request: ~3 us)."""
         declared = self._fixed if isinstance(self.numeric, tuple) else _declared(self, categories)
         if computed.keys() != declared:
             raise_mismatch(self.name, computed.keys(), declared)
         return computed
-
 
     @functools.cached_property
     def _fixed(self) -> frozenset[str]:
