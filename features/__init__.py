@@ -1,19 +1,15 @@
 """Point-in-time features: one implementation for training, batch scoring and the online path.
 
 Every function takes a required `as_of` (tz-naive UTC); nothing at or after it is used.
-See docs/features.md for every column, its unit and window.
+Each family of columns is declared once, next to the function computing it (`FeatureGroup`,
+features/definitions.py). See docs/features.md for every column, its unit and window.
 """
 
-from features.candidate import (
-    CustomerRows,
-    OfferArrays,
-    build_candidate_features,
-    build_exposure_features,
-    candidate_matrix,
-    prepare_offers,
-)
-from features.config import CATEGORIES, NEVER_DAYS, Context, LifecycleRules
-from features.customer import build_customer_features, lifecycle_stage
+from features.candidate import build_candidate_features, candidate_matrix
+from features.config import NEVER_DAYS, Context, LifecycleRules
+from features.customer import build_customer_features
+from features.customer_rows import CustomerRows
+from features.exposure import build_exposure_features
 from features.feature_set import (
     CANDIDATE_FEATURES,
     CUSTOMER_FEATURES,
@@ -21,6 +17,8 @@ from features.feature_set import (
     FeatureSet,
     customer_feature_names,
 )
+from features.lifecycle import lifecycle_stage
+from features.offers import OfferArrays, prepare_offers
 from features.online import candidate_features_online, customer_features_online
 from features.store import (
     check_feature_set,
@@ -30,6 +28,7 @@ from features.store import (
     read_materialised,
     write_materialised,
 )
+from nbo.vocab import CATEGORIES
 
 __all__ = [
     "CANDIDATE_FEATURES",

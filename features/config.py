@@ -1,5 +1,5 @@
-"""Declared constants and typed inputs of the feature code: categories, windows, thresholds,
-lifecycle rules and the request context.
+"""Declared constants and typed inputs of the feature code: windows, thresholds, lifecycle rules
+and the request context (the categories and channels are the core's, `nbo.vocab`).
 
 Everything that decides a feature's value is fixed here (not learnt from data), so the features of
 a subset of customers equal the corresponding rows of a full run.
@@ -15,9 +15,7 @@ from pydantic import BaseModel, Field, NonNegativeFloat, PositiveFloat, Positive
 from nbo.errors import NboError
 from nbo.vocab import ContactChannel
 
-#: The declared product categories. Events whose category is empty or not in this list feed no
-#: per-category feature but count in the totals (purchases_30d, page_views_7d, spend_365d, ...).
-CATEGORIES: tuple[str, ...] = ("travel", "books", "electronics", "fashion", "home", "beauty", "sports", "grocery")
+# The declared product categories are the core's: `nbo.vocab.CATEGORIES` (also `features.CATEGORIES`).
 #: Days reported for "since when" features when the thing never happened before as_of.
 NEVER_DAYS: float = 9999.0
 #: Browsing event types with their feature stem; counted over 7 and 30 days.

@@ -1,5 +1,8 @@
 """The declared feature set: the model input columns, in order, and which are categorical.
 
+The column lists are derived from the feature groups (`features.customer.CUSTOMER_GROUPS`,
+`features.candidate.CANDIDATE_GROUPS`): nothing here lists a column by hand but the categorical ones.
+
 Training selects exactly these columns (as float32) and logs `FEATURE_SET.version` with the model;
 serving refuses a model trained on another version. Change the version when a column's meaning,
 unit or order changes.
@@ -10,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from features.candidate import CANDIDATE_COLUMNS
-from features.config import CATEGORIES
-from features.customer import customer_columns
+from features.customer import CUSTOMER_GROUPS, customer_columns
+from features.definitions import text_columns
+from nbo.vocab import CATEGORIES
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ CUSTOMER_FEATURES: tuple[str, ...] = customer_columns(CATEGORIES)
 #: Model inputs of the propensity model (`build_candidate_features` minus the two ids).
 CANDIDATE_FEATURES: tuple[str, ...] = CANDIDATE_COLUMNS
 #: Text columns of the customer frame (not model inputs; usable in eligibility rules).
-CUSTOMER_TEXT_COLUMNS: tuple[str, ...] = ("lifecycle", "top_category", "next_category")
+CUSTOMER_TEXT_COLUMNS: tuple[str, ...] = text_columns(CUSTOMER_GROUPS)
 CATEGORICAL: tuple[str, ...] = (
     "lifecycle_code",
     "top_category_code",

@@ -10,10 +10,12 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from features.candidate import OfferArrays, build_candidate_features
-from features.config import CATEGORIES, Context, LifecycleRules
+from features.candidate import build_candidate_features
+from features.config import Context, LifecycleRules
 from features.customer import build_customer_features
+from features.offers import OfferArrays
 from nbo.data import Dataset, empty_table
+from nbo.vocab import CATEGORIES
 
 
 def customer_features_online(

@@ -1,7 +1,9 @@
 """The closed vocabularies of nbo, defined once.
 
-Every table, feature, policy and endpoint refers to these tuples, so adding a channel or an
-outcome is a one-line change here and validation everywhere follows.
+Every table, feature, policy, simulated world and endpoint refers to these tuples, so adding a
+channel, an outcome or a product category is a one-line change here and validation everywhere
+follows. Nothing else in nbo spells these lists out (the simulator's integer codes are positions
+in them).
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ OUTCOMES: tuple[str, ...] = get_args(Outcome)
 AGE_BANDS: tuple[str, ...] = get_args(AgeBand)
 LIFECYCLE_STAGES: tuple[str, ...] = get_args(Lifecycle)
 
+#: The declared product categories, in their declared order (per-category feature columns, the
+#: simulated catalogue and `top_category_code` follow it; ties go to the category declared first).
+#: Events whose category is empty or not in this list feed no per-category feature but count in
+#: every total.
+CATEGORIES: tuple[str, ...] = ("travel", "books", "electronics", "fashion", "home", "beauty", "sports", "grocery")
+
 #: Channels on which nbo reaches out to the customer (as opposed to showing a banner while the
 #: customer is on our site or app). Cross-channel fatigue caps count these.
 OUTBOUND_CHANNELS: tuple[str, ...] = ("email", "sms", "push", "mail")
@@ -40,5 +48,6 @@ OUTBOUND_CHANNELS: tuple[str, ...] = ("email", "sms", "push", "mail")
 DEFAULT_OPT_IN_CHANNELS: tuple[str, ...] = ("email", "sms", "push")
 #: Outcomes that close an exposure; `pending` is an exposure still waiting for an answer.
 FINAL_OUTCOMES: tuple[str, ...] = ("accepted", "declined", "ignored", "clicked")
-#: Event types that count as a visit of our digital properties.
+#: Channels of our digital properties: an event there is an online visit, a contact there is a
+#: banner shown while the customer is on the site or app (not an outbound message).
 ONLINE_CHANNELS: tuple[str, ...] = ("web", "app")

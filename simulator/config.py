@@ -11,9 +11,19 @@ from datetime import date
 
 from pydantic import BaseModel, Field, PositiveInt
 
-from nbo.vocab import CONTACT_CHANNELS, EVENT_CHANNELS, EVENT_TYPES, LIFECYCLE_STAGES, OUTCOMES
+from nbo.vocab import (
+    CATEGORIES,
+    CONTACT_CHANNELS,
+    DEFAULT_OPT_IN_CHANNELS,
+    EVENT_CHANNELS,
+    EVENT_TYPES,
+    LIFECYCLE_STAGES,
+    ONLINE_CHANNELS,
+    OUTBOUND_CHANNELS,
+    OUTCOMES,
+)
 
-CATEGORIES: tuple[str, ...] = ("travel", "books", "electronics", "fashion", "home", "beauty", "sports", "grocery")
+# The product categories (`CATEGORIES`) and the channel groups are the core's (`nbo.vocab`).
 SEGMENTS: tuple[str, ...] = ("explorer", "loyalist", "bargain_hunter", "occasional")
 REGIONS: tuple[str, ...] = ("north", "south", "east", "west", "central")
 
@@ -24,9 +34,11 @@ EV = {name: i for i, name in enumerate(EVENT_TYPES)}
 OUT = {name: i for i, name in enumerate(OUTCOMES)}
 LIFE = {name: i for i, name in enumerate(LIFECYCLE_STAGES)}
 #: Contact channels that need a consent row (email, sms, push), as codes, in this order.
-OPT_IN_CODES: tuple[int, ...] = (CH["email"], CH["sms"], CH["push"])
-OUTBOUND_CODES: tuple[int, ...] = (CH["email"], CH["sms"], CH["push"], CH["mail"])
-BANNER_CODES: tuple[int, ...] = (CH["web"], CH["app"])
+OPT_IN_CODES: tuple[int, ...] = tuple(CH[c] for c in DEFAULT_OPT_IN_CHANNELS)
+#: Outbound contact channels (email, sms, push, mail), as codes, in this order.
+OUTBOUND_CODES: tuple[int, ...] = tuple(CH[c] for c in OUTBOUND_CHANNELS)
+#: Banner channels (web, app): a contact shown while the customer is on the site or app.
+BANNER_CODES: tuple[int, ...] = tuple(CH[c] for c in ONLINE_CHANNELS)
 
 assert EV_CH["web"] == CH["web"] and EV_CH["app"] == CH["app"], "web/app codes must coincide"
 

@@ -20,11 +20,11 @@ import pandas as pd
 
 from simulator.behaviour import Sessions
 from simulator.catalogue import Catalogue
-from simulator.config import CH, OPT_IN_CODES
+from simulator.config import OPT_IN_CODES, OUTBOUND_CODES
 from simulator.world import DAY
 
 # outbound channel choice weights among the channels a customer may be reached on
-_OUTBOUND = np.array([CH["email"], CH["sms"], CH["push"], CH["mail"]])
+_OUTBOUND = np.array(OUTBOUND_CODES)  # email, sms, push, mail
 _OUTBOUND_WEIGHT = np.array([1.0, 0.5, 0.8, 0.3])
 
 

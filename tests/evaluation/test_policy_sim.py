@@ -1,48 +1,31 @@
 """Closed-loop policy simulation on a small world: the table, the caps' effect on customers kept,
-the ordering of policies, and the in-memory contact store's caps."""
+the ordering of policies, refits, the thesis map and the CLI (the store, rule sets, long-term value
+and the refitter's rows have test files of their own)."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import math
-from datetime import datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from cli import app
 from simulator import SimConfig, Simulator
-from simulator.io import dataset
-from nbo.vocab import CONTACT_CHANNELS
-from serving.contact_store.base import OfferRef
 from serving.policy import ContactPolicy
-from training.datasets import propensity_set
 from evaluation.policy_sim import (
-    ALL_POLICY_NAMES,
     DEFAULT_REFIT_DAYS,
     POLICY_NAMES,
-    RULE_SETS,
     TRUTH_UNCAPPED,
-    MemoryContactStore,
-    PolicyRun,
     Refitter,
-    break_even_margin,
     compare_policies,
-    expected_active_days,
-    greedy,
-    long_term_value,
     make_policy,
     plot_thesis_map,
     run_policy,
-    summarise,
     thesis_map,
-    uncapped,
-    without_fatigue_caps,
-    without_repeat_rules,
 )
 
 CONFIG = SimConfig(customers=250, days=30)
@@ -78,26 +61,6 @@ def test_policy_ordering_on_value(runs) -> None:
     assert by["oracle"].value > by["nbo"].value  # the truth is the ceiling under the same caps
 
 
-def test_memory_store_applies_caps_and_cooldowns() -> None:
-    policy = ContactPolicy()
-    store = MemoryContactStore()
-    t0 = datetime(2025, 1, 1, 10)
-    offer = OfferRef("o-1", "books")
-    for i in range(2):
-        assert store.check_and_reserve("c", "email", [offer if i == 0 else OfferRef("o-2", "books")],
-                                       t0 + timedelta(hours=i), policy, f"d{i}", {}).ok
-    refused = store.check_and_reserve("c", "email", [OfferRef("o-3", "home")], t0 + timedelta(hours=3), policy, "d3", {})
-    assert refused.refused == (("o-3", "cap_channel"),)  # email: 2 per 7 days
-    assert store.check_and_reserve("c", "email", [OfferRef("o-3", "home")], t0 + timedelta(days=7, hours=2),
-                                   policy, "d4", {}).ok
-    store.add_declines(["c"], ["o-1"], ["books"], [(t0 + timedelta(days=8)).timestamp()])
-    late = store.history("c", t0 + timedelta(days=9))
-    assert late.last_decline_offer == {"o-1": (t0 + timedelta(days=8)).timestamp()}
-    assert store.history("c", t0 + timedelta(days=7)).last_decline_offer == {}  # not observed yet
-    free = uncapped(policy)
-    assert free.caps == {} and free.cooldown.offer_days == 0 and free.consent == policy.consent
-
-
 def test_cli_writes_json_and_plots(tmp_path: Path) -> None:
     out, plots = tmp_path / "table.json", tmp_path / "plots"
     result = CliRunner().invoke(app, ["simulate-policies", "--customers", "60", "--days", "10", "--train-days", "40",
@@ -121,54 +84,6 @@ def test_cli_writes_json_and_plots(tmp_path: Path) -> None:
         assert wrong.exit_code == 2 and "--organic-margin" in wrong.output
 
 
-def test_long_term_value_counts_the_future_churn_of_each_policy() -> None:
-    """Two policies with the same value so far and the same customers left: the one still losing
-    customers at the end is worth less in the extra year (hand-computed)."""
-    def daily(churn_per_day: int) -> pd.DataFrame:
-        return pd.DataFrame({"value": [12.0] * 10, "cost": [2.0] * 10, "active": [100] * 10,
-                             "churned_today": [churn_per_day] * 9 + [0]})
-    steady, leaking = daily(0), daily(1)
-    assert expected_active_days(0.0, 365) == 365.0
-    assert math.isclose(expected_active_days(0.01, 365), (1 - math.exp(-3.65)) / 0.01)
-    # net 100; rate 10 / 100 = 0.1 per active customer-day; 100 customers at the end.
-    assert math.isclose(long_term_value(steady, future_days=365, window=10), 100 + 100 * 0.1 * 365)
-    h = 9 / 1000
-    assert math.isclose(long_term_value(leaking, future_days=365, window=10),
-                        100 + 100 * 0.1 * (1 - math.exp(-h * 365)) / h)
-    assert long_term_value(leaking, 365, 10) < long_term_value(steady, 365, 10)
-
-
-def test_long_term_value_counts_the_customers_own_purchases_at_the_margin() -> None:
-    """Hand-computed: 10 days, 100 customers, net offer value 10 a day, own purchases 50 a day at
-    margin 0.2; nobody churns, so the extra year is 365 days at the last days' rate."""
-    daily = pd.DataFrame({"value": [12.0] * 10, "cost": [2.0] * 10, "organic_amount": [50.0] * 10,
-                          "active": [100] * 10, "churned_today": [0] * 10, "contacts": [5] * 10,
-                          "accepted": [1] * 10, "churned_total": [0] * 10})
-    offers_only = 100 + 100 * 0.1 * 365
-    assert math.isclose(long_term_value(daily, 365, 10), offers_only)
-    assert math.isclose(long_term_value(daily, 365, 10, organic_margin=0.2), offers_only + 100 + 100 * 0.1 * 365)
-    run = summarise("p", daily, organic_margin=0.2)
-    assert math.isclose(run.organic_value, 100.0) and math.isclose(run.organic_amount, 500.0)
-    assert math.isclose(run.offer_long_term_value, long_term_value(daily))
-    assert math.isclose(run.long_term_value, run.offer_long_term_value + 0.2 * run.organic_long_term_amount)
-    assert run.row()["long_term_value"] == round(run.long_term_value, 2)
-
-
-def test_break_even_margin_is_where_keeping_customers_pays_for_fewer_offers() -> None:
-    def run(offer_ltv: float, organic: float) -> PolicyRun:
-        return PolicyRun("p", 0, 0, offer_ltv / 2, 0, 0, offer_ltv, pd.DataFrame(), offer_long_term_value=offer_ltv,
-                         organic_long_term_amount=organic, organic_amount=organic / 4)
-    capped, greedy_one = run(100.0, 1000.0), run(300.0, 200.0)
-    m = break_even_margin(capped, greedy_one)
-    assert math.isclose(m, 200 / 800)
-    assert math.isclose(100 + m * 1000, 300 + m * 200)  # equal long-term value at the break-even margin
-    within = break_even_margin(capped, greedy_one, within_period=True)
-    assert math.isclose(within, 100 / 200)
-    assert math.isclose(50 + within * 250, 150 + within * 50)  # equal value within the period
-    assert break_even_margin(greedy_one, capped) == 0.0  # already ahead on offers alone
-    assert break_even_margin(run(100.0, 100.0), greedy_one) == float("inf")  # keeps no more customers
-
-
 def test_oracle_uncapped_is_the_truth_without_caps() -> None:
     sim = Simulator(SimConfig(customers=50, days=5), seed=0)
     free = make_policy(TRUTH_UNCAPPED, sim, ContactPolicy(), trained=None, seed=0)
@@ -178,25 +93,6 @@ def test_oracle_uncapped_is_the_truth_without_caps() -> None:
     for learner in ("nbo", "nbo_uncapped", "popular"):
         with pytest.raises(ValueError, match="TrainedWorld"):
             run_policy(learner, SimConfig(customers=50, days=5), 0, ContactPolicy(), trained=None)
-
-
-def test_propensity_rows_built_in_periods_equal_rows_built_at_once() -> None:
-    """A refit appends the rows whose window closed since the previous one: the pieces must be
-    exactly the rows one build at the end gives (no row lost, none twice, same features)."""
-    sim = Simulator(SimConfig(customers=120, days=40), seed=4)
-    sim.run()
-    data = dataset(sim)
-    start = pd.Timestamp(sim.config.start)
-    cuts = [start + pd.Timedelta(days=d) for d in (20, 30, 40)]
-    pieces, after = [], None
-    for cut in cuts:
-        pieces.append(propensity_set(data, cut, 7, progress=False, after=after))
-        after = cut - pd.Timedelta(days=7)
-    whole = propensity_set(data, cuts[-1], 7, progress=False)
-    assert all(len(p) > 0 for p in pieces)
-    np.testing.assert_array_equal(np.concatenate([p.y for p in pieces]), whole.y)
-    np.testing.assert_array_equal(np.concatenate([p.X for p in pieces]), whole.X)
-    assert list(pd.concat([p.meta["decision_id"] for p in pieces])) == list(whole.meta["decision_id"])
 
 
 def test_refitter_refits_on_its_own_log_only_at_period_ends(runs) -> None:
@@ -250,59 +146,6 @@ def test_saved_daily_series_give_the_same_table_and_checks(runs, tmp_path: Path)
     assert math.isclose(offers_only["nbo"].long_term_value, by["nbo"].offer_long_term_value, rel_tol=1e-9)
     names = [name for name, _, _ in checks(list(again.values()))]
     assert names == ["beats popular", "beats random", "80% of oracle", "keeps customers", "LTV over uncapped"]
-
-
-def test_rule_sets_drop_one_family_of_rules_each() -> None:
-    policy = ContactPolicy()
-    caps_only, repeats_only = without_repeat_rules(policy), without_fatigue_caps(policy)
-    assert caps_only.caps == policy.caps and caps_only.outbound == policy.outbound
-    assert caps_only.cooldown.offer_days == caps_only.cooldown.category_days == 0
-    assert caps_only.offer_cap.max >= 10**9
-    assert repeats_only.caps == {} and repeats_only.outbound.max >= 10**9
-    assert repeats_only.offer_cap == policy.offer_cap and repeats_only.cooldown == policy.cooldown
-    assert uncapped(policy) == without_fatigue_caps(caps_only) == without_repeat_rules(repeats_only)
-    for kept in (caps_only, repeats_only):
-        assert kept.consent == policy.consent and kept.quiet_hours == policy.quiet_hours
-        assert kept.arbitration == policy.arbitration
-    assert set(ALL_POLICY_NAMES) >= set(POLICY_NAMES) | {TRUTH_UNCAPPED}
-    sim = Simulator(SimConfig(customers=30, days=5), seed=0)
-    for rules, make in RULE_SETS.items():
-        assert make_policy(f"oracle{rules}", sim, policy, trained=None, seed=0).policy == greedy(make(policy))
-    for bad in ("oracle_fatigue", "nbo_", "oraclex", "nbo_fatigue_caps_uncapped", "ORACLE"):
-        with pytest.raises(ValueError, match="unknown policy"):
-            make_policy(bad, sim, policy, trained=None, seed=0)
-
-
-def _contact_log(name: str, config: SimConfig, seed: int = 2):
-    sim = Simulator(config, seed=seed)
-    chosen = make_policy(name, sim, ContactPolicy(), trained=None, seed=seed)
-    first = 0
-    for _ in range(config.days):
-        sim.step(chosen)
-        chosen.observe(sim, first)
-        first += sim.results[-1].contacts
-    return sim.contact_log()
-
-
-def test_each_rule_set_binds_only_its_own_rules() -> None:
-    """Within 20 days (under the 30-day offer window): the whole policy shows no offer to a
-    customer more than 3 times and sends at most 4 outbound contacts in the first 7 days; the
-    fatigue caps alone repeat the best offer; the repeat rules alone contact every day."""
-    config = SimConfig(customers=80, days=20)
-    outbound_codes = [CONTACT_CHANNELS.index(c) for c in ContactPolicy().outbound.channels]
-
-    def most_repeats(log) -> int:
-        return int(pd.Series(list(zip(log.customer, log.offer, strict=True))).value_counts().max())
-
-    def most_outbound_first_week(log) -> int:
-        first_week = np.isin(log.channel, outbound_codes) & (log.ts < 7 * 86_400)
-        return int(np.bincount(log.customer[first_week]).max())
-
-    whole, caps_only, repeats_only = (_contact_log(n, config) for n in
-                                      ("oracle", "oracle_fatigue_caps", "oracle_repeat_rules"))
-    assert most_repeats(whole) <= 3 and most_outbound_first_week(whole) <= 4
-    assert most_repeats(caps_only) > 3 and most_outbound_first_week(caps_only) <= 4
-    assert most_repeats(repeats_only) <= 3 and most_outbound_first_week(repeats_only) > 4
 
 
 def test_truth_policies_run_without_a_logging_run() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from nbo.contract import TABLES
 from nbo.data import Dataset, empty_table, validate_frame
+from features import build_candidate_features, build_customer_features
 from nbo.vocab import CONTACT_CHANNELS, EVENT_CHANNELS, OFFER_KINDS, OUTCOMES
 
 AS_OF = pd.Timestamp("2025-06-01")
@@ -33,6 +34,16 @@ _DEFAULTS = {
         "eligibility": None,
     },
 }
+
+
+def buy_row(cid: str, days: float, amount: float | None, category: str | None = "travel", channel: str = "web") -> dict:
+    """An events row: a purchase `days` before AS_OF."""
+    return {"customer_id": cid, "ts": ago(days), "type": "purchase", "category": category, "amount": amount, "channel": channel}
+
+
+def event_row(cid: str, days: float, etype: str, category: str | None = None, channel: str = "web") -> dict:
+    """An events row of type `etype`, `days` before AS_OF."""
+    return {"customer_id": cid, "ts": ago(days), "type": etype, "category": category, "channel": channel}
 
 
 def table(name: str, rows: list[dict]) -> pd.DataFrame:
@@ -141,6 +152,51 @@ def synthetic(customers: int = 60, events: int = 3000, contacts: int = 600, seed
     ).drop_duplicates(["customer_id", "channel", "ts"])
     raw = {"customers": cust, "events": ev, "offers": offers, "contacts": co, "consents": cons}
     return Dataset(**{k: validate_frame(TABLES[k], v) for k, v in raw.items()})
+
+
+CANDIDATE_OFFERS = [
+    {"offer_id": "trip", "category": "travel", "kind": "cross_sell", "channels": ("web", "email"), "value": 40.0, "cost": 0.5},
+    {"offer_id": "trip2", "category": "travel", "kind": "upsell", "channels": ("email",), "value": 20.0, "cost": 0.1},
+    {"offer_id": "book", "category": "books", "kind": "retention", "channels": ("app",), "value": 5.0, "cost": 0.0},
+    {"offer_id": "seed", "category": "garden", "kind": "loyalty", "channels": ("web",), "value": 1.0, "cost": 0.0},
+]
+
+
+def candidate_data() -> Dataset:
+    """Two customers and four offers (one of an undeclared category) with a known history."""
+    c = "a"
+    return dataset(
+        customers=[{"customer_id": c, "signup_ts": ago(400)}, {"customer_id": "b", "signup_ts": ago(30)}],
+        events=[
+            {"customer_id": c, "ts": ago(3), "type": "page_view", "category": "travel"},
+            {"customer_id": c, "ts": ago(4), "type": "product_view", "category": "travel"},
+            {"customer_id": c, "ts": ago(40), "type": "product_view", "category": "travel"},  # outside 30d
+            {"customer_id": c, "ts": ago(5), "type": "search", "category": "travel"},
+            {"customer_id": c, "ts": ago(6), "type": "add_to_cart", "category": "travel"},
+            {"customer_id": c, "ts": ago(10), "type": "purchase", "category": "travel", "amount": 10.0},
+            {"customer_id": c, "ts": ago(100), "type": "purchase", "category": "travel", "amount": 10.0},
+            {"customer_id": c, "ts": ago(200), "type": "purchase", "category": "books", "amount": 10.0},
+            {"customer_id": c, "ts": ago(2), "type": "page_view", "category": "garden"},
+        ],
+        contacts=[
+            {"customer_id": c, "offer_id": "trip", "ts": ago(10), "outcome": "declined", "outcome_ts": ago(9)},
+            {"customer_id": c, "offer_id": "trip", "ts": ago(3), "outcome": "pending"},
+            {"customer_id": c, "offer_id": "trip2", "ts": ago(30), "outcome": "declined", "outcome_ts": ago(29)},
+            {"customer_id": c, "offer_id": "book", "ts": ago(20), "outcome": "accepted", "outcome_ts": ago(19)},
+            {"customer_id": c, "offer_id": "book", "ts": ago(25), "outcome": "ignored", "outcome_ts": ago(24)},
+            {"customer_id": c, "offer_id": "book", "ts": ago(1), "outcome": "declined", "outcome_ts": AS_OF},  # pending
+            {"customer_id": c, "offer_id": "seed", "ts": AS_OF, "outcome": "accepted", "outcome_ts": ago(-1)},  # ignored
+        ],
+        offers=CANDIDATE_OFFERS,
+    )
+
+
+def candidate_rows(context=None) -> pd.DataFrame:
+    """The candidate rows of `candidate_data()`, indexed by (customer_id, offer_id)."""
+    data = candidate_data()
+    customers = build_customer_features(data, AS_OF)
+    out = build_candidate_features(customers, data.offers, data.contacts, context, AS_OF)
+    return out.set_index(["customer_id", "offer_id"])
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Training rows (one per logged exposure) equal the request path's features in the same context."""
+"""Training rows (features/exposure.py): one per logged exposure, equal to the request path's
+features in the same context."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 
 from nbo.errors import NboError
-from features import Context, build_candidate_features, build_customer_features, build_exposure_features
+from features import CANDIDATE_FEATURES, Context, build_candidate_features, build_customer_features, build_exposure_features
 from tests.features.conftest import AS_OF, dataset, synthetic
 
 
@@ -107,3 +108,38 @@ def test_every_offer_of_one_opportunity_equals_the_request_path() -> None:
                                       check_dtype=False)
     unknown = rows.iloc[3 * n_o:]
     assert unknown["contacts_7d"].isna().all() and unknown["offer_exposures"].isna().all()
+
+
+def test_exposure_features_equal_candidates_with_the_exposure_context(synth) -> None:
+    from features import build_exposure_features
+
+    as_of = pd.Timestamp("2025-03-01")
+    exposures = synth.contacts[(synth.contacts["ts"] >= as_of)].head(40).reset_index(drop=True)
+    late = synth.customers.loc[synth.customers["signup_ts"] >= as_of, "customer_id"]
+    customers = build_customer_features(synth, as_of, customer_ids=exposures["customer_id"].unique())
+    out = build_exposure_features(customers, synth.offers, synth.contacts, exposures, as_of)
+    assert list(out.columns) == ["customer_id", "offer_id", *CANDIDATE_FEATURES]
+    assert list(out["customer_id"]) == list(exposures["customer_id"])
+    checked = 0
+    for i, exp in exposures.iterrows():
+        if exp["customer_id"] in set(late):
+            assert np.isnan(out.loc[i, "recency_days"]) and out.loc[i, "offer_value"] > 0
+            continue
+        ctx = Context(channel=exp["channel"], hour_of_day=exp["ts"].hour, day_of_week=exp["ts"].day_of_week)
+        # the snapshot row with the contact log as of the exposure itself (what the service sees then)
+        one = build_candidate_features(customers.loc[[exp["customer_id"]]], synth.offers, synth.contacts, ctx, exp["ts"])
+        expected = one[one["offer_id"] == exp["offer_id"]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(out.iloc[[i]].reset_index(drop=True), expected)
+        checked += 1
+    assert checked >= 30
+
+
+def test_exposure_features_refuse_exposures_before_as_of(synth) -> None:
+    from features import build_exposure_features
+    from nbo.errors import NboError
+
+    as_of = pd.Timestamp("2025-03-01")
+    customers = build_customer_features(synth, as_of)
+    early = synth.contacts[synth.contacts["ts"] < as_of].head(3)
+    with pytest.raises(NboError, match="before as_of"):
+        build_exposure_features(customers, synth.offers, synth.contacts, early, as_of)

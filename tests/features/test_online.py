@@ -90,14 +90,14 @@ def test_materialised_row_plus_live_contacts_equals_batch(synth, tmp_path) -> No
 
 def test_arrow_and_python_lookup_paths_agree(synth, monkeypatch) -> None:
     """Large inputs use Arrow hash lookups, small ones Python dicts: both give the same features."""
-    import features.candidate as candidate_mod
-    import features.customer as customer_mod
+    import features.arrays as arrays_mod
+    import features.offers as offers_mod
 
     ctx = _contexts(list(synth.customers["customer_id"]))
     small_c = build_customer_features(synth, AS_OF)
     small = build_candidate_features(small_c, synth.offers, synth.contacts, ctx, AS_OF)
-    monkeypatch.setattr(customer_mod, "_ARROW_MIN_ROWS", 0)
-    monkeypatch.setattr(candidate_mod, "_SMALL", 0)
+    monkeypatch.setattr(arrays_mod, "_ARROW_MIN_ROWS", 0)
+    monkeypatch.setattr(offers_mod, "_SMALL", 0)
     arrow_c = build_customer_features(synth, AS_OF)
     pd.testing.assert_frame_equal(arrow_c, small_c)
     arrow = build_candidate_features(arrow_c, synth.offers, synth.contacts, ctx, AS_OF)
