@@ -123,18 +123,30 @@ class _Events:
     rows: np.ndarray
 
 
+def optional_column(frame: pd.DataFrame, name: str, dtype: str = "str") -> pd.Series:
+    """`frame[name]`, or all missing values when the contract lets the column be absent
+    (`events.channel`, `events.category`, `events.amount`, ...; docs/data.md): an unknown channel
+    or category is coded -1 and counts in no per-channel or per-category column, an unknown
+    amount is spend 0, exactly as an empty cell would."""
+    if name in frame.columns:
+        return frame[name]
+    return pd.Series(np.nan, index=frame.index, dtype=dtype)
+
+
 def _encode_events(events: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp, categories: tuple[str, ...]) -> _Events:
     cust = positions(index, events["customer_id"])
     age = age_days(events["ts"], as_of)
     keep = np.flatnonzero((cust >= 0) & (age > 0))
+    category = optional_column(events, "category")
+    amount = optional_column(events, "amount", "float64")
     return _Events(
         cust=cust[keep].astype(np.int64, copy=False),
         age=age[keep],
         type=codes(events["type"], EVENT_TYPES)[keep],
-        channel=codes(events["channel"], EVENT_CHANNELS)[keep],
-        cat=codes(events["category"], categories)[keep],
-        amount=np.nan_to_num(events["amount"].to_numpy(dtype=np.float64, na_value=np.nan)[keep], nan=0.0),
-        raw_cat=events["category"].array,
+        channel=codes(optional_column(events, "channel"), EVENT_CHANNELS)[keep],
+        cat=codes(category, categories)[keep],
+        amount=np.nan_to_num(amount.to_numpy(dtype=np.float64, na_value=np.nan)[keep], nan=0.0),
+        raw_cat=category.array,
         rows=keep,
     )
 
@@ -647,7 +659,8 @@ def build_customer_features(
     out.update(_breadth(mats, out["purchases_365d"], categories))  # type: ignore[arg-type]
     out.update(contact_history(data.contacts, index, as_of))
     out.update(_consents(data.consents, index, as_of))
-    out["loyalty_member"] = customers["loyalty_member"].to_numpy(dtype=np.float64)
+    # Optional in the contract: unknown (NaN) for everyone when the export has no such column.
+    out["loyalty_member"] = optional_column(customers, "loyalty_member", "float64").to_numpy(dtype=np.float64)
     stage = lifecycle_stage(out, rules)  # type: ignore[arg-type]
     out["lifecycle_code"] = pd.Categorical(stage, categories=list(LIFECYCLE_STAGES)).codes.astype(np.float64)
     out["lifecycle"] = pd.array(stage, dtype="str")
