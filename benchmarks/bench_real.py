@@ -322,7 +322,7 @@ def nbo_top1(panel: Panel, workdir: Path, seed: int = 0) -> NboResult:
     """
     import mlflow
 
-    from training.tracking import resolve_tracking
+    from models.tracking import resolve_tracking
     from training.train import TrainConfig, fit_and_log
 
     began = time.perf_counter()
@@ -388,7 +388,7 @@ def what_if(panel: Panel, workdir: Path, seed: int = 0) -> dict[str, float]:
     import lightgbm as lgb
 
     from training.datasets import propensity_set, time_split
-    from training.model import CalibratedBooster
+    from models.calibrated import CalibratedBooster
 
     data, history = contract_data(panel, workdir)
     train = propensity_set(history, CUT, window_days=1, progress=False)

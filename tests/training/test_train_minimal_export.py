@@ -13,7 +13,7 @@ import pytest
 from features import FEATURE_SET, build_customer_features
 from nbo.data import load_dataset
 from nbo.errors import NboError
-from training.tracking import CHALLENGER, CHURN_MODEL, resolve_tracking, version_by_alias
+from models.tracking import CHALLENGER, CHURN_MODEL, resolve_tracking, version_by_alias
 from training.train import TrainConfig, fit_and_log
 
 from tests.nbo.minimal_export import START, write_minimal_export
@@ -53,3 +53,26 @@ def test_propensity_says_what_is_missing(export: Path, tmp_path: Path) -> None:
     tracking.activate()
     with pytest.raises(NboError, match="contacts table is empty"):
         fit_and_log("propensity", load_dataset(export), TrainConfig(as_of=AS_OF), tracking, progress=False)
+
+
+def test_cli_trains_and_predicts_churn_on_a_minimal_export(export: Path, tmp_path: Path) -> None:
+    """`nbo validate`, `nbo train --model churn` and `nbo predict --model churn` on customers +
+    events only (issue 20's "done when")."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ok = runner.invoke(app, ["validate", "--data", str(export)])
+    assert ok.exit_code == 0, ok.output
+    trained = runner.invoke(app, ["train", "--data", str(export), "--as-of", str(AS_OF.date()), "--model", "churn",
+                                  "--tracking-uri", uri])
+    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "churn.parquet"
+    scored = runner.invoke(app, ["predict", "--model", "churn", "--data", str(export), "--as-of", str(AS_OF.date()),
+                                 "--out", str(out), "--alias", "challenger", "--tracking-uri", uri])
+    assert scored.exit_code == 0, scored.output
+    frame = pd.read_parquet(out)
+    assert len(frame) == 600
+    assert frame["churn_probability"].between(0, 1).all() and frame["churn_probability"].nunique() > 1
