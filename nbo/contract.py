@@ -189,7 +189,7 @@ EVENTS = TableSpec(
             "empty amount counts as a purchase with no spend. The column is required when the "
             "table has a purchase.",
             required=False,
-            if_absent="allowed only without purchases",
+            if_absent="allowed only when no row is a purchase (spend columns are then 0)",
         ),
     ),
     example={
