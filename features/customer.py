@@ -23,7 +23,7 @@ from features.config import LifecycleRules, check_as_of
 from features.consents import CONSENTS, consents
 from features.contact_history import CONTACT_HISTORY, contact_history
 from features.definitions import FeatureGroup, numeric_columns, raise_mismatch, text_columns
-from features.events import encode_events
+from features.events import encode_events, optional_column
 from features.labels import LABELS, labels
 from features.lifecycle import LIFECYCLE, lifecycle
 from features.rfm import RFM, rfm
@@ -85,7 +85,8 @@ def build_customer_features(
     out.update(breadth(mats, out["purchases_365d"], categories))  # type: ignore[arg-type]
     out.update(contact_history(data.contacts, index, as_of))
     out.update(consents(data.consents, index, as_of))
-    out["loyalty_member"] = customers["loyalty_member"].to_numpy(dtype=np.float64)
+    # Optional in the contract: unknown (NaN) for everyone when the export has no such column.
+    out["loyalty_member"] = optional_column(customers, "loyalty_member", "float64").to_numpy(dtype=np.float64)
     out.update(lifecycle(out, rules))  # type: ignore[arg-type]
     out.update(labels(out, categories))
     return customer_frame(out, index, categories)

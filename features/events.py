@@ -30,19 +30,31 @@ class EventArrays:
     rows: np.ndarray
 
 
+def optional_column(frame: pd.DataFrame, name: str, dtype: str = "str") -> pd.Series:
+    """`frame[name]`, or all missing values when the contract lets the column be absent
+    (`events.channel`, `events.category`, `events.amount`, ...; docs/data.md): an unknown channel
+    or category is coded -1 and counts in no per-channel or per-category column, an unknown
+    amount is spend 0, exactly as an empty cell would."""
+    if name in frame.columns:
+        return frame[name]
+    return pd.Series(np.nan, index=frame.index, dtype=dtype)
+
+
 def encode_events(events: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp, categories: tuple[str, ...]) -> EventArrays:
     """The events of the customers of `index` with `ts < as_of`; categories coded in `categories`
     (-1 for an empty or undeclared category), empty amounts as 0."""
     cust = positions(index, events["customer_id"])
     age = age_days(events["ts"], as_of)
     keep = np.flatnonzero((cust >= 0) & (age > 0))
+    category = optional_column(events, "category")
+    amount = optional_column(events, "amount", "float64")
     return EventArrays(
         cust=cust[keep].astype(np.int64, copy=False),
         age=age[keep],
         type=codes(events["type"], EVENT_TYPES)[keep],
-        channel=codes(events["channel"], EVENT_CHANNELS)[keep],
-        cat=codes(events["category"], categories)[keep],
-        amount=np.nan_to_num(events["amount"].to_numpy(dtype=np.float64, na_value=np.nan)[keep], nan=0.0),
-        raw_cat=events["category"].array,
+        channel=codes(optional_column(events, "channel"), EVENT_CHANNELS)[keep],
+        cat=codes(category, categories)[keep],
+        amount=np.nan_to_num(amount.to_numpy(dtype=np.float64, na_value=np.nan)[keep], nan=0.0),
+        raw_cat=category.array,
         rows=keep,
     )

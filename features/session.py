@@ -34,7 +34,10 @@ def exposure_sessions(
     session: list[tuple[str, ...]] = [()] * n
     channel = exposures["channel"].to_numpy(dtype=object)
     on_site = np.flatnonzero(np.isin(channel, _ON_SITE))
-    site_events = events[events["channel"].isin(_ON_SITE)]
+    if "channel" not in events.columns:  # optional in the contract: no event is known to be on site
+        site_events = events.iloc[:0]
+    else:
+        site_events = events[events["channel"].isin(_ON_SITE)]
     if len(on_site) and len(site_events):
         ev_cust = site_events["customer_id"].to_numpy(dtype=object)
         ex_cust = exposures["customer_id"].to_numpy(dtype=object)[on_site]
@@ -45,7 +48,10 @@ def exposure_sessions(
         ev_ts = site_events["ts"].to_numpy(dtype="datetime64[ns]").view(np.int64)
         order = np.lexsort((ev_ts, ev_key))
         ev_key, ev_ts = ev_key[order], ev_ts[order]
-        ev_cat = site_events["category"].to_numpy(dtype=object, na_value=None)[order]
+        if "category" in site_events.columns:
+            ev_cat = site_events["category"].to_numpy(dtype=object, na_value=None)[order]
+        else:  # optional in the contract: the session's pages are known, their categories not
+            ev_cat = np.full(len(order), None, dtype=object)
         ex_ts = exposures["ts"].to_numpy(dtype="datetime64[ns]").view(np.int64)[on_site]
         start = np.searchsorted(ev_key, ex_key, side="left")
         end = np.searchsorted(ev_key, ex_key, side="right")

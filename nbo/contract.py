@@ -35,21 +35,35 @@ class ColumnSpec:
     max_value: float | None = None
     max_length: int | None = None
     doc: str = ""
+    #: False: the column may be absent from the file (a real export rarely has it); when present,
+    #: every rule above applies. `if_absent` says what nbo does without it.
+    required: bool = True
+    if_absent: str = ""
 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One table: its columns (extra columns are kept and ignored) and its unique key."""
+    """One table: its columns (extra columns are kept and ignored) and its unique key.
+
+    `required=False`: the file may be absent from a data directory; the `Dataset` then holds the
+    table empty and `if_absent` says what nbo cannot do without it.
+    """
 
     name: str
     columns: tuple[ColumnSpec, ...]
     key: tuple[str, ...] = ()
     doc: str = ""
     example: dict[str, object] = field(default_factory=dict)
+    required: bool = True
+    if_absent: str = ""
 
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.required)
 
     def column(self, name: str) -> ColumnSpec:
         for col in self.columns:
@@ -67,15 +81,38 @@ CUSTOMERS = TableSpec(
     columns=(
         ColumnSpec("customer_id", "str", max_length=ID_MAX, doc="Stable pseudonymous id."),
         ColumnSpec("signup_ts", "ts", doc="When the relationship started (UTC)."),
-        ColumnSpec("region", "str", max_length=64, doc="Free text region code, e.g. `north`."),
-        ColumnSpec("age_band", "str", nullable=True, allowed=AGE_BANDS, doc="Declared age band."),
+        ColumnSpec(
+            "region",
+            "str",
+            max_length=64,
+            doc="Free text region code, e.g. `north`.",
+            required=False,
+            if_absent="not used by any model today",
+        ),
+        ColumnSpec(
+            "age_band",
+            "str",
+            nullable=True,
+            allowed=AGE_BANDS,
+            doc="Declared age band.",
+            required=False,
+            if_absent="not used by any model today",
+        ),
         ColumnSpec(
             "acquisition_channel",
             "str",
             allowed=EVENT_CHANNELS,
             doc="Where the customer signed up.",
+            required=False,
+            if_absent="not used by any model today",
         ),
-        ColumnSpec("loyalty_member", "bool", doc="Joined the loyalty programme at signup."),
+        ColumnSpec(
+            "loyalty_member",
+            "bool",
+            doc="Joined the loyalty programme at signup.",
+            required=False,
+            if_absent="the `loyalty_member` feature is missing (NaN) for every customer",
+        ),
     ),
     example={
         "customer_id": "c000042",
@@ -89,6 +126,11 @@ CUSTOMERS = TableSpec(
 
 CONSENTS = TableSpec(
     name="consents",
+    required=False,
+    if_absent=(
+        "no channel has an opt-in (`opt_in_*` features are 0): outbound channels that need one "
+        "(email, sms, push) are never used"
+    ),
     doc=(
         "Consent changes. At a given time the latest row per (customer, channel) wins; no row "
         "means no consent on channels that need opt-in (email, sms, push by default)."
@@ -109,17 +151,45 @@ EVENTS = TableSpec(
     columns=(
         ColumnSpec("customer_id", "str", max_length=ID_MAX),
         ColumnSpec("ts", "ts"),
-        ColumnSpec("channel", "str", allowed=EVENT_CHANNELS),
+        ColumnSpec(
+            "channel",
+            "str",
+            allowed=EVENT_CHANNELS,
+            required=False,
+            if_absent=(
+                "every event's channel is unknown: the per-channel columns (`days_since_web_visit`, "
+                "`online_visit_share_365d`, ...) take their never-seen values and web/app exposures "
+                "get no session context"
+            ),
+        ),
         ColumnSpec("type", "str", allowed=EVENT_TYPES),
-        ColumnSpec("category", "str", nullable=True, max_length=64, doc="Product category, open vocabulary."),
-        ColumnSpec("product_id", "str", nullable=True, max_length=ID_MAX),
+        ColumnSpec(
+            "category",
+            "str",
+            nullable=True,
+            max_length=64,
+            doc="Product category, open vocabulary.",
+            required=False,
+            if_absent="every event's category is empty: no per-category or offer-category affinity column counts it",
+        ),
+        ColumnSpec(
+            "product_id",
+            "str",
+            nullable=True,
+            max_length=ID_MAX,
+            required=False,
+            if_absent="not used by any model today",
+        ),
         ColumnSpec(
             "amount",
             "float",
             nullable=True,
             min_value=0.0,
             doc="Purchase amount (currency units); empty for other types. A purchase with an "
-            "empty amount counts as a purchase with no spend.",
+            "empty amount counts as a purchase with no spend. The column is required when the "
+            "table has a purchase.",
+            required=False,
+            if_absent="allowed only when no row is a purchase (spend columns are then 0)",
         ),
     ),
     example={
@@ -136,6 +206,11 @@ EVENTS = TableSpec(
 OFFERS = TableSpec(
     name="offers",
     doc="The offer catalogue.",
+    required=False,
+    if_absent=(
+        "propensity training, recommendations (`/recommend`, `nbo score`) and policy evaluation "
+        "are unavailable; churn and the purchase-history features work"
+    ),
     key=("offer_id",),
     columns=(
         ColumnSpec("offer_id", "str", max_length=ID_MAX),
@@ -176,6 +251,11 @@ OFFERS = TableSpec(
 CONTACTS = TableSpec(
     name="contacts",
     doc="Every offer shown or sent, with the probability with which the deciding policy chose it.",
+    required=False,
+    if_absent=(
+        "propensity training and off-policy evaluation are unavailable; the contact-history "
+        "features read as never contacted"
+    ),
     key=("decision_id", "offer_id"),
     columns=(
         ColumnSpec("decision_id", "str", max_length=ID_MAX),

@@ -18,6 +18,12 @@ every command that loads data goes through the same validation: a file that brea
 refused with exit status 2 and one line naming the table, the column, how many rows are wrong and
 one example value.
 
+**What is required** is what every export has: `customers` (`customer_id`, `signup_ts`) and
+`events` (`customer_id`, `ts`, `type`, and `amount` when there are purchases). Consents, offers
+and contacts may come later: a directory without them validates, and each absent optional table
+or column is named with what nbo cannot do without it (`nbo.data.limitations`, logged by every
+command that loads the directory). An optional column that is present is checked in full.
+
 General rules:
 - **Timestamps** are ISO-8601 and read as UTC: tz-aware values are converted to UTC; tz-naive values
   are taken as UTC; a column mixing aware and naive values is refused.
@@ -47,17 +53,30 @@ def _type(col: ColumnSpec) -> str:
     return "; ".join(parts)
 
 
+def _required(col: ColumnSpec) -> str:
+    """Whether the column must be there (a file without it is refused) and may have empty cells."""
+    if col.required:
+        return "no (may be empty)" if col.nullable else "yes"
+    return "no (may be absent or empty)" if col.nullable else "no (may be absent; if present, never empty)"
+
+
 def render_markdown() -> str:
     """The contract as Markdown: one section per table, a column table and an example row."""
     out = [_INTRO]
     for spec in TABLES.values():
         out.append(f"\n## `{spec.name}`\n\n{spec.doc}\n")
+        if spec.required:
+            out.append("File: required.\n")
+        else:
+            out.append(f"File: optional. Without it: {spec.if_absent}.\n")
         if spec.key:
             out.append(f"Key: ({', '.join(f'`{k}`' for k in spec.key)}).\n")
         out.append("\n| column | type | required | meaning |\n|---|---|---|---|")
         for col in spec.columns:
-            required = "no (may be empty)" if col.nullable else "yes"
-            out.append(f"| `{col.name}` | {_type(col)} | {required} | {col.doc} |")
+            meaning = col.doc
+            if not col.required:
+                meaning = f"{meaning} Without the column: {col.if_absent}.".strip()
+            out.append(f"| `{col.name}` | {_type(col)} | {_required(col)} | {meaning} |")
         out.append("\nExample row:\n\n```json\n" + json.dumps(spec.example, indent=2) + "\n```\n")
     return "\n".join(out)
 

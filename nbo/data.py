@@ -1,5 +1,10 @@
 """Loading and validating the five tables of the data contract.
 
+Customers and events are required; consents, offers and contacts may be absent (a company's first
+export is often a purchase history only): they are then held empty, and `limitations` says what nbo
+cannot do without them. Optional columns (`TableSpec.columns` with `required=False`) may be absent
+and stay absent in the loaded frame; a column that is present is checked in full.
+
 Every command that reads data goes through `load_dataset`, so a file that breaks the contract is
 refused the same way everywhere: a `DataError` naming the table, the column, how many rows are
 wrong and one example value. Checks are vectorised (10 million events validate in seconds);
@@ -10,6 +15,7 @@ not express timezone mixing or the list-typed `channels` column, so the contract
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -30,16 +36,22 @@ STR_DTYPE = "str"
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Dataset:
-    """The five validated tables. Timestamps are tz-naive UTC, ids are strings."""
+    """The five validated tables. Timestamps are tz-naive UTC, ids are strings.
+
+    `absent_tables`: tables the data directory had no file for (held here empty).
+    """
 
     customers: pd.DataFrame
     consents: pd.DataFrame
     events: pd.DataFrame
     offers: pd.DataFrame
     contacts: pd.DataFrame
+    absent_tables: tuple[str, ...] = ()
 
     def table(self, name: str) -> pd.DataFrame:
         return getattr(self, name)
@@ -56,7 +68,7 @@ class Dataset:
         )
 
 
-TABLE_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Dataset))
+TABLE_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Dataset) if f.name in TABLES)
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -299,14 +311,15 @@ _CONVERTERS = {
 
 def validate_frame(spec: TableSpec, raw: pd.DataFrame) -> pd.DataFrame:
     """Check one table against its spec and return it with contract types; raise `DataError`."""
-    missing = [c for c in spec.column_names if c not in raw.columns]
+    missing = [c for c in spec.required_columns if c not in raw.columns]
     if missing:
         have = ", ".join(map(str, raw.columns[:12])) or "none"
         raise DataError(spec.name, f"missing column(s) {', '.join(missing)} (columns found: {have})")
     raw = raw.reset_index(drop=True)
     out = {}
     for col in spec.columns:
-        out[col.name] = _CONVERTERS[col.kind](spec, col, raw[col.name])
+        if col.name in raw.columns:  # an optional column that is absent stays absent
+            out[col.name] = _CONVERTERS[col.kind](spec, col, raw[col.name])
     extra = [c for c in raw.columns if c not in out]
     frame = pd.DataFrame(out, index=raw.index)
     for c in extra:
@@ -326,6 +339,15 @@ def validate_frame(spec: TableSpec, raw: pd.DataFrame) -> pd.DataFrame:
 
 def _table_rules(table: str, frame: pd.DataFrame) -> None:
     """Rules across columns of one table."""
+    if table == "events" and "amount" not in frame.columns:
+        bought = frame["type"] == "purchase"
+        if bought.any():
+            raise DataError(
+                table,
+                f"{int(bought.sum())} purchase row(s) but no amount column; add `amount` "
+                "(currency units, empty where unknown)",
+                column="amount",
+            )
     if table == "offers":
         bad = frame["valid_to"] < frame["valid_from"]
         if bad.any():
@@ -358,6 +380,13 @@ def check_references(data: Dataset) -> None:
     """Rules across tables: every id a table mentions exists where it is defined."""
     customers = pd.Index(data.customers["customer_id"])
     offers = pd.Index(data.offers["offer_id"])
+    if "offers" in data.absent_tables and len(data.contacts):
+        raise DataError(
+            "contacts",
+            f"{len(data.contacts)} row(s) name offers but the directory has no offers table; "
+            "add offers.parquet or offers.csv",
+            column="offer_id",
+        )
     for table in ("consents", "events", "contacts"):
         ids = data.table(table)["customer_id"]
         unknown = ~ids.isin(customers)
@@ -386,15 +415,49 @@ def load_table(directory: Path | str, table: str) -> pd.DataFrame:
     return validate_frame(TABLES[table], read_table_file(path, table))
 
 
+def has_table_file(directory: Path | str, table: str) -> bool:
+    """Whether the directory has a file (Parquet or CSV) for the table, readable or not."""
+    return any((Path(directory) / f"{table}.{ext}").exists() for ext in ("parquet", "csv"))
+
+
 def load_dataset(directory: Path | str) -> Dataset:
-    """Load the five tables of a data directory, validated and cross-checked."""
+    """Load the tables of a data directory, validated and cross-checked.
+
+    An optional table without a file is held empty and named in `Dataset.absent_tables`; what that
+    and every absent optional column leave out is logged once (`limitations`).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise NboError(f"data directory {directory} does not exist or is not a directory")
-    tables = {name: load_table(directory, name) for name in TABLE_NAMES}
-    data = Dataset(**tables)
+    tables: dict[str, pd.DataFrame] = {}
+    absent: list[str] = []
+    for name in TABLE_NAMES:
+        if not TABLES[name].required and not has_table_file(directory, name):
+            tables[name] = empty_table(name)
+            absent.append(name)
+        else:
+            tables[name] = load_table(directory, name)
+    data = Dataset(**tables, absent_tables=tuple(absent))
     check_references(data)
+    for line in limitations(data):
+        log.info("%s", line)
     return data
+
+
+def limitations(data: Dataset) -> list[str]:
+    """One line per absent optional table or column: what nbo cannot use, from the contract.
+
+    E.g. "no contacts table: no contact history: propensity training ... are unavailable".
+    """
+    lines = [f"no {name} table: {TABLES[name].if_absent}" for name in TABLE_NAMES if name in data.absent_tables]
+    for name in TABLE_NAMES:
+        if name in data.absent_tables:
+            continue
+        frame = data.table(name)
+        for col in TABLES[name].columns:
+            if not col.required and col.name not in frame.columns:
+                lines.append(f"no {name}.{col.name} column: {col.if_absent}")
+    return lines
 
 
 def empty_table(table: str) -> pd.DataFrame:
@@ -446,9 +509,10 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_dataset(data: Dataset, directory: Path | str, fmt: str = "parquet") -> None:
-    """Write the five tables to `directory` as Parquet (default) or CSV."""
+    """Write the tables to `directory` as Parquet (default) or CSV; an absent table stays absent."""
     if fmt not in ("parquet", "csv"):
         raise NboError(f"unknown format {fmt!r}; use parquet or csv")
     directory = Path(directory)
     for name in TABLE_NAMES:
-        write_table(data.table(name), directory / f"{name}.{fmt}")
+        if name not in data.absent_tables:
+            write_table(data.table(name), directory / f"{name}.{fmt}")

@@ -58,7 +58,10 @@ def test_parquet_and_csv_give_the_same_tables(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("table", "edit", "expected"),
     [
-        ("customers", lambda f: f.drop(columns=["region"]), "customers: missing column(s) region"),
+        ("customers", lambda f: f.drop(columns=["signup_ts"]), "customers: missing column(s) signup_ts"),
+        ("events", lambda f: f.drop(columns=["type"]), "events: missing column(s) type"),
+        ("events", lambda f: f.drop(columns=["amount"]), "events.amount: 2 purchase row(s) but no amount column"),
+        ("customers", lambda f: f.assign(loyalty_member=[""] + list(f["loyalty_member"][1:])), "customers.loyalty_member: 1 row(s) have a value that is not a boolean"),
         ("events", lambda f: f.assign(channel=["fax"] + list(f["channel"][1:])), "events.channel: 1 row(s) have a value outside"),
         ("events", lambda f: f.assign(amount=["-5"] + list(f["amount"][1:])), "events.amount: 1 row(s) have a value below 0, e.g. -5.0"),
         ("events", lambda f: f.assign(amount=["ten"] + list(f["amount"][1:])), "events.amount: 1 row(s) have a value that is not a number, e.g. 'ten'"),
@@ -81,9 +84,10 @@ def test_bad_data_is_named(csv_dir: Path, table: str, edit, expected: str) -> No
     assert expected in _error(csv_dir)
 
 
-def test_missing_file_is_named(csv_dir: Path) -> None:
-    (csv_dir / "offers.csv").unlink()
-    assert "offers: no offers.parquet or offers.csv" in _error(csv_dir)
+@pytest.mark.parametrize("table", ["customers", "events"])
+def test_missing_required_file_is_named(csv_dir: Path, table: str) -> None:
+    (csv_dir / f"{table}.csv").unlink()
+    assert f"{table}: no {table}.parquet or {table}.csv" in _error(csv_dir)
 
 
 def test_truncated_parquet_is_refused(tmp_path: Path) -> None:
