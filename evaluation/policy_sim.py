@@ -50,6 +50,7 @@ from serving.contact_store.base import (
 )
 from serving.policy import Cap, ContactPolicy, Cooldown, OutboundCap
 from serving.ranking import Arbiter, compile_offer_rules
+from serving.reservation import ContactDesk
 from training.datasets import propensity_set, time_split
 from models.calibrated import CalibratedBooster
 
@@ -227,7 +228,7 @@ class ArbiterPolicy:
     def __post_init__(self) -> None:
         self.store = MemoryContactStore(horizon_days=max(self.policy.longest_window_days, 1))
         rules = compile_offer_rules(self.offers, customer_feature_names())
-        self.arbiter = Arbiter(self.policy, self.offers, rules, self.store)
+        self.desk = ContactDesk(Arbiter(self.policy, self.offers, rules), self.store)
         self.rng = np.random.default_rng(self.seed)
         self._slot_rng = np.random.default_rng(self.seed + 1)
         self._offer_ids = self.offers["offer_id"].tolist()
@@ -256,7 +257,7 @@ class ArbiterPolicy:
             cid, channel = ids[c], CONTACT_CHANNELS[ch]
             now = (view.date + pd.Timedelta(seconds=int(ts - view.day * DAY))).to_pydatetime()
             consents = {name: bool(consented[i, j]) for j, name in enumerate(CONTACT_CHANNELS)}
-            decision = self.arbiter.decide(
+            decision = self.desk.decide(
                 cid, channel, now, dict(zip(self._offer_ids, p[i].tolist(), strict=True)),
                 features=inputs.get(cid), k=1, rng=self.rng, consents=consents,
                 decision_id=f"{self.name}-{view.day}-{i}",
