@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from serving.contact_store import OfferRef, RedisContactStore, SQLiteContactStore  # noqa: E402
 from serving.policy import load_policy  # noqa: E402
-from serving.ranking import Arbiter, compile_offer_rules  # noqa: E402
+from serving.catalogue import compile_offer_rules  # noqa: E402
+from serving.ranking import Arbiter  # noqa: E402
 from serving.reservation import ContactDesk  # noqa: E402
 
 TARGET_MS = 1.0

@@ -40,7 +40,8 @@ from nbo.errors import NboError
 from serving.contact_store.base import ContactRecord
 from serving.contact_store.consent import ConsentBook
 from serving.policy import ContactPolicy
-from serving.ranking import Arbiter, compile_offer_rules
+from serving.catalogue import compile_offer_rules
+from serving.ranking import Arbiter
 from serving.reservation import ContactDesk
 from models.registry import OPE_TAG
 from evaluation.ope import Diagnostics, Estimate, diagnostics, doubly_robust, ips, snips, mean_interval

@@ -49,7 +49,8 @@ from serving.contact_store.base import (
     to_epoch,
 )
 from serving.policy import Cap, ContactPolicy, Cooldown, OutboundCap
-from serving.ranking import Arbiter, compile_offer_rules
+from serving.catalogue import compile_offer_rules
+from serving.ranking import Arbiter
 from serving.reservation import ContactDesk
 from training.datasets import propensity_set, time_split
 from models.calibrated import CalibratedBooster

@@ -11,7 +11,8 @@ from serving.contact_store import (
 )
 from serving.policy import ContactPolicy, load_policy, parse_policy
 from serving.decision import REASON_CODES, Candidate, Decision, ShownOffer, Suppressed
-from serving.ranking import Arbiter, compile_offer_rules
+from serving.catalogue import compile_offer_rules
+from serving.ranking import Arbiter
 from serving.reservation import ContactDesk
 from serving.rules import CONTEXT_NAMES, Rule, RuleError, compile_rule
 

@@ -63,7 +63,8 @@ from serving.settings import EngineSettings, latest_features_file, open_store
 from serving.policy import ContactPolicy, load_policy
 from serving.decision import Decision
 from serving.pipeline import CustomerBlock, DecisionBlock, as_context, decide_block
-from serving.ranking import Arbiter, compile_offer_rules
+from serving.catalogue import compile_offer_rules
+from serving.ranking import Arbiter
 from serving.reservation import ContactDesk
 from serving.scoring import Scored, Scorer
 

@@ -204,7 +204,7 @@ def _top_contributions(scored, rows: np.ndarray, picks: np.ndarray, n_o: int) ->
     """The top contributions of each chosen (row, column) of a scored customer, one explainer call."""
     known = np.flatnonzero(scored.positions >= 0)  # scored rows with model inputs, in X's order
     where = {int(rows[s]): a for a, s in enumerate(known.tolist())}  # block row -> its rank in X
-    cells = [(int(i), int(c)) for i, r in np.argwhere(picks >= 0).tolist() if (c := picks[i, r]) >= 0 and int(i) in where]
+    cells = [(i, int(picks[i, r])) for i, r in np.argwhere(picks >= 0).tolist() if i in where]
     if not cells:
         return {}
     index = np.array([where[i] * n_o + c for i, c in cells], dtype=np.int64)

@@ -1,7 +1,7 @@
 """Arbitration: from calibrated scores to the offers (or none) to make, within the contact policy.
 
-`Arbiter` is pure: from scores, the catalogue's rules, the contact policy and the contact history
-it is given, it drops every candidate a rule forbids (recording the reason), scores the rest by
+`Arbiter` is pure: from scores, the catalogue (`serving.catalogue`: offers, levers, eligibility
+rules), the contact policy and the contact history it is given, it drops every candidate a rule forbids (recording the reason), scores the rest by
 expected value, and picks up to `k` with a little exploration (`serving.selection`), recording the
 exact probability of each pick. It reads no store and reserves nothing: `serving.reservation`
 (`ContactDesk`) reads the history before it and reserves its picks after it.
@@ -25,14 +25,13 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 
-from nbo.errors import ConfigError
 from nbo.vocab import CONTACT_CHANNELS
+from serving.catalogue import OfferCatalogue
 from serving.contact_store.base import ContactHistory, OfferRef, decision_refusal, offer_refusal, to_epoch
 from serving.contact_store.consent import ConsentBook
 from serving.decision import (
@@ -48,45 +47,8 @@ from serving.decision import (
 )
 from serving.draws import Draws, generator_draws, seeded_draws
 from serving.policy import ContactPolicy
-from serving.rules import CONTEXT_NAMES, Rule, compile_rule
+from serving.rules import Rule
 from serving.selection import rank_probabilities, select_block
-
-@dataclass(frozen=True)
-class _Offer:
-    offer_id: str
-    category: str
-    kind: str
-    channels: frozenset[str]
-    value: float
-    cost: float
-    valid_from: float
-    valid_to: float
-    rule: Rule | None
-    ref: OfferRef
-    lever: float
-
-
-def compile_offer_rules(offers: pd.DataFrame, feature_names: Iterable[str]) -> dict[str, Rule]:
-    """Compile the `eligibility` column of the offer catalogue; errors name the offer."""
-    known = frozenset(feature_names) | CONTEXT_NAMES
-    rules: dict[str, Rule] = {}
-    cache: dict[str, Rule] = {}
-    for offer_id, text in zip(offers["offer_id"].tolist(), offers["eligibility"].tolist(), strict=True):
-        if text is None or (isinstance(text, float) and math.isnan(text)) or not str(text).strip():
-            continue
-        try:
-            rules[offer_id] = cache[text] if text in cache else cache.setdefault(text, compile_rule(text, known))
-        except ConfigError as exc:
-            raise ConfigError(f"offer {offer_id!r}: {exc}") from None
-    return rules
-
-
-def _epoch_column(values: pd.Series) -> list[float]:
-    ts = pd.to_datetime(values)
-    if ts.dt.tz is not None:
-        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
-    return (ts.to_numpy(dtype="datetime64[ns]").astype("int64") / 1e9).tolist()
-
 
 class Arbiter:
     """Chooses the offers to make under a `ContactPolicy`; see the module docstring for the maths."""
@@ -99,47 +61,8 @@ class Arbiter:
     ) -> None:
         self.policy = policy
         self._rng = np.random.default_rng()
-        catalogue: dict[str, _Offer] = {}
-        has_rule = offers["eligibility"].notna() & (offers["eligibility"].astype(str).str.strip() != "") if "eligibility" in offers else None
-        for i, (oid, cat, kind, chans, value, cost, vf, vt) in enumerate(
-            zip(
-                offers["offer_id"].tolist(),
-                offers["category"].tolist(),
-                offers["kind"].tolist(),
-                offers["channels"].tolist(),
-                offers["value"].astype(float).tolist(),
-                offers["cost"].astype(float).tolist(),
-                _epoch_column(offers["valid_from"]),
-                _epoch_column(offers["valid_to"]),
-                strict=True,
-            )
-        ):
-            rule = rules.get(oid)
-            if rule is None and has_rule is not None and bool(has_rule.iloc[i]):
-                raise ConfigError(f"offer {oid!r} has an eligibility rule but no compiled rule was given")
-            lever = policy.arbitration.weight(oid, kind)
-            catalogue[oid] = _Offer(oid, cat, kind, frozenset(chans), value, cost, vf, vt, rule, OfferRef(oid, cat), lever)
-        self._offers = catalogue
-        # The catalogue as arrays (position = order of first appearance), for blocks of customers.
-        items = list(catalogue.values())
-        self._items = items
-        self._index = {o.offer_id: j for j, o in enumerate(items)}
-        self._value = np.array([o.value for o in items], dtype=np.float64)
-        self._cost = np.array([o.cost for o in items], dtype=np.float64)
-        self._lever = np.array([o.lever for o in items], dtype=np.float64)
-        self._valid_from = np.array([o.valid_from for o in items], dtype=np.float64)
-        self._valid_to = np.array([o.valid_to for o in items], dtype=np.float64)
-        self._retention = np.array([o.kind == "retention" for o in items], dtype=bool)
-        categories = sorted({o.category for o in items})
-        self._category = np.array([categories.index(o.category) for o in items], dtype=np.int64)
-        self._n_categories = len(categories)
-        self._id_order = np.argsort(np.argsort(np.array([o.offer_id for o in items], dtype=object), kind="stable"), kind="stable")
-        self._rules: dict[int, Rule] = {id(o.rule): o.rule for o in items if o.rule is not None}
+        self.catalogue = OfferCatalogue(offers, rules, policy.arbitration)
         self._empty: dict[str, tuple[str | None, np.ndarray]] = {}
-        self._on_channel: dict[str, np.ndarray] = {}
-        self._rule_list: list[Rule] = list(self._rules.values())
-        where = {key: r for r, key in enumerate(self._rules)}
-        self._rule_of = np.array([-1 if o.rule is None else where[id(o.rule)] for o in items], dtype=np.int64)
         # One frozen `Suppressed` per (catalogue offer, reason), built on first use (bounded by
         # offers x reason codes): a decision's ~35 suppressions become dictionary look-ups.
         self._suppressed: dict[tuple[str, str], Suppressed] = {}
@@ -147,7 +70,7 @@ class Arbiter:
     @property
     def offer_ids(self) -> list[str]:
         """Catalogue offer ids in column order of `arbitrate_block`."""
-        return [o.offer_id for o in self._items]
+        return self.catalogue.offer_ids
 
     # ------------------------------------------------------------------ helpers
     def _consented(self, customer_id: str, channel: str, now: datetime, consents: Mapping[str, bool] | ConsentBook | None) -> bool:
@@ -165,33 +88,11 @@ class Arbiter:
         """May each customer be contacted on `channel` at `now` (the consent rule of `decide`)."""
         return np.fromiter((self._consented(c, channel, now, consents) for c in customer_ids), dtype=bool, count=len(customer_ids))
 
-    def _context_env(self, channel: str, now: datetime, context: Mapping[str, object] | None) -> dict[str, object]:
-        env = dict(context or {})
-        env["channel"] = channel
-        env.setdefault("hour", now.hour)
-        env.setdefault("day_of_week", now.weekday())
-        return env
-
     def rule_masks(
         self, features: pd.DataFrame | Mapping[str, object] | None, channel: str, now: datetime, context: Mapping[str, object] | None = None
     ) -> dict[int, np.ndarray]:
-        """Eligibility of every rule of the catalogue: rule id -> one bool per customer.
-
-        `features`: one customer's values (a mapping, or None when unknown: `Rule.evaluate`) or a
-        frame of customers (`Rule.evaluate_frame`, the same semantics). Context values
-        (channel, hour, day_of_week, page_category, device) are the same for every row.
-        """
-        env = self._context_env(channel, now, context)
-        if features is None or isinstance(features, Mapping):
-            row = dict(features or {})
-            row.update(env)
-            return {key: np.array([rule.evaluate(row)]) for key, rule in self._rules.items()}
-        needed = sorted({n for r in self._rules.values() for n in r.names})
-        frame = pd.DataFrame({n: features[n] for n in needed if n in features.columns and n not in env}, index=features.index)
-        for name, value in env.items():
-            if name in needed:
-                frame[name] = value
-        return {key: rule.evaluate_frame(frame) for key, rule in self._rules.items()}
+        """`OfferCatalogue.rule_masks`: every eligibility rule on these customers."""
+        return self.catalogue.rule_masks(features, channel, now, context)
 
     # ------------------------------------------------------------------ the block
     def arbitrate_block(
@@ -222,7 +123,7 @@ class Arbiter:
         policy, arb = self.policy, self.policy.arbitration
         ids = list(customer_ids)
         n = len(ids)
-        cols = np.arange(len(self._items)) if columns is None else np.asarray(columns, dtype=np.int64)
+        cols = np.arange(len(self.catalogue.items)) if columns is None else np.asarray(columns, dtype=np.int64)
         m = len(cols)
         p = np.asarray(p_accept, dtype=np.float64).reshape(n, m)
         churn = np.zeros(n) if churn_probability is None else np.asarray(churn_probability, dtype=np.float64)
@@ -241,7 +142,7 @@ class Arbiter:
             open_rows[:] = False
         # Contact history: one empty-history answer for every customer without one, Python for the rest.
         todo = np.flatnonzero(open_rows)
-        refs = [self._items[j].ref for j in cols.tolist()] if len(todo) else []
+        refs = [self.catalogue.items[j].ref for j in cols.tolist()] if len(todo) else []
         empty_decision, empty_offer = self._without_history(channel)
         row_reason: list[str | None] = [None] * n
         offer_reason = np.zeros((n, m), dtype=np.int8)
@@ -264,17 +165,15 @@ class Arbiter:
                 open_rows &= ~rows
         # Offer by offer, for the customers still open.
         opened = open_rows[:, None]
-        valid = (self._valid_from[cols] <= t) & (t <= self._valid_to[cols])
+        valid = (self.catalogue.valid_from[cols] <= t) & (t <= self.catalogue.valid_to[cols])
         put(opened & ~valid[None, :], "validity")
-        on_channel = self._on_channel.get(channel)
-        if on_channel is None:
-            on_channel = self._on_channel[channel] = np.array([channel in o.channels for o in self._items], dtype=bool)
+        on_channel = self.catalogue.on_channel(channel)
         put(opened & ~on_channel[cols][None, :], "channel")
-        rule_of = self._rule_of[cols]  # index in self._rule_list, -1 = no rule
+        rule_of = self.catalogue.rule_of[cols]  # index in self.catalogue.rule_list, -1 = no rule
         if (rule_of >= 0).any():
             masks = rule_masks or {}
-            ok = np.ones((n, len(self._rule_list)), dtype=bool)
-            for r, rule in enumerate(self._rule_list):
+            ok = np.ones((n, len(self.catalogue.rule_list)), dtype=bool)
+            for r, rule in enumerate(self.catalogue.rule_list):
                 mask = masks.get(id(rule))
                 if mask is None:
                     if (rule_of == r).any():
@@ -285,8 +184,8 @@ class Arbiter:
             put(opened & ~eligible_cells, "eligibility")
         code = np.where((code == 0) & opened & (offer_reason != 0), offer_reason, code).astype(np.int8)
         # Expected value, in the order of operations of the scalar formula.
-        ev = p * self._value[cols] * self._lever[cols] - self._cost[cols]
-        ret = self._retention[cols]
+        ev = p * self.catalogue.value[cols] * self.catalogue.lever[cols] - self.catalogue.cost[cols]
+        ret = self.catalogue.retention[cols]
         if ret.any():
             ev[:, ret] = ev[:, ret] + (churn * cv)[:, None] * p[:, ret]
         reached = code == 0
@@ -294,11 +193,11 @@ class Arbiter:
         put(reached & (ev < arb.min_expected_value), "min_value")
         eligible = code == 0
 
-        picks, props, explored = select_block(ev, eligible, [self._items[j] for j in cols.tolist()], self._id_order[cols],
-                                              self._category[cols], k, draws, arb)
+        picks, props, explored = select_block(ev, eligible, [self.catalogue.items[j] for j in cols.tolist()], self.catalogue.id_order[cols],
+                                              self.catalogue.category[cols], k, draws, arb)
         # Diversity: eligible offers left out because their category is full.
         if (picks >= 0).any():
-            cats = self._category[cols]
+            cats = self.catalogue.category[cols]
             picked_cat = np.where(picks >= 0, cats[np.maximum(picks, 0)], -1)  # (n, k)
             same = (picked_cat[:, :, None] == cats[None, None, :]).sum(axis=1)  # picks in each cell's category
             chosen = (picks[:, :, None] == np.arange(m)[None, None, :]).any(axis=1)
@@ -310,7 +209,7 @@ class Arbiter:
         cached = self._empty.get(channel)
         if cached is None:
             empty = ContactHistory("", 0.0)
-            codes = [offer_refusal(empty, o.ref, self.policy, {}) for o in self._items]
+            codes = [offer_refusal(empty, o.ref, self.policy, {}) for o in self.catalogue.items]
             cached = self._empty[channel] = (
                 decision_refusal(empty, channel, self.policy),
                 np.array([0 if r is None else REASON_INDEX[r] for r in codes], dtype=np.int8),
@@ -320,11 +219,11 @@ class Arbiter:
     # ------------------------------------------------------------------ decide
     def columns_of(self, offer_ids: Sequence[str]) -> np.ndarray:
         """Catalogue positions (columns of `arbitrate_block`) of these catalogue offers."""
-        return np.array([self._index[o] for o in offer_ids], dtype=np.int64)
+        return self.catalogue.columns_of(offer_ids)
 
     def offer_ref(self, offer_id: str) -> OfferRef:
         """The (offer, category) the contact store counts a contact of this offer under."""
-        return self._offers[offer_id].ref
+        return self.catalogue.by_id[offer_id].ref
 
     def draws_for(self, rng: np.random.Generator | int | None) -> Draws:
         """One customer's draws: a generator, an integer seed (`draws.uniform`), or None (this arbiter's generator)."""
@@ -338,7 +237,7 @@ class Arbiter:
         key = (offer_id, reason)
         record = self._suppressed.get(key)
         if record is None:
-            if type(offer_id) is not str or offer_id not in self._offers:
+            if type(offer_id) is not str or offer_id not in self.catalogue.by_id:
                 return Suppressed(offer_id=offer_id, reason=reason)
             record = self._suppressed[key] = Suppressed.model_construct(offer_id=offer_id, reason=reason)
         return record
@@ -456,7 +355,7 @@ class Arbiter:
         known: list[tuple[str, float, Mapping[str, float] | None]] = []
         seen: set[str] = set()
         for oid, p, contributions in cands:
-            if oid not in self._offers:
+            if oid not in self.catalogue.by_id:
                 dropped.append(self.suppression(oid, "unknown_offer"))
             elif oid in seen:
                 continue
@@ -495,14 +394,14 @@ class Arbiter:
         if not len(idx):
             return probs
         ev = block.ev[row]
-        ids = [self._items[j].offer_id for j in block.columns.tolist()]
+        ids = [self.catalogue.items[j].offer_id for j in block.columns.tolist()]
         order = sorted(idx.tolist(), key=lambda i: (-ev[i], ids[i]))
         probs[order] = rank_probabilities(ev[order].tolist(), self.policy.arbitration.exploration)
         return probs
 
     def offer_reasons(self, offer_id: str, churn_probability: float, explored: bool) -> list[str]:
         """The arbiter's own reasons for showing an offer (after the top contributions, when known)."""
-        o = self._offers[offer_id]
+        o = self.catalogue.by_id[offer_id]
         reasons: list[str] = []
         if o.rule is not None:
             reasons.append(f"eligibility: {o.rule.text}")

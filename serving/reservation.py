@@ -20,6 +20,7 @@ import numpy as np
 from serving.contact_store import ConsentBook, ContactHistory, ContactStore, ReserveRequest, ReserveResult
 from serving.contact_store.base import CustomerState
 from serving.decision import Candidate, Decision
+from serving.policy import ContactPolicy
 from serving.ranking import Arbiter
 
 
@@ -31,7 +32,7 @@ class ContactDesk:
         self.store = store
 
     @property
-    def policy(self):  # type: ignore[no-untyped-def]
+    def policy(self) -> ContactPolicy:
         return self.arbiter.policy
 
     # ---------------------------------------------------------------- reading

@@ -18,7 +18,8 @@ from serving.contact_store import ConsentBook, ContactHistory, SQLiteContactStor
 from serving.contact_store.base import DAY, to_epoch
 from serving.policy import ContactPolicy, parse_policy
 from serving.decision import REASON_CODES, Candidate
-from serving.ranking import Arbiter, compile_offer_rules
+from serving.catalogue import compile_offer_rules
+from serving.ranking import Arbiter
 from serving.reservation import ContactDesk
 from serving.rules import CONTEXT_NAMES
 from tests.serving.helpers import make_offers, max_in_window

@@ -32,7 +32,8 @@ from serving.contact_store.base import ContactHistory, decision_refusal, offer_r
 from serving.policy import ContactPolicy, parse_policy
 from serving.decision import Candidate, Decision, ShownOffer, Suppressed
 from serving.draws import seeded_draws, uniform
-from serving.ranking import Arbiter, _Offer, compile_offer_rules
+from serving.catalogue import CatalogueOffer, compile_offer_rules
+from serving.ranking import Arbiter
 from serving.reservation import ContactDesk
 from serving.selection import select_row
 from tests.serving.helpers import max_in_window
@@ -107,10 +108,10 @@ class ReferenceArbiter(Arbiter):
             else:
                 suppressed.append(Suppressed(offer_id=oid, reason=reason))
 
-        known: list[tuple[Candidate, _Offer]] = []
+        known: list[tuple[Candidate, CatalogueOffer]] = []
         seen: set[str] = set()
         for c in cands:
-            o = self._offers.get(c.offer_id)
+            o = self.catalogue.by_id.get(c.offer_id)
             if o is None:
                 drop(c.offer_id, "unknown_offer")
             elif c.offer_id in seen:
@@ -131,7 +132,7 @@ class ReferenceArbiter(Arbiter):
             history = self.store.history(customer_id, now)
             reason = decision_refusal(history, channel, policy)
 
-        eligible: list[tuple[float, _Offer]] = []
+        eligible: list[tuple[float, CatalogueOffer]] = []
         by_id: dict[str, tuple[Candidate, float]] = {}
         if reason is not None:
             for c, _ in known:
