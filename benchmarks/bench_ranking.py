@@ -40,7 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from serving.contact_store import OfferRef, RedisContactStore, SQLiteContactStore  # noqa: E402
 from serving.policy import load_policy  # noqa: E402
-from serving.ranking import Arbiter, compile_offer_rules  # noqa: E402
+from serving.catalogue import compile_offer_rules  # noqa: E402
+from serving.ranking import Arbiter  # noqa: E402
+from serving.reservation import ContactDesk  # noqa: E402
 
 TARGET_MS = 1.0
 
@@ -130,9 +132,9 @@ def main() -> int:
             if proc is not None:
                 stores["redis"] = RedisContactStore(redis.Redis(port=port, decode_responses=True), prefix="bench")
             for name, store in stores.items():
-                arb = Arbiter(policy, offers, rules, store)
+                arb = ContactDesk(Arbiter(policy, offers, rules), store)
 
-                def decide(i: int, arb: Arbiter = arb, reserve: bool = False) -> object:
+                def decide(i: int, arb: ContactDesk = arb, reserve: bool = False) -> object:
                     return arb.decide(f"c{i % 5000}", "web", t0 + timedelta(seconds=30 * i), scores, features,
                                       churn_probability=0.3, customer_value=200.0, k=3, rng=rng, reserve=reserve)
 

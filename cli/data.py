@@ -18,7 +18,7 @@ def validate(
     """Check a data directory against the data contract (docs/data.md); exit 2 on the first error."""
     from features import customer_feature_names
     from nbo.errors import NboError
-    from serving.ranking import compile_offer_rules
+    from serving.catalogue import compile_offer_rules
 
     dataset = load_dataset(data)
     for name in TABLE_NAMES:

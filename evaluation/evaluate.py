@@ -7,9 +7,10 @@ ask the ranking code what the target policy (model + `ContactPolicy`) would have
 1. point-in-time features: the customer's features from a snapshot at midnight of the decision
    day (`build_customer_features`), candidate features with the decision's own context
    (`build_exposure_features`, as in training), scored by the model;
-2. the rules: `serving.ranking.Arbiter.decide(reserve=False)` with the caps and cooldowns
-   reconstructed from the logged contacts and declines before the decision (a
-   `MemoryContactStore` replaying the log) and the consents as of the decision (`ConsentBook`);
+2. the rules: `serving.ranking.Arbiter.arbitrate_block` on the one decision, with the caps and
+   cooldowns reconstructed from the logged contacts and declines before the decision (a
+   `MemoryContactStore` replaying the log, read through a `ContactDesk`) and the consents as of
+   the decision (`ConsentBook`);
 3. the exploration probabilities of the arbiter at rank 1 (`target_probabilities`), so an
    offer a rule forbids gets probability 0 and "no offer" gets what is left.
 
@@ -39,7 +40,9 @@ from nbo.errors import NboError
 from serving.contact_store.base import ContactRecord
 from serving.contact_store.consent import ConsentBook
 from serving.policy import ContactPolicy
-from serving.ranking import Arbiter, compile_offer_rules
+from serving.catalogue import compile_offer_rules
+from serving.ranking import Arbiter
+from serving.reservation import ContactDesk
 from models.registry import OPE_TAG
 from evaluation.ope import Diagnostics, Estimate, diagnostics, doubly_robust, ips, snips, mean_interval
 from evaluation.policy_sim import MemoryContactStore, opportunity_scores, rule_inputs
@@ -51,45 +54,31 @@ REWARDS = ("acceptance", "value")
 
 
 # ----------------------------------------------------------------------------- target policy
-def target_probabilities(arbiter: Arbiter, policy: ContactPolicy, offers: pd.DataFrame, p_row: np.ndarray,
+def target_probabilities(desk: ContactDesk, offers: pd.DataFrame, p_row: np.ndarray,
                          customer_id: str, channel: str, now, features, consents) -> tuple[np.ndarray, float]:
     """P(offer) at rank 1 for every offer (catalogue order) and the probability of "no offer".
 
-    The eligible set R is what `Arbiter.decide` leaves after consent, quiet hours, caps,
-    validity, channel, eligibility, per-offer caps, cooldowns and the minimum expected value;
-    then P(o) = (1 - e)[o greedy] + e q(o) as in `Arbiter._select` (docs/policy.md). The arbiter's
-    own recorded propensity of its pick is checked against this.
+    The arbiter's block for this one decision (consent, quiet hours, caps, validity, channel,
+    eligibility, per-offer caps, cooldowns and the minimum expected value, with the contact
+    history the desk reads from the replayed log), then the selection's rank-1 probabilities
+    P(o) = (1 - e)[o greedy] + e q(o) over the offers left (`Arbiter.first_rank_probabilities`,
+    docs/policy.md). The arbiter's own recorded propensity of its pick is checked against them.
     """
+    arbiter = desk.arbiter
     ids = offers["offer_id"].tolist()
-    decision = arbiter.decide(customer_id, channel, now, dict(zip(ids, p_row.tolist(), strict=True)),
-                              features=features, k=1, rng=0, consents=consents, reserve=False,
-                              decision_id="ope")
-    gone = {s.offer_id for s in decision.suppressed if s.reason != "diversity"}
-    keep = np.array([o not in gone for o in ids])
-    probs = np.zeros(len(ids))
-    if not keep.any():
+    may = arbiter.may_contact(customer_id, channel, now, consents)
+    block = arbiter.arbitrate_block(
+        [customer_id], channel, now, np.asarray(p_row, dtype=np.float64).reshape(1, len(ids)),
+        columns=arbiter.columns_of(ids), rule_masks=arbiter.rule_masks(features, channel, now), k=1,
+        draws=arbiter.draws_for(0), consented=arbiter.consent_mask([customer_id], channel, now, consents),
+        histories={customer_id: desk.history(customer_id, now)} if may else {},
+    )
+    probs = arbiter.first_rank_probabilities(block, 0)
+    if not probs.any():
         return probs, 1.0
-    arb = policy.arbitration
-    lever = np.array([arb.weight(o, k) for o, k in zip(ids, offers["kind"], strict=True)])
-    ev = p_row * offers["value"].to_numpy(float) * lever - offers["cost"].to_numpy(float)
-    idx = np.flatnonzero(keep)
-    order = sorted(idx, key=lambda i: (-ev[i], ids[i]))
-    n, rate = len(order), arb.exploration.rate
-    if rate <= 0 or n == 1:
-        probs[order[0]] = 1.0
-    else:
-        if arb.exploration.method == "softmax":
-            z = ev[order] / arb.exploration.temperature
-            q = np.exp(z - z.max())
-            q /= q.sum()
-        else:
-            q = np.full(n, 1.0 / n)
-        probs[order] = rate * q
-        probs[order[0]] += 1.0 - rate
-    shown = decision.offers[0]
-    j = ids.index(shown.offer_id)
-    if not math.isclose(probs[j], shown.propensity, rel_tol=1e-9, abs_tol=1e-12):
-        raise NboError(f"internal: arbiter propensity {shown.propensity} != reconstructed {probs[j]}")
+    j = int(block.picks[0, 0])
+    if not math.isclose(probs[j], block.propensity[0, 0], rel_tol=1e-9, abs_tol=1e-12):
+        raise NboError(f"internal: arbiter propensity {block.propensity[0, 0]} != reconstructed {probs[j]}")
     return probs, 0.0
 
 
@@ -262,7 +251,7 @@ def _score_target(label: str, model, data: Dataset, rows: pd.DataFrame, policy: 
     ids = offers["offer_id"].tolist()
     pos = {o: i for i, o in enumerate(ids)}
     store = replay_store(data.contacts, offers, rows.attrs["until"], max(policy.longest_window_days, 1))
-    arbiter = Arbiter(policy, offers, compile_offer_rules(offers, customer_feature_names()), store)
+    desk = ContactDesk(Arbiter(policy, offers, compile_offer_rules(offers, customer_feature_names())), store)
     book = ConsentBook(data.consents)
     value, cost = offers["value"].to_numpy(float), offers["cost"].to_numpy(float)
     n = len(rows)
@@ -277,7 +266,7 @@ def _score_target(label: str, model, data: Dataset, rows: pd.DataFrame, policy: 
         inputs = rule_inputs(feats)
         for k, (i, cid, ch, ts, oid) in enumerate(zip(idx, part["customer_id"], part["channel"], part["ts"],
                                                         part["offer_id"], strict=True)):
-            probs, p_none = target_probabilities(arbiter, policy, offers, p[k], cid, ch, ts.to_pydatetime(),
+            probs, p_none = target_probabilities(desk, offers, p[k], cid, ch, ts.to_pydatetime(),
                                                  inputs.get(cid), book)
             a = pos[oid]
             pi_logged[i], none[i] = probs[a], p_none

@@ -31,7 +31,9 @@ from nbo.data import Dataset
 from nbo.vocab import CONTACT_CHANNELS, LIFECYCLE_STAGES
 from serving.contact_store.base import to_epoch
 from serving.policy import ContactPolicy
-from serving.ranking import Arbiter, compile_offer_rules
+from serving.catalogue import compile_offer_rules
+from serving.ranking import Arbiter
+from serving.reservation import ContactDesk
 from simulator import Contacts, DayView, Simulator
 from simulator.config import OUT, OUTBOUND_CODES
 from simulator.io import dataset
@@ -102,7 +104,7 @@ class ArbiterPolicy:
     def __post_init__(self) -> None:
         self.store = MemoryContactStore(horizon_days=max(self.policy.longest_window_days, 1))
         rules = compile_offer_rules(self.offers, customer_feature_names())
-        self.arbiter = Arbiter(self.policy, self.offers, rules, self.store)
+        self.desk = ContactDesk(Arbiter(self.policy, self.offers, rules), self.store)
         self.rng = np.random.default_rng(self.seed)
         self._slot_rng = np.random.default_rng(self.seed + 1)
         self._offer_ids = self.offers["offer_id"].tolist()
@@ -131,7 +133,7 @@ class ArbiterPolicy:
             cid, channel = ids[c], CONTACT_CHANNELS[ch]
             now = (view.date + pd.Timedelta(seconds=int(ts - view.day * DAY))).to_pydatetime()
             consents = {name: bool(consented[i, j]) for j, name in enumerate(CONTACT_CHANNELS)}
-            decision = self.arbiter.decide(
+            decision = self.desk.decide(
                 cid, channel, now, dict(zip(self._offer_ids, p[i].tolist(), strict=True)),
                 features=inputs.get(cid), k=1, rng=self.rng, consents=consents,
                 decision_id=f"{self.name}-{view.day}-{i}",

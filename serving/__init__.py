@@ -1,4 +1,4 @@
-"""serving: contact policy, rule language, contact store and arbitration (no HTTP here)."""
+"""serving: contact policy, rule language, contact store, arbitration and the decision pipeline (no HTTP here)."""
 
 from serving.contact_store import (
     ConsentBook,
@@ -10,7 +10,10 @@ from serving.contact_store import (
     SQLiteContactStore,
 )
 from serving.policy import ContactPolicy, load_policy, parse_policy
-from serving.ranking import REASON_CODES, Arbiter, Candidate, Decision, ShownOffer, Suppressed, compile_offer_rules
+from serving.decision import REASON_CODES, Candidate, Decision, ShownOffer, Suppressed
+from serving.catalogue import compile_offer_rules
+from serving.ranking import Arbiter
+from serving.reservation import ContactDesk
 from serving.rules import CONTEXT_NAMES, Rule, RuleError, compile_rule
 
 __all__ = [
@@ -19,6 +22,7 @@ __all__ = [
     "Arbiter",
     "Candidate",
     "ConsentBook",
+    "ContactDesk",
     "ContactHistory",
     "ContactPolicy",
     "ContactStore",

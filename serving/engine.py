@@ -1,9 +1,10 @@
 """The decision engine: one customer (or a chunk of customers) -> scored, arbitrated offers.
 
-Plain Python, no HTTP. The real-time service calls `DecisionEngine.decide` per request and batch
-scoring calls `DecisionEngine.batch_decide` on chunks; both run the very same `_score` and
-`_arbitrate`, so a customer scored online and in batch (same `now`, same store state) gets the
-same offers, scores and propensities.
+Plain Python, no HTTP. The real-time service calls `DecisionEngine.decide` per request, which
+reads the customer's contact state (`ContactDesk`), runs the decision pipeline on one row
+(`serving.pipeline.decide_block`) and reserves; batch scoring runs the same pipeline on chunks,
+so a customer scored online and in batch (same `now`, same store state) gets the same offers,
+scores and propensities.
 
 Per customer:
 
@@ -15,12 +16,13 @@ Per customer:
    load for every materialised customer, vectorised).
 4. `customer_value` = `spend_365d` of the materialised row (currency units): the trailing year's
    spend, our estimate of what one more year of the relationship is worth. 0 without a row.
-5. `Arbiter.decide` (consent, caps, eligibility, expected value, exploration, reservation).
+5. `Arbiter.arbitrate_block` (consent, caps, eligibility, expected value, exploration), then the
+   reservation (`ContactDesk.reserve`).
 6. `reasons`: the three largest SHAP contributions (log-odds) of each *shown* offer, then the
    arbiter's own reasons.
 
-Exploration draws from a generator seeded by (customer_id, channel, now): random across customers
-and moments, reproducible for one of them, which is what makes online == batch testable.
+Exploration draws are seeded by (customer_id, channel, now) (`draws.decision_seed`): random across
+customers and moments, reproducible for one of them, which is what makes online == batch testable.
 
 Fallback (`Decision.fallback = True`): when the models are unavailable, or the customer has no
 materialised row (cold start), every offer gets its smoothed historical acceptance rate from the
@@ -33,12 +35,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
 import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,49 +49,30 @@ from features import (
     CANDIDATE_FEATURES,
     CUSTOMER_FEATURES,
     Context,
-    CustomerRows,
-    candidate_matrix,
     check_feature_set,
     customer_feature_names,
     materialised_meta,
-    prepare_offers,
     read_materialised,
 )
 from nbo.data import empty_table, load_table
 from nbo.errors import NboError
-from nbo.vocab import FINAL_OUTCOMES
 from serving.champions import Models, ReloadResult, check_model, probabilities_ok
-from serving.contact_store import ConsentBook, ContactHistory, ContactStore
+from serving.contact_store import ConsentBook, ContactStore
 from serving.contact_store.errors import STORE_ERRORS, StoreUnavailable, store_cause
 from serving.settings import EngineSettings, latest_features_file, open_store
 from serving.policy import ContactPolicy, load_policy
-from serving.ranking import Arbiter, Decision, ShownOffer, compile_offer_rules
+from serving.decision import Decision
+from serving.pipeline import CustomerBlock, DecisionBlock, as_context, decide_block
+from serving.catalogue import compile_offer_rules
+from serving.ranking import Arbiter
+from serving.reservation import ContactDesk
+from serving.scoring import Scored, Scorer
 
 log = logging.getLogger(__name__)
 
-FALLBACK_VERSION = "popularity"
-#: Pseudo-count of the prior in the popularity fallback: an offer needs about this many finalised
-#: contacts before its own acceptance rate outweighs the catalogue-wide one.
-POPULARITY_PRIOR_WEIGHT = 20.0
-_CONTACT_COLUMNS = ("customer_id", "offer_id", "channel", "ts", "outcome", "outcome_ts")
-
-
-# ----------------------------------------------------------------------------------- engine
-@dataclass(frozen=True)
-class _Scored:
-    """Scores of one chunk: rows are customer-major, `n_offers` per customer."""
-
-    customer_ids: list[str]
-    positions: np.ndarray  # row in the materialised frame, -1 = unknown customer
-    X: np.ndarray | None  # float32 model inputs (customers x offers, model columns), None = fallback
-    p: np.ndarray  # (customers, offers)
-    churn: np.ndarray
-    value: np.ndarray
-    models: Models | None
-
-
+__all__ = ["DecisionEngine", "Scored", "naive_utc"]
 class DecisionEngine:
-    """Everything a decision needs, built once; `decide` and `batch_decide` are thread-safe."""
+    """Everything a decision needs, built once; `decide` and `decide_block` are thread-safe."""
 
     def __init__(
         self,
@@ -115,17 +96,15 @@ class DecisionEngine:
         self.features_as_of = pd.Timestamp(features_as_of)
         self._client = client
         self._reload_lock = threading.Lock()
-        self.offers = offers.reset_index(drop=True)
-        self._prepared = prepare_offers(self.offers)
-        self.offer_ids: list[str] = [str(o) for o in self.offers["offer_id"].tolist()]
-        self._offer_column = {o: j for j, o in enumerate(self.offer_ids)}  # offer id -> column of `_Scored.p`
-        rules = compile_offer_rules(self.offers, customer_feature_names())
-        self.arbiter = Arbiter(policy, self.offers, rules, store)
-        self._rule_names = sorted({n for r in rules.values() for n in r.names} & set(customer_feature_names()))
+        offers = offers.reset_index(drop=True)
+        rules = compile_offer_rules(offers, customer_feature_names())
+        rule_names = sorted({n for r in rules.values() for n in r.names} & set(customer_feature_names()))
+        self.scorer = Scorer(offers, contacts, features, rule_names)
+        self.offers = self.scorer.offers
+        self.offer_ids = self.scorer.offer_ids
+        self.arbiter = Arbiter(policy, self.offers, rules)
+        self.desk = ContactDesk(self.arbiter, store)
         self.consents = ConsentBook(consents)
-        self._set_features(features)
-        self._contacts = self._index_contacts(contacts)
-        self.popularity = self._popularity(contacts)
         self._models: Models | None = None
         if models is not None:
             self._models = models
@@ -133,21 +112,6 @@ class DecisionEngine:
         self.store_retry_s = settings.store_retry_s if settings is not None else 1.0
         self._store_retry_at = 0.0  # monotonic time before which the store is not tried again
         self._compiling: threading.Thread | None = None  # the last background compilation (tests join it)
-
-    def _set_features(self, features: pd.DataFrame) -> None:
-        """Customer rows: positions by id, rule inputs and values as plain arrays."""
-        self.features = features
-        self._position = {cid: i for i, cid in enumerate(features.index.tolist())}
-        self._rule_values = {n: features[n].to_numpy() for n in self._rule_names if n in features.columns}
-        self._value = features["spend_365d"].to_numpy(np.float64) if "spend_365d" in features else np.zeros(len(features))
-        self._customer_matrix = features[list(CUSTOMER_FEATURES)].to_numpy(np.float32, na_value=np.nan)
-        # The numeric columns as one float64 block: a request takes its row out of it with no pandas.
-        self._rows = CustomerRows.from_frame(features)
-
-    @property
-    def _numeric(self) -> pd.DataFrame:
-        """The numeric columns as a float64 frame (what `_score` reads, for tests and debugging)."""
-        return pd.DataFrame(self._rows.values, index=self.features.index, columns=self._rows.columns, copy=False)
 
     def with_features(self, features: pd.DataFrame) -> DecisionEngine:
         """This engine over other materialised rows (a batch-scoring chunk of the same feature set).
@@ -157,7 +121,7 @@ class DecisionEngine:
         scoring stream a features file in chunks instead of holding it whole.
         """
         view = copy.copy(self)
-        view._set_features(features)
+        view.scorer = self.scorer.with_features(features)
         models = self._models
         if models is not None:
             X = view._churn_inputs(models.churn)
@@ -212,31 +176,36 @@ class DecisionEngine:
                 log.warning("models unavailable at start, serving the popularity fallback: %s", result.message)
         return engine
 
-    @staticmethod
-    def _index_contacts(
-        contacts: pd.DataFrame,
-    ) -> tuple[dict[str, tuple[int, int]], dict[str, np.ndarray]]:
-        """The contacts table sorted by customer, as numpy columns, with each customer's row range."""
-        frame = contacts.loc[:, list(_CONTACT_COLUMNS)].sort_values("customer_id", kind="stable").reset_index(drop=True)
-        ids = frame["customer_id"].to_numpy(dtype=object)
-        ranges: dict[str, tuple[int, int]] = {}
-        if len(ids):
-            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-            ends = np.r_[starts[1:], len(ids)]
-            ranges = {ids[s]: (int(s), int(e)) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)}
-        arrays = {n: frame[n].to_numpy(dtype=object) for n in ("customer_id", "offer_id", "channel", "outcome")}
-        arrays.update({n: frame[n].to_numpy(dtype="datetime64[ns]") for n in ("ts", "outcome_ts")})
-        return ranges, arrays
+    # ---------------------------------------------------------------- customers
+    @property
+    def features(self) -> pd.DataFrame:
+        """The materialised customer rows this engine holds (indexed by customer_id)."""
+        return self.scorer.features
 
-    def _popularity(self, contacts: pd.DataFrame) -> np.ndarray:
-        """Smoothed historical acceptance rate per catalogue offer (the fallback's p_accept)."""
-        final = contacts[contacts["outcome"].isin(FINAL_OUTCOMES)]
-        accepted = final["outcome"] == "accepted"
-        prior = float(accepted.mean()) if len(final) else 0.05
-        by_offer = final.groupby("offer_id", observed=True)["outcome"]
-        n = by_offer.size().reindex(self.offer_ids, fill_value=0).to_numpy(np.float64)
-        a = accepted.groupby(final["offer_id"], observed=True).sum().reindex(self.offer_ids, fill_value=0).to_numpy(np.float64)
-        return (a + POPULARITY_PRIOR_WEIGHT * prior) / (n + POPULARITY_PRIOR_WEIGHT)
+    @property
+    def popularity(self) -> np.ndarray:
+        """The fallback's p_accept per catalogue offer."""
+        return self.scorer.popularity
+
+    def positions(self, customer_ids: Sequence[str]) -> np.ndarray:
+        """Row of each customer in the materialised frame, -1 = unknown (cold start)."""
+        return self.scorer.positions(customer_ids)
+
+    def rule_inputs(self, position: int) -> dict[str, object] | None:
+        """The values the eligibility rules read of the customer at `position` (None: unknown)."""
+        return self.scorer.rule_inputs(position)
+
+    def score(
+        self,
+        customer_ids: Sequence[str],
+        channel: str,
+        contexts: Context | Mapping[str, Context] | None,
+        now: datetime,
+        models: Models | None,
+        contact_rows: Mapping[str, list[dict[str, object]]] | None = None,
+    ) -> Scored:
+        """`Scorer.score` of these customers (the caller reads their `contact_rows`)."""
+        return self.scorer.score(customer_ids, channel, contexts, now, models, contact_rows)
 
     # ---------------------------------------------------------------- models
     @property
@@ -272,21 +241,22 @@ class DecisionEngine:
     def _churn_inputs(self, churn: object) -> np.ndarray:
         """The materialised customer rows in the churn model's column order."""
         columns = check_model(churn, CUSTOMER_FEATURES, "customer")
-        return self._customer_matrix if columns is None else self._customer_matrix[:, columns]
+        matrix = self.scorer.customer_matrix
+        return matrix if columns is None else matrix[:, columns]
 
     @property
     def _compile_wanted(self) -> bool:
         return self.settings.compile_models if self.settings is not None else False
 
-    def _sample_scores(self, models: Models) -> _Scored | None:
+    def _sample_scores(self, models: Models) -> Scored | None:
         """Scores of the first 20 customers x every offer, without the store's contacts (a reload
         must not depend on the store being up)."""
         sample = self.features.index[: min(20, len(self.features))].tolist()
         if not sample:
             return None
-        return self._score(sample, "web", None, self.features_as_of.to_pydatetime(), models, live=False)
+        return self.score(sample, "web", None, self.features_as_of.to_pydatetime(), models)
 
-    def with_compiled(self, models: Models, sample: _Scored | None = None) -> Models:
+    def with_compiled(self, models: Models, sample: Scored | None = None) -> Models:
         """`models` scoring with their forests compiled (models.compiled), each checked against
         the booster on a sample (`sample`: `_sample_scores(models)` when already computed); a
         model that fails keeps its booster. Takes seconds per model."""
@@ -362,158 +332,6 @@ class DecisionEngine:
             self._compile_in_background(models)
         return ReloadResult(True, True, "loaded", models.versions)
 
-    # ---------------------------------------------------------------- scoring
-    def _live_contacts(
-        self, customer_ids: Sequence[str], live: bool = True, recent: list[dict[str, object]] | None = None
-    ) -> dict[str, np.ndarray]:
-        """Contacts of these customers (numpy columns): the data directory's log plus what the store
-        recorded (`recent`: those rows when already read, else read here)."""
-        ranges, arrays = self._contacts
-        pieces = [ranges[c] for c in customer_ids if c in ranges]
-        if recent is None:
-            recent = [row for c in customer_ids for row in self.store.contact_rows(c)] if live else []
-        if len(pieces) == 1:
-            s, e = pieces[0]
-            base = {name: values[s:e] for name, values in arrays.items()}
-        else:
-            idx = np.concatenate([np.arange(s, e) for s, e in pieces]) if pieces else np.zeros(0, dtype=np.int64)
-            base = {name: values[idx] for name, values in arrays.items()}
-        if not recent:
-            return base
-        cols: dict[str, np.ndarray] = {}
-        for name in ("customer_id", "offer_id", "channel", "outcome"):
-            cols[name] = np.concatenate([base[name], np.array([r[name] for r in recent], dtype=object)])
-        for name in ("ts", "outcome_ts"):
-            live = np.array([np.datetime64("NaT") if r[name] is None else r[name] for r in recent], dtype="datetime64[ns]")
-            cols[name] = np.concatenate([base[name], live])
-        return cols
-
-    def _score(
-        self,
-        customer_ids: Sequence[str],
-        channel: str,
-        contexts: Context | Mapping[str, Context] | None,
-        now: datetime,
-        models: Models | None,
-        live: bool = True,
-        recent: list[dict[str, object]] | None = None,
-    ) -> _Scored:
-        """Scores of these customers; `recent`: their store rows when already read (`decide`)."""
-        ids = list(customer_ids)
-        positions = np.array([self._position.get(c, -1) for c in ids], dtype=np.int64)
-        n_o = len(self.offer_ids)
-        churn = np.zeros(len(ids))
-        value = np.where(positions >= 0, self._value[np.maximum(positions, 0)] if len(self._value) else 0.0, 0.0)
-        p = np.tile(self.popularity, (len(ids), 1))
-        known = np.flatnonzero(positions >= 0)
-        X = None
-        if models is not None and len(known) and n_o:
-            rows = self._rows.take(positions[known])
-            as_of = pd.Timestamp(now)
-            # Written as float32 directly (the model's input type; same rounding as casting the
-            # float64 matrix), then the model's columns if its order differs: one copy, not three.
-            block = candidate_matrix(rows, self._prepared, self._live_contacts([ids[i] for i in known], live, recent), contexts, as_of,
-                                     dtype=np.float32)
-            if models.propensity_columns is not None:
-                block = block[:, models.propensity_columns]
-            X = np.ascontiguousarray(block, dtype=np.float32)
-            scores = models.propensity_predictor(X).reshape(len(known), n_o)
-            p[known] = scores
-            churn[known] = models.churn_probability[positions[known]]
-        return _Scored(ids, positions, X, p, churn, value, models)
-
-    def _rule_inputs(self, position: int) -> dict[str, object] | None:
-        if position < 0:
-            return None
-        return {n: v[position] for n, v in self._rule_values.items()}
-
-    def _arbitrate(
-        self,
-        scored: _Scored,
-        i: int,
-        channel: str,
-        context: Context | None,
-        now: datetime,
-        k: int,
-        reserve: bool,
-        decision_id: str | None,
-        explain: bool = True,
-        history: ContactHistory | None = None,
-    ) -> Decision:
-        cid = scored.customer_ids[i]
-        position = int(scored.positions[i])
-        fallback = scored.models is None or position < 0
-        versions = {"fallback": FALLBACK_VERSION} if fallback else scored.models.versions  # type: ignore[union-attr]
-        ctx: dict[str, object] = {}
-        if context is not None:
-            if context.page_category is not None:
-                ctx["page_category"] = context.page_category
-            if context.device is not None:
-                ctx["device"] = context.device
-            if context.hour_of_day is not None:
-                ctx["hour"] = context.hour_of_day
-            if context.day_of_week is not None:
-                ctx["day_of_week"] = context.day_of_week
-        decision = self.arbiter.decide(
-            cid,
-            channel,
-            now,
-            dict(zip(self.offer_ids, scored.p[i].tolist(), strict=True)),
-            features=self._rule_inputs(position),
-            context=ctx,
-            churn_probability=float(scored.churn[i]),
-            customer_value=float(scored.value[i]),
-            k=k,
-            rng=_seed(cid, channel, now),
-            consents=self.consents,
-            model_versions=versions,
-            fallback=fallback,
-            decision_id=decision_id,
-            reserve=reserve,
-            history=history,
-        )
-        if explain and self._explainable(decision, scored, i):
-            decision = self._explain_many([decision], scored, [i])[0]
-        return decision
-
-    def _explainable(self, decision: Decision, scored: _Scored, i: int) -> bool:
-        return bool(decision.offers) and scored.models is not None and scored.positions[i] >= 0 and scored.X is not None
-
-    def _explain_many(self, decisions: list[Decision], scored: _Scored, indices: Sequence[int]) -> list[Decision]:
-        """Prepend the top-3 contributions (log-odds) of each shown offer to its reasons.
-
-        One explainer call for all the decisions (batch scoring); attributions are per row, so the
-        result is the same as one call per decision.
-        """
-        models = scored.models
-        assert models is not None and scored.X is not None
-        known = np.flatnonzero(scored.positions >= 0)
-        n_o = len(self.offer_ids)
-        where = self._offer_column
-        rows = [
-            int(np.searchsorted(known, i)) * n_o + where[s.offer_id]
-            for decision, i in zip(decisions, indices, strict=True)
-            for s in decision.offers
-        ]
-        explainer = models.explainer or models.propensity.model  # type: ignore[attr-defined]
-        # Blocks bound the explainer's (rows x trees x features) temporary.
-        contrib = np.concatenate(
-            [explainer.contributions(scored.X[rows[lo : lo + 1024]])[:, :-1] for lo in range(0, max(len(rows), 1), 1024)]
-        ) if rows else np.zeros((0, scored.X.shape[1]))
-        names = models.propensity.feature_names  # type: ignore[attr-defined]
-        out: list[Decision] = []
-        at = 0
-        for decision in decisions:
-            shown: list[ShownOffer] = []
-            for s in decision.offers:
-                c = contrib[at]
-                at += 1
-                top = np.argsort(-np.abs(c), kind="stable")[:3]
-                reasons = [f"{names[j]}:{float(c[j]):+.4g}" for j in top] + s.reasons
-                shown.append(s.model_copy(update={"reasons": reasons}))
-            out.append(decision.model_copy(update={"offers": shown}))
-        return out
-
     # ---------------------------------------------------------------- public API
     def decide(
         self,
@@ -530,14 +348,27 @@ class DecisionEngine:
         Raises `StoreUnavailable` when the contact store fails (and, for `store_retry_s` after a
         failure, without trying it): no offer is ever returned that the store did not record.
         """
-        now = _naive_utc(now)
-        ctx = _context(channel, context)
+        now = naive_utc(now)
         with self._store_call():
             # One store read for the features' contact rows and the caps' history (one SQLite
             # transaction instead of two); the reservation re-checks the caps atomically.
-            state = self.store.read_customer(customer_id, now)
-            scored = self._score([customer_id], channel, ctx, now, self._models, recent=state.rows)
-            return self._arbitrate(scored, 0, channel, ctx, now, k, reserve, decision_id, history=state.history)
+            state = self.desk.read_customer(customer_id, now)
+            block = self.decide_block(CustomerBlock([customer_id], {customer_id: state.history}, {customer_id: state.rows}),
+                                      channel, now, as_context(channel, context), k)
+            decision = block.decision(0, decision_id)
+            return self.desk.reserve(decision, now) if reserve else decision
+
+    def decide_block(
+        self,
+        customers: CustomerBlock,
+        channel: str,
+        now: datetime,
+        ctx: Context | Mapping[str, Context] | None = None,
+        k: int = 1,
+    ) -> DecisionBlock:
+        """The decision pipeline on a block of customers (`serving.pipeline.decide_block`); reads
+        and reserves nothing."""
+        return decide_block(self, customers, channel, now, ctx, k)
 
     @contextlib.contextmanager
     def _store_call(self) -> Iterator[None]:
@@ -553,38 +384,10 @@ class DecisionEngine:
             raise StoreUnavailable(cause, f"contact store unavailable ({cause})") from exc
         self._store_retry_at = 0.0
 
-    def batch_decide(
-        self,
-        customer_ids: Sequence[str],
-        channel: str,
-        now: datetime,
-        contexts: Mapping[str, Context | Mapping[str, object]] | None = None,
-        k: int = 1,
-        reserve: bool = False,
-    ) -> list[Decision]:
-        """`decide` for a chunk of customers: features and scores computed once for the chunk.
-
-        `contexts` maps customer id -> context (absent: only the channel is known). The answers
-        are those `decide` gives for each customer at the same `now` and store state
-        (`reserve=False` by default: batch scoring proposes, it does not record).
-        """
-        now = _naive_utc(now)
-        ids = list(customer_ids)
-        per = {c: _context(channel, (contexts or {}).get(c)) for c in ids}
-        models = self._models
-        # Without contexts every customer has the same one: the features take it once for the chunk.
-        scored = self._score(ids, channel, _context(channel, None) if not contexts else per, now, models)
-        decisions = [self._arbitrate(scored, i, channel, per[c], now, k, reserve, None, explain=False) for i, c in enumerate(ids)]
-        todo = [i for i, d in enumerate(decisions) if self._explainable(d, scored, i)]
-        if todo:
-            for i, d in zip(todo, self._explain_many([decisions[i] for i in todo], scored, todo), strict=True):
-                decisions[i] = d
-        return decisions
-
     def record_outcome(self, decision_id: str, offer_id: str, outcome: str, now: datetime | None = None) -> bool:
         """Record feedback (committed when this returns); `StoreUnavailable` if the store failed."""
         with self._store_call():
-            return self.store.record_outcome(decision_id, offer_id, outcome, _naive_utc(now))
+            return self.store.record_outcome(decision_id, offer_id, outcome, naive_utc(now))
 
     def forget(self, customer_id: str) -> int:
         """Erase the customer's contact history and decision log from the store (GDPR)."""
@@ -604,7 +407,8 @@ def _optional_table(directory: Path, table: str) -> pd.DataFrame:
     return load_table(directory, table)
 
 
-def _naive_utc(now: datetime | None) -> datetime:
+def naive_utc(now: datetime | None) -> datetime:
+    """`now` as naive UTC (default: the clock)."""
     if now is None:
         return datetime.now(UTC).replace(tzinfo=None)
     if isinstance(now, pd.Timestamp):
@@ -612,18 +416,3 @@ def _naive_utc(now: datetime | None) -> datetime:
     if now.tzinfo is not None:
         now = now.astimezone(UTC).replace(tzinfo=None)
     return now
-
-
-def _context(channel: str, context: Context | Mapping[str, object] | None) -> Context:
-    if context is None:
-        return Context(channel=channel)  # type: ignore[arg-type]
-    if isinstance(context, Context):
-        if context.channel != channel:
-            return context.model_copy(update={"channel": channel})
-        return context
-    return Context(channel=channel, **{k: v for k, v in context.items() if k != "channel"})  # type: ignore[arg-type]
-
-
-def _seed(customer_id: str, channel: str, now: datetime) -> int:
-    digest = hashlib.blake2b(f"{customer_id}|{channel}|{now.isoformat()}".encode("utf-8", "surrogatepass"), digest_size=8)
-    return int.from_bytes(digest.digest(), "little")

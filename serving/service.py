@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from nbo.errors import ConfigError
 from nbo.vocab import ContactChannel
-from serving.ranking import ShownOffer, Suppressed
+from serving.decision import ShownOffer, Suppressed
 
 log = logging.getLogger("nbo.service")
 

@@ -31,11 +31,8 @@ ALLOWED: dict[str, set[str]] = {
 }
 #: Modules kept for a documented reason only (they are never imported by nbo's own code).
 LEGACY = {"training.model"}
-#: Private reaches still to be removed by the one-pipeline step of issue 18 (this set only shrinks).
-KNOWN_PRIVATE: set[tuple[str, str]] = {
-    ("serving.batch", "serving.engine._context"), ("serving.batch", "serving.engine._naive_utc"),
-    ("serving.batch", "serving.engine._seed"), ("serving.batch", "view._score"), ("serving.batch", "arb._index"),
-}  # pickles of models registered before the restructuring name it
+#: Private reaches still to be removed (this set only shrinks; the one-pipeline step of issue 18 emptied it).
+KNOWN_PRIVATE: set[tuple[str, str]] = set()
 
 
 def _modules() -> dict[str, Path]:

@@ -42,7 +42,7 @@ def test_every_kind_has_a_known_measure_level_and_family() -> None:
 
 
 def test_the_arbiter_knows_every_reason_code() -> None:
-    from serving.ranking import REASON_CODES
+    from serving.decision import REASON_CODES
 
     assert set(caps.CONTACT_REASONS + caps.OFFER_REASONS) <= set(REASON_CODES)
 

@@ -109,13 +109,13 @@ def test_decision_is_the_ranking_of_model_scores(engine: DecisionEngine) -> None
     for cid in engine.features.index[:40]:
         ctx = Context(channel="web", page_category="travel", device="mobile")
         d = engine.decide(cid, "web", ctx, NOW, k=3, reserve=False)
-        rows = engine._numeric.loc[[cid]]
-        X = candidate_matrix(rows, engine.offers, engine._live_contacts([cid]), ctx, pd.Timestamp(NOW))
+        rows = engine.scorer.numeric.loc[[cid]]
+        X = candidate_matrix(rows, engine.offers, engine.scorer.live_contacts([cid]), ctx, pd.Timestamp(NOW))
         X = X[:, [CANDIDATE_FEATURES.index(n) for n in engine.models.propensity.feature_names]]
         p = dict(zip(engine.offer_ids, model.predict_proba_positive(X.astype(np.float32)), strict=True))
         suppressed = {s.offer_id for s in d.suppressed}
         eligible = [o for o in engine.offer_ids if o not in suppressed]
-        pos = engine._position[cid]
+        pos = int(engine.positions([cid])[0])
         churn, value = engine.models.churn_probability[pos], engine.features["spend_365d"].iloc[pos]
         ranked = sorted(eligible, key=lambda o: (-_expected_value(engine, o, p[o], churn, value), o))
         assert [o.offer_id for o in d.offers] == ranked[:3]
@@ -149,15 +149,23 @@ def test_opted_out_channel_is_never_returned(engine: DecisionEngine, world: Worl
 
 
 def test_online_and_batch_give_identical_answers(world: World, tmp_path: Path) -> None:
+    """The pipeline on a block of 61 customers (per-customer contexts, one unknown) gives each
+    customer what `decide` (the pipeline on one row) gives."""
+    from serving.pipeline import CustomerBlock
+
     eng = DecisionEngine.from_settings(world.settings(tmp_path / "c.db"))  # default policy: with exploration
     ids = eng.features.index[100:160].tolist() + ["not-a-customer"]
-    contexts = {c: {"page_category": "books", "device": "desktop"} for c in ids[::2]}
-    batch = eng.batch_decide(ids, "web", NOW, contexts=contexts, k=3)
+    contexts = {c: Context(channel="web", page_category="books", device="desktop") for c in ids[::2]}
+    block = eng.decide_block(CustomerBlock(ids, eng.desk.histories(ids, NOW), eng.desk.contact_rows_many(ids)),
+                             "web", NOW, contexts, k=3)
+    batch = [block.decision(i) for i in range(len(ids))]
     for cid, b in zip(ids, batch, strict=True):
         one = eng.decide(cid, "web", contexts.get(cid), NOW, k=3, reserve=False)
         assert [o.model_dump() for o in one.offers] == [o.model_dump() for o in b.offers]
         assert one.suppressed == b.suppressed and one.fallback == b.fallback
+        assert one.model_versions == b.model_versions and one.slate_propensity == b.slate_propensity
     assert batch[-1].fallback and not batch[0].fallback
+    assert sum(bool(b.offers) for b in batch) >= 30
     eng.close()
 
 
@@ -197,7 +205,7 @@ def test_reload_refuses_another_feature_set_and_keeps_serving(engine: DecisionEn
 
 
 def test_path_attributions_add_up_to_the_raw_score(engine: DecisionEngine) -> None:
-    scored = engine._score(engine.features.index[:30].tolist(), "web", None, NOW, engine.models)
+    scored = engine.score(engine.features.index[:30].tolist(), "web", None, NOW, engine.models)
     booster = engine.models.propensity.model.booster_
     contrib = PathExplainer(booster).contributions(scored.X)
     assert contrib.shape == (len(scored.X), len(engine.models.propensity.feature_names) + 1)
@@ -207,7 +215,7 @@ def test_path_attributions_add_up_to_the_raw_score(engine: DecisionEngine) -> No
 def test_path_attributions_of_a_few_rows_equal_the_dense_table_bit_for_bit(engine: DecisionEngine) -> None:
     """The request path (LightGBM's single-row leaves, sparse sum) against `Booster.predict` and
     the dense table: the reasons' numbers must not depend on which path computed them."""
-    scored = engine._score(engine.features.index[:40].tolist(), "web", None, NOW, engine.models)
+    scored = engine.score(engine.features.index[:40].tolist(), "web", None, NOW, engine.models)
     explainer = PathExplainer(engine.models.propensity.model.booster_)
     assert explainer._leaves is not None  # the fast path is in use (it checked itself against predict)
     X = scored.X.copy()

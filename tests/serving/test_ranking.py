@@ -17,7 +17,10 @@ from hypothesis import strategies as st
 from serving.contact_store import ConsentBook, ContactHistory, SQLiteContactStore
 from serving.contact_store.base import DAY, to_epoch
 from serving.policy import ContactPolicy, parse_policy
-from serving.ranking import REASON_CODES, Arbiter, Candidate, compile_offer_rules
+from serving.decision import REASON_CODES, Candidate
+from serving.catalogue import compile_offer_rules
+from serving.ranking import Arbiter
+from serving.reservation import ContactDesk
 from serving.rules import CONTEXT_NAMES
 from tests.serving.helpers import make_offers, max_in_window
 
@@ -26,8 +29,9 @@ T0 = datetime(2026, 3, 2, 12, 0)
 
 
 def arbiter_for(offers, store, policy=None):
+    """The arbiter with its contact desk: `decide` reads the history, arbitrates and reserves."""
     policy = policy or ContactPolicy()
-    return Arbiter(policy, offers, compile_offer_rules(offers, FEATURES), store)
+    return ContactDesk(Arbiter(policy, offers, compile_offer_rules(offers, FEATURES)), store)
 
 
 # ----------------------------------------------------------------------------- reason codes
@@ -187,7 +191,7 @@ def _explore_arbiter(tmp_path, method: str, rate: float = 0.4):
         f'[arbitration.exploration]\nrate = {rate}\nmethod = "{method}"\ntemperature = 2.0\n'
     )
     offers = make_offers([{"offer_id": f"o{i}", "category": "a", "value": v} for i, v in enumerate([10.0, 8.0, 5.0, 1.0])])
-    return Arbiter(policy, offers, {}, SQLiteContactStore(tmp_path / "e.db")), {f"o{i}": 0.5 for i in range(4)}
+    return ContactDesk(Arbiter(policy, offers, {}), SQLiteContactStore(tmp_path / "e.db")), {f"o{i}": 0.5 for i in range(4)}
 
 
 @pytest.mark.parametrize("method", ["epsilon_greedy", "softmax"])
@@ -348,7 +352,7 @@ def test_no_answer_ever_breaks_the_policy(make_store, policy, offers, initial, s
         )
     )
     consent = {(f"c{c}", ch): g for (c, ch), g in initial.items()}
-    arb = Arbiter(policy, offers, compile_offer_rules(offers, FEATURES), store)
+    arb = ContactDesk(Arbiter(policy, offers, compile_offer_rules(offers, FEATURES)), store)
     catalogue = {r.offer_id: r for r in offers.itertuples()}
     rng = np.random.default_rng(seed)
     now = T0

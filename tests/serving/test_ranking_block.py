@@ -30,17 +30,12 @@ from nbo.vocab import CONTACT_CHANNELS
 from serving.contact_store import ConsentBook, OfferRef, ReserveRequest, SQLiteContactStore
 from serving.contact_store.base import ContactHistory, decision_refusal, offer_refusal, to_epoch
 from serving.policy import ContactPolicy, parse_policy
-from serving.ranking import (
-    Arbiter,
-    Candidate,
-    Decision,
-    ShownOffer,
-    Suppressed,
-    _Offer,
-    compile_offer_rules,
-    seeded_draws,
-    uniform,
-)
+from serving.decision import Candidate, Decision, ShownOffer, Suppressed
+from serving.draws import seeded_draws, uniform
+from serving.catalogue import CatalogueOffer, compile_offer_rules
+from serving.ranking import Arbiter
+from serving.reservation import ContactDesk
+from serving.selection import select_row
 from tests.serving.helpers import max_in_window
 from tests.serving.test_ranking import CHANNELS, FEATURES, T0, catalogues, policies
 
@@ -58,7 +53,12 @@ class _Stream:
 
 
 class ReferenceArbiter(Arbiter):
-    """`Arbiter.decide` as it was: one customer, Python per candidate, `_select` for the choice."""
+    """`Arbiter.decide` as it was: one customer, Python per candidate, reading and reserving in its
+    own store, `select_row` (what was `Arbiter._select`) for the choice."""
+
+    def __init__(self, policy: ContactPolicy, offers: pd.DataFrame, rules: Mapping, store: SQLiteContactStore) -> None:
+        super().__init__(policy, offers, rules)
+        self.store = store
 
     def decide(
         self,
@@ -108,10 +108,10 @@ class ReferenceArbiter(Arbiter):
             else:
                 suppressed.append(Suppressed(offer_id=oid, reason=reason))
 
-        known: list[tuple[Candidate, _Offer]] = []
+        known: list[tuple[Candidate, CatalogueOffer]] = []
         seen: set[str] = set()
         for c in cands:
-            o = self._offers.get(c.offer_id)
+            o = self.catalogue.by_id.get(c.offer_id)
             if o is None:
                 drop(c.offer_id, "unknown_offer")
             elif c.offer_id in seen:
@@ -132,7 +132,7 @@ class ReferenceArbiter(Arbiter):
             history = self.store.history(customer_id, now)
             reason = decision_refusal(history, channel, policy)
 
-        eligible: list[tuple[float, _Offer]] = []
+        eligible: list[tuple[float, CatalogueOffer]] = []
         by_id: dict[str, tuple[Candidate, float]] = {}
         if reason is not None:
             for c, _ in known:
@@ -175,7 +175,7 @@ class ReferenceArbiter(Arbiter):
                 eligible.append((ev, o))
                 by_id[o.offer_id] = (c, ev)
 
-        picked = self._select(eligible, k, rng) if eligible else []
+        picked = select_row(eligible, k, policy.arbitration, rng) if eligible else []
         if picked:
             cats: dict[str, int] = {}
             for o, _, _ in picked:
@@ -287,7 +287,8 @@ def test_block_equals_the_reference_arbiter(tmp_path, policy, offers, customers,
     now = T0.replace(hour=hour)
     store = _history_store(tmp_path, policy, offers, customers, now)
     rules = compile_offer_rules(offers, FEATURES)
-    new, ref = Arbiter(policy, offers, rules, store), ReferenceArbiter(policy, offers, rules, store)
+    new, ref = Arbiter(policy, offers, rules), ReferenceArbiter(policy, offers, rules, store)
+    desk = ContactDesk(new, store)
     ids = [f"c{i}" for i in range(len(customers))]
     book = ConsentBook(pd.DataFrame({
         "customer_id": [cid for cid, c in zip(ids, customers, strict=True) if c["consent"] is not None],
@@ -308,12 +309,13 @@ def test_block_equals_the_reference_arbiter(tmp_path, policy, offers, customers,
         k=k,
         draws=seeded_draws(np.array([c["seed"] for c in customers], dtype=np.uint64)),
         consented=new.consent_mask(ids, channel, now, book),
+        histories=store.histories(ids, now),
     )
-    # The selection over arrays and row by row (`_select`, what small blocks use) agree.
-    import serving.ranking as ranking
+    # The selection over arrays and row by row (`select_row`, what small blocks use) agree.
+    import serving.selection as selection
 
     for rows_for_arrays in (0, 10**6):
-        before, ranking._ROWS_FOR_ARRAYS = ranking._ROWS_FOR_ARRAYS, rows_for_arrays
+        before, selection.ROWS_FOR_ARRAYS = selection.ROWS_FOR_ARRAYS, rows_for_arrays
         try:
             other = new.arbitrate_block(
                 ids, channel, now, P, rule_masks=new.rule_masks(frame, channel, now, {}),
@@ -321,9 +323,10 @@ def test_block_equals_the_reference_arbiter(tmp_path, policy, offers, customers,
                 customer_value=np.array([c["value"] for c in customers]), k=k,
                 draws=seeded_draws(np.array([c["seed"] for c in customers], dtype=np.uint64)),
                 consented=new.consent_mask(ids, channel, now, book),
+                histories=store.histories(ids, now),
             )
         finally:
-            ranking._ROWS_FOR_ARRAYS = before
+            selection.ROWS_FOR_ARRAYS = before
         for name in ("picks", "propensity", "explored", "reason"):
             np.testing.assert_array_equal(getattr(other, name), getattr(block, name), err_msg=name)
         np.testing.assert_array_equal(other.ev, block.ev)
@@ -340,12 +343,12 @@ def test_block_equals_the_reference_arbiter(tmp_path, policy, offers, customers,
             (s.offer_id, s.reason) for s in expected.suppressed
         ]
         # decide (the block with one row) gives the whole decision, reasons included
-        assert new.decide(cid, channel, now, scores_i, **args) == expected
+        assert desk.decide(cid, channel, now, scores_i, **args) == expected
     store.close()
 
 
 def _reason(block, i: int, j: int) -> str:
-    from serving.ranking import REASON_CODES
+    from serving.decision import REASON_CODES
 
     return REASON_CODES[int(block.reason[i, j]) - 1]
 
@@ -358,7 +361,7 @@ def test_block_exploration_with_a_generator_equals_the_reference(tmp_path, metho
 
     offers = make_offers([{"offer_id": f"o{i}", "category": "ab"[i % 2], "value": float(10 - i)} for i in range(5)])
     store = SQLiteContactStore(tmp_path / "g.db")
-    new, ref = Arbiter(policy, offers, {}, store), ReferenceArbiter(policy, offers, {}, store)
+    new, ref = ContactDesk(Arbiter(policy, offers, {}), store), ReferenceArbiter(policy, offers, {}, store)
     a, b = np.random.default_rng(5), np.random.default_rng(5)
     for n in range(300):
         scores = {f"o{i}": 0.1 * ((n + i) % 7) for i in range(5)}

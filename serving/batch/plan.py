@@ -1,0 +1,130 @@
+"""Planning a chunk: the decision pipeline over a chunk of materialised rows, as plan rows.
+
+`plan_chunk` runs the pipeline `/recommend` runs (`serving.pipeline.decide_block`) on a whole
+chunk: the same features and models, the same arbitration, exploration seeded per (customer,
+channel, now) as `decide` seeds it, the reasons from one explainer call for the chunk, so `decide`
+gives the same offers and scores at the same `now` (tested). It reads the chunk's contact state
+through the engine's `ContactDesk` and reserves nothing: `serving.batch.reserve` does, on the
+driver, after the plan is on disk. The same function runs in-process, in a worker pool and inside
+Spark's `mapInPandas`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from features import iter_materialised
+from nbo.errors import NboError
+from serving.batch.customers import SEGMENT_EXCLUDED
+from serving.batch.job import BatchJob, decision_id_for
+from serving.decision import ShownOffer
+from serving.engine import DecisionEngine, naive_utc
+from serving.pipeline import CustomerBlock
+from serving.rules import Rule
+from serving.settings import EngineSettings, latest_features_file
+
+#: The output: one row per (customer, offer) chosen.
+OUTPUT_COLUMNS: tuple[str, ...] = (
+    "customer_id", "offer_id", "rank", "p_accept", "expected_value", "propensity", "reasons", "decision_id",
+)
+#: A plan also has one row per customer without an offer (`offer_id` null, `no_offer` = why).
+PLAN_SCHEMA = pa.schema([
+    ("customer_id", pa.string()), ("offer_id", pa.string()), ("rank", pa.int32()), ("p_accept", pa.float64()),
+    ("expected_value", pa.float64()), ("propensity", pa.float64()), ("reasons", pa.string()),
+    ("decision_id", pa.string()), ("category", pa.string()), ("model_versions", pa.string()), ("no_offer", pa.string()),
+])
+PLAN_COLUMNS: tuple[str, ...] = tuple(PLAN_SCHEMA.names)
+REASON_SEPARATOR = "; "
+
+
+def open_engine(settings: EngineSettings, models: bytes | None = None) -> DecisionEngine:
+    """The engine a batch run needs: models required, only a few feature rows held.
+
+    `models`: the driver's (propensity, churn) pair, pickled (`models_blob`); workers take it
+    instead of loading the champions from MLflow (~7 s each, and they need no tracking access).
+    """
+    path = latest_features_file(settings.features_path)
+    head = next(iter_materialised(path, 64), None)
+    if head is None:
+        raise NboError(f"{path} holds no customers")
+    pair = pickle.loads(models) if models is not None else None  # noqa: S301 - our own driver's bytes
+    engine = DecisionEngine.from_settings(settings, features=head, models=pair)
+    if engine.models is None:
+        engine.close()
+        raise NboError(f"models unavailable, batch scoring refuses the popularity fallback: {engine.models_error}")
+    return engine
+
+
+def models_blob(engine: DecisionEngine) -> bytes:
+    """The engine's (propensity, churn) pair, pickled for workers (a few hundred KB)."""
+    assert engine.models is not None
+    return pickle.dumps((engine.models.propensity, engine.models.churn))
+
+
+def plan_chunk(
+    engine: DecisionEngine,
+    frame: pd.DataFrame,
+    job: BatchJob,
+    segment: Rule | None = None,
+    customers: frozenset[str] | None = None,
+) -> pd.DataFrame:
+    """Decide a chunk of materialised rows (indexed by customer_id) without reserving anything.
+
+    Rows of the plan: one per offer chosen, one per customer without an offer (`no_offer` is the
+    most frequent suppression reason of its candidates, or `segment` when the segment rule left the
+    customer out). Customers not in `customers` are skipped.
+    """
+    if customers is not None:
+        frame = frame[np.fromiter((c in customers for c in frame.index), dtype=bool, count=len(frame))]
+    cols: dict[str, list[object]] = {c: [] for c in PLAN_COLUMNS}
+
+    def add(cid: str, did: str, offer: ShownOffer | None, category: str | None, versions: str, no_offer: str | None) -> None:
+        cols["customer_id"].append(cid)
+        cols["decision_id"].append(did)
+        cols["model_versions"].append(versions)
+        cols["no_offer"].append(no_offer)
+        cols["category"].append(category)
+        if offer is None:
+            for c in ("offer_id", "reasons"):
+                cols[c].append(None)
+            cols["rank"].append(0)
+            for c in ("p_accept", "expected_value", "propensity"):
+                cols[c].append(math.nan)
+        else:
+            cols["offer_id"].append(offer.offer_id)
+            cols["rank"].append(offer.rank)
+            cols["p_accept"].append(offer.p_accept)
+            cols["expected_value"].append(offer.expected_value)
+            cols["propensity"].append(offer.propensity)
+            cols["reasons"].append(REASON_SEPARATOR.join(offer.reasons))
+
+    if segment is not None and len(frame):
+        keep = segment.evaluate_frame(frame)
+        for cid in frame.index[~keep].tolist():
+            add(cid, decision_id_for(job.campaign, cid, job.channel), None, None, "{}", SEGMENT_EXCLUDED)
+        frame = frame[keep]
+    if len(frame):
+        categories = dict(zip(engine.offers["offer_id"].astype(str), engine.offers["category"].astype(str), strict=True))
+        versions = json.dumps(engine.models.versions if engine.models is not None else {}, sort_keys=True)
+        now = naive_utc(job.as_of)
+        ids = [str(c) for c in frame.index.tolist()]
+        # The chunk's contact state, read once: the caps' histories and the features' store rows.
+        block = engine.with_features(frame).decide_block(
+            CustomerBlock(ids, engine.desk.histories(ids, now), engine.desk.contact_rows_many(ids)), job.channel, now, None, job.k,
+        )
+        for i, cid in enumerate(ids):
+            did = decision_id_for(job.campaign, cid, job.channel)
+            offers = block.shown(i)
+            if not offers:
+                add(cid, did, None, None, versions, block.no_offer(i))
+            for o in offers:
+                add(cid, did, o, categories[o.offer_id], versions, None)
+    out = pd.DataFrame(cols, columns=list(PLAN_COLUMNS))
+    out["rank"] = out["rank"].astype(np.int32)
+    return out

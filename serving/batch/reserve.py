@@ -1,0 +1,122 @@
+"""Reservation of a batch plan: exactly once, in order, one store call per chunk.
+
+Every (campaign, customer, channel) has a deterministic decision id (`job.decision_id_for`), the
+store refuses a decision id it has seen, and a refused id is looked up in the store instead of
+being reserved again: a run killed at any point and re-run with the same arguments finishes
+without duplicates. The store calls go through the engine's `ContactDesk`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from serving.batch.customers import SEGMENT_EXCLUDED
+from serving.batch.job import BatchJob
+from serving.contact_store import OfferRef, ReserveRequest
+from serving.engine import DecisionEngine
+
+
+def reserve_plan(engine: DecisionEngine, plan: pd.DataFrame, job: BatchJob) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Reserve the plan's contacts in order; returns the plan as reserved and counters.
+
+    A decision id the store already holds (a re-run) is not reserved again: its offers are what
+    the store recorded for it.
+    """
+    desk = engine.desk
+    stats = {"already_reserved": 0, "refused_at_reservation": 0}
+    if job.dry_run:
+        return plan, stats
+    keep = np.ones(len(plan), dtype=bool)
+    ranks = plan["rank"].to_numpy().copy()
+    no_offer = plan["no_offer"].to_numpy(dtype=object).copy()
+    offers = plan["offer_id"].to_numpy(dtype=object)
+    has_offer = plan["offer_id"].notna().to_numpy()
+    dids = plan["decision_id"].to_numpy(dtype=object)
+    customers = plan["customer_id"].to_numpy(dtype=object)
+    categories = plan["category"].to_numpy(dtype=object)
+    propensities = plan["propensity"].to_numpy(dtype=np.float64)
+    versions = plan["model_versions"].to_numpy(dtype=object)
+    groups: list[list[int]] = []
+    requests: list[ReserveRequest] = []
+    parsed: dict[str, dict[str, str]] = {}
+    for did, group in itertools.groupby(range(len(plan)), key=lambda i: dids[i]):
+        rows = [i for i in group if has_offer[i]]
+        if not rows:
+            continue
+        first = rows[0]
+        mv = versions[first]
+        groups.append(rows)
+        requests.append(ReserveRequest(
+            str(customers[first]), job.channel, tuple(OfferRef(str(offers[i]), str(categories[i])) for i in rows), str(did),
+            {str(offers[i]): float(propensities[i]) for i in rows},
+            parsed[mv] if mv in parsed else parsed.setdefault(mv, json.loads(mv)),
+        ))
+    # One store call for the chunk (one SQLite transaction, one Redis round trip), requests in plan order.
+    results = desk.reserve_many(requests, job.as_of)
+    for rows, request, result in zip(groups, requests, results, strict=True):
+        first = rows[0]
+        refused: list[tuple[str, str]] = []
+        if result is None:  # the store holds this decision id: a re-run; keep what it recorded
+            stats["already_reserved"] += 1
+            kept = desk.reserved_offers(request.customer_id, request.decision_id)
+        else:
+            kept = {r.offer_id for r in result.reserved}
+            refused = list(result.refused)
+        lost = [i for i in rows if offers[i] not in kept]
+        if not lost:
+            continue
+        stats["refused_at_reservation"] += len(lost)
+        rank = 0
+        for i in rows:
+            if offers[i] in kept:
+                rank += 1
+                ranks[i] = rank
+            else:
+                keep[i] = False
+        if not kept:  # the customer ends without an offer: one no-offer row, with the store's reason
+            keep[first] = True
+            ranks[first] = 0
+            no_offer[first] = refused[0][1] if refused else "refused"
+    out = plan.assign(rank=ranks.astype(np.int32), no_offer=no_offer)
+    gone = out["no_offer"].notna()
+    out.loc[gone, ["offer_id", "reasons", "category"]] = None
+    out.loc[gone, ["p_accept", "expected_value", "propensity"]] = math.nan
+    return out[keep].reset_index(drop=True), stats
+
+
+def summarise(plan: pd.DataFrame) -> dict[str, object]:
+    """Counters of one chunk (added up over chunks by `merge_summaries`)."""
+    excluded = plan["no_offer"] == SEGMENT_EXCLUDED
+    scored = plan[~excluded]
+    offered = scored[scored["offer_id"].notna()]
+    silent = scored[scored["offer_id"].isna()]
+    return {
+        "customers_scored": int(scored["customer_id"].nunique()),
+        "customers_offered": int(offered["customer_id"].nunique()),
+        "offers": int(len(offered)),
+        "customers_suppressed": int(silent["customer_id"].nunique()),
+        "suppressed_by_reason": {str(k): int(v) for k, v in silent["no_offer"].value_counts().items()},
+        "segment_excluded": int(excluded.sum()),
+        "expected_value": float(offered["expected_value"].sum()),
+    }
+
+
+def merge_summaries(parts: Iterable[dict[str, object]]) -> dict[str, object]:
+    total: dict[str, object] = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, dict):
+                bucket = total.setdefault(key, {})
+                for k, v in value.items():
+                    bucket[k] = bucket.get(k, 0) + v  # type: ignore[union-attr]
+            else:
+                total[key] = total.get(key, 0) + value  # type: ignore[operator]
+    if "suppressed_by_reason" in total:
+        total["suppressed_by_reason"] = dict(sorted(total["suppressed_by_reason"].items()))  # type: ignore[union-attr]
+    return total

@@ -1,0 +1,247 @@
+"""One `nbo score` run: the plans chunk by chunk (pandas, a worker pool, or Spark), their
+reservation on the driver, and the work directory that makes a run resumable.
+
+Reservation happens on the driver only, in order, after the chunk's plan is on disk, with one
+store call per chunk (`serving.batch.reserve`). Layout of the work directory next to the output
+(`<out>.work/`):
+
+    manifest.json          the job (its arguments and input fingerprints) and its status
+    plan-00000.parquet     decisions of chunk 0 before reservation (pandas engine)
+    spark-plan/            the same, written by Spark (spark engine)
+    part-00000.parquet     chunk 0 after reservation (what the output will hold)
+    part-00000.json        chunk 0 is done (written last)
+
+The output appears only once complete (written under a temporary name, then renamed). A real run
+keeps `manifest.json` (status `complete`, with the summary) as the campaign's ledger: re-running
+it reserves nothing. A dry run removes its work directory at the end.
+
+The decision time `now` (caps, cooldowns, validity, quiet hours, exploration seed) is the
+campaign's `as_of`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features import iter_materialised, materialised_rows
+from nbo.errors import NboError
+from serving.batch.customers import compile_segment
+from serving.batch.job import BatchJob
+from serving.batch.plan import OUTPUT_COLUMNS, PLAN_SCHEMA, models_blob, plan_chunk
+from serving.batch.reserve import merge_summaries, reserve_plan, summarise
+from serving.batch.spark import run_spark, whole_decisions
+from serving.batch.workers import cached_engine, keep_freed_memory, one_thread_per_worker, pool_init, pool_plan
+from serving.settings import EngineSettings, latest_features_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchRun:
+    """One `nbo score` run: settings of the engine, the job, where the output goes, how to run."""
+
+    settings: EngineSettings
+    job: BatchJob
+    out: Path
+    customers: frozenset[str] | None = None
+    workers: int = 1
+    master: str | None = None
+    progress: bool = True
+
+    @property
+    def work_dir(self) -> Path:
+        return self.out.with_name(self.out.name + ".work")
+
+    @property
+    def summary_path(self) -> Path:
+        return self.out.with_name(self.out.name + ".summary.json")
+
+    def _features_file(self) -> Path:
+        return latest_features_file(self.settings.features_path)
+
+    # --------------------------------------------------------------- files
+    def _write_json(self, path: Path, payload: object) -> None:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _write_parquet(self, path: Path, frame: pd.DataFrame) -> None:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        pq.write_table(pa.Table.from_pandas(frame, schema=PLAN_SCHEMA, preserve_index=False), tmp)
+        os.replace(tmp, path)
+
+    def _manifest(self, status: str, summary: dict[str, object] | None = None) -> None:
+        self._write_json(self.work_dir / "manifest.json",
+                         {"job": self.job.model_dump(mode="json"), "status": status, "summary": summary})
+
+    def _open_work_dir(self) -> dict[str, object] | None:
+        """Create or resume the work dir; the summary when this very job already completed."""
+        manifest_path = self.work_dir / "manifest.json"
+        if manifest_path.exists():
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if manifest.get("job") != self.job.model_dump(mode="json"):
+                raise NboError(
+                    f"{self.work_dir} belongs to another run (campaign {manifest.get('job', {}).get('campaign')!r} "
+                    "with other arguments or inputs); use another --out, or remove that directory"
+                )
+            if manifest.get("status") == "complete":
+                if not self.out.exists():
+                    raise NboError(f"campaign {self.job.campaign!r} completed but {self.out} was removed; its "
+                                   f"reservations stand. Remove {self.work_dir} to score it again (nothing is reserved twice)")
+                return dict(manifest["summary"])
+            log.info("resuming %s", self.work_dir)
+            return None
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._manifest("running")
+        return None
+
+    # --------------------------------------------------------------- plans
+    def _pandas_plans(self, bar: object) -> Iterator[tuple[int, pd.DataFrame | None]]:
+        """(chunk index, plan or None when the chunk is already done), in order."""
+        path = self._features_file()
+        job_json, settings_json = self.job.model_dump_json(), self.settings.model_dump_json()
+        segment = compile_segment(self.job.segment)
+
+        def todo() -> Iterator[tuple[int, pd.DataFrame | None, pd.DataFrame | None]]:
+            for i, frame in enumerate(iter_materialised(path, self.job.chunk_rows)):
+                if (self.work_dir / f"part-{i:05d}.json").exists():
+                    bar.update(len(frame))  # type: ignore[attr-defined]
+                    yield i, None, None
+                elif (self.work_dir / f"plan-{i:05d}.parquet").exists():
+                    bar.update(len(frame))  # type: ignore[attr-defined]
+                    yield i, pq.read_table(self.work_dir / f"plan-{i:05d}.parquet").to_pandas(), None
+                else:
+                    yield i, None, frame
+
+        if self.workers <= 1:
+            engine = cached_engine(settings_json)
+            for i, plan, frame in todo():
+                if frame is not None:
+                    plan = plan_chunk(engine, frame, self.job, segment, self.customers)
+                    self._write_parquet(self.work_dir / f"plan-{i:05d}.parquet", plan)
+                    bar.update(len(frame))  # type: ignore[attr-defined]
+                yield i, plan
+            return
+        ctx = mp.get_context("spawn")
+        blob = models_blob(cached_engine(settings_json))
+        with one_thread_per_worker(), ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=pool_init,
+                                                           initargs=(settings_json, blob, self.customers)) as pool:
+            window: list[tuple[int, pd.DataFrame | None, Future | None, int]] = []
+            source = todo()
+            exhausted = False
+            while window or not exhausted:
+                while not exhausted and len(window) < 2 * self.workers:
+                    item = next(source, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    i, plan, frame = item
+                    fut = None if frame is None else pool.submit(pool_plan, frame, job_json)
+                    window.append((i, plan, fut, 0 if frame is None else len(frame)))
+                if not window:
+                    break
+                i, plan, fut, n = window.pop(0)
+                if fut is not None:
+                    plan = fut.result()
+                    self._write_parquet(self.work_dir / f"plan-{i:05d}.parquet", plan)
+                    bar.update(n)  # type: ignore[attr-defined]
+                yield i, plan
+
+    def _spark_plans(self, bar: object) -> Iterator[tuple[int, pd.DataFrame | None]]:
+        plan_dir = self.work_dir / "spark-plan"
+        if not (plan_dir / "_SUCCESS").exists():
+            run_spark(self._features_file(), plan_dir, self.settings.model_dump_json(), self.job, self.customers, self.master)
+        files = sorted(plan_dir.glob("part-*.parquet"))
+        for i, plan in enumerate(whole_decisions(files, self.job.chunk_rows)):
+            bar.update(int((plan["rank"] <= 1).sum()))  # type: ignore[attr-defined]
+            yield i, (None if (self.work_dir / f"part-{i:05d}.json").exists() else plan)
+
+    # --------------------------------------------------------------- run
+    def run(self) -> dict[str, object]:
+        """Score, reserve (unless dry run), write output and summary; returns the summary."""
+        from tqdm import tqdm
+
+        done = self._open_work_dir()
+        if done is not None:
+            return {**done, "already_complete": True}
+        keep_freed_memory()
+        if self.settings.compiled_cache is None:  # workers load the forests the driver compiles
+            self.settings = self.settings.model_copy(update={"compiled_cache": self.work_dir / "compiled"})
+        engine = cached_engine(self.settings.model_dump_json())
+        if not self.job.dry_run:
+            engine.store.expect_bulk_writes()  # this thread reserves every chunk
+        total = materialised_rows(self._features_file())
+        with tqdm(total=total, unit=" customers", unit_scale=True, disable=not self.progress, file=sys.stderr,
+                  mininterval=1.0, desc=f"score {self.job.campaign}") as bar:
+            plans = self._spark_plans(bar) if self.job.engine == "spark" else self._pandas_plans(bar)
+            n_parts = 0
+            for i, plan in plans:
+                n_parts = i + 1
+                if plan is None:
+                    continue
+                final, stats = reserve_plan(engine, plan, self.job)
+                self._write_parquet(self.work_dir / f"part-{i:05d}.parquet", final)
+                self._write_json(self.work_dir / f"part-{i:05d}.json", {**summarise(final), **stats})
+        summaries = [json.loads((self.work_dir / f"part-{i:05d}.json").read_text(encoding="utf-8")) for i in range(n_parts)]
+        summary = merge_summaries(summaries)
+        for key in ("customers_scored", "customers_offered", "offers", "customers_suppressed", "segment_excluded",
+                    "already_reserved", "refused_at_reservation"):
+            summary.setdefault(key, 0)
+        summary.setdefault("expected_value", 0.0)
+        summary.setdefault("suppressed_by_reason", {})
+        if self.customers is not None:
+            summary["customers_unknown"] = len(self.customers) - int(summary["customers_scored"]) - int(summary["segment_excluded"])
+        summary.update({
+            "campaign": self.job.campaign, "channel": self.job.channel, "as_of": self.job.as_of.isoformat(),
+            "k": self.job.k, "dry_run": self.job.dry_run, "engine": self.job.engine, "reserved": not self.job.dry_run,
+            "output": str(self.out),
+        })
+        self._assemble(n_parts)
+        self._write_json(self.summary_path, summary)
+        if self.job.dry_run:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        else:
+            self._manifest("complete", summary)
+            for path in self.work_dir.iterdir():
+                if path.name != "manifest.json":
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return summary
+
+    def _assemble(self, n_parts: int) -> None:
+        """Concatenate the part files into the output (temporary name, then rename)."""
+        tmp = self.out.with_name(f".{self.out.name}.tmp-{os.getpid()}")
+        csv = self.out.suffix.lower() == ".csv"
+        schema = PLAN_SCHEMA
+        out_schema = pa.schema([schema.field(c) for c in OUTPUT_COLUMNS])
+        try:
+            writer = None if csv else pq.ParquetWriter(tmp, out_schema, compression="zstd")
+            header = True
+            for i in range(n_parts):
+                table = pq.read_table(self.work_dir / f"part-{i:05d}.parquet")
+                frame = table.to_pandas()
+                frame = frame[frame["offer_id"].notna()][list(OUTPUT_COLUMNS)]
+                if csv:
+                    frame.to_csv(tmp, mode="w" if header else "a", header=header, index=False)
+                    header = False
+                else:
+                    writer.write_table(pa.Table.from_pandas(frame, schema=out_schema, preserve_index=False))  # type: ignore[union-attr]
+            if csv and header:
+                pd.DataFrame(columns=list(OUTPUT_COLUMNS)).to_csv(tmp, index=False)
+            if writer is not None:
+                writer.close()
+            os.replace(tmp, self.out)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -1,0 +1,116 @@
+"""What a decision is: the offers shown, the candidates suppressed and why, and the reasons given.
+
+The types every caller of the decision pipeline sees (`Decision` is what `/recommend` answers),
+the suppression reason codes in the order the arbiter checks them, `BlockResult` (the arbiter's
+answer for a block of customers) and `top_reasons`, the one formatting of a shown offer's largest
+feature contributions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+#: Reason codes for a suppressed candidate, in the order the checks run.
+REASON_CODES: tuple[str, ...] = (
+    "unknown_offer",
+    "invalid_score",
+    "consent",
+    "quiet_hours",
+    "cap_channel",
+    "cap_outbound",
+    "validity",
+    "channel",
+    "eligibility",
+    "cap_offer",
+    "cooldown_offer",
+    "cooldown_category",
+    "min_value",
+    "diversity",
+)
+#: Codes of `BlockResult.reason`: 0 = not suppressed, i + 1 = REASON_CODES[i].
+REASON_INDEX: dict[str, int] = {r: i + 1 for i, r in enumerate(REASON_CODES)}
+DIVERSITY = REASON_INDEX["diversity"]
+INVALID_SCORE = REASON_INDEX["invalid_score"]
+#: How many feature contributions a shown offer's reasons start with.
+TOP_REASONS = 3
+
+
+def top_reasons(names: Sequence[str], contributions: np.ndarray | Sequence[float]) -> list[str]:
+    """The `TOP_REASONS` largest contributions by magnitude (ties: first name), as "name:+value"."""
+    values = np.asarray(contributions, dtype=np.float64)
+    top = np.argsort(-np.abs(values), kind="stable")[:TOP_REASONS]
+    return [f"{names[j]}:{float(values[j]):+.4g}" for j in top.tolist()]
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """`Arbiter.arbitrate_block`'s answer for n customers x m offers (the block's columns).
+
+    `picks[i, r]` is the column of the offer at rank r + 1 for customer i (-1: none), with its
+    `propensity` and whether it was `explored`; `ev` the expected value of every cell that reached
+    that check (NaN elsewhere); `reason` the suppression code of every cell (0: not suppressed,
+    i.e. chosen, or eligible and not chosen within k; else 1 + index in REASON_CODES).
+    """
+
+    columns: np.ndarray  # (m,) catalogue positions
+    picks: np.ndarray  # (n, k) int64
+    propensity: np.ndarray  # (n, k) float64
+    explored: np.ndarray  # (n, k) bool
+    ev: np.ndarray  # (n, m) float64
+    reason: np.ndarray  # (n, m) int8
+
+    def suppressed_order(self, row: int) -> list[int]:
+        """Columns of row `row` that were suppressed, in the order a `Decision` reports them:
+        invalid scores first (they are refused before any rule), then by column, diversity last."""
+        codes = self.reason[row]
+        return (np.flatnonzero(codes == INVALID_SCORE).tolist()
+                + np.flatnonzero((codes != 0) & (codes != DIVERSITY) & (codes != INVALID_SCORE)).tolist()
+                + np.flatnonzero(codes == DIVERSITY).tolist())
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model's score for one offer: calibrated p_accept and optional top feature contributions."""
+
+    offer_id: str
+    p_accept: float
+    contributions: Mapping[str, float] = field(default_factory=dict)
+
+
+class ShownOffer(BaseModel):
+    offer_id: str
+    rank: int
+    p_accept: float
+    expected_value: float
+    propensity: float
+    explored: bool
+    reasons: list[str]
+
+
+class Suppressed(BaseModel):
+    """A candidate left out, with its reason code. Frozen: the arbiter hands out one shared
+    instance per (catalogue offer, reason) instead of building ~35 objects per decision."""
+
+    model_config = ConfigDict(frozen=True)
+
+    offer_id: str
+    reason: str
+
+
+class Decision(BaseModel):
+    """The answer for one customer on one channel; `offers == []` means "no offer"."""
+
+    decision_id: str
+    customer_id: str
+    channel: str
+    ts: datetime
+    offers: list[ShownOffer]
+    suppressed: list[Suppressed]
+    model_versions: dict[str, str]
+    fallback: bool
+    slate_propensity: float

@@ -1,0 +1,216 @@
+"""The decision pipeline: score, arbitrate and explain a block of customers at once.
+
+One implementation serves every caller: `/recommend` (`DecisionEngine.decide`) passes one row,
+`nbo score` (`serving.batch.plan`) passes a chunk, in pandas or inside Spark. For a block:
+
+1. customers who may not be contacted at all (no consent, quiet hours) are not scored: every
+   offer is suppressed for them before the scores matter;
+2. the others are scored by the engine (`DecisionEngine.score`: the features package's online
+   path, the champion models, or the popularity fallback);
+3. the arbiter applies the contact policy to the whole block (`Arbiter.arbitrate_block`) with
+   the contact histories the caller read (`ContactDesk`), exploring with one seed per
+   (customer, channel, now) (`draws.decision_seed`);
+4. the chosen offers are explained in one explainer call: the three largest contributions
+   (log-odds) of each, then the arbiter's own reasons.
+
+Nothing is read from or written to the contact store here: the caller reads before (`CustomerBlock`)
+and reserves after (`ContactDesk.reserve`, `serving.batch.reserve`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from features import Context
+from serving.contact_store import ContactHistory
+from serving.decision import INVALID_SCORE, REASON_CODES, BlockResult, Decision, ShownOffer, top_reasons
+from serving.draws import decision_seed, seeded_draws
+
+if TYPE_CHECKING:
+    from serving.engine import DecisionEngine
+
+FALLBACK_VERSION = "popularity"
+#: Rows per explainer call: bounds its (rows x trees x features) temporary.
+EXPLAIN_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class CustomerBlock:
+    """The customers to decide for and what the contact store holds about them (read by the caller).
+
+    `histories`: the caps' view of each customer at `now` (absent: no contact, no decline);
+    `contact_rows`: the store's contact rows of each customer, which the features add to the data
+    directory's contacts (absent: none).
+    """
+
+    customer_ids: Sequence[str]
+    histories: Mapping[str, ContactHistory] = field(default_factory=dict)
+    contact_rows: Mapping[str, list[dict[str, object]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DecisionBlock:
+    """The decisions of a block of customers, before reservation; row i is `customer_ids[i]`."""
+
+    engine: DecisionEngine
+    customer_ids: list[str]
+    channel: str
+    now: datetime
+    result: BlockResult
+    p_accept: np.ndarray  # (n, offers) the scores arbitrated (0 for customers not scored)
+    churn: np.ndarray  # (n,)
+    fallback: np.ndarray  # (n,) bool
+    model_versions: dict[str, str]
+    reasons: dict[tuple[int, int], list[str]]  # (row, column) of a pick -> its top contributions
+
+    def versions(self, i: int) -> dict[str, str]:
+        return {"fallback": FALLBACK_VERSION} if self.fallback[i] else self.model_versions
+
+    def shown(self, i: int) -> list[ShownOffer]:
+        """Row i's chosen offers, best rank first."""
+        return self.engine.arbiter.shown(self.result, i, offer_ids=self.engine.offer_ids, p_accept=self.p_accept[i],
+                                         churn_probability=float(self.churn[i]), reasons=self._row_reasons(i))
+
+    def decision(self, i: int, decision_id: str | None = None) -> Decision:
+        """Row i as the `Decision` `/recommend` answers (nothing reserved yet)."""
+        return self.engine.arbiter.decision(
+            self.result, i, self.customer_ids[i], self.channel, self.now, offer_ids=self.engine.offer_ids,
+            p_accept=self.p_accept[i], churn_probability=float(self.churn[i]), reasons=self._row_reasons(i),
+            model_versions=self.versions(i), fallback=bool(self.fallback[i]), decision_id=decision_id,
+        )
+
+    def no_offer(self, i: int) -> str:
+        """Why row i has no offer: the most frequent suppression reason of its candidates
+        (invalid scores counted first, as a `Decision` lists them), or `no_candidate`."""
+        codes = self.result.reason[i]
+        order = np.r_[np.flatnonzero(codes == INVALID_SCORE), np.flatnonzero((codes != INVALID_SCORE) & (codes != 0))]
+        found = [REASON_CODES[int(codes[j]) - 1] for j in order.tolist()]
+        return Counter(found).most_common(1)[0][0] if found else "no_candidate"
+
+    def _row_reasons(self, i: int) -> dict[int, list[str]]:
+        return {c: self.reasons[(i, c)] for c in self.result.picks[i].tolist() if (i, c) in self.reasons}
+
+
+def _rule_context(ctx: Context | None) -> dict[str, object]:
+    """The request context as the eligibility rules name it."""
+    out: dict[str, object] = {}
+    if ctx is not None:
+        if ctx.page_category is not None:
+            out["page_category"] = ctx.page_category
+        if ctx.device is not None:
+            out["device"] = ctx.device
+        if ctx.hour_of_day is not None:
+            out["hour"] = ctx.hour_of_day
+        if ctx.day_of_week is not None:
+            out["day_of_week"] = ctx.day_of_week
+    return out
+
+
+def as_context(channel: str, context: Context | Mapping[str, object] | None) -> Context:
+    """A request's context on `channel` (the channel given wins over one in the context)."""
+    if context is None:
+        return Context(channel=channel)  # type: ignore[arg-type]
+    if isinstance(context, Context):
+        if context.channel != channel:
+            return context.model_copy(update={"channel": channel})
+        return context
+    return Context(channel=channel, **{k: v for k, v in context.items() if k != "channel"})  # type: ignore[arg-type]
+
+
+def decide_block(
+    engine: DecisionEngine,
+    customers: CustomerBlock,
+    channel: str,
+    now: datetime,
+    ctx: Context | Mapping[str, Context] | None = None,
+    k: int = 1,
+) -> DecisionBlock:
+    """Score, arbitrate and explain N customers at once; /recommend passes one row, batch a chunk.
+
+    `now`: naive UTC. `ctx`: one context for every customer (None: only the channel is known) or
+    one per customer id (absent: only the channel).
+    """
+    arb = engine.arbiter
+    ids = [str(c) for c in customers.customer_ids]
+    n, m = len(ids), len(engine.offer_ids)
+    per_customer = isinstance(ctx, Mapping)
+    shared = None if per_customer else as_context(channel, ctx)  # type: ignore[arg-type]
+    contexts = {c: as_context(channel, ctx.get(c)) for c in ids} if per_customer else None  # type: ignore[union-attr]
+    models = engine.models
+    positions = engine.positions(ids)
+    fallback = (positions < 0) if models is not None else np.ones(n, dtype=bool)
+    consented = arb.consent_mask(ids, channel, now, engine.consents)
+    live = consented & (not engine.policy.quiet_hours.is_quiet(channel, now))
+    p = np.zeros((n, m))
+    churn = np.zeros(n)
+    value = np.zeros(n)
+    reasons: dict[tuple[int, int], list[str]] = {}
+    rows = np.flatnonzero(live)
+    scored = None
+    if len(rows) and m:
+        live_ids = [ids[i] for i in rows.tolist()]
+        scored = engine.score(live_ids, channel, shared if contexts is None else {c: contexts[c] for c in live_ids}, now,
+                              models, contact_rows=customers.contact_rows)
+        p[rows], churn[rows], value[rows] = scored.p, scored.churn, scored.value
+    result = arb.arbitrate_block(
+        ids, channel, now, p,
+        columns=arb.columns_of(engine.offer_ids),
+        rule_masks=_rule_masks(engine, ids, positions, channel, now, shared, contexts),
+        churn_probability=churn,
+        customer_value=value,
+        k=k,
+        draws=seeded_draws(np.array([decision_seed(c, channel, now) for c in ids], dtype=np.uint64)),
+        consented=consented,
+        histories=customers.histories,
+    )
+    if scored is not None and scored.X is not None and scored.models is not None:
+        reasons = _top_contributions(scored, rows, result.picks, m)
+    return DecisionBlock(engine, ids, channel, now, result, p, churn, fallback,
+                         models.versions if models is not None else {}, reasons)
+
+
+def _rule_masks(
+    engine: DecisionEngine,
+    ids: list[str],
+    positions: np.ndarray,
+    channel: str,
+    now: datetime,
+    shared: Context | None,
+    contexts: Mapping[str, Context] | None,
+) -> dict[int, np.ndarray]:
+    """Every eligibility rule on every row: one customer's values (a mapping) row by row for one
+    request or per-customer contexts, the materialised frame for a chunk with one context."""
+    arb = engine.arbiter
+    if len(ids) == 1 or contexts is not None or (positions < 0).any():
+        masks = [
+            arb.rule_masks(engine.rule_inputs(int(pos)), channel, now,
+                           _rule_context(shared if contexts is None else contexts[cid]))
+            for cid, pos in zip(ids, positions.tolist(), strict=True)
+        ]
+        return {key: np.concatenate([mk[key] for mk in masks]) for key in (masks[0] if masks else {})}
+    frame = engine.features
+    if not (len(positions) == len(frame) and np.array_equal(positions, np.arange(len(frame)))):
+        frame = frame.iloc[positions]
+    return arb.rule_masks(frame, channel, now, _rule_context(shared))
+
+
+def _top_contributions(scored, rows: np.ndarray, picks: np.ndarray, n_o: int) -> dict[tuple[int, int], list[str]]:  # type: ignore[no-untyped-def]
+    """The top contributions of each chosen (row, column) of a scored customer, one explainer call."""
+    known = np.flatnonzero(scored.positions >= 0)  # scored rows with model inputs, in X's order
+    where = {int(rows[s]): a for a, s in enumerate(known.tolist())}  # block row -> its rank in X
+    cells = [(i, int(picks[i, r])) for i, r in np.argwhere(picks >= 0).tolist() if i in where]
+    if not cells:
+        return {}
+    index = np.array([where[i] * n_o + c for i, c in cells], dtype=np.int64)
+    models = scored.models
+    explainer = models.explainer or models.propensity.model
+    contrib = np.concatenate([explainer.contributions(scored.X[index[lo : lo + EXPLAIN_ROWS]])[:, :-1]
+                              for lo in range(0, len(index), EXPLAIN_ROWS)])
+    names = models.propensity.feature_names
+    return {cell: top_reasons(names, contrib[a]) for a, cell in enumerate(cells)}

@@ -1,0 +1,173 @@
+"""Scoring: the materialised customers, the contacts log and the catalogue, turned into scores.
+
+For a set of customers at `now`, `Scorer.score` gives p_accept of every offer (the propensity
+champion on the features package's candidate matrix: the customer's materialised row, the
+request's `Context` and the live contact history - the `contacts` table of the data directory
+plus the rows the contact store recorded, read by the caller), the churn probability (the churn
+champion on the materialised row, computed once per model load) and `customer_value` =
+`spend_365d` of the materialised row (currency units). Customers without a materialised row, or
+no models: the popularity fallback (every offer gets its smoothed historical acceptance rate).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from features import CUSTOMER_FEATURES, Context, CustomerRows, candidate_matrix, prepare_offers
+from nbo.vocab import FINAL_OUTCOMES
+from serving.champions import Models
+
+#: Pseudo-count of the prior in the popularity fallback: an offer needs about this many finalised
+#: contacts before its own acceptance rate outweighs the catalogue-wide one.
+POPULARITY_PRIOR_WEIGHT = 20.0
+_CONTACT_COLUMNS = ("customer_id", "offer_id", "channel", "ts", "outcome", "outcome_ts")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Scores of a set of customers: rows are customer-major, `n_offers` per customer."""
+
+    customer_ids: list[str]
+    positions: np.ndarray  # row in the materialised frame, -1 = unknown customer
+    X: np.ndarray | None  # float32 model inputs (known customers x offers, model columns), None = fallback
+    p: np.ndarray  # (customers, offers)
+    churn: np.ndarray
+    value: np.ndarray
+    models: Models | None
+
+
+class Scorer:
+    """The customer side of a decision: materialised rows, contacts log, catalogue, popularity."""
+
+    def __init__(self, offers: pd.DataFrame, contacts: pd.DataFrame, features: pd.DataFrame, rule_names: Sequence[str]) -> None:
+        self.offers = offers.reset_index(drop=True)
+        self.offer_ids: list[str] = [str(o) for o in self.offers["offer_id"].tolist()]
+        self._prepared = prepare_offers(self.offers)
+        self._rule_names = list(rule_names)
+        self._contacts = self._index_contacts(contacts)
+        self.popularity = self._popularity(contacts)
+        self._set_features(features)
+
+    def _set_features(self, features: pd.DataFrame) -> None:
+        """Customer rows: positions by id, rule inputs and values as plain arrays."""
+        self.features = features
+        self._position = {cid: i for i, cid in enumerate(features.index.tolist())}
+        self._rule_values = {n: features[n].to_numpy() for n in self._rule_names if n in features.columns}
+        self._value = features["spend_365d"].to_numpy(np.float64) if "spend_365d" in features else np.zeros(len(features))
+        #: The customer features as float32 (the churn model's inputs, in CUSTOMER_FEATURES order).
+        self.customer_matrix = features[list(CUSTOMER_FEATURES)].to_numpy(np.float32, na_value=np.nan)
+        # The numeric columns as one float64 block: a request takes its row out of it with no pandas.
+        self._rows = CustomerRows.from_frame(features)
+
+    def with_features(self, features: pd.DataFrame) -> Scorer:
+        """This scorer over other materialised rows (same catalogue, contacts and popularity)."""
+        view = copy.copy(self)
+        view._set_features(features)
+        return view
+
+    @property
+    def numeric(self) -> pd.DataFrame:
+        """The numeric columns as a float64 frame (what `score` reads, for tests and debugging)."""
+        return pd.DataFrame(self._rows.values, index=self.features.index, columns=self._rows.columns, copy=False)
+
+    @staticmethod
+    def _index_contacts(
+        contacts: pd.DataFrame,
+    ) -> tuple[dict[str, tuple[int, int]], dict[str, np.ndarray]]:
+        """The contacts table sorted by customer, as numpy columns, with each customer's row range."""
+        frame = contacts.loc[:, list(_CONTACT_COLUMNS)].sort_values("customer_id", kind="stable").reset_index(drop=True)
+        ids = frame["customer_id"].to_numpy(dtype=object)
+        ranges: dict[str, tuple[int, int]] = {}
+        if len(ids):
+            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+            ends = np.r_[starts[1:], len(ids)]
+            ranges = {ids[s]: (int(s), int(e)) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)}
+        arrays = {n: frame[n].to_numpy(dtype=object) for n in ("customer_id", "offer_id", "channel", "outcome")}
+        arrays.update({n: frame[n].to_numpy(dtype="datetime64[ns]") for n in ("ts", "outcome_ts")})
+        return ranges, arrays
+
+    def _popularity(self, contacts: pd.DataFrame) -> np.ndarray:
+        """Smoothed historical acceptance rate per catalogue offer (the fallback's p_accept)."""
+        final = contacts[contacts["outcome"].isin(FINAL_OUTCOMES)]
+        accepted = final["outcome"] == "accepted"
+        prior = float(accepted.mean()) if len(final) else 0.05
+        by_offer = final.groupby("offer_id", observed=True)["outcome"]
+        n = by_offer.size().reindex(self.offer_ids, fill_value=0).to_numpy(np.float64)
+        a = accepted.groupby(final["offer_id"], observed=True).sum().reindex(self.offer_ids, fill_value=0).to_numpy(np.float64)
+        return (a + POPULARITY_PRIOR_WEIGHT * prior) / (n + POPULARITY_PRIOR_WEIGHT)
+
+    def live_contacts(
+        self, customer_ids: Sequence[str], contact_rows: Mapping[str, list[dict[str, object]]] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Contacts of these customers (numpy columns): the data directory's log plus the rows the
+        contact store recorded (`contact_rows`, read by the caller; None: none)."""
+        ranges, arrays = self._contacts
+        pieces = [ranges[c] for c in customer_ids if c in ranges]
+        recent = [row for c in customer_ids for row in contact_rows.get(c, ())] if contact_rows else []
+        if len(pieces) == 1:
+            s, e = pieces[0]
+            base = {name: values[s:e] for name, values in arrays.items()}
+        else:
+            idx = np.concatenate([np.arange(s, e) for s, e in pieces]) if pieces else np.zeros(0, dtype=np.int64)
+            base = {name: values[idx] for name, values in arrays.items()}
+        if not recent:
+            return base
+        cols: dict[str, np.ndarray] = {}
+        for name in ("customer_id", "offer_id", "channel", "outcome"):
+            cols[name] = np.concatenate([base[name], np.array([r[name] for r in recent], dtype=object)])
+        for name in ("ts", "outcome_ts"):
+            live = np.array([np.datetime64("NaT") if r[name] is None else r[name] for r in recent], dtype="datetime64[ns]")
+            cols[name] = np.concatenate([base[name], live])
+        return cols
+
+    def positions(self, customer_ids: Sequence[str]) -> np.ndarray:
+        """Row of each customer in the materialised frame, -1 = unknown (cold start)."""
+        return np.array([self._position.get(c, -1) for c in customer_ids], dtype=np.int64)
+
+    def score(
+        self,
+        customer_ids: Sequence[str],
+        channel: str,
+        contexts: Context | Mapping[str, Context] | None,
+        now: datetime,
+        models: Models | None,
+        contact_rows: Mapping[str, list[dict[str, object]]] | None = None,
+    ) -> Scored:
+        """p_accept of every offer, churn probability and value of these customers at `now`.
+
+        `contact_rows`: the contact store's rows of these customers (the features' live history),
+        read by the caller. Unknown customers, or no `models`: the popularity fallback."""
+        ids = list(customer_ids)
+        positions = self.positions(ids)
+        n_o = len(self.offer_ids)
+        churn = np.zeros(len(ids))
+        value = np.where(positions >= 0, self._value[np.maximum(positions, 0)] if len(self._value) else 0.0, 0.0)
+        p = np.tile(self.popularity, (len(ids), 1))
+        known = np.flatnonzero(positions >= 0)
+        X = None
+        if models is not None and len(known) and n_o:
+            rows = self._rows.take(positions[known])
+            as_of = pd.Timestamp(now)
+            # Written as float32 directly (the model's input type; same rounding as casting the
+            # float64 matrix), then the model's columns if its order differs: one copy, not three.
+            block = candidate_matrix(rows, self._prepared, self.live_contacts([ids[i] for i in known], contact_rows), contexts, as_of,
+                                     dtype=np.float32)
+            if models.propensity_columns is not None:
+                block = block[:, models.propensity_columns]
+            X = np.ascontiguousarray(block, dtype=np.float32)
+            scores = models.propensity_predictor(X).reshape(len(known), n_o)
+            p[known] = scores
+            churn[known] = models.churn_probability[positions[known]]
+        return Scored(ids, positions, X, p, churn, value, models)
+
+    def rule_inputs(self, position: int) -> dict[str, object] | None:
+        """The values the eligibility rules read of the customer at `position` (None: unknown)."""
+        if position < 0:
+            return None
+        return {n: v[position] for n, v in self._rule_values.items()}
