@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cli._app import app, user_errors
-from nbo.data import TABLE_NAMES, load_dataset
+from nbo.data import TABLE_NAMES, limitations, load_dataset
 
 
 @app.command()
@@ -22,8 +22,13 @@ def validate(
 
     dataset = load_dataset(data)
     for name in TABLE_NAMES:
+        if name in dataset.absent_tables:
+            typer.echo(f"{name:<10} {'absent':>12}  (optional)")
+            continue
         frame = dataset.table(name)
         typer.echo(f"{name:<10} {len(frame):>12,} rows  ok")
+    for line in limitations(dataset):  # what nbo cannot do with this export, said once
+        typer.echo(f"note: {line}")
     # Every eligibility rule compiles now, as `nbo score` and `nbo serve` will compile it.
     try:
         rules = compile_offer_rules(dataset.offers, customer_feature_names())

@@ -21,10 +21,12 @@ campaign's `as_of`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing as mp
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -88,8 +90,17 @@ class BatchRun:
                          {"job": self.job.model_dump(mode="json"), "status": status, "summary": summary})
 
     def _open_work_dir(self) -> dict[str, object] | None:
-        """Create or resume the work dir; the summary when this very job already completed."""
+        """Create or resume the work dir; the summary when this very job already completed.
+
+        Never writes into, or later empties, a directory nbo did not create: an existing work path
+        must be a real directory holding nbo's `manifest.json` (the marker), not a link."""
         manifest_path = self.work_dir / "manifest.json"
+        if self.work_dir.is_symlink():
+            raise NboError(f"{self.work_dir} is a symbolic link: nbo does not work through a link it did not "
+                           "create; remove it or choose another --out")
+        if self.work_dir.exists() and not (self.work_dir.is_dir() and _is_manifest(manifest_path)):
+            raise NboError(f"{self.work_dir} exists and is not a work directory of nbo (no manifest.json): nbo "
+                           "never writes into or empties a folder it did not create; move it or choose another --out")
         if manifest_path.exists():
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
             if manifest.get("job") != self.job.model_dump(mode="json"):
@@ -211,13 +222,21 @@ class BatchRun:
         })
         self._assemble(n_parts)
         self._write_json(self.summary_path, summary)
-        if self.job.dry_run:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-        else:
+        if not self.job.dry_run:
             self._manifest("complete", summary)
-            for path in self.work_dir.iterdir():
-                if path.name != "manifest.json":
-                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+        # Only what nbo wrote goes (links are removed, never followed); the marker goes last.
+        for path in self.work_dir.iterdir():
+            if path.name == "manifest.json" or not _is_ours(path.name):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        if self.job.dry_run:
+            manifest = self.work_dir / "manifest.json"
+            manifest.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty: something not nbo's is in it; it stays
+                self.work_dir.rmdir()
         return summary
 
     def _assemble(self, n_parts: int) -> None:
@@ -245,3 +264,19 @@ class BatchRun:
             os.replace(tmp, self.out)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+#: What nbo writes in a work directory (docs: serving/batch/__init__.py); nothing else is removed.
+_OURS = re.compile(r"^(plan-\d+\.parquet|part-\d+\.(parquet|json)|spark-plan|compiled|forest-[0-9a-f]+\.bin|\..*\.tmp-\d+|\.forest-.*)$")
+
+
+def _is_ours(name: str) -> bool:
+    return bool(_OURS.match(name))
+
+
+def _is_manifest(path: Path) -> bool:
+    """nbo's marker: a JSON object with the job it was written for."""
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")).get("job"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -243,3 +243,46 @@ def test_spark_engine_equals_pandas_engine(world: World, dry: tuple[Path, dict, 
     skip = ("engine", "output", "expected_value")
     assert {k: v for k, v in summary.items() if k not in skip} == {k: v for k, v in dry[1].items() if k not in skip}
     assert summary["expected_value"] == pytest.approx(dry[1]["expected_value"], rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["folder", "link"])
+def test_a_work_path_nbo_did_not_create_is_refused_and_kept(world: World, tmp_path: Path, kind: str) -> None:
+    """Issue 19.3: a pre-existing `<out>.work` (or a link to someone's folder) is never emptied."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "important.txt").write_text("keep")
+    out = tmp_path / "offers.parquet"
+    work = tmp_path / "offers.parquet.work"
+    if kind == "folder":
+        work.mkdir()
+        (work / "important.txt").write_text("keep")
+    else:
+        work.symlink_to(mine, target_is_directory=True)
+    result = runner.invoke(app, args(world, out, tmp_path / "contacts.db", "--dry-run"))
+    assert result.exit_code == 2, result.output
+    assert ("symbolic link" if kind == "link" else "not a work directory of nbo") in result.stderr
+    assert (mine / "important.txt").read_text() == "keep"
+    assert kind == "link" or (work / "important.txt").read_text() == "keep"
+    assert not out.exists()
+
+
+def test_score_records_its_files_in_the_ledger(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19.5: the output, its work directory and the features it computed are reachable by
+    `nbo forget` (recorded before they are written, so a killed run's parts are too)."""
+    from nbo.ledger import read_ledger
+
+    ledger = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv("NBO_LEDGER", str(ledger))
+    out = tmp_path / "offers.parquet"
+    cmd = ["score", "--data", str(world.data), "--tracking-uri", world.tracking_uri, "--as-of", WHEN,
+           "--channel", "email", "--out", str(out), "--store", str(tmp_path / "c.db"), "--no-progress", "--dry-run"]
+    result = runner.invoke(app, cmd)
+    assert result.exit_code == 0, result.output
+    kinds = {e.kind: e.path for e in read_ledger(ledger)}
+    assert kinds["batch_output"] == out and kinds["batch_work_dir"] == tmp_path / "offers.parquet.work"
+    assert kinds["features_cache"].name.startswith("offers.parquet.features-") and kinds["features_cache"].exists()
+    customer = pd.read_parquet(out)["customer_id"].iloc[0]
+    forgot = runner.invoke(app, ["forget", "--customer", customer])
+    assert forgot.exit_code == 0, forgot.output
+    assert customer not in set(pd.read_parquet(out)["customer_id"])
+    assert customer not in set(read_materialised(kinds["features_cache"])[0].index)

@@ -66,6 +66,8 @@ def test_cli_trains_and_predicts_churn_on_a_minimal_export(export: Path, tmp_pat
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ok = runner.invoke(app, ["validate", "--data", str(export)])
     assert ok.exit_code == 0, ok.output
+    assert "contacts         absent  (optional)" in ok.stdout  # not "0 rows ok"
+    assert "note: no contacts table:" in ok.stdout
     trained = runner.invoke(app, ["train", "--data", str(export), "--as-of", str(AS_OF.date()), "--model", "churn",
                                   "--tracking-uri", uri])
     assert trained.exit_code == 0, trained.output
