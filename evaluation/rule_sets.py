@@ -6,25 +6,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from serving.policy import Cap, ContactPolicy, Cooldown, OutboundCap
-
-#: A cap that never binds (how the rule sets below drop a cap).
-_UNLIMITED = 10**9
+from serving.caps import without_family
+from serving.policy import ContactPolicy
 
 
 def without_repeat_rules(policy: ContactPolicy) -> ContactPolicy:
     """The same policy without its repeat rules: no per-offer cap and no decline cooldowns, so the
     best offer may be made again and again. Its fatigue caps (per channel and outbound), consent,
     quiet hours, eligibility and arbitration are unchanged."""
-    return policy.model_copy(update={"offer_cap": Cap(max=_UNLIMITED, days=1),
-                                     "cooldown": Cooldown(offer_days=0, category_days=0)})
+    return without_family(policy, "repeat")  # each cap kind of the family, from serving.caps
 
 
 def without_fatigue_caps(policy: ContactPolicy) -> ContactPolicy:
     """The same policy without its fatigue caps (per channel and outbound): a customer may be
     contacted at every opportunity. Repeat rules, consent, quiet hours, eligibility and
     arbitration are unchanged."""
-    return policy.model_copy(update={"caps": {}, "outbound": OutboundCap(max=_UNLIMITED, days=1)})
+    return without_family(policy, "fatigue")
 
 
 def uncapped(policy: ContactPolicy) -> ContactPolicy:

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from nbo.vocab import CONTACT_CHANNELS
+from serving.caps import CONTACT_REASONS
 from serving.catalogue import OfferCatalogue
 from serving.contact_store.base import ContactHistory, OfferRef, decision_refusal, offer_refusal, to_epoch
 from serving.contact_store.consent import ConsentBook
@@ -158,7 +159,7 @@ class Arbiter:
             if why is None:
                 shows = h.offer_show_counts(policy.offer_cap.days)
                 offer_reason[i] = [0 if (r := offer_refusal(h, ref, policy, shows)) is None else REASON_INDEX[r] for ref in refs]
-        for reason in ("cap_channel", "cap_outbound"):
+        for reason in CONTACT_REASONS:
             rows = np.array([r == reason for r in row_reason], dtype=bool)
             if rows.any():
                 put(rows[:, None], reason)
