@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import pandas as pd
+
 from nbo.errors import ConfigError
 from serving.caps import Limit, limits, offer_limits
 from serving.policy import ContactPolicy
@@ -123,6 +125,50 @@ class ContactHistory:
             if c.ts > since:
                 counts[c.offer_id] = counts.get(c.offer_id, 0) + 1
         return counts
+
+
+@dataclass(frozen=True)
+class ImportedShow:
+    """One show of the data's `contacts` table, as a contact store imports it (`import_history`)."""
+
+    decision_id: str
+    offer_id: str
+    customer_id: str
+    category: str
+    channel: str
+    ts: float
+    propensity: float
+    outcome: str
+    outcome_ts: float | None
+    declined_ts: float | None  # when it was declined (outcome_ts, or ts without one), None if not
+
+
+def imported_shows(contacts: object, categories: Mapping[str, str], since: float) -> list[ImportedShow]:
+    """The shows of a `contacts` table (nbo.contract.CONTACTS, a DataFrame) after `since` (epoch s).
+
+    `categories`: offer id -> category (the catalogue), for category cooldowns; an offer the
+    catalogue does not know gets the category "" (it counts for channel, outbound and per-offer caps).
+    """
+    frame = contacts if isinstance(contacts, pd.DataFrame) else pd.DataFrame(contacts)
+    if frame.empty:
+        return []
+    ts = pd.to_datetime(frame["ts"]).astype("int64").to_numpy() / 1e9
+    keep = ts > since
+    frame = frame.loc[keep]
+    ts = ts[keep]
+    ots_col = pd.to_datetime(frame["outcome_ts"]) if "outcome_ts" in frame else pd.Series(pd.NaT, index=frame.index)
+    out: list[ImportedShow] = []
+    for (d, o, c, ch, p, outcome, ots), t in zip(
+        zip(frame["decision_id"], frame["offer_id"], frame["customer_id"], frame["channel"], frame["propensity"],
+            frame["outcome"], ots_col, strict=True),
+        ts, strict=True,
+    ):
+        o_ts = None if pd.isna(ots) else pd.Timestamp(ots).value / 1e9
+        outcome = str(outcome) if outcome in OUTCOME_RANK else "pending"
+        out.append(ImportedShow(str(d), str(o), str(c), categories.get(str(o), ""), str(ch), float(t),
+                                float(p), outcome, o_ts,
+                                (o_ts if o_ts is not None else float(t)) if outcome == "declined" else None))
+    return out
 
 
 @dataclass(frozen=True)
@@ -299,6 +345,20 @@ class ContactStore(ABC):
                     raise
                 out.append(None)
         return out
+
+    def import_history(self, contacts: object, categories: Mapping[str, str], now: datetime) -> int:
+        """Seed the store with the data's contact history (issue 19 item 1); idempotent.
+
+        `contacts`: the data directory's `contacts` table (a company's past e-mails, banners...);
+        only shows after `now - horizon_days` are read (older ones cannot count for any cap the
+        store allows). Each show counts for the caps and, if declined, for the cooldowns from its
+        outcome time, as if nbo had recorded it. A show already imported (same decision_id,
+        offer_id) is skipped, so importing the same table again, or a longer one, counts each show
+        once. Imported shows are not returned by `contact_rows` / `read_customer` rows (the
+        features read them from the data's table already) and carry no decision log entry; `forget`
+        erases them with the customer. Returns the number of shows newly imported.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot import a contact history")
 
     @abstractmethod
     def history(self, customer_id: str, now: datetime) -> ContactHistory:

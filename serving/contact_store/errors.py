@@ -17,6 +17,14 @@ from nbo.errors import NboError
 STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, redis.RedisError, OSError)
 
 
+class StoreFileChanged(OSError):
+    """The SQLite store's file was deleted or replaced since the store opened it (issue 19 item 2).
+
+    An `OSError`, so one of `STORE_ERRORS`: decisions fail closed (degraded, no offer). The store
+    does not recreate the file: an empty new database would forget every contact, and caps with it.
+    """
+
+
 class StoreUnavailable(NboError):
     """The contact store could not answer; `cause` is `timeout`, `error` or `backoff` (not tried).
 

@@ -13,6 +13,7 @@ Layout under `prefix` (B = `prefix:{customer_id}`):
     B:log           zset json record -> ts      every show (history, export)
     B:dco / B:dcc   hash offer / category -> last decline ts
     B:decs / B:keys set of the customer's decision ids / keys (for forget)
+    B:imp           set "decision_id offer_id" of the shows imported from the data (`import_history`)
     prefix:d:<decision_id> hash                 the decision log entry and its outcomes
 """
 
@@ -40,6 +41,7 @@ from serving.contact_store.base import (
     check_outcome,
     check_propensities,
     from_epoch,
+    imported_shows,
     to_epoch,
 )
 from serving.caps import lua_config
@@ -151,6 +153,42 @@ return 1
 
 _RANKS = json.dumps(OUTCOME_RANK)
 
+#: One customer's shows from the data's contacts table (`import_history`), written to the keys
+#: the reservation script reads; B:imp makes it idempotent. Imported shows get no decision log
+#: entry and are not in B:decs (so not in `contact_rows`); the log entry carries r = 0.
+_IMPORT = r"""
+local base, ttl = KEYS[1], tonumber(ARGV[2])
+local n = 0
+local touched = {}
+local function zadd(key, ts, member)
+  redis.call('ZADD', key, ts, member)
+  touched[key] = true
+end
+for _, s in ipairs(cjson.decode(ARGV[1])) do
+  if redis.call('SADD', base .. ':imp', s.d .. ' ' .. s.o) == 1 then
+    n = n + 1
+    zadd(base .. ':ch:' .. s.ch, s.ts, s.d)
+    zadd(base .. ':of:' .. s.o, s.ts, s.d)
+    zadd(base .. ':log', s.ts, cjson.encode({d = s.d, o = s.o, cat = s.cat, ch = s.ch, ts = s.ts, r = 0, p = s.p}))
+    if s.dec then
+      for _, pair in ipairs({{':dco', s.o}, {':dcc', s.cat}}) do
+        local key = base .. pair[1]
+        local prev = redis.call('HGET', key, pair[2])
+        if (not prev) or tonumber(prev) < tonumber(s.dec) then redis.call('HSET', key, pair[2], s.dec) end
+        touched[key] = true
+      end
+    end
+  end
+end
+touched[base .. ':imp'] = true
+for k, _ in pairs(touched) do
+  redis.call('SADD', base .. ':keys', k)
+  redis.call('EXPIRE', k, ttl)
+end
+redis.call('EXPIRE', base .. ':keys', ttl)
+return n
+"""
+
 _FORGET = r"""
 local base, prefix = KEYS[1], ARGV[1]
 local n = redis.call('ZCARD', base .. ':log')
@@ -243,6 +281,7 @@ class RedisContactStore(ContactStore):
         self._reserve = client.register_script(_RESERVE)
         self._outcome = client.register_script(_OUTCOME)
         self._forget = client.register_script(_FORGET)
+        self._import = client.register_script(_IMPORT)
 
     def check_persistence(self, accept_volatile: bool = False) -> RedisPersistence | None:
         """`check_persistence` on this store's server: call once at start (service, batch scoring)."""
@@ -376,6 +415,26 @@ class RedisContactStore(ContactStore):
         return ReserveResult(
             decision_id, tuple(by_id[i] for i in ok_ids), tuple((str(o), str(r)) for o, r in refused)
         )
+
+    def import_history(self, contacts: object, categories: Mapping[str, str], now: datetime) -> int:
+        """The import script once per customer, in one pipeline."""
+        by_customer: dict[str, list[dict[str, object]]] = {}
+        for s in imported_shows(contacts, categories, to_epoch(now) - self.horizon_days * DAY):
+            row: dict[str, object] = {"d": s.decision_id, "o": s.offer_id, "cat": s.category, "ch": s.channel,
+                                      "ts": repr(s.ts), "p": repr(s.propensity)}
+            if s.declined_ts is not None:  # absent, not null: cjson's null is true in Lua
+                row["dec"] = repr(s.declined_ts)
+            by_customer.setdefault(s.customer_id, []).append(row)
+        if not by_customer:
+            return 0
+        n = 0
+        items = list(by_customer.items())
+        for lo in range(0, len(items), 500):  # round trips of 500 customers: each reply comes quickly
+            pipe = self.client.pipeline(transaction=False)
+            for cid, rows in items[lo : lo + 500]:
+                self._import(keys=[self._base(cid)], args=[json.dumps(rows), self._ttl], client=pipe)
+            n += sum(int(x) for x in pipe.execute())
+        return n
 
     def history(self, customer_id: str, now: datetime) -> ContactHistory:
         t = to_epoch(now)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Mapping
@@ -22,16 +23,19 @@ from serving.contact_store.base import (
     ContactRecord,
     ContactStore,
     CustomerState,
+    ImportedShow,
     OfferRef,
     ReserveRequest,
     ReserveResult,
     check_outcome,
     check_propensities,
     from_epoch,
+    imported_shows,
     split_offers,
     supersedes,
     to_epoch,
 )
+from serving.contact_store.errors import StoreFileChanged
 from serving.policy import ContactPolicy
 
 log = logging.getLogger(__name__)
@@ -47,8 +51,13 @@ _RESTART_PAGES = 2_000
 #: Longest wait (ms) of that RESTART for the write lock and for readers: if busy, the next pass tries again.
 _RESTART_WAIT_MS = 50
 
-#: One customer's contact rows, all columns, in the order `contact_rows` returns them.
+#: One customer's contact rows, all columns, in the order `contact_rows` returns them (imported
+#: shows, `rank` 0, included: `contact_rows` leaves them out, the caps count them).
 _CUSTOMER_ROWS = "SELECT * FROM contacts WHERE customer_id = ? ORDER BY ts, decision_id, rank"
+#: The `rank` of a show imported from the data's contacts table (`import_history`); nbo's own are 1, 2...
+IMPORTED_RANK = 0
+#: Seconds `import_history` waits for the write lock at least (another process importing).
+_IMPORT_WAIT_S = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -111,7 +120,9 @@ class SQLiteContactStore(ContactStore):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file, once open
         self._conn().executescript(_SCHEMA)
+        self._identity = self._file_identity()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
         if checkpoint_interval_s is not None:
@@ -120,7 +131,33 @@ class SQLiteContactStore(ContactStore):
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="nbo-sqlite-checkpoint", daemon=True)
             self._checkpointer.start()
 
+    def _file_identity(self) -> tuple[int, int]:
+        st = os.stat(self.path)
+        return st.st_dev, st.st_ino
+
+    def check_file(self) -> None:
+        """Raise `StoreFileChanged` if the database file is gone or is another file than the one
+        opened (deleted, or replaced by a rename): the open connections would go on writing to
+        the unlinked file, and a new connection would create an empty database, both silently
+        forgetting every contact. One `os.stat` (a few microseconds) per store call."""
+        expected = self._identity
+        if expected is None:  # still opening
+            return
+        try:
+            got = self._file_identity()
+        except FileNotFoundError:
+            raise StoreFileChanged(
+                f"the contact store file {self.path} was deleted while open: refusing to go on (contacts "
+                "would be lost) or to create an empty one; restore it, or restart nbo to start a new store"
+            ) from None
+        if got != expected:
+            raise StoreFileChanged(
+                f"the contact store file {self.path} was replaced by another file while open: refusing to go on; "
+                "restart nbo to open the new file"
+            )
+
     def _conn(self) -> sqlite3.Connection:
+        self.check_file()
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
@@ -149,6 +186,7 @@ class SQLiteContactStore(ContactStore):
         conn: sqlite3.Connection | None = None
         while not self._stop.wait(self.checkpoint_interval_s):
             try:
+                self.check_file()  # never checkpoint into (or recreate) a file that is not ours
                 if conn is None:
                     conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
                                            check_same_thread=False)
@@ -157,7 +195,7 @@ class SQLiteContactStore(ContactStore):
                 _, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if wal_pages >= _RESTART_PAGES:
                     conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-            except sqlite3.Error as exc:  # a store that fails here fails the requests too; keep trying
+            except (sqlite3.Error, OSError) as exc:  # a store that fails here fails the requests too; keep trying
                 log.debug("background checkpoint failed: %s", type(exc).__name__)
                 if conn is not None:
                     conn.close()
@@ -333,6 +371,44 @@ class SQLiteContactStore(ContactStore):
             raise
         return ReserveResult(decision_id, tuple(ok), tuple(refused))
 
+    def import_history(self, contacts: object, categories: Mapping[str, str], now: datetime) -> int:
+        """`INSERT OR IGNORE` of the shows (rank 0) keyed by (decision_id, offer_id), and of their
+        declines, in one `BEGIN IMMEDIATE` transaction."""
+        shows = imported_shows(contacts, categories, to_epoch(now) - self.horizon_days * DAY)
+        if not shows:
+            return 0
+        conn = self._conn()
+        # Several workers import at start at once: wait for the one holding the lock (its import
+        # makes ours a no-op) instead of failing after the service's short busy timeout.
+        conn.execute(f"PRAGMA busy_timeout={int(max(self.busy_timeout_s, _IMPORT_WAIT_S) * 1000)}")
+        try:
+            return self._import(conn, shows)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+
+    @staticmethod
+    def _import(conn: sqlite3.Connection, shows: list[ImportedShow]) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO contacts (decision_id, offer_id, customer_id, category, channel, ts, rank,"
+                " propensity, outcome, outcome_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(s.decision_id, s.offer_id, s.customer_id, s.category, s.channel, s.ts, IMPORTED_RANK, s.propensity,
+                  s.outcome, s.outcome_ts) for s in shows],
+            )
+            n = conn.total_changes - before
+            conn.executemany(
+                "INSERT OR IGNORE INTO declines VALUES (?, ?, ?, ?, ?)",
+                [(s.decision_id, s.offer_id, s.customer_id, s.category, s.declined_ts)
+                 for s in shows if s.declined_ts is not None],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n
+
     def history(self, customer_id: str, now: datetime) -> ContactHistory:
         conn = self._conn()
         conn.execute("BEGIN")
@@ -402,7 +478,7 @@ class SQLiteContactStore(ContactStore):
         return {"decisions": decisions, "contacts": self.contact_rows(customer_id)}
 
     def contact_rows(self, customer_id: str) -> list[dict[str, object]]:
-        return [_row(r) for r in self._conn().execute(_CUSTOMER_ROWS, (customer_id,))]
+        return [_row(r) for r in self._conn().execute(_CUSTOMER_ROWS, (customer_id,)) if r[6] != IMPORTED_RANK]
 
     def read_customer(self, customer_id: str, now: datetime) -> CustomerState:
         """The contact rows and the history in one read transaction (one snapshot), the history
@@ -418,7 +494,8 @@ class SQLiteContactStore(ContactStore):
             conn.execute("COMMIT")
         # The columns of `_history`'s query: decision_id, offer_id, category, channel, ts.
         recent = tuple(ContactRecord(r[0], r[1], r[3], r[4], r[5]) for r in raw if r[5] > since)
-        return CustomerState([_row(r) for r in raw], ContactHistory(customer_id, t, recent, last_offer, last_cat))
+        return CustomerState([_row(r) for r in raw if r[6] != IMPORTED_RANK],
+                             ContactHistory(customer_id, t, recent, last_offer, last_cat))
 
     def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
         conn = self._conn()
@@ -427,9 +504,9 @@ class SQLiteContactStore(ContactStore):
         for lo in range(0, len(unique), _IN_BATCH):
             part = unique[lo : lo + _IN_BATCH]
             for d, o, c, cat, ch, ts, rank, p, outcome, ots in conn.execute(
-                f"SELECT * FROM contacts WHERE customer_id IN ({','.join('?' * len(part))}) "
+                f"SELECT * FROM contacts WHERE customer_id IN ({','.join('?' * len(part))}) AND rank != ? "
                 "ORDER BY customer_id, ts, decision_id, rank",
-                part,
+                (*part, IMPORTED_RANK),
             ):
                 out.setdefault(c, []).append({
                     "decision_id": d, "offer_id": o, "customer_id": c, "category": cat, "channel": ch,
