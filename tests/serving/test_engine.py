@@ -268,3 +268,20 @@ def test_a_missing_contacts_table_is_empty_but_a_truncated_one_is_an_error(world
     (data / source.name).write_bytes(source.read_bytes()[:2000])
     with pytest.raises(NboError, match="contacts"):
         _optional_table(data, "contacts")
+
+
+def test_a_deleted_store_file_makes_decisions_fail_closed(world: World, tmp_path: Path) -> None:
+    """Issue 19 item 2 through the engine: `rm contacts.db*` -> `StoreUnavailable` (degraded), no file."""
+    from serving.contact_store.errors import StoreUnavailable
+
+    eng = DecisionEngine.from_settings(world.settings(tmp_path / "contacts.db"))
+    try:
+        cid = eng.features.index[7]
+        eng.decide(cid, "web", None, NOW, k=2)
+        for p in tmp_path.glob("contacts.db*"):
+            p.unlink()
+        with pytest.raises(StoreUnavailable):
+            eng.decide(cid, "web", None, NOW, k=2)
+        assert not list(tmp_path.glob("contacts.db*"))
+    finally:
+        eng.close()
