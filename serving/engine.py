@@ -158,6 +158,7 @@ class DecisionEngine:
         check_feature_set(meta)
         store = open_store(settings.store, settings.store_horizon_days, settings.store_timeout_s, settings.store_checkpoint_s)
         store.check_policy(policy)
+        seed_store(store, contacts, offers)
         engine = cls(
             policy=policy,
             offers=offers,
@@ -396,6 +397,23 @@ class DecisionEngine:
 
     def close(self) -> None:
         self.store.close()
+
+
+def seed_store(store: ContactStore, contacts: pd.DataFrame, offers: pd.DataFrame) -> int:
+    """Import the data's contact history into the store (issue 19 item 1): the caps and cooldowns
+    then count a company's past contacts as if nbo had made them. Idempotent (`import_history`
+    skips shows already imported), so every engine built from settings (each `nbo serve` worker,
+    each `nbo score`) runs it. The shows within the store's horizon before the data's last contact
+    are imported: every one a decision at or after the end of the data could count, whatever the
+    clock (the wall clock of the service, a batch run's `--as-of`, a simulation's)."""
+    if contacts.empty:
+        return 0
+    latest = pd.Timestamp(contacts["ts"].max()).to_pydatetime()
+    categories = dict(zip(offers["offer_id"].astype(str), offers["category"].astype(str), strict=True))
+    n = store.import_history(contacts, categories, latest)
+    if n:
+        log.info("contact store seeded with %d shows of the data's contact history", n)
+    return n
 
 
 def _optional_table(directory: Path, table: str) -> pd.DataFrame:

@@ -253,7 +253,8 @@ def test_decide_reads_the_store_once_then_reserves(engine: DecisionEngine) -> No
     # The second decision's features and caps see the first one's contacts (read in the same call).
     state = store.read_customer(cid, NOW)
     assert {r["decision_id"] for r in state.rows} == {first.decision_id}
-    assert {c.decision_id for c in state.history.contacts} == {first.decision_id}
+    # (the caps' history also holds the data's contacts, imported at start: not rows of the store)
+    assert {c.decision_id for c in state.history.contacts if not c.decision_id.startswith("d-")} == {first.decision_id}
 
 
 def test_a_missing_contacts_table_is_empty_but_a_truncated_one_is_an_error(world: World, tmp_path: Path) -> None:
@@ -268,6 +269,38 @@ def test_a_missing_contacts_table_is_empty_but_a_truncated_one_is_an_error(world
     (data / source.name).write_bytes(source.read_bytes()[:2000])
     with pytest.raises(NboError, match="contacts"):
         _optional_table(data, "contacts")
+
+
+def test_the_data_contact_history_counts_for_the_caps(world: World, tmp_path: Path) -> None:
+    """Issue 19 item 1 through `from_settings` (what `nbo serve` and `nbo score` build): a fresh store
+    is seeded with the data's contacts, so a customer at the e-mail cap in the data gets no e-mail
+    and a recent decline keeps its offer off the web; a second engine on the store imports nothing."""
+    from nbo.data import load_table
+    from serving.engine import seed_store
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(NO_EXPLORATION)
+    contacts = load_table(world.data, "contacts")
+    now = pd.Timestamp(NOW)
+    week = contacts[(contacts["ts"] > now - pd.Timedelta(days=7)) & (contacts["channel"] == "email")]
+    per_customer = week.groupby("customer_id")["decision_id"].nunique()
+    capped = [c for c in per_customer[per_customer >= 2].index]
+    assert capped, "the world has no customer at the e-mail cap: the test would prove nothing"
+    eng = DecisionEngine.from_settings(world.settings(tmp_path / "fresh.db", policy_path=policy))
+    try:
+        for cid in capped[:20]:
+            assert eng.store.history(cid, NOW).channel_count(["email"], 7) == per_customer[cid]
+            d = eng.decide(cid, "email", None, NOW, k=2)
+            assert d.offers == [], (cid, d.offers)
+        declined = contacts[(contacts["outcome"] == "declined") & (contacts["channel"] == "web")
+                            & (contacts["outcome_ts"] > now - pd.Timedelta(days=25))]
+        assert len(declined), "the world has no recent web decline"
+        for cid, offer_id in declined[["customer_id", "offer_id"]].head(20).itertuples(index=False):
+            d = eng.decide(cid, "web", None, NOW, k=50)
+            assert offer_id not in {o.offer_id for o in d.offers}, (cid, offer_id)
+        assert seed_store(eng.store, contacts, eng.offers) == 0  # a second start imports nothing
+    finally:
+        eng.close()
 
 
 def test_a_deleted_store_file_makes_decisions_fail_closed(world: World, tmp_path: Path) -> None:
