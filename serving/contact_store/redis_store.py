@@ -13,6 +13,7 @@ Layout under `prefix` (B = `prefix:{customer_id}`):
     B:log           zset json record -> ts      every show (history, export)
     B:dco / B:dcc   hash offer / category -> last decline ts
     B:decs / B:keys set of the customer's decision ids / keys (for forget)
+    prefix:forgotten set                        erased customers (`forgotten_key` hashes), for every worker
     prefix:d:<decision_id> hash                 the decision log entry and its outcomes
 """
 
@@ -39,6 +40,7 @@ from serving.contact_store.base import (
     ReserveResult,
     check_outcome,
     check_propensities,
+    forgotten_key,
     from_epoch,
     to_epoch,
 )
@@ -157,6 +159,7 @@ local n = redis.call('ZCARD', base .. ':log')
 for _, d in ipairs(redis.call('SMEMBERS', base .. ':decs')) do redis.call('DEL', prefix .. ':d:' .. d) end
 for _, k in ipairs(redis.call('SMEMBERS', base .. ':keys')) do redis.call('DEL', k) end
 redis.call('DEL', base .. ':keys', base .. ':decs', base .. ':log', base .. ':dco', base .. ':dcc')
+redis.call('SADD', KEYS[2], ARGV[2])
 return n
 """
 
@@ -395,7 +398,16 @@ class RedisContactStore(ContactStore):
         return int(done) == 1
 
     def forget(self, customer_id: str) -> int:
-        return int(self._forget(keys=[self._base(customer_id)], args=[self.prefix]))
+        return int(self._forget(keys=[self._base(customer_id), self._forgotten_key],
+                                args=[self.prefix, forgotten_key(customer_id)]))
+
+    @property
+    def _forgotten_key(self) -> str:
+        """The set of erased customers (`forgotten_key` hashes; no expiry)."""
+        return f"{self.prefix}:forgotten"
+
+    def forgotten(self, customer_id: str) -> bool:
+        return bool(self.client.sismember(self._forgotten_key, forgotten_key(customer_id)))
 
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
         base = self._base(customer_id)
@@ -412,9 +424,10 @@ class RedisContactStore(ContactStore):
         pipe.zrangebyscore(f"{base}:log", f"({since:.6f}", "+inf")
         pipe.hgetall(f"{base}:dco")
         pipe.hgetall(f"{base}:dcc")
-        decs, log, dco, dcc = pipe.execute()
+        pipe.sismember(self._forgotten_key, forgotten_key(customer_id))
+        decs, log, dco, dcc, forgotten = pipe.execute()
         history = self._make_history(customer_id, t, since, log, dco, dcc)
-        return CustomerState(self._export(decs)["contacts"], history)
+        return CustomerState(self._export(decs)["contacts"], history, bool(forgotten))
 
     def _export(self, decision_ids_raw: object) -> dict[str, list[dict[str, object]]]:
         """`export` of the customer whose decision ids these are."""
