@@ -3,7 +3,8 @@
 Check-and-reserve is one Lua script, so Redis runs it atomically: no other command runs between
 reading the counts and writing the contact. Keys of one customer share the hash tag `{customer_id}`;
 the decision log is keyed by decision id. Every key expires `horizon_days` after its last write, so
-Redis holds the history the caps need and no more (copy the decision log out for off-policy
+Redis holds the history the caps need and no more (except `prefix:forgotten`, the hashes of erased
+customers, which must outlive the horizon) (copy the decision log out for off-policy
 evaluation within the horizon). Designed for a single Redis (or a primary with replicas/Sentinel),
 not Redis Cluster: scripts touch the customer's keys and the decision key, which may sit in different slots.
 
