@@ -58,3 +58,20 @@ def check_store_file(store: str | None, option: str = "--store") -> None:
         raise NboError(f"{option} {path} cannot be read: {exc.strerror or exc}") from None
     if header and header != _SQLITE_HEADER:
         raise NboError(f"{option} {path} is not a SQLite contact store (not a database file)")
+
+
+def check_redis_persistence(store: str | None, accept_volatile: bool, timeout_s: float = 2.0) -> None:
+    """A Redis contact store must keep its data across a restart (issue 19 item 12): one that has
+    neither the append-only file nor snapshots is refused (ConfigError: one line, exit 2) unless
+    `accept_volatile` (then a warning line). Snapshots only, `appendfsync no`, a server that hides
+    CONFIG or cannot be reached now: a warning (`serving.contact_store.check_persistence`).
+    A SQLite store: nothing to check."""
+    if store is None or not store.startswith(_REMOTE):
+        return
+    from serving.settings import open_store
+
+    redis_store = open_store(store, timeout_s=timeout_s)
+    try:
+        redis_store.check_persistence(accept_volatile)  # type: ignore[attr-defined]
+    finally:
+        redis_store.close()

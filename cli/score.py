@@ -81,6 +81,9 @@ def score(
     chunk_size: int = typer.Option(2_000, "--chunk-size", help="Customers per chunk: memory grows with chunk x offers (~0.4 GB per worker at 2,000 x 50)."),
     workers: int = typer.Option(1, "--workers", help="pandas engine: worker processes deciding chunks."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    accept_volatile_redis: bool = typer.Option(
+        False, "--accept-volatile-redis",
+        help="Run on a Redis store without persistence (appendonly no, save \"\"): a warning instead of a refusal."),
     ledger: Path = LEDGER_OPTION,
 ) -> None:
     """Score customers in batch with the real-time policy; reserve the contacts under a campaign id."""
@@ -114,10 +117,11 @@ def score(
     data = data.resolve()
     if not data.is_dir():
         raise NboError(f"--data {data} is not a directory")
-    from cli._preflight import check_engine_tables, check_store_file
+    from cli._preflight import check_engine_tables, check_redis_persistence, check_store_file
 
     check_engine_tables(data)  # bad data: one line, exit 2, before any output or reservation
     check_store_file(store)
+    check_redis_persistence(store, accept_volatile_redis)  # caps that a Redis restart would forget: refused
     try:
         compile_segment(segment)  # a bad rule fails here, naming the construct and column
     except NboError as exc:

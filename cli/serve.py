@@ -190,6 +190,10 @@ def serve(
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="BentoML access log (costs latency)."),
     store_timeout: float = typer.Option(DEFAULT_STORE_TIMEOUT_S, "--store-timeout", min=0.01, max=30,
                                         help="Longest wait on the contact store per call (s); then the answer is degraded."),
+    accept_volatile_redis: bool = typer.Option(
+        False, "--accept-volatile-redis",
+        help="Start on a Redis store without persistence (appendonly no, save \"\"): a warning instead of a refusal; "
+             "a Redis restart then forgets every cap counter."),
 ) -> None:
     """Serve POST /recommend, /feedback, /forget, /admin/reload (API key required) and health/metrics."""
     from serving.service import load_api_keys
@@ -203,6 +207,9 @@ def serve(
         start = parse_as_of(clock_start, "--clock-start").to_pydatetime()
     settings = service_settings(data, features, tracking_uri, policy, store, state_dir, reload_interval,
                                 max_body_kib * 1024, start, store_timeout, timeout)
+    from cli._preflight import check_redis_persistence
+
+    check_redis_persistence(store, accept_volatile_redis)  # caps that a Redis restart would forget: refused
     env = service_env(settings, workers, timeout, access_log, bentoml_home=private_bentoml_home(state_dir))
     cmd = service_command(host, port)
     typer.echo(f"nbo service on http://{host}:{port} ({workers} worker(s)); Ctrl-C stops it", err=True)

@@ -354,6 +354,8 @@ class DecisionEngine:
             # One store read for the features' contact rows and the caps' history (one SQLite
             # transaction instead of two); the reservation re-checks the caps atomically.
             state = self.desk.read_customer(customer_id, now)
+            if state.forgotten:  # erased, maybe through another worker: drop our in-memory copy too
+                self.scorer.forget(customer_id)
             block = self.decide_block(CustomerBlock([customer_id], {customer_id: state.history}, {customer_id: state.rows}),
                                       channel, now, as_context(channel, context), k)
             decision = block.decision(0, decision_id)
@@ -391,9 +393,17 @@ class DecisionEngine:
             return self.store.record_outcome(decision_id, offer_id, outcome, naive_utc(now))
 
     def forget(self, customer_id: str) -> int:
-        """Erase the customer's contact history and decision log from the store (GDPR)."""
+        """Erase the customer's contact history and decision log from the store (GDPR), and drop
+        the customer from this engine's memory (materialised row, the data directory's contacts):
+        the next decision for the id is the fallback of an unknown customer.
+
+        The store records the id as forgotten (by hash), and `decide` drops a customer the store
+        reports forgotten, so other workers and processes sharing the store obey on their next
+        decision for the id, also after a restart that reloads the same features."""
         with self._store_call():
-            return self.store.forget(customer_id)
+            n = self.store.forget(customer_id)
+        self.scorer.forget(customer_id)
+        return n
 
     def close(self) -> None:
         self.store.close()

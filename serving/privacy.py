@@ -24,8 +24,9 @@ Ledger entries that no longer exist are reported under `not_present`; those that
 read as a table with a `customer_id` column under `not_reached`, with the reason: nbo says what it
 could not erase instead of claiming it did.
 
-A running `nbo serve` keeps its own in-memory copy of the data directory's contacts and of the
-materialised features until it restarts; `POST /forget` erases the store only (docs/service.md).
+A running `nbo serve` erases the store on `POST /forget` and drops the customer from its in-memory
+copy of the data directory's contacts and of the materialised features (`DecisionEngine.forget`,
+docs/service.md); the data directory and the features files are this module's.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ no models: the popularity fallback (every offer gets its smoothed historical acc
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -108,7 +109,7 @@ class Scorer:
         """Contacts of these customers (numpy columns): the data directory's log plus the rows the
         contact store recorded (`contact_rows`, read by the caller; None: none)."""
         ranges, arrays = self._contacts
-        pieces = [ranges[c] for c in customer_ids if c in ranges]
+        pieces = [span for c in customer_ids if (span := ranges.get(c)) is not None]  # `forget` may pop one meanwhile
         recent = [row for c in customer_ids for row in contact_rows.get(c, ())] if contact_rows else []
         if len(pieces) == 1:
             s, e = pieces[0]
@@ -125,6 +126,26 @@ class Scorer:
             live = np.array([np.datetime64("NaT") if r[name] is None else r[name] for r in recent], dtype="datetime64[ns]")
             cols[name] = np.concatenate([base[name], live])
         return cols
+
+    def forget(self, customer_id: str) -> bool:
+        """Drop the customer from what decisions read: their materialised row and their rows of the
+        data directory's contacts become unreachable (the customer is unknown: the fallback), and
+        the values a decision would read are overwritten (NaN / NaT / ""). The features frame
+        (`self.features`) keeps its row until the engine is rebuilt. True if anything was held."""
+        position = self._position.pop(customer_id, None)
+        ranges, arrays = self._contacts
+        span = ranges.pop(customer_id, None)
+        if position is not None:
+            self._rows = dataclasses.replace(self._rows, values=_blanked(self._rows.values, position, np.nan))
+            if len(self.customer_matrix):
+                self.customer_matrix = _blanked(self.customer_matrix, position, np.nan)
+            if len(self._value):
+                self._value = _blanked(self._value, position, 0.0)
+        if span is not None:
+            s, e = span
+            for name, values in list(arrays.items()):
+                arrays[name] = _blanked(values, slice(s, e), np.datetime64("NaT") if values.dtype.kind == "M" else "")
+        return position is not None or span is not None
 
     def positions(self, customer_ids: Sequence[str]) -> np.ndarray:
         """Row of each customer in the materialised frame, -1 = unknown (cold start)."""
@@ -171,3 +192,12 @@ class Scorer:
         if position < 0:
             return None
         return {n: v[position] for n, v in self._rule_values.items()}
+
+
+def _blanked(values: np.ndarray, where: int | slice, blank: object) -> np.ndarray:
+    """`values` with `values[where] = blank`, in place when the array is writeable, else a copy
+    (an array read out of a frame may be a read-only view of it)."""
+    if not values.flags.writeable:
+        values = values.copy()
+    values[where] = blank
+    return values

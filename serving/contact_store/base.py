@@ -13,6 +13,7 @@ UTC), or a pandas Timestamp; stores keep epoch seconds.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
@@ -179,6 +180,15 @@ class CustomerState:
 
     rows: list[dict[str, object]]
     history: ContactHistory
+    #: The customer was erased (`ContactStore.forget`): decide as for an unknown customer, whatever
+    #: the caller still holds in memory (a materialised row, the data directory's contacts).
+    forgotten: bool = False
+
+
+def forgotten_key(customer_id: str) -> str:
+    """What a store records of an erased customer: the SHA-256 of the id (never the id itself, so
+    the store's files do not hold it after `forget`), to tell every worker the id is forgotten."""
+    return hashlib.sha256(customer_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _contacts(history: ContactHistory, limit: Limit, offer: OfferRef | None, shows: Mapping[str, int] | None) -> int:
@@ -374,7 +384,14 @@ class ContactStore(ABC):
 
     @abstractmethod
     def forget(self, customer_id: str) -> int:
-        """Erase everything about the customer (GDPR); returns the number of shows erased."""
+        """Erase everything about the customer (GDPR); returns the number of shows erased.
+
+        Also records the customer as forgotten (`forgotten_key`, not the id), which `read_customer`
+        reports, so that every process holding an in-memory copy of the customer drops it."""
+
+    def forgotten(self, customer_id: str) -> bool:
+        """True once `forget(customer_id)` ran (stores without the record: False)."""
+        return False
 
     @abstractmethod
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
@@ -392,7 +409,8 @@ class ContactStore(ABC):
         Stores override it to read both in one transaction or round trip; the answer is the same.
         The caps are still re-checked atomically by `check_and_reserve`: this read is a pre-filter.
         """
-        return CustomerState(self.contact_rows(customer_id), self.history(customer_id, now))
+        return CustomerState(self.contact_rows(customer_id), self.history(customer_id, now),
+                             self.forgotten(customer_id))
 
     def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
         """`contact_rows` of many customers; customers without rows may be left out."""

@@ -3,7 +3,8 @@
 Check-and-reserve is one Lua script, so Redis runs it atomically: no other command runs between
 reading the counts and writing the contact. Keys of one customer share the hash tag `{customer_id}`;
 the decision log is keyed by decision id. Every key expires `horizon_days` after its last write, so
-Redis holds the history the caps need and no more (copy the decision log out for off-policy
+Redis holds the history the caps need and no more (except `prefix:forgotten`, the hashes of erased
+customers, which must outlive the horizon) (copy the decision log out for off-policy
 evaluation within the horizon). Designed for a single Redis (or a primary with replicas/Sentinel),
 not Redis Cluster: scripts touch the customer's keys and the decision key, which may sit in different slots.
 
@@ -14,6 +15,7 @@ Layout under `prefix` (B = `prefix:{customer_id}`):
     B:dco / B:dcc   hash offer / category -> last decline ts
     B:decs / B:keys set of the customer's decision ids / keys (for forget)
     B:imp           set "decision_id offer_id" of the shows imported from the data (`import_history`)
+    prefix:forgotten set                        erased customers (`forgotten_key` hashes), for every worker
     prefix:d:<decision_id> hash                 the decision log entry and its outcomes
 """
 
@@ -40,6 +42,7 @@ from serving.contact_store.base import (
     ReserveResult,
     check_outcome,
     check_propensities,
+    forgotten_key,
     from_epoch,
     imported_shows,
     to_epoch,
@@ -195,6 +198,7 @@ local n = redis.call('ZCARD', base .. ':log')
 for _, d in ipairs(redis.call('SMEMBERS', base .. ':decs')) do redis.call('DEL', prefix .. ':d:' .. d) end
 for _, k in ipairs(redis.call('SMEMBERS', base .. ':keys')) do redis.call('DEL', k) end
 redis.call('DEL', base .. ':keys', base .. ':decs', base .. ':log', base .. ':dco', base .. ':dcc')
+redis.call('SADD', KEYS[2], ARGV[2])
 return n
 """
 
@@ -454,7 +458,16 @@ class RedisContactStore(ContactStore):
         return int(done) == 1
 
     def forget(self, customer_id: str) -> int:
-        return int(self._forget(keys=[self._base(customer_id)], args=[self.prefix]))
+        return int(self._forget(keys=[self._base(customer_id), self._forgotten_key],
+                                args=[self.prefix, forgotten_key(customer_id)]))
+
+    @property
+    def _forgotten_key(self) -> str:
+        """The set of erased customers (`forgotten_key` hashes; no expiry)."""
+        return f"{self.prefix}:forgotten"
+
+    def forgotten(self, customer_id: str) -> bool:
+        return bool(self.client.sismember(self._forgotten_key, forgotten_key(customer_id)))
 
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
         base = self._base(customer_id)
@@ -471,9 +484,10 @@ class RedisContactStore(ContactStore):
         pipe.zrangebyscore(f"{base}:log", f"({since:.6f}", "+inf")
         pipe.hgetall(f"{base}:dco")
         pipe.hgetall(f"{base}:dcc")
-        decs, log, dco, dcc = pipe.execute()
+        pipe.sismember(self._forgotten_key, forgotten_key(customer_id))
+        decs, log, dco, dcc, forgotten = pipe.execute()
         history = self._make_history(customer_id, t, since, log, dco, dcc)
-        return CustomerState(self._export(decs)["contacts"], history)
+        return CustomerState(self._export(decs)["contacts"], history, bool(forgotten))
 
     def _export(self, decision_ids_raw: object) -> dict[str, list[dict[str, object]]]:
         """`export` of the customer whose decision ids these are."""

@@ -13,6 +13,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from serving.contact_store.base import (
     ReserveResult,
     check_outcome,
     check_propensities,
+    forgotten_key,
     from_epoch,
     imported_shows,
     split_offers,
@@ -94,6 +96,10 @@ CREATE TABLE IF NOT EXISTS declines (
 CREATE INDEX IF NOT EXISTS declines_customer ON declines (customer_id, ts);
 """
 
+#: Erased customers, by `forgotten_key` (a hash, never the id): `read_customer` reports them, so
+#: every worker drops its in-memory copy of the customer (issue 19 item 5).
+_FORGOTTEN_SCHEMA = "CREATE TABLE IF NOT EXISTS forgotten (key TEXT PRIMARY KEY, ts REAL NOT NULL);"
+
 
 class SQLiteContactStore(ContactStore):
     """Contact store in one SQLite file (WAL). Safe across threads and processes on one machine.
@@ -122,6 +128,7 @@ class SQLiteContactStore(ContactStore):
         self._lock = threading.Lock()
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file, once open
         self._conn().executescript(_SCHEMA)
+        self._conn().executescript(_FORGOTTEN_SCHEMA)
         self._identity = self._file_identity()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -448,17 +455,30 @@ class SQLiteContactStore(ContactStore):
             raise
 
     def forget(self, customer_id: str) -> int:
+        """Erase the customer's rows (zeroed in place: `secure_delete`), record the customer as
+        forgotten (by hash), then checkpoint the WAL and truncate it, so that neither the database
+        file nor the WAL holds the id afterwards. A checkpoint that readers keep from completing
+        is logged; the WAL frames are then overwritten by later checkpoints, not at once."""
         conn = self._conn()
+        conn.execute("PRAGMA secure_delete=ON")
         conn.execute("BEGIN IMMEDIATE")
         try:
             n = conn.execute("DELETE FROM contacts WHERE customer_id = ?", (customer_id,)).rowcount
             conn.execute("DELETE FROM declines WHERE customer_id = ?", (customer_id,))
             conn.execute("DELETE FROM decisions WHERE customer_id = ?", (customer_id,))
+            conn.execute("INSERT OR REPLACE INTO forgotten VALUES (?, ?)", (forgotten_key(customer_id), time.time()))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning("forget: the WAL could not be truncated now (readers active); a later checkpoint rewrites it")
         return n
+
+    def forgotten(self, customer_id: str) -> bool:
+        row = self._conn().execute("SELECT 1 FROM forgotten WHERE key = ?", (forgotten_key(customer_id),)).fetchone()
+        return row is not None
 
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
         conn = self._conn()
@@ -490,12 +510,13 @@ class SQLiteContactStore(ContactStore):
         try:
             raw = conn.execute(_CUSTOMER_ROWS, (customer_id,)).fetchall()
             last_offer, last_cat = self._declines(conn, customer_id, since)
+            forgotten = conn.execute("SELECT 1 FROM forgotten WHERE key = ?", (forgotten_key(customer_id),)).fetchone()
         finally:
             conn.execute("COMMIT")
         # The columns of `_history`'s query: decision_id, offer_id, category, channel, ts.
         recent = tuple(ContactRecord(r[0], r[1], r[3], r[4], r[5]) for r in raw if r[5] > since)
         return CustomerState([_row(r) for r in raw if r[6] != IMPORTED_RANK],
-                             ContactHistory(customer_id, t, recent, last_offer, last_cat))
+                             ContactHistory(customer_id, t, recent, last_offer, last_cat), forgotten is not None)
 
     def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
         conn = self._conn()
