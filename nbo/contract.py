@@ -32,6 +32,7 @@ class ColumnSpec:
     nullable: bool = False
     allowed: tuple[str, ...] | None = None
     min_value: float | None = None
+    min_exclusive: bool = False  # True: values must be above `min_value` (documented so; nbo.data refuses the bound with its own message)
     max_value: float | None = None
     max_length: int | None = None
     doc: str = ""
@@ -267,6 +268,7 @@ CONTACTS = TableSpec(
             "propensity",
             "float",
             min_value=0.0,
+            min_exclusive=True,
             max_value=1.0,
             doc="Probability in (0, 1] with which the logging policy chose this offer.",
         ),

@@ -47,7 +47,7 @@ def _type(col: ColumnSpec) -> str:
     if col.allowed:
         parts.append("one of " + ", ".join(f"`{v}`" for v in col.allowed))
     if col.min_value is not None:
-        parts.append(f">= {col.min_value:g}")
+        parts.append(f"{'>' if col.min_exclusive else '>='} {col.min_value:g}")
     if col.max_value is not None:
         parts.append(f"<= {col.max_value:g}")
     return "; ".join(parts)

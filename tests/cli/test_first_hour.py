@@ -91,3 +91,22 @@ def test_readme_commands_parse() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     score = next(line for line in readme.splitlines() if line.startswith("| `nbo score"))
     assert "--campaign" in score or "--dry-run" in score
+
+
+def test_the_contract_doc_says_what_validation_refuses() -> None:
+    """docs/data.md said propensity ">= 0" while 0 is refused."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text()
+    assert "| `propensity` | number; > 0; <= 1 |" in doc
+
+
+def test_a_zero_propensity_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "data"
+    bad.mkdir()
+    for path in data_dir.iterdir():
+        if path.is_file():
+            (bad / path.name).write_bytes(path.read_bytes())
+    contacts = load_table(bad, "contacts")
+    contacts.loc[contacts.index[0], "propensity"] = 0.0
+    write_table(contacts, next(bad.glob("contacts.*")))
+    result = runner.invoke(app, ["validate", "--data", str(bad)])
+    assert result.exit_code == 2 and "propensity" in result.stderr
