@@ -419,6 +419,13 @@ def seed_store(store: ContactStore, contacts: pd.DataFrame, offers: pd.DataFrame
     if contacts.empty:
         return 0
     latest = pd.Timestamp(contacts["ts"].max()).to_pydatetime()
+    # A customer erased with `forget` stays erased: their rows still in the data are not imported
+    # again (only the horizon's customers are asked; one cheap store lookup each, at start).
+    recent = contacts[contacts["ts"] > pd.Timestamp(latest) - pd.Timedelta(days=store.horizon_days)]
+    erased = [c for c in recent["customer_id"].unique().tolist() if store.forgotten(c)]
+    if erased:
+        contacts = recent[~recent["customer_id"].isin(erased)]
+        log.info("%d erased customer(s) left out of the contact history import", len(erased))
     categories = dict(zip(offers["offer_id"].astype(str), offers["category"].astype(str), strict=True))
     n = store.import_history(contacts, categories, latest)
     if n:

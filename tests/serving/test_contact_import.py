@@ -104,3 +104,20 @@ def test_only_the_horizon_is_imported_and_forget_erases_imported_shows(make_stor
     after = store.history("c1", T0)
     assert after.contacts == () and dict(after.last_decline_offer) == {}
     assert store.import_history(contacts(), CATEGORIES, T0) == 0  # an empty table is nothing to import
+
+
+def test_an_erased_customer_is_not_imported_again_at_the_next_start(make_store) -> None:
+    """`forget`, then a restart seeds the store from a data directory that still holds the
+    customer's rows: they stay erased (the neighbour's history is imported as before)."""
+    from serving.engine import seed_store
+
+    data = contacts(("h1", "c1", "o-a", "email", 1, "ignored", 0.5), ("h2", "c2", "o-b", "email", 2, "ignored", None))
+    offers = pd.DataFrame({"offer_id": ["o-a", "o-b", "o-c"], "category": ["travel", "travel", "food"]})
+    store = make_store()
+    assert seed_store(store, data, offers) == 2
+    store.forget("c1")
+    assert store.history("c1", T0).channel_count(["email"], 7) == 0
+    seed_store(store, data, offers)  # the next `nbo serve` / `nbo score` start
+    assert store.history("c1", T0).channel_count(["email"], 7) == 0
+    assert store.export("c1") == {"contacts": [], "decisions": []} or not any(store.export("c1").values())
+    assert store.history("c2", T0).channel_count(["email"], 7) == 1
