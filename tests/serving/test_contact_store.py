@@ -310,7 +310,7 @@ def test_background_checkpoints_move_the_wal_into_the_database(tmp_path) -> None
     for s in (plain, store):
         answers[s] = [reserve(s, f"c{i % 7}", "email", [A, C], T0 + timedelta(hours=i)).ok for i in range(60)]
     assert answers[plain] == answers[store]
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # a condition, with a deadline generous for a busy machine
     while main_file_pages(tmp_path / "bg.db") <= before and time.monotonic() < deadline:
         time.sleep(0.02)
     assert main_file_pages(tmp_path / "bg.db") > before  # the thread checkpointed without any commit doing it
@@ -336,8 +336,8 @@ def test_background_checkpoints_restart_the_wal_under_steady_writes(tmp_path, mo
     monkeypatch.setattr(sqlite_store, "_RESTART_PAGES", 100)
     store = sqlite_store.SQLiteContactStore(tmp_path / "w.db", checkpoint_interval_s=0.02)
     wal = tmp_path / "w.db-wal"
-    largest, i, end = 0, 0, time.monotonic() + 1.5
-    while time.monotonic() < end:  # one writer committing every ~1 ms, like a busy service
+    largest, i = 0, 0
+    while i < 400:  # one writer committing every ~1 ms, like a busy service (a count, not a duration)
         reserve(store, f"c{i % 50}", "email", [A], T0 + timedelta(minutes=i))
         time.sleep(0.001)
         i += 1
