@@ -337,7 +337,7 @@ def test_background_checkpoints_restart_the_wal_under_steady_writes(tmp_path, mo
     store = sqlite_store.SQLiteContactStore(tmp_path / "w.db", checkpoint_interval_s=0.02)
     wal = tmp_path / "w.db-wal"
     largest, i = 0, 0
-    while i < 400:  # one writer committing every ~1 ms, like a busy service (a count, not a duration)
+    while i < 1500:  # one writer committing every ~1 ms, like a busy service (a count, not a duration)
         reserve(store, f"c{i % 50}", "email", [A], T0 + timedelta(minutes=i))
         time.sleep(0.001)
         i += 1
