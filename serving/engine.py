@@ -421,10 +421,12 @@ def seed_store(store: ContactStore, contacts: pd.DataFrame, offers: pd.DataFrame
     latest = pd.Timestamp(contacts["ts"].max()).to_pydatetime()
     # A customer erased with `forget` stays erased: their rows still in the data are not imported
     # again (only the horizon's customers are asked; one cheap store lookup each, at start).
-    recent = contacts[contacts["ts"] > pd.Timestamp(latest) - pd.Timedelta(days=store.horizon_days)]
-    erased = [c for c in recent["customer_id"].unique().tolist() if store.forgotten(c)]
+    # The horizon's customers are the only ones worth asking about; which rows to import stays
+    # `import_history`'s decision (one horizon rule, in the store).
+    recent = contacts.loc[contacts["ts"] > pd.Timestamp(latest) - pd.Timedelta(days=store.horizon_days), "customer_id"]
+    erased = [c for c in recent.unique().tolist() if store.forgotten(c)]
     if erased:
-        contacts = recent[~recent["customer_id"].isin(erased)]
+        contacts = contacts[~contacts["customer_id"].isin(erased)]
         log.info("%d erased customer(s) left out of the contact history import", len(erased))
     categories = dict(zip(offers["offer_id"].astype(str), offers["category"].astype(str), strict=True))
     n = store.import_history(contacts, categories, latest)
