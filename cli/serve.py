@@ -59,7 +59,7 @@ def service_settings(
 ) -> dict[str, object]:
     """The JSON-able `ServiceSettings` (checked here so mistakes fail before any worker starts)."""
     from serving.settings import EngineSettings, latest_features_file
-    from serving.service import ServiceSettings
+    from serving.service_config import ServiceSettings
 
     data = data.resolve()
     if not data.is_dir():
@@ -196,7 +196,7 @@ def serve(
              "a Redis restart then forgets every cap counter."),
 ) -> None:
     """Serve POST /recommend, /feedback, /forget, /admin/reload (API key required) and health/metrics."""
-    from serving.service import load_api_keys
+    from serving.service_config import load_api_keys
 
     if not load_api_keys():
         raise NboError("no API keys: set NBO_API_KEYS (comma-separated) or NBO_API_KEYS_FILE (one key per line)")

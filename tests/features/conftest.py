@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from nbo.contract import TABLES
-from nbo.data import Dataset, empty_table, validate_frame
+from nbo.data import Dataset, empty_table
+from nbo.validation import validate_frame
 from features import build_candidate_features, build_customer_features
 from nbo.vocab import CONTACT_CHANNELS, EVENT_CHANNELS, OFFER_KINDS, OUTCOMES
 

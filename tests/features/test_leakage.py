@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from features import Context, build_candidate_features, build_customer_features
 from features.session import exposure_sessions
 from nbo.contract import TABLES
-from nbo.data import Dataset, validate_frame
+from nbo.data import Dataset
+from nbo.validation import validate_frame
 from nbo.vocab import CONTACT_CHANNELS, EVENT_CHANNELS, EVENT_TYPES, OUTCOMES
 from tests.features.conftest import AS_OF, synthetic
 

@@ -389,7 +389,7 @@ def test_broken_policy_file(case: str, command: str, tiny_world: TinyWorld, tmp_
 def test_timestamps_beyond_nanoseconds_are_named(values: list[str], expected: str | None) -> None:
     """The contract's timestamp parser at the edges of `datetime64[ns]` (text, as in CSV)."""
     from nbo.contract import TABLES
-    from nbo.data import validate_frame
+    from nbo.validation import validate_frame
     from nbo.errors import DataError
 
     frame = pd.DataFrame({"customer_id": ["c1", "c2"], "channel": ["email", "email"], "granted": ["true", "false"],

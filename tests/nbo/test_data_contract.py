@@ -160,7 +160,7 @@ def test_docs_are_generated_from_the_contract() -> None:
 
 def test_examples_are_valid_rows() -> None:
     from nbo.contract import TABLES
-    from nbo.data import validate_frame
+    from nbo.validation import validate_frame
 
     for spec in TABLES.values():
         validate_frame(spec, pd.DataFrame([spec.example]))

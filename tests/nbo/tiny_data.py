@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from nbo.contract import TABLES
-from nbo.data import Dataset, validate_frame, write_dataset
+from nbo.data import Dataset, write_dataset
+from nbo.validation import validate_frame
 
 
 def tiny_dataset() -> Dataset:

@@ -1,6 +1,6 @@
 """API keys (issue 19, item 9): comment lines are comments, short keys are refused at start.
 
-`serving.service.load_api_keys` in process, and `nbo serve` through the real CLI (it refuses
+`serving.service_config.load_api_keys` in process, and `nbo serve` through the real CLI (it refuses
 before reading any data, so no world is needed). That the keys of a file with comments work over
 HTTP, and its comment lines do not, is checked by `test_http.py::test_auth` on a real server.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nbo.errors import ConfigError
-from serving.service import load_api_keys
+from serving.service_config import load_api_keys
 
 MIN_KEY_CHARS = 16  # the documented minimum (docs/service.md §3)
 

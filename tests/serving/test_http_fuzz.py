@@ -13,7 +13,7 @@ schemathesis generates requests that follow the schema (positive) and requests t
 
 Error bodies too: BentoML documents 400/404 bodies as `{"error": str, "detail": str}` but sends a
 400's `detail` as pydantic's list of errors; the service corrects its document
-(`serving.service.corrected_openapi`), and the 404 of `/feedback` carries `error`.
+(`serving.guard.corrected_openapi`), and the 404 of `/feedback` carries `error`.
 """
 
 from __future__ import annotations

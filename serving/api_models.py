@@ -1,0 +1,111 @@
+"""The HTTP API's shapes: the request bodies (strict: validated field by field, input never echoed)
+and the response bodies of `/recommend`, `/feedback`, `/forget` and `/admin/reload`.
+
+Used by the service's endpoints (`serving/service.py`) and by the Guard, which validates every
+POST body before BentoML sees it (`serving/guard.py`). See docs/service.md §4.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from nbo.vocab import ContactChannel
+from serving.decision import ShownOffer, Suppressed
+
+#: The POST endpoints whose body must be a JSON object.
+JSON_PATHS = frozenset({"/recommend", "/feedback", "/forget", "/admin/reload"})
+
+
+# ------------------------------------------------------------------------------ request models
+class _Strict(BaseModel):
+    # strict: "3" is not a k; forbid: a misspelt field is an error, not a silent default;
+    # hide_input_in_errors: error messages (and logs) never echo the customer's data.
+    model_config = ConfigDict(strict=True, extra="forbid", hide_input_in_errors=True)
+
+
+class RequestContext(_Strict):
+    page_category: StrictStr | None = Field(None, max_length=64)
+    session_categories: list[Annotated[StrictStr, Field(max_length=64)]] = Field(default_factory=list, max_length=50)
+    device: Literal["desktop", "mobile", "tablet", "unknown"] | None = None
+    hour_of_day: StrictInt | None = Field(None, ge=0, le=23)
+    day_of_week: StrictInt | None = Field(None, ge=0, le=6)
+
+
+class RecommendRequest(_Strict):
+    customer_id: StrictStr = Field(min_length=1, max_length=128)
+    channel: ContactChannel
+    k: StrictInt = Field(3, ge=1, le=20)
+    context: RequestContext | None = None
+
+
+class FeedbackRequest(_Strict):
+    decision_id: StrictStr = Field(min_length=1, max_length=128)
+    offer_id: StrictStr = Field(min_length=1, max_length=128)
+    outcome: Literal["accepted", "declined", "ignored", "clicked"]
+
+
+class ForgetRequest(_Strict):
+    customer_id: StrictStr = Field(min_length=1, max_length=128)
+
+
+class ReloadRequest(_Strict):
+    force: bool = False
+
+
+# ------------------------------------------------------------------------------ response models
+# The engine's own models, so an answer is built from the decision's objects without copying or
+# validating ~35 of them again (measured, docs/service.md §7).
+OfferOut = ShownOffer
+SuppressedOut = Suppressed
+
+
+class RecommendResponse(BaseModel):
+    decision_id: str
+    customer_id: str
+    channel: str
+    offers: list[OfferOut]
+    suppressed: list[SuppressedOut]
+    model_version: str
+    model_versions: dict[str, str]
+    fallback: bool
+    degraded: bool = False
+
+
+class FeedbackResponse(BaseModel):
+    decision_id: str
+    offer_id: str
+    outcome: str
+    recorded: bool
+    #: Set on the 404 answer, so that it is also the documented `NotFound` error body.
+    error: str | None = None
+
+
+class ForgetResponse(BaseModel):
+    customer_id: str
+    erased_shows: int
+
+
+class ReloadResponse(BaseModel):
+    changed: bool
+    ok: bool
+    message: str
+    versions: dict[str, str]
+
+
+# ------------------------------------------------------------------------------ log-safe error summary
+BODY_MODELS: dict[str, type[BaseModel]] = {
+    "/recommend": RecommendRequest, "/feedback": FeedbackRequest, "/forget": ForgetRequest, "/admin/reload": ReloadRequest,
+}
+#: Field names a log line may carry; anything else in an error's location is the client's text.
+FIELD_NAMES = frozenset(n for m in (*BODY_MODELS.values(), RequestContext) for n in m.model_fields)
+
+
+def field_summary(errors: list[Any]) -> str:
+    """`decision_id (string_type), <unknown field> (extra_forbidden)`: field names and error types only."""
+    parts = []
+    for e in errors[:5]:
+        loc = ".".join(str(p) if isinstance(p, int) or p in FIELD_NAMES else "<unknown field>" for p in e.get("loc", ()))
+        parts.append(f"{loc or 'body'} ({e.get('type', '?')})")
+    return ", ".join(parts) + (", ..." if len(errors) > 5 else "")

@@ -1,0 +1,283 @@
+"""The Guard: ASGI middleware in front of every route of the service (API key, body size and
+timeout, JSON well-formedness, the fast path of `/recommend`, `/readyz`), and the corrected
+OpenAPI document. See docs/service.md §3-4 and §7.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from serving.api_models import BODY_MODELS, JSON_PATHS, RecommendRequest, field_summary
+from serving.service_config import KEYS_ENV, KEYS_FILE_ENV, ServiceSettings, load_api_keys
+
+log = logging.getLogger("nbo.service")
+
+PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
+#: The service instance of this worker, for the Guard's fast path (set by `Recommender.__init__`).
+WORKER: dict[str, Any] = {}
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+#: Share of the request timeout (`--timeout`) a client gets to send its body; then 408, so a
+#: stalled upload is the client's error (408), not the service's (BentoML's 504 at the timeout).
+BODY_TIMEOUT_SHARE = 0.75
+
+
+_GUARD_ANSWERS = {
+    "401": "missing or invalid API key (Authorization: Bearer <key>)",
+    "413": "body larger than the configured limit",
+    "503": "contact store unavailable: nothing recorded, retry (Retry-After)",
+}
+
+
+def corrected_openapi(document: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document as the service really answers.
+
+    BentoML's document says `InvalidArgument.detail` is a string (it is pydantic's list of errors),
+    does not mark request bodies required (a POST without a body is a 400), and cannot know the
+    answers of the `Guard` (401, 413) or the store's 503.
+    """
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    invalid = schemas.get("InvalidArgument", {}).get("properties", {})
+    if "detail" in invalid:
+        invalid["detail"] = {
+            "title": "Error Detail",
+            "description": "what was wrong, per field: `loc` names the field",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
+        }
+    schemas["GuardError"] = {"title": "GuardError", "type": "object", "required": ["error"],
+                             "properties": {"error": {"title": "Message", "type": "string"}}}
+    ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/GuardError"}}}}
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or "responses" not in operation or path in PUBLIC_PATHS:
+                continue
+            responses = operation["responses"]
+            responses.setdefault("401", {"description": _GUARD_ANSWERS["401"], **ref})
+            if method == "post":
+                responses.setdefault("413", {"description": _GUARD_ANSWERS["413"], **ref})
+                if "requestBody" in operation:
+                    operation["requestBody"]["required"] = True
+            if path in ("/feedback", "/forget"):
+                responses.setdefault("503", {"description": _GUARD_ANSWERS["503"], **ref})
+    return document
+
+
+class Guard:
+    """ASGI middleware in front of every route: API key, body size, JSON well-formedness.
+
+    Health, readiness and metrics are public. Everything else needs `Authorization: Bearer <key>`
+    (compared in constant time against every configured key). Bodies over `max_body_bytes` get
+    413; a body on a JSON endpoint that is not a JSON object gets 400 naming `body`. The buffered
+    body is replayed to the application.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.keys = load_api_keys()
+        try:
+            settings = ServiceSettings.from_env()
+        except RuntimeError:
+            settings = None
+        self.max_body = settings.max_body_bytes if settings else 16 * 1024
+        self.body_timeout_s = BODY_TIMEOUT_SHARE * (settings.request_timeout_s if settings else 2.0)
+        if not self.keys:
+            log.error("no API keys configured (%s / %s): every protected endpoint answers 401", KEYS_ENV, KEYS_FILE_ENV)
+
+    async def _reply(self, send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        body = json.dumps({"error": message}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _authorised(self, scope: dict[str, Any]) -> bool:
+        supplied = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                supplied = value
+                break
+        scheme, _, token = supplied.partition(b" ")
+        if scheme.lower() != b"bearer" or not token:
+            return False
+        ok = False
+        for key in self.keys:  # no early exit: the time taken does not depend on which key matched
+            ok |= hmac.compare_digest(token.strip(), key)
+        return ok
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path in PUBLIC_PATHS:
+            if path == "/readyz" and "recommender" in WORKER:
+                await self._readyz(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if not self._authorised(scope):
+            await self._reply(send, 401, "missing or invalid API key (Authorization: Bearer <key>)",
+                              [(b"www-authenticate", b"Bearer")])
+            return
+        if scope.get("method") != "POST":
+            if path == "/docs.json":
+                await self._openapi(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await self._reply(send, 400, "content-length: not a number")
+                    return
+                if declared > self.max_body:
+                    await self._client_error(send, path, 413, f"body: larger than {self.max_body} bytes")
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            # A client that announces a body and stalls gets 408 before BentoML's request timeout
+            # would answer 504 (a stalled upload is the client's fault, not the service's).
+            async with asyncio.timeout(self.body_timeout_s):
+                while size <= self.max_body:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await self._client_error(send, path, 408, f"body: not received within {self.body_timeout_s:g} s",
+                                     [(b"connection", b"close")])
+            return
+        if size > self.max_body:
+            await self._client_error(send, path, 413, f"body: larger than {self.max_body} bytes")
+            return
+        body = b"".join(chunks)
+        if path in JSON_PATHS:
+            try:
+                parsed = json.loads(body) if body.strip() else {}
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..."
+                await self._client_error(send, path, 400, f"body: not valid JSON ({type(exc).__name__})")
+                return
+            if not isinstance(parsed, dict):
+                await self._client_error(send, path, 400, "body: must be a JSON object")
+                return
+            if path == "/recommend" and "recommender" in WORKER:
+                await self._recommend(body, send)
+                return
+            # Validated here too, so a bad body is one warning line, not BentoML's ERROR traceback.
+            model = BODY_MODELS[path]
+            try:
+                model.model_validate_json(body or b"{}")
+            except ValidationError as exc:
+                await self._invalid(send, path, exc)
+                return
+            if not body.strip():
+                body = b"{}"
+            # The body is JSON whatever the client declared (curl -d says form-urlencoded).
+            headers = [(n, v) for n, v in scope.get("headers", ()) if n not in (b"content-type", b"content-length")]
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            scope = {**scope, "headers": headers}
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _client_error(self, send: Any, path: str, status: int, message: str,
+                            headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Answer a client's mistake and log it as one warning line (no traceback, no input)."""
+        log.warning("client error: POST %s -> %d %s", path, status, message)
+        await self._reply(send, status, message, headers)
+
+    async def _invalid(self, send: Any, path: str, exc: ValidationError) -> None:
+        """400 naming the fields (`detail[].loc`), input never echoed; one warning line in the log."""
+        errors = exc.errors(include_context=False, include_input=False)
+        log.warning("client error: POST %s -> 400 %d invalid field(s): %s", path, len(errors), field_summary(errors))
+        detail = {"error": f"{exc.error_count()} validation error for {exc.title}", "detail": errors}
+        await self._send_json(send, 400, json.dumps(detail).encode())
+
+    async def _readyz(self, send: Any) -> None:
+        """200 when this worker can decide with offers; 503 with the cause when it cannot.
+
+        The service keeps answering `/recommend` (degraded, no offers) while the store is down:
+        readiness is what a load balancer reads to route away, `/healthz` stays liveness.
+        """
+        cause = await WORKER["recommender"].unready_cause()
+        if cause is None:
+            await self._send_json(send, 200, b'{"ready": true}')
+        else:
+            await self._send_json(send, 503, json.dumps({"ready": False, "cause": cause}).encode())
+
+    async def _openapi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """BentoML's OpenAPI document, with the 400 body as it is really sent.
+
+        BentoML documents `InvalidArgument.detail` as a string but answers a validation failure
+        with pydantic's list of errors (each naming the field in `loc`); a client generated from
+        the document, or schemathesis, would reject every real 400. The document is corrected
+        here rather than the answer, which is BentoML's own on its routes.
+        """
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        body = b"".join(chunks)
+        if start.get("status") == 200:
+            body = json.dumps(corrected_openapi(json.loads(body))).encode()
+        headers = [(n, v) for n, v in start.get("headers", []) if n != b"content-length"]
+        await send({"type": "http.response.start", "status": start.get("status", 500),
+                    "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _recommend(self, body: bytes, send: Any) -> None:
+        """POST /recommend without BentoML's request machinery (measured: docs/service.md §7).
+
+        Same request model, same validation answer as BentoML's (400 with `error` and `detail`
+        naming the field, input never echoed), same response model and handler
+        (`Recommender.decide`); BentoML's outer middlewares (metrics, timeout) still apply and
+        the route stays in the OpenAPI document.
+        """
+        try:
+            request = RecommendRequest.model_validate_json(body or b"{}")
+        except ValidationError as exc:
+            await self._invalid(send, "/recommend", exc)
+            return
+        try:
+            answer = WORKER["recommender"].decide(request.customer_id, request.channel, request.k, request.context)
+            payload = answer.__pydantic_serializer__.to_json(answer)
+        except Exception:  # noqa: BLE001 - as BentoML: a 500 without details, the traceback in the log
+            log.exception("POST /recommend failed")
+            await self._send_json(send, 500, b'{"error": "An unexpected error has occurred, please check the server log."}')
+            return
+        await self._send_json(send, 200, payload)
+
+    @staticmethod
+    async def _send_json(send: Any, status: int, body: bytes) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
