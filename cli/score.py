@@ -8,32 +8,15 @@ contact store under `--campaign` unless `--dry-run`. Idempotent and resumable.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import typer
 
 from cli._app import app, user_errors
-from cli.options import LEDGER_OPTION
+from cli.options import LEDGER_OPTION, check_out
 from nbo.errors import NboError
 from nbo.ledger import record_output
-
-
-def _check_out(out: Path) -> Path:
-    out = out.resolve() if not out.is_absolute() else out
-    if out.is_dir():
-        raise NboError(f"--out {out} is a directory; give a file name ending in .parquet or .csv")
-    if out.suffix.lower() not in (".parquet", ".csv"):
-        raise NboError(f"--out {out.name} must end in .parquet or .csv")
-    parent = out.parent
-    if not parent.is_dir():
-        raise NboError(f"--out: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise NboError(f"--out: directory {parent} is not writable")
-    if out.exists() and not os.access(out, os.W_OK):
-        raise NboError(f"--out {out} exists and is not writable")
-    return out
 
 
 def _features(data: Path, features: Path | None, as_of, out: Path, ledger: Path) -> Path:  # type: ignore[no-untyped-def]
@@ -127,7 +110,7 @@ def score(
     except NboError as exc:
         raise NboError(f"--segment: {exc}") from None
     ids = read_customer_list(customers) if customers is not None else None
-    out = _check_out(out)
+    out = check_out(out.resolve(), (".parquet", ".csv"))
     if policy is not None:
         from serving.policy import load_policy
 
