@@ -112,3 +112,14 @@ def set_cookie_header(token: str, secure: bool, ttl_s: int = SESSION_TTL_S) -> s
 def clear_cookie_header(secure: bool) -> str:
     """The `Set-Cookie` value that ends a session in the browser."""
     return f"{COOKIE}=; Max-Age=0; Path={CONSOLE_PATH}; HttpOnly; SameSite=Strict{'; Secure' if secure else ''}"
+
+
+def console_allowed(path: str, headers: Iterable[tuple[bytes, bytes]], keys: Iterable[bytes]) -> bool:
+    """The Guard's rule for a console path: the login form and its stylesheet are public; every other
+    console path needs a valid session cookie (an `Authorization` header is not a session)."""
+    return path in PUBLIC_CONSOLE_PATHS or valid(tuple(keys), cookie_from_headers(headers))
+
+
+#: Where the Guard sends a browser without a session.
+LOGIN_REDIRECT = [(b"location", f"{CONSOLE_PATH}/login".encode()), (b"content-length", b"0"),
+                  (b"cache-control", b"no-store")]
