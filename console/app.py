@@ -36,7 +36,7 @@ SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 ]
 #: Routes of this application reachable without a session (the Guard's list holds the same paths
@@ -329,12 +329,17 @@ def _secure(request: Request) -> bool:
 
 
 def _same_origin(request: Request) -> bool:
-    """False when the browser says the form came from another site (Origin, else Referer)."""
+    """False when the browser says the form came from another site.
+
+    Browsers say it in `Sec-Fetch-Site`, else in `Origin` (else `Referer`); a client that sends
+    none of them (curl, a script holding a key) is not a browser tricked by another site."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
     source = request.headers.get("origin") or request.headers.get("referer")
-    if not source or source == "null":
-        return source != "null"
-    host = request.headers.get("host", "")
-    return urlsplit(source).netloc == host
+    if not source:
+        return True
+    return source != "null" and urlsplit(source).netloc == request.headers.get("host", "")
 
 
 async def _form(request: Request) -> dict[str, str] | None:

@@ -18,7 +18,8 @@ import bentoml
 
 from console.app import create_app
 from console.backend import ConsoleBackend
-from serving.service import Recommender, load_api_keys
+from serving.service import Recommender
+from serving.service_config import load_api_keys
 from serving.session import CONSOLE_PATH
 
 

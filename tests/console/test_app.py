@@ -95,8 +95,12 @@ def test_login(backend: ConsoleBackend) -> None:
 def test_a_cross_site_form_is_refused(backend: ConsoleBackend) -> None:
     c = TestClient(Starlette(routes=[Mount("/console", create_app(backend))]), base_url="http://127.0.0.1:3000",
                    follow_redirects=False)
-    r = c.post("/console/login", data={"key": KEY}, headers={"origin": "http://evil.example"})
-    assert r.status_code == 403 and "set-cookie" not in r.headers
+    for headers in ({"origin": "http://evil.example"}, {"origin": "null"}, {"referer": "http://evil.example/x"},
+                    {"sec-fetch-site": "cross-site", "origin": "http://127.0.0.1:3000"}):
+        r = c.post("/console/login", data={"key": KEY}, headers=headers)
+        assert r.status_code == 403 and "set-cookie" not in r.headers, headers
+    for headers in ({"sec-fetch-site": "same-origin", "origin": "null"}, {"origin": "http://127.0.0.1:3000"}, {}):
+        assert c.post("/console/login", data={"key": KEY}, headers=headers).status_code == 303, headers
 
 
 def test_security_headers(client: TestClient, anonymous: TestClient) -> None:
