@@ -144,7 +144,7 @@ class Console:
             return self.error(request, 413, f"form: larger than {MAX_BODY} bytes")
         supplied = form.get("key", "").strip()
         if not supplied or len(supplied) > MAX_KEY or not session.key_matches(self.keys(), supplied.encode()):
-            log.warning("console: failed login from %s", request.client.host if request.client else "?")
+            log.warning("console: failed login (wrong key)")
             return self.page(request, "login.html", status=401, failed=True, public=True)
         matched = next(k for k in self.keys() if session.key_matches((k,), supplied.encode()))
         base = request.scope.get("root_path", "") or session.CONSOLE_PATH

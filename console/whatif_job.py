@@ -62,7 +62,16 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m console.whatif_job DIR", file=sys.stderr)
         return 2
+    import signal
+
+    from console.whatif import TIMEOUT_S
+
+    def too_long(signum: int, frame: object) -> None:
+        raise TimeoutError(f"stopped after {TIMEOUT_S:.0f} s (limit)")
+
     work = Path(argv[0])
+    signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(int(TIMEOUT_S))
     try:
         run(work)
     except Exception as exc:  # noqa: BLE001 - the page shows one line; the traceback is in job.log

@@ -247,3 +247,27 @@ def test_whatif_form_starts_with_the_policy_in_force(client: TestClient, backend
 def test_package_files_exist() -> None:
     root = Path(__file__).resolve().parents[2] / "console"
     assert (root / "static" / "console.css").exists() and (root / "templates" / "base.html").exists()
+
+
+def test_a_whatif_runs_once_at_a_time_and_shows_its_comparison(client: TestClient, backend: ConsoleBackend) -> None:
+    import time
+
+    draft = backend.policy_text().replace("email = { max = 2, days = 7 }", "email = { max = 5, days = 7 }")
+    form = {"draft": draft, "scorer": "oracle", "customers": "50", "days": "7", "seed": "3"}
+    r = client.post("/console/whatif", data=form)
+    assert r.status_code == 303 and "/console/whatif/job?id=" in r.headers["location"], r.text[-500:]
+    job = r.headers["location"]
+    busy = client.post("/console/whatif", data=form)
+    assert busy.status_code == 409 and "already running" in busy.text
+    deadline = time.monotonic() + 180
+    while True:
+        page = client.get(job)
+        assert page.status_code == 200
+        if 'id="job-running"' not in page.text:
+            break
+        assert page.headers["refresh"] == "2"
+        assert time.monotonic() < deadline, "the what-if did not finish in 180 s"
+        time.sleep(0.5)
+    assert 'id="whatif-chart"' in page.text and "data:image/svg+xml;base64," in page.text, page.text[-1500:]
+    table = page.text.split('id="whatif-table"')[1].split("</table>")[0]
+    assert "policy in force" in table and "draft" in table and "long_term_value" in table
