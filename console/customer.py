@@ -21,7 +21,7 @@ from console.backend import ConsoleBackend
 from features import build_customer_features
 from nbo.vocab import CONTACT_CHANNELS, ONLINE_CHANNELS
 from serving.caps import limits
-from serving.contact_store.base import from_epoch, measure
+from serving.contact_store.base import ContactHistory, from_epoch, measure
 
 #: How many dates the lifecycle stage is computed at (evenly spaced from signup to now, at most a year).
 STAGE_POINTS = 12
@@ -62,6 +62,7 @@ class CustomerView:
     customer_id: str
     known: bool  # has a materialised features row (the models score them)
     in_data: bool  # has a row in the data directory's customers table
+    erased: bool  # erased with /forget: nothing of them is shown
     attributes: dict[str, object]
     events: pd.DataFrame
     stages: pd.DataFrame  # as_of, lifecycle
@@ -74,15 +75,17 @@ class CustomerView:
 
     @property
     def found(self) -> bool:
-        return self.known or self.in_data
+        return (self.known or self.in_data) and not self.erased
 
 
-def fatigue_budget(backend: ConsoleBackend, customer_id: str, now: datetime) -> tuple[tuple[ChannelBudget, ...], pd.DataFrame]:
+def fatigue_budget(backend: ConsoleBackend, customer_id: str, now: datetime,
+                   history: ContactHistory | None = None) -> tuple[tuple[ChannelBudget, ...], pd.DataFrame]:
     """Per contact channel: consent, quiet hours now, and every contact-level cap with what is used
     and left; plus the store's recorded shows of the customer within its horizon."""
     engine = backend.engine
     policy = engine.policy
-    history = engine.desk.read_customer(customer_id, now).history
+    if history is None:
+        history = engine.desk.read_customer(customer_id, now).history
     consents = engine.consents
     out = []
     for channel in CONTACT_CHANNELS:
@@ -125,6 +128,11 @@ SHOWN_FEATURES = ("lifecycle", "recency_days", "frequency_365d", "purchases_365d
 def customer_view(backend: ConsoleBackend, customer_id: str) -> CustomerView:
     """Everything the customer page shows of `customer_id` (`found` is False for an unknown id)."""
     now = backend.clock()
+    state = backend.engine.desk.read_customer(customer_id, now)
+    if state.forgotten:  # erased (`/forget`): the data directory may still hold rows until `nbo forget`
+        empty = pd.DataFrame()
+        return CustomerView(customer_id, False, False, True, {}, empty, pd.DataFrame(columns=["as_of", "lifecycle"]),
+                            empty, empty, empty, (), {}, now)
     rows = backend.customer_rows(customer_id)
     features = backend.engine.features
     known = customer_id in features.index
@@ -132,12 +140,13 @@ def customer_view(backend: ConsoleBackend, customer_id: str) -> CustomerView:
     if known:
         row = features.loc[customer_id]
         shown = {name: row[name] for name in SHOWN_FEATURES if name in features.columns}
-    budget, recorded = fatigue_budget(backend, customer_id, now)
+    budget, recorded = fatigue_budget(backend, customer_id, now, state.history)
     past = rows.events[rows.events["ts"] < pd.Timestamp(now)] if len(rows.events) else rows.events
     return CustomerView(
         customer_id=customer_id,
         known=known,
         in_data=rows.customer is not None,
+        erased=False,
         attributes={k: v for k, v in (rows.customer or {}).items() if k != "customer_id"},
         events=past,
         stages=lifecycle_over_time(backend, customer_id, now) if rows.customer is not None else

@@ -271,3 +271,12 @@ def test_a_whatif_runs_once_at_a_time_and_shows_its_comparison(client: TestClien
     assert 'id="whatif-chart"' in page.text and "data:image/svg+xml;base64," in page.text, page.text[-1500:]
     table = page.text.split('id="whatif-table"')[1].split("</table>")[0]
     assert "policy in force" in table and "draft" in table and "long_term_value" in table
+
+
+def test_an_erased_customer_shows_nothing(client: TestClient, backend: ConsoleBackend) -> None:
+    cid = backend.engine.features.index[-1]
+    assert client.get("/console/customer", params={"id": cid}).status_code == 200
+    backend.engine.forget(cid)
+    r = client.get("/console/customer", params={"id": cid})
+    assert r.status_code == 404 and 'id="erased"' in r.text
+    assert 'id="events"' not in r.text and 'id="budget"' not in r.text
