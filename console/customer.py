@@ -141,18 +141,21 @@ def customer_view(backend: ConsoleBackend, customer_id: str) -> CustomerView:
         row = features.loc[customer_id]
         shown = {name: row[name] for name in SHOWN_FEATURES if name in features.columns}
     budget, recorded = fatigue_budget(backend, customer_id, now, state.history)
-    past = rows.events[rows.events["ts"] < pd.Timestamp(now)] if len(rows.events) else rows.events
+    cutoff = pd.Timestamp(now)
+
+    def past(frame: pd.DataFrame) -> pd.DataFrame:  # the service's clock may be before the data's end
+        return frame[frame["ts"] < cutoff] if len(frame) else frame
     return CustomerView(
         customer_id=customer_id,
         known=known,
         in_data=rows.customer is not None,
         erased=False,
         attributes={k: v for k, v in (rows.customer or {}).items() if k != "customer_id"},
-        events=past,
+        events=past(rows.events),
         stages=lifecycle_over_time(backend, customer_id, now) if rows.customer is not None else
         pd.DataFrame(columns=["as_of", "lifecycle"]),
-        consents=rows.consents,
-        contacts=rows.contacts,
+        consents=past(rows.consents),
+        contacts=past(rows.contacts),
         recorded=recorded,
         budget=budget,
         features=shown,
