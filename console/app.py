@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -167,7 +168,7 @@ class Console:
         bad = _check_id(q) if q else None
         if bad:
             return self.error(request, 400, bad.replace("id:", "q:", 1))
-        found = self.backend.find(q) if "q" in request.query_params else None
+        found = await run_in_threadpool(self.backend.find, q) if "q" in request.query_params else None
         return self.page(request, "home.html", q=q, found=found)
 
     async def customer(self, request: Request) -> Response:
@@ -178,10 +179,11 @@ class Console:
         bad = _check_id(cid)
         if bad:
             return self.error(request, 400, bad)
-        view = customer_view(self.backend, cid)
+        # Off the event loop: this worker also answers /recommend (features and a chart take ~0.1-1 s).
+        view = await run_in_threadpool(customer_view, self.backend, cid)
         if not view.found:
             return self.page(request, "customer.html", status=404, view=view, chart=None)
-        chart = timeline_chart(view.events, view.contacts, view.stages)
+        chart = await run_in_threadpool(timeline_chart, view.events, view.contacts, view.stages)
         return self.page(request, "customer.html", view=view, chart=chart)
 
     # ------------------------------------------------------------------ decision
@@ -211,17 +213,18 @@ class Console:
             return self.page(request, "decision.html", status=400, problems=problems, result=None, **context)
         if "id" not in params:
             return self.page(request, "decision.html", problems=[], result=None, **context)
-        result = live_decision(self.backend, cid, channel, int(k), page_category or None, device or None)
+        result = await run_in_threadpool(live_decision, self.backend, cid, channel, int(k), page_category or None,
+                                         device or None)
         return self.page(request, "decision.html", status=200 if result.found else 404, problems=[], result=result,
                          **context)
 
     # ------------------------------------------------------------------ programmes
     async def models(self, request: Request) -> Response:
-        return self.page(request, "models.html", programmes=self.registry.programmes())
+        return self.page(request, "models.html", programmes=await run_in_threadpool(self.registry.programmes))
 
     async def chart(self, request: Request) -> Response:
         run, path = request.query_params.get("run", ""), request.query_params.get("path", "")
-        data = self.registry.chart(run, path)
+        data = await run_in_threadpool(self.registry.chart, run, path)
         if data is None:
             return self.error(request, 404, "no such chart")
         return Response(data, media_type="image/png")
@@ -260,7 +263,7 @@ class Console:
             field = ".".join(str(p) for p in first["loc"]) or "form"
             return again(400, f"{field}: {first['msg']}")
         try:
-            job_id = self.jobs.start(parsed, self.backend.policy_text())
+            job_id = await run_in_threadpool(self.jobs.start, parsed, self.backend.policy_text())
         except ConfigError as exc:
             return again(400, str(exc))
         except RuntimeError as exc:
