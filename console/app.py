@@ -234,7 +234,7 @@ class Console:
         from console.whatif import MAX_CUSTOMERS, MAX_DAYS
 
         return self.page(request, "whatif.html", draft=self.backend.policy_text(), error=None,
-                         values={"scorer": "oracle", "customers": 200, "days": 30, "seed": 0},
+                         values={"method": "simulate", "scorer": "oracle", "customers": 200, "days": 30, "seed": 0},
                          max_customers=MAX_CUSTOMERS, max_days=MAX_DAYS)
 
     async def whatif_start(self, request: Request) -> Response:
@@ -248,7 +248,7 @@ class Console:
         form = await _form(request)
         if form is None:
             return self.error(request, 413, f"form: larger than {MAX_BODY} bytes")
-        values = {k: form.get(k, "") for k in ("scorer", "customers", "days", "seed")}
+        values = {k: form.get(k, "") for k in ("method", "scorer", "customers", "days", "seed")}
         draft = form.get("draft", "")
 
         def again(status: int, error: str) -> Response:
@@ -263,7 +263,8 @@ class Console:
             field = ".".join(str(p) for p in first["loc"]) or "form"
             return again(400, f"{field}: {first['msg']}")
         try:
-            job_id = await run_in_threadpool(self.jobs.start, parsed, self.backend.policy_text())
+            job_id = await run_in_threadpool(self.jobs.start, parsed, self.backend.policy_text(),
+                                             self.backend.data_dir, self.backend.tracking_uri)
         except ConfigError as exc:
             return again(400, str(exc))
         except RuntimeError as exc:

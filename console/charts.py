@@ -77,3 +77,27 @@ def comparison_chart(days: Sequence[pd.DataFrame], names: Sequence[str]) -> str:
     right.set(title="active customers", xlabel="day")
     left.legend(fontsize=8)
     return svg_data_uri(fig)
+
+
+def ope_chart(estimates: dict[str, dict[str, dict[str, object]]], logged: dict[str, object]) -> str:
+    """Off-policy estimates per decision (DR, SNIPS, IPS with 95 % intervals) of each policy, next
+    to what the logging policy observed: value (left) and acceptance (right)."""
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, reward in zip(axes, ("value", "acceptance"), strict=True):
+        labels, values, lows, highs = ["logged\n(observed)"], [logged[reward].value], [logged[reward].low], \
+            [logged[reward].high]  # type: ignore[attr-defined]
+        for policy, by_reward in estimates.items():
+            for name in ("dr", "snips", "ips"):
+                est = by_reward[reward][name]
+                labels.append(f"{policy}\n{name.upper()}")
+                values.append(est.value)  # type: ignore[attr-defined]
+                lows.append(est.low)  # type: ignore[attr-defined]
+                highs.append(est.high)  # type: ignore[attr-defined]
+        x = np.arange(len(values))
+        v = np.asarray(values, dtype=float)
+        ax.errorbar(x, v, yerr=[v - np.asarray(lows, dtype=float), np.asarray(highs, dtype=float) - v], fmt="o",
+                    capsize=4)
+        ax.set_xticks(x, labels, fontsize=6, rotation=45, ha="right")
+        ax.set_title(f"{reward} per logged decision (95 % CI)", fontsize=9)
+    return svg_data_uri(fig)

@@ -45,6 +45,9 @@ class WhatIfRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     draft: str = Field(min_length=1, max_length=MAX_DRAFT_CHARS)
+    #: `simulate`: the closed loop on simulated customers; `ope`: off-policy estimates of both
+    #: policies with the champion on the service's own logged decisions (the last `OPE_DAYS` days).
+    method: Literal["simulate", "ope"] = "simulate"
     scorer: Literal["oracle", "nbo"] = "oracle"
     customers: int = Field(200, ge=50, le=MAX_CUSTOMERS)
     days: int = Field(30, ge=7, le=MAX_DAYS)
@@ -80,8 +83,11 @@ class WhatIfJobs:
             raise KeyError(job_id)
         return self.root / job_id
 
-    def start(self, request: WhatIfRequest, current_toml: str) -> str:
-        """Check the draft, then start its job; raises ConfigError (bad draft) or RuntimeError (busy)."""
+    def start(self, request: WhatIfRequest, current_toml: str, data_dir: Path | None = None,
+              tracking_uri: str | None = None) -> str:
+        """Check the draft, then start its job; raises ConfigError (bad draft) or RuntimeError (busy).
+        `data_dir` and `tracking_uri` (the service's) are where an `ope` job reads logged decisions
+        and the champion."""
         check_draft(request.draft)
         parse_policy(current_toml, "the policy in force")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -96,6 +102,8 @@ class WhatIfJobs:
             (work / "draft.toml").write_text(request.draft, encoding="utf-8")
             (work / "current.toml").write_text(current_toml, encoding="utf-8")
             (work / "request.json").write_text(request.model_dump_json(exclude={"draft"}), encoding="utf-8")
+            (work / "service.json").write_text(json.dumps({"data_dir": str(data_dir) if data_dir else None,
+                                                           "tracking_uri": tracking_uri}), encoding="utf-8")
             log = open(work / "job.log", "wb")  # noqa: SIM115 - handed to the child
             proc = subprocess.Popen(
                 [self.python, "-m", "console.whatif_job", str(work)], stdout=log, stderr=subprocess.STDOUT,

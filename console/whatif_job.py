@@ -17,6 +17,8 @@ from pathlib import Path
 TRAIN_DAYS = 60
 NUM_BOOST_ROUND = 60
 ORGANIC_MARGIN = 0.3
+#: Off-policy evaluation reads the logged decisions of the last OPE_DAYS days of the contacts table.
+OPE_DAYS = 7
 
 
 def _write(path: Path, text: str) -> None:
@@ -38,6 +40,9 @@ def run(work: Path) -> dict[str, object]:
     request = WhatIfRequest.model_validate({**raw, "draft": draft_text})
     current = parse_policy((work / "current.toml").read_text(encoding="utf-8"), "the policy in force")
     draft = parse_policy(draft_text, "draft")
+    if request.method == "ope":
+        service = json.loads((work / "service.json").read_text(encoding="utf-8"))
+        return run_ope(work, raw, current, draft, service, started)
     config = SimConfig(customers=request.customers, days=request.days, organic_margin=ORGANIC_MARGIN)
     trained = None
     if request.scorer == "nbo":
@@ -53,6 +58,53 @@ def run(work: Path) -> dict[str, object]:
     chart = comparison_chart([r.daily for _, r in runs], [label for label, _ in runs])
     result = {"request": raw, "rows": rows, "elapsed_s": round(time.monotonic() - started, 1),
               "trained": {"rows": trained.train_rows, "auc": round(trained.valid_auc, 3)} if trained else None}
+    _write(work / "chart.txt", chart)
+    _write(work / "result.json", json.dumps(result))
+    return result
+
+
+def run_ope(work: Path, raw: dict, current: object, draft: object, service: dict, started: float) -> dict[str, object]:
+    """Both policies with the champion propensity model, off-policy, on the last `OPE_DAYS` days of
+    logged decisions (`evaluation.evaluate.evaluate`: IPS, SNIPS, DR with 95 % intervals)."""
+    import pandas as pd
+
+    from console.charts import ope_chart
+    from evaluation.evaluate import evaluate
+    from models.registry import load_model
+    from models.tracking import PROPENSITY_MODEL, resolve_tracking
+    from nbo.data import load_dataset
+    from nbo.errors import NboError
+
+    if not service.get("data_dir"):
+        raise NboError("no data directory: off-policy evaluation needs the service's logged decisions")
+    _write(work / "phase.txt", "reading the logged decisions and the champion (1 of 3)")
+    data = load_dataset(service["data_dir"])
+    if data.contacts.empty:
+        raise NboError("the data directory has no logged contacts to evaluate on")
+    client = resolve_tracking(service.get("tracking_uri")).activate()
+    model = load_model(client, PROPENSITY_MODEL)
+    since = data.contacts["ts"].max() - pd.Timedelta(days=OPE_DAYS)
+    results = {}
+    for i, (label, policy) in enumerate((("policy in force", current), ("draft", draft)), start=2):
+        _write(work / "phase.txt", f"off-policy estimates of {model.label} under the {label} on the decisions "
+                                   f"logged since {since:%Y-%m-%d} ({i} of 3)")
+        results[label] = evaluate(data, model, policy, since=since)  # type: ignore[arg-type]
+    first = next(iter(results.values()))
+    rows: dict[str, dict[str, object]] = {"logged": {f"{r}_observed": round(e.value, 4) for r, e in first.logged.items()}}
+    for label, ev in results.items():
+        pe = ev.candidate
+        row: dict[str, object] = {}
+        for reward in ("value", "acceptance"):
+            dr = pe.estimates[reward]["dr"]
+            row |= {f"{reward}_dr": round(dr.value, 4), f"{reward}_dr_low": round(dr.low, 4),
+                    f"{reward}_dr_high": round(dr.high, 4), f"{reward}_snips": round(pe.estimates[reward]["snips"].value, 4)}
+        row |= {"offer_rate": round(pe.offer_rate, 4), "effective_sample_size": round(pe.diagnostics.ess, 1),
+                "warnings": "; ".join(pe.warnings()) or "none"}
+        rows[label] = row
+    chart = ope_chart({label: ev.candidate.estimates for label, ev in results.items()}, first.logged)
+    result = {"request": raw, "method": "ope", "model": model.label, "decisions": first.n_decisions,
+              "since": str(first.since), "until": str(first.until), "rows": rows,
+              "elapsed_s": round(time.monotonic() - started, 1)}
     _write(work / "chart.txt", chart)
     _write(work / "result.json", json.dumps(result))
     return result

@@ -280,3 +280,20 @@ def test_an_erased_customer_shows_nothing(client: TestClient, backend: ConsoleBa
     r = client.get("/console/customer", params={"id": cid})
     assert r.status_code == 404 and 'id="erased"' in r.text
     assert 'id="events"' not in r.text and 'id="budget"' not in r.text
+
+
+def test_an_ope_whatif_estimates_both_policies_on_the_logged_decisions(client: TestClient, backend: ConsoleBackend) -> None:
+    import time
+
+    draft = backend.policy_text().replace("rate = 0.05", "rate = 0.3")
+    assert "rate = 0.3" in draft
+    r = client.post("/console/whatif", data={"draft": draft, "method": "ope"})
+    assert r.status_code == 303, r.text[-800:]
+    deadline = time.monotonic() + 300
+    while 'id="job-running"' in (page := client.get(r.headers["location"])).text:
+        assert time.monotonic() < deadline, "the OPE what-if did not finish in 300 s"
+        time.sleep(0.5)
+    assert 'id="whatif-chart"' in page.text, page.text[-1500:]
+    table = page.text.split('id="whatif-table"')[1].split("</table>")[0]
+    assert "value_dr" in table and "effective_sample_size" in table and "the logging policy" in table
+    print("OPE what-if:", re.search(r"Done in ([0-9.]+) s[^<]*", page.text)[0])
