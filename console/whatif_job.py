@@ -17,8 +17,11 @@ from pathlib import Path
 TRAIN_DAYS = 60
 NUM_BOOST_ROUND = 60
 ORGANIC_MARGIN = 0.3
-#: Off-policy evaluation reads the logged decisions of the last OPE_DAYS days of the contacts table.
+#: Off-policy evaluation reads the logged decisions of the last OPE_DAYS days of the contacts table,
+#: at most the latest MAX_OPE_DECISIONS of them (measured: ~1,000 decisions, both policies, ~58 s on
+#: 2 busy cores; the estimator scores decision by decision).
 OPE_DAYS = 7
+MAX_OPE_DECISIONS = 800
 
 
 def _write(path: Path, text: str) -> None:
@@ -83,7 +86,10 @@ def run_ope(work: Path, raw: dict, current: object, draft: object, service: dict
         raise NboError("the data directory has no logged contacts to evaluate on")
     client = resolve_tracking(service.get("tracking_uri")).activate()
     model = load_model(client, PROPENSITY_MODEL)
-    since = data.contacts["ts"].max() - pd.Timedelta(days=OPE_DAYS)
+    final = data.contacts.loc[data.contacts["outcome"] != "pending", "ts"].sort_values()
+    if final.empty:
+        raise NboError("no logged decisions with a final outcome to evaluate on")
+    since = max(data.contacts["ts"].max() - pd.Timedelta(days=OPE_DAYS), final.iloc[max(len(final) - MAX_OPE_DECISIONS, 0)])
     results = {}
     for i, (label, policy) in enumerate((("policy in force", current), ("draft", draft)), start=2):
         _write(work / "phase.txt", f"off-policy estimates of {model.label} under the {label} on the decisions "
