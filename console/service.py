@@ -32,6 +32,8 @@ def backend_of_this_worker() -> ConsoleBackend:
 
 
 if not any(path == CONSOLE_PATH for _, path, _ in Recommender.mount_apps):
-    Recommender.mount_asgi_app(create_app(backend_of_this_worker), path=CONSOLE_PATH, name="console")
+    # BentoML 1.4's documented way to serve an ASGI application beside a service (`bentoml.asgi_app`,
+    # here applied to the service object `serving.service` defines).
+    bentoml.asgi_app(create_app(backend_of_this_worker), path=CONSOLE_PATH, name="console")(Recommender)
 
 __all__ = ["Recommender"]
