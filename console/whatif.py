@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nbo.errors import ConfigError
 from serving.policy import ContactPolicy, parse_policy
+from serving.service_config import KEYS_ENV, KEYS_FILE_ENV
 
 MAX_CUSTOMERS = 400
 MAX_DAYS = 60
@@ -105,8 +106,9 @@ class WhatIfJobs:
             (work / "service.json").write_text(json.dumps({"data_dir": str(data_dir) if data_dir else None,
                                                            "tracking_uri": tracking_uri}), encoding="utf-8")
             log = open(work / "job.log", "wb")  # noqa: SIM115 - handed to the child
+            env = {k: v for k, v in os.environ.items() if k not in (KEYS_ENV, KEYS_FILE_ENV)}  # a job needs no key
             proc = subprocess.Popen(
-                [self.python, "-m", "console.whatif_job", str(work)], stdout=log, stderr=subprocess.STDOUT,
+                [self.python, "-m", "console.whatif_job", str(work)], stdout=log, stderr=subprocess.STDOUT, env=env,
                 stdin=subprocess.DEVNULL, start_new_session=True, cwd=Path(__file__).resolve().parents[1],
                 preexec_fn=lambda: os.nice(10),  # noqa: PLW1509 - no threads of ours touch it
             )

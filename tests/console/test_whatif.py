@@ -63,3 +63,12 @@ def test_unknown_or_malformed_job_ids(tmp_path: Path, job_id: str) -> None:
     jobs = WhatIfJobs(tmp_path / "jobs")
     with pytest.raises(KeyError):
         jobs.status(job_id)
+
+
+def test_a_job_gets_no_api_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBO_API_KEYS", "secret-key-000000000000")
+    jobs = WhatIfJobs(tmp_path / "jobs", python=_fake_python(tmp_path, 'env > "$3/env.txt"'))
+    job_id = jobs.start(WhatIfRequest(draft=POLICY), POLICY)
+    _wait(jobs, job_id)
+    env = (tmp_path / "jobs" / job_id / "env.txt").read_text()
+    assert "NBO_API_KEYS" not in env and "secret-key" not in env
