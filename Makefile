@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml constraints.txt
 		( (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null 2>&1 || \
 		  (sudo -n apt-get update -qq && sudo -n apt-get install -y -qq redis-server) >/dev/null 2>&1 ) || \
 		echo "could not install redis-server; Redis tests will be skipped with a reason"; }
+	@test -x /usr/bin/chromium || { \
+		echo "chromium not found: installing it from the system packages (the console's browser tests skip otherwise)"; \
+		( (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+		  (sudo -n apt-get update -qq && sudo -n apt-get install -y -qq chromium) >/dev/null 2>&1 ) || \
+		echo "could not install chromium; the console's browser tests will be skipped with a reason"; }
 	@touch $(STAMP)
 
 demo: install

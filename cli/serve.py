@@ -35,6 +35,8 @@ DEFAULT_STORE_TIMEOUT_S = 0.5
 #: (not on the request that commits past 1,000 pages: measured, docs/service.md §7).
 DEFAULT_STORE_CHECKPOINT_S = 0.5
 SERVICE_TARGET = "serving.service:Recommender"
+#: The same service with the console mounted at /console (docs/console.md): what `nbo serve` starts.
+CONSOLE_TARGET = "console.service:Recommender"
 SERVICE_NAME = "nbo"
 #: Paths OpenTelemetry's middleware skips: all of them (a regular expression per entry).
 TRACING_EXCLUDED = ["."]
@@ -97,9 +99,10 @@ def service_settings(
     return json.loads(settings.model_dump_json())
 
 
-def service_command(host: str, port: int) -> list[str]:
+def service_command(host: str, port: int, console: bool = True) -> list[str]:
     root = Path(__file__).resolve().parents[1]  # the repository (cli/serve.py moved up one level)
-    return [sys.executable, "-m", "bentoml", "serve", SERVICE_TARGET, "--host", host, "--port", str(port),
+    target = CONSOLE_TARGET if console else SERVICE_TARGET
+    return [sys.executable, "-m", "bentoml", "serve", target, "--host", host, "--port", str(port),
             "--working-dir", str(root)]
 
 
@@ -194,6 +197,8 @@ def serve(
         False, "--accept-volatile-redis",
         help="Start on a Redis store without persistence (appendonly no, save \"\"): a warning instead of a refusal; "
              "a Redis restart then forgets every cap counter."),
+    console: bool = typer.Option(True, "--console/--no-console",
+                                 help="Serve the marketers' console at /console (login with an API key; docs/console.md)."),
 ) -> None:
     """Serve POST /recommend, /feedback, /forget, /admin/reload (API key required) and health/metrics."""
     from serving.service_config import load_api_keys
@@ -211,8 +216,10 @@ def serve(
 
     check_redis_persistence(store, accept_volatile_redis)  # caps that a Redis restart would forget: refused
     env = service_env(settings, workers, timeout, access_log, bentoml_home=private_bentoml_home(state_dir))
-    cmd = service_command(host, port)
+    cmd = service_command(host, port, console)
     typer.echo(f"nbo service on http://{host}:{port} ({workers} worker(s)); Ctrl-C stops it", err=True)
+    if console:
+        typer.echo(f"console: http://{host}:{port}/console/ (log in with an API key)", err=True)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(cmd[0], cmd, env)  # BentoML takes over this process: signals reach it directly
@@ -267,7 +274,8 @@ def run_demo_service(directory: Path, data_dir: Path, features_path: Path, port:
             typer.echo(f"   API key in {key_file} (as of {pd.Timestamp(as_of).date() if as_of is not None else 'now'})")
             typer.echo(f"   try it:\n\n{curl}\n")
             typer.echo(json.dumps(answer.json(), indent=2))
-            typer.echo(f"\n   OpenAPI: {url}/docs.json (with the key), metrics: {url}/metrics. Ctrl-C stops the service.")
+            typer.echo(f"\n   OpenAPI: {url}/docs.json (with the key), metrics: {url}/metrics, "
+                       f"console: {url}/console/ (log in with the key). Ctrl-C stops the service.")
             proc.wait()
         except KeyboardInterrupt:
             typer.echo("\nstopping the service ...")

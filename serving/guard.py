@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from serving import session
 from serving.api_models import BODY_MODELS, JSON_PATHS, RecommendRequest, field_summary
 from serving.service_config import KEYS_ENV, KEYS_FILE_ENV, ServiceSettings, load_api_keys
 
@@ -70,7 +71,8 @@ def corrected_openapi(document: dict[str, Any]) -> dict[str, Any]:
 class Guard:
     """ASGI middleware in front of every route: API key, body size, JSON well-formedness.
 
-    Health, readiness and metrics are public. Everything else needs `Authorization: Bearer <key>`
+    Health, readiness and metrics are public. The console (`/console/...`) needs a session cookie
+    (`serving.session`; its login form is public). Everything else needs `Authorization: Bearer <key>`
     (compared in constant time against every configured key). Bodies over `max_body_bytes` get
     413; a body on a JSON endpoint that is not a JSON object gets 400 naming `body`. The buffered
     body is replayed to the application.
@@ -124,7 +126,14 @@ class Guard:
                 return
             await self.app(scope, receive, send)
             return
-        if not self._authorised(scope):
+        if session.is_console_path(path):
+            # The console (docs/console.md): a browser's session cookie, not a Bearer key; its
+            # login form is public. POST bodies still get the size and time limits below.
+            if not session.console_allowed(path, scope.get("headers", ()), self.keys):
+                await send({"type": "http.response.start", "status": 303, "headers": session.LOGIN_REDIRECT})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        elif not self._authorised(scope):
             await self._reply(send, 401, "missing or invalid API key (Authorization: Bearer <key>)",
                               [(b"www-authenticate", b"Bearer")])
             return

@@ -27,7 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"nbo", "features", "models"},
     "serving": {"nbo", "features", "models"},
     "evaluation": {"nbo", "simulator", "features", "models", "training", "serving"},
-    "cli": {"nbo", "simulator", "features", "models", "training", "serving", "evaluation"},
+    "console": {"nbo", "simulator", "features", "models", "training", "serving", "evaluation"},
+    "cli": {"nbo", "simulator", "features", "models", "training", "serving", "evaluation", "console"},
 }
 #: Modules kept for a documented reason only (they are never imported by nbo's own code).
 LEGACY = {"training.model"}

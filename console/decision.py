@@ -1,0 +1,104 @@
+"""A live decision for the console: the engine `/recommend` uses, on the same path, nothing recorded.
+
+`DecisionEngine.decide(..., reserve=False)` is the very call `/recommend` makes (`Recommender.decide`
+passes `reserve=True`): the same store read, the same `decide_block` pipeline, the same arbiter.
+The console only previews, so no contact is reserved and no fatigue budget is spent. Each
+suppressed offer is shown with its reason code and the rule of the policy (or the catalogue) that
+removed it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from console.backend import ConsoleBackend
+from serving.caps import CAP_KINDS, limits
+from serving.contact_store.errors import StoreUnavailable
+from serving.decision import Decision, ShownOffer
+
+#: Fields of a shown offer the decision page lays out itself; any other field the decision carries
+#: (plain-language reasons, once they are there) is shown as it comes.
+LAID_OUT = frozenset({"offer_id", "rank", "p_accept", "expected_value", "propensity", "explored", "reasons"})
+
+
+@dataclass(frozen=True)
+class Removed:
+    offer_id: str
+    offer: dict[str, Any]
+    reason: str
+    rule: str
+
+
+@dataclass(frozen=True)
+class LiveDecision:
+    customer_id: str
+    channel: str
+    found: bool  # a materialised customer (else: the fallback for an unknown id)
+    decision: Decision | None
+    offers: list[tuple[ShownOffer, dict[str, Any], dict[str, Any]]]  # (offer, catalogue row, other fields)
+    removed: list[Removed]
+    error: str | None = None
+
+
+def live_decision(backend: ConsoleBackend, customer_id: str, channel: str, k: int,
+                  page_category: str | None = None, device: str | None = None) -> LiveDecision:
+    """Decide for `customer_id` on `channel` now, without reserving."""
+    engine = backend.engine
+    known = customer_id in engine.features.index
+    in_data = bool(len(backend.customer_table(customer_id)))
+    context = {k_: v for k_, v in (("page_category", page_category), ("device", device)) if v}
+    try:
+        decision = engine.decide(customer_id, channel, context or None, backend.clock(), k=k, reserve=False)
+    except StoreUnavailable as exc:
+        return LiveDecision(customer_id, channel, known or in_data, None, [], [],
+                            error=f"{exc}: /recommend answers degraded (no offers) until it is back")
+    catalogue = {str(r["offer_id"]): r for r in engine.offers.to_dict("records")}
+    offers = []
+    for o in decision.offers:
+        extra = {name: value for name, value in o.model_dump().items() if name not in LAID_OUT}
+        offers.append((o, catalogue.get(o.offer_id, {}), extra))
+    removed = [Removed(s.offer_id, catalogue.get(s.offer_id, {}), s.reason,
+                       rule_of(backend, s.reason, catalogue.get(s.offer_id, {}), channel))
+               for s in decision.suppressed]
+    return LiveDecision(customer_id, channel, known or in_data, decision, offers, removed)
+
+
+def rule_of(backend: ConsoleBackend, reason: str, offer: dict[str, Any], channel: str) -> str:
+    """The policy setting or catalogue rule behind a suppression code, as it stands now."""
+    policy = backend.engine.policy
+    lims = limits(policy, channel)
+    for lim in (*lims.contact, *lims.offer):
+        if lim.reason == reason:
+            doc = next(kind.doc for kind in CAP_KINDS if kind.reason == reason)
+            counted = f" on {', '.join(lim.channels)}" if lim.channels else ""
+            return f"{doc}: max {lim.max} in {lim.days} days{counted}"
+    if reason == "consent":
+        opt_in = ", ".join(policy.consent.opt_in_channels)
+        return f"consent.opt_in_channels = [{opt_in}]: no opt-in (or withdrawn) for {channel}"
+    if reason == "quiet_hours":
+        q = policy.quiet_hours
+        return f"quiet_hours: no {', '.join(q.channels)} from {q.start} to {q.end} {q.timezone}"
+    if reason == "validity":
+        return f"offer valid from {_day(offer.get('valid_from'))} to {_day(offer.get('valid_to'))}"
+    if reason == "channel":
+        return f"offer channels: {', '.join(offer.get('channels') or ())}"
+    if reason == "eligibility":
+        return f"eligibility rule: {offer.get('eligibility') or '(none)'}"
+    if reason == "min_value":
+        return f"arbitration.min_expected_value = {policy.arbitration.min_expected_value:g}"
+    if reason == "diversity":
+        return f"arbitration.max_per_category = {policy.arbitration.max_per_category}"
+    if reason == "invalid_score":
+        return "the model's score was not a probability (NaN or outside [0, 1])"
+    if reason == "unknown_offer":
+        return "not in the catalogue"
+    return ""
+
+
+def _day(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "?"
+    return str(pd.Timestamp(value).date())
