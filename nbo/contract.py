@@ -40,6 +40,9 @@ class ColumnSpec:
     #: every rule above applies. `if_absent` says what nbo does without it.
     required: bool = True
     if_absent: str = ""
+    #: False: the column's absence is the usual case (a feature some data has), not a limitation
+    #: worth a line in `nbo.data.limitations`.
+    absence_limits: bool = True
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,39 @@ OFFERS = TableSpec(
             nullable=True,
             max_length=4096,
             doc="A rule over customer features and context; empty means everyone.",
+        ),
+        ColumnSpec(
+            "base_offer_id",
+            "str",
+            nullable=True,
+            max_length=ID_MAX,
+            doc="For an incentive variant (the same offer with 10 % off, free delivery...): the plain "
+            "offer it is a variant of; empty for a plain offer.",
+            required=False,
+            if_absent="every offer is a plain offer (no incentive variants)",
+            absence_limits=False,
+        ),
+        ColumnSpec(
+            "incentive",
+            "str",
+            nullable=True,
+            max_length=64,
+            doc="The variant's incentive, e.g. `pct10`, `free_delivery`; empty for a plain offer. "
+            "A variant's `value` is the plain offer's margin less `incentive_cost`.",
+            required=False,
+            if_absent="every offer is a plain offer (no incentive variants)",
+            absence_limits=False,
+        ),
+        ColumnSpec(
+            "incentive_cost",
+            "float",
+            nullable=True,
+            min_value=0.0,
+            doc="What the incentive gives away per acceptance (currency units); required for every "
+            "row with an incentive, empty or 0 for a plain offer.",
+            required=False,
+            if_absent="no incentive costs (no incentive variants)",
+            absence_limits=False,
         ),
     ),
     example={

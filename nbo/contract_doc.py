@@ -36,7 +36,8 @@ General rules:
   kinds, outcomes and age bands are closed (`nbo/vocab.py`).
 - Other checks: amounts and offer value/cost are >= 0; `contacts.propensity` is in (0, 1];
   an offer's `valid_to` is not before its `valid_from`; a contact's `outcome_ts` is not before its
-  `ts`.
+  `ts`; an offer with an `incentive` (an incentive variant) has an `incentive_cost` and a
+  `base_offer_id` that is a plain offer (no incentive) of the same table.
 """
 
 

@@ -214,7 +214,7 @@ def limitations(data: Dataset) -> list[str]:
             continue
         frame = data.table(name)
         for col in TABLES[name].columns:
-            if not col.required and col.name not in frame.columns:
+            if not col.required and col.absence_limits and col.name not in frame.columns:
                 lines.append(f"no {name}.{col.name} column: {col.if_absent}")
     return lines
 

@@ -17,12 +17,12 @@ from tqdm import tqdm
 
 from nbo.errors import NboError
 from simulator.behaviour import EventBatch, Products, record_events, simulate_behaviour
-from simulator.catalogue import Catalogue, make_catalogue
+from simulator.catalogue import Catalogue, make_catalogue, with_variants
 from simulator.io import contacts_frame, events_frame
 from simulator.config import CH, EV, EV_CH, LIFE, OPT_IN_CODES, OUT, SimConfig
 from simulator.policies import Contacts, DayView, Policy, RandomPolicy
 from simulator.state import CustomerState, initial_state, tenure_days, update_lifecycle
-from simulator.truth import accept_probability, churn_hazard
+from simulator.truth import accept_probability, anyway_probability, churn_hazard, incremental_effect
 from simulator.world import DAY, Population, customer_ids, make_population
 
 
@@ -42,6 +42,10 @@ class DayResult:
     churned_today: int
     churned_total: int
     optouts: int
+    # Incremental books (written to daily.parquet only in a world with cannibalisation or incentives):
+    incentive_cost: float = 0.0  # incentives given away with the accepted offers
+    accepted_anyway: int = 0  # acceptances by customers who bought the category that day anyway
+    incremental_value: float = 0.0  # incremental margin of the acceptances - incentive cost - contact cost
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,9 @@ class ContactLog:
     outcome_ts: np.ndarray
     p_accept: np.ndarray
     lifecycle: np.ndarray
+    p_organic: np.ndarray  # true P(buys the offer's category that day anyway); 0 without cannibalisation
+    anyway: np.ndarray  # bool: did buy it that day without the offer (drawn before the contact)
+    incremental_value: np.ndarray  # true expected incremental value of the contact (Effect)
 
     @staticmethod
     def concat(chunks: list[ContactLog]) -> ContactLog:
@@ -85,12 +92,15 @@ class Simulator:
         s_world, s_cat, s_state, s_days, s_policy = seq.spawn(5)
         self.population: Population = make_population(config, np.random.default_rng(s_world))
         cat_rng = np.random.default_rng(s_cat)
-        self.catalogue: Catalogue = make_catalogue(config, cat_rng)
+        self.catalogue: Catalogue = with_variants(make_catalogue(config, cat_rng), config)
         self.products = Products(config, cat_rng)
         self.state: CustomerState = initial_state(config, self.population, np.random.default_rng(s_state),
                                                   n_offers=len(self.catalogue.value))
         self.rng = np.random.default_rng(s_days)
         self._policy_seed = s_policy
+        # The later-days part of "buys anyway" (cannibalisation only): its own stream, so the
+        # world's other draws are those of the world without cannibalisation.
+        self._anyway_rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(7, 21)))
         self._default_policy: RandomPolicy | None = None
         self.customer_ids = customer_ids(config.customers)
         self.day = 0
@@ -148,11 +158,12 @@ class Simulator:
             customer_ids=self.customer_ids,
             history=_History(self),
             _p_accept=lambda c, o, ch: accept_probability(cfg, pop, st, self.catalogue, c, o, ch),
+            _effect=lambda c, o, ch: incremental_effect(cfg, pop, st, self.catalogue, c, o, ch),
             _tenure=tenure,
             _lifecycle=st.lifecycle,
         )
         contacts = self._checked(policy(view), signed, sessions, day)
-        log, bought = self._outcomes(contacts, day, day_end)
+        log, bought = self._outcomes(contacts, day, day_end, events)
         events = EventBatch.concat([events, bought]).sorted()
         record_events(st, bought, day, cfg.n_categories)
         self._events.append(events)
@@ -161,13 +172,16 @@ class Simulator:
             flat = contacts.customer * 6 + contacts.channel
             st.pressure += np.bincount(flat, minlength=st.pressure.size).reshape(st.pressure.shape).astype(np.float32)
             if st.offer_seen.size:
-                np.add.at(st.offer_seen, (contacts.customer, contacts.offer), np.float32(1.0))
+                np.add.at(st.offer_seen, (contacts.customer, self.catalogue.base[contacts.offer]), np.float32(1.0))
 
         optouts = self._optouts(active, day_end)
         churned_today = self._churn(active, day, day_end)
         update_lifecycle(st, pop, day + 1)
         st.lifecycle[st.churned & (day + 1 - st.churn_day > 60)] = LIFE["lapsed"]
         accepted = log.outcome == OUT["accepted"]
+        cat = self.catalogue
+        acc_offer = log.offer[accepted]
+        earned = np.where(log.anyway[accepted], cfg.anyway_value_share, 1.0) * cat.base_value[acc_offer]
         result = DayResult(
             day=day,
             date=view.date,
@@ -181,6 +195,9 @@ class Simulator:
             churned_today=churned_today,
             churned_total=int(st.churned.sum()),
             optouts=optouts,
+            incentive_cost=float(cat.incentive_cost[acc_offer].sum()),
+            accepted_anyway=int(log.anyway[accepted].sum()),
+            incremental_value=float((earned - cat.incentive_cost[acc_offer]).sum() - cat.cost[log.offer].sum()),
         )
         self.results.append(result)
         self.day += 1
@@ -237,13 +254,30 @@ class Simulator:
                 raise NboError("policy contact times must fall on the day, before 23:30")
         return Contacts(customer, offer, channel, prop, ts)
 
-    def _outcomes(self, c: Contacts, day: int, day_end: int) -> tuple[ContactLog, EventBatch]:
+    def _outcomes(self, c: Contacts, day: int, day_end: int, events: EventBatch) -> tuple[ContactLog, EventBatch]:
         cfg, pop, st, rng = self.config, self.population, self.state, self.rng
         m = len(c.customer)
-        p = accept_probability(cfg, pop, st, self.catalogue, c.customer, c.offer, c.channel)
+        category = self.catalogue.category[c.offer].astype(np.int64)
+        if cfg.cannibalisation:
+            effect = incremental_effect(cfg, pop, st, self.catalogue, c.customer, c.offer, c.channel)
+            # Who buys the offer's category today anyway: today's organic purchases, drawn before any contact.
+            k = cfg.n_categories
+            buys = events.type == EV["purchase"]
+            organic = events.customer[buys].astype(np.int64) * k + events.category[buys]
+            # Within the window: bought today (the day's draws), or on a later day (one draw per
+            # contact at today's rate; the simulator does not take that later purchase back).
+            later = 1.0 - (1.0 - st.organic_today[c.customer, category]) ** (cfg.organic_window_days - 1)
+            anyway = np.isin(c.customer * k + category, organic) | (self._anyway_rng.random(m) < later)
+            p = effect.p_accept
+            p_draw = np.where(anyway, anyway_probability(cfg, effect.p_accept_new), effect.p_accept_new)
+            p_organic, expected = effect.p_organic, effect.incremental_value
+        else:
+            p = accept_probability(cfg, pop, st, self.catalogue, c.customer, c.offer, c.channel)
+            p_draw, anyway, p_organic = p, np.zeros(m, dtype=bool), np.zeros(m)
+            expected = p * (self.catalogue.value[c.offer]) - self.catalogue.cost[c.offer]
         u, r = rng.random(m), rng.random(m)
         banner = c.channel <= CH["app"]
-        accepted = u < p
+        accepted = u < p_draw
         clicked = ~accepted & (r < 0.05 + 2.0 * p)
         declined = ~accepted & ~clicked & (r < np.where(banner, 0.15, 0.3))
         outcome = np.full(m, OUT["ignored"], dtype=np.int8)
@@ -261,9 +295,10 @@ class Simulator:
         decision = self._n_decisions + np.arange(m, dtype=np.int64)
         self._n_decisions += m
         log = ContactLog(decision, c.customer, c.offer, c.channel, c.ts, c.propensity, outcome, outcome_ts,
-                         p, st.lifecycle[c.customer].copy())
+                         p, st.lifecycle[c.customer].copy(), p_organic, anyway, expected)
 
-        acc = np.flatnonzero(accepted)
+        # A customer who buys the category anyway makes that purchase with the offer: no second one.
+        acc = np.flatnonzero(accepted & ~anyway)
         who = c.customer[acc]
         st.drifting[who[rng.random(len(acc)) < 0.5]] = False
         ch = c.channel[acc]
@@ -329,6 +364,8 @@ class Simulator:
     def daily(self) -> pd.DataFrame:
         """Per-day aggregates so far, with cumulative value for closed-loop comparisons."""
         frame = pd.DataFrame([r.__dict__ for r in self.results])
+        if not self.config.incremental:  # the books of the worlds recorded before the option existed
+            frame = frame.drop(columns=["incentive_cost", "accepted_anyway", "incremental_value"], errors="ignore")
         if len(frame):
             frame["value_cum"] = frame["value"].cumsum()
         return frame

@@ -145,9 +145,10 @@ def customers_truth(sim: Simulator) -> pd.DataFrame:
 
 
 def contacts_truth(sim: Simulator) -> pd.DataFrame:
-    """Per contact: the true acceptance probability and the lifecycle the policy saw."""
+    """Per contact: the true acceptance probability and the lifecycle the policy saw; in a world
+    with cannibalisation or incentives also the incremental truth (`simulator.truth.Effect`)."""
     log = sim.contact_log()
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "decision_id": decision_ids(sim, log.decision),
             "offer_id": _strings(log.offer, sim.catalogue.offer_id),
@@ -155,6 +156,11 @@ def contacts_truth(sim: Simulator) -> pd.DataFrame:
             "lifecycle": _strings(log.lifecycle, LIFECYCLE_STAGES),
         }
     )
+    if sim.config.incremental:
+        frame["p_organic"] = log.p_organic.astype(np.float64)
+        frame["bought_anyway"] = log.anyway.astype(bool)
+        frame["incremental_value"] = log.incremental_value.astype(np.float64)
+    return frame
 
 
 def check_out_dir(out: Path, fmt: str) -> None:

@@ -21,6 +21,8 @@ import pandas as pd
 from simulator.behaviour import Sessions
 from simulator.catalogue import Catalogue
 from simulator.config import OPT_IN_CODES, OUTBOUND_CODES
+from nbo.errors import NboError
+from simulator.truth import Effect
 from simulator.world import DAY
 
 # outbound channel choice weights among the channels a customer may be reached on
@@ -66,6 +68,14 @@ class DayView:
     _p_accept: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] = field(repr=False)
     _tenure: np.ndarray = field(repr=False)
     _lifecycle: np.ndarray = field(repr=False)
+    _effect: Callable[[np.ndarray, np.ndarray, np.ndarray], Effect] | None = field(default=None, repr=False)
+
+    def effect(self, customer: np.ndarray, offer: np.ndarray, channel: np.ndarray) -> Effect:
+        """TRUE incremental effect of each (customer, offer, channel) contact today against no
+        contact (`simulator.truth.Effect`; oracle use only)."""
+        if self._effect is None:
+            raise NboError("this view carries no incremental truth")
+        return self._effect(customer, offer, channel)
 
     def p_accept(self, customer: np.ndarray, offer: np.ndarray, channel: np.ndarray) -> np.ndarray:
         """TRUE acceptance probability of each (customer, offer, channel) today (oracle use only)."""
@@ -181,6 +191,32 @@ class OraclePolicy:
         gain = np.where(ok, p * view.offers.value[None, :] - view.offers.cost[None, :], -np.inf)
         best = gain.argmax(1) if m else np.empty(0, dtype=np.int64)
         keep = gain[np.arange(m), best] > 0 if m else np.empty(0, dtype=bool)
+        return Contacts(slots.customer[keep], best[keep], slots.channel[keep], np.ones(int(keep.sum())), slots.ts[keep])
+
+
+class IncrementalOraclePolicy:
+    """`OraclePolicy` on the TRUE incremental value (`DayView.effect`): on each contact
+    opportunity, the offer and incentive variant with the highest expected incremental margin -
+    incentive cost - contact cost, and no contact when none is above 0. The upper bound of what
+    an uplift policy can earn on the same opportunities. Deterministic: propensity 1."""
+
+    def __init__(self, intensity: np.ndarray, banner_rate: float, seed: int | np.random.SeedSequence) -> None:
+        self.intensity = intensity
+        self.banner_rate = banner_rate
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, view: DayView) -> Contacts:
+        slots = contact_slots(view, self.intensity, self.banner_rate, self.rng)
+        m, n_off = len(slots.customer), view.offers.n
+        if not m:
+            return Contacts.empty()
+        ok = view.eligible(slots.customer, slots.channel)
+        rows = np.repeat(np.arange(m), n_off)
+        offers = np.tile(np.arange(n_off), m)
+        gain = view.effect(slots.customer[rows], offers, slots.channel[rows]).incremental_value.reshape(m, n_off)
+        gain = np.where(ok, gain, -np.inf)
+        best = gain.argmax(1)
+        keep = gain[np.arange(m), best] > 0
         return Contacts(slots.customer[keep], best[keep], slots.channel[keep], np.ones(int(keep.sum())), slots.ts[keep])
 
 
