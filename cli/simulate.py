@@ -27,6 +27,14 @@ def simulate(
         help="Customers who buy an offer's category anyway (within 7 days) make it a non-incremental acceptance "
         "(docs/simulator.md).",
     ),
+    control_share: float = typer.Option(
+        0.0, "--control-share",
+        help="Share of customers in the logging policy's universal control group, in [0, 0.5] (by hashed id; "
+        "never contacted on email, sms, push). Decisions without contact go to no_offers.",
+    ),
+    no_offer_rate: float = typer.Option(
+        0.0, "--no-offer-rate", help="Share of the logging policy's other decisions randomised to no offer, in [0, 1].",
+    ),
     incentives: str = typer.Option(
         None, "--incentives",
         help="Incentive variants of every offer: `default` (pct10, pct20, free_delivery) or a TOML file of "
@@ -55,8 +63,12 @@ def simulate(
     variants = load_incentives(incentives) if incentives is not None else ()
     check_out_dir(out, fmt)
     began = time.perf_counter()
+    if not 0.0 <= control_share <= 0.5:
+        raise NboError(f"--control-share must be in [0, 0.5], got {control_share}")
+    if not 0.0 <= no_offer_rate <= 1.0:
+        raise NboError(f"--no-offer-rate must be in [0, 1], got {no_offer_rate}")
     config = SimConfig(customers=customers, days=days, start=start_date, cannibalisation=cannibalisation,
-                       incentives=variants)
+                       incentives=variants, control_share=control_share, no_offer_rate=no_offer_rate)
     sim = Simulator(config, seed=seed)
     sim.run(progress=progress and customers * days >= 1_000_000)
     write_simulation(sim, out, fmt=fmt)

@@ -16,6 +16,7 @@ from nbo.vocab import (
     CONTACT_CHANNELS,
     EVENT_CHANNELS,
     EVENT_TYPES,
+    NO_OFFER_REASONS,
     OFFER_KINDS,
     OUTCOMES,
 )
@@ -60,6 +61,8 @@ class TableSpec:
     example: dict[str, object] = field(default_factory=dict)
     required: bool = True
     if_absent: str = ""
+    #: False: the file's absence is the usual case, not a limitation worth a line in `limitations`.
+    absence_limits: bool = True
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -323,4 +326,54 @@ CONTACTS = TableSpec(
     },
 )
 
-TABLES: dict[str, TableSpec] = {t.name: t for t in (CUSTOMERS, CONSENTS, EVENTS, OFFERS, CONTACTS)}
+NO_OFFERS = TableSpec(
+    name="no_offers",
+    doc=(
+        "Every decision that made no contact, with the probability of making none: together with "
+        "`contacts` (the decisions that made one, `decision_id` shared by both numberings) the log is "
+        "a randomised experiment. A decision is in one table or the other, never both. The "
+        "probability is over the policy's randomisation, the control group's included: the "
+        "universal control group is a random share of customers (by hashed id), so a decision on a "
+        "control channel makes no contact with probability share + (1 - share) x P(no offer | not "
+        "in control), whatever the customer's own group, and each offer in `contacts` carries "
+        "(1 - share) x (1 - no-offer rate) x P(the offer | an offer is made)."
+    ),
+    required=False,
+    absence_limits=False,
+    if_absent=(
+        "only decisions that made a contact are known: off-policy values are per contact made, and "
+        "there is no control group to measure lift against"
+    ),
+    key=("decision_id",),
+    columns=(
+        ColumnSpec("decision_id", "str", max_length=ID_MAX),
+        ColumnSpec("customer_id", "str", max_length=ID_MAX),
+        ColumnSpec("channel", "str", allowed=CONTACT_CHANNELS, doc="The channel the decision was for."),
+        ColumnSpec("ts", "ts", doc="When the decision was made (UTC)."),
+        ColumnSpec(
+            "reason",
+            "str",
+            allowed=NO_OFFER_REASONS,
+            doc="`control`: the customer is in the universal control group of this channel; `explore`: "
+            "a randomised no-offer draw; `policy`: nothing eligible, allowed or worth its cost.",
+        ),
+        ColumnSpec(
+            "propensity",
+            "float",
+            min_value=0.0,
+            min_exclusive=True,
+            max_value=1.0,
+            doc="Probability in (0, 1] that the deciding policy made no contact at this decision.",
+        ),
+    ),
+    example={
+        "decision_id": "d-000000018",
+        "customer_id": "c000042",
+        "channel": "email",
+        "ts": "2025-06-02T09:00:00Z",
+        "reason": "control",
+        "propensity": 0.0525,
+    },
+)
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in (CUSTOMERS, CONSENTS, EVENTS, OFFERS, CONTACTS, NO_OFFERS)}

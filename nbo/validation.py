@@ -257,6 +257,15 @@ def _table_rules(table: str, frame: pd.DataFrame) -> None:
                 f"e.g. offer {frame.loc[orphan, 'offer_id'].iloc[0]!r}",
                 column="base_offer_id",
             )
+    if table == "no_offers":
+        zero = frame["propensity"] <= 0
+        if zero.any():
+            raise DataError(
+                table,
+                f"{int(zero.sum())} row(s) have propensity 0; a decision made no contact with "
+                f"probability in (0, 1], e.g. decision {frame.loc[zero, 'decision_id'].iloc[0]!r}",
+                column="propensity",
+            )
     if table == "contacts":
         zero = frame["propensity"] <= 0
         if zero.any():

@@ -19,6 +19,7 @@ from nbo.errors import NboError
 
 from nbo.vocab import (
     CATEGORIES,
+    ContactChannel,
     CONTACT_CHANNELS,
     DEFAULT_OPT_IN_CHANNELS,
     EVENT_CHANNELS,
@@ -207,6 +208,28 @@ class SimConfig(BaseModel, frozen=True):
     incentives: tuple[Incentive, ...] = Field(
         (), description="incentive variants of every offer (none: each offer has only its plain version)"
     )
+
+    # the logging policy's holdouts (issue 21 item 2): off by default
+    control_share: float = Field(
+        0.0, ge=0, le=0.5, description="share of customers in the universal control group (by hashed id)"
+    )
+    control_channels: tuple[ContactChannel, ...] = Field(
+        DEFAULT_OPT_IN_CHANNELS, description="channels the control group is never contacted on (opt-in channels)"
+    )
+    no_offer_rate: float = Field(0.0, ge=0, le=1, description="share of other decisions randomised to no offer")
+
+    @model_validator(mode="after")
+    def _control_on_consent_channels(self) -> SimConfig:
+        free = [c for c in self.control_channels if c not in DEFAULT_OPT_IN_CHANNELS]
+        if free:
+            raise ValueError(f"control_channels: {free[0]!r} needs no consent; the control group holds out "
+                             f"the opt-in channels only ({', '.join(DEFAULT_OPT_IN_CHANNELS)})")
+        return self
+
+    @property
+    def holds_out(self) -> bool:
+        """The logging policy logs decisions without contact (a control group or no-offer exploration)."""
+        return self.control_share > 0 or self.no_offer_rate > 0
 
     @model_validator(mode="after")
     def _distinct_incentives(self) -> SimConfig:

@@ -16,11 +16,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from nbo.errors import NboError
+from nbo.vocab import NO_OFFER_REASONS
 from simulator.behaviour import EventBatch, Products, record_events, simulate_behaviour
 from simulator.catalogue import Catalogue, make_catalogue, with_variants
 from simulator.io import contacts_frame, events_frame
 from simulator.config import CH, EV, EV_CH, LIFE, OPT_IN_CODES, OUT, SimConfig
-from simulator.policies import Contacts, DayView, Policy, RandomPolicy
+from simulator.policies import Contacts, DayView, Holdout, NoOffers, Policy, RandomPolicy
 from simulator.state import CustomerState, initial_state, tenure_days, update_lifecycle
 from simulator.truth import accept_probability, anyway_probability, churn_hazard, incremental_effect
 from simulator.world import DAY, Population, customer_ids, make_population
@@ -75,6 +76,25 @@ class ContactLog:
 
 
 @dataclass(frozen=True)
+class NoOfferLog:
+    """Decisions without contact (one chunk per day), numbered with the contacts' decisions."""
+
+    decision: np.ndarray
+    customer: np.ndarray
+    channel: np.ndarray
+    ts: np.ndarray
+    reason: np.ndarray
+    propensity: np.ndarray
+
+    @staticmethod
+    def concat(chunks: list[NoOfferLog]) -> NoOfferLog:
+        names = NoOfferLog.__dataclass_fields__
+        if not chunks:
+            return NoOfferLog(*(np.empty(0, dtype=np.int64) for _ in names))
+        return NoOfferLog(*(np.concatenate([getattr(c, f) for c in chunks]) for f in names))
+
+
+@dataclass(frozen=True)
 class ConsentLog:
     customer: np.ndarray
     channel: np.ndarray  # contact channel code
@@ -107,6 +127,7 @@ class Simulator:
         self.results: list[DayResult] = []
         self._events: list[EventBatch] = []
         self._contacts: list[ContactLog] = []
+        self._no_offers: list[NoOfferLog] = []
         self._consents: list[ConsentLog] = [self._signup_consents()]
         self._n_decisions = 0
         self._signup_order = np.argsort(self.population.signup_sec, kind="stable")
@@ -116,8 +137,11 @@ class Simulator:
     def default_policy(self) -> RandomPolicy:
         """The logging policy that produced the published datasets (uniform over eligible offers)."""
         if self._default_policy is None:
+            cfg = self.config
+            holdout = (Holdout(cfg.control_share, cfg.no_offer_rate, tuple(CH[c] for c in cfg.control_channels))
+                       if cfg.holds_out else None)
             self._default_policy = RandomPolicy(
-                self.population.contact_intensity, self.config.banner_rate, self._policy_seed
+                self.population.contact_intensity, self.config.banner_rate, self._policy_seed, holdout
             )
         return self._default_policy
 
@@ -162,8 +186,11 @@ class Simulator:
             _tenure=tenure,
             _lifecycle=st.lifecycle,
         )
-        contacts = self._checked(policy(view), signed, sessions, day)
+        chosen = policy(view)
+        contacts = self._checked(chosen, signed, sessions, day)
         log, bought = self._outcomes(contacts, day, day_end, events)
+        if chosen.no_offers is not None:
+            self._no_offers.append(self._no_offer_log(chosen.no_offers, signed, day))
         events = EventBatch.concat([events, bought]).sorted()
         record_events(st, bought, day, cfg.n_categories)
         self._events.append(events)
@@ -253,6 +280,29 @@ class Simulator:
             if len(ts) != n or ts.min() < day * DAY or ts.max() >= (day + 1) * DAY - 1800:
                 raise NboError("policy contact times must fall on the day, before 23:30")
         return Contacts(customer, offer, channel, prop, ts)
+
+    def _no_offer_log(self, n: NoOffers, signed: np.ndarray, day: int) -> NoOfferLog:
+        """Check and number a policy's decisions without contact (after the day's contacts)."""
+        customer = np.asarray(n.customer, dtype=np.int64)
+        channel = np.asarray(n.channel, dtype=np.int64)
+        ts = np.asarray(n.ts, dtype=np.int64)
+        reason = np.asarray(n.reason, dtype=np.int8)
+        prop = np.asarray(n.propensity, dtype=np.float64)
+        m = len(customer)
+        if not (len(channel) == len(ts) == len(reason) == len(prop) == m):
+            raise NboError("policy returned no-offer arrays of different lengths")
+        if m:
+            if customer.min() < 0 or customer.max() >= len(signed) or not signed[customer].all():
+                raise NboError("policy decided for a customer who has not signed up yet")
+            if channel.min() < 0 or channel.max() > 5 or reason.min() < 0 or reason.max() >= len(NO_OFFER_REASONS):
+                raise NboError("policy gave an unknown channel or no-offer reason")
+            if not ((prop > 0) & (prop <= 1)).all():
+                raise NboError("policy no-offer propensities must be in (0, 1]")
+            if ts.min() < day * DAY or ts.max() >= (day + 1) * DAY:
+                raise NboError("policy no-offer times must fall on the day")
+        decision = self._n_decisions + np.arange(m, dtype=np.int64)
+        self._n_decisions += m
+        return NoOfferLog(decision, customer, channel, ts, reason, prop)
 
     def _outcomes(self, c: Contacts, day: int, day_end: int, events: EventBatch) -> tuple[ContactLog, EventBatch]:
         cfg, pop, st, rng = self.config, self.population, self.state, self.rng
@@ -356,6 +406,9 @@ class Simulator:
 
     def contact_log(self) -> ContactLog:
         return ContactLog.concat(self._contacts)
+
+    def no_offer_log(self) -> NoOfferLog:
+        return NoOfferLog.concat(self._no_offers)
 
     def consent_log(self) -> ConsentLog:
         parts = self._consents

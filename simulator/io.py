@@ -19,7 +19,15 @@ from nbo.data import Dataset, write_dataset, write_table
 from nbo.errors import NboError
 from simulator.config import REGIONS, SEGMENTS
 from simulator.world import DAY
-from nbo.vocab import AGE_BANDS, CONTACT_CHANNELS, EVENT_CHANNELS, EVENT_TYPES, LIFECYCLE_STAGES, OUTCOMES
+from nbo.vocab import (
+    AGE_BANDS,
+    CONTACT_CHANNELS,
+    EVENT_CHANNELS,
+    EVENT_TYPES,
+    LIFECYCLE_STAGES,
+    NO_OFFER_REASONS,
+    OUTCOMES,
+)
 
 if TYPE_CHECKING:  # the type only: the engine imports this module, not the reverse
     from simulator.engine import Simulator
@@ -109,14 +117,34 @@ def contacts_frame(sim: Simulator) -> pd.DataFrame:
     )
 
 
+def no_offers_frame(sim: Simulator) -> pd.DataFrame:
+    """The decisions without contact (`no_offers` table), in time order."""
+    log = sim.no_offer_log()
+    order = np.lexsort((log.decision, log.ts))
+    return pd.DataFrame(
+        {
+            "decision_id": decision_ids(sim, log.decision[order]),
+            "customer_id": _strings(log.customer[order], sim.customer_ids),
+            "channel": _strings(log.channel[order], CONTACT_CHANNELS),
+            "ts": _ts(sim, log.ts[order]),
+            "reason": _strings(log.reason[order], NO_OFFER_REASONS),
+            "propensity": log.propensity[order].astype(np.float64),
+        }
+    )
+
+
 def dataset(sim: Simulator) -> Dataset:
-    """The five contract tables of what has been simulated so far."""
+    """The contract tables of what has been simulated so far (`no_offers` only when the logging
+    policy logged decisions without contact: a world without holdouts writes the five tables)."""
+    logged = bool(sim.config.holds_out or len(sim.no_offer_log().decision))
     return Dataset(
         customers=customers_frame(sim),
         consents=consents_frame(sim),
         events=events_frame(sim),
         offers=sim.catalogue.to_frame(sim.config),
         contacts=contacts_frame(sim),
+        no_offers=no_offers_frame(sim),
+        absent_tables=() if logged else ("no_offers",),
     )
 
 
