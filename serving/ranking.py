@@ -33,7 +33,7 @@ import pandas as pd
 from nbo.vocab import CONTACT_CHANNELS
 from serving.caps import CONTACT_REASONS
 from serving.catalogue import OfferCatalogue
-from serving.contact_store.base import ContactHistory, OfferRef, decision_refusal, offer_refusal, to_epoch
+from serving.contact_store.base import ContactHistory, OfferRef, decision_refusal, offer_refusal, to_epoch, touches
 from serving.contact_store.consent import ConsentBook
 from serving.decision import (
     DIVERSITY,
@@ -156,9 +156,14 @@ class Arbiter:
                 continue
             why = decision_refusal(h, channel, policy)
             row_reason[i] = why
-            if why is None:
+            if why is None:  # the empty history's verdicts, checked again where this history touches an offer
                 shows = h.offer_show_counts(policy.offer_cap.days)
-                offer_reason[i] = [0 if (r := offer_refusal(h, ref, policy, shows)) is None else REASON_INDEX[r] for ref in refs]
+                row = offer_reason[i]
+                row[:] = empty_offer[cols]
+                for j, ref in enumerate(refs):
+                    if touches(h, ref, shows):
+                        r = offer_refusal(h, ref, policy, shows)
+                        row[j] = 0 if r is None else REASON_INDEX[r]
         for reason in CONTACT_REASONS:
             rows = np.array([r == reason for r in row_reason], dtype=bool)
             if rows.any():

@@ -250,6 +250,18 @@ def decision_refusal(history: ContactHistory, channel: str, policy: ContactPolic
     return None
 
 
+def touches(history: ContactHistory, offer: OfferRef, shows: Mapping[str, int]) -> bool:
+    """Whether `history` holds anything an offer-level cap of `offer` counts: a show in `shows`
+    (`history.offer_show_counts` over the per-offer window), a decline of the offer or of its category.
+
+    Every offer-level measure (`MEASURES`) of an offer the history does not touch is its measure on
+    an empty history, so its `offer_refusal` is the empty history's: the arbiter checks only the
+    offers a customer's history touches (tests/serving/test_caps.py holds every cap kind to this).
+    """
+    return offer.offer_id in shows or offer.offer_id in history.last_decline_offer \
+        or offer.category in history.last_decline_category
+
+
 def offer_refusal(
     history: ContactHistory, offer: OfferRef, policy: ContactPolicy, shows: Mapping[str, int] | None = None
 ) -> str | None:
