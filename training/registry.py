@@ -144,15 +144,16 @@ def promote(client: MlflowClient, name: str, force: bool = False, require_ope: b
         )
         if not ok:
             reason = "challenger is worse " + reason
-        if ok and require_ope:
-            gate = latest_gate(client, f"{name}/{challenger_v}", f"{name}/{champion_v}")
-            if gate is None:
-                ok, reason = False, (f"no off-policy evaluation of {name}/{challenger_v} against "
-                                     f"{name}/{champion_v} (run nbo evaluate first); " + reason)
-            else:
-                ok = gate[0]
-                reason = f"OPE gate {'passed' if ok else 'failed'}: {gate[1]}; " + reason
-                metrics["ope_gate"] = float(ok)
+    if require_ope and not force and champion_v is not None:
+        # Checked (and reported) even when a gate above already refused: the user asked for it.
+        gate = latest_gate(client, f"{name}/{challenger_v}", f"{name}/{champion_v}")
+        if gate is None:
+            ok, reason = False, (f"no off-policy evaluation of {name}/{challenger_v} against "
+                                 f"{name}/{champion_v} (run nbo evaluate first); " + reason)
+        else:
+            ok = ok and gate[0]
+            reason = f"OPE gate {'passed' if gate[0] else 'failed'}: {gate[1]}; " + reason
+            metrics["ope_gate"] = float(gate[0])
     if ok:
         client.set_registered_model_alias(name, CHAMPION, challenger_v)
         log.info("promoted %s/%s to champion", name, challenger_v)

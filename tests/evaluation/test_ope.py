@@ -148,7 +148,7 @@ def test_evaluate_cli_and_promotion_gate(tmp_path, monkeypatch) -> None:
         fit_and_log("propensity", data, TrainConfig(as_of=as_of, num_boost_round=30, seed=seed), tracking,
                     progress=False)
         if seed == 0:
-            promote(client, PROPENSITY_MODEL)  # first version: no champion yet
+            promote(client, PROPENSITY_MODEL, force=True)  # first version: a champion to compare with
     out = tmp_path / "report" / "ope.md"
     out.parent.mkdir()  # --out into a missing folder is refused (issue 23)
     result = CliRunner().invoke(app, ["evaluate", "--data", str(tmp_path / "data"), "--candidate", "challenger",
@@ -164,6 +164,7 @@ def test_evaluate_cli_and_promotion_gate(tmp_path, monkeypatch) -> None:
     assert gate is not None and gate[0] is False and "too uncertain" in gate[1]
     gated = promote(client, PROPENSITY_MODEL, force=False, require_ope=True)
     assert not gated.promoted
+    assert "OPE gate failed" in gated.reason and gated.metrics["ope_gate"] == 0.0, gated
     assert version_by_alias(client, PROPENSITY_MODEL, CHAMPION) == "1"
 
 
