@@ -169,8 +169,9 @@ class ContactPolicy(_Frozen):
     @model_validator(mode="after")
     def _control_on_consent_channels(self) -> ContactPolicy:
         free = [c for c in self.control_group.channels if c not in self.consent.opt_in_channels]
-        # The default channels only matter once there is a group; channels written out always do.
-        if free and (self.control_group.share > 0.0 or "channels" in self.control_group.model_fields_set):
+        # Without a share there is no group to put anywhere (and a policy written back, e.g. by the
+        # console, spells out the default channels whatever its opt-in channels).
+        if free and self.control_group.share > 0.0:
             raise ValueError(
                 f"control_group.channels: {free[0]!r} needs no consent (not in consent.opt_in_channels); "
                 "the control group holds out opt-in channels only"

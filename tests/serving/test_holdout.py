@@ -69,7 +69,8 @@ def test_control_group_is_a_stable_random_share_of_ids() -> None:
         ("[control_group]\nshare = -0.1", "key 'control_group.share'"),
         ('[control_group]\nshare = 0.1\nchannels = ["email", "web"]', "control_group.channels: 'web' needs no consent"),
         ('[control_group]\nshare = 0.1\nchannels = ["mail"]', "control_group.channels: 'mail' needs no consent"),
-        ('[control_group]\nchannels = ["app"]', "control_group.channels: 'app' needs no consent"),
+        ('[control_group]\nshare = 0.05\nchannels = ["app"]', "control_group.channels: 'app' needs no consent"),
+        ('[consent]\nopt_in_channels = ["email"]\n[control_group]\nshare = 0.05', "'sms' needs no consent"),
         ("[arbitration.exploration]\nno_offer_rate = 1.5", "key 'arbitration.exploration.no_offer_rate'"),
     ],
 )
