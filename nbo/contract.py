@@ -63,6 +63,16 @@ class TableSpec:
     if_absent: str = ""
     #: False: the file's absence is the usual case, not a limitation worth a line in `limitations`.
     absence_limits: bool = True
+    #: Columns named `<prefix><name>` for any name (e.g. `contacts.attr_price`): how each is checked.
+    #: Its `name` is the prefix. None: the table has no such family of columns.
+    attribute_columns: ColumnSpec | None = None
+
+    def attribute_names(self, columns: object) -> tuple[str, ...]:
+        """The attribute names among `columns` (`attr_price` -> `price`), in their order."""
+        if self.attribute_columns is None:
+            return ()
+        prefix = self.attribute_columns.name
+        return tuple(str(c)[len(prefix):] for c in columns if str(c).startswith(prefix))
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -80,6 +90,11 @@ class TableSpec:
 
 
 ID_MAX = 128
+#: Decision-time offer attributes: `contacts.attr_<name>` columns, `/recommend`'s
+#: `offer_attributes` and `nbo score --offer-attributes` (issue 20 item 2).
+ATTRIBUTE_PREFIX = "attr_"
+#: An attribute's name: lower-case letters, digits and `_`, starting with a letter, at most 32.
+ATTRIBUTE_NAME = r"[a-z][a-z0-9_]{0,31}"
 
 CUSTOMERS = TableSpec(
     name="customers",
@@ -314,6 +329,23 @@ CONTACTS = TableSpec(
         ColumnSpec("outcome", "str", allowed=OUTCOMES),
         ColumnSpec("outcome_ts", "ts", nullable=True, doc="When the outcome was observed; empty while pending."),
     ),
+    attribute_columns=ColumnSpec(
+        ATTRIBUTE_PREFIX,
+        "float",
+        nullable=True,
+        min_value=0.0,
+        doc=(
+            "`attr_<name>` (any number of them; `<name>`: lower-case letters, digits and `_`, "
+            "starting with a letter, at most 32): a numeric attribute of the offer as the customer "
+            "faced it in this decision: its price, a discount, a display or feature flag (0/1). "
+            "Finite and >= 0. A decision gives an attribute for all its candidates or for none "
+            "(empty cells: not logged); given for some candidates only is refused. The propensity "
+            "model learns from them, alone and relative to the decision's other candidates "
+            "(docs/features.md); `/recommend` and `nbo score` take the current ones."
+        ),
+        required=False,
+        if_absent="the propensity model has no decision-time offer attributes (no price response)",
+    ),
     example={
         "decision_id": "d-000000017",
         "customer_id": "c000042",
@@ -323,6 +355,7 @@ CONTACTS = TableSpec(
         "propensity": 0.125,
         "outcome": "accepted",
         "outcome_ts": "2025-06-03T20:14:00Z",
+        "attr_price": 39.9,
     },
 )
 

@@ -79,6 +79,9 @@ def render_markdown() -> str:
             if not col.required:
                 meaning = f"{meaning} Without the column: {col.if_absent}.".strip()
             out.append(f"| `{col.name}` | {_type(col)} | {_required(col)} | {meaning} |")
+        if (family := spec.attribute_columns) is not None:
+            meaning = f"{family.doc} Without such columns: {family.if_absent}."
+            out.append(f"| `{family.name}<name>` | {_type(family)} | no (any number; may be absent or empty) | {meaning} |")
         out.append("\nExample row:\n\n```json\n" + json.dumps(spec.example, indent=2) + "\n```\n")
     return "\n".join(out)
 

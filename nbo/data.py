@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -98,7 +99,7 @@ def read_table_file(path: Path, table: str) -> pd.DataFrame:
             raise DataError(table, f"{path.name} is empty (0 bytes)")
         if path.suffix == ".parquet":
             return _read_parquet(path, table)
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+        return _read_csv(path, table)
     except UnicodeDecodeError as exc:
         raise DataError(table, f"{path.name} is not valid UTF-8 text (byte {exc.start})") from None
     except pd.errors.EmptyDataError:
@@ -113,6 +114,22 @@ def read_table_file(path: Path, table: str) -> pd.DataFrame:
         raise DataError(
             table, f"{path.name} is not a readable Parquet file (truncated or corrupt?): {_first_line(exc)}"
         ) from None
+
+
+def _read_csv(path: Path, table: str) -> pd.DataFrame:
+    """A CSV file as text columns. `index_col=False`: by default pandas takes a first data row with
+    one field more than the header as "the first column is the index", and every column then
+    holds its neighbour's values (an extra comma on line 2 read as an unparseable timestamp)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8", index_col=False)
+        except pd.errors.ParserWarning:
+            header = pd.read_csv(path, dtype=str, nrows=0, encoding="utf-8").shape[1]
+            raise DataError(
+                table, f"{path.name}: line 2 (the first data row) has more fields than the header's {header} "
+                "(an extra comma, or an unquoted comma inside a value?)"
+            ) from None
 
 
 def _read_parquet(path: Path, table: str) -> pd.DataFrame:
