@@ -276,7 +276,8 @@ class Arbiter:
             dropped.append(self.suppression(offer_ids[c], REASON_CODES[int(block.reason[row, c]) - 1]))
         shown = self.shown(block, row, offer_ids=offer_ids, p_accept=p_accept, churn_probability=churn_probability,
                            reasons=reasons)
-        slate = math.prod(o.propensity for o in shown) if shown else 1.0
+        # No offer: the probability of making no contact (1 unless holdouts randomise it).
+        slate = math.prod(o.propensity for o in shown) if shown else block.none_propensity(row)
         return Decision(
             decision_id=decision_id or uuid.uuid4().hex,
             customer_id=customer_id,
