@@ -85,7 +85,7 @@ def reserve_plan(engine: DecisionEngine, plan: pd.DataFrame, job: BatchJob) -> t
             no_offer[first] = refused[0][1] if refused else "refused"
     out = plan.assign(rank=ranks.astype(np.int32), no_offer=no_offer)
     gone = out["no_offer"].notna()
-    out.loc[gone, ["offer_id", "reasons", "category"]] = None
+    out.loc[gone, ["offer_id", "reasons", "reason_texts", "category"]] = None
     out.loc[gone, ["p_accept", "expected_value", "propensity"]] = math.nan
     return out[keep].reset_index(drop=True), stats
 

@@ -22,7 +22,7 @@ from serving.batch.workers import cached_engine, keep_freed_memory
 
 SPARK_PLAN_DDL = (
     "customer_id string, offer_id string, rank int, p_accept double, expected_value double, propensity double, "
-    "reasons string, decision_id string, category string, model_versions string, no_offer string"
+    "reasons string, decision_id string, category string, model_versions string, no_offer string, reason_texts string"
 )
 
 

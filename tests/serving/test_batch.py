@@ -218,10 +218,10 @@ def test_batch_equals_real_time(world: World, tmp_path: Path) -> None:
     rows = []
     for cid in sample:
         d = engine.decide(cid, "web", now=NOW, k=3, reserve=False)
-        rows += [(cid, o.offer_id, o.rank, o.p_accept, o.expected_value, o.propensity, "; ".join(o.reasons))
-                 for o in d.offers]
+        rows += [(cid, o.offer_id, o.rank, o.p_accept, o.expected_value, o.propensity, "; ".join(o.reasons),
+                  "; ".join(o.reason_texts)) for o in d.offers]
     engine.close()
-    online = pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS[:-1]))
+    online = pd.DataFrame(rows, columns=[c for c in OUTPUT_COLUMNS if c != "decision_id"])
     batch = batch.drop(columns="decision_id").sort_values(["customer_id", "rank"]).reset_index(drop=True)
     online = online.sort_values(["customer_id", "rank"]).reset_index(drop=True)
     assert len(online) > len(sample)  # k = 3 on the web: most customers get several offers
