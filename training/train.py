@@ -191,7 +191,7 @@ def fit_and_log(
             mlflow.log_artifacts(str(tmpdir), "report")
         example = pd.DataFrame(valid.X[:5], columns=full.feature_names)
         signature = infer_signature(example, p[:5])
-        info = mlflow.pyfunc.log_model(
+        info = log_pyfunc(
             name="model",
             python_model=NboPyfunc(model, FEATURE_SET.version),
             signature=signature,
