@@ -31,7 +31,7 @@ from training.datasets import TrainingSet, churn_set, propensity_set, time_split
 from models.calibrated import CalibratedBooster, NboPyfunc
 from training.report import Report, build_report
 from models.tracking import CHALLENGER, MODEL_NAMES, Tracking
-from training.registry import register
+from training.registry import log_pyfunc, register
 
 log = logging.getLogger(__name__)
 
