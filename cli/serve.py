@@ -59,7 +59,9 @@ def service_settings(
     store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
     request_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, object]:
-    """The JSON-able `ServiceSettings` (checked here so mistakes fail before any worker starts)."""
+    """The JSON-able `ServiceSettings` (checked here so mistakes fail before any worker starts).
+
+    Also imports the data's contact history into the store, once for all workers (`seed_contact_store`)."""
     from serving.settings import EngineSettings, latest_features_file
     from serving.service_config import ServiceSettings
 
@@ -71,7 +73,7 @@ def service_settings(
         raise NboError(f"--features {features_file} does not exist (run `nbo features`)")
     from cli._preflight import check_service_inputs
 
-    check_service_inputs(data, features_file, store)  # bad data: one line and exit 2, not a crashing worker
+    tables = check_service_inputs(data, features_file, store)  # bad data: one line and exit 2, not a crashing worker
     if policy is not None:
         from serving.policy import load_policy
 
@@ -86,7 +88,11 @@ def service_settings(
     engine = EngineSettings(
         data_dir=data, features_path=features_file, tracking_uri=tracking_uri, policy_path=policy, store=store,
         store_timeout_s=store_timeout_s, store_checkpoint_s=DEFAULT_STORE_CHECKPOINT_S,
+        # Compiled champions are shared by the workers and kept across restarts (models/compiled.py).
+        compiled_cache=state_dir.resolve() / "compiled",
+        seed_history=False,  # seeded once, by `seed_contact_store` below, not by each worker
     )
+    seed_contact_store(engine, policy, tables)
     settings = ServiceSettings(
         engine=json.loads(engine.model_dump_json()),
         reload_interval_s=reload_interval_s,
@@ -97,6 +103,25 @@ def service_settings(
         request_timeout_s=request_timeout_s,
     )
     return json.loads(settings.model_dump_json())
+
+
+def seed_contact_store(engine: object, policy: Path | None, tables: dict[str, object]) -> None:
+    """Import the data's contact history into the store once, before the workers start (each worker
+    used to do it: ~2 s each, two processes writing the same store at once). `tables`: the data
+    directory's tables the checks read (contacts and offers)."""
+    from serving.engine import seed_store
+    from serving.policy import ContactPolicy, load_policy
+    from serving.settings import open_store
+
+    if "contacts" not in tables:
+        return  # no contact history in the data
+    store = open_store(engine.store, engine.store_horizon_days, engine.store_timeout_s,  # type: ignore[attr-defined]
+                       engine.store_checkpoint_s)  # type: ignore[attr-defined]
+    try:
+        store.check_policy(load_policy(policy) if policy is not None else ContactPolicy())
+        seed_store(store, tables["contacts"], tables["offers"])  # type: ignore[arg-type]
+    finally:
+        store.close()
 
 
 def service_command(host: str, port: int, console: bool = True) -> list[str]:
@@ -210,11 +235,11 @@ def serve(
         from cli.options import parse_as_of
 
         start = parse_as_of(clock_start, "--clock-start").to_pydatetime()
-    settings = service_settings(data, features, tracking_uri, policy, store, state_dir, reload_interval,
-                                max_body_kib * 1024, start, store_timeout, timeout)
     from cli._preflight import check_redis_persistence
 
     check_redis_persistence(store, accept_volatile_redis)  # caps that a Redis restart would forget: refused
+    settings = service_settings(data, features, tracking_uri, policy, store, state_dir, reload_interval,
+                                max_body_kib * 1024, start, store_timeout, timeout)
     env = service_env(settings, workers, timeout, access_log, bentoml_home=private_bentoml_home(state_dir))
     cmd = service_command(host, port, console)
     typer.echo(f"nbo service on http://{host}:{port} ({workers} worker(s)); Ctrl-C stops it", err=True)

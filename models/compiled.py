@@ -5,9 +5,11 @@ straight-line code with LLVM. Measured on 2 cores (148 trees, 81 features): 50 r
 0.022 ms, 100,000 rows 443 ms -> 60 ms, outputs equal to ~1e-16. That is a tenth of a request's
 CPU online and most of batch scoring's model time.
 
-Compilation takes a few seconds per model and happens in memory, unless a cache directory is given
-(batch scoring gives its work directory, so its worker processes load what the driver compiled
-instead of compiling again; files are named by a hash of the model's text). The compiled
+Compilation takes seconds per model (15-40 s for the demo's champions on a busy 2-core machine) and
+happens in memory, unless a cache directory is given (batch scoring gives its work directory, so its
+worker processes load what the driver compiled; `nbo serve` gives `STATE_DIR/compiled`, so one
+worker compiles while the other waits for its file, and a restart loads it). Files are named by a
+hash of the model's text; a lock on the directory lets one process at a time compile. The compiled
 forest is checked against the booster on the sample it is given; any difference above `TOLERANCE`,
 a missing lleaves, or a failed compilation leaves the booster in use (logged with the reason),
 so the answers never depend on whether compilation worked.
@@ -15,6 +17,7 @@ so the answers never depend on whether compilation worked.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -53,13 +56,20 @@ class CompiledForest:
                     model.compile()  # in memory: nothing is written
                 else:
                     cached = Path(cache_dir) / f"forest-{hashlib.sha256(text.encode()).hexdigest()[:32]}.bin"
-                    if cached.exists():
-                        model.compile(cache=str(cached))
-                    else:  # compiled to a private name, renamed when whole: readers never see half a file
-                        cached.parent.mkdir(parents=True, exist_ok=True)
-                        partial = cached.with_name(f".{cached.name}.{os.getpid()}")
-                        model.compile(cache=str(partial))
-                        os.replace(partial, cached)
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    # One process compiles, the others (the service's workers) wait and load its
+                    # file: a lock on the directory itself (released when its descriptor closes).
+                    lock = os.open(cached.parent, os.O_RDONLY)
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_EX)
+                        if cached.exists():
+                            model.compile(cache=str(cached))
+                        else:  # compiled to a private name, renamed when whole: readers never see half a file
+                            partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+                            model.compile(cache=str(partial))
+                            os.replace(partial, cached)
+                    finally:
+                        os.close(lock)
         self._model = model
 
     def predict(self, X: np.ndarray) -> np.ndarray:

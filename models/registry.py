@@ -42,14 +42,21 @@ class LoadedModel:
         return f"{self.name}/{self.version}"
 
 
-def load_model(client: MlflowClient, name: str, alias: str = CHAMPION, version: str | None = None) -> LoadedModel:
-    """Load `name@alias` (or an explicit version) from the registry."""
+def load_model(client: MlflowClient, name: str, alias: str = CHAMPION, version: str | None = None,
+               check_requirements: bool = True) -> LoadedModel:
+    """Load `name@alias` (or an explicit version) from the registry.
+
+    `check_requirements=False` skips MLflow's comparison of the model's pip requirements and Python
+    version with the running environment (warnings only; ~0.8 s per model, it reads the metadata of
+    every installed package): the service skips it at each start and reload (docs/service.md §2).
+    The feature-set version, which decides whether a model can score at all, is checked by nbo.
+    """
     try:
         mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
     except MlflowException:
         what = f"version {version}" if version else f"alias @{alias}"
         raise NboError(f"model {name} has no {what} in the registry (train first: nbo train)") from None
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}", suppress_warnings=not check_requirements)
     wrapped = pyfunc.unwrap_python_model()
     if not isinstance(wrapped, NboPyfunc):
         raise NboError(f"{name}/{mv.version} is not an nbo model")

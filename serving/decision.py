@@ -3,7 +3,7 @@
 The types every caller of the decision pipeline sees (`Decision` is what `/recommend` answers),
 the suppression reason codes in the order the arbiter checks them, `BlockResult` (the arbiter's
 answer for a block of customers) and `top_reasons`, the one formatting of a shown offer's largest
-feature contributions.
+feature contributions as codes (their plain words: `serving.reasons`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 #: Reason codes for a suppressed candidate, in the order the checks run.
 REASON_CODES: tuple[str, ...] = (
@@ -46,11 +46,16 @@ INVALID_SCORE = REASON_INDEX["invalid_score"]
 TOP_REASONS = 3
 
 
+def top_indices(contributions: np.ndarray | Sequence[float]) -> list[int]:
+    """Positions of the `TOP_REASONS` largest contributions by magnitude (ties: first name)."""
+    values = np.asarray(contributions, dtype=np.float64)
+    return np.argsort(-np.abs(values), kind="stable")[:TOP_REASONS].tolist()
+
+
 def top_reasons(names: Sequence[str], contributions: np.ndarray | Sequence[float]) -> list[str]:
     """The `TOP_REASONS` largest contributions by magnitude (ties: first name), as "name:+value"."""
     values = np.asarray(contributions, dtype=np.float64)
-    top = np.argsort(-np.abs(values), kind="stable")[:TOP_REASONS]
-    return [f"{names[j]}:{float(values[j]):+.4g}" for j in top.tolist()]
+    return [f"{names[j]}:{float(values[j]):+.4g}" for j in top_indices(values)]
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,10 @@ class ShownOffer(BaseModel):
     expected_value: float
     propensity: float
     explored: bool
+    #: Reason codes: the largest feature contributions ("name:+log-odds"), then the arbiter's own.
     reasons: list[str]
+    #: The same reasons in plain words, in the same order (`serving.reasons`).
+    reason_texts: list[str] = Field(default_factory=list)
 
 
 class Suppressed(BaseModel):
@@ -118,6 +126,8 @@ class Suppressed(BaseModel):
 
     offer_id: str
     reason: str
+    #: The reason in plain words, with the setting that removed the offer (`serving.reasons`).
+    reason_text: str = ""
 
 
 class Decision(BaseModel):

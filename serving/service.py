@@ -73,6 +73,10 @@ def _store_down(what: str) -> Any:
     )
 
 
+#: Loggers whose INFO lines a worker shows (its start phases, model loads and compilation).
+STARTUP_LOGGERS = ("nbo.service", "serving.engine", "models.compiled")
+
+
 # ------------------------------------------------------------------------------ the service
 @bentoml.service(name="nbo", workers=2, traffic={"timeout": 2})
 class Recommender:
@@ -85,9 +89,18 @@ class Recommender:
 
         # First: a worker whose supervisor dies while it loads must not live on either.
         threading.Thread(target=watch_supervisor, args=(os.getppid(),), name="nbo-supervisor-watch", daemon=True).start()
+        began = time.perf_counter()
+        for name in STARTUP_LOGGERS:  # the start phases below are INFO lines (BentoML's root is WARNING)
+            logging.getLogger(name).setLevel(logging.INFO)
         self.settings = ServiceSettings.from_env()
         self.metrics = _metrics()
-        self.engine = DecisionEngine.from_settings(EngineSettings.model_validate(self.settings.engine))
+        log.info("start: loading policy, catalogue, features, contact store and champions")
+        # The champions serve with their boosters at once; their compiled forests (lleaves, ~3x
+        # faster, same answers) replace them when a thread has compiled them: a start is seconds,
+        # not the ~30 s of LLVM it took when compiling came first (benchmarks/bench_startup.py).
+        self.engine = DecisionEngine.from_settings(EngineSettings.model_validate(self.settings.engine),
+                                                   compile_in_background=True)
+        self.engine.on_models_swapped = gc.freeze
         self.store_health = StoreHealth(lambda: self.engine.store.read_customer(PROBE_ID, self.settings.now()), STORE_ERRORS)
         if self.engine.models is None:
             self.metrics["reload_failures"].inc()
@@ -95,9 +108,14 @@ class Recommender:
         self._marker = self.settings.state_dir / "reload-request"
         self._marker_seen = self._marker.stat().st_mtime if self._marker.exists() else 0.0
         self._stop = threading.Event()
+        loaded = time.perf_counter()
         self._warm_up()
         WORKER["recommender"] = self  # the Guard answers /recommend through `decide`
         self._ready = True
+        models = self.engine.models
+        log.info("ready in %.1f s (engine %.1f s, warm-up %.1f s); models: %s", time.perf_counter() - began,
+                 loaded - began, time.perf_counter() - loaded,
+                 ", ".join(f"{k} {v}" for k, v in models.scoring.items()) if models else f"fallback ({self.engine.models_error})")
         self._thread = threading.Thread(target=self._reload_loop, name="nbo-reload", daemon=True)
         self._thread.start()
 

@@ -18,8 +18,11 @@ Promotion has two gates, in this order, whatever the alias state:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,12 +163,49 @@ def promote(client: MlflowClient, name: str, force: bool = False, require_ope: b
     return Promotion(ok, reason, challenger_v, champion_v, metrics)
 
 
+#: MLflow warns on every `log_model` of a Python object that it is pickled (CloudPickle) and that
+#: unpickling runs code. The object is nbo's own `NboPyfunc`, read back only by nbo from the registry
+#: nbo wrote (docs/training.md, "What is logged"): the warning is dropped for that call, and only it.
+PICKLE_WARNING = "Passing a Python object as `python_model`"
+
+
+class _DropPickleWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(PICKLE_WARNING)
+
+
+def log_pyfunc(**kwargs: object) -> object:
+    """`mlflow.pyfunc.log_model(**kwargs)` without MLflow's pickling warning (see `PICKLE_WARNING`)."""
+    logger = logging.getLogger("mlflow.pyfunc")
+    drop = _DropPickleWarning()
+    logger.addFilter(drop)
+    try:
+        return mlflow.pyfunc.log_model(**kwargs)  # type: ignore[arg-type]
+    finally:
+        logger.removeFilter(drop)
+
+
+@contextlib.contextmanager
+def _registry_prints() -> Iterator[None]:
+    """MLflow's registry prints "Successfully registered model ..." and "Created version ..." to
+    stderr with `print`, outside logging: caught here and logged at DEBUG (nbo logs the outcome)."""
+    caught = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(caught):
+            yield
+    finally:
+        for line in caught.getvalue().splitlines():
+            if line.strip():
+                log.debug("mlflow: %s", line.strip())
+
+
 def register(client: MlflowClient, model_uri: str, name: str, alias: str = CHALLENGER) -> str:
     """Register a logged model as a new version of `name` and point `alias` at it.
 
     The alias moves only once the version is READY: a failed registration moves no alias.
     """
-    version = mlflow.register_model(model_uri, name)
+    with _registry_prints():
+        version = mlflow.register_model(model_uri, name)
     client.set_registered_model_alias(name, alias, version.version)
     log.info("registered %s version %s as %s", name, version.version, alias)
     return str(version.version)

@@ -32,7 +32,7 @@ from training.datasets import TrainingSet, churn_set, propensity_set, time_split
 from models.calibrated import CalibratedBooster, NboPyfunc
 from training.report import Report, build_report, calibration_counts
 from models.tracking import CHALLENGER, MODEL_NAMES, Tracking
-from training.registry import BASELINES_TAG, register
+from training.registry import BASELINES_TAG, log_pyfunc, register
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def fit_and_log(
             mlflow.log_artifacts(str(tmpdir), "report")
         example = pd.DataFrame(valid.X[:5], columns=full.feature_names)
         signature = infer_signature(example, p[:5])
-        info = mlflow.pyfunc.log_model(
+        info = log_pyfunc(
             name="model",
             python_model=NboPyfunc(model, FEATURE_SET.version),
             signature=signature,

@@ -29,15 +29,18 @@ from serving.pipeline import CustomerBlock
 from serving.rules import Rule
 from serving.settings import EngineSettings, latest_features_file
 
-#: The output: one row per (customer, offer) chosen.
+#: The output: one row per (customer, offer) chosen; `reason_texts` is `reasons` in plain words
+#: (`serving.reasons`), last so that readers of the earlier columns are unaffected.
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "customer_id", "offer_id", "rank", "p_accept", "expected_value", "propensity", "reasons", "decision_id",
+    "reason_texts",
 )
 #: A plan also has one row per customer without an offer (`offer_id` null, `no_offer` = why).
 PLAN_SCHEMA = pa.schema([
     ("customer_id", pa.string()), ("offer_id", pa.string()), ("rank", pa.int32()), ("p_accept", pa.float64()),
     ("expected_value", pa.float64()), ("propensity", pa.float64()), ("reasons", pa.string()),
     ("decision_id", pa.string()), ("category", pa.string()), ("model_versions", pa.string()), ("no_offer", pa.string()),
+    ("reason_texts", pa.string()),
 ])
 PLAN_COLUMNS: tuple[str, ...] = tuple(PLAN_SCHEMA.names)
 REASON_SEPARATOR = "; "
@@ -93,7 +96,7 @@ def plan_chunk(
         cols["no_offer"].append(no_offer)
         cols["category"].append(category)
         if offer is None:
-            for c in ("offer_id", "reasons"):
+            for c in ("offer_id", "reasons", "reason_texts"):
                 cols[c].append(None)
             cols["rank"].append(0)
             for c in ("p_accept", "expected_value"):
@@ -106,6 +109,7 @@ def plan_chunk(
             cols["expected_value"].append(offer.expected_value)
             cols["propensity"].append(offer.propensity)
             cols["reasons"].append(REASON_SEPARATOR.join(offer.reasons))
+            cols["reason_texts"].append(REASON_SEPARATOR.join(offer.reason_texts))
 
     if segment is not None and len(frame):
         keep = segment.evaluate_frame(frame)

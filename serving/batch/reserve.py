@@ -87,7 +87,7 @@ def reserve_plan(engine: DecisionEngine, plan: pd.DataFrame, job: BatchJob) -> t
             refused_rows.append(first)
     out = plan.assign(rank=ranks.astype(np.int32), no_offer=no_offer)
     gone = out["no_offer"].notna()
-    out.loc[gone, ["offer_id", "reasons", "category"]] = None
+    out.loc[gone, ["offer_id", "reasons", "reason_texts", "category"]] = None
     out.loc[gone, ["p_accept", "expected_value"]] = math.nan
     # A decision the store refused makes no contact whatever was drawn: probability 1 (the caps'
     # refusals are not randomised); the plan's own no-offer rows keep theirs.

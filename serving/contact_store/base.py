@@ -322,12 +322,19 @@ class ContactStore(ABC):
         """Many large transactions follow from this thread (batch reservation): tune for throughput.
         A hint; stores without anything to tune ignore it."""
 
+    def window_days(self, policy: ContactPolicy) -> int:
+        """`policy.longest_window_days`, derived once for the last policy object seen (every store
+        call reads it; a policy is frozen, and a changed one is another object)."""
+        last = getattr(self, "_window", None)
+        if last is None or last[0] is not policy:
+            last = self._window = (policy, policy.longest_window_days)
+        return last[1]
+
     def check_policy(self, policy: ContactPolicy) -> None:
         """Refuse a policy whose longest window reaches past the history this store keeps."""
-        if policy.longest_window_days > self.horizon_days:
-            raise ConfigError(
-                f"policy needs {policy.longest_window_days} days of history; store keeps {self.horizon_days}"
-            )
+        days = self.window_days(policy)
+        if days > self.horizon_days:
+            raise ConfigError(f"policy needs {days} days of history; store keeps {self.horizon_days}")
 
     @abstractmethod
     def check_and_reserve(
