@@ -299,7 +299,7 @@ def run_demo_service(directory: Path, data_dir: Path, features_path: Path, port:
             typer.echo(f"   API key in {key_file} (as of {pd.Timestamp(as_of).date() if as_of is not None else 'now'})")
             typer.echo(f"   try it:\n\n{curl}\n")
             typer.echo(json.dumps(answer.json(), indent=2))
-            typer.echo(f"\n   OpenAPI: {url}/docs.json (with the key), metrics: {url}/metrics, "
+            typer.echo(f"\n   API page: {url}/ (Authorize with the key), OpenAPI: {url}/docs.json, metrics: {url}/metrics, "
                        f"console: {url}/console/ (log in with the key). Ctrl-C stops the service.")
             proc.wait()
         except KeyboardInterrupt:
