@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -81,6 +81,11 @@ def service_settings(
         policy = policy.resolve()
     if not store.startswith(("redis://", "rediss://", "unix://")):
         store = str(Path(store.removeprefix("sqlite:///")).resolve())
+    from features import materialised_meta
+
+    now = clock_start if clock_start is not None else datetime.now(UTC).replace(tzinfo=None)
+    for line in clock_warnings(now, tables["offers"], materialised_meta(features_file)["as_of"], clock_start is not None):
+        typer.echo(f"warning: {line}", err=True)
     if tracking_uri is None:
         from models.tracking import resolve_tracking
 
@@ -103,6 +108,36 @@ def service_settings(
         request_timeout_s=request_timeout_s,
     )
     return json.loads(settings.model_dump_json())
+
+
+#: Features older or newer than the service's clock by more than this are named in a warning.
+FEATURES_CLOCK_GAP_DAYS = 7
+
+
+def clock_warnings(now: datetime, offers: object, features_as_of: object, simulated: bool) -> list[str]:
+    """What is wrong with the service's clock for this data, in plain words (empty: nothing).
+
+    On a simulated world the real clock is months or years after the data: every offer is out of
+    its validity window and `/recommend` answers `offers: []` for everyone, and the features describe
+    customers as they were long ago. Both were silent; `--clock-start` is the fix."""
+    import pandas as pd
+
+    table = offers  # the offers table of the data directory
+    ts = pd.Timestamp(now)
+    found: list[str] = []
+    fix = "" if simulated else "; on simulated or past data pass --clock-start (e.g. the features' date)"
+    if len(table):  # type: ignore[arg-type]
+        valid = (pd.to_datetime(table["valid_from"]) <= ts) & (ts <= pd.to_datetime(table["valid_to"]))  # type: ignore[index]
+        if not valid.any():
+            first, last = pd.to_datetime(table["valid_from"]).min(), pd.to_datetime(table["valid_to"]).max()  # type: ignore[index]
+            found.append(f"the service's clock ({ts:%Y-%m-%d %H:%M} UTC) is outside every offer's validity "
+                         f"({first:%Y-%m-%d} to {last:%Y-%m-%d}): /recommend will answer offers: [] for everyone{fix}")
+    gap = (ts - pd.Timestamp(features_as_of)).total_seconds() / 86400  # type: ignore[arg-type]
+    if abs(gap) > FEATURES_CLOCK_GAP_DAYS:
+        when = "after" if gap > 0 else "before"
+        found.append(f"the service's clock ({ts:%Y-%m-%d}) is {abs(gap):.0f} days {when} the features' date "
+                     f"({pd.Timestamp(features_as_of):%Y-%m-%d}): decisions use customers as they were then{fix}")  # type: ignore[arg-type]
+    return found
 
 
 def seed_contact_store(engine: object, policy: Path | None, tables: dict[str, object]) -> None:

@@ -159,3 +159,21 @@ def test_registering_a_model_prints_nothing_of_mlflows(tmp_path: Path, capfd: py
     assert version == "1" and str(client.get_model_version_by_alias("nbo-quiet-test", "challenger").version) == "1"
     assert "Successfully registered" not in out + err and "Created version" not in out + err
     assert "CloudPickle" not in out + err
+
+
+def test_serve_warns_when_its_clock_misses_the_data(data_dir: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`nbo serve --data DIR` on simulated data answered `offers: []` for everyone (every offer out of
+    its validity at the real clock) without a word; `--clock-start` was the silent fix."""
+    from cli.serve import service_settings
+
+    features = tmp_path / "features.parquet"
+    assert runner.invoke(app, ["features", "--data", str(data_dir), "--as-of", "2025-01-25", "--out", str(features)]).exit_code == 0
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    service_settings(data_dir, features, uri, None, str(tmp_path / "c.db"), tmp_path / "state")  # the real clock
+    err = capsys.readouterr().err
+    assert "outside every offer's validity" in err and "offers: [] for everyone" in err and "--clock-start" in err
+    assert "days after the features' date (2025-01-25)" in err
+    service_settings(data_dir, features, uri, None, str(tmp_path / "c.db"), tmp_path / "state",
+                     clock_start=pd.Timestamp("2025-01-25 10:00").to_pydatetime())
+    assert "warning" not in capsys.readouterr().err  # the world's own clock: nothing to say
