@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -214,17 +215,24 @@ def service_env(settings: dict[str, object], workers: int, timeout_s: float, acc
     return env
 
 
-def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 120.0) -> None:
-    """Poll `url/readyz` until 200; raise NboError if the process dies or time runs out."""
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 120.0,
+               progress: Callable[[float], None] | None = None, every_s: float = 5.0) -> float:
+    """Poll `url/readyz` until 200 and return the seconds it took; raise NboError if the process
+    dies or time runs out. `progress(seconds so far)` is called every `every_s` while waiting."""
     import httpx
 
-    deadline = time.monotonic() + timeout_s
+    began = time.monotonic()
+    deadline = began + timeout_s
+    told = began
     while time.monotonic() < deadline:
+        if progress is not None and time.monotonic() - told >= every_s:
+            told = time.monotonic()
+            progress(told - began)
         if proc is not None and proc.poll() is not None:
             raise NboError(f"the service exited with status {proc.returncode} before it was ready")
         try:
             if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return
+                return time.monotonic() - began
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
@@ -278,6 +286,8 @@ def serve(
     env = service_env(settings, workers, timeout, access_log, bentoml_home=private_bentoml_home(state_dir))
     cmd = service_command(host, port, console)
     typer.echo(f"nbo service on http://{host}:{port} ({workers} worker(s)); Ctrl-C stops it", err=True)
+    typer.echo("starting: each worker logs 'start: ...' and 'ready in N s'; GET /readyz answers 200 once one is ready",
+               err=True)
     if console:
         typer.echo(f"console: http://{host}:{port}/console/ (log in with an API key)", err=True)
     sys.stdout.flush()
@@ -318,10 +328,13 @@ def run_demo_service(directory: Path, data_dir: Path, features_path: Path, port:
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(service_command("127.0.0.1", port), env=env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
+            typer.echo("   starting 2 workers: each loads the data, features and champion models, then warms up")
             try:
-                wait_ready(url, proc, timeout_s=180)
+                took = wait_ready(url, proc, timeout_s=180,
+                                  progress=lambda t: typer.echo(f"   ... not ready yet ({t:.0f} s; log: {log_path})"))
             except NboError as exc:
                 raise NboError(f"{exc}; see {log_path}") from None
+            typer.echo(f"   ready in {took:.1f} s (the champions are compiled in the background: faster answers shortly)")
             frame, _ = read_materialised(settings["engine"]["features_path"])  # type: ignore[index]
             active = frame[frame["recency_days"] < 30] if "recency_days" in frame else frame
             customer = str((active if len(active) else frame).index[0])
