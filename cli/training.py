@@ -20,6 +20,7 @@ class Which(str, enum.Enum):
     propensity = "propensity"
     churn = "churn"
     all = "all"
+    uplift = "uplift"
 
 
 class ModelKind(str, enum.Enum):
@@ -32,7 +33,8 @@ class ModelKind(str, enum.Enum):
 def train(
     data: Path = typer.Option(..., "--data", help="Data directory (docs/data.md)."),
     as_of: str = typer.Option(..., "--as-of", help="Training date (UTC); nothing at or after it is used."),
-    model: Which = typer.Option(Which.all, "--model", help="Which model to train."),
+    model: Which = typer.Option(Which.all, "--model", help="Which model to train (`all`: propensity and churn; "
+                                "`uplift` on its own: it needs decisions without contact, docs/training.md)."),
     horizon_days: int = typer.Option(90, "--horizon-days", min=1, max=730, help="Churn horizon H in days."),
     window_days: int = typer.Option(7, "--window-days", min=1, max=90, help="Acceptance window in days."),
     max_exposures: int = typer.Option(None, "--max-exposures", min=1000,
@@ -54,6 +56,17 @@ def train(
     tracking.activate()
     config = TrainConfig(as_of=when, window_days=window_days, horizon_days=horizon_days,
                          max_exposures=max_exposures, seed=seed)
+    if model == Which.uplift:
+        from training.uplift import UpliftConfig, fit_and_log_uplift
+
+        typer.echo("training uplift ...")
+        up = fit_and_log_uplift(dataset, UpliftConfig(as_of=when, window_days=window_days, seed=seed), tracking,
+                                data_dir=data)
+        typer.echo(up.summary())
+        typer.echo(f"-> registered {up.registered_name} version {up.version} as @challenger (run {up.run_id})\n")
+        typer.echo(json.dumps({"uplift": {"version": up.version, "run_id": up.run_id, **up.metrics}}, indent=2,
+                              default=float))
+        return
     which = ["propensity", "churn"] if model == Which.all else [model.value]
     results = []
     for name in which:
@@ -76,18 +89,28 @@ def train(
 @app.command()
 @user_errors
 def promote(
-    model: str = typer.Option(..., "--model", help="Registered model name (nbo-propensity, nbo-churn) or "
-                                                    "propensity/churn/all."),
-    force: bool = typer.Option(False, "--force", help="Promote without comparing."),
+    model: str = typer.Option(..., "--model", help="Registered model name (nbo-propensity, nbo-churn, nbo-uplift) "
+                                                    "or propensity/churn/uplift/all (all: propensity and churn)."),
+    force: bool = typer.Option(False, "--force", help="Promote without the baseline gate and the champion "
+                                                      "comparison (the output says what was skipped)."),
     require_ope: bool = typer.Option(False, "--require-ope", help="Also require the latest `nbo evaluate` of "
                                      "challenger vs champion to pass (challenger's DR lower bound > champion's DR)."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
-    """Move `champion` to the `challenger` if it is at least as good on the same validation data."""
+    """Move `champion` to the `challenger` if it beats its run's best baseline and is at least as good
+    as the champion on the same validation data."""
     from training.registry import promote as do_promote
-    from models.tracking import MODEL_NAMES, resolve_tracking
+    from training.registry import promote_uplift
+    from models.tracking import MODEL_NAMES, UPLIFT_MODEL, resolve_tracking
 
     client = resolve_tracking(tracking_uri).activate()
+    if model in ("uplift", UPLIFT_MODEL):
+        result = promote_uplift(client, UPLIFT_MODEL, force=force)
+        verb = "promoted" if result.promoted else "not promoted"
+        typer.echo(f"{UPLIFT_MODEL}: {verb} - {result.reason}")
+        if not result.promoted and not force and result.metrics:
+            raise typer.Exit(code=1)
+        return
     if model == "all":
         names = list(MODEL_NAMES.values())
     else:
@@ -96,7 +119,8 @@ def promote(
         if name not in MODEL_NAMES.values():
             raise NboError(f"unknown model {name!r}; use {', '.join(MODEL_NAMES.values())}")
         result = do_promote(client, name, force=force, require_ope=require_ope)
-        verb = "promoted" if result.promoted else "kept the champion"
+        verb = ("promoted" if result.promoted else
+                "not promoted (no champion)" if result.champion_before is None else "kept the champion")
         typer.echo(f"{name}: {verb} - {result.reason}")
         if not result.promoted and not force and result.metrics:
             raise typer.Exit(code=1)

@@ -15,7 +15,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from models.calibrated import CalibratedBooster, NboPyfunc
-from models.tracking import CHAMPION
+from models.tracking import CHAMPION, UPLIFT_MODEL
+from models.uplift import UpliftBooster, UpliftPyfunc
 from nbo.errors import NboError
 
 #: Tag prefix of off-policy evaluation runs (`nbo evaluate`).
@@ -60,6 +61,39 @@ def load_model(client: MlflowClient, name: str, alias: str = CHAMPION, version: 
     if not isinstance(wrapped, NboPyfunc):
         raise NboError(f"{name}/{mv.version} is not an nbo model")
     return LoadedModel(name, str(mv.version), str(mv.run_id), wrapped.model, wrapped.feature_set_version)
+
+
+@dataclass(frozen=True)
+class LoadedUplift:
+    """A registered uplift model version (`models.uplift.UpliftBooster`), unwrapped."""
+
+    name: str
+    version: str
+    run_id: str
+    model: UpliftBooster
+    feature_set_version: str
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.model.feature_names_in_)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+def load_uplift(client: MlflowClient, alias: str = CHAMPION, version: str | None = None,
+                name: str = UPLIFT_MODEL) -> LoadedUplift:
+    """Load the uplift model `name@alias` (or an explicit version) from the registry."""
+    try:
+        mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        what = f"version {version}" if version else f"alias @{alias}"
+        raise NboError(f"model {name} has no {what} in the registry (train first: nbo train --model uplift)") from None
+    wrapped = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}").unwrap_python_model()
+    if not isinstance(wrapped, UpliftPyfunc):
+        raise NboError(f"{name}/{mv.version} is not an nbo uplift model")
+    return LoadedUplift(name, str(mv.version), str(mv.run_id), wrapped.model, wrapped.feature_set_version)
 
 
 

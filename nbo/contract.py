@@ -16,6 +16,7 @@ from nbo.vocab import (
     CONTACT_CHANNELS,
     EVENT_CHANNELS,
     EVENT_TYPES,
+    NO_OFFER_REASONS,
     OFFER_KINDS,
     OUTCOMES,
 )
@@ -40,6 +41,9 @@ class ColumnSpec:
     #: every rule above applies. `if_absent` says what nbo does without it.
     required: bool = True
     if_absent: str = ""
+    #: False: the column's absence is the usual case (a feature some data has), not a limitation
+    #: worth a line in `nbo.data.limitations`.
+    absence_limits: bool = True
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,18 @@ class TableSpec:
     example: dict[str, object] = field(default_factory=dict)
     required: bool = True
     if_absent: str = ""
+    #: False: the file's absence is the usual case, not a limitation worth a line in `limitations`.
+    absence_limits: bool = True
+    #: Columns named `<prefix><name>` for any name (e.g. `contacts.attr_price`): how each is checked.
+    #: Its `name` is the prefix. None: the table has no such family of columns.
+    attribute_columns: ColumnSpec | None = None
+
+    def attribute_names(self, columns: object) -> tuple[str, ...]:
+        """The attribute names among `columns` (`attr_price` -> `price`), in their order."""
+        if self.attribute_columns is None:
+            return ()
+        prefix = self.attribute_columns.name
+        return tuple(str(c)[len(prefix):] for c in columns if str(c).startswith(prefix))
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -74,6 +90,11 @@ class TableSpec:
 
 
 ID_MAX = 128
+#: Decision-time offer attributes: `contacts.attr_<name>` columns, `/recommend`'s
+#: `offer_attributes` and `nbo score --offer-attributes` (issue 20 item 2).
+ATTRIBUTE_PREFIX = "attr_"
+#: An attribute's name: lower-case letters, digits and `_`, starting with a letter, at most 32.
+ATTRIBUTE_NAME = r"[a-z][a-z0-9_]{0,31}"
 
 CUSTOMERS = TableSpec(
     name="customers",
@@ -234,6 +255,39 @@ OFFERS = TableSpec(
             max_length=4096,
             doc="A rule over customer features and context; empty means everyone.",
         ),
+        ColumnSpec(
+            "base_offer_id",
+            "str",
+            nullable=True,
+            max_length=ID_MAX,
+            doc="For an incentive variant (the same offer with 10 % off, free delivery...): the plain "
+            "offer it is a variant of; empty for a plain offer.",
+            required=False,
+            if_absent="every offer is a plain offer (no incentive variants)",
+            absence_limits=False,
+        ),
+        ColumnSpec(
+            "incentive",
+            "str",
+            nullable=True,
+            max_length=64,
+            doc="The variant's incentive, e.g. `pct10`, `free_delivery`; empty for a plain offer. "
+            "A variant's `value` is the plain offer's margin less `incentive_cost`.",
+            required=False,
+            if_absent="every offer is a plain offer (no incentive variants)",
+            absence_limits=False,
+        ),
+        ColumnSpec(
+            "incentive_cost",
+            "float",
+            nullable=True,
+            min_value=0.0,
+            doc="What the incentive gives away per acceptance (currency units); required for every "
+            "row with an incentive, empty or 0 for a plain offer.",
+            required=False,
+            if_absent="no incentive costs (no incentive variants)",
+            absence_limits=False,
+        ),
     ),
     example={
         "offer_id": "o-travel-city",
@@ -275,6 +329,23 @@ CONTACTS = TableSpec(
         ColumnSpec("outcome", "str", allowed=OUTCOMES),
         ColumnSpec("outcome_ts", "ts", nullable=True, doc="When the outcome was observed; empty while pending."),
     ),
+    attribute_columns=ColumnSpec(
+        ATTRIBUTE_PREFIX,
+        "float",
+        nullable=True,
+        min_value=0.0,
+        doc=(
+            "`attr_<name>` (any number of them; `<name>`: lower-case letters, digits and `_`, "
+            "starting with a letter, at most 32): a numeric attribute of the offer as the customer "
+            "faced it in this decision: its price, a discount, a display or feature flag (0/1). "
+            "Finite and >= 0. A decision gives an attribute for all its candidates or for none "
+            "(empty cells: not logged); given for some candidates only is refused. The propensity "
+            "model learns from them, alone and relative to the decision's other candidates "
+            "(docs/features.md); `/recommend` and `nbo score` take the current ones."
+        ),
+        required=False,
+        if_absent="the propensity model has no decision-time offer attributes (no price response)",
+    ),
     example={
         "decision_id": "d-000000017",
         "customer_id": "c000042",
@@ -284,7 +355,58 @@ CONTACTS = TableSpec(
         "propensity": 0.125,
         "outcome": "accepted",
         "outcome_ts": "2025-06-03T20:14:00Z",
+        "attr_price": 39.9,
     },
 )
 
-TABLES: dict[str, TableSpec] = {t.name: t for t in (CUSTOMERS, CONSENTS, EVENTS, OFFERS, CONTACTS)}
+NO_OFFERS = TableSpec(
+    name="no_offers",
+    doc=(
+        "Every decision that made no contact, with the probability of making none: together with "
+        "`contacts` (the decisions that made one, `decision_id` shared by both numberings) the log is "
+        "a randomised experiment. A decision is in one table or the other, never both. The "
+        "probability is over the policy's randomisation, the control group's included: the "
+        "universal control group is a random share of customers (by hashed id), so a decision on a "
+        "control channel makes no contact with probability share + (1 - share) x P(no offer | not "
+        "in control), whatever the customer's own group, and each offer in `contacts` carries "
+        "(1 - share) x (1 - no-offer rate) x P(the offer | an offer is made)."
+    ),
+    required=False,
+    absence_limits=False,
+    if_absent=(
+        "only decisions that made a contact are known: off-policy values are per contact made, and "
+        "there is no control group to measure lift against"
+    ),
+    key=("decision_id",),
+    columns=(
+        ColumnSpec("decision_id", "str", max_length=ID_MAX),
+        ColumnSpec("customer_id", "str", max_length=ID_MAX),
+        ColumnSpec("channel", "str", allowed=CONTACT_CHANNELS, doc="The channel the decision was for."),
+        ColumnSpec("ts", "ts", doc="When the decision was made (UTC)."),
+        ColumnSpec(
+            "reason",
+            "str",
+            allowed=NO_OFFER_REASONS,
+            doc="`control`: the customer is in the universal control group of this channel; `explore`: "
+            "a randomised no-offer draw; `policy`: nothing eligible, allowed or worth its cost.",
+        ),
+        ColumnSpec(
+            "propensity",
+            "float",
+            min_value=0.0,
+            min_exclusive=True,
+            max_value=1.0,
+            doc="Probability in (0, 1] that the deciding policy made no contact at this decision.",
+        ),
+    ),
+    example={
+        "decision_id": "d-000000018",
+        "customer_id": "c000042",
+        "channel": "email",
+        "ts": "2025-06-02T09:00:00Z",
+        "reason": "control",
+        "propensity": 0.0525,
+    },
+)
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in (CUSTOMERS, CONSENTS, EVENTS, OFFERS, CONTACTS, NO_OFFERS)}

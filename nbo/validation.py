@@ -8,10 +8,12 @@ naming the table, the column, how many rows are wrong and one example value. Che
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
-from nbo.contract import ColumnSpec, TableSpec
+from nbo.contract import ATTRIBUTE_NAME, ATTRIBUTE_PREFIX, ColumnSpec, TableSpec
 from nbo.errors import DataError
 from nbo.vocab import CONTACT_CHANNELS
 
@@ -201,6 +203,9 @@ def validate_frame(spec: TableSpec, raw: pd.DataFrame) -> pd.DataFrame:
     for col in spec.columns:
         if col.name in raw.columns:  # an optional column that is absent stays absent
             out[col.name] = _CONVERTERS[col.kind](spec, col, raw[col.name])
+    for name in spec.attribute_names(raw.columns):
+        col = _attribute_spec(spec, name)
+        out[col.name] = _as_float(spec, col, raw[col.name])
     extra = [c for c in raw.columns if c not in out]
     frame = pd.DataFrame(out, index=raw.index)
     for c in extra:
@@ -216,6 +221,38 @@ def validate_frame(spec: TableSpec, raw: pd.DataFrame) -> pd.DataFrame:
             )
     _table_rules(spec.name, frame)
     return frame
+
+
+def _attribute_spec(spec: TableSpec, name: str) -> ColumnSpec:
+    """The check of column `<prefix><name>` (its name must be a valid attribute name)."""
+    family = spec.attribute_columns
+    assert family is not None
+    column = f"{family.name}{name}"
+    if not re.fullmatch(ATTRIBUTE_NAME, name):
+        raise DataError(
+            spec.name,
+            "an attribute column is named `attr_` then lower-case letters, digits and `_` (a letter "
+            "first, at most 32)",
+            column=column,
+        )
+    return ColumnSpec(column, family.kind, nullable=True, min_value=family.min_value, required=False)
+
+
+def _attributes_per_decision(table: str, frame: pd.DataFrame, columns: list[str]) -> None:
+    """Every decision gives each attribute for all its candidates or for none."""
+    for column in columns:
+        given = frame[column].notna()
+        if given.all() or not given.any():
+            continue
+        per = given.groupby(frame["decision_id"].to_numpy(), sort=False).agg(["sum", "size"])
+        partial = per[(per["sum"] > 0) & (per["sum"] < per["size"])]
+        if len(partial):
+            raise DataError(
+                table,
+                f"{len(partial)} decision(s) give it for some candidates only (a decision gives an "
+                f"attribute for all its candidates or for none), e.g. decision {str(partial.index[0])!r}",
+                column=column,
+            )
 
 
 def _table_rules(table: str, frame: pd.DataFrame) -> None:
@@ -237,6 +274,35 @@ def _table_rules(table: str, frame: pd.DataFrame) -> None:
                 f"{int(bad.sum())} row(s) end before they start, e.g. offer {frame.loc[bad, 'offer_id'].iloc[0]!r}",
                 column="valid_to",
             )
+    if table == "offers" and "incentive" in frame.columns:
+        has = frame["incentive"].notna() & (frame["incentive"] != "")
+        cost = frame["incentive_cost"] if "incentive_cost" in frame.columns else pd.Series(np.nan, index=frame.index)
+        free = has & cost.isna()
+        if free.any():
+            raise DataError(
+                table,
+                f"{int(free.sum())} incentive variant(s) without an incentive_cost, e.g. offer "
+                f"{frame.loc[free, 'offer_id'].iloc[0]!r}: say what the incentive gives away per acceptance",
+                column="incentive_cost",
+            )
+        base = frame["base_offer_id"] if "base_offer_id" in frame.columns else pd.Series(None, index=frame.index)
+        orphan = has & ~base.isin(frame.loc[~has, "offer_id"])
+        if orphan.any():
+            raise DataError(
+                table,
+                f"{int(orphan.sum())} incentive variant(s) whose base_offer_id is not a plain offer of the table, "
+                f"e.g. offer {frame.loc[orphan, 'offer_id'].iloc[0]!r}",
+                column="base_offer_id",
+            )
+    if table == "no_offers":
+        zero = frame["propensity"] <= 0
+        if zero.any():
+            raise DataError(
+                table,
+                f"{int(zero.sum())} row(s) have propensity 0; a decision made no contact with "
+                f"probability in (0, 1], e.g. decision {frame.loc[zero, 'decision_id'].iloc[0]!r}",
+                column="propensity",
+            )
     if table == "contacts":
         zero = frame["propensity"] <= 0
         if zero.any():
@@ -247,6 +313,7 @@ def _table_rules(table: str, frame: pd.DataFrame) -> None:
                 f"{frame.loc[zero, 'decision_id'].iloc[0]!r}",
                 column="propensity",
             )
+        _attributes_per_decision(table, frame, [c for c in frame.columns if str(c).startswith(ATTRIBUTE_PREFIX)])
         early = frame["outcome_ts"].notna() & (frame["outcome_ts"] < frame["ts"])
         if early.any():
             raise DataError(

@@ -31,6 +31,10 @@ REASON_CODES: tuple[str, ...] = (
     "cooldown_category",
     "min_value",
     "diversity",
+    # holdouts (serving.holdout), after the arbiter: the customer is in the universal control group
+    # of this channel; the decision was randomised to "no offer"
+    "control_group",
+    "explore_no_offer",
 )
 #: Codes of `BlockResult.reason`: 0 = not suppressed, i + 1 = REASON_CODES[i].
 REASON_INDEX: dict[str, int] = {r: i + 1 for i, r in enumerate(REASON_CODES)}
@@ -68,6 +72,18 @@ class BlockResult:
     explored: np.ndarray  # (n, k) bool
     ev: np.ndarray  # (n, m) float64
     reason: np.ndarray  # (n, m) int8
+    #: (n,) P(the decision makes no contact) and (n,) the holdout code that emptied the row (0: none;
+    #: REASON_INDEX of control_group or explore_no_offer), set by `serving.holdout.hold_out`; None
+    #: before it (or without holdouts): a row makes no contact with probability 1 if it has no
+    #: pick, 0 otherwise.
+    p_none: np.ndarray | None = None
+    held: np.ndarray | None = None
+
+    def none_propensity(self, row: int) -> float:
+        """P(no contact) of row `row` (see `p_none`)."""
+        if self.p_none is not None:
+            return float(self.p_none[row])
+        return 0.0 if self.picks.shape[1] and self.picks[row, 0] >= 0 else 1.0
 
     def suppressed_order(self, row: int) -> list[int]:
         """Columns of row `row` that were suppressed, in the order a `Decision` reports them:

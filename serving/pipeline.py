@@ -10,7 +10,10 @@ One implementation serves every caller: `/recommend` (`DecisionEngine.decide`) p
 3. the arbiter applies the contact policy to the whole block (`Arbiter.arbitrate_block`) with
    the contact histories the caller read (`ContactDesk`), exploring with one seed per
    (customer, channel, now) (`draws.decision_seed`);
-4. the chosen offers are explained in one explainer call: the three largest contributions
+4. the holdouts (`serving.holdout`): customers of the universal control group get no offer on
+   the channels it holds, other decisions are randomised to "no offer" at the policy's rate, and
+   every row knows its probability of making no contact (`p_none`);
+5. the chosen offers are explained in one explainer call: the three largest contributions
    (log-odds) of each, then the arbiter's own reasons.
 
 Nothing is read from or written to the contact store here: the caller reads before (`CustomerBlock`)
@@ -31,6 +34,7 @@ from features import Context
 from serving.contact_store import ContactHistory
 from serving.decision import INVALID_SCORE, REASON_CODES, BlockResult, Decision, ShownOffer, top_indices, top_reasons
 from serving.draws import decision_seed, seeded_draws
+from serving.holdout import hold_out
 from serving.reasons import contribution_text
 
 if TYPE_CHECKING:
@@ -90,9 +94,17 @@ class DecisionBlock:
             reason_texts=self._row_reasons(i, self.reason_texts),
         )
 
+    def p_none(self, i: int) -> float:
+        """P(row i's decision makes no contact): 1 without holdouts when it has no offer."""
+        return self.result.none_propensity(i)
+
     def no_offer(self, i: int) -> str:
         """Why row i has no offer: the most frequent suppression reason of its candidates
-        (invalid scores counted first, as a `Decision` lists them), or `no_candidate`."""
+        (invalid scores counted first, as a `Decision` lists them), or `no_candidate`; a row a
+        holdout emptied says which (`control_group`, `explore_no_offer`)."""
+        held = self.result.held
+        if held is not None and held[i] > 0:
+            return REASON_CODES[int(held[i]) - 1]
         codes = self.result.reason[i]
         order = np.r_[np.flatnonzero(codes == INVALID_SCORE), np.flatnonzero((codes != INVALID_SCORE) & (codes != 0))]
         found = [REASON_CODES[int(codes[j]) - 1] for j in order.tolist()]
@@ -165,6 +177,7 @@ def decide_block(
         scored = engine.score(live_ids, channel, shared if contexts is None else {c: contexts[c] for c in live_ids}, now,
                               models, contact_rows=customers.contact_rows)
         p[rows], churn[rows], value[rows] = scored.p, scored.churn, scored.value
+    seeds = np.array([decision_seed(c, channel, now) for c in ids], dtype=np.uint64)
     result = arb.arbitrate_block(
         ids, channel, now, p,
         columns=arb.columns_of(engine.offer_ids),
@@ -172,10 +185,12 @@ def decide_block(
         churn_probability=churn,
         customer_value=value,
         k=k,
-        draws=seeded_draws(np.array([decision_seed(c, channel, now) for c in ids], dtype=np.uint64)),
+        draws=seeded_draws(seeds),
         consented=consented,
         histories=customers.histories,
     )
+    if engine.policy.holds_out:  # the control group and randomised no-offer, after the arbiter
+        result = hold_out(result, engine.policy, ids, channel, seeds)
     if scored is not None and scored.X is not None and scored.models is not None:
         reasons, texts = _top_contributions(scored, rows, result.picks, m, engine.offer_ids, arb)
     return DecisionBlock(engine, ids, channel, now, result, p, churn, fallback,

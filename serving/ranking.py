@@ -33,7 +33,7 @@ import pandas as pd
 from nbo.vocab import CONTACT_CHANNELS
 from serving.caps import CONTACT_REASONS
 from serving.catalogue import OfferCatalogue
-from serving.contact_store.base import ContactHistory, OfferRef, decision_refusal, offer_refusal, to_epoch
+from serving.contact_store.base import ContactHistory, OfferRef, decision_refusal, offer_refusal, to_epoch, touches
 from serving.contact_store.consent import ConsentBook
 from serving.decision import (
     DIVERSITY,
@@ -158,9 +158,14 @@ class Arbiter:
                 continue
             why = decision_refusal(h, channel, policy)
             row_reason[i] = why
-            if why is None:
+            if why is None:  # the empty history's verdicts, checked again where this history touches an offer
                 shows = h.offer_show_counts(policy.offer_cap.days)
-                offer_reason[i] = [0 if (r := offer_refusal(h, ref, policy, shows)) is None else REASON_INDEX[r] for ref in refs]
+                row = offer_reason[i]
+                row[:] = empty_offer[cols]
+                for j, ref in enumerate(refs):
+                    if touches(h, ref, shows):
+                        r = offer_refusal(h, ref, policy, shows)
+                        row[j] = 0 if r is None else REASON_INDEX[r]
         for reason in CONTACT_REASONS:
             rows = np.array([r == reason for r in row_reason], dtype=bool)
             if rows.any():
@@ -277,7 +282,8 @@ class Arbiter:
             dropped.append(self.suppression(offer_ids[c], REASON_CODES[int(block.reason[row, c]) - 1], channel))
         shown = self.shown(block, row, offer_ids=offer_ids, p_accept=p_accept, churn_probability=churn_probability,
                            reasons=reasons, reason_texts=reason_texts)
-        slate = math.prod(o.propensity for o in shown) if shown else 1.0
+        # No offer: the probability of making no contact (1 unless holdouts randomise it).
+        slate = math.prod(o.propensity for o in shown) if shown else block.none_propensity(row)
         return Decision(
             decision_id=decision_id or uuid.uuid4().hex,
             customer_id=customer_id,

@@ -80,14 +80,16 @@ def plan_chunk(
     """Decide a chunk of materialised rows (indexed by customer_id) without reserving anything.
 
     Rows of the plan: one per offer chosen, one per customer without an offer (`no_offer` is the
-    most frequent suppression reason of its candidates, or `segment` when the segment rule left the
-    customer out). Customers not in `customers` are skipped.
+    most frequent suppression reason of its candidates, the holdout that emptied it, or `segment`
+    when the segment rule left the customer out; `propensity` the probability of making no
+    contact). Customers not in `customers` are skipped.
     """
     if customers is not None:
         frame = frame[np.fromiter((c in customers for c in frame.index), dtype=bool, count=len(frame))]
     cols: dict[str, list[object]] = {c: [] for c in PLAN_COLUMNS}
 
-    def add(cid: str, did: str, offer: ShownOffer | None, category: str | None, versions: str, no_offer: str | None) -> None:
+    def add(cid: str, did: str, offer: ShownOffer | None, category: str | None, versions: str, no_offer: str | None,
+            p_none: float = math.nan) -> None:
         cols["customer_id"].append(cid)
         cols["decision_id"].append(did)
         cols["model_versions"].append(versions)
@@ -97,8 +99,9 @@ def plan_chunk(
             for c in ("offer_id", "reasons", "reason_texts"):
                 cols[c].append(None)
             cols["rank"].append(0)
-            for c in ("p_accept", "expected_value", "propensity"):
+            for c in ("p_accept", "expected_value"):
                 cols[c].append(math.nan)
+            cols["propensity"].append(p_none)  # of making no contact (NaN: not a decision, e.g. segment)
         else:
             cols["offer_id"].append(offer.offer_id)
             cols["rank"].append(offer.rank)
@@ -126,7 +129,7 @@ def plan_chunk(
             did = decision_id_for(job.campaign, cid, job.channel)
             offers = block.shown(i)
             if not offers:
-                add(cid, did, None, None, versions, block.no_offer(i))
+                add(cid, did, None, None, versions, block.no_offer(i), block.p_none(i))
             for o in offers:
                 add(cid, did, o, categories[o.offer_id], versions, None)
     out = pd.DataFrame(cols, columns=list(PLAN_COLUMNS))

@@ -31,6 +31,7 @@ from features.labels import LABELS, labels
 from features.lifecycle import LIFECYCLE, lifecycle
 from features.offer_history import OFFER_HISTORY, offer_history
 from features.offers import OFFER, offer_columns, prepare_offers
+from features.purchase_cycle import PURCHASE_CYCLE, purchase_cycle
 from features.rfm import RFM, rfm
 from features.stage import STAGE, stage
 from features.config import LifecycleRules
@@ -41,6 +42,8 @@ from tests.features.conftest import AS_OF
 #: A changed name or order must come with a new feature-set version: record its fingerprint here.
 FINGERPRINTS: dict[str, dict[str, str]] = {
     "1.4.0": {"customer": "14fd7a9455542888", "candidate": "658a75b445c62691", "rule_names": "e49807304e451dc6"},
+    # 1.5.0 is the offer-history work (another branch); 1.6.0 adds the purchase cycle (customer columns only)
+    "1.6.0": {"customer": "1472452b62816807", "candidate": "658a75b445c62691", "rule_names": "87e6195357804513"},
 }
 
 
@@ -61,6 +64,8 @@ def _computed_customer_groups(data) -> dict[FeatureGroup, dict[str, object]]:
     computed[CONSENTS] = consents(data.consents, index, AS_OF)
     so_far = {k: v for part in computed.values() for k, v in part.items()}
     so_far["loyalty_member"] = customers["loyalty_member"].to_numpy(dtype=np.float64)
+    computed[PURCHASE_CYCLE] = purchase_cycle(ev, n, computed[RFM]["recency_days"])
+    so_far.update(computed[PURCHASE_CYCLE])
     computed[LIFECYCLE] = lifecycle(so_far, LifecycleRules())
     computed[LABELS] = labels({**so_far, **computed[LIFECYCLE]}, CATEGORIES)
     return computed

@@ -180,3 +180,57 @@ def test_examples_are_valid_rows() -> None:
 
     for spec in TABLES.values():
         validate_frame(spec, pd.DataFrame([spec.example]))
+
+
+# ----------------------------------------------------------------------------- offer attributes (issue 20.2)
+
+
+def _with_price(frame: pd.DataFrame, prices: list[str]) -> pd.DataFrame:
+    return frame.assign(attr_price=prices)
+
+
+def test_attribute_columns_load_as_numbers(csv_dir: Path) -> None:
+    _edit(csv_dir, "contacts", lambda f: f.assign(attr_price=["2.5"] * len(f), attr_display=["1"] * len(f)))
+    data = load_dataset(csv_dir)
+    assert data.contacts["attr_price"].dtype == "float64"
+    assert data.contacts["attr_price"].tolist() == [2.5] * len(data.contacts)
+    assert data.contacts["attr_display"].tolist() == [1.0] * len(data.contacts)
+
+
+def test_an_attribute_absent_for_a_whole_decision_is_allowed(csv_dir: Path) -> None:
+    """Empty cells for every candidate of a decision: the decision did not log it."""
+    _edit(csv_dir, "contacts", lambda f: f.assign(attr_price=[""] * len(f)))
+    assert load_dataset(csv_dir).contacts["attr_price"].isna().all()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("-1", "contacts.attr_price: 1 row(s) have a value below 0, e.g. -1.0"),
+        ("cheap", "contacts.attr_price: 1 row(s) have a value that is not a number, e.g. 'cheap'"),
+        ("inf", "contacts.attr_price: 1 row(s) have an infinite value"),
+        ("NaN", "contacts.attr_price: 1 row(s) have a value that is not a number, e.g. 'NaN'"),
+    ],
+)
+def test_bad_attribute_values_are_named(csv_dir: Path, value: str, expected: str) -> None:
+    _edit(csv_dir, "contacts", lambda f: f.assign(attr_price=[value] + ["3"] * (len(f) - 1)))
+    assert expected in _error(csv_dir)
+
+
+def test_an_attribute_given_for_some_candidates_only_is_refused(csv_dir: Path) -> None:
+    """An empty price beside priced candidates of the same decision: the comparison among the
+    decision's candidates would be wrong, so the file is refused naming the decision."""
+    def edit(f: pd.DataFrame) -> pd.DataFrame:
+        f = pd.concat([f, f.iloc[[0]].assign(offer_id=f["offer_id"].iloc[1])], ignore_index=True)
+        first = f["decision_id"].iloc[0]
+        prices = ["" if (d == first and i == len(f) - 1) else "3" for i, d in enumerate(f["decision_id"])]
+        return f.assign(attr_price=prices)
+
+    _edit(csv_dir, "contacts", edit)
+    message = _error(csv_dir)
+    assert "contacts.attr_price: 1 decision(s) give it for some candidates only" in message
+
+
+def test_a_bad_attribute_name_is_refused(csv_dir: Path) -> None:
+    _edit(csv_dir, "contacts", lambda f: f.assign(**{"attr_Price!": ["1"] * len(f)}))
+    assert "contacts.attr_Price!: an attribute column is named" in _error(csv_dir)
