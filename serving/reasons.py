@@ -307,6 +307,10 @@ def suppression_text(reason: str, offer: CatalogueOffer | None, channel: str, po
         return "the model's score was not a probability"
     if reason == "unknown_offer":
         return "not in the catalogue"
+    if reason == "control_group":
+        return f"the customer is in the control group on {channel}: no offer, to measure what offers earn"
+    if reason == "explore_no_offer":
+        return "no offer this time, chosen at random to measure what offers earn (exploration)"
     return reason.replace("_", " ")
 
 
