@@ -178,7 +178,7 @@ class DecisionEngine:
         if models is not None:
             engine._models = engine.build_models(*models)
         elif load_models:
-            result = engine.reload(force=True, compile_now=not compile_in_background)
+            result = engine.reload(force=True, compile_now=not compile_in_background, prepared=True)
             if not result.ok:
                 log.warning("models unavailable at start, serving the popularity fallback: %s", result.message)
         return engine
@@ -303,25 +303,22 @@ class DecisionEngine:
         self._compiling = thread
         return thread
 
-    def reload(self, force: bool = False, *, compile_now: bool = False) -> ReloadResult:
+    def reload(self, force: bool = False, *, compile_now: bool = False, prepared: bool = False) -> ReloadResult:
         """Load the champions if their versions changed (or `force`); swap atomically on success.
 
         On any failure the models in use keep serving and the result says why. The new pair
         serves with its boosters at once and with compiled forests a few seconds later (a thread
-        compiles them) unless `compile_now`: then this returns only after compiling.
+        compiles them) unless `compile_now`: then this returns only after compiling. `prepared`
+        (the start): read the aliases from the registry's SQLite file (`models.prepared`) when it
+        can, instead of MLflow. With `settings.prepared_champions`, a version prepared by an earlier
+        load is read from its pickle, and one loaded from MLflow is prepared for the next start.
         """
         if self.settings is None:
             return ReloadResult(False, True, "engine built without settings: nothing to reload")
         with self._reload_lock:
             try:
-                from models.registry import load_model
-                from models.tracking import resolve_tracking, version_by_alias
-
-                if self._client is None:
-                    self._client = resolve_tracking(self.settings.tracking_uri).activate()
-                client = self._client
                 names = (self.settings.propensity_model, self.settings.churn_model)
-                wanted = {n: version_by_alias(client, n, self.settings.alias) for n in names}  # type: ignore[arg-type]
+                wanted = self._champion_versions(names, prepared)
                 missing = [n for n, v in wanted.items() if v is None]
                 if missing:
                     raise NboError(f"no @{self.settings.alias} for {', '.join(missing)} in {self.settings.tracking_uri}")
@@ -330,10 +327,8 @@ class DecisionEngine:
                     now = {current.propensity.name: current.propensity.version, current.churn.name: current.churn.version}  # type: ignore[attr-defined]
                     if now == wanted:
                         return ReloadResult(False, True, "champions unchanged", current.versions)
-                # The service's environment is pinned (constraints.txt): MLflow's package-by-package
-                # requirement comparison (~0.8 s per model) is skipped; the feature set is checked.
-                prop = load_model(client, names[0], version=wanted[names[0]], check_requirements=False)  # type: ignore[arg-type]
-                churn = load_model(client, names[1], version=wanted[names[1]], check_requirements=False)  # type: ignore[arg-type]
+                prop = self._champion(names[0], wanted[names[0]])  # type: ignore[arg-type]
+                churn = self._champion(names[1], wanted[names[1]])  # type: ignore[arg-type]
                 models = self.build_models(prop, churn, compile_models=compile_now and self._compile_wanted)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old models serving
                 message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
@@ -345,6 +340,51 @@ class DecisionEngine:
         if self._compile_wanted and not compile_now:
             self._compile_in_background(models)
         return ReloadResult(True, True, "loaded", models.versions)
+
+    def _mlflow(self) -> object:
+        """The MLflow client of the settings' tracking store (imports MLflow the first time)."""
+        if self._client is None:
+            from models.tracking import resolve_tracking
+
+            self._client = resolve_tracking(self.settings.tracking_uri).activate()  # type: ignore[union-attr]
+        return self._client
+
+    def _champion_versions(self, names: tuple[str, ...], prepared: bool) -> dict[str, str | None]:
+        """{name: version of the alias, None if none}: from the registry's SQLite file when
+        `prepared` and it can answer (`models.prepared.aliased_versions`), else from MLflow."""
+        settings = self.settings
+        assert settings is not None
+        if prepared and settings.prepared_champions is not None:
+            from models.prepared import aliased_versions
+
+            found = aliased_versions(settings.tracking_uri, names, settings.alias)
+            if found is not None:
+                return dict(found)
+        from models.tracking import version_by_alias
+
+        client = self._mlflow()
+        return {n: version_by_alias(client, n, settings.alias) for n in names}  # type: ignore[arg-type]
+
+    def _champion(self, name: str, version: str) -> object:
+        """One champion: its prepared pickle when there is one, else from MLflow (then prepared)."""
+        from models.registry import load_model
+
+        settings = self.settings
+        assert settings is not None
+        store = None
+        if settings.prepared_champions is not None and settings.tracking_uri:
+            from models.prepared import PreparedChampions
+
+            store = PreparedChampions(settings.prepared_champions)
+            loaded = store.get(settings.tracking_uri, name, version)
+            if loaded is not None:
+                return loaded
+        # The service's environment is pinned (constraints.txt): MLflow's package-by-package
+        # requirement comparison (~0.8 s per model) is skipped; the feature set is checked.
+        loaded = load_model(self._mlflow(), name, version=version, check_requirements=False)  # type: ignore[arg-type]
+        if store is not None:
+            store.put(settings.tracking_uri, loaded)  # type: ignore[arg-type]
+        return loaded
 
     # ---------------------------------------------------------------- public API
     def decide(

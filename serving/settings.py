@@ -40,6 +40,9 @@ class EngineSettings(BaseModel):
     )
     compile_models: bool = Field(True, description="score with the champions compiled by lleaves (checked against the booster)")
     compiled_cache: Path | None = Field(None, description="directory for compiled champions shared by processes; None = compile in memory")
+    prepared_champions: Path | None = Field(
+        None, description="directory of champions prepared by earlier loads (models.prepared): a start reads the "
+        "registry's SQLite file and these pickles instead of MLflow when it can; None = always MLflow")
     seed_history: bool = Field(True, description="import the data's contact history into the store at start "
                                "(`nbo serve` does it once before its workers start, which then skip it)")
 
