@@ -58,7 +58,7 @@ from nbo.data import empty_table, load_table
 from nbo.errors import NboError
 from serving.champions import Models, ReloadResult, check_model, probabilities_ok
 from serving.contact_store import ConsentBook, ContactStore
-from serving.contact_store.errors import STORE_ERRORS, StoreUnavailable, store_cause
+from serving.contact_store.errors import StoreUnavailable, store_cause, store_errors
 from serving.settings import EngineSettings, latest_features_file, open_store
 from serving.policy import ContactPolicy, load_policy
 from serving.decision import Decision
@@ -433,7 +433,7 @@ class DecisionEngine:
             raise StoreUnavailable("backoff", "contact store unavailable (recent failure; retrying shortly)")
         try:
             yield
-        except STORE_ERRORS as exc:
+        except store_errors() as exc:
             self._store_retry_at = time.monotonic() + self.store_retry_s
             cause = store_cause(exc)
             log.warning("contact store unavailable (%s): %s", cause, type(exc).__name__)

@@ -99,7 +99,7 @@ class Recommender:
 
     def _load(self) -> None:
         """Engine (data, features, store, champions) and warm-up; then this worker is ready."""
-        from serving.contact_store.errors import STORE_ERRORS
+        from serving.contact_store.errors import store_errors
         from serving.engine import DecisionEngine
         from serving.settings import EngineSettings
 
@@ -111,7 +111,7 @@ class Recommender:
         self.engine = DecisionEngine.from_settings(EngineSettings.model_validate(self.settings.engine),
                                                    compile_in_background=True)
         self.engine.on_models_swapped = gc.freeze
-        self.store_health = StoreHealth(lambda: self.engine.store.read_customer(PROBE_ID, self.settings.now()), STORE_ERRORS)
+        self.store_health = StoreHealth(lambda: self.engine.store.read_customer(PROBE_ID, self.settings.now()), store_errors())
         if self.engine.models is None:
             self.metrics["reload_failures"].inc()
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)

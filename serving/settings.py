@@ -8,12 +8,12 @@ from typing import Literal
 
 import pandas as pd
 import pyarrow.parquet as pq
-import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.tracking import CHURN_MODEL, PROPENSITY_MODEL
 from nbo.errors import NboError
-from serving.contact_store import ContactStore, RedisContactStore, SQLiteContactStore
+from serving.contact_store.base import ContactStore
+from serving.contact_store.sqlite_store import SQLiteContactStore
 
 
 class EngineSettings(BaseModel):
@@ -81,6 +81,10 @@ def open_store(
     from a background thread at this interval instead of on the committing call (the service).
     """
     if spec.startswith(("redis://", "rediss://", "unix://")):
+        import redis
+
+        from serving.contact_store.redis_store import RedisContactStore
+
         if timeout_s is None:
             return RedisContactStore(url=spec, horizon_days=horizon_days)
         from redis.backoff import NoBackoff
