@@ -114,6 +114,8 @@ class DecisionEngine:
         self._compiling: threading.Thread | None = None  # the last background compilation (tests join it)
         #: Called after compiled forests replaced the boosters (the service freezes the new heap).
         self.on_models_swapped: Callable[[], None] | None = None
+        #: Background compilations wait for this event when set (`from_settings(compile_after=...)`).
+        self.compile_after: threading.Event | None = None
 
     def with_features(self, features: pd.DataFrame) -> DecisionEngine:
         """This engine over other materialised rows (a batch-scoring chunk of the same feature set).
@@ -141,6 +143,7 @@ class DecisionEngine:
         features: pd.DataFrame | None = None,
         models: tuple[object, object] | None = None,
         compile_in_background: bool = False,
+        compile_after: threading.Event | None = None,
     ) -> DecisionEngine:
         """Load policy, catalogue, consents, contacts, features, store and the champion models.
 
@@ -151,6 +154,8 @@ class DecisionEngine:
         instead of each loading the champions from the registry). `compile_in_background`: start
         serving with the boosters and swap in the compiled forests when a thread has compiled them
         (the service: ready in seconds instead of after ~30 s of LLVM); else compile before returning.
+        `compile_after`: the background compilation waits for this event (the service sets it once
+        it answers, so that loading lleaves and the forests does not delay its first answer).
         """
         policy = load_policy(settings.policy_path) if settings.policy_path else ContactPolicy()
         offers = load_table(settings.data_dir, "offers")
@@ -175,6 +180,7 @@ class DecisionEngine:
             store=store,
             settings=settings,
         )
+        engine.compile_after = compile_after
         if models is not None:
             engine._models = engine.build_models(*models)
         elif load_models:
@@ -284,6 +290,8 @@ class DecisionEngine:
         """Compile `models` off the request path; swap them in only if they are still the ones in use."""
 
         def work() -> None:
+            if self.compile_after is not None:
+                self.compile_after.wait()
             try:
                 compiled = self.with_compiled(models)
             except Exception:  # noqa: BLE001 - the boosters keep serving
