@@ -38,7 +38,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,6 +62,7 @@ from serving.contact_store.errors import STORE_ERRORS, StoreUnavailable, store_c
 from serving.settings import EngineSettings, latest_features_file, open_store
 from serving.policy import ContactPolicy, load_policy
 from serving.decision import Decision
+from serving.live import LiveInputError, LiveLimits, check_time, utc_time
 from serving.pipeline import CustomerBlock, DecisionBlock, as_context, decide_block
 from serving.catalogue import compile_offer_rules
 from serving.ranking import Arbiter
@@ -88,6 +89,7 @@ class DecisionEngine:
         client: object | None = None,
         settings: EngineSettings | None = None,
         explain: str | None = None,
+        customer_ids: Iterable[str] | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -105,6 +107,9 @@ class DecisionEngine:
         self.arbiter = Arbiter(policy, self.offers, rules)
         self.desk = ContactDesk(self.arbiter, store)
         self.consents = ConsentBook(consents)
+        #: The data's customers (`customers` table): who `POST /consents` and `/events` may name.
+        self._known: frozenset[str] = frozenset(str(c) for c in customer_ids) if customer_ids is not None else frozenset()
+        self.live_limits = LiveLimits() if settings is None else LiveLimits(settings.live_max_past_days, settings.live_max_skew_s)
         self._models: Models | None = None
         if models is not None:
             self._models = models
@@ -150,6 +155,7 @@ class DecisionEngine:
         policy = load_policy(settings.policy_path) if settings.policy_path else ContactPolicy()
         offers = load_table(settings.data_dir, "offers")
         consents = _optional_table(settings.data_dir, "consents")
+        customers = load_table(settings.data_dir, "customers")
         contacts = _optional_table(settings.data_dir, "contacts")
         if features is None:
             frame, meta = read_materialised(latest_features_file(settings.features_path))
@@ -168,6 +174,7 @@ class DecisionEngine:
             features_as_of=meta["as_of"],  # type: ignore[arg-type]
             store=store,
             settings=settings,
+            customer_ids=customers["customer_id"],
         )
         if models is not None:
             engine._models = engine.build_models(*models)
@@ -355,11 +362,16 @@ class DecisionEngine:
             # transaction instead of two); the reservation re-checks the caps atomically.
             state = self.desk.read_customer(customer_id, now)
             if state.forgotten:  # erased, maybe through another worker: drop our in-memory copy too
-                self.scorer.forget(customer_id)
-            block = self.decide_block(CustomerBlock([customer_id], {customer_id: state.history}, {customer_id: state.rows}),
-                                      channel, now, as_context(channel, context), k)
+                self._drop(customer_id)
+            block = self.decide_block(
+                CustomerBlock([customer_id], {customer_id: state.history}, {customer_id: state.rows},
+                              {customer_id: state.consents} if state.consents else {},
+                              frozenset((customer_id,)) if state.forgotten else frozenset()),
+                channel, now, as_context(channel, context), k)
             decision = block.decision(0, decision_id)
-            return self.desk.reserve(decision, now) if reserve else decision
+            # An erased customer's decision is answered, never recorded: nothing personal is written
+            # again (it offers nothing on outbound channels, where only a record could cap it).
+            return self.desk.reserve(decision, now) if reserve and not state.forgotten else decision
 
     def decide_block(
         self,
@@ -402,8 +414,34 @@ class DecisionEngine:
         decision for the id, also after a restart that reloads the same features."""
         with self._store_call():
             n = self.store.forget(customer_id)
-        self.scorer.forget(customer_id)
+        self._drop(customer_id)
         return n
+
+    def _drop(self, customer_id: str) -> None:
+        """Forget the customer in this process: materialised row and data contacts. The data's
+        consents stay in memory (a withdrawal keeps binding until `nbo forget` erased the table
+        and the service restarted); outbound channels are closed to an erased id anyway."""
+        self.scorer.forget(customer_id)
+
+    def knows(self, customer_id: str) -> bool:
+        """A customer of the data (the `customers` table, or a materialised row) not erased here.
+        (The store's erasure record is checked by the callers that write: `record_consent`.)"""
+        return customer_id in self._known or self.scorer.positions([customer_id])[0] >= 0
+
+    def record_consent(self, customer_id: str, channel: str, granted: bool, ts: datetime, now: datetime) -> bool:
+        """Record a consent change at runtime in the contact store, for every worker and replica
+        (their next decision for the customer reads it). `LiveInputError` (nothing written) for
+        an unknown or erased customer or a time outside [now - max age, now + skew]; returns
+        False when the same change was recorded before (idempotent)."""
+        ts, now = utc_time("ts", ts), naive_utc(now)
+        check_time("ts", ts, now, self.live_limits)
+        if not self.knows(customer_id):
+            raise LiveInputError("customer_id", "unknown customer (not in the data's customers table)", 404)
+        with self._store_call():
+            if self.store.forgotten(customer_id):
+                self._drop(customer_id)
+                raise LiveInputError("customer_id", "unknown customer (erased)", 404)
+            return self.store.record_consent(customer_id, channel, granted, ts)
 
     def close(self) -> None:
         self.store.close()

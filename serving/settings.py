@@ -40,6 +40,12 @@ class EngineSettings(BaseModel):
     )
     compile_models: bool = Field(True, description="score with the champions compiled by lleaves (checked against the booster)")
     compiled_cache: Path | None = Field(None, description="directory for compiled champions shared by processes; None = compile in memory")
+    live_max_past_days: float = Field(
+        365.0, gt=0, description="POST /consents and /events: a time more than this many days before now is refused (422)"
+    )
+    live_max_skew_s: float = Field(
+        300.0, ge=0, description="POST /consents and /events: a time more than this many seconds after now is refused (422)"
+    )
 
 
 def latest_features_file(path: Path) -> Path:

@@ -173,6 +173,15 @@ def imported_shows(contacts: object, categories: Mapping[str, str], since: float
 
 
 @dataclass(frozen=True)
+class ConsentChange:
+    """A consent grant or withdrawal recorded at runtime (`POST /consents`), epoch seconds."""
+
+    channel: str
+    ts: float
+    granted: bool
+
+
+@dataclass(frozen=True)
 class CustomerState:
     """What one decision reads about one customer: the contact rows (the features' live history,
     as `ContactStore.contact_rows`) and the contact history the caps are checked on (as
@@ -183,6 +192,15 @@ class CustomerState:
     #: The customer was erased (`ContactStore.forget`): decide as for an unknown customer, whatever
     #: the caller still holds in memory (a materialised row, the data directory's contacts).
     forgotten: bool = False
+    #: Consent changes recorded at runtime (`ContactStore.record_consent`), in no particular order:
+    #: the decision merges them with the data's consents table (`ConsentBook.state`).
+    consents: tuple[ConsentChange, ...] = ()
+
+
+def consent_records(changes: Iterable[ConsentChange]) -> list[dict[str, object]]:
+    """Runtime consent changes as `export` lists them (oldest first; naive UTC times)."""
+    return [{"channel": c.channel, "ts": from_epoch(c.ts), "granted": c.granted}
+            for c in sorted(changes, key=lambda c: (c.ts, c.channel, c.granted))]
 
 
 def forgotten_key(customer_id: str) -> str:
@@ -412,9 +430,20 @@ class ContactStore(ABC):
         """True once `forget(customer_id)` ran (stores without the record: False)."""
         return False
 
+    def record_consent(self, customer_id: str, channel: str, granted: bool, ts: datetime) -> bool:
+        """Record a consent grant or withdrawal observed at runtime (`POST /consents`), durably,
+        for every process sharing the store; never expires (unlike contacts) until `forget`.
+        Idempotent: the same (channel, ts, granted) again changes nothing (False)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot record consents")
+
+    def consent_changes(self, customer_ids: list[str]) -> dict[str, tuple[ConsentChange, ...]]:
+        """The runtime consent changes of these customers (customers without any left out)."""
+        return {}
+
     @abstractmethod
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
-        """Everything stored about the customer: `decisions` and `contacts` (with outcomes)."""
+        """Everything stored about the customer: `decisions` and `contacts` (with outcomes), and
+        `consents` (the runtime consent changes, `record_consent`) where the store keeps them."""
 
     def contact_rows(self, customer_id: str) -> list[dict[str, object]]:
         """`export(customer_id)["contacts"]`; stores override it to skip reading the decision log."""
@@ -429,7 +458,7 @@ class ContactStore(ABC):
         The caps are still re-checked atomically by `check_and_reserve`: this read is a pre-filter.
         """
         return CustomerState(self.contact_rows(customer_id), self.history(customer_id, now),
-                             self.forgotten(customer_id))
+                             self.forgotten(customer_id), self.consent_changes([customer_id]).get(customer_id, ()))
 
     def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
         """`contact_rows` of many customers; customers without rows may be left out."""

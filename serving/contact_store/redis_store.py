@@ -15,6 +15,7 @@ Layout under `prefix` (B = `prefix:{customer_id}`):
     B:dco / B:dcc   hash offer / category -> last decline ts
     B:decs / B:keys set of the customer's decision ids / keys (for forget)
     B:imp           set "decision_id offer_id" of the shows imported from the data (`import_history`)
+    B:cons          set json {ch, ts, g}         runtime consent changes (`record_consent`; no expiry)
     prefix:forgotten set                        erased customers (`forgotten_key` hashes), for every worker
     prefix:d:<decision_id> hash                 the decision log entry and its outcomes
 """
@@ -35,6 +36,7 @@ from serving.contact_store.base import (
     OUTCOME_RANK,
     ContactHistory,
     ContactRecord,
+    ConsentChange,
     ContactStore,
     CustomerState,
     OfferRef,
@@ -42,6 +44,7 @@ from serving.contact_store.base import (
     ReserveResult,
     check_outcome,
     check_propensities,
+    consent_records,
     forgotten_key,
     from_epoch,
     imported_shows,
@@ -197,7 +200,7 @@ local base, prefix = KEYS[1], ARGV[1]
 local n = redis.call('ZCARD', base .. ':log')
 for _, d in ipairs(redis.call('SMEMBERS', base .. ':decs')) do redis.call('DEL', prefix .. ':d:' .. d) end
 for _, k in ipairs(redis.call('SMEMBERS', base .. ':keys')) do redis.call('DEL', k) end
-redis.call('DEL', base .. ':keys', base .. ':decs', base .. ':log', base .. ':dco', base .. ':dcc')
+redis.call('DEL', base .. ':keys', base .. ':decs', base .. ':log', base .. ':dco', base .. ':dcc', base .. ':cons')
 redis.call('SADD', KEYS[2], ARGV[2])
 return n
 """
@@ -469,9 +472,30 @@ class RedisContactStore(ContactStore):
     def forgotten(self, customer_id: str) -> bool:
         return bool(self.client.sismember(self._forgotten_key, forgotten_key(customer_id)))
 
+    def record_consent(self, customer_id: str, channel: str, granted: bool, ts: datetime) -> bool:
+        """SADD of the change to B:cons (no expiry: a withdrawal outlives the contact horizon)."""
+        member = json.dumps({"ch": channel, "ts": repr(to_epoch(ts)), "g": int(bool(granted))}, sort_keys=True)
+        return int(self.client.sadd(f"{self._base(customer_id)}:cons", member)) == 1
+
+    def _consents(self, members: object) -> tuple[ConsentChange, ...]:
+        out = []
+        for m in members:  # type: ignore[attr-defined]
+            r = json.loads(self._s(m))
+            out.append(ConsentChange(str(r["ch"]), float(r["ts"]), bool(r["g"])))
+        return tuple(out)
+
+    def consent_changes(self, customer_ids: list[str]) -> dict[str, tuple[ConsentChange, ...]]:
+        ids = list(dict.fromkeys(customer_ids))
+        pipe = self.client.pipeline(transaction=False)
+        for cid in ids:
+            pipe.smembers(f"{self._base(cid)}:cons")
+        return {cid: self._consents(raw) for cid, raw in zip(ids, pipe.execute(), strict=True) if raw}
+
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
         base = self._base(customer_id)
-        return self._export(self.client.smembers(f"{base}:decs"))
+        held = self._export(self.client.smembers(f"{base}:decs"))
+        held["consents"] = consent_records(self._consents(self.client.smembers(f"{base}:cons")))
+        return held
 
     def read_customer(self, customer_id: str, now: datetime) -> CustomerState:
         """Two round trips instead of three: the decision ids and the history in one pipeline
@@ -485,9 +509,10 @@ class RedisContactStore(ContactStore):
         pipe.hgetall(f"{base}:dco")
         pipe.hgetall(f"{base}:dcc")
         pipe.sismember(self._forgotten_key, forgotten_key(customer_id))
-        decs, log, dco, dcc, forgotten = pipe.execute()
+        pipe.smembers(f"{base}:cons")
+        decs, log, dco, dcc, forgotten, cons = pipe.execute()
         history = self._make_history(customer_id, t, since, log, dco, dcc)
-        return CustomerState(self._export(decs)["contacts"], history, bool(forgotten))
+        return CustomerState(self._export(decs)["contacts"], history, bool(forgotten), self._consents(cons))
 
     def _export(self, decision_ids_raw: object) -> dict[str, list[dict[str, object]]]:
         """`export` of the customer whose decision ids these are."""

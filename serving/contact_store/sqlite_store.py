@@ -22,6 +22,7 @@ from serving.contact_store.base import (
     DAY,
     ContactHistory,
     ContactRecord,
+    ConsentChange,
     ContactStore,
     CustomerState,
     ImportedShow,
@@ -30,6 +31,7 @@ from serving.contact_store.base import (
     ReserveResult,
     check_outcome,
     check_propensities,
+    consent_records,
     forgotten_key,
     from_epoch,
     imported_shows,
@@ -100,6 +102,20 @@ CREATE INDEX IF NOT EXISTS declines_customer ON declines (customer_id, ts);
 #: every worker drops its in-memory copy of the customer (issue 19 item 5).
 _FORGOTTEN_SCHEMA = "CREATE TABLE IF NOT EXISTS forgotten (key TEXT PRIMARY KEY, ts REAL NOT NULL);"
 
+#: Consent changes recorded at runtime (`POST /consents`, issue 22 item 2); one row per change,
+#: the same change twice is one row; `recorded` is when the store received it (epoch seconds).
+_CONSENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS consents (
+    customer_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    ts REAL NOT NULL,
+    granted INTEGER NOT NULL,
+    recorded REAL NOT NULL,
+    PRIMARY KEY (customer_id, channel, ts, granted)
+);
+"""
+_CUSTOMER_CONSENTS = "SELECT channel, ts, granted FROM consents WHERE customer_id = ?"
+
 
 class SQLiteContactStore(ContactStore):
     """Contact store in one SQLite file (WAL). Safe across threads and processes on one machine.
@@ -129,6 +145,7 @@ class SQLiteContactStore(ContactStore):
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file, once open
         self._conn().executescript(_SCHEMA)
         self._conn().executescript(_FORGOTTEN_SCHEMA)
+        self._conn().executescript(_CONSENTS_SCHEMA)
         self._identity = self._file_identity()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -466,6 +483,7 @@ class SQLiteContactStore(ContactStore):
             n = conn.execute("DELETE FROM contacts WHERE customer_id = ?", (customer_id,)).rowcount
             conn.execute("DELETE FROM declines WHERE customer_id = ?", (customer_id,))
             conn.execute("DELETE FROM decisions WHERE customer_id = ?", (customer_id,))
+            conn.execute("DELETE FROM consents WHERE customer_id = ?", (customer_id,))
             conn.execute("INSERT OR REPLACE INTO forgotten VALUES (?, ?)", (forgotten_key(customer_id), time.time()))
             conn.execute("COMMIT")
         except BaseException:
@@ -479,6 +497,31 @@ class SQLiteContactStore(ContactStore):
     def forgotten(self, customer_id: str) -> bool:
         row = self._conn().execute("SELECT 1 FROM forgotten WHERE key = ?", (forgotten_key(customer_id),)).fetchone()
         return row is not None
+
+    def record_consent(self, customer_id: str, channel: str, granted: bool, ts: datetime) -> bool:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = conn.execute("INSERT OR IGNORE INTO consents VALUES (?, ?, ?, ?, ?)",
+                             (customer_id, channel, to_epoch(ts), int(bool(granted)), time.time())).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n == 1
+
+    def consent_changes(self, customer_ids: list[str]) -> dict[str, tuple[ConsentChange, ...]]:
+        conn = self._conn()
+        out: dict[str, list[ConsentChange]] = {}
+        unique = list(dict.fromkeys(customer_ids))
+        for lo in range(0, len(unique), _IN_BATCH):
+            part = unique[lo : lo + _IN_BATCH]
+            for cid, ch, ts, granted in conn.execute(
+                f"SELECT customer_id, channel, ts, granted FROM consents WHERE customer_id IN ({','.join('?' * len(part))})",
+                part,
+            ):
+                out.setdefault(cid, []).append(ConsentChange(ch, ts, bool(granted)))
+        return {c: tuple(v) for c, v in out.items()}
 
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
         conn = self._conn()
@@ -495,7 +538,8 @@ class SQLiteContactStore(ContactStore):
                 "SELECT * FROM decisions WHERE customer_id = ? ORDER BY ts, decision_id", (customer_id,)
             )
         ]
-        return {"decisions": decisions, "contacts": self.contact_rows(customer_id)}
+        consents = [ConsentChange(ch, ts, bool(g)) for ch, ts, g in conn.execute(_CUSTOMER_CONSENTS, (customer_id,))]
+        return {"decisions": decisions, "contacts": self.contact_rows(customer_id), "consents": consent_records(consents)}
 
     def contact_rows(self, customer_id: str) -> list[dict[str, object]]:
         return [_row(r) for r in self._conn().execute(_CUSTOMER_ROWS, (customer_id,)) if r[6] != IMPORTED_RANK]
@@ -511,12 +555,13 @@ class SQLiteContactStore(ContactStore):
             raw = conn.execute(_CUSTOMER_ROWS, (customer_id,)).fetchall()
             last_offer, last_cat = self._declines(conn, customer_id, since)
             forgotten = conn.execute("SELECT 1 FROM forgotten WHERE key = ?", (forgotten_key(customer_id),)).fetchone()
+            consents = tuple(ConsentChange(ch, ts, bool(g)) for ch, ts, g in conn.execute(_CUSTOMER_CONSENTS, (customer_id,)))
         finally:
             conn.execute("COMMIT")
         # The columns of `_history`'s query: decision_id, offer_id, category, channel, ts.
         recent = tuple(ContactRecord(r[0], r[1], r[3], r[4], r[5]) for r in raw if r[5] > since)
         return CustomerState([_row(r) for r in raw if r[6] != IMPORTED_RANK],
-                             ContactHistory(customer_id, t, recent, last_offer, last_cat), forgotten is not None)
+                             ContactHistory(customer_id, t, recent, last_offer, last_cat), forgotten is not None, consents)
 
     def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
         conn = self._conn()

@@ -65,6 +65,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
                                 {"propensity": "nbo-propensity/1"})
     store.record_outcome("dec-0", "o-1", "declined", T0 + pd.Timedelta(hours=5))
     store.check_and_reserve(target, "email", [], T0, policy, "dec-empty", {}, None)  # an empty decision is logged too
+    store.record_consent(target, "email", False, T0)  # a withdrawal posted at runtime (POST /consents)
     store.close()
     return {"data": data_dir, "features": features_dir, "store": store_path, "target": target, "other": other}
 
@@ -92,6 +93,7 @@ def test_export_lists_everything_and_forget_erases_exactly_that(world: dict, cap
     assert {r["decision_id"] for r in src["store.contacts"]} == {"dec-0", "dec-1"}
     assert {r["decision_id"] for r in src["store.decisions"]} == {"dec-0", "dec-1", "dec-empty"}
     assert [r["outcome"] for r in src["store.contacts"]] == ["declined", "pending"]
+    assert [(r["channel"], r["granted"]) for r in src["store.consents"]] == [("email", False)]
     for table in ("customers", "consents", "events", "contacts"):
         ext = "csv" if table == "events" else "parquet"
         rows = src[f"data.{table}.{ext}"]
@@ -138,7 +140,8 @@ def test_export_lists_everything_and_forget_erases_exactly_that(world: dict, cap
 def test_forget_is_idempotent_and_sources_are_optional(world: dict) -> None:
     target = world["target"]
     first = _run("forget", "--customer", target, "--store", str(world["store"]))
-    assert set(first["erased"]) == {"store.contacts", "store.decisions"} and first["total_records"] == 5
+    assert set(first["erased"]) == {"store.contacts", "store.decisions", "store.consents"}
+    assert first["total_records"] == 6
     second = _run("forget", "--customer", target, "--store", str(world["store"]))
     assert second["total_records"] == 0
     only_features = _run("export", "--customer", target, "--features", str(world["features"]))
