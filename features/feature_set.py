@@ -52,15 +52,16 @@ CATEGORICAL: tuple[str, ...] = (
     "ctx_channel_code",
     "ctx_device_code",
     "stage_kind_code",
+    "offer_code",
 )
 
 FEATURE_SET = FeatureSet(
     name="nbo-core",
-    version="1.4.0",
+    version="1.5.0",
     candidate_features=CANDIDATE_FEATURES,
     customer_features=CUSTOMER_FEATURES,
     categorical=CATEGORICAL,
-    booster_categorical=("stage_kind_code",),
+    booster_categorical=("stage_kind_code", "offer_code"),
 )
 
 
