@@ -84,7 +84,7 @@ def build_world(root: Path) -> tuple[Path, str]:
     for which in ("propensity", "churn"):
         fit_and_log(which, data, TrainConfig(as_of=AS_OF, num_boost_round=50), tracking, data_dir=root / "world",
                     progress=False)
-        promote(client, MODEL_NAMES[which])
+        promote(client, MODEL_NAMES[which], force=True)  # a champion to score with
     write_materialised(build_customer_features(data, AS_OF), root / "world-features.parquet", AS_OF)
     return root / "world", tracking.uri
 

@@ -94,7 +94,7 @@ def build_world(root: Path, customers: int, days: int) -> tuple[Path, Path, str,
     client = tracking.activate()
     for which in ("propensity", "churn"):
         fit_and_log(which, data, TrainConfig(as_of=as_of), tracking, data_dir=data_dir, progress=False)
-        promote(client, MODEL_NAMES[which])
+        promote(client, MODEL_NAMES[which], force=True)  # a champion to serve
     write_materialised(build_customer_features(data, as_of), features, as_of)
     offers = data.offers
     extra = offers.head(50 - len(offers)).copy()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -60,11 +61,35 @@ def _configure(
     Exit status of every command: 0 done; 1 ran, but its verdict is negative (a challenger not
     promoted because it is worse, an off-policy gate that failed); 2 bad input or configuration
     (one line on stderr); 130 interrupted."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(verbose)
+
+
+#: One log format for every line nbo, MLflow and Python's warnings write in a CLI run, the shape of
+#: BentoML's (what `nbo serve` writes): `2026-12-07T10:34:01+0000 [INFO] [training.train] ...`.
+LOG_FORMAT = "%(asctime)s [%(levelname)s] [%(name)s] %(message)s"
+LOG_DATEFMT = "%Y-%m-%dT%H:%M:%S%z"
+#: Third-party loggers that MLflow gives a handler of their own (their own format): routed to ours
+#: instead, at WARNING (MLflow's INFO lines are about its own database tables); MLflow's at DEBUG
+#: with --verbose.
+ROUTED_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "huey")
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """One format for the whole run (docs: README "Logs"). MLflow configures its loggers when it is
+    imported unless `MLFLOW_CONFIGURE_LOGGING=false`; set for this process and the ones it starts
+    (`nbo serve`'s workers), and undone for loggers configured already. MLflow's usage telemetry
+    (an HTTPS request to mlflow-telemetry.io from every run) is off unless the user turned it on."""
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATEFMT,
+                        stream=sys.stderr)
+    for name in ROUTED_LOGGERS:
+        routed = logging.getLogger(name)
+        routed.handlers.clear()
+        routed.propagate = True
+        # --verbose shows MLflow's detail, never the database's (SQL statements, migrations).
+        routed.setLevel(logging.DEBUG if verbose and name == "mlflow" else logging.WARNING)
+    logging.captureWarnings(True)  # a library's warning is a log line too, in the same format
 
 
 def main() -> None:

@@ -84,12 +84,14 @@ def train(
 def promote(
     model: str = typer.Option(..., "--model", help="Registered model name (nbo-propensity, nbo-churn) or "
                                                     "propensity/churn/all."),
-    force: bool = typer.Option(False, "--force", help="Promote without comparing."),
+    force: bool = typer.Option(False, "--force", help="Promote without the baseline gate and the champion "
+                                                      "comparison (the output says what was skipped)."),
     require_ope: bool = typer.Option(False, "--require-ope", help="Also require the latest `nbo evaluate` of "
                                      "challenger vs champion to pass (challenger's DR lower bound > champion's DR)."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
-    """Move `champion` to the `challenger` if it is at least as good on the same validation data."""
+    """Move `champion` to the `challenger` if it beats its run's best baseline and is at least as good
+    as the champion on the same validation data."""
     from training.registry import promote as do_promote
     from models.tracking import MODEL_NAMES, resolve_tracking
 
@@ -102,7 +104,8 @@ def promote(
         if name not in MODEL_NAMES.values():
             raise NboError(f"unknown model {name!r}; use {', '.join(MODEL_NAMES.values())}")
         result = do_promote(client, name, force=force, require_ope=require_ope)
-        verb = "promoted" if result.promoted else "kept the champion"
+        verb = ("promoted" if result.promoted else
+                "not promoted (no champion)" if result.champion_before is None else "kept the champion")
         typer.echo(f"{name}: {verb} - {result.reason}")
         if not result.promoted and not force and result.metrics:
             raise typer.Exit(code=1)

@@ -3,8 +3,8 @@
 `DecisionEngine.decide(..., reserve=False)` is the very call `/recommend` makes (`Recommender.decide`
 passes `reserve=True`): the same store read, the same `decide_block` pipeline, the same arbiter.
 The console only previews, so no contact is reserved and no fatigue budget is spent. Each
-suppressed offer is shown with its reason code and the rule of the policy (or the catalogue) that
-removed it.
+suppressed offer is shown with its reason in plain words, its code and the rule of the policy (or the
+catalogue) that removed it; each shown offer with its reasons in plain words next to their codes.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from serving.caps import CAP_KINDS, limits
 from serving.contact_store.errors import StoreUnavailable
 from serving.decision import Decision, ShownOffer
 
-#: Fields of a shown offer the decision page lays out itself; any other field the decision carries
-#: (plain-language reasons, once they are there) is shown as it comes.
-LAID_OUT = frozenset({"offer_id", "rank", "p_accept", "expected_value", "propensity", "explored", "reasons"})
+#: Fields of a shown offer the decision page lays out itself (the reasons in plain words, each with
+#: its code); any other field the decision carries is shown as it comes.
+LAID_OUT = frozenset({"offer_id", "rank", "p_accept", "expected_value", "propensity", "explored", "reasons",
+                      "reason_texts"})
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Removed:
     offer: dict[str, Any]
     reason: str
     rule: str
+    text: str = ""  # the reason in plain words (serving.reasons)
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def live_decision(backend: ConsoleBackend, customer_id: str, channel: str, k: in
         extra = {name: value for name, value in o.model_dump().items() if name not in LAID_OUT}
         offers.append((o, catalogue.get(o.offer_id, {}), extra))
     removed = [Removed(s.offer_id, catalogue.get(s.offer_id, {}), s.reason,
-                       rule_of(backend, s.reason, catalogue.get(s.offer_id, {}), channel))
+                       rule_of(backend, s.reason, catalogue.get(s.offer_id, {}), channel), s.reason_text)
                for s in decision.suppressed]
     return LiveDecision(customer_id, channel, known or in_data, decision, offers, removed)
 

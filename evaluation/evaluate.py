@@ -17,7 +17,9 @@ ask the ranking code what the target policy (model + `ContactPolicy`) would have
 Simplifications (docs/evaluation.md): the cap state is the LOGGED one (what the logging policy
 sent), not what the target policy would have sent; one offer per decision (k = 1); the retention
 term of the arbiter is off (churn_probability 0); decisions the logging policy did not log (no
-contact) are not evaluated: values are per logged decision.
+contact) are not evaluated: values are per logged decision. A log with a `no_offers` table (every
+decision logged, issue 21) is evaluated whole: a logged "no contact" is the none action, with its
+propensity, reward 0 and the target's probability of making no contact.
 """
 
 from __future__ import annotations
@@ -79,7 +81,13 @@ def target_probabilities(desk: ContactDesk, offers: pd.DataFrame, p_row: np.ndar
     j = int(block.picks[0, 0])
     if not math.isclose(probs[j], block.propensity[0, 0], rel_tol=1e-9, abs_tol=1e-12):
         raise NboError(f"internal: arbiter propensity {block.propensity[0, 0]} != reconstructed {probs[j]}")
-    return probs, 0.0
+    # The target's own holdouts (serving.holdout): its control group and randomised no-offer.
+    policy = arbiter.policy
+    if not policy.holds_out:
+        return probs, 0.0
+    share = policy.control_group.share if policy.control_group.holds(channel) else 0.0
+    rate = policy.arbitration.exploration.no_offer_rate
+    return probs * ((1.0 - share) * (1.0 - rate)), share + (1.0 - share) * rate
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -230,16 +238,24 @@ def replay_store(contacts: pd.DataFrame, offers: pd.DataFrame, until: pd.Timesta
 
 
 def logged_decisions(data: Dataset, since: pd.Timestamp | None, until: pd.Timestamp | None) -> pd.DataFrame:
-    """Contacts with a final outcome in [since, until), in time order, with their rewards."""
+    """Contacts with a final outcome in [since, until), and the decisions that made no contact
+    (`no_offers`: `offer_id` empty, rewards 0, `propensity` that of making none), in time order,
+    with their rewards."""
     c = data.contacts
     until = until if until is not None else c["ts"].max() + pd.Timedelta(seconds=1)
     since = since if since is not None else until - pd.Timedelta(days=28)
-    rows = c[(c["ts"] >= since) & (c["ts"] < until) & (c["outcome"] != "pending")].sort_values("ts", kind="stable")
+    rows = c[(c["ts"] >= since) & (c["ts"] < until) & (c["outcome"] != "pending")]
+    none = data.no_offers
+    none = none[(none["ts"] >= since) & (none["ts"] < until)]
+    if len(none):
+        rows = pd.concat([rows, none[["decision_id", "customer_id", "channel", "ts", "propensity"]]], ignore_index=True)
+    rows = rows.sort_values(["ts", "decision_id"] if len(none) else "ts", kind="stable")
     offers = data.offers.set_index("offer_id")
     rows = rows.reset_index(drop=True)
     accepted = (rows["outcome"] == "accepted").to_numpy(float)
-    value = offers["value"].reindex(rows["offer_id"]).to_numpy(float)
-    cost = offers["cost"].reindex(rows["offer_id"]).to_numpy(float)
+    made = rows["offer_id"].notna().to_numpy()
+    value = np.where(made, offers["value"].reindex(rows["offer_id"]).to_numpy(float), 0.0)
+    cost = np.where(made, offers["cost"].reindex(rows["offer_id"]).to_numpy(float), 0.0)
     rows["r_acceptance"] = accepted
     rows["r_value"] = accepted * value - cost
     rows.attrs["since"], rows.attrs["until"] = since, until
@@ -268,18 +284,24 @@ def _score_target(label: str, model, data: Dataset, rows: pd.DataFrame, policy: 
                                                         part["offer_id"], strict=True)):
             probs, p_none = target_probabilities(desk, offers, p[k], cid, ch, ts.to_pydatetime(),
                                                  inputs.get(cid), book)
-            a = pos[oid]
-            pi_logged[i], none[i] = probs[a], p_none
-            q_acc[i], q_val[i] = p[k, a], p[k, a] * value[a] - cost[a]
+            none[i] = p_none
             d_acc[i], d_val[i] = float(probs @ p[k]), float(probs @ (p[k] * value - cost))
+            if pd.isna(oid):  # a logged "no contact": the target's probability of none; q = 0
+                pi_logged[i] = p_none
+                continue
+            a = pos[oid]
+            pi_logged[i] = probs[a]
+            q_acc[i], q_val[i] = p[k, a], p[k, a] * value[a] - cost[a]
     mu = rows["propensity"].to_numpy(float)
-    coverage = 1.0 - none
+    # Without logged "no contact" decisions the none action is never in the log: SNIPS scales by
+    # the target's offer rate. With them (a log of every decision) the weights cover it.
+    coverage = None if rows["offer_id"].isna().any() else 1.0 - none
     estimates = {}
     for reward, q, direct in (("acceptance", q_acc, d_acc), ("value", q_val, d_val)):
         r = rows[f"r_{reward}"].to_numpy(float)
         estimates[reward] = {"ips": ips(pi_logged, mu, r), "snips": snips(pi_logged, mu, r, coverage),
                              "dr": doubly_robust(pi_logged, mu, r, q, direct)}
-    return PolicyEstimates(label, estimates, diagnostics(pi_logged, mu), float(coverage.mean()), pi_logged, mu)
+    return PolicyEstimates(label, estimates, diagnostics(pi_logged, mu), float((1.0 - none).mean()), pi_logged, mu)
 
 
 def evaluate(data: Dataset, candidate, policy: ContactPolicy, baseline=None, since: pd.Timestamp | None = None,

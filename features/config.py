@@ -111,3 +111,10 @@ def check_as_of(as_of: object) -> pd.Timestamp:
     if ts.tzinfo is not None:
         raise NboError(f"as_of must be tz-naive UTC, got {ts.isoformat()}; convert with tz_convert('UTC').tz_localize(None)")
     return ts
+#: Declared BG/NBD parameters of the `p_alive_bgnbd` feature (features/purchase_cycle.py), as
+#: (r, alpha in days, a, b): a weak prior, not fitted to any world, so the feature is a fixed
+#: function of each customer's own purchases. r = 1, alpha = 30: purchase rates spread
+#: exponentially around one a month; a = 1, b = 3: a dropout chance per repeat purchase spread
+#: around 1/4. The tree learns the mapping from the column; the fitted model is training's
+#: `bgnbd` churn baseline (`features.bgnbd.BetaGeoModel`).
+BGNBD_PRIOR: tuple[float, float, float, float] = (1.0, 30.0, 1.0, 3.0)

@@ -26,6 +26,7 @@ from features.definitions import FeatureGroup, numeric_columns, raise_mismatch, 
 from features.events import encode_events, optional_column
 from features.labels import LABELS, labels
 from features.lifecycle import LIFECYCLE, lifecycle
+from features.purchase_cycle import PURCHASE_CYCLE, purchase_cycle
 from features.rfm import RFM, rfm
 from nbo.data import Dataset
 from nbo.vocab import CATEGORIES
@@ -33,7 +34,8 @@ from nbo.vocab import CATEGORIES
 #: Copied from the customers table.
 PROFILE = FeatureGroup("profile", ("loyalty_member",))
 #: The groups of the customer frame, in column order (numeric columns, then the text labels).
-CUSTOMER_GROUPS: tuple[FeatureGroup, ...] = (RFM, BEHAVIOUR, BREADTH, CONTACT_HISTORY, CONSENTS, PROFILE, LIFECYCLE, LABELS)
+CUSTOMER_GROUPS: tuple[FeatureGroup, ...] = (RFM, BEHAVIOUR, BREADTH, CONTACT_HISTORY, CONSENTS, PROFILE,
+                                             PURCHASE_CYCLE, LIFECYCLE, LABELS)
 
 
 def customer_columns(categories: tuple[str, ...]) -> tuple[str, ...]:
@@ -87,6 +89,7 @@ def build_customer_features(
     out.update(consents(data.consents, index, as_of))
     # Optional in the contract: unknown (NaN) for everyone when the export has no such column.
     out["loyalty_member"] = optional_column(customers, "loyalty_member", "float64").to_numpy(dtype=np.float64)
+    out.update(purchase_cycle(ev, n, out["recency_days"]))  # type: ignore[arg-type]
     out.update(lifecycle(out, rules))  # type: ignore[arg-type]
     out.update(labels(out, categories))
     return customer_frame(out, index, categories)

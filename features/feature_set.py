@@ -57,7 +57,7 @@ CATEGORICAL: tuple[str, ...] = (
 
 FEATURE_SET = FeatureSet(
     name="nbo-core",
-    version="1.5.0",
+    version="1.6.0",
     candidate_features=CANDIDATE_FEATURES,
     customer_features=CUSTOMER_FEATURES,
     categorical=CATEGORICAL,

@@ -1,8 +1,9 @@
 """The model nbo logs and serves: a LightGBM booster plus its fitted calibration, as one estimator.
 
 Propensities are multiplied by offer values in the ranking, so they must be calibrated. The
-isotonic calibration is fitted on the latest (validation) period and travels inside the logged
-model; serving calls `predict_proba` on a float32 matrix and never re-implements anything. The
+calibration (centered isotonic regression since issue 20, `models.calibration`: strictly
+increasing, so it keeps the booster's ranking) is fitted on the latest (validation) period and
+travels inside the logged model as knots applied with `np.interp`; serving calls `predict_proba` on a float32 matrix and never re-implements anything. The
 fast path uses the raw booster on NumPy with one thread (~30 µs for one row, see STACK_NOTES).
 
 Two objectives (docs/training.md):
@@ -30,10 +31,10 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.isotonic import IsotonicRegression
 from sklearn.utils.validation import check_is_fitted
 
 from features.feature_set import FEATURE_SET
+from models.calibration import METHODS, calibration_knots
 from models.compiled import Predictor, calibrated_predictor
 from models.explain import PathExplainer
 
@@ -105,18 +106,23 @@ def _threads(rows: int) -> int:
 
 
 class CalibratedBooster(ClassifierMixin, BaseEstimator):
-    """LightGBM with early stopping on a time-later validation set, then isotonic calibration.
+    """LightGBM with early stopping on a time-later validation set, then a monotone calibration.
 
     `fit(X, y, X_val, y_val)`: trees are grown on the earlier period; the number of trees and the
-    isotonic map are chosen on the later one, so calibration reflects the period nearest to
+    calibration map are chosen on the later one, so calibration reflects the period nearest to
     serving time. `categorical`: names of columns LightGBM splits as categories; None means the
     feature set's `booster_categorical` (those among `feature_names`; the churn model has none).
+    `calibration`: "centered_isotonic" (default; strictly increasing, `models.calibration`) or
+    "isotonic" (the step map used before issue 20, whose plateaus tie scores).
 
     `objective`: "binary" or "choice" (module docstring; a choice fit needs `group` and
     `group_val`: the decision of each row). `attributes` and `offer_vocabulary` say how the
     model's inputs were built (the decision-time attribute names whose columns end the inputs, and
     the offer ids its `offer_code` numbers): the scorer builds the same (`features`).
     """
+
+    #: Models pickled before the parameter existed were calibrated with the isotonic step map.
+    calibration = "isotonic"
 
     def __init__(
         self,
@@ -126,6 +132,7 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
         early_stopping_rounds: int = 30,
         calibrate: bool = True,
         categorical: tuple[str, ...] | None = None,
+        calibration: str = "centered_isotonic",
         objective: str = "binary",
         attributes: Sequence[str] = (),
         offer_vocabulary: Sequence[str] | None = None,
@@ -136,6 +143,7 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
         self.early_stopping_rounds = early_stopping_rounds
         self.calibrate = calibrate
         self.categorical = categorical
+        self.calibration = calibration
         self.objective = objective
         self.attributes = attributes
         self.offer_vocabulary = offer_vocabulary
@@ -166,6 +174,8 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
         group: np.ndarray | None = None,
         group_val: np.ndarray | None = None,
     ) -> CalibratedBooster:
+        if self.calibration not in METHODS:
+            raise ValueError(f"unknown calibration {self.calibration!r}; use one of {', '.join(METHODS)}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
         if self.is_choice:
@@ -194,9 +204,7 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
         self.calibration_y_ = np.array([0.0, 1.0])
         if self.calibrate and X_val is not None and y_val is not None and len(np.unique(y_val)) > 1:
             raw = self._raw(np.asarray(X_val, dtype=np.float32))
-            iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4).fit(raw, y_val)
-            self.calibration_x_ = np.asarray(iso.X_thresholds_, dtype=float)
-            self.calibration_y_ = np.asarray(iso.y_thresholds_, dtype=float)
+            self.calibration_x_, self.calibration_y_ = calibration_knots(self.calibration, raw, np.asarray(y_val))
         return self
 
     def _fit_choice(self, X, y, X_val, y_val, group, group_val) -> CalibratedBooster:  # type: ignore[no-untyped-def]
@@ -265,14 +273,14 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
         return self.booster_.predict(X, num_threads=1 if len(X) < 5000 else 0)
 
     def raw_score(self, X: np.ndarray) -> np.ndarray:
-        """The booster's uncalibrated probability (what the isotonic map is applied to)."""
+        """The booster's uncalibrated probability (what the calibration map is applied to)."""
         check_is_fitted(self, "booster_")
         return self._raw(np.asarray(X, dtype=np.float32))
 
     def crossfit_proba(self, X_val: np.ndarray, y_val: np.ndarray, folds: int = 2,
                        group: np.ndarray | None = None) -> np.ndarray:
-        """Calibrated probabilities of the validation rows, each from an isotonic map fitted on the
-        *other* folds (contiguous blocks, in the rows' order - time order for nbo's sets).
+        """Calibrated probabilities of the validation rows, each from a calibration map (the model's
+        method) fitted on the *other* folds (contiguous blocks, in the rows' order - time order for nbo's sets).
 
         The shipped calibration is fitted on all validation rows, so scoring those rows with it
         would flatter the calibration metrics; the report uses these instead. A choice model
@@ -292,8 +300,8 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
             if len(np.unique(y_val[rest])) < 2:
                 out[block] = np.interp(raw[block], self.calibration_x_, self.calibration_y_)
                 continue
-            iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4).fit(raw[rest], y_val[rest])
-            out[block] = iso.predict(raw[block])
+            knots_x, knots_y = calibration_knots(self.calibration, raw[rest], y_val[rest])
+            out[block] = np.interp(raw[block], knots_x, knots_y)
         return out
 
     def _crossfit_choice(self, raw: np.ndarray, y: np.ndarray, group: np.ndarray, folds: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from nbo.vocab import (
     CONTACT_CHANNELS,
     EVENT_CHANNELS,
     EVENT_TYPES,
+    NO_OFFER_REASONS,
     OFFER_KINDS,
     OUTCOMES,
 )
@@ -40,6 +41,9 @@ class ColumnSpec:
     #: every rule above applies. `if_absent` says what nbo does without it.
     required: bool = True
     if_absent: str = ""
+    #: False: the column's absence is the usual case (a feature some data has), not a limitation
+    #: worth a line in `nbo.data.limitations`.
+    absence_limits: bool = True
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class TableSpec:
     example: dict[str, object] = field(default_factory=dict)
     required: bool = True
     if_absent: str = ""
+    #: False: the file's absence is the usual case, not a limitation worth a line in `limitations`.
+    absence_limits: bool = True
     #: Columns named `<prefix><name>` for any name (e.g. `contacts.attr_price`): how each is checked.
     #: Its `name` is the prefix. None: the table has no such family of columns.
     attribute_columns: ColumnSpec | None = None
@@ -249,6 +255,39 @@ OFFERS = TableSpec(
             max_length=4096,
             doc="A rule over customer features and context; empty means everyone.",
         ),
+        ColumnSpec(
+            "base_offer_id",
+            "str",
+            nullable=True,
+            max_length=ID_MAX,
+            doc="For an incentive variant (the same offer with 10 % off, free delivery...): the plain "
+            "offer it is a variant of; empty for a plain offer.",
+            required=False,
+            if_absent="every offer is a plain offer (no incentive variants)",
+            absence_limits=False,
+        ),
+        ColumnSpec(
+            "incentive",
+            "str",
+            nullable=True,
+            max_length=64,
+            doc="The variant's incentive, e.g. `pct10`, `free_delivery`; empty for a plain offer. "
+            "A variant's `value` is the plain offer's margin less `incentive_cost`.",
+            required=False,
+            if_absent="every offer is a plain offer (no incentive variants)",
+            absence_limits=False,
+        ),
+        ColumnSpec(
+            "incentive_cost",
+            "float",
+            nullable=True,
+            min_value=0.0,
+            doc="What the incentive gives away per acceptance (currency units); required for every "
+            "row with an incentive, empty or 0 for a plain offer.",
+            required=False,
+            if_absent="no incentive costs (no incentive variants)",
+            absence_limits=False,
+        ),
     ),
     example={
         "offer_id": "o-travel-city",
@@ -320,4 +359,54 @@ CONTACTS = TableSpec(
     },
 )
 
-TABLES: dict[str, TableSpec] = {t.name: t for t in (CUSTOMERS, CONSENTS, EVENTS, OFFERS, CONTACTS)}
+NO_OFFERS = TableSpec(
+    name="no_offers",
+    doc=(
+        "Every decision that made no contact, with the probability of making none: together with "
+        "`contacts` (the decisions that made one, `decision_id` shared by both numberings) the log is "
+        "a randomised experiment. A decision is in one table or the other, never both. The "
+        "probability is over the policy's randomisation, the control group's included: the "
+        "universal control group is a random share of customers (by hashed id), so a decision on a "
+        "control channel makes no contact with probability share + (1 - share) x P(no offer | not "
+        "in control), whatever the customer's own group, and each offer in `contacts` carries "
+        "(1 - share) x (1 - no-offer rate) x P(the offer | an offer is made)."
+    ),
+    required=False,
+    absence_limits=False,
+    if_absent=(
+        "only decisions that made a contact are known: off-policy values are per contact made, and "
+        "there is no control group to measure lift against"
+    ),
+    key=("decision_id",),
+    columns=(
+        ColumnSpec("decision_id", "str", max_length=ID_MAX),
+        ColumnSpec("customer_id", "str", max_length=ID_MAX),
+        ColumnSpec("channel", "str", allowed=CONTACT_CHANNELS, doc="The channel the decision was for."),
+        ColumnSpec("ts", "ts", doc="When the decision was made (UTC)."),
+        ColumnSpec(
+            "reason",
+            "str",
+            allowed=NO_OFFER_REASONS,
+            doc="`control`: the customer is in the universal control group of this channel; `explore`: "
+            "a randomised no-offer draw; `policy`: nothing eligible, allowed or worth its cost.",
+        ),
+        ColumnSpec(
+            "propensity",
+            "float",
+            min_value=0.0,
+            min_exclusive=True,
+            max_value=1.0,
+            doc="Probability in (0, 1] that the deciding policy made no contact at this decision.",
+        ),
+    ),
+    example={
+        "decision_id": "d-000000018",
+        "customer_id": "c000042",
+        "channel": "email",
+        "ts": "2025-06-02T09:00:00Z",
+        "reason": "control",
+        "propensity": 0.0525,
+    },
+)
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in (CUSTOMERS, CONSENTS, EVENTS, OFFERS, CONTACTS, NO_OFFERS)}

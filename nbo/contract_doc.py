@@ -11,7 +11,7 @@ from nbo.contract import TABLES, ColumnSpec
 
 _INTRO = """# The data contract
 
-nbo reads five tables from a data directory: `DIR/<table>.parquet` or `DIR/<table>.csv` (one of
+nbo reads six tables from a data directory: `DIR/<table>.parquet` or `DIR/<table>.csv` (one of
 the two per table). They are defined once in `nbo/contract.py`; this page is generated from it
 (`python -m nbo.contract_doc > docs/data.md`). `nbo validate --data DIR` checks a directory, and
 every command that loads data goes through the same validation: a file that breaks a rule is
@@ -19,8 +19,8 @@ refused with exit status 2 and one line naming the table, the column, how many r
 one example value.
 
 **What is required** is what every export has: `customers` (`customer_id`, `signup_ts`) and
-`events` (`customer_id`, `ts`, `type`, and `amount` when there are purchases). Consents, offers
-and contacts may come later: a directory without them validates, and each absent optional table
+`events` (`customer_id`, `ts`, `type`, and `amount` when there are purchases). Consents, offers,
+contacts and no_offers may come later: a directory without them validates, and each absent optional table
 or column is named with what nbo cannot do without it (`nbo.data.limitations`, logged by every
 command that loads the directory). An optional column that is present is checked in full.
 
@@ -30,13 +30,15 @@ General rules:
 - **CSV** files are UTF-8 with a header row; empty cells are missing values; booleans are
   `true/false` (also `1/0`, `yes/no`); `offers.channels` is written `web|app|email`.
 - **Extra columns** are kept and ignored. **Keys** must be unique.
-- **References**: every `customer_id` in consents, events and contacts exists in customers, and
-  every `offer_id` in contacts exists in offers.
+- **References**: every `customer_id` in consents, events, contacts and no_offers exists in
+  customers, every `offer_id` in contacts exists in offers, and no `decision_id` is in both contacts
+  and no_offers.
 - Ids are at most 128 characters. Categories are an open vocabulary; channels, event types, offer
   kinds, outcomes and age bands are closed (`nbo/vocab.py`).
 - Other checks: amounts and offer value/cost are >= 0; `contacts.propensity` is in (0, 1];
   an offer's `valid_to` is not before its `valid_from`; a contact's `outcome_ts` is not before its
-  `ts`.
+  `ts`; an offer with an `incentive` (an incentive variant) has an `incentive_cost` and a
+  `base_offer_id` that is a plain offer (no incentive) of the same table.
 """
 
 

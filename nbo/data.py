@@ -18,8 +18,9 @@ import contextlib
 import logging
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Dataset:
-    """The five validated tables. Timestamps are tz-naive UTC, ids are strings.
+    """The validated tables. Timestamps are tz-naive UTC, ids are strings.
 
     `absent_tables`: tables the data directory had no file for (held here empty).
     """
@@ -47,6 +48,7 @@ class Dataset:
     events: pd.DataFrame
     offers: pd.DataFrame
     contacts: pd.DataFrame
+    no_offers: pd.DataFrame = field(default_factory=lambda: empty_table("no_offers"))
     absent_tables: tuple[str, ...] = ()
 
     def table(self, name: str) -> pd.DataFrame:
@@ -61,6 +63,7 @@ class Dataset:
             consents=self.consents[self.consents["customer_id"].isin(ids)],
             events=self.events[self.events["customer_id"].isin(ids)],
             contacts=self.contacts[self.contacts["customer_id"].isin(ids)],
+            no_offers=self.no_offers[self.no_offers["customer_id"].isin(ids)],
         )
 
 
@@ -96,7 +99,7 @@ def read_table_file(path: Path, table: str) -> pd.DataFrame:
             raise DataError(table, f"{path.name} is empty (0 bytes)")
         if path.suffix == ".parquet":
             return _read_parquet(path, table)
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+        return _read_csv(path, table)
     except UnicodeDecodeError as exc:
         raise DataError(table, f"{path.name} is not valid UTF-8 text (byte {exc.start})") from None
     except pd.errors.EmptyDataError:
@@ -111,6 +114,22 @@ def read_table_file(path: Path, table: str) -> pd.DataFrame:
         raise DataError(
             table, f"{path.name} is not a readable Parquet file (truncated or corrupt?): {_first_line(exc)}"
         ) from None
+
+
+def _read_csv(path: Path, table: str) -> pd.DataFrame:
+    """A CSV file as text columns. `index_col=False`: by default pandas takes a first data row with
+    one field more than the header as "the first column is the index", and every column then
+    holds its neighbour's values (an extra comma on line 2 read as an unparseable timestamp)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8", index_col=False)
+        except pd.errors.ParserWarning:
+            header = pd.read_csv(path, dtype=str, nrows=0, encoding="utf-8").shape[1]
+            raise DataError(
+                table, f"{path.name}: line 2 (the first data row) has more fields than the header's {header} "
+                "(an extra comma, or an unquoted comma inside a value?)"
+            ) from None
 
 
 def _read_parquet(path: Path, table: str) -> pd.DataFrame:
@@ -146,7 +165,7 @@ def check_references(data: Dataset) -> None:
             "add offers.parquet or offers.csv",
             column="offer_id",
         )
-    for table in ("consents", "events", "contacts"):
+    for table in ("consents", "events", "contacts", "no_offers"):
         ids = data.table(table)["customer_id"]
         unknown = ~ids.isin(customers)
         if unknown.any():
@@ -155,6 +174,14 @@ def check_references(data: Dataset) -> None:
                 f"{int(unknown.sum())} row(s) for a customer not in customers, e.g. {ids[unknown].iloc[0]!r}",
                 column="customer_id",
             )
+    both = data.no_offers["decision_id"].isin(data.contacts["decision_id"])
+    if both.any():
+        raise DataError(
+            "no_offers",
+            f"{int(both.sum())} decision(s) both made no contact and made one (also in contacts), "
+            f"e.g. {data.no_offers['decision_id'][both].iloc[0]!r}",
+            column="decision_id",
+        )
     unknown = ~data.contacts["offer_id"].isin(offers)
     if unknown.any():
         raise DataError(
@@ -208,13 +235,14 @@ def limitations(data: Dataset) -> list[str]:
 
     E.g. "no contacts table: no contact history: propensity training ... are unavailable".
     """
-    lines = [f"no {name} table: {TABLES[name].if_absent}" for name in TABLE_NAMES if name in data.absent_tables]
+    lines = [f"no {name} table: {TABLES[name].if_absent}" for name in TABLE_NAMES
+             if name in data.absent_tables and TABLES[name].absence_limits]
     for name in TABLE_NAMES:
         if name in data.absent_tables:
             continue
         frame = data.table(name)
         for col in TABLES[name].columns:
-            if not col.required and col.name not in frame.columns:
+            if not col.required and col.absence_limits and col.name not in frame.columns:
                 lines.append(f"no {name}.{col.name} column: {col.if_absent}")
     return lines
 

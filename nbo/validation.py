@@ -274,6 +274,35 @@ def _table_rules(table: str, frame: pd.DataFrame) -> None:
                 f"{int(bad.sum())} row(s) end before they start, e.g. offer {frame.loc[bad, 'offer_id'].iloc[0]!r}",
                 column="valid_to",
             )
+    if table == "offers" and "incentive" in frame.columns:
+        has = frame["incentive"].notna() & (frame["incentive"] != "")
+        cost = frame["incentive_cost"] if "incentive_cost" in frame.columns else pd.Series(np.nan, index=frame.index)
+        free = has & cost.isna()
+        if free.any():
+            raise DataError(
+                table,
+                f"{int(free.sum())} incentive variant(s) without an incentive_cost, e.g. offer "
+                f"{frame.loc[free, 'offer_id'].iloc[0]!r}: say what the incentive gives away per acceptance",
+                column="incentive_cost",
+            )
+        base = frame["base_offer_id"] if "base_offer_id" in frame.columns else pd.Series(None, index=frame.index)
+        orphan = has & ~base.isin(frame.loc[~has, "offer_id"])
+        if orphan.any():
+            raise DataError(
+                table,
+                f"{int(orphan.sum())} incentive variant(s) whose base_offer_id is not a plain offer of the table, "
+                f"e.g. offer {frame.loc[orphan, 'offer_id'].iloc[0]!r}",
+                column="base_offer_id",
+            )
+    if table == "no_offers":
+        zero = frame["propensity"] <= 0
+        if zero.any():
+            raise DataError(
+                table,
+                f"{int(zero.sum())} row(s) have propensity 0; a decision made no contact with "
+                f"probability in (0, 1], e.g. decision {frame.loc[zero, 'decision_id'].iloc[0]!r}",
+                column="propensity",
+            )
     if table == "contacts":
         zero = frame["propensity"] <= 0
         if zero.any():

@@ -26,6 +26,10 @@ OfferKind = Literal["acquisition", "cross_sell", "upsell", "retention", "loyalty
 Outcome = Literal["accepted", "declined", "ignored", "clicked", "pending"]
 AgeBand = Literal["18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
 Lifecycle = Literal["new", "rooted", "diversified", "loyal", "at_risk", "lapsed"]
+#: Why a decision made no contact (the `no_offers` table): the customer is in the universal
+#: control group; a randomised "no offer" draw (exploration); the policy had nothing to make
+#: (nothing eligible, allowed or worth its cost).
+NoOfferReason = Literal["control", "explore", "policy"]
 
 EVENT_CHANNELS: tuple[str, ...] = get_args(EventChannel)
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
@@ -34,6 +38,7 @@ OFFER_KINDS: tuple[str, ...] = get_args(OfferKind)
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
 AGE_BANDS: tuple[str, ...] = get_args(AgeBand)
 LIFECYCLE_STAGES: tuple[str, ...] = get_args(Lifecycle)
+NO_OFFER_REASONS: tuple[str, ...] = get_args(NoOfferReason)
 
 #: The declared product categories, in their declared order (per-category feature columns, the
 #: simulated catalogue and `top_category_code` follow it; ties go to the category declared first).

@@ -3,7 +3,7 @@
 The types every caller of the decision pipeline sees (`Decision` is what `/recommend` answers),
 the suppression reason codes in the order the arbiter checks them, `BlockResult` (the arbiter's
 answer for a block of customers) and `top_reasons`, the one formatting of a shown offer's largest
-feature contributions.
+feature contributions as codes (their plain words: `serving.reasons`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 #: Reason codes for a suppressed candidate, in the order the checks run.
 REASON_CODES: tuple[str, ...] = (
@@ -31,6 +31,10 @@ REASON_CODES: tuple[str, ...] = (
     "cooldown_category",
     "min_value",
     "diversity",
+    # holdouts (serving.holdout), after the arbiter: the customer is in the universal control group
+    # of this channel; the decision was randomised to "no offer"
+    "control_group",
+    "explore_no_offer",
 )
 #: Codes of `BlockResult.reason`: 0 = not suppressed, i + 1 = REASON_CODES[i].
 REASON_INDEX: dict[str, int] = {r: i + 1 for i, r in enumerate(REASON_CODES)}
@@ -40,11 +44,16 @@ INVALID_SCORE = REASON_INDEX["invalid_score"]
 TOP_REASONS = 3
 
 
+def top_indices(contributions: np.ndarray | Sequence[float]) -> list[int]:
+    """Positions of the `TOP_REASONS` largest contributions by magnitude (ties: first name)."""
+    values = np.asarray(contributions, dtype=np.float64)
+    return np.argsort(-np.abs(values), kind="stable")[:TOP_REASONS].tolist()
+
+
 def top_reasons(names: Sequence[str], contributions: np.ndarray | Sequence[float]) -> list[str]:
     """The `TOP_REASONS` largest contributions by magnitude (ties: first name), as "name:+value"."""
     values = np.asarray(contributions, dtype=np.float64)
-    top = np.argsort(-np.abs(values), kind="stable")[:TOP_REASONS]
-    return [f"{names[j]}:{float(values[j]):+.4g}" for j in top.tolist()]
+    return [f"{names[j]}:{float(values[j]):+.4g}" for j in top_indices(values)]
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,18 @@ class BlockResult:
     explored: np.ndarray  # (n, k) bool
     ev: np.ndarray  # (n, m) float64
     reason: np.ndarray  # (n, m) int8
+    #: (n,) P(the decision makes no contact) and (n,) the holdout code that emptied the row (0: none;
+    #: REASON_INDEX of control_group or explore_no_offer), set by `serving.holdout.hold_out`; None
+    #: before it (or without holdouts): a row makes no contact with probability 1 if it has no
+    #: pick, 0 otherwise.
+    p_none: np.ndarray | None = None
+    held: np.ndarray | None = None
+
+    def none_propensity(self, row: int) -> float:
+        """P(no contact) of row `row` (see `p_none`)."""
+        if self.p_none is not None:
+            return float(self.p_none[row])
+        return 0.0 if self.picks.shape[1] and self.picks[row, 0] >= 0 else 1.0
 
     def suppressed_order(self, row: int) -> list[int]:
         """Columns of row `row` that were suppressed, in the order a `Decision` reports them:
@@ -89,7 +110,10 @@ class ShownOffer(BaseModel):
     expected_value: float
     propensity: float
     explored: bool
+    #: Reason codes: the largest feature contributions ("name:+log-odds"), then the arbiter's own.
     reasons: list[str]
+    #: The same reasons in plain words, in the same order (`serving.reasons`).
+    reason_texts: list[str] = Field(default_factory=list)
 
 
 class Suppressed(BaseModel):
@@ -100,6 +124,8 @@ class Suppressed(BaseModel):
 
     offer_id: str
     reason: str
+    #: The reason in plain words, with the setting that removed the offer (`serving.reasons`).
+    reason_text: str = ""
 
 
 class Decision(BaseModel):

@@ -10,7 +10,10 @@ One implementation serves every caller: `/recommend` (`DecisionEngine.decide`) p
 3. the arbiter applies the contact policy to the whole block (`Arbiter.arbitrate_block`) with
    the contact histories the caller read (`ContactDesk`), exploring with one seed per
    (customer, channel, now) (`draws.decision_seed`);
-4. the chosen offers are explained in one explainer call: the three largest contributions
+4. the holdouts (`serving.holdout`): customers of the universal control group get no offer on
+   the channels it holds, other decisions are randomised to "no offer" at the policy's rate, and
+   every row knows its probability of making no contact (`p_none`);
+5. the chosen offers are explained in one explainer call: the three largest contributions
    (log-odds) of each, then the arbiter's own reasons.
 
 Nothing is read from or written to the contact store here: the caller reads before (`CustomerBlock`)
@@ -29,11 +32,14 @@ import numpy as np
 
 from features import Context
 from serving.contact_store import ContactHistory
-from serving.decision import INVALID_SCORE, REASON_CODES, BlockResult, Decision, ShownOffer, top_reasons
+from serving.decision import INVALID_SCORE, REASON_CODES, BlockResult, Decision, ShownOffer, top_indices, top_reasons
 from serving.draws import decision_seed, seeded_draws
+from serving.holdout import hold_out
+from serving.reasons import contribution_text
 
 if TYPE_CHECKING:
     from serving.engine import DecisionEngine
+    from serving.ranking import Arbiter
 
 FALLBACK_VERSION = "popularity"
 #: Rows per explainer call: bounds its (rows x trees x features) temporary.
@@ -68,6 +74,7 @@ class DecisionBlock:
     fallback: np.ndarray  # (n,) bool
     model_versions: dict[str, str]
     reasons: dict[tuple[int, int], list[str]]  # (row, column) of a pick -> its top contributions
+    reason_texts: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # the same in plain words
 
     def versions(self, i: int) -> dict[str, str]:
         return {"fallback": FALLBACK_VERSION} if self.fallback[i] else self.model_versions
@@ -75,7 +82,8 @@ class DecisionBlock:
     def shown(self, i: int) -> list[ShownOffer]:
         """Row i's chosen offers, best rank first."""
         return self.engine.arbiter.shown(self.result, i, offer_ids=self.engine.offer_ids, p_accept=self.p_accept[i],
-                                         churn_probability=float(self.churn[i]), reasons=self._row_reasons(i))
+                                         churn_probability=float(self.churn[i]), reasons=self._row_reasons(i),
+                                         reason_texts=self._row_reasons(i, self.reason_texts))
 
     def decision(self, i: int, decision_id: str | None = None) -> Decision:
         """Row i as the `Decision` `/recommend` answers (nothing reserved yet)."""
@@ -83,18 +91,28 @@ class DecisionBlock:
             self.result, i, self.customer_ids[i], self.channel, self.now, offer_ids=self.engine.offer_ids,
             p_accept=self.p_accept[i], churn_probability=float(self.churn[i]), reasons=self._row_reasons(i),
             model_versions=self.versions(i), fallback=bool(self.fallback[i]), decision_id=decision_id,
+            reason_texts=self._row_reasons(i, self.reason_texts),
         )
+
+    def p_none(self, i: int) -> float:
+        """P(row i's decision makes no contact): 1 without holdouts when it has no offer."""
+        return self.result.none_propensity(i)
 
     def no_offer(self, i: int) -> str:
         """Why row i has no offer: the most frequent suppression reason of its candidates
-        (invalid scores counted first, as a `Decision` lists them), or `no_candidate`."""
+        (invalid scores counted first, as a `Decision` lists them), or `no_candidate`; a row a
+        holdout emptied says which (`control_group`, `explore_no_offer`)."""
+        held = self.result.held
+        if held is not None and held[i] > 0:
+            return REASON_CODES[int(held[i]) - 1]
         codes = self.result.reason[i]
         order = np.r_[np.flatnonzero(codes == INVALID_SCORE), np.flatnonzero((codes != INVALID_SCORE) & (codes != 0))]
         found = [REASON_CODES[int(codes[j]) - 1] for j in order.tolist()]
         return Counter(found).most_common(1)[0][0] if found else "no_candidate"
 
-    def _row_reasons(self, i: int) -> dict[int, list[str]]:
-        return {c: self.reasons[(i, c)] for c in self.result.picks[i].tolist() if (i, c) in self.reasons}
+    def _row_reasons(self, i: int, by_cell: dict[tuple[int, int], list[str]] | None = None) -> dict[int, list[str]]:
+        cells = self.reasons if by_cell is None else by_cell
+        return {c: cells[(i, c)] for c in self.result.picks[i].tolist() if (i, c) in cells}
 
 
 def _rule_context(ctx: Context | None) -> dict[str, object]:
@@ -151,6 +169,7 @@ def decide_block(
     churn = np.zeros(n)
     value = np.zeros(n)
     reasons: dict[tuple[int, int], list[str]] = {}
+    texts: dict[tuple[int, int], list[str]] = {}
     rows = np.flatnonzero(live)
     scored = None
     if len(rows) and m:
@@ -158,6 +177,7 @@ def decide_block(
         scored = engine.score(live_ids, channel, shared if contexts is None else {c: contexts[c] for c in live_ids}, now,
                               models, contact_rows=customers.contact_rows)
         p[rows], churn[rows], value[rows] = scored.p, scored.churn, scored.value
+    seeds = np.array([decision_seed(c, channel, now) for c in ids], dtype=np.uint64)
     result = arb.arbitrate_block(
         ids, channel, now, p,
         columns=arb.columns_of(engine.offer_ids),
@@ -165,14 +185,16 @@ def decide_block(
         churn_probability=churn,
         customer_value=value,
         k=k,
-        draws=seeded_draws(np.array([decision_seed(c, channel, now) for c in ids], dtype=np.uint64)),
+        draws=seeded_draws(seeds),
         consented=consented,
         histories=customers.histories,
     )
+    if engine.policy.holds_out:  # the control group and randomised no-offer, after the arbiter
+        result = hold_out(result, engine.policy, ids, channel, seeds)
     if scored is not None and scored.X is not None and scored.models is not None:
-        reasons = _top_contributions(scored, rows, result.picks, m)
+        reasons, texts = _top_contributions(scored, rows, result.picks, m, engine.offer_ids, arb)
     return DecisionBlock(engine, ids, channel, now, result, p, churn, fallback,
-                         models.versions if models is not None else {}, reasons)
+                         models.versions if models is not None else {}, reasons, texts)
 
 
 def _rule_masks(
@@ -200,17 +222,27 @@ def _rule_masks(
     return arb.rule_masks(frame, channel, now, _rule_context(shared))
 
 
-def _top_contributions(scored, rows: np.ndarray, picks: np.ndarray, n_o: int) -> dict[tuple[int, int], list[str]]:  # type: ignore[no-untyped-def]
-    """The top contributions of each chosen (row, column) of a scored customer, one explainer call."""
+def _top_contributions(scored, rows: np.ndarray, picks: np.ndarray, n_o: int,  # type: ignore[no-untyped-def]
+                       offer_ids: Sequence[str], arbiter: Arbiter) -> tuple[dict[tuple[int, int], list[str]], dict[tuple[int, int], list[str]]]:
+    """The top contributions of each chosen (row, column) of a scored customer, one explainer call:
+    as codes, and in plain words from the feature's value in the candidate row (`serving.reasons`)."""
     known = np.flatnonzero(scored.positions >= 0)  # scored rows with model inputs, in X's order
     where = {int(rows[s]): a for a, s in enumerate(known.tolist())}  # block row -> its rank in X
     cells = [(i, int(picks[i, r])) for i, r in np.argwhere(picks >= 0).tolist() if i in where]
     if not cells:
-        return {}
+        return {}, {}
     index = np.array([where[i] * n_o + c for i, c in cells], dtype=np.int64)
     models = scored.models
     explainer = models.explainer or models.propensity.model
     contrib = np.concatenate([explainer.contributions(scored.X[index[lo : lo + EXPLAIN_ROWS]])[:, :-1]
                               for lo in range(0, len(index), EXPLAIN_ROWS)])
     names = models.propensity.feature_names
-    return {cell: top_reasons(names, contrib[a]) for a, cell in enumerate(cells)}
+    codes: dict[tuple[int, int], list[str]] = {}
+    texts: dict[tuple[int, int], list[str]] = {}
+    for a, cell in enumerate(cells):
+        top = top_indices(contrib[a])
+        codes[cell] = top_reasons(names, contrib[a])
+        row = scored.X[index[a]]
+        category = arbiter.catalogue.by_id[offer_ids[cell[1]]].category
+        texts[cell] = [contribution_text(names[j], float(row[j]), float(contrib[a][j]), category) for j in top]
+    return codes, texts

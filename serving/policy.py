@@ -24,8 +24,10 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
+from nbo.control import DEFAULT_SALT
 from nbo.errors import ConfigError
 from serving.caps import longest_window_days
 from nbo.vocab import DEFAULT_OPT_IN_CHANNELS, OUTBOUND_CHANNELS, ContactChannel, OfferKind
@@ -101,6 +103,9 @@ class Exploration(_Frozen):
     rate: float = Field(0.05, ge=0.0, le=1.0)
     method: Literal["epsilon_greedy", "softmax"] = "epsilon_greedy"
     temperature: PositiveFloat = 1.0
+    #: Share of the decisions that would make an offer randomised to "no offer" instead (logged
+    #: with its propensity), so the log holds what doing nothing earns next to every offer.
+    no_offer_rate: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class Arbitration(_Frozen):
@@ -115,6 +120,21 @@ class Arbitration(_Frozen):
     def weight(self, offer_id: str, kind: str) -> float:
         """The lever of one offer: kind weight x offer weight (each 1.0 unless set)."""
         return self.kind_weights.get(kind, 1.0) * self.offer_weights.get(offer_id, 1.0)  # type: ignore[call-overload]
+
+
+class ControlGroup(_Frozen):
+    """The universal control group: `share` of customers (a random sample, by hashed id with
+    `salt`, `nbo.control`) never contacted on `channels` by any outbound programme, so every
+    programme's lift is measured against doing nothing. Only channels that need consent can hold
+    one (the control group is refused like a withdrawn consent)."""
+
+    share: float = Field(0.0, ge=0.0, le=0.5)
+    channels: tuple[ContactChannel, ...] = DEFAULT_OPT_IN_CHANNELS
+    salt: str = Field(DEFAULT_SALT, min_length=1, max_length=64)
+
+    def holds(self, channel: str) -> bool:
+        """True if the group is held out of `channel` (a share above 0 and the channel listed)."""
+        return self.share > 0.0 and channel in self.channels
 
 
 class Consent(_Frozen):
@@ -144,6 +164,25 @@ class ContactPolicy(_Frozen):
     quiet_hours: QuietHours = QuietHours()
     consent: Consent = Consent()
     arbitration: Arbitration = Arbitration()
+    control_group: ControlGroup = ControlGroup()
+
+    @model_validator(mode="after")
+    def _control_on_consent_channels(self) -> ContactPolicy:
+        free = [c for c in self.control_group.channels if c not in self.consent.opt_in_channels]
+        # Without a share there is no group to put anywhere (and a policy written back, e.g. by the
+        # console, spells out the default channels whatever its opt-in channels).
+        if free and self.control_group.share > 0.0:
+            raise ValueError(
+                f"control_group.channels: {free[0]!r} needs no consent (not in consent.opt_in_channels); "
+                "the control group holds out opt-in channels only"
+            )
+        return self
+
+    @property
+    def holds_out(self) -> bool:
+        """Decisions may be held out (a control group or randomised no-offer): every decision
+        without contact is then logged with its propensity."""
+        return self.control_group.share > 0.0 or self.arbitration.exploration.no_offer_rate > 0.0
 
     @property
     def longest_window_days(self) -> int:
@@ -157,6 +196,9 @@ def _format_errors(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if p != "[key]")
+        if not loc and err["type"] == "value_error":  # a rule across sections names its keys itself
+            parts.append(str(err["msg"]).removeprefix("Value error, "))
+            continue
         parts.append(f"key '{loc or '<root>'}': {err['msg']}")
     return "; ".join(parts)
 

@@ -33,7 +33,7 @@ import pandas as pd
 from nbo.vocab import CONTACT_CHANNELS
 from serving.caps import CONTACT_REASONS
 from serving.catalogue import OfferCatalogue
-from serving.contact_store.base import ContactHistory, OfferRef, decision_refusal, offer_refusal, to_epoch
+from serving.contact_store.base import ContactHistory, OfferRef, decision_refusal, offer_refusal, to_epoch, touches
 from serving.contact_store.consent import ConsentBook
 from serving.decision import (
     DIVERSITY,
@@ -47,6 +47,7 @@ from serving.decision import (
     top_reasons,
 )
 from serving.draws import Draws, generator_draws, seeded_draws
+from serving.reasons import BEST_VALUE, ELIGIBILITY_PREFIX, EXPLORED, RETENTION, arbiter_text, contribution_text_of, suppression_text
 from serving.policy import ContactPolicy
 from serving.rules import Rule
 from serving.selection import rank_probabilities, select_block
@@ -64,9 +65,10 @@ class Arbiter:
         self._rng = np.random.default_rng()
         self.catalogue = OfferCatalogue(offers, rules, policy.arbitration)
         self._empty: dict[str, tuple[str | None, np.ndarray]] = {}
-        # One frozen `Suppressed` per (catalogue offer, reason), built on first use (bounded by
-        # offers x reason codes): a decision's ~35 suppressions become dictionary look-ups.
-        self._suppressed: dict[tuple[str, str], Suppressed] = {}
+        # One frozen `Suppressed` per (catalogue offer, reason, channel), built on first use (bounded
+        # by offers x reason codes x channels): a decision's ~35 suppressions become dictionary
+        # look-ups, their plain-language texts (which name the channel's caps) written once.
+        self._suppressed: dict[tuple[str, str, str], Suppressed] = {}
 
     @property
     def offer_ids(self) -> list[str]:
@@ -156,9 +158,14 @@ class Arbiter:
                 continue
             why = decision_refusal(h, channel, policy)
             row_reason[i] = why
-            if why is None:
+            if why is None:  # the empty history's verdicts, checked again where this history touches an offer
                 shows = h.offer_show_counts(policy.offer_cap.days)
-                offer_reason[i] = [0 if (r := offer_refusal(h, ref, policy, shows)) is None else REASON_INDEX[r] for ref in refs]
+                row = offer_reason[i]
+                row[:] = empty_offer[cols]
+                for j, ref in enumerate(refs):
+                    if touches(h, ref, shows):
+                        r = offer_refusal(h, ref, policy, shows)
+                        row[j] = 0 if r is None else REASON_INDEX[r]
         for reason in CONTACT_REASONS:
             rows = np.array([r == reason for r in row_reason], dtype=bool)
             if rows.any():
@@ -232,15 +239,18 @@ class Arbiter:
             return seeded_draws(np.array([int(rng) % 2**64], dtype=np.uint64))
         return generator_draws(self._rng if rng is None else rng)
 
-    def suppression(self, offer_id: str, reason: str) -> Suppressed:
-        """The record of a suppressed candidate; catalogue offers share one frozen record per reason
-        (~35 drops per decision cost ~0.1 ms as new objects), anything else is validated."""
-        key = (offer_id, reason)
+    def suppression(self, offer_id: str, reason: str, channel: str) -> Suppressed:
+        """The record of a suppressed candidate on `channel`, with its reason in plain words
+        (`serving.reasons`); catalogue offers share one frozen record per (reason, channel) (~35
+        drops per decision cost ~0.1 ms as new objects), anything else is validated."""
+        key = (offer_id, reason, channel)
         record = self._suppressed.get(key)
         if record is None:
             if type(offer_id) is not str or offer_id not in self.catalogue.by_id:
-                return Suppressed(offer_id=offer_id, reason=reason)
-            record = self._suppressed[key] = Suppressed.model_construct(offer_id=offer_id, reason=reason)
+                return Suppressed(offer_id=offer_id, reason=reason,
+                                  reason_text=suppression_text(reason, None, channel, self.policy))
+            text = suppression_text(reason, self.catalogue.by_id[offer_id], channel, self.policy)
+            record = self._suppressed[key] = Suppressed.model_construct(offer_id=offer_id, reason=reason, reason_text=text)
         return record
 
     def decision(
@@ -259,19 +269,21 @@ class Arbiter:
         fallback: bool = False,
         decision_id: str | None = None,
         suppressed: Sequence[Suppressed] = (),
+        reason_texts: Mapping[int, list[str]] | None = None,
     ) -> Decision:
         """Row `row` of a block as a `Decision` (nothing reserved yet).
 
         `offer_ids` and `p_accept`: the block's columns and this row's scores; `reasons`: column ->
-        the reasons that come first (top feature contributions); `suppressed`: candidates refused
-        before the block (unknown offers, invalid scores).
+        the reasons that come first (top feature contributions), `reason_texts` the same in plain
+        words; `suppressed`: candidates refused before the block (unknown offers, invalid scores).
         """
         dropped = list(suppressed)
         for c in block.suppressed_order(row):
-            dropped.append(self.suppression(offer_ids[c], REASON_CODES[int(block.reason[row, c]) - 1]))
+            dropped.append(self.suppression(offer_ids[c], REASON_CODES[int(block.reason[row, c]) - 1], channel))
         shown = self.shown(block, row, offer_ids=offer_ids, p_accept=p_accept, churn_probability=churn_probability,
-                           reasons=reasons)
-        slate = math.prod(o.propensity for o in shown) if shown else 1.0
+                           reasons=reasons, reason_texts=reason_texts)
+        # No offer: the probability of making no contact (1 unless holdouts randomise it).
+        slate = math.prod(o.propensity for o in shown) if shown else block.none_propensity(row)
         return Decision(
             decision_id=decision_id or uuid.uuid4().hex,
             customer_id=customer_id,
@@ -293,15 +305,21 @@ class Arbiter:
         p_accept: Sequence[float],
         churn_probability: float,
         reasons: Mapping[int, list[str]] | None = None,
+        reason_texts: Mapping[int, list[str]] | None = None,
     ) -> list[ShownOffer]:
         """The offers chosen in row `row` of a block, best rank first, with their reasons
-        (`reasons[column]`, the top contributions, then the arbiter's own)."""
+        (`reasons[column]`, the top contributions, then the arbiter's own) and the same in plain
+        words (`reason_texts[column]`; a contribution without one is said from its code)."""
         shown: list[ShownOffer] = []
         for r, c in enumerate(block.picks[row].tolist()):
             if c < 0:
                 break
             explored = bool(block.explored[row, r])
             oid = offer_ids[c]
+            first = (reasons or {}).get(c, [])
+            first_texts = (reason_texts or {}).get(c) or [contribution_text_of(code, self.catalogue.by_id[oid].category)
+                                                          for code in first]
+            own = self.offer_reasons(oid, churn_probability, explored)
             shown.append(ShownOffer(
                 offer_id=oid,
                 rank=r + 1,
@@ -309,7 +327,8 @@ class Arbiter:
                 expected_value=float(block.ev[row, c]),
                 propensity=float(block.propensity[row, r]),
                 explored=explored,
-                reasons=(reasons or {}).get(c, []) + self.offer_reasons(oid, churn_probability, explored),
+                reasons=first + own,
+                reason_texts=first_texts + [arbiter_text(code, churn_probability) for code in own],
             ))
         return shown
 
@@ -357,11 +376,11 @@ class Arbiter:
         seen: set[str] = set()
         for oid, p, contributions in cands:
             if oid not in self.catalogue.by_id:
-                dropped.append(self.suppression(oid, "unknown_offer"))
+                dropped.append(self.suppression(oid, "unknown_offer", channel))
             elif oid in seen:
                 continue
             elif not (isinstance(p, int | float) and 0.0 <= p <= 1.0):
-                dropped.append(self.suppression(oid, "invalid_score"))
+                dropped.append(self.suppression(oid, "invalid_score", channel))
             else:
                 seen.add(oid)
                 known.append((oid, float(p), contributions))
@@ -405,8 +424,8 @@ class Arbiter:
         o = self.catalogue.by_id[offer_id]
         reasons: list[str] = []
         if o.rule is not None:
-            reasons.append(f"eligibility: {o.rule.text}")
+            reasons.append(f"{ELIGIBILITY_PREFIX}{o.rule.text}")
         if o.kind == "retention" and churn_probability:
-            reasons.append("retention value: churn_probability x customer_value")
-        reasons.append("explored" if explored else "best expected value")
+            reasons.append(RETENTION)
+        reasons.append(EXPLORED if explored else BEST_VALUE)
         return reasons

@@ -73,7 +73,7 @@ class ContactDesk:
         kept = {r.offer_id for r in result.reserved}
         shown = [o for o in decision.offers if o.offer_id in kept]
         shown = [o if o.rank == r else o.model_copy(update={"rank": r}) for r, o in enumerate(shown, start=1)]
-        suppressed = decision.suppressed + [self.arbiter.suppression(oid, why) for oid, why in result.refused]
+        suppressed = decision.suppressed + [self.arbiter.suppression(oid, why, decision.channel) for oid, why in result.refused]
         return decision.model_copy(update={"offers": shown, "suppressed": suppressed})
 
     def reserve_many(self, requests: list[ReserveRequest], now: datetime) -> list[ReserveResult | None]:

@@ -12,7 +12,17 @@ from simulator.catalogue import Catalogue
 from simulator.config import CATEGORIES, SEGMENTS, SimConfig
 from simulator.engine import DayResult, Simulator
 from simulator.io import contacts_truth, customers_truth, dataset, write_simulation
-from simulator.policies import Contacts, DayView, OraclePolicy, Policy, RandomPolicy, no_contact
+from simulator.policies import (
+    Contacts,
+    DayView,
+    Holdout,
+    IncrementalOraclePolicy,
+    NoOffers,
+    OraclePolicy,
+    Policy,
+    RandomPolicy,
+    no_contact,
+)
 
 __all__ = [
     "CATEGORIES",
@@ -22,6 +32,9 @@ __all__ = [
     "DayResult",
     "DayView",
     "EventBatch",
+    "Holdout",
+    "IncrementalOraclePolicy",
+    "NoOffers",
     "OraclePolicy",
     "Policy",
     "RandomPolicy",

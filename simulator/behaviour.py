@@ -103,6 +103,9 @@ def simulate_behaviour(
 
     rate = population.activity[active] * np.where(state.drifting[active], 0.25, 1.0)
     online = population.online_share[active]
+    if config.cannibalisation:  # no draw: the day's events are those of the world without it
+        state.organic_today = np.zeros((population.n, k))
+        state.organic_today[active] = organic_probability(config, population, state, active, rate)
     on = rng.random(len(active)) < np.minimum(rate * online, 0.9)
     sc = active[on]
     s_ch = np.where(rng.random(len(sc)) < population.app_share[sc], EV_CH["app"], EV_CH["web"]).astype(np.int8)
@@ -132,6 +135,38 @@ def simulate_behaviour(
     events = EventBatch.concat(parts)
     record_events(state, events, day, k)
     return events, Sessions(sc, s_ch, s_start)
+
+
+def organic_probability(
+    config: SimConfig, population: Population, state: CustomerState, active: np.ndarray, rate: np.ndarray
+) -> np.ndarray:
+    """(len(active), k): the exact probability that each active customer buys in each category
+    today, without any contact, under the draws `simulate_behaviour` makes next (`rate`: today's
+    visit rate, lower when drifting).
+
+    A web/app session (probability min(rate x online share, 0.9)) buys in the intent category
+    after a cart; a store visit (probability min(rate x (1 - online share) x 0.6, 0.9)) buys with
+    probability `store_purchase_rate`, in the intent category with probability 0.45 + 0.4 x recent
+    browsing of it (at most 1), else in a category drawn from the affinities. The two are
+    independent, so P(buy k) = 1 - (1 - P(session buys k)) (1 - P(store buys k)).
+    """
+    k = config.n_categories
+    rows = np.arange(len(active))
+    intent = state.intent[active].astype(np.int64)
+    online = population.online_share[active].astype(np.float64)
+    rate = np.asarray(rate, dtype=np.float64)
+    browsed = state.recent_browse[active, intent].astype(np.float64)
+    boost = 1.0 + 0.3 * np.minimum(browsed, 3.0)
+    session = np.minimum(rate * online, 0.9)
+    cart = np.minimum(config.cart_rate * boost, 0.9)
+    buy = config.buy_after_cart * (1.0 - 0.3 * population.price_sensitivity[active].astype(np.float64))
+    p_session = np.zeros((len(active), k))
+    p_session[rows, intent] = session * cart * buy
+    visit = np.minimum(rate * (1.0 - online) * 0.6, 0.9) * config.store_purchase_rate
+    stay = np.minimum(0.45 + 0.4 * np.minimum(browsed, 1.0), 1.0)  # P(u <= threshold): the intent category
+    p_store = ((1.0 - stay) * visit)[:, None] * population.affinity[active].astype(np.float64)
+    p_store[rows, intent] += stay * visit
+    return 1.0 - (1.0 - p_session) * (1.0 - p_store)
 
 
 def record_events(state: CustomerState, events: EventBatch, day: int, n_categories: int) -> None:

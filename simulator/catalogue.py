@@ -7,11 +7,12 @@ simulator checks them without a parser, and rendered in the rule syntax nbo's ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
+from nbo.errors import NboError
 from simulator.config import LIFE, SimConfig
 from nbo.vocab import CONTACT_CHANNELS, LIFECYCLE_STAGES, OFFER_KINDS
 
@@ -39,10 +40,32 @@ class Catalogue:
     min_tenure_days: np.ndarray  # int32, -1 = no tenure rule; rule is tenure_days > value
     lifecycles: np.ndarray  # bool (n_offers, 6) lifecycle stages allowed (all True = no rule)
     value_z: np.ndarray  # float32, standardised log value (drives the value effect on acceptance)
+    # Incentive variants (SimConfig.incentives): a variant is an offer of its own (its own id, the
+    # channels, validity and rule of its plain offer) whose `value` is the plain value less the
+    # incentive's cost. Without incentives every offer is its own plain version.
+    base: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # plain offer's position
+    variant: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int8))  # code into incentives, -1 = none
+    incentive_cost: np.ndarray = field(default_factory=lambda: np.empty(0))  # currency per acceptance
+
+    def __post_init__(self) -> None:
+        n = len(self.offer_id)
+        if len(self.base) != n:  # a catalogue without variants: every offer is plain
+            object.__setattr__(self, "base", np.arange(n, dtype=np.int64))
+            object.__setattr__(self, "variant", np.full(n, -1, dtype=np.int8))
+            object.__setattr__(self, "incentive_cost", np.zeros(n))
 
     @property
     def n(self) -> int:
         return len(self.offer_id)
+
+    @property
+    def has_variants(self) -> bool:
+        return bool((self.variant >= 0).any())
+
+    @property
+    def base_value(self) -> np.ndarray:
+        """The plain offer's value (margin if accepted, before any incentive), per offer."""
+        return self.value[self.base]
 
     def valid_on(self, day: int) -> np.ndarray:
         """Bool per offer: valid on `day` (days from the period start)."""
@@ -69,9 +92,10 @@ class Catalogue:
         return rules
 
     def to_frame(self, config: SimConfig) -> pd.DataFrame:
-        """The `offers` table of the data contract."""
+        """The `offers` table of the data contract (with `base_offer_id`, `incentive` and
+        `incentive_cost` when the world has incentive variants)."""
         start = pd.Timestamp(config.start)
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "offer_id": pd.Series(self.offer_id, dtype="str"),
                 "name": pd.Series(self.name, dtype="str"),
@@ -87,6 +111,55 @@ class Catalogue:
                 "eligibility": pd.Series(self.eligibility_rules(), dtype="str"),
             }
         )
+        if self.has_variants:
+            names = [i.name for i in config.incentives]
+            frame["base_offer_id"] = pd.Series([self.offer_id[b] for b in self.base], dtype="str")
+            frame["incentive"] = pd.Series([names[v] if v >= 0 else None for v in self.variant], dtype="str")
+            frame["incentive_cost"] = self.incentive_cost
+        return frame
+
+
+def with_variants(catalogue: Catalogue, config: SimConfig) -> Catalogue:
+    """The catalogue with one variant of every offer per incentive of `config` (no randomness: the
+    plain offers, and every draw after them, stay those of the world without incentives).
+
+    Variant `o-...-07-pct10` of offer `o-...-07` keeps its category, kind, channels, validity,
+    rule and `value_z` (what the offer is), and is worth its value less the incentive's cost."""
+    if not config.incentives:
+        return catalogue
+    n = catalogue.n
+    parts = [np.arange(n)] + [np.arange(n)] * len(config.incentives)
+    base = np.concatenate(parts).astype(np.int64)
+    variant = np.concatenate([np.full(n, -1)] + [np.full(n, v) for v in range(len(config.incentives))]).astype(np.int8)
+    cost = np.concatenate([np.zeros(n)] + [np.round(i.cost(catalogue.value, config.organic_margin), 2)
+                                           for i in config.incentives])
+    value = np.round(catalogue.value[base] - cost, 2)
+    if (value < 0).any():
+        worst = int(np.argmin(value))
+        raise NboError(f"incentive {config.incentives[variant[worst]].name!r} costs more than offer "
+                       f"{catalogue.offer_id[base[worst]]!r} is worth ({cost[worst]:.2f} > {catalogue.value[base[worst]]:.2f})")
+    ids = tuple(catalogue.offer_id) + tuple(f"{catalogue.offer_id[b]}-{config.incentives[v].name}"
+                                            for b, v in zip(base[n:], variant[n:], strict=True))
+    names = tuple(catalogue.name) + tuple(f"{catalogue.name[b]} ({config.incentives[v].name})"
+                                          for b, v in zip(base[n:], variant[n:], strict=True))
+    return replace(
+        catalogue,
+        offer_id=ids,
+        name=names,
+        category=catalogue.category[base],
+        kind=catalogue.kind[base],
+        channels=catalogue.channels[base],
+        value=value,
+        cost=catalogue.cost[base],
+        valid_from_day=catalogue.valid_from_day[base],
+        valid_to_day=catalogue.valid_to_day[base],
+        min_tenure_days=catalogue.min_tenure_days[base],
+        lifecycles=catalogue.lifecycles[base],
+        value_z=catalogue.value_z[base],
+        base=base,
+        variant=variant,
+        incentive_cost=cost,
+    )
 
 
 def make_catalogue(config: SimConfig, rng: np.random.Generator) -> Catalogue:

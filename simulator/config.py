@@ -7,12 +7,19 @@ lifecycle stages are small integers: their position in the closed vocabularies o
 
 from __future__ import annotations
 
+import tomllib
 from datetime import date
+from pathlib import Path
 
-from pydantic import BaseModel, Field, PositiveInt
+import numpy as np
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+from nbo.errors import NboError
 
 from nbo.vocab import (
     CATEGORIES,
+    ContactChannel,
     CONTACT_CHANNELS,
     DEFAULT_OPT_IN_CHANNELS,
     EVENT_CHANNELS,
@@ -41,6 +48,83 @@ OUTBOUND_CODES: tuple[int, ...] = tuple(CH[c] for c in OUTBOUND_CHANNELS)
 BANNER_CODES: tuple[int, ...] = tuple(CH[c] for c in ONLINE_CHANNELS)
 
 assert EV_CH["web"] == CH["web"] and EV_CH["app"] == CH["app"], "web/app codes must coincide"
+
+
+class Incentive(BaseModel):
+    """One incentive variant of every offer (10 % off, free delivery...): what it costs and how
+    much it moves acceptance.
+
+    Cost per acceptance (currency units) = `discount` x the offer's purchase price (its value /
+    `SimConfig.organic_margin`: a 10 % discount on a purchase whose margin is 30 % of the price
+    gives away a third of the margin) + `fixed_cost` (e.g. the delivery paid for the customer).
+    An incentive must cost something: at least one of the two is above 0.
+
+    Appeal: the acceptance logit rises by `appeal` x (0.2 + 1.6 x price sensitivity): a fully
+    price-sensitive customer reacts 1.8 times the appeal, an insensitive one a fifth of it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9_]{1,32}$", description="short id, appended to the offer id")
+    discount: float = Field(0.0, ge=0, lt=1, description="share of the purchase price given away")
+    fixed_cost: float = Field(0.0, ge=0, description="currency units per acceptance (e.g. delivery)")
+    appeal: float = Field(gt=0, description="acceptance logit shift at price sensitivity 0.5 is 1.0 x appeal")
+
+    @model_validator(mode="after")
+    def _costs_something(self) -> Incentive:
+        if self.discount <= 0 and self.fixed_cost <= 0:
+            raise ValueError(f"incentive {self.name!r} has no cost: give its discount (share of the price) "
+                             "or its fixed_cost (currency units per acceptance)")
+        return self
+
+    def cost(self, value: np.ndarray, margin: float) -> np.ndarray:
+        """Cost per acceptance (currency units) of offers worth `value` (margin) each."""
+        return self.discount * np.asarray(value, dtype=np.float64) / margin + self.fixed_cost
+
+
+#: The incentive variants `nbo simulate --incentives` adds to every offer.
+DEFAULT_INCENTIVES: tuple[Incentive, ...] = (
+    Incentive(name="pct10", discount=0.10, appeal=0.5),
+    Incentive(name="pct20", discount=0.20, appeal=0.9),
+    Incentive(name="free_delivery", fixed_cost=4.0, appeal=0.3),
+)
+
+
+def parse_incentives(text: str, source: str = "<incentives>") -> tuple[Incentive, ...]:
+    """Incentive variants from TOML: one `[[incentive]]` table each (`name`, `discount` and/or
+    `fixed_cost`, `appeal`). Raises `NboError` with one line naming the table and the field."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise NboError(f"{source}: TOML syntax error: {exc}") from None
+    items = raw.get("incentive")
+    if set(raw) != {"incentive"} or not isinstance(items, list) or not items:
+        raise NboError(f"{source}: expected one or more [[incentive]] tables and nothing else")
+    out = []
+    for n, item in enumerate(items, start=1):
+        try:
+            out.append(Incentive.model_validate(item))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            message = str(err["msg"]).removeprefix("Value error, ")
+            raise NboError(f"{source}: incentive #{n}{' ' + where if where else ''}: {message}") from None
+    names = [i.name for i in out]
+    if len(set(names)) != len(names):
+        raise NboError(f"{source}: incentive names must be distinct, got {names}")
+    return tuple(out)
+
+
+def load_incentives(spec: str) -> tuple[Incentive, ...]:
+    """`default` (`DEFAULT_INCENTIVES`) or the path of a TOML file for `parse_incentives`."""
+    if spec == "default":
+        return DEFAULT_INCENTIVES
+    path = Path(spec)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NboError(f"{path}: cannot read incentives file: {getattr(exc, 'strerror', None) or exc}") from None
+    return parse_incentives(text, str(path))
 
 
 class SimConfig(BaseModel, frozen=True):
@@ -107,6 +191,58 @@ class SimConfig(BaseModel, frozen=True):
     contact_intensity_max: float = Field(1.5, gt=0)
     banner_rate: float = Field(0.5, ge=0, le=1, description="share of web/app sessions that show a banner")
 
+    # incremental value (issue 21): off by default, so the worlds recorded before are unchanged
+    cannibalisation: bool = Field(
+        False,
+        description="an offer accepted by a customer who buys its category that day anyway is not incremental",
+    )
+    organic_window_days: PositiveInt = Field(
+        7, description="a customer 'buys anyway' when they buy the offer's category within this many days, today included"
+    )
+    accept_buying_anyway: float = Field(
+        2.5, ge=0, description="acceptance logit added for a customer who buys the offer's category that day anyway"
+    )
+    anyway_value_share: float = Field(
+        0.0, ge=0, le=1, description="share of the offer's value still incremental when the customer buys anyway"
+    )
+    incentives: tuple[Incentive, ...] = Field(
+        (), description="incentive variants of every offer (none: each offer has only its plain version)"
+    )
+
+    # the logging policy's holdouts (issue 21 item 2): off by default
+    control_share: float = Field(
+        0.0, ge=0, le=0.5, description="share of customers in the universal control group (by hashed id)"
+    )
+    control_channels: tuple[ContactChannel, ...] = Field(
+        DEFAULT_OPT_IN_CHANNELS, description="channels the control group is never contacted on (opt-in channels)"
+    )
+    no_offer_rate: float = Field(0.0, ge=0, le=1, description="share of other decisions randomised to no offer")
+
+    @model_validator(mode="after")
+    def _control_on_consent_channels(self) -> SimConfig:
+        free = [c for c in self.control_channels if c not in DEFAULT_OPT_IN_CHANNELS]
+        if free:
+            raise ValueError(f"control_channels: {free[0]!r} needs no consent; the control group holds out "
+                             f"the opt-in channels only ({', '.join(DEFAULT_OPT_IN_CHANNELS)})")
+        return self
+
+    @property
+    def holds_out(self) -> bool:
+        """The logging policy logs decisions without contact (a control group or no-offer exploration)."""
+        return self.control_share > 0 or self.no_offer_rate > 0
+
+    @model_validator(mode="after")
+    def _distinct_incentives(self) -> SimConfig:
+        names = [i.name for i in self.incentives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"incentive names must be distinct, got {names}")
+        return self
+
     @property
     def n_categories(self) -> int:
         return len(self.categories)
+
+    @property
+    def incremental(self) -> bool:
+        """The world keeps the books of incremental value (cannibalisation or incentives are on)."""
+        return self.cannibalisation or bool(self.incentives)

@@ -16,13 +16,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from nbo.errors import NboError
+from nbo.vocab import NO_OFFER_REASONS
 from simulator.behaviour import EventBatch, Products, record_events, simulate_behaviour
-from simulator.catalogue import Catalogue, make_catalogue
+from simulator.catalogue import Catalogue, make_catalogue, with_variants
 from simulator.io import contacts_frame, events_frame
 from simulator.config import CH, EV, EV_CH, LIFE, OPT_IN_CODES, OUT, SimConfig
-from simulator.policies import Contacts, DayView, Policy, RandomPolicy
+from simulator.policies import Contacts, DayView, Holdout, NoOffers, Policy, RandomPolicy
 from simulator.state import CustomerState, initial_state, tenure_days, update_lifecycle
-from simulator.truth import accept_probability, churn_hazard
+from simulator.truth import accept_probability, anyway_probability, churn_hazard, incremental_effect
 from simulator.world import DAY, Population, customer_ids, make_population
 
 
@@ -42,6 +43,10 @@ class DayResult:
     churned_today: int
     churned_total: int
     optouts: int
+    # Incremental books (written to daily.parquet only in a world with cannibalisation or incentives):
+    incentive_cost: float = 0.0  # incentives given away with the accepted offers
+    accepted_anyway: int = 0  # acceptances by customers who bought the category that day anyway
+    incremental_value: float = 0.0  # incremental margin of the acceptances - incentive cost - contact cost
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,9 @@ class ContactLog:
     outcome_ts: np.ndarray
     p_accept: np.ndarray
     lifecycle: np.ndarray
+    p_organic: np.ndarray  # true P(buys the offer's category that day anyway); 0 without cannibalisation
+    anyway: np.ndarray  # bool: did buy it that day without the offer (drawn before the contact)
+    incremental_value: np.ndarray  # true expected incremental value of the contact (Effect)
 
     @staticmethod
     def concat(chunks: list[ContactLog]) -> ContactLog:
@@ -65,6 +73,25 @@ class ContactLog:
         if not chunks:
             return ContactLog(*(np.empty(0) for _ in names))
         return ContactLog(*(np.concatenate([getattr(c, f) for c in chunks]) for f in names))
+
+
+@dataclass(frozen=True)
+class NoOfferLog:
+    """Decisions without contact (one chunk per day), numbered with the contacts' decisions."""
+
+    decision: np.ndarray
+    customer: np.ndarray
+    channel: np.ndarray
+    ts: np.ndarray
+    reason: np.ndarray
+    propensity: np.ndarray
+
+    @staticmethod
+    def concat(chunks: list[NoOfferLog]) -> NoOfferLog:
+        names = NoOfferLog.__dataclass_fields__
+        if not chunks:
+            return NoOfferLog(*(np.empty(0, dtype=np.int64) for _ in names))
+        return NoOfferLog(*(np.concatenate([getattr(c, f) for c in chunks]) for f in names))
 
 
 @dataclass(frozen=True)
@@ -85,18 +112,22 @@ class Simulator:
         s_world, s_cat, s_state, s_days, s_policy = seq.spawn(5)
         self.population: Population = make_population(config, np.random.default_rng(s_world))
         cat_rng = np.random.default_rng(s_cat)
-        self.catalogue: Catalogue = make_catalogue(config, cat_rng)
+        self.catalogue: Catalogue = with_variants(make_catalogue(config, cat_rng), config)
         self.products = Products(config, cat_rng)
         self.state: CustomerState = initial_state(config, self.population, np.random.default_rng(s_state),
                                                   n_offers=len(self.catalogue.value))
         self.rng = np.random.default_rng(s_days)
         self._policy_seed = s_policy
+        # The later-days part of "buys anyway" (cannibalisation only): its own stream, so the
+        # world's other draws are those of the world without cannibalisation.
+        self._anyway_rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(7, 21)))
         self._default_policy: RandomPolicy | None = None
         self.customer_ids = customer_ids(config.customers)
         self.day = 0
         self.results: list[DayResult] = []
         self._events: list[EventBatch] = []
         self._contacts: list[ContactLog] = []
+        self._no_offers: list[NoOfferLog] = []
         self._consents: list[ConsentLog] = [self._signup_consents()]
         self._n_decisions = 0
         self._signup_order = np.argsort(self.population.signup_sec, kind="stable")
@@ -106,8 +137,11 @@ class Simulator:
     def default_policy(self) -> RandomPolicy:
         """The logging policy that produced the published datasets (uniform over eligible offers)."""
         if self._default_policy is None:
+            cfg = self.config
+            holdout = (Holdout(cfg.control_share, cfg.no_offer_rate, tuple(CH[c] for c in cfg.control_channels))
+                       if cfg.holds_out else None)
             self._default_policy = RandomPolicy(
-                self.population.contact_intensity, self.config.banner_rate, self._policy_seed
+                self.population.contact_intensity, self.config.banner_rate, self._policy_seed, holdout
             )
         return self._default_policy
 
@@ -148,11 +182,15 @@ class Simulator:
             customer_ids=self.customer_ids,
             history=_History(self),
             _p_accept=lambda c, o, ch: accept_probability(cfg, pop, st, self.catalogue, c, o, ch),
+            _effect=lambda c, o, ch: incremental_effect(cfg, pop, st, self.catalogue, c, o, ch),
             _tenure=tenure,
             _lifecycle=st.lifecycle,
         )
-        contacts = self._checked(policy(view), signed, sessions, day)
-        log, bought = self._outcomes(contacts, day, day_end)
+        chosen = policy(view)
+        contacts = self._checked(chosen, signed, sessions, day)
+        log, bought = self._outcomes(contacts, day, day_end, events)
+        if chosen.no_offers is not None:
+            self._no_offers.append(self._no_offer_log(chosen.no_offers, signed, day))
         events = EventBatch.concat([events, bought]).sorted()
         record_events(st, bought, day, cfg.n_categories)
         self._events.append(events)
@@ -161,13 +199,16 @@ class Simulator:
             flat = contacts.customer * 6 + contacts.channel
             st.pressure += np.bincount(flat, minlength=st.pressure.size).reshape(st.pressure.shape).astype(np.float32)
             if st.offer_seen.size:
-                np.add.at(st.offer_seen, (contacts.customer, contacts.offer), np.float32(1.0))
+                np.add.at(st.offer_seen, (contacts.customer, self.catalogue.base[contacts.offer]), np.float32(1.0))
 
         optouts = self._optouts(active, day_end)
         churned_today = self._churn(active, day, day_end)
         update_lifecycle(st, pop, day + 1)
         st.lifecycle[st.churned & (day + 1 - st.churn_day > 60)] = LIFE["lapsed"]
         accepted = log.outcome == OUT["accepted"]
+        cat = self.catalogue
+        acc_offer = log.offer[accepted]
+        earned = np.where(log.anyway[accepted], cfg.anyway_value_share, 1.0) * cat.base_value[acc_offer]
         result = DayResult(
             day=day,
             date=view.date,
@@ -181,6 +222,9 @@ class Simulator:
             churned_today=churned_today,
             churned_total=int(st.churned.sum()),
             optouts=optouts,
+            incentive_cost=float(cat.incentive_cost[acc_offer].sum()),
+            accepted_anyway=int(log.anyway[accepted].sum()),
+            incremental_value=float((earned - cat.incentive_cost[acc_offer]).sum() - cat.cost[log.offer].sum()),
         )
         self.results.append(result)
         self.day += 1
@@ -237,13 +281,53 @@ class Simulator:
                 raise NboError("policy contact times must fall on the day, before 23:30")
         return Contacts(customer, offer, channel, prop, ts)
 
-    def _outcomes(self, c: Contacts, day: int, day_end: int) -> tuple[ContactLog, EventBatch]:
+    def _no_offer_log(self, n: NoOffers, signed: np.ndarray, day: int) -> NoOfferLog:
+        """Check and number a policy's decisions without contact (after the day's contacts)."""
+        customer = np.asarray(n.customer, dtype=np.int64)
+        channel = np.asarray(n.channel, dtype=np.int64)
+        ts = np.asarray(n.ts, dtype=np.int64)
+        reason = np.asarray(n.reason, dtype=np.int8)
+        prop = np.asarray(n.propensity, dtype=np.float64)
+        m = len(customer)
+        if not (len(channel) == len(ts) == len(reason) == len(prop) == m):
+            raise NboError("policy returned no-offer arrays of different lengths")
+        if m:
+            if customer.min() < 0 or customer.max() >= len(signed) or not signed[customer].all():
+                raise NboError("policy decided for a customer who has not signed up yet")
+            if channel.min() < 0 or channel.max() > 5 or reason.min() < 0 or reason.max() >= len(NO_OFFER_REASONS):
+                raise NboError("policy gave an unknown channel or no-offer reason")
+            if not ((prop > 0) & (prop <= 1)).all():
+                raise NboError("policy no-offer propensities must be in (0, 1]")
+            if ts.min() < day * DAY or ts.max() >= (day + 1) * DAY:
+                raise NboError("policy no-offer times must fall on the day")
+        decision = self._n_decisions + np.arange(m, dtype=np.int64)
+        self._n_decisions += m
+        return NoOfferLog(decision, customer, channel, ts, reason, prop)
+
+    def _outcomes(self, c: Contacts, day: int, day_end: int, events: EventBatch) -> tuple[ContactLog, EventBatch]:
         cfg, pop, st, rng = self.config, self.population, self.state, self.rng
         m = len(c.customer)
-        p = accept_probability(cfg, pop, st, self.catalogue, c.customer, c.offer, c.channel)
+        category = self.catalogue.category[c.offer].astype(np.int64)
+        if cfg.cannibalisation:
+            effect = incremental_effect(cfg, pop, st, self.catalogue, c.customer, c.offer, c.channel)
+            # Who buys the offer's category today anyway: today's organic purchases, drawn before any contact.
+            k = cfg.n_categories
+            buys = events.type == EV["purchase"]
+            organic = events.customer[buys].astype(np.int64) * k + events.category[buys]
+            # Within the window: bought today (the day's draws), or on a later day (one draw per
+            # contact at today's rate; the simulator does not take that later purchase back).
+            later = 1.0 - (1.0 - st.organic_today[c.customer, category]) ** (cfg.organic_window_days - 1)
+            anyway = np.isin(c.customer * k + category, organic) | (self._anyway_rng.random(m) < later)
+            p = effect.p_accept
+            p_draw = np.where(anyway, anyway_probability(cfg, effect.p_accept_new), effect.p_accept_new)
+            p_organic, expected = effect.p_organic, effect.incremental_value
+        else:
+            p = accept_probability(cfg, pop, st, self.catalogue, c.customer, c.offer, c.channel)
+            p_draw, anyway, p_organic = p, np.zeros(m, dtype=bool), np.zeros(m)
+            expected = p * (self.catalogue.value[c.offer]) - self.catalogue.cost[c.offer]
         u, r = rng.random(m), rng.random(m)
         banner = c.channel <= CH["app"]
-        accepted = u < p
+        accepted = u < p_draw
         clicked = ~accepted & (r < 0.05 + 2.0 * p)
         declined = ~accepted & ~clicked & (r < np.where(banner, 0.15, 0.3))
         outcome = np.full(m, OUT["ignored"], dtype=np.int8)
@@ -261,9 +345,10 @@ class Simulator:
         decision = self._n_decisions + np.arange(m, dtype=np.int64)
         self._n_decisions += m
         log = ContactLog(decision, c.customer, c.offer, c.channel, c.ts, c.propensity, outcome, outcome_ts,
-                         p, st.lifecycle[c.customer].copy())
+                         p, st.lifecycle[c.customer].copy(), p_organic, anyway, expected)
 
-        acc = np.flatnonzero(accepted)
+        # A customer who buys the category anyway makes that purchase with the offer: no second one.
+        acc = np.flatnonzero(accepted & ~anyway)
         who = c.customer[acc]
         st.drifting[who[rng.random(len(acc)) < 0.5]] = False
         ch = c.channel[acc]
@@ -322,6 +407,9 @@ class Simulator:
     def contact_log(self) -> ContactLog:
         return ContactLog.concat(self._contacts)
 
+    def no_offer_log(self) -> NoOfferLog:
+        return NoOfferLog.concat(self._no_offers)
+
     def consent_log(self) -> ConsentLog:
         parts = self._consents
         return ConsentLog(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("customer", "channel", "granted", "ts")))
@@ -329,6 +417,8 @@ class Simulator:
     def daily(self) -> pd.DataFrame:
         """Per-day aggregates so far, with cumulative value for closed-loop comparisons."""
         frame = pd.DataFrame([r.__dict__ for r in self.results])
+        if not self.config.incremental:  # the books of the worlds recorded before the option existed
+            frame = frame.drop(columns=["incentive_cost", "accepted_anyway", "incremental_value"], errors="ignore")
         if len(frame):
             frame["value_cum"] = frame["value"].cumsum()
         return frame

@@ -19,7 +19,15 @@ from nbo.data import Dataset, write_dataset, write_table
 from nbo.errors import NboError
 from simulator.config import REGIONS, SEGMENTS
 from simulator.world import DAY
-from nbo.vocab import AGE_BANDS, CONTACT_CHANNELS, EVENT_CHANNELS, EVENT_TYPES, LIFECYCLE_STAGES, OUTCOMES
+from nbo.vocab import (
+    AGE_BANDS,
+    CONTACT_CHANNELS,
+    EVENT_CHANNELS,
+    EVENT_TYPES,
+    LIFECYCLE_STAGES,
+    NO_OFFER_REASONS,
+    OUTCOMES,
+)
 
 if TYPE_CHECKING:  # the type only: the engine imports this module, not the reverse
     from simulator.engine import Simulator
@@ -109,14 +117,34 @@ def contacts_frame(sim: Simulator) -> pd.DataFrame:
     )
 
 
+def no_offers_frame(sim: Simulator) -> pd.DataFrame:
+    """The decisions without contact (`no_offers` table), in time order."""
+    log = sim.no_offer_log()
+    order = np.lexsort((log.decision, log.ts))
+    return pd.DataFrame(
+        {
+            "decision_id": decision_ids(sim, log.decision[order]),
+            "customer_id": _strings(log.customer[order], sim.customer_ids),
+            "channel": _strings(log.channel[order], CONTACT_CHANNELS),
+            "ts": _ts(sim, log.ts[order]),
+            "reason": _strings(log.reason[order], NO_OFFER_REASONS),
+            "propensity": log.propensity[order].astype(np.float64),
+        }
+    )
+
+
 def dataset(sim: Simulator) -> Dataset:
-    """The five contract tables of what has been simulated so far."""
+    """The contract tables of what has been simulated so far (`no_offers` only when the logging
+    policy logged decisions without contact: a world without holdouts writes the five tables)."""
+    logged = bool(sim.config.holds_out or len(sim.no_offer_log().decision))
     return Dataset(
         customers=customers_frame(sim),
         consents=consents_frame(sim),
         events=events_frame(sim),
         offers=sim.catalogue.to_frame(sim.config),
         contacts=contacts_frame(sim),
+        no_offers=no_offers_frame(sim),
+        absent_tables=() if logged else ("no_offers",),
     )
 
 
@@ -145,9 +173,10 @@ def customers_truth(sim: Simulator) -> pd.DataFrame:
 
 
 def contacts_truth(sim: Simulator) -> pd.DataFrame:
-    """Per contact: the true acceptance probability and the lifecycle the policy saw."""
+    """Per contact: the true acceptance probability and the lifecycle the policy saw; in a world
+    with cannibalisation or incentives also the incremental truth (`simulator.truth.Effect`)."""
     log = sim.contact_log()
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "decision_id": decision_ids(sim, log.decision),
             "offer_id": _strings(log.offer, sim.catalogue.offer_id),
@@ -155,6 +184,11 @@ def contacts_truth(sim: Simulator) -> pd.DataFrame:
             "lifecycle": _strings(log.lifecycle, LIFECYCLE_STAGES),
         }
     )
+    if sim.config.incremental:
+        frame["p_organic"] = log.p_organic.astype(np.float64)
+        frame["bought_anyway"] = log.anyway.astype(bool)
+        frame["incremental_value"] = log.incremental_value.astype(np.float64)
+    return frame
 
 
 def check_out_dir(out: Path, fmt: str) -> None:

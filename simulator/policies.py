@@ -21,6 +21,10 @@ import pandas as pd
 from simulator.behaviour import Sessions
 from simulator.catalogue import Catalogue
 from simulator.config import OPT_IN_CODES, OUTBOUND_CODES
+from nbo.control import DEFAULT_SALT, in_control
+from nbo.errors import NboError
+from nbo.vocab import NO_OFFER_REASONS
+from simulator.truth import Effect
 from simulator.world import DAY
 
 # outbound channel choice weights among the channels a customer may be reached on
@@ -41,6 +45,8 @@ class Contacts:
     channel: np.ndarray
     propensity: np.ndarray
     ts: np.ndarray | None = None
+    #: Decisions that made no contact, to be logged (`no_offers` table); None: none logged.
+    no_offers: NoOffers | None = None
 
     def __len__(self) -> int:
         return len(self.customer)
@@ -49,6 +55,22 @@ class Contacts:
     def empty() -> Contacts:
         z = np.empty(0, dtype=np.int64)
         return Contacts(z, z, z, np.empty(0))
+
+
+@dataclass(frozen=True)
+class NoOffers:
+    """Decisions that made no contact, as equal-length arrays: customer and channel positions, the
+    time of the decision (seconds from the period start), why (a code into
+    `nbo.vocab.NO_OFFER_REASONS`) and the probability with which the policy made no contact."""
+
+    customer: np.ndarray
+    channel: np.ndarray
+    ts: np.ndarray
+    reason: np.ndarray
+    propensity: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.customer)
 
 
 @dataclass(frozen=True)
@@ -66,6 +88,14 @@ class DayView:
     _p_accept: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] = field(repr=False)
     _tenure: np.ndarray = field(repr=False)
     _lifecycle: np.ndarray = field(repr=False)
+    _effect: Callable[[np.ndarray, np.ndarray, np.ndarray], Effect] | None = field(default=None, repr=False)
+
+    def effect(self, customer: np.ndarray, offer: np.ndarray, channel: np.ndarray) -> Effect:
+        """TRUE incremental effect of each (customer, offer, channel) contact today against no
+        contact (`simulator.truth.Effect`; oracle use only)."""
+        if self._effect is None:
+            raise NboError("this view carries no incremental truth")
+        return self._effect(customer, offer, channel)
 
     def p_accept(self, customer: np.ndarray, offer: np.ndarray, channel: np.ndarray) -> np.ndarray:
         """TRUE acceptance probability of each (customer, offer, channel) today (oracle use only)."""
@@ -144,10 +174,17 @@ class RandomPolicy:
     `propensity = 1 / number of eligible offers` (eligible: valid today, allowed on the
     channel, eligibility rule satisfied by the customer's tenure and lifecycle)."""
 
-    def __init__(self, intensity: np.ndarray, banner_rate: float, seed: int | np.random.SeedSequence) -> None:
+    def __init__(self, intensity: np.ndarray, banner_rate: float, seed: int | np.random.SeedSequence,
+                 holdout: Holdout | None = None) -> None:
         self.intensity = intensity
         self.banner_rate = banner_rate
         self.rng = np.random.default_rng(seed)
+        self.holdout = holdout
+        # The holdout's own draws: the offers drawn stay those of the policy without it.
+        entropy = seed.entropy if isinstance(seed, np.random.SeedSequence) else seed
+        key = tuple(seed.spawn_key) if isinstance(seed, np.random.SeedSequence) else ()
+        self.holdout_rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(*key, 21)))
+        self._control: np.ndarray | None = None
 
     def __call__(self, view: DayView) -> Contacts:
         slots = contact_slots(view, self.intensity, self.banner_rate, self.rng)
@@ -156,9 +193,46 @@ class RandomPolicy:
         keep = count > 0
         ok, count = ok[keep], count[keep]
         offer = uniform_choice(ok, self.rng)
+        if self.holdout is None:
+            return Contacts(slots.customer[keep], offer, slots.channel[keep], 1.0 / count, slots.ts[keep])
+        return self._held_out(view, slots, keep, offer, count)
+
+    def _held_out(self, view: DayView, slots: Slots, keep: np.ndarray, offer: np.ndarray, count: np.ndarray) -> Contacts:
+        """The universal control group and randomised "no offer" on top of the uniform choice:
+        every slot is a decision, logged as a contact or as a no-offer row with its propensity."""
+        h = self.holdout
+        assert h is not None
+        if self._control is None:
+            self._control = in_control(view.customer_ids, h.control_share, h.salt)
+        share = np.where(np.isin(slots.channel, h.control_codes), h.control_share, 0.0)
+        control = self._control[slots.customer] & (share > 0)
+        explore = self.holdout_rng.random(len(slots.customer)) < h.no_offer_rate
+        contact = keep & ~control & ~explore
+        p_none = np.where(keep, share + (1.0 - share) * h.no_offer_rate, 1.0)
+        reason = np.select([control, keep & explore], [NO_OFFER_REASONS.index("control"), NO_OFFER_REASONS.index("explore")],
+                           NO_OFFER_REASONS.index("policy")).astype(np.int8)
+        chosen = np.zeros(len(keep), dtype=np.int64)
+        chosen[keep] = offer
+        n_eligible = np.zeros(len(keep))
+        n_eligible[keep] = count
+        none = ~contact
         return Contacts(
-            slots.customer[keep], offer, slots.channel[keep], 1.0 / count, slots.ts[keep]
+            slots.customer[contact], chosen[contact], slots.channel[contact],
+            (1.0 - share[contact]) * (1.0 - h.no_offer_rate) / n_eligible[contact], slots.ts[contact],
+            no_offers=NoOffers(slots.customer[none], slots.channel[none], slots.ts[none], reason[none], p_none[none]),
         )
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """What a logging policy holds out: a universal control group (`control_share` of customers,
+    by hashed id, `nbo.control`) never contacted on the channels `control_codes`, and a
+    randomised "no offer" at `no_offer_rate` of the other decisions."""
+
+    control_share: float = 0.0
+    no_offer_rate: float = 0.0
+    control_codes: tuple[int, ...] = OPT_IN_CODES
+    salt: str = DEFAULT_SALT
 
 
 class OraclePolicy:
@@ -181,6 +255,32 @@ class OraclePolicy:
         gain = np.where(ok, p * view.offers.value[None, :] - view.offers.cost[None, :], -np.inf)
         best = gain.argmax(1) if m else np.empty(0, dtype=np.int64)
         keep = gain[np.arange(m), best] > 0 if m else np.empty(0, dtype=bool)
+        return Contacts(slots.customer[keep], best[keep], slots.channel[keep], np.ones(int(keep.sum())), slots.ts[keep])
+
+
+class IncrementalOraclePolicy:
+    """`OraclePolicy` on the TRUE incremental value (`DayView.effect`): on each contact
+    opportunity, the offer and incentive variant with the highest expected incremental margin -
+    incentive cost - contact cost, and no contact when none is above 0. The upper bound of what
+    an uplift policy can earn on the same opportunities. Deterministic: propensity 1."""
+
+    def __init__(self, intensity: np.ndarray, banner_rate: float, seed: int | np.random.SeedSequence) -> None:
+        self.intensity = intensity
+        self.banner_rate = banner_rate
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, view: DayView) -> Contacts:
+        slots = contact_slots(view, self.intensity, self.banner_rate, self.rng)
+        m, n_off = len(slots.customer), view.offers.n
+        if not m:
+            return Contacts.empty()
+        ok = view.eligible(slots.customer, slots.channel)
+        rows = np.repeat(np.arange(m), n_off)
+        offers = np.tile(np.arange(n_off), m)
+        gain = view.effect(slots.customer[rows], offers, slots.channel[rows]).incremental_value.reshape(m, n_off)
+        gain = np.where(ok, gain, -np.inf)
+        best = gain.argmax(1)
+        keep = gain[np.arange(m), best] > 0
         return Contacts(slots.customer[keep], best[keep], slots.channel[keep], np.ones(int(keep.sum())), slots.ts[keep])
 
 

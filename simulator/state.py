@@ -6,7 +6,7 @@ per day, vectorised over all customers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +31,9 @@ class CustomerState:
     churn_day: np.ndarray  # int32, day at whose end the customer churned, -1 if not
     lifecycle: np.ndarray  # int8 code into LIFECYCLE_STAGES
     offer_seen: np.ndarray  # float32 (n, offers): decayed showings per offer; (n, 0) without offer wear-out
+    #: float64 (n, k): probability that each customer buys each category today without any contact
+    #: (their organic purchase intent, from today's behaviour model); (0, 0) without cannibalisation.
+    organic_today: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     def fatigue(self, population: Population, idx: np.ndarray, tolerance: float) -> np.ndarray:
         """Felt contact fatigue of customers `idx`: channel pressure weighted by sensitivity."""

@@ -6,6 +6,8 @@ These functions are the simulator's ground truth. Contact outcomes are drawn fro
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from simulator.catalogue import Catalogue
@@ -66,11 +68,94 @@ def accept_probability(
         - config.accept_fatigue * state.fatigue(population, customer, config.fatigue_tolerance)
         - 0.7 * state.drifting[customer]
     )
-    if state.offer_seen.size:
-        logit = logit - config.offer_wearout * state.offer_seen[customer, offer]
+    if state.offer_seen.size:  # customers tire of the offer, whatever its incentive
+        logit = logit - config.offer_wearout * state.offer_seen[customer, catalogue.base[offer]]
+    if config.incentives:
+        appeal = np.array([0.0] + [i.appeal for i in config.incentives], dtype=np.float32)
+        logit = logit + appeal[catalogue.variant[offer].astype(np.int64) + 1] * (
+            0.2 + 1.6 * population.price_sensitivity[customer]
+        )
     p = 1.0 / (1.0 + np.exp(-logit.astype(np.float64)))
     p[state.churned[customer]] = 0.0
     return p
+
+
+@dataclass(frozen=True)
+class Effect:
+    """The true effect of contacts (customer, offer incl. its incentive variant, channel) today,
+    against making no contact. Probabilities and currency units per contact.
+
+    Without cannibalisation every acceptance is incremental (`p_organic` 0); the value of
+    making no contact is 0 by definition (the organic purchase happens either way).
+    """
+
+    p_accept: np.ndarray  # P(accepted): q p_anyway + (1 - q) p_new
+    p_organic: np.ndarray  # q: P(the customer buys the offer's category today without contact)
+    p_accept_anyway: np.ndarray  # P(accepted | buys the category anyway)
+    p_accept_new: np.ndarray  # P(accepted | would not have bought it): the incremental conversion's driver
+    incremental_conversion: np.ndarray  # (1 - q) p_new: purchases the contact adds
+    incremental_value: np.ndarray  # expected incremental margin - incentive cost - contact cost
+
+
+def incremental_effect(
+    config: SimConfig,
+    population: Population,
+    state: CustomerState,
+    catalogue: Catalogue,
+    customer: np.ndarray,
+    offer: np.ndarray,
+    channel: np.ndarray,
+) -> Effect:
+    """The true incremental effect of each (customer, offer, channel) contact today.
+
+    A customer who buys the offer's category within the organic window anyway (probability q,
+    `organic_window` of `organic_today`)
+    accepts with p_anyway = sigmoid(logit + `accept_buying_anyway`): the purchase happens either
+    way, only `anyway_value_share` of the plain value is incremental and the incentive is given
+    away. One who would not buy accepts with p_new (`accept_probability`) and the whole plain
+    value less the incentive is incremental:
+
+        incremental value = (1 - q) p_new (value - incentive)
+                            + q p_anyway (anyway_value_share x value - incentive) - contact cost
+    """
+    customer = np.asarray(customer, dtype=np.int64)
+    offer = np.asarray(offer, dtype=np.int64)
+    p_new = accept_probability(config, population, state, catalogue, customer, offer, channel)
+    base_value = catalogue.base_value[offer]
+    incentive = catalogue.incentive_cost[offer]
+    if config.cannibalisation and state.organic_today.size:
+        q = organic_window(config, state.organic_today[customer, catalogue.category[offer].astype(np.int64)])
+        p_any = anyway_probability(config, p_new)
+    else:
+        q = np.zeros(len(customer))
+        p_any = p_new.copy()
+    gain_new = (1.0 - q) * p_new * (base_value - incentive)
+    gain_any = q * p_any * (config.anyway_value_share * base_value - incentive)
+    return Effect(
+        p_accept=q * p_any + (1.0 - q) * p_new,
+        p_organic=q,
+        p_accept_anyway=p_any,
+        p_accept_new=p_new,
+        incremental_conversion=(1.0 - q) * p_new,
+        incremental_value=gain_new + gain_any - catalogue.cost[offer],
+    )
+
+
+def organic_window(config: SimConfig, q_today: np.ndarray) -> np.ndarray:
+    """P(buys the category within `organic_window_days`, today included) from today's organic
+    probability, the later days drawn as if today's rate held: 1 - (1 - q)^W."""
+    return 1.0 - (1.0 - np.asarray(q_today, dtype=np.float64)) ** config.organic_window_days
+
+
+def anyway_probability(config: SimConfig, p_new: np.ndarray) -> np.ndarray:
+    """P(accept) of a customer who buys the category anyway: the logit of `p_new` plus
+    `accept_buying_anyway` (0 stays 0: churned customers)."""
+    p = np.clip(np.asarray(p_new, dtype=np.float64), 0.0, 1.0)
+    with np.errstate(divide="ignore"):
+        logit = np.log(p) - np.log1p(-p)
+    out = 1.0 / (1.0 + np.exp(-(logit + config.accept_buying_anyway)))
+    out[p <= 0.0] = 0.0
+    return out
 
 
 def churn_hazard(config: SimConfig, population: Population, state: CustomerState, idx: np.ndarray) -> np.ndarray:

@@ -24,14 +24,15 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from features import FEATURE_SET
+from features import FEATURE_SET, NEVER_DAYS
+from features.bgnbd import BetaGeoModel
 from nbo.data import Dataset
 from nbo.errors import NboError
 from training.datasets import TrainingSet, churn_set, propensity_set, time_split
 from models.calibrated import OBJECTIVES, CalibratedBooster, NboPyfunc
-from training.report import Report, build_report
+from training.report import Report, build_report, calibration_counts
 from models.tracking import CHALLENGER, MODEL_NAMES, Tracking
-from training.registry import register
+from training.registry import BASELINES_TAG, log_pyfunc, register
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class TrainConfig:
     num_boost_round: int = 1000
     max_exposures: int | None = None
     seed: int = 0
+    calibration: str = "centered_isotonic"  # or "isotonic": the step map used before issue 20
     #: Propensity objective: "binary", "choice", or "auto" (choice when every decision of the
     #: training rows has two or more candidates and exactly one acceptance; docs/training.md).
     objective: str = "auto"
@@ -69,6 +71,7 @@ class TrainConfig:
             "objective_requested": self.objective,
             "feature_set": FEATURE_SET.name,
             "feature_set_version": FEATURE_SET.version,
+            "calibration": self.calibration,
         }
 
 
@@ -111,6 +114,33 @@ def _recency_baseline(train: TrainingSet, valid: TrainingSet) -> np.ndarray:
     bins_train = np.digitize(r_train, edges[1:-1])
     rates = pd.Series(train.y).groupby(bins_train).mean()
     return pd.Series(np.digitize(r_valid, edges[1:-1])).map(rates).fillna(train.y.mean()).to_numpy(float)
+
+
+def _purchase_summary(part: TrainingSet) -> tuple[np.ndarray, np.ndarray]:
+    """BG/NBD's (x, t_x, T) of each row from its purchase-cycle columns, and which rows have a purchase."""
+    col = part.feature_names.index
+    x = part.X[:, col("repeat_purchase_days")].astype(float)
+    T = part.X[:, col("first_purchase_days")].astype(float)
+    recency = part.X[:, col("recency_days")].astype(float)
+    bought = T < NEVER_DAYS
+    T = np.where(bought, T, 0.0)
+    t_x = np.where(bought & (x > 0), np.clip(T - recency, 0.0, T), 0.0)
+    return np.column_stack([np.where(bought, x, 0.0), t_x, T]), bought
+
+
+def _bgnbd_baseline(train: TrainingSet, valid: TrainingSet, horizon_days: int, seed: int) -> np.ndarray:
+    """The classic BG/NBD (Fader, Hardie and Lee 2005): fitted by maximum likelihood on the training
+    rows' purchase histories (at most 50,000, as of their snapshots), its probability of no
+    purchase in the next `horizon_days` is the churn probability of each validation row."""
+    X_train, bought_train = _purchase_summary(train)
+    X_train = X_train[bought_train]
+    if len(X_train) > 50_000:
+        X_train = X_train[np.random.default_rng(seed).choice(len(X_train), 50_000, replace=False)]
+    model = BetaGeoModel().fit(X_train)
+    X_valid, bought = _purchase_summary(valid)
+    out = np.full(len(valid), float(train.y.mean()))
+    out[bought] = model.p_no_purchase(X_valid[bought], float(horizon_days))
+    return out
 
 
 def _truth_for(data_dir: Path | None, valid: TrainingSet) -> np.ndarray | None:
@@ -160,6 +190,7 @@ def fit_and_log(
         feature_names=full.feature_names,
         params={"seed": config.seed},
         num_boost_round=config.num_boost_round,
+        calibration=config.calibration,
         objective=objective,
         attributes=full.attributes,
         offer_vocabulary=full.vocabulary,
@@ -172,22 +203,33 @@ def fit_and_log(
         truth = _truth_for(data_dir, valid)
     else:
         scores["recency_rank"] = _recency_baseline(train, valid)
+        scores["bgnbd"] = _bgnbd_baseline(train, valid, config.horizon_days, config.seed)
         truth = None
     contributions = model.contributions(valid.X[:20_000])
+    shipped = model.predict_proba_positive(valid.X, group_val)
     report = build_report(
         which, valid.y, scores, full.feature_names, model.gain_importance(), contributions,
         stages=valid.meta["lifecycle"].to_numpy(), truth=truth,
-        rank_scores={"lightgbm": model.predict_proba_positive(valid.X, group_val)},
+        rank_scores={"lightgbm": shipped},
     )
     if objective == "choice":
         report.metrics["top1_choice"] = _top1(valid.meta["decision_id"].to_numpy(dtype=object), p, valid.y)
-    # The shipped isotonic map was fitted on these rows and can merge ranks in their favour; the
-    # booster's own ranking is the out-of-sample view of the same model.
+    # The shipped calibration was fitted on these rows: a step map could merge ranks in their
+    # favour (the centred map cannot: it is strictly increasing); the booster's own ranking is the
+    # out-of-sample view of the same model.
+    raw = model.raw_score(valid.X)
     if 0 < valid.y.sum() < len(valid.y):
-        report.metrics["auc_uncalibrated"] = float(roc_auc_score(valid.y, model.raw_score(valid.X)))
+        report.metrics["auc_uncalibrated"] = float(roc_auc_score(valid.y, raw))
+    report.metrics.update(calibration_counts(shipped, raw))
+    report.notes.append(
+        f"calibration {model.calibration}: {int(report.metrics['distinct_predictions']):,} distinct predicted "
+        f"values on {len(valid):,} validation rows (raw booster {int(report.metrics['distinct_raw_scores']):,}); "
+        f"AUC calibrated {report.metrics['auc']:.4f} vs raw {report.metrics.get('auc_uncalibrated', float('nan')):.4f}; "
+        f"Brier {report.metrics['brier']:.5f}, ECE {report.metrics['calibration_error']:.4f} (out-of-fold)")
     name = MODEL_NAMES[which]
     with mlflow.start_run(run_name=f"{which}-{config.as_of:%Y-%m-%d}") as run:
-        mlflow.set_tags({"nbo.model": which, "nbo.feature_set_version": FEATURE_SET.version})
+        mlflow.set_tags({"nbo.model": which, "nbo.feature_set_version": FEATURE_SET.version,
+                         BASELINES_TAG: ",".join(name.split(" ")[0] for name in scores if name != "lightgbm")})
         mlflow.log_params({**config.params(), "model": which, "train_rows": len(train), "valid_rows": len(valid),
                            "train_start": str(train.meta["ts"].min()), "valid_start": str(valid.meta["ts"].min()),
                            "valid_end": str(valid.meta["ts"].max()), "best_iteration": model.booster_.best_iteration,
@@ -207,7 +249,7 @@ def fit_and_log(
             mlflow.log_artifacts(str(tmpdir), "report")
         example = pd.DataFrame(valid.X[:5], columns=full.feature_names)
         signature = infer_signature(example, p[:5])
-        info = mlflow.pyfunc.log_model(
+        info = log_pyfunc(
             name="model",
             python_model=NboPyfunc(model, FEATURE_SET.version),
             signature=signature,

@@ -29,15 +29,18 @@ from serving.pipeline import CustomerBlock
 from serving.rules import Rule
 from serving.settings import EngineSettings, latest_features_file
 
-#: The output: one row per (customer, offer) chosen.
+#: The output: one row per (customer, offer) chosen; `reason_texts` is `reasons` in plain words
+#: (`serving.reasons`), last so that readers of the earlier columns are unaffected.
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "customer_id", "offer_id", "rank", "p_accept", "expected_value", "propensity", "reasons", "decision_id",
+    "reason_texts",
 )
 #: A plan also has one row per customer without an offer (`offer_id` null, `no_offer` = why).
 PLAN_SCHEMA = pa.schema([
     ("customer_id", pa.string()), ("offer_id", pa.string()), ("rank", pa.int32()), ("p_accept", pa.float64()),
     ("expected_value", pa.float64()), ("propensity", pa.float64()), ("reasons", pa.string()),
     ("decision_id", pa.string()), ("category", pa.string()), ("model_versions", pa.string()), ("no_offer", pa.string()),
+    ("reason_texts", pa.string()),
 ])
 PLAN_COLUMNS: tuple[str, ...] = tuple(PLAN_SCHEMA.names)
 REASON_SEPARATOR = "; "
@@ -77,25 +80,28 @@ def plan_chunk(
     """Decide a chunk of materialised rows (indexed by customer_id) without reserving anything.
 
     Rows of the plan: one per offer chosen, one per customer without an offer (`no_offer` is the
-    most frequent suppression reason of its candidates, or `segment` when the segment rule left the
-    customer out). Customers not in `customers` are skipped.
+    most frequent suppression reason of its candidates, the holdout that emptied it, or `segment`
+    when the segment rule left the customer out; `propensity` the probability of making no
+    contact). Customers not in `customers` are skipped.
     """
     if customers is not None:
         frame = frame[np.fromiter((c in customers for c in frame.index), dtype=bool, count=len(frame))]
     cols: dict[str, list[object]] = {c: [] for c in PLAN_COLUMNS}
 
-    def add(cid: str, did: str, offer: ShownOffer | None, category: str | None, versions: str, no_offer: str | None) -> None:
+    def add(cid: str, did: str, offer: ShownOffer | None, category: str | None, versions: str, no_offer: str | None,
+            p_none: float = math.nan) -> None:
         cols["customer_id"].append(cid)
         cols["decision_id"].append(did)
         cols["model_versions"].append(versions)
         cols["no_offer"].append(no_offer)
         cols["category"].append(category)
         if offer is None:
-            for c in ("offer_id", "reasons"):
+            for c in ("offer_id", "reasons", "reason_texts"):
                 cols[c].append(None)
             cols["rank"].append(0)
-            for c in ("p_accept", "expected_value", "propensity"):
+            for c in ("p_accept", "expected_value"):
                 cols[c].append(math.nan)
+            cols["propensity"].append(p_none)  # of making no contact (NaN: not a decision, e.g. segment)
         else:
             cols["offer_id"].append(offer.offer_id)
             cols["rank"].append(offer.rank)
@@ -103,6 +109,7 @@ def plan_chunk(
             cols["expected_value"].append(offer.expected_value)
             cols["propensity"].append(offer.propensity)
             cols["reasons"].append(REASON_SEPARATOR.join(offer.reasons))
+            cols["reason_texts"].append(REASON_SEPARATOR.join(offer.reason_texts))
 
     if segment is not None and len(frame):
         keep = segment.evaluate_frame(frame)
@@ -123,7 +130,7 @@ def plan_chunk(
             did = decision_id_for(job.campaign, cid, job.channel)
             offers = block.shown(i)
             if not offers:
-                add(cid, did, None, None, versions, block.no_offer(i))
+                add(cid, did, None, None, versions, block.no_offer(i), block.p_none(i))
             for o in offers:
                 add(cid, did, o, categories[o.offer_id], versions, None)
     out = pd.DataFrame(cols, columns=list(PLAN_COLUMNS))

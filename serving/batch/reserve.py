@@ -42,6 +42,7 @@ def reserve_plan(engine: DecisionEngine, plan: pd.DataFrame, job: BatchJob) -> t
     categories = plan["category"].to_numpy(dtype=object)
     propensities = plan["propensity"].to_numpy(dtype=np.float64)
     versions = plan["model_versions"].to_numpy(dtype=object)
+    refused_rows: list[int] = []
     groups: list[list[int]] = []
     requests: list[ReserveRequest] = []
     parsed: dict[str, dict[str, str]] = {}
@@ -83,10 +84,14 @@ def reserve_plan(engine: DecisionEngine, plan: pd.DataFrame, job: BatchJob) -> t
             keep[first] = True
             ranks[first] = 0
             no_offer[first] = refused[0][1] if refused else "refused"
+            refused_rows.append(first)
     out = plan.assign(rank=ranks.astype(np.int32), no_offer=no_offer)
     gone = out["no_offer"].notna()
-    out.loc[gone, ["offer_id", "reasons", "category"]] = None
-    out.loc[gone, ["p_accept", "expected_value", "propensity"]] = math.nan
+    out.loc[gone, ["offer_id", "reasons", "reason_texts", "category"]] = None
+    out.loc[gone, ["p_accept", "expected_value"]] = math.nan
+    # A decision the store refused makes no contact whatever was drawn: probability 1 (the caps'
+    # refusals are not randomised); the plan's own no-offer rows keep theirs.
+    out.loc[refused_rows, "propensity"] = 1.0
     return out[keep].reset_index(drop=True), stats
 
 

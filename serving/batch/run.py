@@ -40,15 +40,20 @@ import pyarrow.parquet as pq
 
 from features import iter_materialised, materialised_rows
 from nbo.errors import NboError
-from serving.batch.customers import compile_segment
+from nbo.contract import TABLES
+from serving.batch.customers import SEGMENT_EXCLUDED, compile_segment
 from serving.batch.job import BatchJob
-from serving.batch.plan import OUTPUT_COLUMNS, PLAN_SCHEMA, models_blob, plan_chunk
+from serving.batch.plan import OUTPUT_COLUMNS, PLAN_COLUMNS, PLAN_SCHEMA, models_blob, plan_chunk
+from serving.engine import naive_utc
 from serving.batch.reserve import merge_summaries, reserve_plan, summarise
 from serving.batch.spark import run_spark, whole_decisions
 from serving.batch.workers import cached_engine, keep_freed_memory, one_thread_per_worker, pool_init, pool_plan
 from serving.settings import EngineSettings, latest_features_file
 
 log = logging.getLogger(__name__)
+
+#: A plan's no-offer reason -> the `no_offers` table's (anything else: the policy had nothing).
+HOLDOUT_REASONS = {"control_group": "control", "explore_no_offer": "explore"}
 
 
 @dataclass
@@ -221,6 +226,9 @@ class BatchRun:
             "output": str(self.out),
         })
         self._assemble(n_parts)
+        if engine.policy.holds_out:  # every decision is logged, those without contact too
+            summary["no_offers"] = self._assemble_no_offers(n_parts)
+            summary["no_offers_output"] = str(self.no_offers_path)
         self._write_json(self.summary_path, summary)
         if not self.job.dry_run:
             self._manifest("complete", summary)
@@ -238,6 +246,36 @@ class BatchRun:
             with contextlib.suppress(OSError):  # not empty: something not nbo's is in it; it stays
                 self.work_dir.rmdir()
         return summary
+
+    @property
+    def no_offers_path(self) -> Path:
+        """`<out stem>.no_offers<suffix>`: the run's decisions without contact (contract table `no_offers`)."""
+        return self.out.with_name(f"{self.out.stem}.no_offers{self.out.suffix}")
+
+    def _assemble_no_offers(self, n_parts: int) -> int:
+        """Write the decisions that made no contact in the shape of the contract's `no_offers`
+        table (customers the segment left out were not decided for); returns how many."""
+        frames = []
+        for i in range(n_parts):
+            frame = pq.read_table(self.work_dir / f"part-{i:05d}.parquet").to_pandas()
+            frames.append(frame[frame["offer_id"].isna() & (frame["no_offer"] != SEGMENT_EXCLUDED)])
+        rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(PLAN_COLUMNS))
+        reason = rows["no_offer"].map(HOLDOUT_REASONS).fillna("policy")
+        table = pd.DataFrame({
+            "decision_id": rows["decision_id"].astype(str), "customer_id": rows["customer_id"].astype(str),
+            "channel": self.job.channel, "ts": pd.Timestamp(naive_utc(self.job.as_of)), "reason": reason.astype(str),
+            "propensity": rows["propensity"].astype(float),
+        }, columns=list(TABLES["no_offers"].column_names))
+        tmp = self.no_offers_path.with_name(f".{self.no_offers_path.name}.tmp-{os.getpid()}")
+        try:
+            if self.out.suffix.lower() == ".csv":
+                table.to_csv(tmp, index=False)
+            else:
+                table.to_parquet(tmp, index=False)
+            os.replace(tmp, self.no_offers_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return len(table)
 
     def _assemble(self, n_parts: int) -> None:
         """Concatenate the part files into the output (temporary name, then rename)."""

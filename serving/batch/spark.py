@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from serving.batch.workers import cached_engine, keep_freed_memory
 
 SPARK_PLAN_DDL = (
     "customer_id string, offer_id string, rank int, p_accept double, expected_value double, propensity double, "
-    "reasons string, decision_id string, category string, model_versions string, no_offer string"
+    "reasons string, decision_id string, category string, model_versions string, no_offer string, reason_texts string"
 )
 
 
@@ -50,11 +51,28 @@ def spark_planner(settings_json: str, job_json: str, customers: frozenset[str] |
     return plan
 
 
+#: What PySpark 4.3 warns on every import of its pandas layer (driver and each Python worker) with
+#: pandas 3. Silenced for this path only, because nbo's use of it is tested: the Spark plan equals
+#: the pandas engine's byte for byte (tests/serving/test_batch.py; docs/batch.md "PySpark and pandas 3").
+PANDAS3_WARNING = "PySpark does not yet fully support pandas"
+
+
+def quiet_pandas_warning() -> None:
+    """Silence `PANDAS3_WARNING` in this process and in the Python workers Spark starts (they
+    inherit the environment: `PYTHONWARNINGS`), and no other warning."""
+    warnings.filterwarnings("ignore", message=PANDAS3_WARNING, category=FutureWarning)
+    rule = f"ignore:{PANDAS3_WARNING}:FutureWarning"
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if rule not in current.split(","):
+        os.environ["PYTHONWARNINGS"] = f"{current},{rule}" if current else rule
+
+
 def run_spark(features: Path, plan_dir: Path, settings_json: str, job: BatchJob, customers: frozenset[str] | None,
               master: str | None) -> None:
     """Plan every customer of `features` with Spark into `plan_dir` (Parquet, `_SUCCESS` when done)."""
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    quiet_pandas_warning()
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
 

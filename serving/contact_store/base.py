@@ -250,6 +250,18 @@ def decision_refusal(history: ContactHistory, channel: str, policy: ContactPolic
     return None
 
 
+def touches(history: ContactHistory, offer: OfferRef, shows: Mapping[str, int]) -> bool:
+    """Whether `history` holds anything an offer-level cap of `offer` counts: a show in `shows`
+    (`history.offer_show_counts` over the per-offer window), a decline of the offer or of its category.
+
+    Every offer-level measure (`MEASURES`) of an offer the history does not touch is its measure on
+    an empty history, so its `offer_refusal` is the empty history's: the arbiter checks only the
+    offers a customer's history touches (tests/serving/test_caps.py holds every cap kind to this).
+    """
+    return offer.offer_id in shows or offer.offer_id in history.last_decline_offer \
+        or offer.category in history.last_decline_category
+
+
 def offer_refusal(
     history: ContactHistory, offer: OfferRef, policy: ContactPolicy, shows: Mapping[str, int] | None = None
 ) -> str | None:
@@ -310,12 +322,19 @@ class ContactStore(ABC):
         """Many large transactions follow from this thread (batch reservation): tune for throughput.
         A hint; stores without anything to tune ignore it."""
 
+    def window_days(self, policy: ContactPolicy) -> int:
+        """`policy.longest_window_days`, derived once for the last policy object seen (every store
+        call reads it; a policy is frozen, and a changed one is another object)."""
+        last = getattr(self, "_window", None)
+        if last is None or last[0] is not policy:
+            last = self._window = (policy, policy.longest_window_days)
+        return last[1]
+
     def check_policy(self, policy: ContactPolicy) -> None:
         """Refuse a policy whose longest window reaches past the history this store keeps."""
-        if policy.longest_window_days > self.horizon_days:
-            raise ConfigError(
-                f"policy needs {policy.longest_window_days} days of history; store keeps {self.horizon_days}"
-            )
+        days = self.window_days(policy)
+        if days > self.horizon_days:
+            raise ConfigError(f"policy needs {days} days of history; store keeps {self.horizon_days}")
 
     @abstractmethod
     def check_and_reserve(

@@ -286,7 +286,7 @@ class SQLiteContactStore(ContactStore):
         if not requests:
             return []
         t = to_epoch(now)
-        days = policy.longest_window_days
+        days = self.window_days(policy)
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -355,7 +355,7 @@ class SQLiteContactStore(ContactStore):
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            history = self._history(conn, customer_id, t, policy.longest_window_days)
+            history = self._history(conn, customer_id, t, self.window_days(policy))
             ok, refused = split_offers(history, channel, offers, policy)
             try:
                 conn.execute(

@@ -5,7 +5,11 @@ Small worlds, the real CLI through Typer's runner (or a real process where a por
 
 from __future__ import annotations
 
+import os
+import re
 import socket
+import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -110,3 +114,48 @@ def test_a_zero_propensity_is_refused(data_dir: Path, tmp_path: Path) -> None:
     write_table(contacts, next(bad.glob("contacts.*")))
     result = runner.invoke(app, ["validate", "--data", str(bad)])
     assert result.exit_code == 2 and "propensity" in result.stderr
+
+
+#: The one log format of a run (cli._app.LOG_FORMAT), BentoML's shape: time [LEVEL] [who] message.
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\] \[[^\]]+\] ")
+
+
+def test_one_log_format_in_a_run(tmp_path: Path) -> None:
+    """nbo's lines and MLflow's (its own handler and format: `2026/12/07 10:09:22 INFO mlflow...`)
+    used to alternate in one run; now every log line has one shape."""
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    env.pop("MLFLOW_CONFIGURE_LOGGING", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "-v", "promote", "--model", "propensity",
+         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    assert result.returncode == 2  # no challenger yet: one error line
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: model nbo-propensity has no @challenger")
+    assert any("[mlflow." in line for line in lines)  # MLflow spoke (at DEBUG/INFO with -v) ...
+    odd = [line for line in lines[:-1] if not LOG_LINE.match(line) and not line.startswith((" ", "\t"))]
+    assert odd == []  # ... in nbo's format, like everything else
+    assert "mlflow-telemetry" not in result.stderr  # and MLflow's usage telemetry is off
+
+
+def test_registering_a_model_prints_nothing_of_mlflows(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """MLflow's pickling warning and its "Successfully registered model" / "Created version" prints."""
+    import mlflow
+
+    from models.tracking import resolve_tracking
+    from training.registry import log_pyfunc, register
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            return model_input
+
+    client = resolve_tracking(f"sqlite:///{tmp_path / 'mlflow.db'}").activate()
+    capfd.readouterr()
+    with mlflow.start_run():
+        info = log_pyfunc(name="model", python_model=Echo(), pip_requirements=["pandas"])
+    version = register(client, info.model_uri, "nbo-quiet-test")
+    out, err = capfd.readouterr()
+    assert version == "1" and str(client.get_model_version_by_alias("nbo-quiet-test", "challenger").version) == "1"
+    assert "Successfully registered" not in out + err and "Created version" not in out + err
+    assert "CloudPickle" not in out + err

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
@@ -176,6 +177,11 @@ def test_the_decision_is_the_engines_and_reserves_nothing(client: TestClient, ba
         removed = r.text.split('id="suppressed"')[1].split("</table>")[0]
         for s in expected.suppressed:
             assert f"<code>{s.reason}</code>" in removed
+            assert f'<td class="reason-text">{escape(s.reason_text)}</td>' in removed  # in plain words
+        offers = r.text.split('id="offers"')[1].split("</table>")[0]
+        for o in expected.offers:
+            for text in o.reason_texts:
+                assert f'<span class="reason-text">{escape(text)}</span>' in offers
         if expected.offers and expected.suppressed:
             break
     else:

@@ -4,6 +4,7 @@ closed-loop run in the simulator; the evaluation pipeline on a small simulated l
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 from simulator import SimConfig, Simulator
 from simulator.io import dataset
 from serving.policy import ContactPolicy
-from evaluation.evaluate import evaluate
+from evaluation.evaluate import evaluate, logged_decisions
 from evaluation.ope import diagnostics, doubly_robust, ips, snips
 from evaluation.ope_truth import check_against_truth, top_k_mask
 from evaluation.policy_sim import train_on_logging_run
@@ -148,7 +149,7 @@ def test_evaluate_cli_and_promotion_gate(tmp_path, monkeypatch) -> None:
         fit_and_log("propensity", data, TrainConfig(as_of=as_of, num_boost_round=30, seed=seed), tracking,
                     progress=False)
         if seed == 0:
-            promote(client, PROPENSITY_MODEL)  # first version: no champion yet
+            promote(client, PROPENSITY_MODEL, force=True)  # first version: a champion to compare with
     out = tmp_path / "report" / "ope.md"
     out.parent.mkdir()  # --out into a missing folder is refused (issue 23)
     result = CliRunner().invoke(app, ["evaluate", "--data", str(tmp_path / "data"), "--candidate", "challenger",
@@ -164,6 +165,7 @@ def test_evaluate_cli_and_promotion_gate(tmp_path, monkeypatch) -> None:
     assert gate is not None and gate[0] is False and "too uncertain" in gate[1]
     gated = promote(client, PROPENSITY_MODEL, force=False, require_ope=True)
     assert not gated.promoted
+    assert "OPE gate failed" in gated.reason and gated.metrics["ope_gate"] == 0.0, gated
     assert version_by_alias(client, PROPENSITY_MODEL, CHAMPION) == "1"
 
 
@@ -183,3 +185,43 @@ def test_bench_ope_prints_and_writes_its_table(tmp_path) -> None:
     assert len(frame) == 2 and {"truth", "ips_error", "snips_error", "dr_error"} <= set(frame.columns)
     bad = subprocess.run(cmd[:2] + ["--k", "0"], cwd=root, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--k" in bad.stderr
+
+
+def test_evaluate_reads_the_decisions_without_contact() -> None:
+    """A log with a control group and randomised no-offer (issue 21): every decision is evaluated,
+    a logged "no contact" as the none action with its propensity, reward 0 and the target's
+    probability of making none."""
+    config = SimConfig(customers=400, days=60, control_share=0.2, no_offer_rate=0.1)
+    trained = train_on_logging_run(SimConfig(customers=400, days=60), seed=2, days=60, num_boost_round=30)
+    sim = Simulator(config, seed=3)
+    sim.run()
+    data = dataset(sim)
+    until = pd.Timestamp(config.start) + pd.Timedelta(days=60)
+    since = until - pd.Timedelta(days=5)
+    none = data.no_offers[(data.no_offers["ts"] >= since) & (data.no_offers["ts"] < until)]
+    made = data.contacts[(data.contacts["ts"] >= since) & (data.contacts["ts"] < until)
+                         & (data.contacts["outcome"] != "pending")]
+    assert len(none) > 20 and set(none["reason"]) >= {"control", "explore"}
+    policy = ContactPolicy.model_validate({"control_group": {"share": 0.2},
+                                           "arbitration": {"exploration": {"no_offer_rate": 0.1}}})
+    result = evaluate(data, trained.model, policy, since=since, until=until)
+    cand = result.candidate
+    rows = logged_decisions(data, since, until)  # the rows evaluate() valued, in its order
+    assert result.n_decisions == len(rows) == len(made) + len(none)
+    no_contact = rows["offer_id"].isna().to_numpy()
+    assert no_contact.sum() == len(none)
+    assert sorted(cand.mu[no_contact]) == pytest.approx(sorted(none["propensity"]))
+    # the target's probability of making no contact: its own holdouts, or 1 when it has nothing to offer
+    held = 0.2 + 0.8 * 0.1
+    on_group = rows["channel"].isin(["email", "sms", "push"]).to_numpy()
+    pi_none = cand.pi_logged[no_contact]
+    assert np.isin(np.round(pi_none, 12), [round(held, 12), 0.1, 1.0]).all()
+    assert (np.round(pi_none[on_group[no_contact]], 12) != 0.1).all()
+    # IPS over every decision: the no-contacts count in n and add 0
+    r = rows["r_value"].to_numpy(float)
+    assert (r[no_contact] == 0).all()
+    assert cand.estimates["value"]["ips"].value == pytest.approx(float(np.mean(cand.pi_logged / cand.mu * r)))
+    # Without the no_offers table only the contacts are decisions
+    fewer = evaluate(replace(data, no_offers=data.no_offers.iloc[0:0], absent_tables=("no_offers",)), trained.model,
+                     policy, since=since, until=until)
+    assert fewer.n_decisions == len(made)

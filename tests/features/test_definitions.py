@@ -32,6 +32,7 @@ from features.lifecycle import LIFECYCLE, lifecycle
 from features.choice_history import CHOICE_HISTORY, choice_history
 from features.offer_history import OFFER_HISTORY, offer_history
 from features.offers import OFFER, offer_columns, prepare_offers
+from features.purchase_cycle import PURCHASE_CYCLE, purchase_cycle
 from features.rfm import RFM, rfm
 from features.stage import STAGE, stage
 from features.config import LifecycleRules
@@ -45,6 +46,9 @@ FINGERPRINTS: dict[str, dict[str, str]] = {
     # 1.5.0: the customer's choices per offer and category (CHOICE_HISTORY) and the offer's code
     # in the model's vocabulary (issue 20 items 2-3).
     "1.5.0": {"customer": "14fd7a9455542888", "candidate": "c7766c5290c673ea", "rule_names": "e49807304e451dc6"},
+    # 1.6.0: 1.5.0 plus the purchase cycle (customer columns only). Recorded on main first without
+    # the 1.5.0 candidate columns (candidate "658a75b445c62691"); these are the lists once merged.
+    "1.6.0": {"customer": "1472452b62816807", "candidate": "c7766c5290c673ea", "rule_names": "87e6195357804513"},
 }
 
 
@@ -65,6 +69,8 @@ def _computed_customer_groups(data) -> dict[FeatureGroup, dict[str, object]]:
     computed[CONSENTS] = consents(data.consents, index, AS_OF)
     so_far = {k: v for part in computed.values() for k, v in part.items()}
     so_far["loyalty_member"] = customers["loyalty_member"].to_numpy(dtype=np.float64)
+    computed[PURCHASE_CYCLE] = purchase_cycle(ev, n, computed[RFM]["recency_days"])
+    so_far.update(computed[PURCHASE_CYCLE])
     computed[LIFECYCLE] = lifecycle(so_far, LifecycleRules())
     computed[LABELS] = labels({**so_far, **computed[LIFECYCLE]}, CATEGORIES)
     return computed

@@ -50,7 +50,7 @@ def _build(root: Path) -> TinyWorld:
     for which in ("propensity", "churn"):
         fit_and_log(which, data, TrainConfig(as_of=AS_OF, num_boost_round=20), tracking, data_dir=root / "data",
                     progress=False)
-        promote(client, MODEL_NAMES[which])
+        promote(client, MODEL_NAMES[which], force=True)  # champions to serve; the gate is tested in tests/training
     write_materialised(build_customer_features(data, AS_OF), root / "features.parquet", AS_OF)
     return _world(root)
 

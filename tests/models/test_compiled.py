@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -69,10 +70,23 @@ def test_the_engine_scores_with_compiled_champions_unless_told_not_to(world: Wor
         for cid in compiled.features.index[:15]:
             a = compiled.decide(cid, "web", {"page_category": "travel"}, NOW, k=3, reserve=False, decision_id="d")
             b = plain.decide(cid, "web", {"page_category": "travel"}, NOW, k=3, reserve=False, decision_id="d")
-            assert a.model_dump() == b.model_dump()
+            assert _same(a.model_dump(), b.model_dump()), (a.model_dump(), b.model_dump())
     finally:
         compiled.close()
         plain.close()
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal decisions: the same offers, ranks, reasons and texts; probabilities and values equal to
+    1e-12 relative. The compiled forest's raw scores differ from the booster's by ~1e-16, which the
+    strictly increasing calibration (issue 20) passes on where the old step map's plateaus hid it."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15)
+    return a == b
 
 
 def test_a_reload_serves_at_once_and_compiles_in_the_background(world: World, tmp_path: Path) -> None:  # noqa: F811

@@ -97,6 +97,22 @@ def test_truncated_parquet_is_refused(tmp_path: Path) -> None:
     assert "events: events.parquet is not a readable Parquet file" in _error(tmp_path)
 
 
+def test_extra_field_on_the_first_data_row_is_named(csv_dir: Path) -> None:
+    # pandas would read the extra field as "the first column is the index", shifting every column
+    # by one: the error was an unparseable timestamp in a column that was never wrong.
+    path = csv_dir / "customers.csv"
+    lines = path.read_text().splitlines()
+    lines[1] += ",extra"
+    path.write_text("\n".join(lines) + "\n")
+    message = _error(csv_dir)
+    assert "customers: customers.csv: line 2 (the first data row) has more fields than the header's" in message
+    assert "timestamp" not in message
+    lines[1] = lines[1].removesuffix(",extra")
+    lines[2] += ",extra"  # a later row: pandas' own error, naming the line
+    path.write_text("\n".join(lines) + "\n")
+    assert "customers: customers.csv is not a well-formed CSV file: Error tokenizing data. C error: Expected" in _error(csv_dir)
+
+
 def test_empty_and_non_utf8_files_are_refused(csv_dir: Path) -> None:
     (csv_dir / "events.csv").write_bytes(b"")
     assert "events: events.csv is empty" in _error(csv_dir)

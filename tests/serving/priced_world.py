@@ -93,7 +93,9 @@ def build_priced_world(root: Path) -> PricedWorld:
     client = tracking.activate()
     for which in ("propensity", "churn"):
         fit_and_log(which, data, TrainConfig(as_of=AS_OF, window_days=1, num_boost_round=150), tracking, progress=False)
-        promote(client, MODEL_NAMES[which])
+        # Churn here is pure recency (households stop for good), which the recency baseline ranks
+        # as well as any model: the gate would keep it out. This world tests prices, not churn.
+        promote(client, MODEL_NAMES[which], force=which == "churn")
     write_materialised(build_customer_features(data, AS_OF), root / "features.parquet", AS_OF)
     policy = root / "policy.toml"
     policy.write_text(POLICY)

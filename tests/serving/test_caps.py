@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from nbo.vocab import CONTACT_CHANNELS, OUTBOUND_CHANNELS
 from serving import caps
 from serving.contact_store import ContactHistory, ContactRecord, OfferRef, RedisContactStore, SQLiteContactStore
-from serving.contact_store.base import DAY, split_offers, to_epoch
+from serving.contact_store.base import DAY, offer_refusal, split_offers, to_epoch, touches
 from serving.policy import ContactPolicy
 
 T0 = datetime(2026, 3, 2, 12, 0)
@@ -155,3 +155,31 @@ def test_python_and_lua_give_the_same_verdict(stores, policy, contacts, declines
     for store in stores:
         got = store.check_and_reserve(cid, channel, query, now, policy, f"{cid}-q", props)
         assert ([o.offer_id for o in got.reserved], list(got.refused)) == want, type(store).__name__
+
+
+# ----------------------------------------------------------------- untouched offers answer as on an empty history
+_UNSEEN = (OfferRef("o-never", "travel"), OfferRef("o-other", "garden"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(policy=_policies(), contacts=_contacts,
+       declines=st.lists(st.tuples(st.sampled_from([*OFFERS, *_UNSEEN]), _ago), max_size=5),
+       micros=st.integers(0, 999_999))
+def test_an_offer_the_history_does_not_touch_is_refused_as_on_an_empty_history(policy, contacts, declines, micros) -> None:
+    """The arbiter re-checks offer-level caps only where `touches` says the history counts for the
+    offer (`serving.ranking.Arbiter.arbitrate_block`); for every cap kind, any other offer must get
+    the empty history's verdict. A new offer-level measure that counts something else fails here."""
+    now = to_epoch(T0 + timedelta(microseconds=micros))
+    records = tuple(ContactRecord(f"d{k}", o.offer_id, o.category, ch, now - ago)
+                    for k, (ago, ch, offers) in enumerate(contacts) for o in dict.fromkeys(offers))
+    last_offer = {o.offer_id: now - ago for o, ago in declines}
+    last_cat = {o.category: now - ago for o, ago in declines}
+    history = ContactHistory("c", now, records, last_offer, last_cat)
+    empty = ContactHistory("c", now)
+    shows = history.offer_show_counts(policy.offer_cap.days)
+    for offer in [*OFFERS, *_UNSEEN]:
+        if not touches(history, offer, shows):
+            assert offer_refusal(history, offer, policy, shows) == offer_refusal(empty, offer, policy, {})
+        # the shortcut never hides a refusal: a refused offer is a touched one, or refused when empty
+        if offer_refusal(history, offer, policy, shows) is not None:
+            assert touches(history, offer, shows) or offer_refusal(empty, offer, policy, {}) is not None

@@ -110,6 +110,9 @@ def test_recommend_happy_path(server: Server) -> None:
     for rank, o in enumerate(body["offers"], start=1):
         assert o["rank"] == rank and 0 <= o["p_accept"] <= 1 and 0 < o["propensity"] <= 1
         assert set(o) >= {"offer_id", "rank", "p_accept", "expected_value", "propensity", "reasons"} and o["reasons"]
+        # the reasons in plain words, one per code, in the same order (serving/reasons.py)
+        assert len(o["reason_texts"]) == len(o["reasons"]) and all(t and ":" not in t[:1] for t in o["reason_texts"])
+    assert body["suppressed"] and all(s["reason"] and s["reason_text"] for s in body["suppressed"])
     # only the two required fields
     r = server.post("/recommend", {"customer_id": server.customers[11], "channel": "app"})
     assert r.status_code == 200 and len(r.json()["offers"]) <= 3

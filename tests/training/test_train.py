@@ -153,3 +153,38 @@ def test_cli_errors_are_one_line(world: Path, tmp_path: Path) -> None:
     bad_out = runner.invoke(app, ["predict", "--model", "churn", "--data", str(world), "--as-of", "2025-06-01",
                                   "--out", str(tmp_path / "x.txt"), "--tracking-uri", uri])
     assert bad_out.exit_code == 2 and ".parquet or .csv" in bad_out.output
+
+
+def test_no_champion_is_no_free_pass(world: Path, tmp_path: Path) -> None:
+    """Issue 20: a first model that loses to a baseline is not promoted because the alias is free;
+    `--force` promotes it and says what it skipped."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = resolve_tracking(uri)
+    client = tracking.activate()
+    weak = fit_and_log("churn", load_dataset(world), TrainConfig(as_of=AS_OF, num_boost_round=1, churn_snapshots=2),
+                       tracking, progress=False)
+    run = client.get_run(weak.run_id)
+    assert run.data.tags["nbo.baselines"] == "logistic,recency_rank,bgnbd"
+    m = weak.report.metrics
+    baselines = ("logistic", "recency_rank", "bgnbd")
+    assert m["brier"] >= min(m[f"{b}_brier"] for b in baselines) or \
+        m["auc"] < max(m[f"{b}_auc"] for b in baselines) - 0.001, m  # it really is weaker
+    refused = runner.invoke(app, ["promote", "--model", "churn", "--tracking-uri", uri])
+    assert refused.exit_code == 1, refused.output
+    assert "worse than the best baseline" in refused.output and "not promoted (no champion)" in refused.output
+    assert version_by_alias(client, CHURN_MODEL, CHAMPION) is None
+    forced = runner.invoke(app, ["promote", "--model", "churn", "--force", "--tracking-uri", uri])
+    assert forced.exit_code == 0, forced.output
+    assert "forced (--force)" in forced.output and "promoted although the challenger is worse" in forced.output
+    assert version_by_alias(client, CHURN_MODEL, CHAMPION) == weak.version
+
+
+def test_report_shows_calibration_and_ranking(trained) -> None:
+    """Issue 20 item 4: the shipped calibration keeps the booster's ranking and its distinct values."""
+    _, _, results = trained
+    for which in ("propensity", "churn"):
+        m = results[which].report.metrics
+        assert m["auc"] == pytest.approx(m["auc_uncalibrated"], abs=1e-12), (which, m)
+        assert m["distinct_predictions"] >= 0.99 * m["distinct_raw_scores"], (which, m)
+        assert m["calibration_error"] < 0.02, (which, m)
+        assert "distinct predicted values" in results[which].report.summary()
