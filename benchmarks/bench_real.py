@@ -51,11 +51,13 @@ that has nothing to say (no history) counts as wrong.
   `fit_and_log("propensity", ...)` with `as_of = CUT` (1-day acceptance window; data strictly
   before CUT), and test occasion k of every household falls on the same day `CUT + k weeks`.
   Equal weekly gaps mean recency and tenure carry no information; that is the data, not nbo.
-- what nbo cannot see today: the price of each brand at the occasion (the contract has no
-  decision-time offer attributes, issue item 2), the household's previous choice (no per
-  customer x offer "last accepted" feature, item 3) and which brand an offer is (no per-offer
-  column, so a brand's base popularity is not learnable). It sees, per brand, the household's past
-  acceptances and exposures through the contacts (`offer_accepts`, `offer_ignores`).
+- prices: every candidate row carries the brand's shelf price at the occasion as the
+  decision-time offer attribute `attr_price` (issue 20 item 2, `contacts.attr_<name>`).
+- what nbo sees since feature set 1.5.0: the price, alone and relative to the other brands of the
+  occasion (`attr_price_*`), the household's own choices per brand (`offer_last_chosen`,
+  `offer_choice_share`, `offer_loyalty`, ...: item 3) and which brand an offer is (`offer_code`).
+  The log is a choice log (one purchase per occasion among the brands), so `fit_and_log` picks the
+  choice objective by itself (a softmax within the occasion; docs/training.md).
 
 `nbo_top1` runs nbo's path: the contract (validated through `nbo.data.load_dataset` from files),
 the feature code (`build_customer_features` + `build_exposure_features`, exactly as training builds
@@ -326,7 +328,8 @@ def nbo_top1(panel: Panel, workdir: Path, seed: int = 0) -> NboResult:
     contract files -> `load_dataset` -> `fit_and_log("propensity")` (features, LightGBM, isotonic,
     MLflow registry) -> the registered model read back -> candidate rows of every test occasion
     built as training builds exposure rows -> the top calibrated propensity per decision.
-    TODO(issue 20 items 2-3): per-candidate prices in the contract; the engine's `decide_block`.
+    The rows of a test occasion are scored together (the choice model's softmax within it).
+    TODO: call the engine's `decide_block` instead of ranking the model's scores here.
     """
     import mlflow
 
