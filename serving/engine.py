@@ -46,7 +46,6 @@ import numpy as np
 import pandas as pd
 
 from features import (
-    CANDIDATE_FEATURES,
     CUSTOMER_FEATURES,
     Context,
     check_feature_set,
@@ -56,7 +55,7 @@ from features import (
 )
 from nbo.data import empty_table, load_table
 from nbo.errors import NboError
-from serving.champions import Models, ReloadResult, check_model, probabilities_ok
+from serving.champions import Models, ReloadResult, check_model, probabilities_ok, propensity_inputs
 from serving.contact_store import ConsentBook, ContactStore
 from serving.contact_store.errors import STORE_ERRORS, StoreUnavailable, store_cause
 from serving.settings import EngineSettings, latest_features_file, open_store
@@ -230,14 +229,15 @@ class DecisionEngine:
         `compile_models` (default: the settings'): also compile both forests (`with_compiled`)
         before returning; reloads compile afterwards, in the background, instead.
         """
-        columns = check_model(propensity, CANDIDATE_FEATURES, "candidate")
+        columns = check_model(propensity, propensity_inputs(propensity), "candidate")
         churn_X = self._churn_inputs(churn)
         churn_p = np.asarray(churn.model.predict_proba_positive(churn_X), dtype=np.float64)  # type: ignore[attr-defined]
         if not probabilities_ok(churn_p):
             raise NboError(f"{churn.label} gives probabilities outside [0, 1] or not finite")  # type: ignore[attr-defined]
         explainer = propensity.model.path_explainer() if self.explain == "path" else None  # type: ignore[attr-defined]
         models = Models(propensity, churn, columns, churn_p, explainer,
-                        scoring={"propensity": "not compiled", "churn": "not compiled"})
+                        scoring={"propensity": "not compiled", "churn": "not compiled"},
+                        offers=self.scorer.prepared_for(propensity.model.vocabulary))  # type: ignore[attr-defined]
         sample = self._sample_scores(models)
         if sample is not None and not probabilities_ok(sample.p.ravel()):
             raise NboError(f"{propensity.label} gives probabilities outside [0, 1] or not finite on a sample")  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ import json
 import logging
 from typing import Any
 
+from bentoml.exceptions import InvalidArgument
 from pydantic import ValidationError
 
 from serving import api_page, session
@@ -298,8 +299,12 @@ class Guard:
             await self._invalid(send, "/recommend", exc)
             return
         try:
-            answer = WORKER["recommender"].decide(request.customer_id, request.channel, request.k, request.context)
+            answer = WORKER["recommender"].decide(request.customer_id, request.channel, request.k, request.context,
+                                                  request.offer_attributes)
             payload = answer.__pydantic_serializer__.to_json(answer)
+        except InvalidArgument as exc:  # e.g. attributes of an offer not in the catalogue: names the field
+            await self._client_error(send, "/recommend", 400, str(exc))
+            return
         except Exception:  # noqa: BLE001 - as BentoML: a 500 without details, the traceback in the log
             log.exception("POST /recommend failed")
             await self._send_json(send, 500, b'{"error": "An unexpected error has occurred, please check the server log."}')

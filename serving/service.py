@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 import bentoml
+from bentoml.exceptions import InvalidArgument
 
 from serving.api_models import (
     FeedbackRequest,
@@ -179,17 +180,29 @@ class Recommender:
     # -------------------------------------------------------------------------- endpoints
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(
-        self, customer_id: str, channel: str, k: int = 3, context: RequestContext | None = None
+        self, customer_id: str, channel: str, k: int = 3, context: RequestContext | None = None,
+        offer_attributes: dict[str, dict[str, float]] | None = None,
     ) -> RecommendResponse:
         """Up to `k` offers (or none) for this customer on this channel, now, with reasons."""
-        return self.decide(customer_id, channel, k, context)
+        return self.decide(customer_id, channel, k, context, offer_attributes)
 
-    def decide(self, customer_id: str, channel: str, k: int, context: RequestContext | None) -> RecommendResponse:
-        """The /recommend handler (called by the Guard's fast path and by the BentoML route)."""
+    def decide(self, customer_id: str, channel: str, k: int, context: RequestContext | None,
+               offer_attributes: dict[str, dict[str, float]] | None = None) -> RecommendResponse:
+        """The /recommend handler (called by the Guard's fast path and by the BentoML route).
+
+        Raises `bentoml.exceptions.InvalidArgument` (400) for attributes of an offer not in the catalogue."""
         from features import Context
+        from features.offer_attributes import check_offer_attributes
+        from nbo.errors import NboError
         from serving.contact_store.errors import StoreUnavailable
 
         ctx = Context(channel=channel, **(context.model_dump(exclude_none=True) if context else {}))  # type: ignore[arg-type]
+        if offer_attributes:
+            try:
+                check_offer_attributes(offer_attributes, self.engine.offer_ids)
+            except NboError as exc:
+                raise InvalidArgument(str(exc)) from None
+            ctx = ctx.model_copy(update={"offer_attributes": offer_attributes})
         m = self.metrics
         try:
             decision = self.engine.decide(customer_id, channel, ctx, self.settings.now(), k=k, reserve=True)
