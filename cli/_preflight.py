@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from nbo.data import load_table
 from nbo.errors import NboError
 
@@ -20,21 +22,26 @@ ENGINE_TABLES = ("offers", "consents", "contacts")
 OPTIONAL_TABLES = ("consents", "contacts")
 
 
-def check_engine_tables(data: Path) -> None:
-    """Validate the tables the decision engine loads (an absent optional table is fine)."""
+def check_engine_tables(data: Path) -> dict[str, pd.DataFrame]:
+    """Validate the tables the decision engine loads (an absent optional table is fine); the
+    tables read, by name (a caller may use them instead of reading them again)."""
+    tables: dict[str, pd.DataFrame] = {}
     for table in ENGINE_TABLES:
         if table in OPTIONAL_TABLES and not any((data / f"{table}.{ext}").exists() for ext in ("parquet", "csv")):
             continue  # absent: the engine starts with an empty table
-        load_table(data, table)
+        tables[table] = load_table(data, table)
+    return tables
 
 
-def check_service_inputs(data: Path, features_file: Path, store: str | None = None) -> None:
-    """The engine's tables, the materialised features' footer and the store file; raise NboError."""
+def check_service_inputs(data: Path, features_file: Path, store: str | None = None) -> dict[str, pd.DataFrame]:
+    """The engine's tables, the materialised features' footer and the store file; raise NboError.
+    Returns the tables read (`check_engine_tables`)."""
     from features import check_feature_set, materialised_meta
 
-    check_engine_tables(data)
+    tables = check_engine_tables(data)
     check_feature_set(materialised_meta(features_file))
     check_store_file(store)
+    return tables
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"

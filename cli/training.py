@@ -20,6 +20,7 @@ class Which(str, enum.Enum):
     propensity = "propensity"
     churn = "churn"
     all = "all"
+    uplift = "uplift"
 
 
 class ModelKind(str, enum.Enum):
@@ -32,13 +33,18 @@ class ModelKind(str, enum.Enum):
 def train(
     data: Path = typer.Option(..., "--data", help="Data directory (docs/data.md)."),
     as_of: str = typer.Option(..., "--as-of", help="Training date (UTC); nothing at or after it is used."),
-    model: Which = typer.Option(Which.all, "--model", help="Which model to train."),
+    model: Which = typer.Option(Which.all, "--model", help="Which model to train (`all`: propensity and churn; "
+                                "`uplift` on its own: it needs decisions without contact, docs/training.md)."),
     horizon_days: int = typer.Option(90, "--horizon-days", min=1, max=730, help="Churn horizon H in days."),
     window_days: int = typer.Option(7, "--window-days", min=1, max=90, help="Acceptance window in days."),
     max_exposures: int = typer.Option(None, "--max-exposures", min=1000,
                                       help="Use only the most recent N exposures for propensity."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     seed: int = typer.Option(0, "--seed", help="Random seed of the fit."),
+    objective: str = typer.Option(
+        "auto", "--objective",
+        help="Propensity objective: auto (choice when every decision has 2+ candidates and exactly one "
+             "accepted, else binary), binary or choice (docs/training.md)."),
 ) -> None:
     """Train propensity and/or churn models, log them to MLflow, register each as `challenger`.
 
@@ -49,11 +55,24 @@ def train(
     from training.train import TrainConfig, fit_and_log, metrics_json
 
     when = parse_as_of(as_of)
+    if objective not in ("auto", "binary", "choice"):
+        raise NboError(f"--objective {objective!r} is not auto, binary or choice")
     dataset = load_dataset(data)  # bad data fails before anything is written to MLflow
     tracking = resolve_tracking(tracking_uri)
     tracking.activate()
     config = TrainConfig(as_of=when, window_days=window_days, horizon_days=horizon_days,
-                         max_exposures=max_exposures, seed=seed)
+                         max_exposures=max_exposures, seed=seed, objective=objective)
+    if model == Which.uplift:
+        from training.uplift import UpliftConfig, fit_and_log_uplift
+
+        typer.echo("training uplift ...")
+        up = fit_and_log_uplift(dataset, UpliftConfig(as_of=when, window_days=window_days, seed=seed), tracking,
+                                data_dir=data)
+        typer.echo(up.summary())
+        typer.echo(f"-> registered {up.registered_name} version {up.version} as @challenger (run {up.run_id})\n")
+        typer.echo(json.dumps({"uplift": {"version": up.version, "run_id": up.run_id, **up.metrics}}, indent=2,
+                              default=float))
+        return
     which = ["propensity", "churn"] if model == Which.all else [model.value]
     results = []
     for name in which:
@@ -76,8 +95,8 @@ def train(
 @app.command()
 @user_errors
 def promote(
-    model: str = typer.Option(..., "--model", help="Registered model name (nbo-propensity, nbo-churn) or "
-                                                    "propensity/churn/all."),
+    model: str = typer.Option(..., "--model", help="Registered model name (nbo-propensity, nbo-churn, nbo-uplift) "
+                                                    "or propensity/churn/uplift/all (all: propensity and churn)."),
     force: bool = typer.Option(False, "--force", help="Promote without the baseline gate and the champion "
                                                       "comparison (the output says what was skipped)."),
     require_ope: bool = typer.Option(False, "--require-ope", help="Also require the latest `nbo evaluate` of "
@@ -87,9 +106,17 @@ def promote(
     """Move `champion` to the `challenger` if it beats its run's best baseline and is at least as good
     as the champion on the same validation data."""
     from training.registry import promote as do_promote
-    from models.tracking import MODEL_NAMES, resolve_tracking
+    from training.registry import promote_uplift
+    from models.tracking import MODEL_NAMES, UPLIFT_MODEL, resolve_tracking
 
     client = resolve_tracking(tracking_uri).activate()
+    if model in ("uplift", UPLIFT_MODEL):
+        result = promote_uplift(client, UPLIFT_MODEL, force=force)
+        verb = "promoted" if result.promoted else "not promoted"
+        typer.echo(f"{UPLIFT_MODEL}: {verb} - {result.reason}")
+        if not result.promoted and not force and result.metrics:
+            raise typer.Exit(code=1)
+        return
     if model == "all":
         names = list(MODEL_NAMES.values())
     else:
@@ -136,10 +163,19 @@ def predict(
         X = customers[loaded.feature_names].to_numpy(np.float32, na_value=np.nan)
         frame["churn_probability"] = loaded.model.predict_proba_positive(X)
     else:
-        pairs = build_candidate_features(customers, dataset.offers, dataset.contacts, None, when)
+        from features import prepare_offers
+        from features.offer_attributes import attribute_columns
+
+        # The model's offer codes; no decision-time attributes here (their columns are missing).
+        offers = prepare_offers(dataset.offers, vocabulary=loaded.model.vocabulary)
+        pairs = build_candidate_features(customers, offers, dataset.contacts, None, when)
+        for name in attribute_columns(loaded.model.decision_attributes):
+            pairs[name] = np.nan
         frame = pairs[["customer_id", "offer_id"]].copy()
         X = pairs[loaded.feature_names].to_numpy(np.float32, na_value=np.nan)
-        frame["p_accept"] = loaded.model.predict_proba_positive(X)
+        group = pairs["customer_id"].to_numpy(dtype=object)  # a choice model: each customer's offers
+        frame["p_accept"] = (loaded.model.predict_proba_positive(X, group) if loaded.model.is_choice
+                             else loaded.model.predict_proba_positive(X))
     frame["model_version"] = loaded.label
     record_output(ledger, out, "predictions")
     write_table(frame.reset_index(drop=True), out)

@@ -25,7 +25,7 @@ import pandas as pd
 from evaluation.memory_store import MemoryContactStore
 from evaluation.refit import TrainedWorld
 from evaluation.rule_sets import RULE_SETS, greedy
-from features import build_customer_features, build_exposure_features, customer_feature_names
+from features import build_customer_features, build_exposure_features, customer_feature_names, prepare_offers
 from models.calibrated import CalibratedBooster
 from nbo.data import Dataset
 from nbo.vocab import CONTACT_CHANNELS, LIFECYCLE_STAGES
@@ -72,8 +72,12 @@ def opportunity_scores(
         "channel": pd.array(np.repeat(np.asarray(channels, dtype=object), n_o), dtype="str"),
         "ts": np.repeat(pd.to_datetime(ts).to_numpy(dtype="datetime64[ns]"), n_o),
     })
-    rows = build_exposure_features(customer_features, data.offers, data.contacts, exposures, as_of)
+    # The model's offer codes (`offer_code`); no decision-time attributes in a simulated world.
+    offers = prepare_offers(data.offers, vocabulary=getattr(model, "vocabulary", None))
+    rows = build_exposure_features(customer_features, offers, data.contacts, exposures, as_of)
     X = rows[list(model.feature_names_in_)].to_numpy(np.float32, na_value=np.nan)
+    if getattr(model, "is_choice", False):  # a softmax over the offers of each opportunity
+        return model.predict_proba_positive(X, np.repeat(np.arange(m), n_o)).reshape(m, n_o)
     return model.predict_proba_positive(X).reshape(m, n_o)
 
 

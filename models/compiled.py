@@ -5,9 +5,11 @@ straight-line code with LLVM. Measured on 2 cores (148 trees, 81 features): 50 r
 0.022 ms, 100,000 rows 443 ms -> 60 ms, outputs equal to ~1e-16. That is a tenth of a request's
 CPU online and most of batch scoring's model time.
 
-Compilation takes a few seconds per model and happens in memory, unless a cache directory is given
-(batch scoring gives its work directory, so its worker processes load what the driver compiled
-instead of compiling again; files are named by a hash of the model's text). The compiled
+Compilation takes seconds per model (15-40 s for the demo's champions on a busy 2-core machine) and
+happens in memory, unless a cache directory is given (batch scoring gives its work directory, so its
+worker processes load what the driver compiled; `nbo serve` gives `STATE_DIR/compiled`, so one
+worker compiles while the other waits for its file, and a restart loads it). Files are named by a
+hash of the model's text; a lock on the directory lets one process at a time compile. The compiled
 forest is checked against the booster on the sample it is given; any difference above `TOLERANCE`,
 a missing lleaves, or a failed compilation leaves the booster in use (logged with the reason),
 so the answers never depend on whether compilation worked.
@@ -15,6 +17,7 @@ so the answers never depend on whether compilation worked.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -30,7 +33,8 @@ log = logging.getLogger(__name__)
 #: Largest difference in P(accept) between compiled and interpreted forest that is accepted.
 TOLERANCE = 1e-9
 
-Predictor = Callable[[np.ndarray], np.ndarray]
+#: P(accept) of float32 rows; a choice model's also takes each row's decision (`group`).
+Predictor = Callable[..., np.ndarray]
 
 # LLVM's JIT is not documented as safe to drive from several threads at once (reloads run in a
 # background thread while a batch worker may compile too): one compilation at a time per process.
@@ -53,13 +57,20 @@ class CompiledForest:
                     model.compile()  # in memory: nothing is written
                 else:
                     cached = Path(cache_dir) / f"forest-{hashlib.sha256(text.encode()).hexdigest()[:32]}.bin"
-                    if cached.exists():
-                        model.compile(cache=str(cached))
-                    else:  # compiled to a private name, renamed when whole: readers never see half a file
-                        cached.parent.mkdir(parents=True, exist_ok=True)
-                        partial = cached.with_name(f".{cached.name}.{os.getpid()}")
-                        model.compile(cache=str(partial))
-                        os.replace(partial, cached)
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    # One process compiles, the others (the service's workers) wait and load its
+                    # file: a lock on the directory itself (released when its descriptor closes).
+                    lock = os.open(cached.parent, os.O_RDONLY)
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_EX)
+                        if cached.exists():
+                            model.compile(cache=str(cached))
+                        else:  # compiled to a private name, renamed when whole: readers never see half a file
+                            partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+                            model.compile(cache=str(partial))
+                            os.replace(partial, cached)
+                    finally:
+                        os.close(lock)
         self._model = model
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -83,14 +94,20 @@ def calibrated_predictor(
         return interpreted, f"compilation failed: {type(exc).__name__}"
     calibrate = model.apply_calibration  # type: ignore[attr-defined]
 
-    def compiled(X: np.ndarray) -> np.ndarray:
+    choice = bool(getattr(model, "is_choice", False))
+
+    def compiled(X: np.ndarray, group: np.ndarray | None = None) -> np.ndarray:
         if len(X) == 0:
             return np.zeros(0)
-        return calibrate(forest.predict(X))
+        return calibrate(forest.predict(X), group) if choice else calibrate(forest.predict(X))
 
     if sample is not None and len(sample):
         X = np.asarray(sample, dtype=np.float32)
-        gap = float(np.max(np.abs(compiled(X) - interpreted(X))))
+        if choice:  # the sample as one decision: same softmax on both sides
+            one = np.zeros(len(X), dtype=np.int64)
+            gap = float(np.max(np.abs(compiled(X, one) - interpreted(X, one))))
+        else:
+            gap = float(np.max(np.abs(compiled(X) - interpreted(X))))
         if not gap <= TOLERANCE:  # NaN too
             log.warning("%s: compiled forest differs from the booster by %.3g on the sample, using the booster", label, gap)
             return interpreted, f"compiled forest differs by {gap:.3g}"

@@ -15,7 +15,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from models.calibrated import CalibratedBooster, NboPyfunc
-from models.tracking import CHAMPION
+from models.tracking import CHAMPION, UPLIFT_MODEL
+from models.uplift import UpliftBooster, UpliftPyfunc
 from nbo.errors import NboError
 
 #: Tag prefix of off-policy evaluation runs (`nbo evaluate`).
@@ -41,18 +42,58 @@ class LoadedModel:
         return f"{self.name}/{self.version}"
 
 
-def load_model(client: MlflowClient, name: str, alias: str = CHAMPION, version: str | None = None) -> LoadedModel:
-    """Load `name@alias` (or an explicit version) from the registry."""
+def load_model(client: MlflowClient, name: str, alias: str = CHAMPION, version: str | None = None,
+               check_requirements: bool = True) -> LoadedModel:
+    """Load `name@alias` (or an explicit version) from the registry.
+
+    `check_requirements=False` skips MLflow's comparison of the model's pip requirements and Python
+    version with the running environment (warnings only; ~0.8 s per model, it reads the metadata of
+    every installed package): the service skips it at each start and reload (docs/service.md §2).
+    The feature-set version, which decides whether a model can score at all, is checked by nbo.
+    """
     try:
         mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
     except MlflowException:
         what = f"version {version}" if version else f"alias @{alias}"
         raise NboError(f"model {name} has no {what} in the registry (train first: nbo train)") from None
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}", suppress_warnings=not check_requirements)
     wrapped = pyfunc.unwrap_python_model()
     if not isinstance(wrapped, NboPyfunc):
         raise NboError(f"{name}/{mv.version} is not an nbo model")
     return LoadedModel(name, str(mv.version), str(mv.run_id), wrapped.model, wrapped.feature_set_version)
+
+
+@dataclass(frozen=True)
+class LoadedUplift:
+    """A registered uplift model version (`models.uplift.UpliftBooster`), unwrapped."""
+
+    name: str
+    version: str
+    run_id: str
+    model: UpliftBooster
+    feature_set_version: str
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.model.feature_names_in_)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+def load_uplift(client: MlflowClient, alias: str = CHAMPION, version: str | None = None,
+                name: str = UPLIFT_MODEL) -> LoadedUplift:
+    """Load the uplift model `name@alias` (or an explicit version) from the registry."""
+    try:
+        mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        what = f"version {version}" if version else f"alias @{alias}"
+        raise NboError(f"model {name} has no {what} in the registry (train first: nbo train --model uplift)") from None
+    wrapped = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}").unwrap_python_model()
+    if not isinstance(wrapped, UpliftPyfunc):
+        raise NboError(f"{name}/{mv.version} is not an nbo uplift model")
+    return LoadedUplift(name, str(mv.version), str(mv.run_id), wrapped.model, wrapped.feature_set_version)
 
 
 

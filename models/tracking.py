@@ -24,6 +24,9 @@ EXPERIMENT = "nbo"
 PROPENSITY_MODEL = "nbo-propensity"
 CHURN_MODEL = "nbo-churn"
 MODEL_NAMES = {"propensity": PROPENSITY_MODEL, "churn": CHURN_MODEL}
+#: The uplift model (`nbo train --model uplift`): trained and promoted on its own, never by `all`
+#: (it needs a randomised log: decisions without contact).
+UPLIFT_MODEL = "nbo-uplift"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+from nbo.contract import ATTRIBUTE_NAME
 
 from nbo.vocab import ContactChannel
 from serving.decision import ShownOffer, Suppressed
@@ -34,11 +36,30 @@ class RequestContext(_Strict):
     day_of_week: StrictInt | None = Field(None, ge=0, le=6)
 
 
+#: One decision-time attribute value: a finite number >= 0 (a price, a discount, a 0/1 flag).
+AttributeValue = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+AttributeName = Annotated[StrictStr, Field(pattern=f"^{ATTRIBUTE_NAME}$")]
+OfferKey = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+
+
 class RecommendRequest(_Strict):
     customer_id: StrictStr = Field(min_length=1, max_length=128)
     channel: ContactChannel
     k: StrictInt = Field(3, ge=1, le=20)
     context: RequestContext | None = None
+    #: What the customer faces now per candidate offer: {offer_id: {name: value}} (docs/service.md).
+    offer_attributes: dict[OfferKey, Annotated[dict[AttributeName, AttributeValue], Field(min_length=1, max_length=16)]] | None = Field(
+        None, max_length=200)
+
+    @field_validator("offer_attributes")
+    @classmethod
+    def _same_names(cls, value: dict[str, dict[str, float]] | None) -> dict[str, dict[str, float]] | None:
+        """Every listed offer gives the same attributes: one given for some candidates only is refused."""
+        if value:
+            names = [frozenset(v) for v in value.values()]
+            if any(n != names[0] for n in names):
+                raise ValueError("an attribute is given for some candidates only; give every attribute for every listed offer")
+        return value
 
 
 class FeedbackRequest(_Strict):

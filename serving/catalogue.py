@@ -96,6 +96,7 @@ class OfferCatalogue:
         self.valid_from = np.array([o.valid_from for o in items], dtype=np.float64)
         self.valid_to = np.array([o.valid_to for o in items], dtype=np.float64)
         self.retention = np.array([o.kind == "retention" for o in items], dtype=bool)
+        self._incentives(offers)
         categories = sorted({o.category for o in items})
         self.category = np.array([categories.index(o.category) for o in items], dtype=np.int64)
         self.n_categories = len(categories)
@@ -105,6 +106,37 @@ class OfferCatalogue:
         self.rule_list: list[Rule] = list(self.rules.values())
         where = {key: r for r, key in enumerate(self.rules)}
         self.rule_of = np.array([-1 if o.rule is None else where[id(o.rule)] for o in items], dtype=np.int64)
+
+    def _incentives(self, offers: pd.DataFrame) -> None:
+        """Incentive variants (`base_offer_id`, `incentive`, `incentive_cost`, docs/data.md) as
+        arrays: `incentive_cost`, `base_value` (value + incentive cost) and `group` (variants of
+        one plain offer share its position). A variant without a cost is refused."""
+        n = len(self.items)
+        first = {}
+        for i, oid in enumerate(offers["offer_id"].tolist()):
+            first.setdefault(oid, i)
+        rows = [first[o.offer_id] for o in self.items]
+        cost = np.zeros(n)
+        if "incentive_cost" in offers.columns:
+            cost = pd.to_numeric(offers["incentive_cost"], errors="coerce").to_numpy(np.float64)[rows]
+        named = np.zeros(n, dtype=bool)
+        if "incentive" in offers.columns:
+            inc = offers["incentive"].to_numpy(dtype=object)[rows]
+            named = np.array([isinstance(v, str) and v.strip() != "" for v in inc], dtype=bool)
+        bad = named & ~(np.isfinite(cost) & (cost > 0))
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise ConfigError(f"offer {self.items[j].offer_id!r} is an incentive variant ({inc[j]!r}) without an "
+                              "incentive_cost above 0: say what it gives away per acceptance")
+        self.incentive_cost = np.where(np.isfinite(cost), cost, 0.0)
+        self.base_value = self.value + self.incentive_cost
+        base = [o.offer_id for o in self.items]
+        if "base_offer_id" in offers.columns:
+            raw = offers["base_offer_id"].to_numpy(dtype=object)[rows]
+            base = [b if isinstance(b, str) and b else o for b, o in zip(raw.tolist(), base, strict=True)]
+        order = {b: g for g, b in enumerate(dict.fromkeys(base))}
+        self.group = np.array([order[b] for b in base], dtype=np.int64)
+        self.has_variants = bool(len(order) < n)
 
     @property
     def offer_ids(self) -> list[str]:

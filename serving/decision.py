@@ -35,6 +35,8 @@ REASON_CODES: tuple[str, ...] = (
     # of this channel; the decision was randomised to "no offer"
     "control_group",
     "explore_no_offer",
+    # uplift objective: another incentive variant of the same offer is kept (the cheapest that pays)
+    "incentive_variant",
 )
 #: Codes of `BlockResult.reason`: 0 = not suppressed, i + 1 = REASON_CODES[i].
 REASON_INDEX: dict[str, int] = {r: i + 1 for i, r in enumerate(REASON_CODES)}

@@ -38,7 +38,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,7 +46,6 @@ import numpy as np
 import pandas as pd
 
 from features import (
-    CANDIDATE_FEATURES,
     CUSTOMER_FEATURES,
     Context,
     check_feature_set,
@@ -56,7 +55,7 @@ from features import (
 )
 from nbo.data import empty_table, load_table
 from nbo.errors import NboError
-from serving.champions import Models, ReloadResult, check_model, probabilities_ok
+from serving.champions import Models, ReloadResult, check_model, probabilities_ok, propensity_inputs
 from serving.contact_store import ConsentBook, ContactStore
 from serving.contact_store.errors import STORE_ERRORS, StoreUnavailable, store_cause
 from serving.settings import EngineSettings, latest_features_file, open_store
@@ -117,6 +116,8 @@ class DecisionEngine:
         self.store_retry_s = settings.store_retry_s if settings is not None else 1.0
         self._store_retry_at = 0.0  # monotonic time before which the store is not tried again
         self._compiling: threading.Thread | None = None  # the last background compilation (tests join it)
+        #: Called after compiled forests replaced the boosters (the service freezes the new heap).
+        self.on_models_swapped: Callable[[], None] | None = None
 
     def with_features(self, features: pd.DataFrame) -> DecisionEngine:
         """This engine over other materialised rows (a batch-scoring chunk of the same feature set).
@@ -143,6 +144,7 @@ class DecisionEngine:
         load_models: bool = True,
         features: pd.DataFrame | None = None,
         models: tuple[object, object] | None = None,
+        compile_in_background: bool = False,
     ) -> DecisionEngine:
         """Load policy, catalogue, consents, contacts, features, store and the champion models.
 
@@ -150,7 +152,9 @@ class DecisionEngine:
         `reload()` keeps trying. `features`: rows of the settings' features file to hold instead of
         the whole file (batch scoring streams the rest through `with_features`). `models`: the
         (propensity, churn) pair already loaded elsewhere (batch workers get the driver's pair
-        instead of each loading the champions from the registry).
+        instead of each loading the champions from the registry). `compile_in_background`: start
+        serving with the boosters and swap in the compiled forests when a thread has compiled them
+        (the service: ready in seconds instead of after ~30 s of LLVM); else compile before returning.
         """
         policy = load_policy(settings.policy_path) if settings.policy_path else ContactPolicy()
         offers = load_table(settings.data_dir, "offers")
@@ -164,7 +168,8 @@ class DecisionEngine:
         check_feature_set(meta)
         store = open_store(settings.store, settings.store_horizon_days, settings.store_timeout_s, settings.store_checkpoint_s)
         store.check_policy(policy)
-        seed_store(store, contacts, offers)
+        if settings.seed_history:
+            seed_store(store, contacts, offers)
         engine = cls(
             policy=policy,
             offers=offers,
@@ -179,7 +184,7 @@ class DecisionEngine:
         if models is not None:
             engine._models = engine.build_models(*models)
         elif load_models:
-            result = engine.reload(force=True, compile_now=True)
+            result = engine.reload(force=True, compile_now=not compile_in_background)
             if not result.ok:
                 log.warning("models unavailable at start, serving the popularity fallback: %s", result.message)
         return engine
@@ -231,14 +236,15 @@ class DecisionEngine:
         `compile_models` (default: the settings'): also compile both forests (`with_compiled`)
         before returning; reloads compile afterwards, in the background, instead.
         """
-        columns = check_model(propensity, CANDIDATE_FEATURES, "candidate")
+        columns = check_model(propensity, propensity_inputs(propensity), "candidate")
         churn_X = self._churn_inputs(churn)
         churn_p = np.asarray(churn.model.predict_proba_positive(churn_X), dtype=np.float64)  # type: ignore[attr-defined]
         if not probabilities_ok(churn_p):
             raise NboError(f"{churn.label} gives probabilities outside [0, 1] or not finite")  # type: ignore[attr-defined]
         explainer = propensity.model.path_explainer() if self.explain == "path" else None  # type: ignore[attr-defined]
         models = Models(propensity, churn, columns, churn_p, explainer,
-                        scoring={"propensity": "not compiled", "churn": "not compiled"})
+                        scoring={"propensity": "not compiled", "churn": "not compiled"},
+                        offers=self.scorer.prepared_for(propensity.model.vocabulary))  # type: ignore[attr-defined]
         sample = self._sample_scores(models)
         if sample is not None and not probabilities_ok(sample.p.ravel()):
             raise NboError(f"{propensity.label} gives probabilities outside [0, 1] or not finite on a sample")  # type: ignore[attr-defined]
@@ -291,8 +297,13 @@ class DecisionEngine:
                 log.exception("compiling %s failed; the booster keeps serving", models.propensity.label)  # type: ignore[attr-defined]
                 return
             with self._reload_lock:
-                if self._models is models:
-                    self._models = compiled
+                if self._models is not models:
+                    return
+                self._models = compiled
+            log.info("%s and %s now score with %s, %s", models.propensity.label, models.churn.label,  # type: ignore[attr-defined]
+                     compiled.scoring["propensity"], compiled.scoring["churn"])
+            if self.on_models_swapped is not None:
+                self.on_models_swapped()
 
         thread = threading.Thread(target=work, name="nbo-compile", daemon=True)
         thread.start()
@@ -326,8 +337,10 @@ class DecisionEngine:
                     now = {current.propensity.name: current.propensity.version, current.churn.name: current.churn.version}  # type: ignore[attr-defined]
                     if now == wanted:
                         return ReloadResult(False, True, "champions unchanged", current.versions)
-                prop = load_model(client, names[0], version=wanted[names[0]])  # type: ignore[arg-type]
-                churn = load_model(client, names[1], version=wanted[names[1]])  # type: ignore[arg-type]
+                # The service's environment is pinned (constraints.txt): MLflow's package-by-package
+                # requirement comparison (~0.8 s per model) is skipped; the feature set is checked.
+                prop = load_model(client, names[0], version=wanted[names[0]], check_requirements=False)  # type: ignore[arg-type]
+                churn = load_model(client, names[1], version=wanted[names[1]], check_requirements=False)  # type: ignore[arg-type]
                 models = self.build_models(prop, churn, compile_models=compile_now and self._compile_wanted)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old models serving
                 message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__

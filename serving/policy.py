@@ -109,13 +109,26 @@ class Exploration(_Frozen):
 
 
 class Arbitration(_Frozen):
-    """Levers of the arbiter (see serving.ranking)."""
+    """Levers of the arbiter (see serving.ranking).
+
+    `objective`: what an offer is worth. `response` (the default): p_accept x value x lever - cost,
+    every acceptance credited. `uplift`: the expected *incremental* value against no contact,
+    tau x base value x lever - p_accept x incentive cost - cost - `fatigue_cost` of the channel
+    (tau: the uplift model's incremental conversion); among the incentive variants of one offer the
+    cheapest that pays is kept, a costlier one only when it adds more than `incentive_hurdle`.
+    """
 
     kind_weights: dict[OfferKind, NonNegativeFloat] = {}
     offer_weights: dict[str, NonNegativeFloat] = {}
     min_expected_value: float = 0.0
     max_per_category: PositiveInt = 1
     exploration: Exploration = Exploration()
+    objective: Literal["response", "uplift"] = "response"
+    #: Currency units: the expected incremental value a costlier incentive variant must add over
+    #: the cheapest paying variant of the same offer to replace it (uplift objective).
+    incentive_hurdle: NonNegativeFloat = 0.0
+    #: Currency units charged per contact on a channel for the customer's fatigue (uplift objective).
+    fatigue_cost: dict[ContactChannel, NonNegativeFloat] = {}
 
     def weight(self, offer_id: str, kind: str) -> float:
         """The lever of one offer: kind weight x offer weight (each 1.0 unless set)."""

@@ -14,6 +14,19 @@ Expected value (currency units) of offer o for this customer:
 `lever(o)` = kind weight x offer weight from the policy. The retention term credits a retention
 offer with the value it keeps if it is accepted by a customer who would otherwise leave.
 
+With `arbitration.objective = "uplift"` an offer is worth what it changes against no contact
+(issue 21): with tau(o) the uplift model's incremental conversion,
+
+    ev(o) = tau x base value x lever(o) - p_accept x incentive cost - cost - fatigue cost(channel)
+          + churn_probability x customer_value x tau                 (retention offers only)
+
+(base value: the plain offer's margin, value + incentive cost; the incentive is given away on
+every acceptance, the margin is earned only on the purchases the contact adds). No contact is
+worth 0: when no offer's ev reaches `min_expected_value` the answer is no offer. Among the
+incentive variants of one offer still eligible, the cheapest that pays is kept: variants are
+walked by incentive cost and a costlier one replaces the kept one only when its ev is higher by
+more than `incentive_hurdle`; the others are suppressed (`incentive_variant`).
+
 One implementation for one customer and for many: `Arbiter.arbitrate_block` applies every rule
 and the selection to a block of customers x offers at once (NumPy over the block, Python only for
 customers with a contact history), and `Arbiter.decide` is that block with one row. The decision
@@ -55,7 +68,7 @@ from serving.decision import (
     top_reasons,
 )
 from serving.draws import Draws, generator_draws, seeded_draws
-from serving.reasons import BEST_VALUE, ELIGIBILITY_PREFIX, EXPLORED, RETENTION, arbiter_text, contribution_text_of, suppression_text
+from serving.reasons import BEST_INCREMENTAL, BEST_VALUE, ELIGIBILITY_PREFIX, EXPLORED, RETENTION, arbiter_text, contribution_text_of, suppression_text
 from serving.policy import ContactPolicy
 from serving.rules import Rule
 from serving.selection import rank_probabilities, select_block
@@ -126,13 +139,16 @@ class Arbiter:
         draws: Draws,
         consented: np.ndarray,
         histories: Mapping[str, ContactHistory],
+        uplift: np.ndarray | None = None,
     ) -> BlockResult:
         """Apply the policy to n customers x m offers at once and choose up to `k` offers per customer.
 
         `p_accept` (n, m): calibrated scores of the offers at catalogue positions `columns` (all
         offers in catalogue order when None; no repeats). `consented` (n,): `consent_mask`.
         `rule_masks`: `rule_masks(...)` of these customers. `histories`: contact histories by
-        customer, as the caller read them (customers absent have none). Reads and records nothing.
+        customer, as the caller read them (customers absent have none). `uplift` (n, m): the
+        incremental conversion of every cell, required by the `uplift` objective (ignored by
+        `response`). Reads and records nothing.
         The checks and their order are those of the module docstring and `decide`.
         """
         t = to_epoch(now)
@@ -150,6 +166,13 @@ class Arbiter:
             code[(code == 0) & mask] = REASON_INDEX[reason]
 
         put(~((p >= 0.0) & (p <= 1.0)), "invalid_score")  # NaN compares False
+        by_uplift = arb.objective == "uplift"
+        if by_uplift:
+            if uplift is None:
+                raise ValueError("arbitration.objective 'uplift' needs the incremental conversion of every offer "
+                                 "(an nbo-uplift model); none was given")
+            tau = np.asarray(uplift, dtype=np.float64).reshape(n, m)
+            put(~((tau >= -1.0) & (tau <= 1.0)), "invalid_score")
         consented = np.asarray(consented, dtype=bool)
         put(~consented[:, None], "consent")
         open_rows = consented.copy()
@@ -205,13 +228,22 @@ class Arbiter:
             put(opened & ~eligible_cells, "eligibility")
         code = np.where((code == 0) & opened & (offer_reason != 0), offer_reason, code).astype(np.int8)
         # Expected value, in the order of operations of the scalar formula.
-        ev = p * self.catalogue.value[cols] * self.catalogue.lever[cols] - self.catalogue.cost[cols]
         ret = self.catalogue.retention[cols]
-        if ret.any():
-            ev[:, ret] = ev[:, ret] + (churn * cv)[:, None] * p[:, ret]
+        if by_uplift:
+            ev = self._incremental_value(p, tau, cols, channel)
+            if ret.any():
+                ev[:, ret] = ev[:, ret] + (churn * cv)[:, None] * tau[:, ret]
+        else:
+            ev = p * self.catalogue.value[cols] * self.catalogue.lever[cols] - self.catalogue.cost[cols]
+            if ret.any():
+                ev[:, ret] = ev[:, ret] + (churn * cv)[:, None] * p[:, ret]
         reached = code == 0
         ev = np.where(reached, ev, np.nan)
         put(reached & (ev < arb.min_expected_value), "min_value")
+        if by_uplift and self.catalogue.has_variants:
+            kept = cheapest_paying(ev, code == 0, self.catalogue.group[cols], self.catalogue.incentive_cost[cols],
+                                   self.catalogue.id_order[cols], arb.incentive_hurdle)
+            put((code == 0) & ~kept, "incentive_variant")
         eligible = code == 0
 
         picks, props, explored = select_block(ev, eligible, [self.catalogue.items[j] for j in cols.tolist()], self.catalogue.id_order[cols],
@@ -224,6 +256,12 @@ class Arbiter:
             chosen = (picks[:, :, None] == np.arange(m)[None, None, :]).any(axis=1)
             code[eligible & ~chosen & (same >= arb.max_per_category)] = DIVERSITY
         return BlockResult(cols, picks, props, explored, ev, code)
+
+    def _incremental_value(self, p: np.ndarray, tau: np.ndarray, cols: np.ndarray, channel: str) -> np.ndarray:
+        """Expected incremental value of every cell (module docstring), before the retention term."""
+        c = self.catalogue
+        fatigue = self.policy.arbitration.fatigue_cost.get(channel, 0.0)  # type: ignore[call-overload]
+        return tau * c.base_value[cols] * c.lever[cols] - p * c.incentive_cost[cols] - c.cost[cols] - fatigue
 
     def _without_history(self, channel: str) -> tuple[str | None, np.ndarray]:
         """What the caps say to a customer with no contact and no decline (per catalogue offer)."""
@@ -362,9 +400,12 @@ class Arbiter:
         fallback: bool = False,
         decision_id: str | None = None,
         history: ContactHistory | None = None,
+        uplift: Mapping[str, float] | None = None,
     ) -> Decision:
         """Which offers (0..k) to make to `customer_id` on `channel` at `now` (UTC); records nothing.
 
+        `uplift`: offer id -> incremental conversion, for the `uplift` objective (an offer without
+        one is suppressed as `invalid_score`).
         `history`: the customer's contact history at `now` (None: no contact, no decline); a caller
         that reserves reads it first (`ContactDesk.decide`), and the reservation re-checks the caps.
         `consents`: channel -> latest consent (absent: no row) or a `ConsentBook`.
@@ -412,6 +453,7 @@ class Arbiter:
             draws=draws,
             consented=np.array([self._consented(customer_id, channel, now, consents)]),
             histories={} if history is None else {customer_id: history},
+            uplift=None if uplift is None else np.array([[uplift.get(o, np.nan) for o in ids]], dtype=np.float64),
         )
         reasons = {c: top_reasons(list(cb), list(cb.values())) for c, (_, _, cb) in enumerate(known) if cb}
         return self.decision(block, 0, customer_id, channel, now, offer_ids=ids, p_accept=scores,
@@ -440,5 +482,30 @@ class Arbiter:
             reasons.append(f"{ELIGIBILITY_PREFIX}{o.rule.text}")
         if o.kind == "retention" and churn_probability:
             reasons.append(RETENTION)
-        reasons.append(EXPLORED if explored else BEST_VALUE)
+        by_uplift = self.policy.arbitration.objective == "uplift"
+        reasons.append(EXPLORED if explored else BEST_INCREMENTAL if by_uplift else BEST_VALUE)
         return reasons
+
+
+def cheapest_paying(ev: np.ndarray, eligible: np.ndarray, group: np.ndarray, incentive_cost: np.ndarray,
+                    id_order: np.ndarray, hurdle: float) -> np.ndarray:
+    """(n, m) bool: the cell kept among the eligible incentive variants of each offer (`group`),
+    every cell of an offer without variants in the block kept as it is.
+
+    The variants are walked from the cheapest incentive (ties: offer id); a costlier variant replaces
+    the kept one only when its expected value is higher by more than `hurdle` (currency units): a
+    discount is given only where it pays for itself, and for more than estimation noise.
+    """
+    kept = eligible.copy()
+    groups, counts = np.unique(group, return_counts=True)
+    for g in groups[counts > 1].tolist():
+        members = np.flatnonzero(group == g)
+        members = members[np.lexsort((id_order[members], incentive_cost[members]))]
+        best = np.full(ev.shape[0], -1, dtype=np.int64)
+        best_ev = np.full(ev.shape[0], -np.inf)
+        for j in members.tolist():
+            better = eligible[:, j] & ((best < 0) | (ev[:, j] > best_ev + hurdle))
+            best = np.where(better, j, best)
+            best_ev = np.where(better, ev[:, j], best_ev)
+        kept[:, members] = best[:, None] == members[None, :]
+    return kept

@@ -66,6 +66,10 @@ class Scorer:
         # The numeric columns as one float64 block: a request takes its row out of it with no pandas.
         self._rows = CustomerRows.from_frame(features)
 
+    def prepared_for(self, vocabulary: tuple[str, ...] | None) -> object:
+        """The catalogue prepared with a model's offer vocabulary (its `offer_code`s)."""
+        return prepare_offers(self._prepared, vocabulary=vocabulary)
+
     def with_features(self, features: pd.DataFrame) -> Scorer:
         """This scorer over other materialised rows (same catalogue, contacts and popularity)."""
         view = copy.copy(self)
@@ -177,12 +181,16 @@ class Scorer:
             as_of = pd.Timestamp(now)
             # Written as float32 directly (the model's input type; same rounding as casting the
             # float64 matrix), then the model's columns if its order differs: one copy, not three.
-            block = candidate_matrix(rows, self._prepared, self.live_contacts([ids[i] for i in known], contact_rows), contexts, as_of,
-                                     dtype=np.float32)
+            offers = models.offers if models.offers is not None else self._prepared
+            block = candidate_matrix(rows, offers, self.live_contacts([ids[i] for i in known], contact_rows), contexts, as_of,
+                                     dtype=np.float32, attributes=models.attributes)
             if models.propensity_columns is not None:
                 block = block[:, models.propensity_columns]
             X = np.ascontiguousarray(block, dtype=np.float32)
-            scores = models.propensity_predictor(X).reshape(len(known), n_o)
+            if models.choice:  # a softmax over each customer's candidates: the catalogue's offers
+                scores = models.propensity_predictor(X, np.repeat(np.arange(len(known)), n_o)).reshape(len(known), n_o)
+            else:
+                scores = models.propensity_predictor(X).reshape(len(known), n_o)
             p[known] = scores
             churn[known] = models.churn_probability[positions[known]]
         return Scored(ids, positions, X, p, churn, value, models)

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import bentoml
+from bentoml.exceptions import InvalidArgument
 
 from serving.api_models import (
     ConsentRequest,
@@ -78,6 +79,10 @@ def _store_down(what: str) -> Any:
     )
 
 
+#: Loggers whose INFO lines a worker shows (its start phases, model loads and compilation).
+STARTUP_LOGGERS = ("nbo.service", "serving.engine", "models.compiled")
+
+
 # ------------------------------------------------------------------------------ the service
 @bentoml.service(name="nbo", workers=2, traffic={"timeout": 2})
 class Recommender:
@@ -90,9 +95,18 @@ class Recommender:
 
         # First: a worker whose supervisor dies while it loads must not live on either.
         threading.Thread(target=watch_supervisor, args=(os.getppid(),), name="nbo-supervisor-watch", daemon=True).start()
+        began = time.perf_counter()
+        for name in STARTUP_LOGGERS:  # the start phases below are INFO lines (BentoML's root is WARNING)
+            logging.getLogger(name).setLevel(logging.INFO)
         self.settings = ServiceSettings.from_env()
         self.metrics = _metrics()
-        self.engine = DecisionEngine.from_settings(EngineSettings.model_validate(self.settings.engine))
+        log.info("start: loading policy, catalogue, features, contact store and champions")
+        # The champions serve with their boosters at once; their compiled forests (lleaves, ~3x
+        # faster, same answers) replace them when a thread has compiled them: a start is seconds,
+        # not the ~30 s of LLVM it took when compiling came first (benchmarks/bench_startup.py).
+        self.engine = DecisionEngine.from_settings(EngineSettings.model_validate(self.settings.engine),
+                                                   compile_in_background=True)
+        self.engine.on_models_swapped = gc.freeze
         self.store_health = StoreHealth(lambda: self.engine.store.read_customer(PROBE_ID, self.settings.now()), STORE_ERRORS)
         if self.engine.models is None:
             self.metrics["reload_failures"].inc()
@@ -100,9 +114,14 @@ class Recommender:
         self._marker = self.settings.state_dir / "reload-request"
         self._marker_seen = self._marker.stat().st_mtime if self._marker.exists() else 0.0
         self._stop = threading.Event()
+        loaded = time.perf_counter()
         self._warm_up()
         WORKER["recommender"] = self  # the Guard answers /recommend through `decide`
         self._ready = True
+        models = self.engine.models
+        log.info("ready in %.1f s (engine %.1f s, warm-up %.1f s); models: %s", time.perf_counter() - began,
+                 loaded - began, time.perf_counter() - loaded,
+                 ", ".join(f"{k} {v}" for k, v in models.scoring.items()) if models else f"fallback ({self.engine.models_error})")
         self._thread = threading.Thread(target=self._reload_loop, name="nbo-reload", daemon=True)
         self._thread.start()
 
@@ -166,17 +185,29 @@ class Recommender:
     # -------------------------------------------------------------------------- endpoints
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(
-        self, customer_id: str, channel: str, k: int = 3, context: RequestContext | None = None
+        self, customer_id: str, channel: str, k: int = 3, context: RequestContext | None = None,
+        offer_attributes: dict[str, dict[str, float]] | None = None,
     ) -> RecommendResponse:
         """Up to `k` offers (or none) for this customer on this channel, now, with reasons."""
-        return self.decide(customer_id, channel, k, context)
+        return self.decide(customer_id, channel, k, context, offer_attributes)
 
-    def decide(self, customer_id: str, channel: str, k: int, context: RequestContext | None) -> RecommendResponse:
-        """The /recommend handler (called by the Guard's fast path and by the BentoML route)."""
+    def decide(self, customer_id: str, channel: str, k: int, context: RequestContext | None,
+               offer_attributes: dict[str, dict[str, float]] | None = None) -> RecommendResponse:
+        """The /recommend handler (called by the Guard's fast path and by the BentoML route).
+
+        Raises `bentoml.exceptions.InvalidArgument` (400) for attributes of an offer not in the catalogue."""
         from features import Context
+        from features.offer_attributes import check_offer_attributes
+        from nbo.errors import NboError
         from serving.contact_store.errors import StoreUnavailable
 
         ctx = Context(channel=channel, **(context.model_dump(exclude_none=True) if context else {}))  # type: ignore[arg-type]
+        if offer_attributes:
+            try:
+                check_offer_attributes(offer_attributes, self.engine.offer_ids)
+            except NboError as exc:
+                raise InvalidArgument(str(exc)) from None
+            ctx = ctx.model_copy(update={"offer_attributes": offer_attributes})
         m = self.metrics
         try:
             decision = self.engine.decide(customer_id, channel, ctx, self.settings.now(), k=k, reserve=True)

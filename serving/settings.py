@@ -46,6 +46,8 @@ class EngineSettings(BaseModel):
     live_max_skew_s: float = Field(
         300.0, ge=0, description="POST /consents and /events: a time more than this many seconds after now is refused (422)"
     )
+    seed_history: bool = Field(True, description="import the data's contact history into the store at start "
+                               "(`nbo serve` does it once before its workers start, which then skip it)")
 
 
 def latest_features_file(path: Path) -> Path:

@@ -101,7 +101,12 @@ def compare_on_sample(challenger: LoadedModel, champion: LoadedModel, sample: pd
         if missing:
             raise NboError(f"{m.label} needs feature(s) absent from the validation sample "
                            f"({', '.join(missing[:5])}): feature sets differ; use --force to promote anyway")
-        p = m.model.predict_proba_positive(sample[m.feature_names].to_numpy(np.float32))
+        group = sample["__decision__"].to_numpy(dtype=object) if "__decision__" in sample else None
+        if m.model.is_choice and group is None:
+            raise NboError(f"{m.label} is a choice model and the validation sample has no decisions: "
+                           "objectives differ; use --force to promote anyway")
+        X = sample[m.feature_names].to_numpy(np.float32)
+        p = m.model.predict_proba_positive(X, group) if m.model.is_choice else m.model.predict_proba_positive(X)
         met = binary_metrics(y, p)
         out[f"{tag}_auc"], out[f"{tag}_brier"] = met.auc, met.brier
     return out
@@ -209,3 +214,33 @@ def register(client: MlflowClient, model_uri: str, name: str, alias: str = CHALL
     client.set_registered_model_alias(name, alias, version.version)
     log.info("registered %s version %s as %s", name, version.version, alias)
     return str(version.version)
+
+
+def promote_uplift(client: MlflowClient, name: str, force: bool = False) -> Promotion:
+    """Move the uplift model's `champion` to its `challenger` if, on the held-out decisions of its
+    own run, its value Qini (incremental margin less incentives, `training.uplift`) is above both
+    the response ranking's (P(accept) x value) and random targeting's. An uplift model that does not
+    beat the response ranking would make arbitration by incremental value worse than by response.
+    `force` skips the gate and says so."""
+    challenger_v = version_by_alias(client, name, CHALLENGER)
+    champion_v = version_by_alias(client, name, CHAMPION)
+    if challenger_v is None:
+        raise NboError(f"model {name} has no @{CHALLENGER} to promote (train first: nbo train --model uplift)")
+    if challenger_v == champion_v:
+        return Promotion(False, f"{name}/{challenger_v} is already the champion", challenger_v, champion_v, {})
+    logged = client.get_run(client.get_model_version(name, challenger_v).run_id).data.metrics
+    keys = ("value_qini_uplift", "value_qini_response", "value_qini_random")
+    if not all(k in logged for k in keys):
+        ok, reason, metrics = False, f"{name}/{challenger_v}: its run has no Qini metrics (retrain with nbo train)", {}
+    else:
+        metrics = {k: float(logged[k]) for k in keys}
+        ok = metrics["value_qini_uplift"] > max(metrics["value_qini_response"], metrics["value_qini_random"])
+        reason = (f"value Qini on its held-out decisions {metrics['value_qini_uplift']:.4f} vs response ranking "
+                  f"{metrics['value_qini_response']:.4f}, random {metrics['value_qini_random']:.4f}")
+        reason = ("beats the response ranking: " if ok else "challenger does not beat the response ranking: ") + reason
+    if force:
+        reason, ok = f"forced (--force): gate skipped ({reason})", True
+    if ok:
+        client.set_registered_model_alias(name, CHAMPION, challenger_v)
+        log.info("promoted %s/%s to champion", name, challenger_v)
+    return Promotion(ok, reason, challenger_v, champion_v, metrics)

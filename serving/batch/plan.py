@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features import iter_materialised
+from features import Context, iter_materialised
 from nbo.errors import NboError
 from serving.batch.customers import SEGMENT_EXCLUDED
 from serving.batch.job import BatchJob, decision_id_for
@@ -126,7 +126,8 @@ def plan_chunk(
         desk = engine.desk
         block = engine.with_features(frame).decide_block(
             CustomerBlock(ids, desk.histories(ids, now), desk.contact_rows_many(ids), desk.consent_changes(ids)),
-            job.channel, now, None, job.k,
+            job.channel, now,
+            Context(channel=job.channel, offer_attributes=job.offer_attributes) if job.offer_attributes else None, job.k,
         )
         for i, cid in enumerate(ids):
             did = decision_id_for(job.campaign, cid, job.channel)

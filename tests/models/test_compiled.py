@@ -89,6 +89,32 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
+def test_the_service_starts_with_boosters_and_compiles_behind(world: World, tmp_path: Path) -> None:  # noqa: F811
+    """`nbo serve` was ready only after compiling both champions (~30-40 s of LLVM on the demo world):
+    its workers now start with the boosters, one compiles into the shared cache, and the compiled
+    forests replace the boosters (the service freezes the heap again: `on_models_swapped`)."""
+    cache = tmp_path / "compiled"
+    engine = DecisionEngine.from_settings(world.settings(tmp_path / "a.db", compiled_cache=cache),
+                                          compile_in_background=True)
+    swapped: list[bool] = []
+    engine.on_models_swapped = lambda: swapped.append(True)
+    try:
+        first = engine.models
+        assert first.scoring == {"propensity": "not compiled", "churn": "not compiled"}  # answering already
+        assert engine._compiling is not None
+        engine._compiling.join(120)
+        assert engine.models.scoring == {"propensity": "compiled", "churn": "compiled"} and swapped == [True]
+        assert sorted(p.name.startswith("forest-") for p in cache.iterdir()) == [True, True]
+        for cid in engine.features.index[:10]:  # same answers before and after the swap
+            a = engine.decide(cid, "web", None, NOW, k=3, reserve=False, decision_id="d")
+            engine._models, kept = first, engine._models
+            b = engine.decide(cid, "web", None, NOW, k=3, reserve=False, decision_id="d")
+            engine._models = kept
+            assert _same(a.model_dump(), b.model_dump())
+    finally:
+        engine.close()
+
+
 def test_a_reload_serves_at_once_and_compiles_in_the_background(world: World, tmp_path: Path) -> None:  # noqa: F811
     """A reload must answer within the service's request timeout: the new pair serves with its
     boosters at once, and compiled forests replace them when a thread has built them."""
