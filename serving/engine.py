@@ -57,11 +57,22 @@ from nbo.data import empty_table, load_table
 from nbo.errors import NboError
 from serving.champions import Models, ReloadResult, check_model, probabilities_ok, propensity_inputs
 from serving.contact_store import ConsentBook, ContactStore
+from serving.contact_store.base import CustomerState, EventConflict, LiveEvent
 from serving.contact_store.errors import STORE_ERRORS, StoreUnavailable, store_cause
 from serving.settings import EngineSettings, latest_features_file, open_store
 from serving.policy import ContactPolicy, load_policy
 from serving.decision import Decision
-from serving.live import LiveInputError, LiveLimits, check_time, utc_time
+from serving.live import (
+    IngestResult,
+    LiveFeatures,
+    LiveInputError,
+    LiveLimits,
+    check_events,
+    check_time,
+    conflict_error,
+    state_key,
+    utc_time,
+)
 from serving.pipeline import CustomerBlock, DecisionBlock, as_context, decide_block
 from serving.catalogue import compile_offer_rules
 from serving.ranking import Arbiter
@@ -109,6 +120,8 @@ class DecisionEngine:
         #: The data's customers (`customers` table): who `POST /consents` and `/events` may name.
         self._known: frozenset[str] = frozenset(str(c) for c in customer_ids) if customer_ids is not None else frozenset()
         self.live_limits = LiveLimits() if settings is None else LiveLimits(settings.live_max_past_days, settings.live_max_skew_s)
+        #: Live features (events posted while nbo runs); set by `from_settings`, None = off.
+        self.live: LiveFeatures | None = None
         self._models: Models | None = None
         if models is not None:
             self._models = models
@@ -181,6 +194,7 @@ class DecisionEngine:
             settings=settings,
             customer_ids=customers["customer_id"],
         )
+        engine.live = LiveFeatures(settings.data_dir, customers, consents, refresh_s=settings.live_refresh_s)
         if models is not None:
             engine._models = engine.build_models(*models)
         elif load_models:
@@ -376,7 +390,9 @@ class DecisionEngine:
             state = self.desk.read_customer(customer_id, now)
             if state.forgotten:  # erased, maybe through another worker: drop our in-memory copy too
                 self._drop(customer_id)
-            block = self.decide_block(
+            # Events posted while nbo runs: this customer's row recomputed with them (cached).
+            engine = self._live_view(customer_id, state, now) if state.events and not state.forgotten else self
+            block = engine.decide_block(
                 CustomerBlock([customer_id], {customer_id: state.history}, {customer_id: state.rows},
                               {customer_id: state.consents} if state.consents else {},
                               frozenset((customer_id,)) if state.forgotten else frozenset()),
@@ -430,11 +446,62 @@ class DecisionEngine:
         self._drop(customer_id)
         return n
 
+    def _live_view(self, customer_id: str, state: CustomerState, now: datetime) -> DecisionEngine:
+        """This engine over the customer's live row (`LiveFeatures`): recomputed as of `now` when
+        the posted events or consents changed, the models were reloaded, or the cached row is
+        older than `live_refresh_s`; itself when live features are off or the row is empty."""
+        if self.live is None:
+            return self
+        key = (state_key(state.events, state.consents), id(self._models))
+        view = self.live.cached(customer_id, key, now)
+        if view is None:
+            contacts = self.scorer.live_contacts([customer_id], {customer_id: state.rows})
+            row = self.live.row(customer_id, state.events, state.consents, contacts, now)
+            view = self.with_features(row) if len(row) else self
+            self.live.keep(customer_id, key, now, view)
+        return view  # type: ignore[return-value]
+
+    def ingest_events(self, events: Sequence[LiveEvent], now: datetime) -> IngestResult:
+        """Append events to the contact store's event log, all or nothing, after `check_events`
+        (`LiveInputError`, nothing written, on any bad event); the next decision of every worker
+        for these customers recomputes their features with them."""
+        if self.live is None:
+            raise LiveInputError("events", "live events need an engine built from settings (a data directory)", 422)
+        self.live.prepare()
+        now = naive_utc(now)
+        unique = check_events(events, self.knows, now, self.live_limits, self.live.horizon)
+        with self._store_call():
+            erased = [i for i, e in enumerate(events) if self.store.forgotten(e.customer_id)] if unique else []
+            if erased:
+                raise LiveInputError(f"events[{erased[0]}].customer_id", "unknown customer (erased)", 404)
+            try:
+                n = self.store.append_events(unique)
+            except EventConflict as exc:
+                raise conflict_error(events, exc) from None
+        return IngestResult(len(events), n, len(events) - n)
+
+    def customer_view(self, customer_id: str, now: datetime | None = None) -> tuple[str, pd.Series | None]:
+        """What the next decision knows of the customer: ("live", row) with posted events,
+        ("materialised", row) without, ("unknown", None) for an unknown or erased id."""
+        now = naive_utc(now)
+        with self._store_call():
+            state = self.desk.read_customer(customer_id, now)
+        if state.forgotten:
+            self._drop(customer_id)
+            return "unknown", None
+        engine = self._live_view(customer_id, state, now) if state.events else self
+        pos = int(engine.positions([customer_id])[0])
+        if pos < 0:
+            return "unknown", None
+        return ("live" if engine is not self else "materialised"), engine.features.iloc[pos]
+
     def _drop(self, customer_id: str) -> None:
         """Forget the customer in this process: materialised row and data contacts. The data's
         consents stay in memory (a withdrawal keeps binding until `nbo forget` erased the table
         and the service restarted); outbound channels are closed to an erased id anyway."""
         self.scorer.forget(customer_id)
+        if self.live is not None:
+            self.live.drop(customer_id)
 
     def knows(self, customer_id: str) -> bool:
         """A customer of the data (the `customers` table, or a materialised row) not erased here.

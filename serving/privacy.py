@@ -7,6 +7,7 @@ Sources, each a list of records:
 | `store.contacts` | the contact store (SQLite file or Redis) | every show, with outcome and propensity |
 | `store.decisions` | the contact store's decision log | every decision, also the empty ones |
 | `store.consents` | the contact store | consent changes recorded at runtime (`POST /consents`) |
+| `store.events` | the contact store's event log | events posted while nbo runs (`POST /events`, `nbo ingest`) |
 | `data.<file>` | each `*.parquet` / `*.csv` directly in the data directory with a `customer_id` column | the customer's rows (customers, consents, events, contacts, and any extra table) |
 | `features.<file>` | a materialised features file, or every `*.parquet` under a features directory | the customer's row in each snapshot |
 | `ledger.<kind>:<path>` | every file nbo wrote that the ledger names (`nbo.ledger`: batch outputs, their feature caches and work directories, predictions, feature files) | the customer's rows in each |
@@ -58,7 +59,7 @@ def hash_id(customer_id: str) -> str:
 
 ID_COLUMN = "customer_id"
 #: What a contact store's `export` lists (`store.<name>` sources); `forget` erases them all.
-STORE_SOURCES = ("contacts", "decisions", "consents")
+STORE_SOURCES = ("contacts", "decisions", "consents", "events")
 _REMOTE = ("redis://", "rediss://", "unix://")
 
 Records = list[dict[str, object]]
