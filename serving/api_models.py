@@ -1,5 +1,6 @@
 """The HTTP API's shapes: the request bodies (strict: validated field by field, input never echoed)
-and the response bodies of `/recommend`, `/feedback`, `/forget`, `/consents` and `/admin/reload`.
+and the response bodies of `/recommend`, `/feedback`, `/forget`, `/consents`, `/events`, `/customer`
+and `/admin/reload`.
 
 Used by the service's endpoints (`serving/service.py`) and by the Guard, which validates every
 POST body before BentoML sees it (`serving/guard.py`). See docs/service.md §4.
@@ -14,11 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from nbo.contract import ATTRIBUTE_NAME
 
-from nbo.vocab import ContactChannel
+from nbo.vocab import ContactChannel, EventChannel, EventType
 from serving.decision import ShownOffer, Suppressed
 
 #: The POST endpoints whose body must be a JSON object.
-JSON_PATHS = frozenset({"/recommend", "/feedback", "/forget", "/consents", "/admin/reload"})
+JSON_PATHS = frozenset({"/recommend", "/feedback", "/forget", "/consents", "/events", "/customer", "/admin/reload"})
+#: Most events one `POST /events` body may carry (more: 400 naming `events`; split the batch).
+MAX_EVENTS_PER_BODY = 1000
 
 
 # ------------------------------------------------------------------------------ request models
@@ -83,6 +86,29 @@ class ConsentRequest(_Strict):
     ts: datetime
 
 
+class EventIn(_Strict):
+    """One event of the data contract's `events` table, with the id that makes posting it idempotent."""
+
+    event_id: StrictStr = Field(min_length=1, max_length=128)
+    customer_id: StrictStr = Field(min_length=1, max_length=128)
+    ts: datetime
+    type: EventType
+    channel: EventChannel | None = None
+    category: StrictStr | None = Field(None, max_length=64)
+    product_id: StrictStr | None = Field(None, max_length=128)
+    amount: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
+class EventsRequest(_Strict):
+    """A batch of events (one or more), recorded all or nothing."""
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS_PER_BODY)
+
+
+class CustomerRequest(_Strict):
+    customer_id: StrictStr = Field(min_length=1, max_length=128)
+
+
 class ReloadRequest(_Strict):
     force: bool = False
 
@@ -129,6 +155,22 @@ class ConsentResponse(BaseModel):
     recorded: bool
 
 
+class EventsResponse(BaseModel):
+    received: int
+    #: Events new to the event log; the rest were recorded before with the same content (repeats).
+    recorded: int
+    duplicates: int
+
+
+class CustomerResponse(BaseModel):
+    customer_id: str
+    #: `live`: recomputed with the events posted while nbo runs; `materialised`: the features file's row.
+    source: Literal["live", "materialised"]
+    lifecycle: str | None
+    #: Every customer feature the next decision reads (docs/features.md); null for a missing value.
+    features: dict[str, float | str | None]
+
+
 class ReloadResponse(BaseModel):
     changed: bool
     ok: bool
@@ -139,10 +181,10 @@ class ReloadResponse(BaseModel):
 # ------------------------------------------------------------------------------ log-safe error summary
 BODY_MODELS: dict[str, type[BaseModel]] = {
     "/recommend": RecommendRequest, "/feedback": FeedbackRequest, "/forget": ForgetRequest, "/consents": ConsentRequest,
-    "/admin/reload": ReloadRequest,
+    "/events": EventsRequest, "/customer": CustomerRequest, "/admin/reload": ReloadRequest,
 }
 #: Field names a log line may carry; anything else in an error's location is the client's text.
-FIELD_NAMES = frozenset(n for m in (*BODY_MODELS.values(), RequestContext) for n in m.model_fields)
+FIELD_NAMES = frozenset(n for m in (*BODY_MODELS.values(), RequestContext, EventIn) for n in m.model_fields)
 
 
 def field_summary(errors: list[Any]) -> str:

@@ -57,7 +57,7 @@ from nbo.data import empty_table, load_table
 from nbo.errors import NboError
 from serving.champions import Models, ReloadResult, check_model, probabilities_ok, propensity_inputs
 from serving.contact_store import ConsentBook, ContactStore
-from serving.contact_store.base import CustomerState, EventConflict, LiveEvent
+from serving.contact_store.base import CustomerState, LiveEvent
 from serving.contact_store.errors import STORE_ERRORS, StoreUnavailable, store_cause
 from serving.settings import EngineSettings, latest_features_file, open_store
 from serving.policy import ContactPolicy, load_policy
@@ -67,9 +67,8 @@ from serving.live import (
     LiveFeatures,
     LiveInputError,
     LiveLimits,
-    check_events,
     check_time,
-    conflict_error,
+    ingest,
     state_key,
     utc_time,
 )
@@ -468,17 +467,8 @@ class DecisionEngine:
         if self.live is None:
             raise LiveInputError("events", "live events need an engine built from settings (a data directory)", 422)
         self.live.prepare()
-        now = naive_utc(now)
-        unique = check_events(events, self.knows, now, self.live_limits, self.live.horizon)
         with self._store_call():
-            erased = [i for i, e in enumerate(events) if self.store.forgotten(e.customer_id)] if unique else []
-            if erased:
-                raise LiveInputError(f"events[{erased[0]}].customer_id", "unknown customer (erased)", 404)
-            try:
-                n = self.store.append_events(unique)
-            except EventConflict as exc:
-                raise conflict_error(events, exc) from None
-        return IngestResult(len(events), n, len(events) - n)
+            return ingest(self.store, events, self.knows, naive_utc(now), self.live_limits, self.live.horizon)
 
     def customer_view(self, customer_id: str, now: datetime | None = None) -> tuple[str, pd.Series | None]:
         """What the next decision knows of the customer: ("live", row) with posted events,

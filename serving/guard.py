@@ -22,7 +22,7 @@ log = logging.getLogger("nbo.service")
 
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 #: Endpoints of live input (issue 22): they answer 404 (unknown customer) and 422 (time out of range).
-LIVE_PATHS = frozenset({"/consents"})
+LIVE_PATHS = frozenset({"/consents", "/events"})
 #: The service instance of this worker, for the Guard's fast path (set by `Recommender.__init__`).
 WORKER: dict[str, Any] = {}
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -68,11 +68,15 @@ def corrected_openapi(document: dict[str, Any]) -> dict[str, Any]:
                 responses.setdefault("413", {"description": _GUARD_ANSWERS["413"], **ref})
                 if "requestBody" in operation:
                     operation["requestBody"]["required"] = True
-            if path in ("/feedback", "/forget", "/consents"):
+            if path in ("/feedback", "/forget", "/consents", "/events", "/customer"):
                 responses.setdefault("503", {"description": _GUARD_ANSWERS["503"], **ref})
-            if path in LIVE_PATHS:
+            if path in LIVE_PATHS or path == "/customer":
                 responses.setdefault("404", {"description": "unknown or erased customer: nothing recorded", **ref})
+            if path in LIVE_PATHS:
                 responses.setdefault("422", {"description": "a time out of range (`error` names the field): nothing recorded", **ref})
+            if path == "/events":
+                responses.setdefault("409", {"description": "an event id recorded (or repeated) with other content: "
+                                                            "nothing of the batch recorded", **ref})
     return document
 
 
@@ -95,6 +99,8 @@ class Guard:
         except RuntimeError:
             settings = None
         self.max_body = settings.max_body_bytes if settings else 16 * 1024
+        #: `POST /events` carries batches: its own, larger limit.
+        self.max_events_body = settings.max_events_body_bytes if settings else 1024 * 1024
         self.body_timeout_s = BODY_TIMEOUT_SHARE * (settings.request_timeout_s if settings else 2.0)
         if not self.keys:
             log.error("no API keys configured (%s / %s): every protected endpoint answers 401", KEYS_ENV, KEYS_FILE_ENV)
@@ -160,6 +166,7 @@ class Guard:
         if scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
+        limit = self.max_events_body if path == "/events" else self.max_body
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -167,8 +174,8 @@ class Guard:
                 except ValueError:
                     await self._reply(send, 400, "content-length: not a number")
                     return
-                if declared > self.max_body:
-                    await self._client_error(send, path, 413, f"body: larger than {self.max_body} bytes")
+                if declared > limit:
+                    await self._client_error(send, path, 413, f"body: larger than {limit} bytes")
                     return
         chunks: list[bytes] = []
         size = 0
@@ -176,7 +183,7 @@ class Guard:
             # A client that announces a body and stalls gets 408 before BentoML's request timeout
             # would answer 504 (a stalled upload is the client's fault, not the service's).
             async with asyncio.timeout(self.body_timeout_s):
-                while size <= self.max_body:
+                while size <= limit:
                     message = await receive()
                     if message["type"] == "http.disconnect":
                         return
@@ -189,8 +196,8 @@ class Guard:
             await self._client_error(send, path, 408, f"body: not received within {self.body_timeout_s:g} s",
                                      [(b"connection", b"close")])
             return
-        if size > self.max_body:
-            await self._client_error(send, path, 413, f"body: larger than {self.max_body} bytes")
+        if size > limit:
+            await self._client_error(send, path, 413, f"body: larger than {limit} bytes")
             return
         body = b"".join(chunks)
         if path in JSON_PATHS:

@@ -24,7 +24,16 @@ import pandas as pd
 from features import build_customer_features
 from nbo.data import Dataset, empty_table, load_table
 from nbo.errors import NboError
-from serving.contact_store.base import ConsentChange, EventConflict, LiveEvent, from_epoch, to_epoch, unique_events
+from nbo.vocab import EVENT_CHANNELS, EVENT_TYPES
+from serving.contact_store.base import (
+    ConsentChange,
+    ContactStore,
+    EventConflict,
+    LiveEvent,
+    from_epoch,
+    to_epoch,
+    unique_events,
+)
 
 
 class LiveInputError(NboError):
@@ -33,6 +42,7 @@ class LiveInputError(NboError):
     def __init__(self, field: str, message: str, status: int = 422) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
         self.status = status
 
 
@@ -234,3 +244,97 @@ def _empty_offers() -> pd.DataFrame:
 def state_key(events: Sequence[LiveEvent], consents: Sequence[ConsentChange]) -> tuple[object, ...]:
     """What a cached live row depends on besides time and models: the posted events and consents."""
     return (tuple(sorted((e.event_id, e.ts) for e in events)), tuple(sorted((c.channel, c.ts, c.granted) for c in consents)))
+
+
+# ------------------------------------------------------------------------------ ingestion
+def ingest(store: ContactStore, events: Sequence[LiveEvent], knows: Callable[[str], bool], now: datetime,
+           limits: LiveLimits, horizon: datetime | None) -> IngestResult:
+    """The one ingestion path (`POST /events`, `nbo ingest`): `check_events`, refuse erased
+    customers, then `ContactStore.append_events` (all or nothing). `LiveInputError` on any refusal,
+    nothing written."""
+    unique = check_events(events, knows, now, limits, horizon)
+    erased = {c for c in {e.customer_id for e in unique} if store.forgotten(c)}
+    if erased:
+        i = next(i for i, e in enumerate(events) if e.customer_id in erased)
+        raise LiveInputError(f"events[{i}].customer_id", "unknown customer (erased)", 404)
+    try:
+        n = store.append_events(unique)
+    except EventConflict as exc:
+        raise conflict_error(events, exc) from None
+    return IngestResult(len(events), n, len(events) - n)
+
+
+#: Columns of an `nbo ingest` file: the `events` table's and `event_id`.
+INGEST_REQUIRED = ("event_id", "customer_id", "ts", "type")
+INGEST_OPTIONAL = ("channel", "category", "product_id", "amount")
+
+
+def read_events_file(path: Path) -> list[LiveEvent]:
+    """Events of a CSV or Parquet file (`INGEST_REQUIRED` columns, optionally `INGEST_OPTIONAL`);
+    `LiveInputError` naming the row and column of the first bad value (types as `POST /events`)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError) as exc:
+        raise LiveInputError("file", f"{path} cannot be read as CSV or Parquet ({type(exc).__name__})", 400) from None
+    missing = [c for c in INGEST_REQUIRED if c not in frame.columns]
+    if missing:
+        raise LiveInputError("file", f"{path} has no column {missing[0]!r} (needs {', '.join(INGEST_REQUIRED)})", 400)
+    unknown = [c for c in frame.columns if c not in (*INGEST_REQUIRED, *INGEST_OPTIONAL)]
+    if unknown:
+        raise LiveInputError("file", f"{path}: unknown column {str(unknown[0])[:64]!r}", 400)
+    ts = pd.to_datetime(frame["ts"], utc=True, errors="coerce", format="ISO8601")
+    amounts = pd.to_numeric(frame["amount"], errors="coerce") if "amount" in frame else pd.Series(np.nan, index=frame.index)
+    out = []
+    for i, values in enumerate(frame.to_dict("records")):
+        where = f"row {i + 1}"
+        if pd.isna(ts.iloc[i]):
+            raise LiveInputError(f"{where}: ts", "not a time (ISO 8601)", 400)
+        if values["type"] not in EVENT_TYPES:
+            raise LiveInputError(f"{where}: type", f"not one of {', '.join(EVENT_TYPES)}", 400)
+        channel = _text(values.get("channel"))
+        if channel is not None and channel not in EVENT_CHANNELS:
+            raise LiveInputError(f"{where}: channel", f"not one of {', '.join(EVENT_CHANNELS)}", 400)
+        raw_amount = _text(values.get("amount"))
+        amount = None if raw_amount is None else float(amounts.iloc[i])
+        if amount is not None and not (np.isfinite(amount) and amount >= 0):
+            raise LiveInputError(f"{where}: amount", "not a number >= 0", 400)
+        for name, most in (("event_id", 128), ("customer_id", 128), ("category", 64), ("product_id", 128)):
+            text = _text(values.get(name))
+            if name in INGEST_REQUIRED and not text:
+                raise LiveInputError(f"{where}: {name}", "empty", 400)
+            if text is not None and len(text) > most:
+                raise LiveInputError(f"{where}: {name}", f"longer than {most} characters", 400)
+        stamp = ts.iloc[i].tz_convert("UTC").tz_localize(None)
+        out.append(LiveEvent(str(values["event_id"]), str(values["customer_id"]), to_epoch(stamp.to_pydatetime()),
+                             str(values["type"]), channel, _text(values.get("category")),
+                             _text(values.get("product_id")), amount))
+    return out
+
+
+def _text(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    return str(value)
+
+
+def ingest_file(path: Path, *, data_dir: Path, store: ContactStore, now: datetime, limits: LiveLimits) -> IngestResult:
+    """`nbo ingest`: the events of a file through `ingest`, against the data directory's customers
+    and its events' horizon, into `store` (all or nothing)."""
+    events = read_events_file(path)
+    if not events:
+        return IngestResult(0, 0, 0)
+    customers = set(load_table(data_dir, "customers")["customer_id"].astype(str).tolist())
+    data_events = load_table(data_dir, "events")
+    latest = data_events["ts"].max() if len(data_events) else None
+    horizon = None if latest is None or pd.isna(latest) else pd.Timestamp(latest).to_pydatetime()
+    try:
+        return ingest(store, events, customers.__contains__, now, limits, horizon)
+    except LiveInputError as exc:  # events[i].field -> the file's row i + 1, as `read_events_file` says
+        where, _, field = exc.field.partition("].")
+        if not where.startswith("events[") or not field:
+            raise
+        raise LiveInputError(f"row {int(where.removeprefix('events[')) + 1}: {field}", exc.message, exc.status) from None

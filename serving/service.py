@@ -28,6 +28,11 @@ from bentoml.exceptions import InvalidArgument
 from serving.api_models import (
     ConsentRequest,
     ConsentResponse,
+    CustomerRequest,
+    CustomerResponse,
+    EventIn,
+    EventsRequest,
+    EventsResponse,
     FeedbackRequest,
     FeedbackResponse,
     ForgetRequest,
@@ -62,6 +67,7 @@ def _metrics() -> dict[str, Any]:
         "degraded": Counter("nbo_degraded", "Answers without offers because the contact store failed", ["cause"]),
         "store_refusals": Counter("nbo_store_unavailable", "Feedback, forget or consents refused (503): store failed", ["endpoint"]),
         "consents": Counter("nbo_consents", "Consent changes recorded at runtime", ["granted", "new"]),
+        "events": Counter("nbo_events", "Events posted at runtime", ["outcome"]),
         "live_refusals": Counter("nbo_live_refused", "Live input (consents, events) refused with a 4xx", ["endpoint", "field"]),
     }
 
@@ -86,7 +92,8 @@ STARTUP_LOGGERS = ("nbo.service", "serving.engine", "models.compiled")
 # ------------------------------------------------------------------------------ the service
 @bentoml.service(name="nbo", workers=2, traffic={"timeout": 2})
 class Recommender:
-    """POST /recommend, /feedback, /forget, /consents, /admin/reload; BentoML adds health, metrics, OpenAPI."""
+    """POST /recommend, /feedback, /forget, /consents, /events, /customer, /admin/reload; BentoML adds
+    health, metrics, OpenAPI."""
 
     def __init__(self) -> None:
         from serving.contact_store.errors import STORE_ERRORS
@@ -138,6 +145,8 @@ class Recommender:
         except StoreUnavailable as exc:  # start anyway: answers are degraded until the store is back
             log.warning("warm-up: %s", exc)
             self.engine._store_retry_at = 0.0
+        if self.engine.live is not None:
+            self.engine.live.prepare()  # the data's events, for live features: loaded now, not by a request
         gc.collect()
         gc.freeze()
 
@@ -306,17 +315,13 @@ class Recommender:
         404 for an unknown or erased customer, 422 for a time out of range (nothing written);
         503 (nothing written, retry) if the store failed; 200 with `recorded: false` for a repeat.
         """
-        from starlette.responses import JSONResponse
-
         from serving.contact_store.errors import StoreUnavailable
         from serving.live import LiveInputError
 
         try:
             new = self.engine.record_consent(customer_id, channel, granted, ts, self.settings.now())
         except LiveInputError as exc:
-            self.metrics["live_refusals"].labels("consents", exc.field).inc()
-            log.warning("client error: POST /consents -> %d %s", exc.status, exc)
-            return JSONResponse({"error": str(exc)}, status_code=exc.status)  # type: ignore[return-value]
+            return self._refused("consents", exc)
         except StoreUnavailable as exc:
             self.store_health.failed(exc.cause)
             self.metrics["store_refusals"].labels("consents").inc()
@@ -324,6 +329,75 @@ class Recommender:
         self.store_health.ok()
         self.metrics["consents"].labels(str(granted).lower(), str(new).lower()).inc()
         return ConsentResponse(customer_id=customer_id, channel=channel, granted=granted, ts=ts, recorded=new)
+
+    def _refused(self, endpoint: str, exc: Any) -> Any:
+        """The 4xx of live input refused after validation (nothing written), one warning line."""
+        from starlette.responses import JSONResponse
+
+        self.metrics["live_refusals"].labels(endpoint, exc.field.split("].")[-1].split("[")[0]).inc()
+        log.warning("client error: POST /%s -> %d %s", endpoint, exc.status, exc)
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @bentoml.api(route="/events", input_spec=EventsRequest)
+    async def events(self, events: list[EventIn]) -> EventsResponse:
+        """Append events to the event log (the contact store), all or nothing: the next decision of
+        every worker and replica for these customers reads features recomputed with them.
+
+        404 unknown or erased customer, 409 an event id recorded with other content, 422 a time out
+        of range or not after the data's last event (nothing written); 503 if the store failed.
+        """
+        from serving.contact_store.base import LiveEvent, to_epoch
+        from serving.contact_store.errors import StoreUnavailable
+        from serving.live import LiveInputError, utc_time
+
+        try:
+            records = []
+            for i, raw in enumerate(events):
+                e = raw if isinstance(raw, EventIn) else EventIn.model_validate(raw)
+                ts = to_epoch(utc_time(f"events[{i}].ts", e.ts))
+                records.append(LiveEvent(e.event_id, e.customer_id, ts, e.type, e.channel, e.category, e.product_id,
+                                         None if e.amount is None else float(e.amount)))
+            result = self.engine.ingest_events(records, self.settings.now())
+        except LiveInputError as exc:
+            return self._refused("events", exc)
+        except StoreUnavailable as exc:
+            self.store_health.failed(exc.cause)
+            self.metrics["store_refusals"].labels("events").inc()
+            return _store_down("events")
+        self.store_health.ok()
+        self.metrics["events"].labels("recorded").inc(result.recorded)
+        self.metrics["events"].labels("duplicate").inc(result.duplicates)
+        return EventsResponse(received=result.received, recorded=result.recorded, duplicates=result.duplicates)
+
+    @bentoml.api(route="/customer", input_spec=CustomerRequest)
+    async def customer(self, customer_id: str) -> CustomerResponse:
+        """The live customer view: every feature the next decision reads for this customer
+        (recomputed with posted events, or the features file's row); 404 unknown or erased."""
+        import math
+
+        from starlette.responses import JSONResponse
+
+        from serving.contact_store.errors import StoreUnavailable
+
+        try:
+            source, row = self.engine.customer_view(customer_id, self.settings.now())
+        except StoreUnavailable as exc:
+            self.store_health.failed(exc.cause)
+            return _store_down("customer view")
+        self.store_health.ok()
+        if row is None:
+            return JSONResponse({"error": "customer_id: unknown customer (no features, or erased)"},  # type: ignore[return-value]
+                                status_code=404)
+        features: dict[str, float | str | None] = {}
+        for name, value in row.items():
+            if isinstance(value, str):
+                features[str(name)] = value
+            else:
+                v = float(value) if value is not None else math.nan
+                features[str(name)] = None if math.isnan(v) else v
+        lifecycle = features.get("lifecycle")
+        return CustomerResponse(customer_id=customer_id, source=source, lifecycle=lifecycle if isinstance(lifecycle, str) else None,  # type: ignore[arg-type]
+                                features=features)
 
     @bentoml.api(route="/admin/reload", input_spec=ReloadRequest)
     async def admin_reload(self, force: bool = False) -> ReloadResponse:
