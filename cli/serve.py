@@ -59,6 +59,8 @@ def service_settings(
     clock_start: datetime | None = None,
     store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
     request_timeout_s: float = DEFAULT_TIMEOUT_S,
+    live_max_past_days: float = 365.0,
+    live_max_skew_s: float = 300.0,
 ) -> dict[str, object]:
     """The JSON-able `ServiceSettings` (checked here so mistakes fail before any worker starts).
 
@@ -94,6 +96,7 @@ def service_settings(
     engine = EngineSettings(
         data_dir=data, features_path=features_file, tracking_uri=tracking_uri, policy_path=policy, store=store,
         store_timeout_s=store_timeout_s, store_checkpoint_s=DEFAULT_STORE_CHECKPOINT_S,
+        live_max_past_days=live_max_past_days, live_max_skew_s=live_max_skew_s,
         # Compiled champions are shared by the workers and kept across restarts (models/compiled.py).
         compiled_cache=state_dir.resolve() / "compiled",
         seed_history=False,  # seeded once, by `seed_contact_store` below, not by each worker
@@ -265,10 +268,16 @@ def serve(
         False, "--accept-volatile-redis",
         help="Start on a Redis store without persistence (appendonly no, save \"\"): a warning instead of a refusal; "
              "a Redis restart then forgets every cap counter."),
+    live_max_past_days: float = typer.Option(
+        365.0, "--live-max-past-days", min=0.001,
+        help="POST /consents: a time more than this many days before the service's clock is refused (422)."),
+    live_max_skew: float = typer.Option(
+        300.0, "--live-max-skew", min=0,
+        help="POST /consents: a time more than this many seconds after the service's clock is refused (422)."),
     console: bool = typer.Option(True, "--console/--no-console",
                                  help="Serve the marketers' console at /console (login with an API key; docs/console.md)."),
 ) -> None:
-    """Serve POST /recommend, /feedback, /forget, /admin/reload (API key required) and health/metrics."""
+    """Serve POST /recommend, /feedback, /forget, /consents, /admin/reload (API key required) and health/metrics."""
     from serving.service_config import load_api_keys
 
     if not load_api_keys():
@@ -282,7 +291,7 @@ def serve(
 
     check_redis_persistence(store, accept_volatile_redis)  # caps that a Redis restart would forget: refused
     settings = service_settings(data, features, tracking_uri, policy, store, state_dir, reload_interval,
-                                max_body_kib * 1024, start, store_timeout, timeout)
+                                max_body_kib * 1024, start, store_timeout, timeout, live_max_past_days, live_max_skew)
     env = service_env(settings, workers, timeout, access_log, bentoml_home=private_bentoml_home(state_dir))
     cmd = service_command(host, port, console)
     typer.echo(f"nbo service on http://{host}:{port} ({workers} worker(s)); Ctrl-C stops it", err=True)

@@ -1,5 +1,5 @@
 """The HTTP API's shapes: the request bodies (strict: validated field by field, input never echoed)
-and the response bodies of `/recommend`, `/feedback`, `/forget` and `/admin/reload`.
+and the response bodies of `/recommend`, `/feedback`, `/forget`, `/consents` and `/admin/reload`.
 
 Used by the service's endpoints (`serving/service.py`) and by the Guard, which validates every
 POST body before BentoML sees it (`serving/guard.py`). See docs/service.md §4.
@@ -7,9 +7,10 @@ POST body before BentoML sees it (`serving/guard.py`). See docs/service.md §4.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 from nbo.contract import ATTRIBUTE_NAME
 
@@ -17,7 +18,7 @@ from nbo.vocab import ContactChannel
 from serving.decision import ShownOffer, Suppressed
 
 #: The POST endpoints whose body must be a JSON object.
-JSON_PATHS = frozenset({"/recommend", "/feedback", "/forget", "/admin/reload"})
+JSON_PATHS = frozenset({"/recommend", "/feedback", "/forget", "/consents", "/admin/reload"})
 
 
 # ------------------------------------------------------------------------------ request models
@@ -71,6 +72,17 @@ class ForgetRequest(_Strict):
     customer_id: StrictStr = Field(min_length=1, max_length=128)
 
 
+class ConsentRequest(_Strict):
+    """A consent grant (`granted: true`) or withdrawal observed now or earlier (issue 22 item 2)."""
+
+    customer_id: StrictStr = Field(min_length=1, max_length=128)
+    channel: ContactChannel
+    granted: StrictBool
+    #: When the customer gave or withdrew it: ISO 8601 with an offset (`Z`, `+02:00`), or without
+    #: one, taken as UTC. Within [now - live_max_past_days, now + live_max_skew_s], else 422.
+    ts: datetime
+
+
 class ReloadRequest(_Strict):
     force: bool = False
 
@@ -108,6 +120,15 @@ class ForgetResponse(BaseModel):
     erased_shows: int
 
 
+class ConsentResponse(BaseModel):
+    customer_id: str
+    channel: str
+    granted: bool
+    ts: datetime
+    #: False when the same change (channel, ts, granted) was recorded before: nothing changed.
+    recorded: bool
+
+
 class ReloadResponse(BaseModel):
     changed: bool
     ok: bool
@@ -117,7 +138,8 @@ class ReloadResponse(BaseModel):
 
 # ------------------------------------------------------------------------------ log-safe error summary
 BODY_MODELS: dict[str, type[BaseModel]] = {
-    "/recommend": RecommendRequest, "/feedback": FeedbackRequest, "/forget": ForgetRequest, "/admin/reload": ReloadRequest,
+    "/recommend": RecommendRequest, "/feedback": FeedbackRequest, "/forget": ForgetRequest, "/consents": ConsentRequest,
+    "/admin/reload": ReloadRequest,
 }
 #: Field names a log line may carry; anything else in an error's location is the client's text.
 FIELD_NAMES = frozenset(n for m in (*BODY_MODELS.values(), RequestContext) for n in m.model_fields)

@@ -21,6 +21,8 @@ from serving.service_config import KEYS_ENV, KEYS_FILE_ENV, ServiceSettings, loa
 log = logging.getLogger("nbo.service")
 
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
+#: Endpoints of live input (issue 22): they answer 404 (unknown customer) and 422 (time out of range).
+LIVE_PATHS = frozenset({"/consents"})
 #: The service instance of this worker, for the Guard's fast path (set by `Recommender.__init__`).
 WORKER: dict[str, Any] = {}
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -66,8 +68,11 @@ def corrected_openapi(document: dict[str, Any]) -> dict[str, Any]:
                 responses.setdefault("413", {"description": _GUARD_ANSWERS["413"], **ref})
                 if "requestBody" in operation:
                     operation["requestBody"]["required"] = True
-            if path in ("/feedback", "/forget"):
+            if path in ("/feedback", "/forget", "/consents"):
                 responses.setdefault("503", {"description": _GUARD_ANSWERS["503"], **ref})
+            if path in LIVE_PATHS:
+                responses.setdefault("404", {"description": "unknown or erased customer: nothing recorded", **ref})
+                responses.setdefault("422", {"description": "a time out of range (`error` names the field): nothing recorded", **ref})
     return document
 
 
