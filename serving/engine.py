@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from features import (
+    CANDIDATE_FEATURES,
     CUSTOMER_FEATURES,
     Context,
     check_feature_set,
