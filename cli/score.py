@@ -120,14 +120,19 @@ def score(
 
         attributes = read_offer_attributes(offer_attributes.resolve(), load_table(data, "offers")["offer_id"].tolist())
     out = check_out(out.resolve(), (".parquet", ".csv"))
+    by_uplift = False
     if policy is not None:
         from serving.policy import load_policy
 
-        load_policy(policy)
+        by_uplift = load_policy(policy).arbitration.objective == "uplift"
     if tracking_uri is None:
         from models.tracking import resolve_tracking
 
         tracking_uri = resolve_tracking(None).uri
+    if by_uplift:  # no uplift champion: one line and exit 2, before anything is written
+        from serving.engine import require_uplift_champion
+
+        require_uplift_champion(tracking_uri)
     features_path = _features(data, features, moment, out, ledger)
     settings = EngineSettings(data_dir=data, features_path=features_path, tracking_uri=tracking_uri,
                               policy_path=policy.resolve() if policy else None, store=store)

@@ -79,9 +79,9 @@ def service_settings(
     from cli._preflight import check_service_inputs
 
     tables = check_service_inputs(data, features_file, store)  # bad data: one line and exit 2, not a crashing worker
-    if policy is not None:
-        from serving.policy import load_policy
+    from serving.policy import load_policy
 
+    if policy is not None:
         load_policy(policy)  # raises ConfigError naming the key
         policy = policy.resolve()
     if not store.startswith(("redis://", "rediss://", "unix://")):
@@ -103,6 +103,10 @@ def service_settings(
         compiled_cache=state_dir.resolve() / "compiled",
         seed_history=False,  # seeded once, by `seed_contact_store` below, not by each worker
     )
+    if policy is not None and load_policy(policy).arbitration.objective == "uplift":
+        from serving.engine import require_uplift_champion
+
+        require_uplift_champion(engine.tracking_uri, engine.uplift_model, engine.alias)  # no uplift champion: one line and exit 2, not a worker that dies
     seed_contact_store(engine, policy, tables)
     settings = ServiceSettings(
         engine=json.loads(engine.model_dump_json()),

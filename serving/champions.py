@@ -43,10 +43,23 @@ class Models:
     def choice(self) -> bool:
         """True when P(accept) is a softmax over each customer's candidates (a choice model)."""
         return self.propensity.model.is_choice  # type: ignore[attr-defined]
+    #: The uplift champion (models.registry.LoadedUplift) when the policy arbitrates by incremental
+    #: value (`arbitration.objective = "uplift"`), else None; `uplift_columns`: positions of its
+    #: inputs in CANDIDATE_FEATURES + INCENTIVE_FEATURES (None = same order).
+    uplift: object | None = None
+    uplift_columns: np.ndarray | None = None
 
     @property
     def versions(self) -> dict[str, str]:
-        return {"propensity": self.propensity.label, "churn": self.churn.label}  # type: ignore[attr-defined]
+        out = {"propensity": self.propensity.label, "churn": self.churn.label}  # type: ignore[attr-defined]
+        if self.uplift is not None:
+            out["uplift"] = self.uplift.label  # type: ignore[attr-defined]
+        return out
+
+    @property
+    def loaded(self) -> tuple[object, ...]:
+        """The loaded models a batch worker is given: (propensity, churn) or (propensity, churn, uplift)."""
+        return (self.propensity, self.churn) if self.uplift is None else (self.propensity, self.churn, self.uplift)
 
     @property
     def propensity_predictor(self) -> Predictor:

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from features import (
+    CANDIDATE_FEATURES,
     CUSTOMER_FEATURES,
     Context,
     check_feature_set,
@@ -53,6 +54,8 @@ from features import (
     materialised_meta,
     read_materialised,
 )
+from features.incentives import INCENTIVE_FEATURES
+from models.tracking import CHAMPION, UPLIFT_MODEL
 from nbo.data import empty_table, load_table
 from nbo.errors import NboError
 from serving.champions import Models, ReloadResult, check_model, probabilities_ok, propensity_inputs
@@ -80,7 +83,10 @@ from serving.scoring import Scored, Scorer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DecisionEngine", "Scored", "naive_utc"]
+__all__ = ["DecisionEngine", "Scored", "naive_utc", "require_uplift_champion"]
+
+#: The uplift model's possible inputs: the candidate features, then the incentive columns.
+UPLIFT_INPUTS: tuple[str, ...] = (*CANDIDATE_FEATURES, *INCENTIVE_FEATURES)
 class DecisionEngine:
     """Everything a decision needs, built once; `decide` and `decide_block` are thread-safe."""
 
@@ -155,7 +161,7 @@ class DecisionEngine:
         *,
         load_models: bool = True,
         features: pd.DataFrame | None = None,
-        models: tuple[object, object] | None = None,
+        models: tuple[object, ...] | None = None,
         compile_in_background: bool = False,
     ) -> DecisionEngine:
         """Load policy, catalogue, consents, contacts, features, store and the champion models.
@@ -163,10 +169,14 @@ class DecisionEngine:
         Models that cannot be loaded leave the engine in fallback mode (`models_error` says why);
         `reload()` keeps trying. `features`: rows of the settings' features file to hold instead of
         the whole file (batch scoring streams the rest through `with_features`). `models`: the
-        (propensity, churn) pair already loaded elsewhere (batch workers get the driver's pair
+        (propensity, churn) pair, or (propensity, churn, uplift), already loaded elsewhere (batch workers get the driver's pair
         instead of each loading the champions from the registry). `compile_in_background`: start
         serving with the boosters and swap in the compiled forests when a thread has compiled them
         (the service: ready in seconds instead of after ~30 s of LLVM); else compile before returning.
+
+        A policy with `arbitration.objective = "uplift"` also loads the uplift champion
+        (`settings.uplift_model`), and the engine refuses to start (NboError) without it or when
+        the models cannot be loaded: there is no fallback that could value a contact.
         """
         policy = load_policy(settings.policy_path) if settings.policy_path else ContactPolicy()
         offers = load_table(settings.data_dir, "offers")
@@ -194,11 +204,19 @@ class DecisionEngine:
             customer_ids=customers["customer_id"],
         )
         engine.live = LiveFeatures(settings.data_dir, customers, consents, refresh_s=settings.live_refresh_s)
+        by_uplift = policy.arbitration.objective == "uplift"
         if models is not None:
-            engine._models = engine.build_models(*models)
+            engine._models = engine.build_models(models[0], models[1], uplift=models[2] if len(models) > 2 else None)
+            if by_uplift and engine._models.uplift is None:
+                raise NboError("arbitration.objective is 'uplift' but no uplift model was given to the engine")
         elif load_models:
+            if by_uplift:  # decisions by incremental value need the uplift champion: refuse to start without one
+                require_uplift_champion(settings.tracking_uri, settings.uplift_model, settings.alias)
             result = engine.reload(force=True, compile_now=not compile_in_background)
             if not result.ok:
+                if by_uplift:
+                    engine.close()
+                    raise NboError(f"arbitration.objective is 'uplift' and the models could not be loaded: {result.message}")
                 log.warning("models unavailable at start, serving the popularity fallback: %s", result.message)
         return engine
 
@@ -243,13 +261,17 @@ class DecisionEngine:
         """True once the engine can answer (with models, or with the documented fallback)."""
         return True
 
-    def build_models(self, propensity: object, churn: object, compile_models: bool | None = None) -> Models:
+    def build_models(self, propensity: object, churn: object, compile_models: bool | None = None,
+                     uplift: object | None = None) -> Models:
         """Check feature sets and names, score a sample, precompute churn for every customer.
 
         `compile_models` (default: the settings'): also compile both forests (`with_compiled`)
-        before returning; reloads compile afterwards, in the background, instead.
+        before returning; reloads compile afterwards, in the background, instead. `uplift`: the
+        uplift champion (`models.registry.LoadedUplift`), checked against the candidate and
+        incentive columns and scored on the sample too; it scores with its boosters.
         """
         columns = check_model(propensity, propensity_inputs(propensity), "candidate")
+        uplift_columns = None if uplift is None else check_model(uplift, UPLIFT_INPUTS, "candidate or incentive")
         churn_X = self._churn_inputs(churn)
         churn_p = np.asarray(churn.model.predict_proba_positive(churn_X), dtype=np.float64)  # type: ignore[attr-defined]
         if not probabilities_ok(churn_p):
@@ -257,10 +279,15 @@ class DecisionEngine:
         explainer = propensity.model.path_explainer() if self.explain == "path" else None  # type: ignore[attr-defined]
         models = Models(propensity, churn, columns, churn_p, explainer,
                         scoring={"propensity": "not compiled", "churn": "not compiled"},
-                        offers=self.scorer.prepared_for(propensity.model.vocabulary))  # type: ignore[attr-defined]
+                        offers=self.scorer.prepared_for(propensity.model.vocabulary),  # type: ignore[attr-defined]
+                        uplift=uplift, uplift_columns=uplift_columns)
         sample = self._sample_scores(models)
         if sample is not None and not probabilities_ok(sample.p.ravel()):
             raise NboError(f"{propensity.label} gives probabilities outside [0, 1] or not finite on a sample")  # type: ignore[attr-defined]
+        if sample is not None and sample.tau is not None:
+            known = sample.tau[sample.positions >= 0]
+            if not (np.all(np.isfinite(known)) and np.all(np.abs(known) <= 1.0)):
+                raise NboError(f"{uplift.label} gives incremental conversions outside [-1, 1] or not finite on a sample")  # type: ignore[attr-defined]
         if self._compile_wanted if compile_models is None else compile_models:
             models = self.with_compiled(models, sample)
         return models
@@ -334,34 +361,37 @@ class DecisionEngine:
             return ReloadResult(False, True, "engine built without settings: nothing to reload")
         with self._reload_lock:
             try:
-                from models.registry import load_model
+                from models.registry import load_model, load_uplift
                 from models.tracking import resolve_tracking, version_by_alias
 
                 if self._client is None:
                     self._client = resolve_tracking(self.settings.tracking_uri).activate()
                 client = self._client
-                names = (self.settings.propensity_model, self.settings.churn_model)
+                names: tuple[str, ...] = (self.settings.propensity_model, self.settings.churn_model)
+                if self.policy.arbitration.objective == "uplift":
+                    names = (*names, self.settings.uplift_model)
                 wanted = {n: version_by_alias(client, n, self.settings.alias) for n in names}  # type: ignore[arg-type]
                 missing = [n for n, v in wanted.items() if v is None]
                 if missing:
                     raise NboError(f"no @{self.settings.alias} for {', '.join(missing)} in {self.settings.tracking_uri}")
                 current = self._models
                 if current is not None and not force:
-                    now = {current.propensity.name: current.propensity.version, current.churn.name: current.churn.version}  # type: ignore[attr-defined]
+                    now = {m.name: m.version for m in current.loaded}  # type: ignore[attr-defined]
                     if now == wanted:
                         return ReloadResult(False, True, "champions unchanged", current.versions)
                 # The service's environment is pinned (constraints.txt): MLflow's package-by-package
                 # requirement comparison (~0.8 s per model) is skipped; the feature set is checked.
                 prop = load_model(client, names[0], version=wanted[names[0]], check_requirements=False)  # type: ignore[arg-type]
                 churn = load_model(client, names[1], version=wanted[names[1]], check_requirements=False)  # type: ignore[arg-type]
-                models = self.build_models(prop, churn, compile_models=compile_now and self._compile_wanted)
+                uplift = load_uplift(client, version=wanted[names[2]], name=names[2]) if len(names) > 2 else None  # type: ignore[arg-type]
+                models = self.build_models(prop, churn, compile_models=compile_now and self._compile_wanted, uplift=uplift)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old models serving
                 message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
                 self.models_error = message
                 return ReloadResult(False, False, message, self._models.versions if self._models else {})
             self._models = models  # one reference assignment: requests see the old or the new pair
             self.models_error = None
-            log.info("serving %s and %s", prop.label, churn.label)
+            log.info("serving %s", ", ".join(models.versions.values()))
         if self._compile_wanted and not compile_now:
             self._compile_in_background(models)
         return ReloadResult(True, True, "loaded", models.versions)
@@ -515,6 +545,23 @@ class DecisionEngine:
 
     def close(self) -> None:
         self.store.close()
+
+
+def require_uplift_champion(tracking_uri: str | None, name: str = UPLIFT_MODEL, alias: str = CHAMPION) -> str:
+    """The version of the uplift champion (`name@alias`); NboError, one line saying what to do,
+    when the registry has none (`arbitration.objective = "uplift"` decides by the incremental
+    value that model estimates: nothing else can stand in for it)."""
+    from models.tracking import resolve_tracking, version_by_alias
+
+    tracking = resolve_tracking(tracking_uri)
+    version = version_by_alias(tracking.activate(), name, alias)
+    if version is None:
+        raise NboError(
+            f"the policy arbitrates by incremental value (arbitration.objective = 'uplift') but {name} "
+            f"has no @{alias} in {tracking.uri}: train and promote one (nbo train --model uplift, "
+            "nbo promote --model uplift) or set objective = 'response'"
+        )
+    return version
 
 
 def seed_store(store: ContactStore, contacts: pd.DataFrame, offers: pd.DataFrame) -> int:

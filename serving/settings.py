@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.tracking import CHURN_MODEL, PROPENSITY_MODEL
+from models.tracking import CHURN_MODEL, PROPENSITY_MODEL, UPLIFT_MODEL
 from nbo.errors import NboError
 from serving.contact_store import ContactStore, RedisContactStore, SQLiteContactStore
 
@@ -29,6 +29,8 @@ class EngineSettings(BaseModel):
     store_horizon_days: int = Field(90, ge=1)
     propensity_model: str = PROPENSITY_MODEL
     churn_model: str = CHURN_MODEL
+    uplift_model: str = Field(UPLIFT_MODEL, description="loaded (and required) only when the policy's "
+                              "arbitration.objective is uplift")
     alias: str = "champion"
     explain: Literal["path", "shap"] = Field("path", description="reasons from path attributions (fast) or TreeSHAP")
     store_timeout_s: float | None = Field(

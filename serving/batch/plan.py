@@ -49,7 +49,7 @@ REASON_SEPARATOR = "; "
 def open_engine(settings: EngineSettings, models: bytes | None = None) -> DecisionEngine:
     """The engine a batch run needs: models required, only a few feature rows held.
 
-    `models`: the driver's (propensity, churn) pair, pickled (`models_blob`); workers take it
+    `models`: the driver's (propensity, churn[, uplift]) models, pickled (`models_blob`); workers take it
     instead of loading the champions from MLflow (~7 s each, and they need no tracking access).
     """
     path = latest_features_file(settings.features_path)
@@ -65,9 +65,10 @@ def open_engine(settings: EngineSettings, models: bytes | None = None) -> Decisi
 
 
 def models_blob(engine: DecisionEngine) -> bytes:
-    """The engine's (propensity, churn) pair, pickled for workers (a few hundred KB)."""
+    """The engine's (propensity, churn) pair, with the uplift model when it has one, pickled for
+    workers (a few hundred KB)."""
     assert engine.models is not None
-    return pickle.dumps((engine.models.propensity, engine.models.churn))
+    return pickle.dumps(engine.models.loaded)
 
 
 def plan_chunk(
