@@ -12,11 +12,16 @@ install: $(STAMP)
 # Re-runs only when the dependency list or the lock changes: idempotent.
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c "import sys; sys.exit(sys.version_info < (3, 11))" 2>/dev/null || { echo "need Python >= 3.11 (set PYTHON=...)"; exit 1; }
+	@echo "== install 1/4: a virtual environment in $(VENV)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	@echo "== install 2/4: pip, setuptools, wheel"
+	@$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel 2>&1 | grep -v "is ignored" || true
+	@echo "== install 3/4: nbo and $$(grep -c '==' constraints.txt) pinned packages (about 2 minutes and 2 GB on a fresh machine; one line per package)"
+	@PYTHONUNBUFFERED=1 $(BIN)/python -m pip install -c constraints.txt -e '.[dev]' 2>&1 \
+		| grep --line-buffered -E "^(Collecting|Installing collected|Successfully installed|ERROR)" | cut -c1-100 || true
 	@$(BIN)/python -c "import nbo, simulator, features, models, training, serving, evaluation, cli, lightgbm, mlflow, bentoml" \
 		|| { echo "install failed"; exit 1; }
+	@echo "== install 4/4: system packages the tests use (redis-server, chromium), when missing"
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "redis-server not found: installing it from the system packages (tests that need it skip otherwise)"; \
 		( (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null 2>&1 || \

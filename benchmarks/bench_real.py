@@ -51,11 +51,13 @@ that has nothing to say (no history) counts as wrong.
   `fit_and_log("propensity", ...)` with `as_of = CUT` (1-day acceptance window; data strictly
   before CUT), and test occasion k of every household falls on the same day `CUT + k weeks`.
   Equal weekly gaps mean recency and tenure carry no information; that is the data, not nbo.
-- what nbo cannot see today: the price of each brand at the occasion (the contract has no
-  decision-time offer attributes, issue item 2), the household's previous choice (no per
-  customer x offer "last accepted" feature, item 3) and which brand an offer is (no per-offer
-  column, so a brand's base popularity is not learnable). It sees, per brand, the household's past
-  acceptances and exposures through the contacts (`offer_accepts`, `offer_ignores`).
+- prices: every candidate row carries the brand's shelf price at the occasion as the
+  decision-time offer attribute `attr_price` (issue 20 item 2, `contacts.attr_<name>`).
+- what nbo sees since feature set 1.5.0: the price, alone and relative to the other brands of the
+  occasion (`attr_price_*`), the household's own choices per brand (`offer_last_chosen`,
+  `offer_choice_share`, `offer_loyalty`, ...: item 3) and which brand an offer is (`offer_code`).
+  The log is a choice log (one purchase per occasion among the brands), so `fit_and_log` picks the
+  choice objective by itself (a softmax within the occasion; docs/training.md).
 
 `nbo_top1` runs nbo's path: the contract (validated through `nbo.data.load_dataset` from files),
 the feature code (`build_customer_features` + `build_exposure_features`, exactly as training builds
@@ -236,11 +238,13 @@ def to_contract(panel: Panel) -> dict[str, pd.DataFrame]:
     decision = customer + "-" + f["id"].astype(str)
     n, m = len(f), len(catalogue)
     offer = np.tile(np.array(catalogue, dtype=object), n)
+    # Every brand's shelf price at the occasion: the decision-time offer attribute `attr_price`.
+    shelf = f[[f"price.{b}" for b in catalogue]].to_numpy(dtype=np.float64).reshape(-1)
     contacts = pd.DataFrame({
         "decision_id": np.repeat(decision.to_numpy(), m), "customer_id": np.repeat(customer.to_numpy(), m),
         "offer_id": offer, "channel": "web", "ts": np.repeat(ts.to_numpy(), m), "propensity": 1.0,
         "outcome": np.where(offer == np.repeat(f["choice"].to_numpy(dtype=object), m), "accepted", "ignored"),
-        "outcome_ts": np.repeat(ts.to_numpy(), m),
+        "outcome_ts": np.repeat(ts.to_numpy(), m), "attr_price": shelf,
     })
     return {"customers": customers, "events": events, "offers": offers, "contacts": contacts}
 
@@ -277,20 +281,25 @@ def contract_data(panel: Panel, workdir: Path) -> tuple[object, object]:
     return data, history
 
 
-def decision_rows(data: object) -> tuple[pd.DataFrame, np.ndarray]:
+def decision_rows(data: object, attributes: tuple[str, ...] = (), vocabulary: tuple[str, ...] | None = None
+                  ) -> tuple[pd.DataFrame, np.ndarray]:
     """Candidate rows of every test decision, built exactly as training builds exposure rows
     (customer snapshot at midnight of the occasion's day, contact log as of the occasion, session
-    context): (decision_id and offer_id per row, the float32 matrix of the feature set's columns)."""
-    from features import FEATURE_SET, build_customer_features, build_exposure_features
+    context, the occasion's prices): (decision_id and offer_id per row, the float32 matrix of the
+    feature set's columns then the model's attribute columns)."""
+    from features import FEATURE_SET, build_customer_features, build_exposure_features, prepare_offers
+    from features.offer_attributes import attribute_columns
     from features.session import exposure_sessions
 
-    names = list(FEATURE_SET.candidate_features)
-    exposures = data.contacts[data.contacts["ts"] >= CUT][["decision_id", "customer_id", "offer_id", "channel", "ts"]]
+    names = [*FEATURE_SET.candidate_features, *attribute_columns(attributes)]
+    offers = prepare_offers(data.offers, vocabulary=vocabulary)
+    keep = ["decision_id", "customer_id", "offer_id", "channel", "ts", *(f"attr_{a}" for a in attributes)]
+    exposures = data.contacts[data.contacts["ts"] >= CUT][keep]
     exposures = pd.concat([exposures, exposure_sessions(data.events, exposures)], axis=1)
     metas, parts = [], []
     for day, rows in exposures.groupby(exposures["ts"].dt.normalize(), sort=True):
         customers = build_customer_features(data, day, customer_ids=rows["customer_id"].unique())
-        feats = build_exposure_features(customers, data.offers, data.contacts, rows, day)
+        feats = build_exposure_features(customers, offers, data.contacts, rows, day, attributes=attributes)
         metas.append(rows[["decision_id", "offer_id"]])
         parts.append(feats[names].to_numpy(dtype=np.float32, na_value=np.nan))
     return pd.concat(metas, ignore_index=True), np.vstack(parts)
@@ -319,7 +328,8 @@ def nbo_top1(panel: Panel, workdir: Path, seed: int = 0) -> NboResult:
     contract files -> `load_dataset` -> `fit_and_log("propensity")` (features, LightGBM, isotonic,
     MLflow registry) -> the registered model read back -> candidate rows of every test occasion
     built as training builds exposure rows -> the top calibrated propensity per decision.
-    TODO(issue 20 items 2-3): per-candidate prices in the contract; the engine's `decide_block`.
+    The rows of a test occasion are scored together (the choice model's softmax within it).
+    TODO: call the engine's `decide_block` instead of ranking the model's scores here.
     """
     import mlflow
 
@@ -338,9 +348,10 @@ def nbo_top1(panel: Panel, workdir: Path, seed: int = 0) -> NboResult:
                              progress=False)
     model = mlflow.pyfunc.load_model(f"models:/{result.registered_name}/{result.version}")
     booster = model.unwrap_python_model().model  # the CalibratedBooster the service unwraps too
-    meta, X = decision_rows(data)
-    names = list(booster.feature_names_in_)
-    p = np.asarray(model.predict(pd.DataFrame(X, columns=names)), dtype=float)
+    meta, X = decision_rows(data, booster.decision_attributes, booster.vocabulary)
+    group = meta["decision_id"].to_numpy(dtype=object)
+    p = np.asarray(booster.predict_proba_positive(X, group) if booster.is_choice else booster.predict_proba_positive(X),
+                   dtype=float)
     catalogue = list(data.offers["offer_id"])
     top = pd.Series(p).groupby(meta["decision_id"].to_numpy()).transform("max").to_numpy()
     tied = pd.Series(p == top).groupby(meta["decision_id"].to_numpy()).sum().gt(1).mean()
@@ -393,7 +404,7 @@ def what_if(panel: Panel, workdir: Path, seed: int = 0) -> dict[str, float]:
 
     data, history = contract_data(panel, workdir)
     train = propensity_set(history, CUT, window_days=1, progress=False)
-    meta, X = decision_rows(data)
+    meta, X = decision_rows(data, train.attributes, train.vocabulary)
     catalogue = list(data.offers["offer_id"])
     code = {o: float(i) for i, o in enumerate(catalogue)}
     extra_train, extra_test = prototype_columns(panel, train.meta), prototype_columns(panel, meta)

@@ -110,8 +110,8 @@ def one_start(world: Path, state_dir: Path, workers: int, compiled_wait_s: float
 
     handed = first(r"nbo service on http")
     worker = first(r"start: loading")
-    engines = [t for t, line in lines if "ready in" in line and "engine" in line]
-    worker_said = [m.group(0) for _, line in lines if (m := re.search(r"ready in .*", line))]
+    engines = [t for t, line in lines if re.search(r"ready in [0-9.]+ s \(engine", line)]
+    worker_said = [m.group(0) for _, line in lines if (m := re.search(r"ready in [0-9.]+ s \(engine.*", line))]
     if ready is None:
         tail = "\n".join(line for _, line in lines[-15:])
         raise SystemExit(f"the service did not become ready:\n{tail}")

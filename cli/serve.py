@@ -17,7 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -58,6 +59,8 @@ def service_settings(
     clock_start: datetime | None = None,
     store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
     request_timeout_s: float = DEFAULT_TIMEOUT_S,
+    live_max_past_days: float = 365.0,
+    live_max_skew_s: float = 300.0,
 ) -> dict[str, object]:
     """The JSON-able `ServiceSettings` (checked here so mistakes fail before any worker starts).
 
@@ -81,6 +84,11 @@ def service_settings(
         policy = policy.resolve()
     if not store.startswith(("redis://", "rediss://", "unix://")):
         store = str(Path(store.removeprefix("sqlite:///")).resolve())
+    from features import materialised_meta
+
+    now = clock_start if clock_start is not None else datetime.now(UTC).replace(tzinfo=None)
+    for line in clock_warnings(now, tables["offers"], materialised_meta(features_file)["as_of"], clock_start is not None):
+        typer.echo(f"warning: {line}", err=True)
     if tracking_uri is None:
         from models.tracking import resolve_tracking
 
@@ -88,6 +96,7 @@ def service_settings(
     engine = EngineSettings(
         data_dir=data, features_path=features_file, tracking_uri=tracking_uri, policy_path=policy, store=store,
         store_timeout_s=store_timeout_s, store_checkpoint_s=DEFAULT_STORE_CHECKPOINT_S,
+        live_max_past_days=live_max_past_days, live_max_skew_s=live_max_skew_s,
         # Compiled champions are shared by the workers and kept across restarts (models/compiled.py).
         compiled_cache=state_dir.resolve() / "compiled",
         seed_history=False,  # seeded once, by `seed_contact_store` below, not by each worker
@@ -107,6 +116,36 @@ def service_settings(
         request_timeout_s=request_timeout_s,
     )
     return json.loads(settings.model_dump_json())
+
+
+#: Features older or newer than the service's clock by more than this are named in a warning.
+FEATURES_CLOCK_GAP_DAYS = 7
+
+
+def clock_warnings(now: datetime, offers: object, features_as_of: object, simulated: bool) -> list[str]:
+    """What is wrong with the service's clock for this data, in plain words (empty: nothing).
+
+    On a simulated world the real clock is months or years after the data: every offer is out of
+    its validity window and `/recommend` answers `offers: []` for everyone, and the features describe
+    customers as they were long ago. Both were silent; `--clock-start` is the fix."""
+    import pandas as pd
+
+    table = offers  # the offers table of the data directory
+    ts = pd.Timestamp(now)
+    found: list[str] = []
+    fix = "" if simulated else "; on simulated or past data pass --clock-start (e.g. the features' date)"
+    if len(table):  # type: ignore[arg-type]
+        valid = (pd.to_datetime(table["valid_from"]) <= ts) & (ts <= pd.to_datetime(table["valid_to"]))  # type: ignore[index]
+        if not valid.any():
+            first, last = pd.to_datetime(table["valid_from"]).min(), pd.to_datetime(table["valid_to"]).max()  # type: ignore[index]
+            found.append(f"the service's clock ({ts:%Y-%m-%d %H:%M} UTC) is outside every offer's validity "
+                         f"({first:%Y-%m-%d} to {last:%Y-%m-%d}): /recommend will answer offers: [] for everyone{fix}")
+    gap = (ts - pd.Timestamp(features_as_of)).total_seconds() / 86400  # type: ignore[arg-type]
+    if abs(gap) > FEATURES_CLOCK_GAP_DAYS:
+        when = "after" if gap > 0 else "before"
+        found.append(f"the service's clock ({ts:%Y-%m-%d}) is {abs(gap):.0f} days {when} the features' date "
+                     f"({pd.Timestamp(features_as_of):%Y-%m-%d}): decisions use customers as they were then{fix}")  # type: ignore[arg-type]
+    return found
 
 
 def seed_contact_store(engine: object, policy: Path | None, tables: dict[str, object]) -> None:
@@ -183,17 +222,24 @@ def service_env(settings: dict[str, object], workers: int, timeout_s: float, acc
     return env
 
 
-def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 120.0) -> None:
-    """Poll `url/readyz` until 200; raise NboError if the process dies or time runs out."""
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 120.0,
+               progress: Callable[[float], None] | None = None, every_s: float = 5.0) -> float:
+    """Poll `url/readyz` until 200 and return the seconds it took; raise NboError if the process
+    dies or time runs out. `progress(seconds so far)` is called every `every_s` while waiting."""
     import httpx
 
-    deadline = time.monotonic() + timeout_s
+    began = time.monotonic()
+    deadline = began + timeout_s
+    told = began
     while time.monotonic() < deadline:
+        if progress is not None and time.monotonic() - told >= every_s:
+            told = time.monotonic()
+            progress(told - began)
         if proc is not None and proc.poll() is not None:
             raise NboError(f"the service exited with status {proc.returncode} before it was ready")
         try:
             if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return
+                return time.monotonic() - began
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
@@ -226,10 +272,16 @@ def serve(
         False, "--accept-volatile-redis",
         help="Start on a Redis store without persistence (appendonly no, save \"\"): a warning instead of a refusal; "
              "a Redis restart then forgets every cap counter."),
+    live_max_past_days: float = typer.Option(
+        365.0, "--live-max-past-days", min=0.001,
+        help="POST /consents: a time more than this many days before the service's clock is refused (422)."),
+    live_max_skew: float = typer.Option(
+        300.0, "--live-max-skew", min=0,
+        help="POST /consents: a time more than this many seconds after the service's clock is refused (422)."),
     console: bool = typer.Option(True, "--console/--no-console",
                                  help="Serve the marketers' console at /console (login with an API key; docs/console.md)."),
 ) -> None:
-    """Serve POST /recommend, /feedback, /forget, /admin/reload (API key required) and health/metrics."""
+    """Serve POST /recommend, /feedback, /forget, /consents, /admin/reload (API key required) and health/metrics."""
     from serving.service_config import load_api_keys
 
     if not load_api_keys():
@@ -243,10 +295,12 @@ def serve(
 
     check_redis_persistence(store, accept_volatile_redis)  # caps that a Redis restart would forget: refused
     settings = service_settings(data, features, tracking_uri, policy, store, state_dir, reload_interval,
-                                max_body_kib * 1024, start, store_timeout, timeout)
+                                max_body_kib * 1024, start, store_timeout, timeout, live_max_past_days, live_max_skew)
     env = service_env(settings, workers, timeout, access_log, bentoml_home=private_bentoml_home(state_dir))
     cmd = service_command(host, port, console)
     typer.echo(f"nbo service on http://{host}:{port} ({workers} worker(s)); Ctrl-C stops it", err=True)
+    typer.echo("starting: each worker logs 'start: ...' and 'ready in N s'; GET /readyz answers 200 once one is ready",
+               err=True)
     if console:
         typer.echo(f"console: http://{host}:{port}/console/ (log in with an API key)", err=True)
     sys.stdout.flush()
@@ -287,10 +341,13 @@ def run_demo_service(directory: Path, data_dir: Path, features_path: Path, port:
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(service_command("127.0.0.1", port), env=env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
+            typer.echo("   starting 2 workers: each loads the data, features and champion models, then warms up")
             try:
-                wait_ready(url, proc, timeout_s=180)
+                took = wait_ready(url, proc, timeout_s=180,
+                                  progress=lambda t: typer.echo(f"   ... not ready yet ({t:.0f} s; log: {log_path})"))
             except NboError as exc:
                 raise NboError(f"{exc}; see {log_path}") from None
+            typer.echo(f"   ready in {took:.1f} s (the champions are compiled in the background: faster answers shortly)")
             frame, _ = read_materialised(settings["engine"]["features_path"])  # type: ignore[index]
             active = frame[frame["recency_days"] < 30] if "recency_days" in frame else frame
             customer = str((active if len(active) else frame).index[0])
@@ -303,7 +360,7 @@ def run_demo_service(directory: Path, data_dir: Path, features_path: Path, port:
             typer.echo(f"   API key in {key_file} (as of {pd.Timestamp(as_of).date() if as_of is not None else 'now'})")
             typer.echo(f"   try it:\n\n{curl}\n")
             typer.echo(json.dumps(answer.json(), indent=2))
-            typer.echo(f"\n   OpenAPI: {url}/docs.json (with the key), metrics: {url}/metrics, "
+            typer.echo(f"\n   API page: {url}/ (Authorize with the key), OpenAPI: {url}/docs.json, metrics: {url}/metrics, "
                        f"console: {url}/console/ (log in with the key). Ctrl-C stops the service.")
             proc.wait()
         except KeyboardInterrupt:

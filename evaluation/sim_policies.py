@@ -25,7 +25,7 @@ import pandas as pd
 from evaluation.memory_store import MemoryContactStore
 from evaluation.refit import TrainedWorld
 from evaluation.rule_sets import RULE_SETS, greedy
-from features import build_customer_features, build_exposure_features, customer_feature_names
+from features import build_customer_features, build_exposure_features, customer_feature_names, prepare_offers
 from models.calibrated import CalibratedBooster
 from nbo.data import Dataset
 from nbo.vocab import CONTACT_CHANNELS, LIFECYCLE_STAGES
@@ -62,12 +62,15 @@ def opportunity_scores(
     Candidate features come from `build_exposure_features`, the function training uses: the
     customer's features as of `as_of` and the opportunity's own context (channel, hour, weekday).
     """
-    rows = opportunity_rows(data, customer_features, customer_ids, channels, ts, as_of)
-    n_o = len(data.offers)
+    rows = opportunity_rows(data, customer_features, customer_ids, channels, ts, as_of,
+                            vocabulary=getattr(model, "vocabulary", None))
+    m, n_o = len(customer_ids), len(data.offers)
     if rows is None:
         return np.zeros((0, n_o))
     X = rows[list(model.feature_names_in_)].to_numpy(np.float32, na_value=np.nan)
-    return model.predict_proba_positive(X).reshape(len(customer_ids), n_o)
+    if getattr(model, "is_choice", False):  # a softmax over the offers of each opportunity
+        return model.predict_proba_positive(X, np.repeat(np.arange(m), n_o)).reshape(m, n_o)
+    return model.predict_proba_positive(X).reshape(m, n_o)
 
 
 def opportunity_rows(
@@ -77,9 +80,11 @@ def opportunity_rows(
     channels: np.ndarray,
     ts: pd.Series,
     as_of: pd.Timestamp,
+    vocabulary: object | None = None,
 ) -> pd.DataFrame | None:
     """The candidate rows (`build_exposure_features`) of every offer at each opportunity,
-    opportunity-major, catalogue order within one; None without opportunities."""
+    opportunity-major, catalogue order within one; None without opportunities. `vocabulary`:
+    the propensity model's offer codes (`prepare_offers`)."""
     offer_ids = data.offers["offer_id"].to_numpy(dtype=object)
     m, n_o = len(customer_ids), len(offer_ids)
     if m == 0:
@@ -90,7 +95,9 @@ def opportunity_rows(
         "channel": pd.array(np.repeat(np.asarray(channels, dtype=object), n_o), dtype="str"),
         "ts": np.repeat(pd.to_datetime(ts).to_numpy(dtype="datetime64[ns]"), n_o),
     })
-    return build_exposure_features(customer_features, data.offers, data.contacts, exposures, as_of)
+    # The model's offer codes (`offer_code`); no decision-time attributes in a simulated world.
+    offers = prepare_offers(data.offers, vocabulary=vocabulary)
+    return build_exposure_features(customer_features, offers, data.contacts, exposures, as_of)
 
 
 def rule_inputs(features: pd.DataFrame) -> dict[str, dict[str, object]]:

@@ -94,8 +94,9 @@ def train_uplift_world(config: SimConfig, seed: int, days: int, num_boost_round:
     full = propensity_set(data, as_of, window_days=7, progress=False)
     valid = time_split(full.meta["ts"], 0.2)
     train, val = full.split(~valid), full.split(valid)
-    propensity = CalibratedBooster(feature_names=full.feature_names, params={"seed": seed},
-                                   num_boost_round=num_boost_round).fit(train.X, train.y, val.X, val.y)
+    propensity = CalibratedBooster(feature_names=full.feature_names, params={"seed": seed}, num_boost_round=num_boost_round,
+                                   attributes=full.attributes, offer_vocabulary=full.vocabulary).fit(
+        train.X, train.y, val.X, val.y)
     uplift, metrics, *_ = fit_uplift(data, UpliftConfig(as_of=as_of, num_boost_round=num_boost_round, seed=seed),
                                      progress=False)
     return UpliftWorld(propensity, uplift, len(train), int(metrics["train_rows"]), metrics)
@@ -114,12 +115,17 @@ def _model_scorer(world: UpliftWorld, sim: Simulator, with_uplift: bool):  # typ
         feats = build_customer_features(data, pd.Timestamp(view.date), customer_ids=np.unique(ids))
         ts = pd.Series(pd.Timestamp(view.date) + pd.to_timedelta(opp["ts"].to_numpy() - view.day * DAY, unit="s"))
         rows = opportunity_rows(data, feats, ids, np.array(CONTACT_CHANNELS, dtype=object)[opp["channel"]], ts,
-                                pd.Timestamp(view.date))
+                                pd.Timestamp(view.date), vocabulary=getattr(world.propensity, "vocabulary", None))
         n, m = len(ids), len(offers)
-        p = world.propensity.predict_proba_positive(rows[prop_names].to_numpy(np.float32, na_value=np.nan)).reshape(n, m)
+        X = rows[prop_names].to_numpy(np.float32, na_value=np.nan)
+        if getattr(world.propensity, "is_choice", False):  # a softmax over the offers of each opportunity
+            p = world.propensity.predict_proba_positive(X, np.repeat(np.arange(n), m)).reshape(n, m)
+        else:
+            p = world.propensity.predict_proba_positive(X).reshape(n, m)
         if not with_uplift:
             return p, rule_inputs(feats)
-        X = np.hstack([rows[cand].to_numpy(np.float32, na_value=np.nan), np.tile(extra, (n, 1))])
+        # The uplift model is fitted without an offer vocabulary: it reads offer_code as NaN (serving.scoring).
+        X = np.hstack([rows[cand].assign(offer_code=np.nan).to_numpy(np.float32, na_value=np.nan), np.tile(extra, (n, 1))])
         return p, rule_inputs(feats), world.uplift.predict_uplift(X).reshape(n, m)
 
     return score

@@ -38,7 +38,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,12 +58,24 @@ from features.incentives import INCENTIVE_FEATURES
 from models.tracking import CHAMPION, UPLIFT_MODEL
 from nbo.data import empty_table, load_table
 from nbo.errors import NboError
-from serving.champions import Models, ReloadResult, check_model, probabilities_ok
+from serving.champions import Models, ReloadResult, check_model, probabilities_ok, propensity_inputs
 from serving.contact_store import ConsentBook, ContactStore
+from serving.contact_store.base import CustomerState, EventConflict, LiveEvent
 from serving.contact_store.errors import STORE_ERRORS, StoreUnavailable, store_cause
 from serving.settings import EngineSettings, latest_features_file, open_store
 from serving.policy import ContactPolicy, load_policy
 from serving.decision import Decision
+from serving.live import (
+    IngestResult,
+    LiveFeatures,
+    LiveInputError,
+    LiveLimits,
+    check_events,
+    check_time,
+    conflict_error,
+    state_key,
+    utc_time,
+)
 from serving.pipeline import CustomerBlock, DecisionBlock, as_context, decide_block
 from serving.catalogue import compile_offer_rules
 from serving.ranking import Arbiter
@@ -93,6 +105,7 @@ class DecisionEngine:
         client: object | None = None,
         settings: EngineSettings | None = None,
         explain: str | None = None,
+        customer_ids: Iterable[str] | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -110,6 +123,11 @@ class DecisionEngine:
         self.arbiter = Arbiter(policy, self.offers, rules)
         self.desk = ContactDesk(self.arbiter, store)
         self.consents = ConsentBook(consents)
+        #: The data's customers (`customers` table): who `POST /consents` and `/events` may name.
+        self._known: frozenset[str] = frozenset(str(c) for c in customer_ids) if customer_ids is not None else frozenset()
+        self.live_limits = LiveLimits() if settings is None else LiveLimits(settings.live_max_past_days, settings.live_max_skew_s)
+        #: Live features (events posted while nbo runs); set by `from_settings`, None = off.
+        self.live: LiveFeatures | None = None
         self._models: Models | None = None
         if models is not None:
             self._models = models
@@ -164,6 +182,7 @@ class DecisionEngine:
         policy = load_policy(settings.policy_path) if settings.policy_path else ContactPolicy()
         offers = load_table(settings.data_dir, "offers")
         consents = _optional_table(settings.data_dir, "consents")
+        customers = load_table(settings.data_dir, "customers")
         contacts = _optional_table(settings.data_dir, "contacts")
         if features is None:
             frame, meta = read_materialised(latest_features_file(settings.features_path))
@@ -183,7 +202,9 @@ class DecisionEngine:
             features_as_of=meta["as_of"],  # type: ignore[arg-type]
             store=store,
             settings=settings,
+            customer_ids=customers["customer_id"],
         )
+        engine.live = LiveFeatures(settings.data_dir, customers, consents, refresh_s=settings.live_refresh_s)
         by_uplift = policy.arbitration.objective == "uplift"
         if models is not None:
             engine._models = engine.build_models(models[0], models[1], uplift=models[2] if len(models) > 2 else None)
@@ -250,7 +271,7 @@ class DecisionEngine:
         uplift champion (`models.registry.LoadedUplift`), checked against the candidate and
         incentive columns and scored on the sample too; it scores with its boosters.
         """
-        columns = check_model(propensity, CANDIDATE_FEATURES, "candidate")
+        columns = check_model(propensity, propensity_inputs(propensity), "candidate")
         uplift_columns = None if uplift is None else check_model(uplift, UPLIFT_INPUTS, "candidate or incentive")
         churn_X = self._churn_inputs(churn)
         churn_p = np.asarray(churn.model.predict_proba_positive(churn_X), dtype=np.float64)  # type: ignore[attr-defined]
@@ -259,6 +280,7 @@ class DecisionEngine:
         explainer = propensity.model.path_explainer() if self.explain == "path" else None  # type: ignore[attr-defined]
         models = Models(propensity, churn, columns, churn_p, explainer,
                         scoring={"propensity": "not compiled", "churn": "not compiled"},
+                        offers=self.scorer.prepared_for(propensity.model.vocabulary),  # type: ignore[attr-defined]
                         uplift=uplift, uplift_columns=uplift_columns)
         sample = self._sample_scores(models)
         if sample is not None and not probabilities_ok(sample.p.ravel()):
@@ -397,11 +419,18 @@ class DecisionEngine:
             # transaction instead of two); the reservation re-checks the caps atomically.
             state = self.desk.read_customer(customer_id, now)
             if state.forgotten:  # erased, maybe through another worker: drop our in-memory copy too
-                self.scorer.forget(customer_id)
-            block = self.decide_block(CustomerBlock([customer_id], {customer_id: state.history}, {customer_id: state.rows}),
-                                      channel, now, as_context(channel, context), k)
+                self._drop(customer_id)
+            # Events posted while nbo runs: this customer's row recomputed with them (cached).
+            engine = self._live_view(customer_id, state, now) if state.events and not state.forgotten else self
+            block = engine.decide_block(
+                CustomerBlock([customer_id], {customer_id: state.history}, {customer_id: state.rows},
+                              {customer_id: state.consents} if state.consents else {},
+                              frozenset((customer_id,)) if state.forgotten else frozenset()),
+                channel, now, as_context(channel, context), k)
             decision = block.decision(0, decision_id)
-            return self.desk.reserve(decision, now) if reserve else decision
+            # An erased customer's decision is answered, never recorded: nothing personal is written
+            # again (it offers nothing on outbound channels, where only a record could cap it).
+            return self.desk.reserve(decision, now) if reserve and not state.forgotten else decision
 
     def decide_block(
         self,
@@ -444,8 +473,85 @@ class DecisionEngine:
         decision for the id, also after a restart that reloads the same features."""
         with self._store_call():
             n = self.store.forget(customer_id)
-        self.scorer.forget(customer_id)
+        self._drop(customer_id)
         return n
+
+    def _live_view(self, customer_id: str, state: CustomerState, now: datetime) -> DecisionEngine:
+        """This engine over the customer's live row (`LiveFeatures`): recomputed as of `now` when
+        the posted events or consents changed, the models were reloaded, or the cached row is
+        older than `live_refresh_s`; itself when live features are off or the row is empty."""
+        if self.live is None:
+            return self
+        key = (state_key(state.events, state.consents), id(self._models))
+        view = self.live.cached(customer_id, key, now)
+        if view is None:
+            contacts = self.scorer.live_contacts([customer_id], {customer_id: state.rows})
+            row = self.live.row(customer_id, state.events, state.consents, contacts, now)
+            view = self.with_features(row) if len(row) else self
+            self.live.keep(customer_id, key, now, view)
+        return view  # type: ignore[return-value]
+
+    def ingest_events(self, events: Sequence[LiveEvent], now: datetime) -> IngestResult:
+        """Append events to the contact store's event log, all or nothing, after `check_events`
+        (`LiveInputError`, nothing written, on any bad event); the next decision of every worker
+        for these customers recomputes their features with them."""
+        if self.live is None:
+            raise LiveInputError("events", "live events need an engine built from settings (a data directory)", 422)
+        self.live.prepare()
+        now = naive_utc(now)
+        unique = check_events(events, self.knows, now, self.live_limits, self.live.horizon)
+        with self._store_call():
+            erased = [i for i, e in enumerate(events) if self.store.forgotten(e.customer_id)] if unique else []
+            if erased:
+                raise LiveInputError(f"events[{erased[0]}].customer_id", "unknown customer (erased)", 404)
+            try:
+                n = self.store.append_events(unique)
+            except EventConflict as exc:
+                raise conflict_error(events, exc) from None
+        return IngestResult(len(events), n, len(events) - n)
+
+    def customer_view(self, customer_id: str, now: datetime | None = None) -> tuple[str, pd.Series | None]:
+        """What the next decision knows of the customer: ("live", row) with posted events,
+        ("materialised", row) without, ("unknown", None) for an unknown or erased id."""
+        now = naive_utc(now)
+        with self._store_call():
+            state = self.desk.read_customer(customer_id, now)
+        if state.forgotten:
+            self._drop(customer_id)
+            return "unknown", None
+        engine = self._live_view(customer_id, state, now) if state.events else self
+        pos = int(engine.positions([customer_id])[0])
+        if pos < 0:
+            return "unknown", None
+        return ("live" if engine is not self else "materialised"), engine.features.iloc[pos]
+
+    def _drop(self, customer_id: str) -> None:
+        """Forget the customer in this process: materialised row and data contacts. The data's
+        consents stay in memory (a withdrawal keeps binding until `nbo forget` erased the table
+        and the service restarted); outbound channels are closed to an erased id anyway."""
+        self.scorer.forget(customer_id)
+        if self.live is not None:
+            self.live.drop(customer_id)
+
+    def knows(self, customer_id: str) -> bool:
+        """A customer of the data (the `customers` table, or a materialised row) not erased here.
+        (The store's erasure record is checked by the callers that write: `record_consent`.)"""
+        return customer_id in self._known or self.scorer.positions([customer_id])[0] >= 0
+
+    def record_consent(self, customer_id: str, channel: str, granted: bool, ts: datetime, now: datetime) -> bool:
+        """Record a consent change at runtime in the contact store, for every worker and replica
+        (their next decision for the customer reads it). `LiveInputError` (nothing written) for
+        an unknown or erased customer or a time outside [now - max age, now + skew]; returns
+        False when the same change was recorded before (idempotent)."""
+        ts, now = utc_time("ts", ts), naive_utc(now)
+        check_time("ts", ts, now, self.live_limits)
+        if not self.knows(customer_id):
+            raise LiveInputError("customer_id", "unknown customer (not in the data's customers table)", 404)
+        with self._store_call():
+            if self.store.forgotten(customer_id):
+                self._drop(customer_id)
+                raise LiveInputError("customer_id", "unknown customer (erased)", 404)
+            return self.store.record_consent(customer_id, channel, granted, ts)
 
     def close(self) -> None:
         self.store.close()

@@ -11,15 +11,18 @@ import json
 import logging
 from typing import Any
 
+from bentoml.exceptions import InvalidArgument
 from pydantic import ValidationError
 
-from serving import session
+from serving import api_page, session
 from serving.api_models import BODY_MODELS, JSON_PATHS, RecommendRequest, field_summary
 from serving.service_config import KEYS_ENV, KEYS_FILE_ENV, ServiceSettings, load_api_keys
 
 log = logging.getLogger("nbo.service")
 
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
+#: Endpoints of live input (issue 22): they answer 404 (unknown customer) and 422 (time out of range).
+LIVE_PATHS = frozenset({"/consents"})
 #: The service instance of this worker, for the Guard's fast path (set by `Recommender.__init__`).
 WORKER: dict[str, Any] = {}
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -40,8 +43,10 @@ def corrected_openapi(document: dict[str, Any]) -> dict[str, Any]:
 
     BentoML's document says `InvalidArgument.detail` is a string (it is pydantic's list of errors),
     does not mark request bodies required (a POST without a body is a 400), and cannot know the
-    answers of the `Guard` (401, 413) or the store's 503.
+    answers of the `Guard` (401, 413) or the store's 503. Also nbo's title, version, description
+    and Bearer scheme instead of BentoML's boilerplate (`api_page.openapi_document`).
     """
+    api_page.openapi_document(document, PUBLIC_PATHS)
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     invalid = schemas.get("InvalidArgument", {}).get("properties", {})
     if "detail" in invalid:
@@ -63,15 +68,19 @@ def corrected_openapi(document: dict[str, Any]) -> dict[str, Any]:
                 responses.setdefault("413", {"description": _GUARD_ANSWERS["413"], **ref})
                 if "requestBody" in operation:
                     operation["requestBody"]["required"] = True
-            if path in ("/feedback", "/forget"):
+            if path in ("/feedback", "/forget", "/consents"):
                 responses.setdefault("503", {"description": _GUARD_ANSWERS["503"], **ref})
+            if path in LIVE_PATHS:
+                responses.setdefault("404", {"description": "unknown or erased customer: nothing recorded", **ref})
+                responses.setdefault("422", {"description": "a time out of range (`error` names the field): nothing recorded", **ref})
     return document
 
 
 class Guard:
     """ASGI middleware in front of every route: API key, body size, JSON well-formedness.
 
-    Health, readiness and metrics are public. The console (`/console/...`) needs a session cookie
+    Health, readiness and metrics are public, and so are the API page, its assets and the OpenAPI
+    document (`serving.api_page`: what the API is, not a call of it). The console (`/console/...`) needs a session cookie
     (`serving.session`; its login form is public). Everything else needs `Authorization: Bearer <key>`
     (compared in constant time against every configured key). Bodies over `max_body_bytes` get
     413; a body on a JSON endpoint that is not a JSON object gets 400 naming `body`. The buffered
@@ -120,6 +129,17 @@ class Guard:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
+        if path in api_page.DOC_PATHS or path.startswith(api_page.ASSETS_PREFIX):
+            # The API page, its assets and the OpenAPI document: no key (the calls need one).
+            if scope.get("method") not in ("GET", "HEAD"):
+                await self._reply(send, 405, "method not allowed", [(b"allow", b"GET, HEAD")])
+            elif path == "/docs.json":
+                await self._openapi(scope, receive, send)
+            elif path in api_page.PAGE_PATHS:
+                await self._page(send, path)
+            else:
+                await self.app(scope, receive, send)
+            return
         if path in PUBLIC_PATHS:
             if path == "/readyz" and "recommender" in WORKER:
                 await self._readyz(send)
@@ -138,9 +158,6 @@ class Guard:
                               [(b"www-authenticate", b"Bearer")])
             return
         if scope.get("method") != "POST":
-            if path == "/docs.json":
-                await self._openapi(scope, receive, send)
-                return
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", ()):
@@ -263,6 +280,16 @@ class Guard:
                     "headers": [*headers, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
+    @staticmethod
+    async def _page(send: Any, path: str) -> None:
+        """The API page (`serving.api_page`), with a policy that lets it load only from this server."""
+        body, content_type = api_page.page(path)
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+            (b"content-security-policy", api_page.PAGE_CSP.encode()), (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-cache")]})
+        await send({"type": "http.response.body", "body": body})
+
     async def _recommend(self, body: bytes, send: Any) -> None:
         """POST /recommend without BentoML's request machinery (measured: docs/service.md §7).
 
@@ -277,8 +304,12 @@ class Guard:
             await self._invalid(send, "/recommend", exc)
             return
         try:
-            answer = WORKER["recommender"].decide(request.customer_id, request.channel, request.k, request.context)
+            answer = WORKER["recommender"].decide(request.customer_id, request.channel, request.k, request.context,
+                                                  request.offer_attributes)
             payload = answer.__pydantic_serializer__.to_json(answer)
+        except InvalidArgument as exc:  # e.g. attributes of an offer not in the catalogue: names the field
+            await self._client_error(send, "/recommend", 400, str(exc))
+            return
         except Exception:  # noqa: BLE001 - as BentoML: a 500 without details, the traceback in the log
             log.exception("POST /recommend failed")
             await self._send_json(send, 500, b'{"error": "An unexpected error has occurred, please check the server log."}')

@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from features import Context
+from nbo.vocab import OUTBOUND_CHANNELS
 from serving.contact_store import ContactHistory
+from serving.contact_store.base import ConsentChange
 from serving.decision import INVALID_SCORE, REASON_CODES, BlockResult, Decision, ShownOffer, top_indices, top_reasons
 from serving.draws import decision_seed, seeded_draws
 from serving.holdout import hold_out
@@ -60,6 +62,12 @@ class CustomerBlock:
     customer_ids: Sequence[str]
     histories: Mapping[str, ContactHistory] = field(default_factory=dict)
     contact_rows: Mapping[str, list[dict[str, object]]] = field(default_factory=dict)
+    #: Consent changes recorded in the contact store (`POST /consents`), merged with the data's
+    #: consents table (absent: none).
+    consents: Mapping[str, Sequence[ConsentChange]] = field(default_factory=dict)
+    #: Customers erased (`forget`): no consent on any outbound channel (nothing about them may be
+    #: recorded, so no cap could hold); on inbound channels they are unknown customers.
+    forgotten: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -168,7 +176,9 @@ def decide_block(
     models = engine.models
     positions = engine.positions(ids)
     fallback = (positions < 0) if models is not None else np.ones(n, dtype=bool)
-    consented = arb.consent_mask(ids, channel, now, engine.consents)
+    consented = arb.consent_mask(ids, channel, now, engine.consents, customers.consents)
+    if customers.forgotten and channel in OUTBOUND_CHANNELS:
+        consented &= np.array([c not in customers.forgotten for c in ids], dtype=bool)
     live = consented & (not engine.policy.quiet_hours.is_quiet(channel, now))
     p = np.zeros((n, m))
     churn = np.zeros(n)

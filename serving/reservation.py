@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from serving.contact_store import ConsentBook, ContactHistory, ContactStore, ReserveRequest, ReserveResult
-from serving.contact_store.base import CustomerState
+from serving.contact_store.base import ConsentChange, CustomerState
 from serving.decision import Candidate, Decision
 from serving.policy import ContactPolicy
 from serving.ranking import Arbiter
@@ -48,6 +48,10 @@ class ContactDesk:
 
     def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
         return self.store.contact_rows_many(customer_ids)
+
+    def consent_changes(self, customer_ids: list[str]) -> dict[str, tuple[ConsentChange, ...]]:
+        """The consent changes recorded at runtime (`POST /consents`) of these customers."""
+        return self.store.consent_changes(customer_ids)
 
     # ---------------------------------------------------------------- reserving
     def reserve(self, decision: Decision, now: datetime | None = None) -> Decision:

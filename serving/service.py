@@ -19,11 +19,15 @@ import logging
 import os
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 import bentoml
+from bentoml.exceptions import InvalidArgument
 
 from serving.api_models import (
+    ConsentRequest,
+    ConsentResponse,
     FeedbackRequest,
     FeedbackResponse,
     ForgetRequest,
@@ -56,11 +60,13 @@ def _metrics() -> dict[str, Any]:
         "reload_failures": Counter("nbo_model_reload_failures", "Failed attempts to load new champions"),
         "feedback": Counter("nbo_feedback", "Feedback received", ["outcome", "known"]),
         "degraded": Counter("nbo_degraded", "Answers without offers because the contact store failed", ["cause"]),
-        "store_refusals": Counter("nbo_store_unavailable", "Feedback or forget refused (503): store failed", ["endpoint"]),
+        "store_refusals": Counter("nbo_store_unavailable", "Feedback, forget or consents refused (503): store failed", ["endpoint"]),
+        "consents": Counter("nbo_consents", "Consent changes recorded at runtime", ["granted", "new"]),
+        "live_refusals": Counter("nbo_live_refused", "Live input (consents, events) refused with a 4xx", ["endpoint", "field"]),
     }
 
 
-#: What /feedback and /forget answer when the store cannot record: the client should retry.
+#: What /feedback, /forget and /consents answer when the store cannot record: the client should retry.
 _STORE_DOWN_HEADERS = {"Retry-After": "1"}
 
 
@@ -80,7 +86,7 @@ STARTUP_LOGGERS = ("nbo.service", "serving.engine", "models.compiled")
 # ------------------------------------------------------------------------------ the service
 @bentoml.service(name="nbo", workers=2, traffic={"timeout": 2})
 class Recommender:
-    """POST /recommend, /feedback, /forget, /admin/reload; BentoML adds health, metrics, OpenAPI."""
+    """POST /recommend, /feedback, /forget, /consents, /admin/reload; BentoML adds health, metrics, OpenAPI."""
 
     def __init__(self) -> None:
         from serving.contact_store.errors import STORE_ERRORS
@@ -179,17 +185,29 @@ class Recommender:
     # -------------------------------------------------------------------------- endpoints
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(
-        self, customer_id: str, channel: str, k: int = 3, context: RequestContext | None = None
+        self, customer_id: str, channel: str, k: int = 3, context: RequestContext | None = None,
+        offer_attributes: dict[str, dict[str, float]] | None = None,
     ) -> RecommendResponse:
         """Up to `k` offers (or none) for this customer on this channel, now, with reasons."""
-        return self.decide(customer_id, channel, k, context)
+        return self.decide(customer_id, channel, k, context, offer_attributes)
 
-    def decide(self, customer_id: str, channel: str, k: int, context: RequestContext | None) -> RecommendResponse:
-        """The /recommend handler (called by the Guard's fast path and by the BentoML route)."""
+    def decide(self, customer_id: str, channel: str, k: int, context: RequestContext | None,
+               offer_attributes: dict[str, dict[str, float]] | None = None) -> RecommendResponse:
+        """The /recommend handler (called by the Guard's fast path and by the BentoML route).
+
+        Raises `bentoml.exceptions.InvalidArgument` (400) for attributes of an offer not in the catalogue."""
         from features import Context
+        from features.offer_attributes import check_offer_attributes
+        from nbo.errors import NboError
         from serving.contact_store.errors import StoreUnavailable
 
         ctx = Context(channel=channel, **(context.model_dump(exclude_none=True) if context else {}))  # type: ignore[arg-type]
+        if offer_attributes:
+            try:
+                check_offer_attributes(offer_attributes, self.engine.offer_ids)
+            except NboError as exc:
+                raise InvalidArgument(str(exc)) from None
+            ctx = ctx.model_copy(update={"offer_attributes": offer_attributes})
         m = self.metrics
         try:
             decision = self.engine.decide(customer_id, channel, ctx, self.settings.now(), k=k, reserve=True)
@@ -279,6 +297,33 @@ class Recommender:
         self.store_health.ok()
         log.info("forgot customer %s (%d shows)", hash_id(customer_id), n)
         return ForgetResponse(customer_id=customer_id, erased_shows=n)
+
+    @bentoml.api(route="/consents", input_spec=ConsentRequest)
+    async def consents(self, customer_id: str, channel: str, granted: bool, ts: datetime) -> ConsentResponse:
+        """Record a consent grant or withdrawal in the contact store: the next decision of every
+        worker and replica obeys it (the latest change wins; a tie is a withdrawal).
+
+        404 for an unknown or erased customer, 422 for a time out of range (nothing written);
+        503 (nothing written, retry) if the store failed; 200 with `recorded: false` for a repeat.
+        """
+        from starlette.responses import JSONResponse
+
+        from serving.contact_store.errors import StoreUnavailable
+        from serving.live import LiveInputError
+
+        try:
+            new = self.engine.record_consent(customer_id, channel, granted, ts, self.settings.now())
+        except LiveInputError as exc:
+            self.metrics["live_refusals"].labels("consents", exc.field).inc()
+            log.warning("client error: POST /consents -> %d %s", exc.status, exc)
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)  # type: ignore[return-value]
+        except StoreUnavailable as exc:
+            self.store_health.failed(exc.cause)
+            self.metrics["store_refusals"].labels("consents").inc()
+            return _store_down("consent")
+        self.store_health.ok()
+        self.metrics["consents"].labels(str(granted).lower(), str(new).lower()).inc()
+        return ConsentResponse(customer_id=customer_id, channel=channel, granted=granted, ts=ts, recorded=new)
 
     @bentoml.api(route="/admin/reload", input_spec=ReloadRequest)
     async def admin_reload(self, force: bool = False) -> ReloadResponse:

@@ -42,6 +42,15 @@ class EngineSettings(BaseModel):
     )
     compile_models: bool = Field(True, description="score with the champions compiled by lleaves (checked against the booster)")
     compiled_cache: Path | None = Field(None, description="directory for compiled champions shared by processes; None = compile in memory")
+    live_max_past_days: float = Field(
+        365.0, gt=0, description="POST /consents and /events: a time more than this many days before now is refused (422)"
+    )
+    live_max_skew_s: float = Field(
+        300.0, ge=0, description="POST /consents and /events: a time more than this many seconds after now is refused (422)"
+    )
+    live_refresh_s: float = Field(
+        60.0, gt=0, description="a customer's live feature row (events posted while nbo runs) is recomputed at least this often (s)"
+    )
     seed_history: bool = Field(True, description="import the data's contact history into the store at start "
                                "(`nbo serve` does it once before its workers start, which then skip it)")
 

@@ -68,7 +68,9 @@ def test_contract_mapping_validates_and_aligns_the_split(tmp_path: Path) -> None
     panel = _panel()
     bench_real.write_contract(bench_real.to_contract(panel), tmp_path)
     data = load_dataset(tmp_path)
-    assert data.absent_tables == ("consents",)
+    # Only the optional tables the panel has nothing for are absent; the prices ride on the contacts.
+    assert set(data.absent_tables) == {"consents", "no_offers"}
+    assert data.contacts["attr_price"].notna().all()
     assert list(data.customers.columns) == ["customer_id", "signup_ts"]
     assert sorted(data.offers["offer_id"]) == ["a", "b"]
     # one decision per occasion, every brand a candidate, the brand bought accepted

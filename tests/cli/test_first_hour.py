@@ -159,3 +159,46 @@ def test_registering_a_model_prints_nothing_of_mlflows(tmp_path: Path, capfd: py
     assert version == "1" and str(client.get_model_version_by_alias("nbo-quiet-test", "challenger").version) == "1"
     assert "Successfully registered" not in out + err and "Created version" not in out + err
     assert "CloudPickle" not in out + err
+
+
+def test_serve_warns_when_its_clock_misses_the_data(data_dir: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`nbo serve --data DIR` on simulated data answered `offers: []` for everyone (every offer out of
+    its validity at the real clock) without a word; `--clock-start` was the silent fix."""
+    from cli.serve import service_settings
+
+    features = tmp_path / "features.parquet"
+    assert runner.invoke(app, ["features", "--data", str(data_dir), "--as-of", "2025-01-25", "--out", str(features)]).exit_code == 0
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    service_settings(data_dir, features, uri, None, str(tmp_path / "c.db"), tmp_path / "state")  # the real clock
+    err = capsys.readouterr().err
+    assert "outside every offer's validity" in err and "offers: [] for everyone" in err and "--clock-start" in err
+    assert "days after the features' date (2025-01-25)" in err
+    service_settings(data_dir, features, uri, None, str(tmp_path / "c.db"), tmp_path / "state",
+                     clock_start=pd.Timestamp("2025-01-25 10:00").to_pydatetime())
+    assert "warning" not in capsys.readouterr().err  # the world's own clock: nothing to say
+
+
+def test_waiting_for_the_service_shows_progress() -> None:
+    """`nbo demo` was silent for ~47 s after "== 5. serve" while the workers started."""
+    from cli.serve import wait_ready
+    from nbo.errors import NboError
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens there
+    told: list[float] = []
+    with pytest.raises(NboError, match="was not ready after"):
+        wait_ready(f"http://127.0.0.1:{port}", timeout_s=1.5, progress=told.append, every_s=0.3)
+    assert len(told) >= 3 and told == sorted(told)
+
+
+def test_make_install_says_what_it_is_doing() -> None:
+    """`make install` ran `pip --quiet` for 2+ minutes without a line: each step is announced and
+    the long one shows a line per package."""
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    recipe = makefile.split("$(STAMP): pyproject.toml constraints.txt")[1].split("\ndemo:")[0]
+    assert [n for n in range(1, 5) if f"== install {n}/4" in recipe] == [1, 2, 3, 4]
+    main = next(line for line in recipe.splitlines() if "-c constraints.txt" in line)
+    assert "--quiet" not in main and "PYTHONUNBUFFERED=1" in main
+    assert "grep --line-buffered" in recipe  # lines appear as pip writes them, not at the end
