@@ -108,9 +108,11 @@ class ContactDesk:
         decision_id: str | None = None,
         reserve: bool = True,
         history: ContactHistory | None = None,
+        uplift: Mapping[str, float] | None = None,
     ) -> Decision:
         """Read the customer's history (unless given), `Arbiter.decide`, then reserve (unless
-        `reserve=False`: a what-if that records nothing)."""
+        `reserve=False`: a what-if that records nothing). `uplift`: offer id -> incremental
+        conversion, for the `uplift` objective (`Arbiter.decide`)."""
         if now.tzinfo is not None:
             now = now.astimezone(UTC).replace(tzinfo=None)
         if history is None and self.arbiter.may_contact(customer_id, channel, now, consents):
@@ -119,5 +121,6 @@ class ContactDesk:
             customer_id, channel, now, candidates, features=features, context=context,
             churn_probability=churn_probability, customer_value=customer_value, k=k, rng=rng, consents=consents,
             model_versions=model_versions, fallback=fallback, decision_id=decision_id, history=history,
+            uplift=uplift,
         )
         return self.reserve(decision, now) if reserve else decision

@@ -34,6 +34,8 @@ from serving.champions import Models
 #: Pseudo-count of the prior in the popularity fallback: an offer needs about this many finalised
 #: contacts before its own acceptance rate outweighs the catalogue-wide one.
 POPULARITY_PRIOR_WEIGHT = 20.0
+#: Column of `offer_code` in the candidate block (the uplift model reads it as NaN: `Scorer.uplift`).
+_OFFER_CODE = CANDIDATE_FEATURES.index("offer_code")
 _CONTACT_COLUMNS = ("customer_id", "offer_id", "channel", "ts", "outcome", "outcome_ts")
 
 
@@ -214,8 +216,12 @@ class Scorer:
 
     def uplift(self, models: Models, block: np.ndarray, n_customers: int) -> np.ndarray:
         """(customers, offers) incremental conversion of the uplift champion on a candidate block
-        (float32, CANDIDATE_FEATURES order, customer-major) with each offer's incentive columns."""
+        (float32, CANDIDATE_FEATURES order, customer-major) with each offer's incentive columns.
+
+        The uplift model is fitted without an offer vocabulary (`training.uplift_set`: `offer_code`
+        NaN), so it reads `offer_code` as NaN here too, whatever the propensity model's codes."""
         X = np.hstack([block, np.tile(self._incentives, (n_customers, 1))])
+        X[:, _OFFER_CODE] = np.nan
         if models.uplift_columns is not None:
             X = X[:, models.uplift_columns]
         tau = models.uplift.model.predict_uplift(np.ascontiguousarray(X, dtype=np.float32))  # type: ignore[attr-defined]
