@@ -7,9 +7,17 @@ and their reports, and try a draft contact policy in the closed-loop simulator.
 It sits above serving and evaluation (a what-if runs the closed loop), so the service cannot import
 it: `console.service` composes the two (the BentoML service of `serving.service` with this
 application mounted), and `nbo serve` starts that composition.
+
+Public names are imported on first use (`nbo.lazy`).
 """
 
-from console.app import create_app
-from console.backend import ConsoleBackend
+from nbo.lazy import lazy_exports
 
-__all__ = ["ConsoleBackend", "create_app"]
+#: public name -> the module that defines it (imported when the name is first used)
+_EXPORTS = {
+    "ConsoleBackend": "console.backend",
+    "create_app": "console.app",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

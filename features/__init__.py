@@ -3,57 +3,41 @@
 Every function takes a required `as_of` (tz-naive UTC); nothing at or after it is used.
 Each family of columns is declared once, next to the function computing it (`FeatureGroup`,
 features/definitions.py). See docs/features.md for every column, its unit and window.
+
+Public names are imported on first use (`nbo.lazy`): reading a materialised file's footer does
+not import scikit-learn (the BG/NBD estimator).
 """
 
-from features.candidate import build_candidate_features, candidate_matrix
-from features.config import NEVER_DAYS, Context, LifecycleRules
-from features.customer import build_customer_features
-from features.customer_rows import CustomerRows
-from features.exposure import build_exposure_features
-from features.feature_set import (
-    CANDIDATE_FEATURES,
-    CUSTOMER_FEATURES,
-    FEATURE_SET,
-    FeatureSet,
-    customer_feature_names,
-)
-from features.lifecycle import lifecycle_stage
-from features.offers import OfferArrays, prepare_offers
-from features.online import candidate_features_online, customer_features_online
-from features.store import (
-    check_feature_set,
-    iter_materialised,
-    materialised_meta,
-    materialised_rows,
-    read_materialised,
-    write_materialised,
-)
-from nbo.vocab import CATEGORIES
+from nbo.lazy import lazy_exports
 
-__all__ = [
-    "CANDIDATE_FEATURES",
-    "CATEGORIES",
-    "CUSTOMER_FEATURES",
-    "FEATURE_SET",
-    "NEVER_DAYS",
-    "Context",
-    "CustomerRows",
-    "FeatureSet",
-    "LifecycleRules",
-    "OfferArrays",
-    "build_candidate_features",
-    "candidate_matrix",
-    "build_customer_features",
-    "build_exposure_features",
-    "candidate_features_online",
-    "check_feature_set",
-    "customer_feature_names",
-    "customer_features_online",
-    "iter_materialised",
-    "lifecycle_stage",
-    "materialised_meta",
-    "materialised_rows",
-    "prepare_offers",
-    "read_materialised",
-    "write_materialised",
-]
+#: public name -> the module that defines it (imported when the name is first used)
+_EXPORTS = {
+    "CANDIDATE_FEATURES": "features.feature_set",
+    "CATEGORIES": "nbo.vocab",
+    "CUSTOMER_FEATURES": "features.feature_set",
+    "FEATURE_SET": "features.feature_set",
+    "NEVER_DAYS": "features.config",
+    "Context": "features.config",
+    "CustomerRows": "features.customer_rows",
+    "FeatureSet": "features.feature_set",
+    "LifecycleRules": "features.config",
+    "OfferArrays": "features.offers",
+    "build_candidate_features": "features.candidate",
+    "candidate_matrix": "features.candidate",
+    "build_customer_features": "features.customer",
+    "build_exposure_features": "features.exposure",
+    "candidate_features_online": "features.online",
+    "check_feature_set": "features.store",
+    "customer_feature_names": "features.feature_set",
+    "customer_features_online": "features.online",
+    "iter_materialised": "features.store",
+    "lifecycle_stage": "features.lifecycle",
+    "materialised_meta": "features.store",
+    "materialised_rows": "features.store",
+    "prepare_offers": "features.offers",
+    "read_materialised": "features.store",
+    "write_materialised": "features.store",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

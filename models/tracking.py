@@ -3,6 +3,9 @@
 The tracking URI comes from `--tracking-uri`, else `MLFLOW_TRACKING_URI`, else a SQLite store in
 the working directory (`sqlite:///<cwd>/mlflow.db`, artifacts in `<cwd>/mlartifacts`): no server
 needed, and a remote server works the same way. It is resolved once, at the CLI edge.
+
+MLflow is imported by the functions that talk to it, not by this module: the model names and
+`resolve_tracking` are read by `nbo serve`'s checks, which need no MLflow (~1 s of CPU to import).
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import mlflow
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from nbo.errors import NboError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,10 @@ class Tracking:
         environment; it is restored, so a later `resolve_tracking(None, workdir=...)` in the same
         process (tests, the demo) is not silently redirected to this store.
         """
+        import mlflow
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
         before = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
@@ -76,6 +83,8 @@ def resolve_tracking(uri: str | None = None, workdir: Path | None = None) -> Tra
 
 def version_by_alias(client: MlflowClient, name: str, alias: str) -> str | None:
     """The version an alias points at, or None when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:

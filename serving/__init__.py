@@ -1,42 +1,36 @@
-"""serving: contact policy, rule language, contact store, arbitration and the decision pipeline (no HTTP here)."""
+"""serving: contact policy, rule language, contact store, arbitration and the decision pipeline (no HTTP here).
 
-from serving.contact_store import (
-    ConsentBook,
-    ContactHistory,
-    ContactStore,
-    OfferRef,
-    RedisContactStore,
-    ReserveResult,
-    SQLiteContactStore,
-)
-from serving.policy import ContactPolicy, load_policy, parse_policy
-from serving.decision import REASON_CODES, Candidate, Decision, ShownOffer, Suppressed
-from serving.catalogue import compile_offer_rules
-from serving.ranking import Arbiter
-from serving.reservation import ContactDesk
-from serving.rules import CONTEXT_NAMES, Rule, RuleError, compile_rule
+Public names are imported on first use (`nbo.lazy`): BentoML's supervisor imports the service
+module only, not the stores and the arbiter.
+"""
 
-__all__ = [
-    "CONTEXT_NAMES",
-    "REASON_CODES",
-    "Arbiter",
-    "Candidate",
-    "ConsentBook",
-    "ContactDesk",
-    "ContactHistory",
-    "ContactPolicy",
-    "ContactStore",
-    "Decision",
-    "OfferRef",
-    "RedisContactStore",
-    "ReserveResult",
-    "Rule",
-    "RuleError",
-    "SQLiteContactStore",
-    "ShownOffer",
-    "Suppressed",
-    "compile_offer_rules",
-    "compile_rule",
-    "load_policy",
-    "parse_policy",
-]
+from nbo.lazy import lazy_exports
+
+#: public name -> the module that defines it (imported when the name is first used)
+_EXPORTS = {
+    "CONTEXT_NAMES": "serving.rules",
+    "REASON_CODES": "serving.decision",
+    "Arbiter": "serving.ranking",
+    "Candidate": "serving.decision",
+    "ConsentBook": "serving.contact_store",
+    "ContactDesk": "serving.reservation",
+    "ContactHistory": "serving.contact_store",
+    "ContactPolicy": "serving.policy",
+    "ContactStore": "serving.contact_store",
+    "Decision": "serving.decision",
+    "OfferRef": "serving.contact_store",
+    "RedisContactStore": "serving.contact_store",
+    "ReserveResult": "serving.contact_store",
+    "Rule": "serving.rules",
+    "RuleError": "serving.rules",
+    "SQLiteContactStore": "serving.contact_store",
+    "ShownOffer": "serving.decision",
+    "Suppressed": "serving.decision",
+    "compile_offer_rules": "serving.catalogue",
+    "compile_rule": "serving.rules",
+    "load_policy": "serving.policy",
+    "parse_policy": "serving.policy",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -96,17 +96,27 @@ class Recommender:
     health, metrics, OpenAPI."""
 
     def __init__(self) -> None:
-        from serving.contact_store.errors import STORE_ERRORS
-        from serving.engine import DecisionEngine
-        from serving.settings import EngineSettings
+        from serving.startup import loading_turn
 
         # First: a worker whose supervisor dies while it loads must not live on either.
         threading.Thread(target=watch_supervisor, args=(os.getppid(),), name="nbo-supervisor-watch", daemon=True).start()
-        began = time.perf_counter()
         for name in STARTUP_LOGGERS:  # the start phases below are INFO lines (BentoML's root is WARNING)
             logging.getLogger(name).setLevel(logging.INFO)
         self.settings = ServiceSettings.from_env()
         self.metrics = _metrics()
+        # One worker loads at a time (serving.startup): the first is ready sooner on a busy machine.
+        with loading_turn(self.settings.state_dir):
+            self._load()
+        self._thread = threading.Thread(target=self._reload_loop, name="nbo-reload", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        """Engine (data, features, store, champions) and warm-up; then this worker is ready."""
+        from serving.contact_store.errors import STORE_ERRORS
+        from serving.engine import DecisionEngine
+        from serving.settings import EngineSettings
+
+        began = time.perf_counter()
         log.info("start: loading policy, catalogue, features, contact store and champions")
         # The champions serve with their boosters at once; their compiled forests (lleaves, ~3x
         # faster, same answers) replace them when a thread has compiled them: a start is seconds,
@@ -129,8 +139,6 @@ class Recommender:
         log.info("ready in %.1f s (engine %.1f s, warm-up %.1f s); models: %s", time.perf_counter() - began,
                  loaded - began, time.perf_counter() - loaded,
                  ", ".join(f"{k} {v}" for k, v in models.scoring.items()) if models else f"fallback ({self.engine.models_error})")
-        self._thread = threading.Thread(target=self._reload_loop, name="nbo-reload", daemon=True)
-        self._thread.start()
 
     def _warm_up(self) -> None:
         """Run a few decisions (nothing recorded), then freeze the heap so GC passes stay short."""

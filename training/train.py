@@ -25,7 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from features import FEATURE_SET, NEVER_DAYS
-from features.bgnbd import BetaGeoModel
+from features.bgnbd_estimator import BetaGeoModel
 from nbo.data import Dataset
 from nbo.errors import NboError
 from training.datasets import TrainingSet, churn_set, propensity_set, time_split

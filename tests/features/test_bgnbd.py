@@ -1,11 +1,13 @@
-"""BG/NBD (features/bgnbd.py): known properties and parameter recovery on data simulated from the model."""
+"""BG/NBD (features/bgnbd.py, the estimator in features/bgnbd_estimator.py): known properties and
+parameter recovery on data simulated from the model."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from features.bgnbd import BetaGeoModel, BetaGeoParams, log_likelihood, p_alive, p_no_purchase
+from features.bgnbd import BetaGeoParams, log_likelihood, p_alive, p_no_purchase
+from features.bgnbd_estimator import BetaGeoModel
 
 TRUE = BetaGeoParams(r=0.8, alpha=20.0, a=0.9, b=3.0)
 
