@@ -51,20 +51,33 @@ that has nothing to say (no history) counts as wrong.
   `fit_and_log("propensity", ...)` with `as_of = CUT` (1-day acceptance window; data strictly
   before CUT), and test occasion k of every household falls on the same day `CUT + k weeks`.
   Equal weekly gaps mean recency and tenure carry no information; that is the data, not nbo.
-- what nbo cannot see today: the price of each brand at the occasion (the contract has no
-  decision-time offer attributes, issue item 2), the household's previous choice (no per
-  customer x offer "last accepted" feature, item 3) and which brand an offer is (no per-offer
-  column, so a brand's base popularity is not learnable). It sees, per brand, the household's past
-  acceptances and exposures through the contacts (`offer_accepts`, `offer_ignores`).
+- prices: every candidate row carries the brand's shelf price at the occasion as the
+  decision-time offer attribute `attr_price` (issue 20 item 2, `contacts.attr_<name>`).
+- what nbo sees since feature set 1.5.0: the price, alone and relative to the other brands of the
+  occasion (`attr_price_*`), the household's own choices per brand (`offer_last_chosen`,
+  `offer_choice_share`, `offer_loyalty`, ...: item 3) and which brand an offer is (`offer_code`).
+  The log is a choice log (one purchase per occasion among the brands), so `fit_and_log` picks the
+  choice objective by itself (a softmax within the occasion; docs/training.md).
 
 `nbo_top1` runs nbo's path: the contract (validated through `nbo.data.load_dataset` from files),
-the feature code (`build_customer_features` + `build_exposure_features`, exactly as training builds
-exposure rows), training and registration (`training.train.fit_and_log` into a throw-away SQLite
-MLflow store) and the registered model read back through MLflow. The decision is the top calibrated
-propensity per occasion (ties: catalogue order). That is the arbiter's ranking for equal offer
-values with no caps, consents or exploration; the engine itself (`serving/`, being reworked) is not
-called yet: the slot is marked below. The share of test occasions where the top scores tie is
-printed, and the booster's raw (uncalibrated) ranking beside it (issue item 4: isotonic plateaus).
+training and registration (`training.train.fit_and_log` into a throw-away SQLite MLflow store), the
+registered models read back (`models.registry.load_model`), then the decision engine
+(`serving.engine.DecisionEngine.from_settings` on the contract directory) deciding every test
+occasion through `serving.pipeline.decide_block` - what `/recommend` and `nbo score` run - with
+k = 1, the occasion's shelf prices as decision-time offer attributes (`Context.offer_attributes`)
+and the bench's policy (`BENCH_POLICY`: no binding cap, no cool-down, no exploration, no holdout; a
+brand-choice panel has no contact fatigue). Every brand's value is 1 and cost 0, so the arbiter's
+expected value ranks by p_accept. Point in time: the customer rows of each test day are built as
+of its midnight, `now` is the occasion's time, and the candidate features read the contact log
+strictly before it (`decide_test_occasions`). As a check the same model's calibrated scores of
+the candidate rows built as training builds exposure rows are ranked by the bench (the figure
+printed before the engine was called), with the share of decisions where both picks agree, the
+booster's raw ranking and the share of tied top scores (issue item 4: isotonic plateaus).
+
+Measured 2026-12-07 (AMD EPYC, 2 cores, load average about 5; feature set 1.6.0 with 1.5.0): nbo
+via `decide_block` 0.633 / 0.777 (Ketchup / Tuna), the check 0.633 / 0.777, picks agreeing on
+100 % of the test decisions; baselines previous choice 0.355 / 0.481, logit 0.599 / 0.634,
+LightGBM 0.647 / 0.797: the bars are met (Tuna with no margin). 156 s for both tables.
 """
 
 from __future__ import annotations
@@ -97,6 +110,13 @@ TARGETS = {
 TEST_SHARE = 0.2
 CUT = pd.Timestamp("2024-01-01")
 WEEK = pd.Timedelta(days=7)
+#: The churn model. The engine needs one, but it plays no part in these decisions: the arbiter adds
+#: churn x customer value only to retention offers, and the brands are cross_sell offers (checked).
+#: Before CUT nobody churns (every household shops weekly up to its last training occasion), so
+#: churn ("no purchase in the next week", 6 weekly snapshots before the panel's end) is fitted on the whole
+#: panel, test occasions included; the propensity model, which makes the picks, sees only the
+#: data before CUT.
+CHURN_HORIZON_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -236,11 +256,13 @@ def to_contract(panel: Panel) -> dict[str, pd.DataFrame]:
     decision = customer + "-" + f["id"].astype(str)
     n, m = len(f), len(catalogue)
     offer = np.tile(np.array(catalogue, dtype=object), n)
+    # Every brand's shelf price at the occasion: the decision-time offer attribute `attr_price`.
+    shelf = f[[f"price.{b}" for b in catalogue]].to_numpy(dtype=np.float64).reshape(-1)
     contacts = pd.DataFrame({
         "decision_id": np.repeat(decision.to_numpy(), m), "customer_id": np.repeat(customer.to_numpy(), m),
         "offer_id": offer, "channel": "web", "ts": np.repeat(ts.to_numpy(), m), "propensity": 1.0,
         "outcome": np.where(offer == np.repeat(f["choice"].to_numpy(dtype=object), m), "accepted", "ignored"),
-        "outcome_ts": np.repeat(ts.to_numpy(), m),
+        "outcome_ts": np.repeat(ts.to_numpy(), m), "attr_price": shelf,
     })
     return {"customers": customers, "events": events, "offers": offers, "contacts": contacts}
 
@@ -258,10 +280,14 @@ def write_contract(tables: dict[str, pd.DataFrame], directory: Path) -> None:
 
 @dataclass(frozen=True)
 class NboResult:
-    top1: float
+    top1: float  # the decision engine's pick (`decide_block`, k = 1)
+    top1_scores: float  # the same model's calibrated propensity ranked by the bench (the check)
+    agree: float  # share of test decisions where the engine's pick is the bench's top score
     top1_raw: float  # ranked by the booster's uncalibrated score
     tied: float  # share of test decisions whose top calibrated scores tie
     seconds: float
+    train_seconds: float = 0.0
+    decide_seconds: float = 0.0
 
 
 def contract_data(panel: Panel, workdir: Path) -> tuple[object, object]:
@@ -277,20 +303,25 @@ def contract_data(panel: Panel, workdir: Path) -> tuple[object, object]:
     return data, history
 
 
-def decision_rows(data: object) -> tuple[pd.DataFrame, np.ndarray]:
+def decision_rows(data: object, attributes: tuple[str, ...] = (), vocabulary: tuple[str, ...] | None = None
+                  ) -> tuple[pd.DataFrame, np.ndarray]:
     """Candidate rows of every test decision, built exactly as training builds exposure rows
     (customer snapshot at midnight of the occasion's day, contact log as of the occasion, session
-    context): (decision_id and offer_id per row, the float32 matrix of the feature set's columns)."""
-    from features import FEATURE_SET, build_customer_features, build_exposure_features
+    context, the occasion's prices): (decision_id and offer_id per row, the float32 matrix of the
+    feature set's columns then the model's attribute columns)."""
+    from features import FEATURE_SET, build_customer_features, build_exposure_features, prepare_offers
+    from features.offer_attributes import attribute_columns
     from features.session import exposure_sessions
 
-    names = list(FEATURE_SET.candidate_features)
-    exposures = data.contacts[data.contacts["ts"] >= CUT][["decision_id", "customer_id", "offer_id", "channel", "ts"]]
+    names = [*FEATURE_SET.candidate_features, *attribute_columns(attributes)]
+    offers = prepare_offers(data.offers, vocabulary=vocabulary)
+    keep = ["decision_id", "customer_id", "offer_id", "channel", "ts", *(f"attr_{a}" for a in attributes)]
+    exposures = data.contacts[data.contacts["ts"] >= CUT][keep]
     exposures = pd.concat([exposures, exposure_sessions(data.events, exposures)], axis=1)
     metas, parts = [], []
     for day, rows in exposures.groupby(exposures["ts"].dt.normalize(), sort=True):
         customers = build_customer_features(data, day, customer_ids=rows["customer_id"].unique())
-        feats = build_exposure_features(customers, data.offers, data.contacts, rows, day)
+        feats = build_exposure_features(customers, offers, data.contacts, rows, day, attributes=attributes)
         metas.append(rows[["decision_id", "offer_id"]])
         parts.append(feats[names].to_numpy(dtype=np.float32, na_value=np.nan))
     return pd.concat(metas, ignore_index=True), np.vstack(parts)
@@ -313,42 +344,162 @@ def top1_of_scores(panel: Panel, meta: pd.DataFrame, score: np.ndarray, catalogu
     return float((chosen == truth).mean())
 
 
+#: The bench's contact policy (written as policy.toml, loaded by the engine): a brand-choice panel has
+#: no contact fatigue, so no cap binds (the store is empty anyway: nothing is reserved), no
+#: cool-down, no exploration, no holdout, no minimum: the pick is the arbiter's top expected value.
+BENCH_POLICY = """\
+[caps]
+web = { max = 1000000, days = 1 }
+
+[outbound]
+max = 1000000
+days = 1
+
+[offer_cap]
+max = 1000000
+days = 1
+
+[cooldown]
+offer_days = 0
+category_days = 0
+
+[arbitration]
+min_expected_value = -1.0
+max_per_category = 1
+
+[arbitration.exploration]
+rate = 0.0
+no_offer_rate = 0.0
+"""
+
+
+def _train(which: str, history: object, config: object, tracking: object, client: object) -> tuple[object, object]:
+    """`fit_and_log(which)` with MLflow's chatter swallowed; (the result, the registered model
+    read back through `models.registry.load_model`)."""
+    from models.registry import load_model
+    from training.train import fit_and_log
+
+    chatter = io.StringIO()  # MLflow prints "Successfully registered model ..." on stderr
+    with contextlib.redirect_stderr(chatter), contextlib.redirect_stdout(chatter):
+        result = fit_and_log(which, history, config, tracking, progress=False)
+        loaded = load_model(client, result.registered_name, version=str(result.version),
+                            check_requirements=False)
+    return result, loaded
+
+
+def decide_test_occasions(panel: Panel, data: object, workdir: Path, propensity: object, churn: object
+                          ) -> tuple[pd.Series, float]:
+    """Every test occasion decided by nbo's decision pipeline (`serving.pipeline.decide_block`,
+    what `/recommend` and `nbo score` run), k = 1, on the web channel.
+
+    The engine is `DecisionEngine.from_settings` on the contract directory (offers, contacts, the
+    bench's policy.toml, an empty SQLite contact store, materialised features at CUT) with the two
+    registered models. Point in time: test occasion k of every household falls on `CUT + k weeks`
+    (+12 h); for each such day the households deciding that day get their customer rows built as of
+    the day's midnight (`build_customer_features`, what `nbo features --as-of` materialises) and the
+    engine is viewed over them (`with_features`, as batch scoring streams chunks); `now` is the
+    occasion's time, so the candidate features read the data directory's contact log strictly
+    before the occasion (earlier occasions, with their outcomes; the features' own as-of filter).
+    Each household's context carries the occasion's shelf prices as decision-time offer attributes
+    (`Context.offer_attributes`, what `/recommend`'s `offer_attributes` and `nbo score
+    --offer-attributes` pass). Offer values are all 1 and costs 0, so the arbiter ranks by p_accept.
+    Returns (the brand picked per decision id, seconds spent deciding)."""
+    from features import Context, build_customer_features, write_materialised
+    from serving.engine import DecisionEngine
+    from serving.pipeline import CustomerBlock
+    from serving.settings import EngineSettings
+
+    began = time.perf_counter()
+    write_materialised(build_customer_features(data, CUT), workdir / "features.parquet", CUT)
+    (workdir / "policy.toml").write_text(BENCH_POLICY)
+    settings = EngineSettings(data_dir=workdir / "data", features_path=workdir / "features.parquet",
+                              policy_path=workdir / "policy.toml", store=str(workdir / "store.db"),
+                              compile_models=False, seed_history=False)
+    engine = DecisionEngine.from_settings(settings, models=(propensity, churn))
+    f = panel.frame
+    ts = occasion_times(panel)
+    test = f[panel.test].assign(ts=ts[panel.test], customer_id="h" + f["hid"].astype(str),
+                                decision_id=pd.Series(_decision_keys(panel), index=f.index)[panel.test])
+    picked: dict[str, str] = {}
+    try:
+        for now, rows in test.groupby("ts", sort=True):
+            ids = rows["customer_id"].tolist()
+            if len(set(ids)) != len(ids):
+                raise RuntimeError("a household has two test occasions at one moment")
+            day = pd.Timestamp(now).normalize()
+            view = engine.with_features(build_customer_features(data, day, customer_ids=ids))
+            prices = rows[[f"price.{b}" for b in panel.brands]].to_numpy(dtype=float)
+            ctx = {cid: Context(channel="web", offer_attributes={b: {"price": float(prices[i, j])}
+                                                                 for j, b in enumerate(panel.brands)})
+                   for i, cid in enumerate(ids)}
+            block = view.decide_block(CustomerBlock(ids), "web", pd.Timestamp(now).to_pydatetime(), ctx, k=1)
+            for i, decision_id in enumerate(rows["decision_id"].tolist()):
+                shown = block.shown(i)
+                if block.fallback[i] or not shown:
+                    raise RuntimeError(f"{decision_id}: no model decision ({block.no_offer(i)})")
+                picked[decision_id] = shown[0].offer_id
+    finally:
+        engine.close()
+    return pd.Series(picked), time.perf_counter() - began
+
+
 def nbo_top1(panel: Panel, workdir: Path, seed: int = 0) -> NboResult:
-    """===== nbo's own path (the slot issue 20 asks for) =====
+    """===== nbo's own path (issue 20 item 6) =====
 
-    contract files -> `load_dataset` -> `fit_and_log("propensity")` (features, LightGBM, isotonic,
-    MLflow registry) -> the registered model read back -> candidate rows of every test occasion
-    built as training builds exposure rows -> the top calibrated propensity per decision.
-    TODO(issue 20 items 2-3): per-candidate prices in the contract; the engine's `decide_block`.
+    contract files -> `load_dataset` -> `fit_and_log("propensity")` and `fit_and_log("churn")`
+    (features, LightGBM, calibration, MLflow registry) -> the registered models read back ->
+    `decide_test_occasions`: the decision engine's `decide_block`, one call per test day. That is
+    nbo's figure (`top1`).
+
+    Check, same model: the candidate rows of every test occasion built as training builds exposure
+    rows and ranked by the model's calibrated propensity here (`top1_scores`; the figure this bench
+    printed before the engine was called), and by its raw score (`top1_raw`).
     """
-    import mlflow
-
     from models.tracking import resolve_tracking
-    from training.train import TrainConfig, fit_and_log
+    from training.train import TrainConfig
 
     began = time.perf_counter()
     data, history = contract_data(panel, workdir)
     for noisy in ("mlflow", "alembic"):  # MLflow sets its own levels when imported
         logging.getLogger(noisy).setLevel(logging.ERROR)
     tracking = resolve_tracking(None, workdir=workdir)
-    chatter = io.StringIO()  # MLflow prints "Successfully registered model ..." on stderr
-    with contextlib.redirect_stderr(chatter), contextlib.redirect_stdout(chatter):
-        tracking.activate()
-        result = fit_and_log("propensity", history, TrainConfig(as_of=CUT, window_days=1, seed=seed), tracking,
-                             progress=False)
-    model = mlflow.pyfunc.load_model(f"models:/{result.registered_name}/{result.version}")
-    booster = model.unwrap_python_model().model  # the CalibratedBooster the service unwraps too
-    meta, X = decision_rows(data)
-    names = list(booster.feature_names_in_)
-    p = np.asarray(model.predict(pd.DataFrame(X, columns=names)), dtype=float)
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        client = tracking.activate()
+    _, propensity = _train("propensity", history, TrainConfig(as_of=CUT, window_days=1, seed=seed), tracking, client)
+    # The engine needs a churn model; it plays no part here (see CHURN_HORIZON_DAYS).
+    if (data.offers["kind"] == "retention").any():
+        raise RuntimeError("the bench's churn model may only serve a catalogue without retention offers")
+    end = data.events["ts"].max().normalize() + WEEK
+    _, churn = _train("churn", data, TrainConfig(as_of=end, seed=seed, horizon_days=CHURN_HORIZON_DAYS,
+                                                 churn_snapshots=6, churn_step_days=CHURN_HORIZON_DAYS), tracking, client)
+    trained = time.perf_counter()
+    picked, decide_seconds = decide_test_occasions(panel, data, workdir, propensity, churn)
+    truth = pd.Series(panel.frame["choice"].to_numpy(), index=_decision_keys(panel))[panel.test]
+    if set(picked.index) != set(truth.index):
+        raise RuntimeError("decided a different set of decisions than the protocol's test occasions")
+    engine_top1 = float((picked.reindex(truth.index) == truth).mean())
+
+    booster = propensity.model  # the CalibratedBooster the engine scores with
+    meta, X = decision_rows(data, booster.decision_attributes, booster.vocabulary)
+    group = meta["decision_id"].to_numpy(dtype=object)
+    p = np.asarray(booster.predict_proba_positive(X, group) if booster.is_choice else booster.predict_proba_positive(X),
+                   dtype=float)
     catalogue = list(data.offers["offer_id"])
     top = pd.Series(p).groupby(meta["decision_id"].to_numpy()).transform("max").to_numpy()
     tied = pd.Series(p == top).groupby(meta["decision_id"].to_numpy()).sum().gt(1).mean()
+    order = {o: i for i, o in enumerate(catalogue)}
+    ranked = meta.assign(score=p, order=meta["offer_id"].map(order)).sort_values(
+        ["decision_id", "score", "order"], ascending=[True, False, True], kind="stable")
+    by_scores = ranked.groupby("decision_id", sort=False)["offer_id"].first()
     return NboResult(
-        top1=top1_of_scores(panel, meta, p, catalogue),
+        top1=engine_top1,
+        top1_scores=top1_of_scores(panel, meta, p, catalogue),
+        agree=float((by_scores.reindex(picked.index) == picked).mean()),
         top1_raw=top1_of_scores(panel, meta, booster.raw_score(X), catalogue),
         tied=float(tied),
         seconds=time.perf_counter() - began,
+        train_seconds=trained - began,
+        decide_seconds=decide_seconds,
     )
 
 
@@ -393,7 +544,7 @@ def what_if(panel: Panel, workdir: Path, seed: int = 0) -> dict[str, float]:
 
     data, history = contract_data(panel, workdir)
     train = propensity_set(history, CUT, window_days=1, progress=False)
-    meta, X = decision_rows(data)
+    meta, X = decision_rows(data, train.attributes, train.vocabulary)
     catalogue = list(data.offers["offer_id"])
     code = {o: float(i) for i, o in enumerate(catalogue)}
     extra_train, extra_test = prototype_columns(panel, train.meta), prototype_columns(panel, meta)
@@ -483,7 +634,7 @@ def main() -> int:
         i = res["info"]
         print(f"{name}: {i['occasions']:,} occasions, {i['households']:,} households, {i['brands']} brands; "
               f"test {i['test']:,} occasions ({i['test_without_history']:,} without history)")
-    width = 46
+    width = 54
     print("\ntop-1 accuracy on the test occasions".ljust(width + 1) + "".join(f"{n:>10}" for n in results)
           + "   issue's figures")
     rows = list(next(iter(results.values()))["figures"])
@@ -493,13 +644,21 @@ def main() -> int:
         print(f"  {row:<{width - 2}}" + "".join(f"{r['figures'][row]:>10.3f}" for r in results.values())
               + f"   {target}")
     if not args.skip_nbo:
-        print(f"  {'nbo (contract, features, fit_and_log, top p)':<{width - 2}}"
+        print(f"  {'nbo (contract, features, fit_and_log, decide_block)':<{width - 2}}"
               + "".join(f"{r['nbo'].top1:>10.3f}" for r in results.values()))
+        print(f"  {'  check: same model, top calibrated p here':<{width - 2}}"
+              + "".join(f"{r['nbo'].top1_scores:>10.3f}" for r in results.values()))
+        print(f"  {'  decisions where the two picks agree':<{width - 2}}"
+              + "".join(f"{r['nbo'].agree:>10.3f}" for r in results.values()))
         print(f"  {'  same model ranked by its raw score':<{width - 2}}"
               + "".join(f"{r['nbo'].top1_raw:>10.3f}" for r in results.values()))
         print(f"  {'  test decisions with tied top p':<{width - 2}}"
               + "".join(f"{r['nbo'].tied:>10.3f}" for r in results.values()))
-        print(f"  {'  nbo seconds (write, load, train, score)':<{width - 2}}"
+        print(f"  {'  nbo seconds: write, load, train':<{width - 2}}"
+              + "".join(f"{r['nbo'].train_seconds:>10.1f}" for r in results.values()))
+        print(f"  {'  nbo seconds: decide (engine, decide_block)':<{width - 2}}"
+              + "".join(f"{r['nbo'].decide_seconds:>10.1f}" for r in results.values()))
+        print(f"  {'  nbo seconds: all':<{width - 2}}"
               + "".join(f"{r['nbo'].seconds:>10.1f}" for r in results.values()))
         bars = []
         for name, r in results.items():

@@ -18,5 +18,7 @@ from cli import serve as _serve  # noqa: E402,F401
 from cli import score as _score  # noqa: E402,F401
 from cli import evaluate as _evaluate, simulate_policies as _simulate_policies  # noqa: E402,F401
 from cli import privacy as _privacy  # noqa: E402,F401
+from cli import ingest as _ingest  # noqa: E402,F401
+from cli import lift as _lift  # noqa: E402,F401
 
 __all__ = ["app", "main"]

@@ -67,6 +67,9 @@ def score(
     accept_volatile_redis: bool = typer.Option(
         False, "--accept-volatile-redis",
         help="Run on a Redis store without persistence (appendonly no, save \"\"): a warning instead of a refusal."),
+    offer_attributes: Path = typer.Option(
+        None, "--offer-attributes",
+        help="CSV/Parquet: offer_id and attr_<name> columns (e.g. attr_price): what every customer faces now per offer."),
     ledger: Path = LEDGER_OPTION,
 ) -> None:
     """Score customers in batch with the real-time policy; reserve the contacts under a campaign id."""
@@ -80,6 +83,7 @@ def score(
         customers_digest,
         features_fingerprint,
         read_customer_list,
+        read_offer_attributes,
     )
     from serving.settings import EngineSettings
 
@@ -110,21 +114,32 @@ def score(
     except NboError as exc:
         raise NboError(f"--segment: {exc}") from None
     ids = read_customer_list(customers) if customers is not None else None
+    attributes = None
+    if offer_attributes is not None:
+        from nbo.data import load_table
+
+        attributes = read_offer_attributes(offer_attributes.resolve(), load_table(data, "offers")["offer_id"].tolist())
     out = check_out(out.resolve(), (".parquet", ".csv"))
+    by_uplift = False
     if policy is not None:
         from serving.policy import load_policy
 
-        load_policy(policy)
+        by_uplift = load_policy(policy).arbitration.objective == "uplift"
     if tracking_uri is None:
         from models.tracking import resolve_tracking
 
         tracking_uri = resolve_tracking(None).uri
+    if by_uplift:  # no uplift champion: one line and exit 2, before anything is written
+        from serving.engine import require_uplift_champion
+
+        require_uplift_champion(tracking_uri)
     features_path = _features(data, features, moment, out, ledger)
     settings = EngineSettings(data_dir=data, features_path=features_path, tracking_uri=tracking_uri,
                               policy_path=policy.resolve() if policy else None, store=store)
     job = BatchJob(campaign=campaign, channel=channel, as_of=moment.to_pydatetime(), k=k, dry_run=dry_run,
                    engine=engine, chunk_rows=chunk_size, segment=segment or None,  # type: ignore[arg-type]
-                   customers_digest=customers_digest(ids), features=features_fingerprint(features_path))
+                   customers_digest=customers_digest(ids), features=features_fingerprint(features_path),
+                   offer_attributes=attributes)
     run = BatchRun(settings, job, out, ids, workers=workers, master=master, progress=progress)
     # Recorded before anything is written: a run killed half way leaves its parts reachable too.
     record_output(ledger, run.work_dir, "batch_work_dir")

@@ -59,6 +59,10 @@ def service_settings(
     clock_start: datetime | None = None,
     store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
     request_timeout_s: float = DEFAULT_TIMEOUT_S,
+    live_max_past_days: float = 365.0,
+    live_max_skew_s: float = 300.0,
+    max_events_body_bytes: int = 1024 * 1024,
+    live_refresh_s: float = 60.0,
 ) -> dict[str, object]:
     """The JSON-able `ServiceSettings` (checked here so mistakes fail before any worker starts).
 
@@ -75,9 +79,9 @@ def service_settings(
     from cli._preflight import check_service_inputs
 
     tables = check_service_inputs(data, features_file, store)  # bad data: one line and exit 2, not a crashing worker
-    if policy is not None:
-        from serving.policy import load_policy
+    from serving.policy import load_policy
 
+    if policy is not None:
         load_policy(policy)  # raises ConfigError naming the key
         policy = policy.resolve()
     if not store.startswith(("redis://", "rediss://", "unix://")):
@@ -94,6 +98,7 @@ def service_settings(
     engine = EngineSettings(
         data_dir=data, features_path=features_file, tracking_uri=tracking_uri, policy_path=policy, store=store,
         store_timeout_s=store_timeout_s, store_checkpoint_s=DEFAULT_STORE_CHECKPOINT_S,
+        live_max_past_days=live_max_past_days, live_max_skew_s=live_max_skew_s, live_refresh_s=live_refresh_s,
         # Compiled champions are shared by the workers and kept across restarts (models/compiled.py).
         compiled_cache=state_dir.resolve() / "compiled",
         # Champions loaded once are read from their pickles at the next start, and the aliases
@@ -101,11 +106,16 @@ def service_settings(
         prepared_champions=state_dir.resolve() / "champions",
         seed_history=False,  # seeded once, by `seed_contact_store` below, not by each worker
     )
+    if policy is not None and load_policy(policy).arbitration.objective == "uplift":
+        from serving.engine import require_uplift_champion
+
+        require_uplift_champion(engine.tracking_uri, engine.uplift_model, engine.alias)  # no uplift champion: one line and exit 2, not a worker that dies
     seed_contact_store(engine, policy, tables)
     settings = ServiceSettings(
         engine=json.loads(engine.model_dump_json()),
         reload_interval_s=reload_interval_s,
         max_body_bytes=max_body_bytes,
+        max_events_body_bytes=max_events_body_bytes,
         state_dir=state_dir.resolve(),
         clock_start=clock_start,
         clock_anchor=time.time() if clock_start is not None else None,
@@ -268,10 +278,22 @@ def serve(
         False, "--accept-volatile-redis",
         help="Start on a Redis store without persistence (appendonly no, save \"\"): a warning instead of a refusal; "
              "a Redis restart then forgets every cap counter."),
+    live_max_past_days: float = typer.Option(
+        365.0, "--live-max-past-days", min=0.001,
+        help="POST /consents and /events: a time more than this many days before the service's clock is refused (422)."),
+    live_max_skew: float = typer.Option(
+        300.0, "--live-max-skew", min=0,
+        help="POST /consents and /events: a time more than this many seconds after the service's clock is refused (422)."),
+    max_events_body_kib: int = typer.Option(1024, "--max-events-body-kib", min=1, max=65536,
+                                            help="Largest POST /events body (KiB); other endpoints: --max-body-kib."),
+    live_refresh: float = typer.Option(
+        60.0, "--live-refresh", min=0.001,
+        help="A customer's feature row recomputed with posted events is reused at most this long (s)."),
     console: bool = typer.Option(True, "--console/--no-console",
                                  help="Serve the marketers' console at /console (login with an API key; docs/console.md)."),
 ) -> None:
-    """Serve POST /recommend, /feedback, /forget, /admin/reload (API key required) and health/metrics."""
+    """Serve POST /recommend, /feedback, /forget, /consents, /events, /customer, /admin/reload (API key
+    required) and health/metrics."""
     from serving.service_config import load_api_keys
 
     if not load_api_keys():
@@ -285,7 +307,8 @@ def serve(
 
     check_redis_persistence(store, accept_volatile_redis)  # caps that a Redis restart would forget: refused
     settings = service_settings(data, features, tracking_uri, policy, store, state_dir, reload_interval,
-                                max_body_kib * 1024, start, store_timeout, timeout)
+                                max_body_kib * 1024, start, store_timeout, timeout, live_max_past_days, live_max_skew,
+                                max_events_body_kib * 1024, live_refresh)
     env = service_env(settings, workers, timeout, access_log, bentoml_home=private_bentoml_home(state_dir))
     cmd = service_command(host, port, console)
     typer.echo(f"nbo service on http://{host}:{port} ({workers} worker(s)); Ctrl-C stops it", err=True)

@@ -41,6 +41,10 @@ def train(
                                       help="Use only the most recent N exposures for propensity."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     seed: int = typer.Option(0, "--seed", help="Random seed of the fit."),
+    objective: str = typer.Option(
+        "auto", "--objective",
+        help="Propensity objective: auto (choice when every decision has 2+ candidates and exactly one "
+             "accepted, else binary), binary or choice (docs/training.md)."),
 ) -> None:
     """Train propensity and/or churn models, log them to MLflow, register each as `challenger`.
 
@@ -51,11 +55,13 @@ def train(
     from training.train import TrainConfig, fit_and_log, metrics_json
 
     when = parse_as_of(as_of)
+    if objective not in ("auto", "binary", "choice"):
+        raise NboError(f"--objective {objective!r} is not auto, binary or choice")
     dataset = load_dataset(data)  # bad data fails before anything is written to MLflow
     tracking = resolve_tracking(tracking_uri)
     tracking.activate()
     config = TrainConfig(as_of=when, window_days=window_days, horizon_days=horizon_days,
-                         max_exposures=max_exposures, seed=seed)
+                         max_exposures=max_exposures, seed=seed, objective=objective)
     if model == Which.uplift:
         from training.uplift import UpliftConfig, fit_and_log_uplift
 
@@ -157,10 +163,19 @@ def predict(
         X = customers[loaded.feature_names].to_numpy(np.float32, na_value=np.nan)
         frame["churn_probability"] = loaded.model.predict_proba_positive(X)
     else:
-        pairs = build_candidate_features(customers, dataset.offers, dataset.contacts, None, when)
+        from features import prepare_offers
+        from features.offer_attributes import attribute_columns
+
+        # The model's offer codes; no decision-time attributes here (their columns are missing).
+        offers = prepare_offers(dataset.offers, vocabulary=loaded.model.vocabulary)
+        pairs = build_candidate_features(customers, offers, dataset.contacts, None, when)
+        for name in attribute_columns(loaded.model.decision_attributes):
+            pairs[name] = np.nan
         frame = pairs[["customer_id", "offer_id"]].copy()
         X = pairs[loaded.feature_names].to_numpy(np.float32, na_value=np.nan)
-        frame["p_accept"] = loaded.model.predict_proba_positive(X)
+        group = pairs["customer_id"].to_numpy(dtype=object)  # a choice model: each customer's offers
+        frame["p_accept"] = (loaded.model.predict_proba_positive(X, group) if loaded.model.is_choice
+                             else loaded.model.predict_proba_positive(X))
     frame["model_version"] = loaded.label
     record_output(ledger, out, "predictions")
     write_table(frame.reset_index(drop=True), out)

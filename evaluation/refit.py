@@ -51,8 +51,8 @@ def train_on_logging_run(config: SimConfig, seed: int, days: int, num_boost_roun
     full = propensity_set(data, as_of, window_days=7, progress=False)
     valid = time_split(full.meta["ts"], 0.2)
     train, val = full.split(~valid), full.split(valid)
-    model = CalibratedBooster(feature_names=full.feature_names, params={"seed": seed},
-                              num_boost_round=num_boost_round).fit(train.X, train.y, val.X, val.y)
+    model = CalibratedBooster(feature_names=full.feature_names, params={"seed": seed}, num_boost_round=num_boost_round,
+                              attributes=full.attributes, offer_vocabulary=full.vocabulary).fit(train.X, train.y, val.X, val.y)
     auc = binary_metrics(val.y, model.predict_proba_positive(val.X)).auc
     accepted = data.contacts[data.contacts["outcome"] == "accepted"]["offer_id"].value_counts()
     popularity = accepted.reindex(data.offers["offer_id"]).fillna(0).to_numpy(float)
@@ -116,7 +116,7 @@ class Refitter:
         base = self.trained
         self.model = CalibratedBooster(
             feature_names=list(base.model.feature_names_in_), params={"seed": base.seed},
-            num_boost_round=base.num_boost_round,
+            num_boost_round=base.num_boost_round, offer_vocabulary=base.model.vocabulary,
         ).fit(np.concatenate([base.X, X_own[~valid]]), np.concatenate([base.y, y_own[~valid]]),
               X_own[valid], y_own[valid])
         self.refitted_on.append(days_done)

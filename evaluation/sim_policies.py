@@ -25,7 +25,7 @@ import pandas as pd
 from evaluation.memory_store import MemoryContactStore
 from evaluation.refit import TrainedWorld
 from evaluation.rule_sets import RULE_SETS, greedy
-from features import build_customer_features, build_exposure_features, customer_feature_names
+from features import build_customer_features, build_exposure_features, customer_feature_names, prepare_offers
 from models.calibrated import CalibratedBooster
 from nbo.data import Dataset
 from nbo.vocab import CONTACT_CHANNELS, LIFECYCLE_STAGES
@@ -62,19 +62,42 @@ def opportunity_scores(
     Candidate features come from `build_exposure_features`, the function training uses: the
     customer's features as of `as_of` and the opportunity's own context (channel, hour, weekday).
     """
+    rows = opportunity_rows(data, customer_features, customer_ids, channels, ts, as_of,
+                            vocabulary=getattr(model, "vocabulary", None))
+    m, n_o = len(customer_ids), len(data.offers)
+    if rows is None:
+        return np.zeros((0, n_o))
+    X = rows[list(model.feature_names_in_)].to_numpy(np.float32, na_value=np.nan)
+    if getattr(model, "is_choice", False):  # a softmax over the offers of each opportunity
+        return model.predict_proba_positive(X, np.repeat(np.arange(m), n_o)).reshape(m, n_o)
+    return model.predict_proba_positive(X).reshape(m, n_o)
+
+
+def opportunity_rows(
+    data: Dataset,
+    customer_features: pd.DataFrame,
+    customer_ids: np.ndarray,
+    channels: np.ndarray,
+    ts: pd.Series,
+    as_of: pd.Timestamp,
+    vocabulary: object | None = None,
+) -> pd.DataFrame | None:
+    """The candidate rows (`build_exposure_features`) of every offer at each opportunity,
+    opportunity-major, catalogue order within one; None without opportunities. `vocabulary`:
+    the propensity model's offer codes (`prepare_offers`)."""
     offer_ids = data.offers["offer_id"].to_numpy(dtype=object)
     m, n_o = len(customer_ids), len(offer_ids)
     if m == 0:
-        return np.zeros((0, n_o))
+        return None
     exposures = pd.DataFrame({
         "customer_id": pd.array(np.repeat(np.asarray(customer_ids, dtype=object), n_o), dtype="str"),
         "offer_id": pd.array(np.tile(offer_ids, m), dtype="str"),
         "channel": pd.array(np.repeat(np.asarray(channels, dtype=object), n_o), dtype="str"),
         "ts": np.repeat(pd.to_datetime(ts).to_numpy(dtype="datetime64[ns]"), n_o),
     })
-    rows = build_exposure_features(customer_features, data.offers, data.contacts, exposures, as_of)
-    X = rows[list(model.feature_names_in_)].to_numpy(np.float32, na_value=np.nan)
-    return model.predict_proba_positive(X).reshape(m, n_o)
+    # The model's offer codes (`offer_code`); no decision-time attributes in a simulated world.
+    offers = prepare_offers(data.offers, vocabulary=vocabulary)
+    return build_exposure_features(customer_features, offers, data.contacts, exposures, as_of)
 
 
 def rule_inputs(features: pd.DataFrame) -> dict[str, dict[str, object]]:
@@ -88,14 +111,15 @@ def rule_inputs(features: pd.DataFrame) -> dict[str, dict[str, object]]:
 class ArbiterPolicy:
     """A closed-loop policy that asks `serving.ranking.Arbiter` at each opportunity.
 
-    `scorer(view, opportunities) -> (p matrix, rule inputs per customer id)`. Contacts the arbiter
-    makes are reserved in an in-memory store; the day's declines are fed back after the step.
+    `scorer(view, opportunities) -> (p matrix, rule inputs per customer id)`, or with a third
+    item, the incremental conversion matrix the `uplift` objective arbitrates by. Contacts the
+    arbiter makes are reserved in an in-memory store; the day's declines are fed back after the step.
     """
 
     name: str
     policy: ContactPolicy
     offers: pd.DataFrame
-    scorer: Callable[[DayView, pd.DataFrame], tuple[np.ndarray, Mapping[str, Mapping[str, object]]]]
+    scorer: Callable[[DayView, pd.DataFrame], tuple]  # (p, inputs) or (p, inputs, tau)
     intensity: np.ndarray
     banner_rate: float
     seed: int
@@ -125,7 +149,9 @@ class ArbiterPolicy:
         opp = self.opportunities(view)
         if opp.empty:
             return Contacts.empty()
-        p, inputs = self.scorer(view, opp)
+        scores = self.scorer(view, opp)
+        p, inputs = scores[0], scores[1]
+        tau = scores[2] if len(scores) > 2 else None
         ids = view.customer_ids
         picked_c, picked_o, picked_ch, picked_p, picked_ts = [], [], [], [], []
         consented = view.allowed_channels(opp["customer"].to_numpy())
@@ -137,6 +163,7 @@ class ArbiterPolicy:
                 cid, channel, now, dict(zip(self._offer_ids, p[i].tolist(), strict=True)),
                 features=inputs.get(cid), k=1, rng=self.rng, consents=consents,
                 decision_id=f"{self.name}-{view.day}-{i}",
+                uplift=None if tau is None else dict(zip(self._offer_ids, tau[i].tolist(), strict=True)),
             )
             for shown in decision.offers:
                 picked_c.append(c)

@@ -14,13 +14,14 @@ returns is checked against its group's declaration.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 
 from features.affinity import AFFINITY, affinity
+from features.choice_history import CHOICE_HISTORY, choice_history
 from features.config import Context, check_as_of
 from features.contact_history import ContactArrays, contact_history, encode_contacts
 from features.context import CONTEXT, CONTEXT_FIT, context_fit, context_rows
@@ -32,17 +33,20 @@ from features.customer_rows import (
     candidate_customer_block,
 )
 from features.definitions import FeatureGroup, numeric_columns, raise_mismatch
+from features.offer_attributes import attribute_columns, attribute_values, decision_attribute_features
 from features.offer_history import OFFER_HISTORY, offer_history
 from features.offers import OFFER, OfferArrays, offer_columns, prepare_offers
 from features.stage import STAGE, stage
 from nbo.vocab import CATEGORIES
 
 #: The groups of a candidate row, in column order.
-CANDIDATE_GROUPS: tuple[FeatureGroup, ...] = (CANDIDATE_CUSTOMER, AFFINITY, OFFER_HISTORY, STAGE, OFFER, CONTEXT, CONTEXT_FIT)
+CANDIDATE_GROUPS: tuple[FeatureGroup, ...] = (
+    CANDIDATE_CUSTOMER, AFFINITY, OFFER_HISTORY, CHOICE_HISTORY, STAGE, OFFER, CONTEXT, CONTEXT_FIT,
+)
 #: Model inputs of the propensity model (`build_candidate_features` minus the two ids).
 CANDIDATE_COLUMNS: tuple[str, ...] = numeric_columns(CANDIDATE_GROUPS)
 #: The customer x offer columns (NaN in a training row of a customer without features).
-PAIR_COLUMNS: tuple[str, ...] = numeric_columns((AFFINITY, OFFER_HISTORY, STAGE))
+PAIR_COLUMNS: tuple[str, ...] = numeric_columns((AFFINITY, OFFER_HISTORY, CHOICE_HISTORY, STAGE))
 #: Position of each candidate column.
 CANDIDATE_POSITION: Mapping[str, int] = MappingProxyType({name: j for j, name in enumerate(CANDIDATE_COLUMNS)})
 
@@ -56,8 +60,11 @@ def candidate_matrix(
     *,
     categories: tuple[str, ...] = CATEGORIES,
     dtype: type[np.floating] = np.float64,
+    attributes: Sequence[str] = (),
 ) -> np.ndarray:
-    """The candidate features as one array (rows customer-major, columns `CANDIDATE_COLUMNS`).
+    """The candidate features as one array (rows customer-major, columns `CANDIDATE_COLUMNS`, then
+    `attribute_columns(attributes)`: the decision-time offer attributes of `context`, each
+    customer's offers being one decision; `features.offer_attributes`).
 
     What `build_candidate_features` returns without the DataFrame around it: the online service
     passes `dtype=np.float32` and feeds the result straight to the model (every value is computed
@@ -77,15 +84,17 @@ def candidate_matrix(
     customers = ids if len(ids) == 1 else pd.Index(ids, name="customer_id", dtype=object)
     n_c, n_o = len(customers), len(offers)
     n = n_c * n_o
+    extra = attribute_columns(attributes)
+    width = len(CANDIDATE_COLUMNS) + len(extra)
     if not n:
-        return np.empty((0, len(CANDIDATE_COLUMNS)), dtype=dtype)
+        return np.empty((0, width), dtype=dtype)
     rows = np.repeat(np.arange(n_c), n_o)
     offer_idx = np.tile(np.arange(n_o), n_c)
     # Pre-encoded contacts (`encode_contacts_at`) carry each row's own moment; else seen from as_of.
     encoded = contacts if isinstance(contacts, ContactArrays) else encode_contacts(contacts, customers, as_of)
     history = contact_history(encoded, customers, as_of)
     cust = CustomerArrays(customer_features, categories)
-    block = np.empty((len(CANDIDATE_COLUMNS), n), dtype=dtype)  # one row per column while filling
+    block = np.empty((width, n), dtype=dtype)  # one row per column while filling
     done = [CANDIDATE_CUSTOMER]
 
     def put(group: FeatureGroup, values: Mapping[str, np.ndarray]) -> None:
@@ -97,6 +106,7 @@ def candidate_matrix(
     block[: len(CUSTOMER_COLUMNS_FOR_CANDIDATES)] = per_customer if n_o == 1 else np.repeat(per_customer, n_o, axis=1)
     put(AFFINITY, affinity(cust, rows, offers.category_code[offer_idx]))
     put(OFFER_HISTORY, offer_history(encoded, n_c, offers))
+    put(CHOICE_HISTORY, choice_history(encoded, n_c, offers))
     put(STAGE, stage(cust.columns["days_since_activity"][rows], cust.columns["purchases_total"][rows], offers.kind_code[offer_idx]))
     put(OFFER, offer_columns(offers, offer_idx))
     context_cols = context_rows(context, customers, offers, as_of)
@@ -105,7 +115,27 @@ def candidate_matrix(
     put(CONTEXT_FIT, context_fit(context_cols["ctx_channel_code"], cust.columns["online_visit_share_365d"][rows]))
     if len(done) != len(CANDIDATE_GROUPS):  # a declared group left unwritten would be garbage
         raise_mismatch("candidate features", [g.name for g in done], [g.name for g in CANDIDATE_GROUPS])
+    if extra:
+        values = _request_attributes(context, customers, offers.ids, attributes)
+        columns = decision_attribute_features(values, rows, attributes)
+        for j, name in enumerate(extra):
+            block[len(CANDIDATE_COLUMNS) + j] = columns[name]
     return np.ascontiguousarray(block.T)
+
+
+def _request_attributes(
+    context: Context | Mapping[str, Context] | None, customers: object, offer_ids: np.ndarray, names: Sequence[str]
+) -> np.ndarray:
+    """(customers x offers, names) attribute values of each customer's context, customer-major."""
+    ids = [str(o) for o in offer_ids]
+    if context is None or isinstance(context, Context):
+        one = attribute_values(context.offer_attributes if context is not None else None, ids, names)
+        return np.tile(one, (len(customers), 1))  # type: ignore[arg-type]
+    parts = []
+    for c in customers:  # type: ignore[attr-defined]
+        ctx = context.get(c)
+        parts.append(attribute_values(ctx.offer_attributes if ctx is not None else None, ids, names))
+    return np.vstack(parts)
 
 
 def build_candidate_features(

@@ -34,6 +34,11 @@ DECAY_HALF_LIVES: tuple[int, ...] = (1, 3, 7)
 #: Half-life (days) of the per-channel contact pressure.
 PRESSURE_HALF_LIFE: int = 3
 CONTACT_WINDOWS: tuple[int, ...] = (7, 30)
+#: Carry-over of the brand loyalty of Guadagni and Little (1983): each new choice keeps this share
+#: of the old loyalty (`features.choice_history.offer_loyalty`). They estimated 0.875 for coffee
+#: purchases; later panel studies find 0.7-0.9. Fixed, not fitted, so a subset of customers gets
+#: the rows of a full run.
+LOYALTY_CARRYOVER: float = 0.8
 #: R score: recency_days <= 30 -> 5, <= 90 -> 4, <= 180 -> 3, <= 365 -> 2, else (or never) 1.
 RECENCY_THRESHOLDS: tuple[float, ...] = (30.0, 90.0, 180.0, 365.0)
 #: F score: purchases_365d 0 -> 1, >= 1 -> 2, >= 3 -> 3, >= 6 -> 4, >= 12 -> 5.
@@ -84,6 +89,9 @@ class Context(BaseModel, frozen=True):
     page_category: str | None = Field(None, max_length=64)
     session_categories: list[str] = Field(default_factory=list, max_length=50)
     device: Device | None = None
+    #: The attributes the customer faces now per candidate offer, {offer_id: {name: value}}
+    #: (`features.offer_attributes`; checked at the edge by `check_offer_attributes`).
+    offer_attributes: dict[str, dict[str, float]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _short_strings(self) -> Context:

@@ -3,6 +3,8 @@ them at the exposure's moment (the point-in-time join of the propensity training
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -11,7 +13,9 @@ from features.config import check_as_of
 from features.contact_history import encode_contacts_at
 from features.context import CONTEXT, CONTEXT_FIT, context_columns, context_fit
 from features.customer_rows import CUSTOMER_COLUMNS_FOR_CANDIDATES, CustomerRows
+from features.offer_attributes import attribute_columns, decision_attribute_features
 from features.offers import OFFER, OfferArrays, offer_columns, offer_positions, prepare_offers
+from nbo.contract import ATTRIBUTE_PREFIX
 from nbo.errors import NboError
 from nbo.vocab import CATEGORIES
 
@@ -24,6 +28,7 @@ def build_exposure_features(
     as_of: pd.Timestamp,
     *,
     categories: tuple[str, ...] = CATEGORIES,
+    attributes: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Training rows: one per exposure (same order), the candidate features of its (customer, offer):
     customer columns from `customer_features` (the snapshot as of `as_of`), contact-history columns
@@ -92,6 +97,16 @@ def build_exposure_features(
     for name, v in CONTEXT_FIT.check(fit).items():
         rows[:, column[name]] = v
     frame = pd.DataFrame(rows, columns=list(CANDIDATE_COLUMNS))
+    if attributes:
+        # The attributes each exposure carried (`contacts.attr_<name>`), compared among the exposures
+        # of its decision: what the request's `offer_attributes` give the service.
+        values = np.column_stack([
+            exposures[f"{ATTRIBUTE_PREFIX}{a}"].to_numpy(dtype=np.float64) if f"{ATTRIBUTE_PREFIX}{a}" in exposures
+            else np.full(n_e, np.nan) for a in attributes
+        ])
+        decision = pd.factorize(exposures["decision_id"].to_numpy(dtype=object))[0]
+        extra = decision_attribute_features(values, decision, attributes)
+        frame = pd.concat([frame, pd.DataFrame({c: extra[c] for c in attribute_columns(attributes)})], axis=1)
     frame.insert(0, "offer_id", pd.array(offers.ids[opos], dtype="str"))
     frame.insert(0, "customer_id", pd.array(exposures["customer_id"].to_numpy(dtype=object), dtype="str"))
     return frame

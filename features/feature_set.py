@@ -52,6 +52,7 @@ CATEGORICAL: tuple[str, ...] = (
     "ctx_channel_code",
     "ctx_device_code",
     "stage_kind_code",
+    "offer_code",
 )
 
 FEATURE_SET = FeatureSet(
@@ -60,7 +61,7 @@ FEATURE_SET = FeatureSet(
     candidate_features=CANDIDATE_FEATURES,
     customer_features=CUSTOMER_FEATURES,
     categorical=CATEGORICAL,
-    booster_categorical=("stage_kind_code",),
+    booster_categorical=("stage_kind_code", "offer_code"),
 )
 
 

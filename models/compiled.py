@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 #: Largest difference in P(accept) between compiled and interpreted forest that is accepted.
 TOLERANCE = 1e-9
 
-Predictor = Callable[[np.ndarray], np.ndarray]
+#: P(accept) of float32 rows; a choice model's also takes each row's decision (`group`).
+Predictor = Callable[..., np.ndarray]
 
 # LLVM's JIT is not documented as safe to drive from several threads at once (reloads run in a
 # background thread while a batch worker may compile too): one compilation at a time per process.
@@ -93,14 +94,20 @@ def calibrated_predictor(
         return interpreted, f"compilation failed: {type(exc).__name__}"
     calibrate = model.apply_calibration  # type: ignore[attr-defined]
 
-    def compiled(X: np.ndarray) -> np.ndarray:
+    choice = bool(getattr(model, "is_choice", False))
+
+    def compiled(X: np.ndarray, group: np.ndarray | None = None) -> np.ndarray:
         if len(X) == 0:
             return np.zeros(0)
-        return calibrate(forest.predict(X))
+        return calibrate(forest.predict(X), group) if choice else calibrate(forest.predict(X))
 
     if sample is not None and len(sample):
         X = np.asarray(sample, dtype=np.float32)
-        gap = float(np.max(np.abs(compiled(X) - interpreted(X))))
+        if choice:  # the sample as one decision: same softmax on both sides
+            one = np.zeros(len(X), dtype=np.int64)
+            gap = float(np.max(np.abs(compiled(X, one) - interpreted(X, one))))
+        else:
+            gap = float(np.max(np.abs(compiled(X) - interpreted(X))))
         if not gap <= TOLERANCE:  # NaN too
             log.warning("%s: compiled forest differs from the booster by %.3g on the sample, using the booster", label, gap)
             return interpreted, f"compiled forest differs by {gap:.3g}"

@@ -34,4 +34,8 @@ class NboPyfunc(mlflow.pyfunc.PythonModel):
         if missing:
             raise ValueError(f"model input lacks feature column(s): {', '.join(missing[:10])}")
         X = model_input[names].to_numpy(dtype=np.float32, na_value=np.nan)
+        if self.model.is_choice:
+            if "decision_id" not in model_input.columns:
+                raise ValueError("a choice model needs a decision_id column: the candidates of a decision are scored together")
+            return self.model.predict_proba_positive(X, model_input["decision_id"].to_numpy(dtype=object))
         return self.model.predict_proba_positive(X)

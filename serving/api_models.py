@@ -1,5 +1,6 @@
 """The HTTP API's shapes: the request bodies (strict: validated field by field, input never echoed)
-and the response bodies of `/recommend`, `/feedback`, `/forget` and `/admin/reload`.
+and the response bodies of `/recommend`, `/feedback`, `/forget`, `/consents`, `/events`, `/customer`
+and `/admin/reload`.
 
 Used by the service's endpoints (`serving/service.py`) and by the Guard, which validates every
 POST body before BentoML sees it (`serving/guard.py`). See docs/service.md §4.
@@ -7,15 +8,20 @@ POST body before BentoML sees it (`serving/guard.py`). See docs/service.md §4.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
-from nbo.vocab import ContactChannel
+from nbo.contract import ATTRIBUTE_NAME
+
+from nbo.vocab import ContactChannel, EventChannel, EventType
 from serving.decision import ShownOffer, Suppressed
 
 #: The POST endpoints whose body must be a JSON object.
-JSON_PATHS = frozenset({"/recommend", "/feedback", "/forget", "/admin/reload"})
+JSON_PATHS = frozenset({"/recommend", "/feedback", "/forget", "/consents", "/events", "/customer", "/admin/reload"})
+#: Most events one `POST /events` body may carry (more: 400 naming `events`; split the batch).
+MAX_EVENTS_PER_BODY = 1000
 
 
 # ------------------------------------------------------------------------------ request models
@@ -33,11 +39,30 @@ class RequestContext(_Strict):
     day_of_week: StrictInt | None = Field(None, ge=0, le=6)
 
 
+#: One decision-time attribute value: a finite number >= 0 (a price, a discount, a 0/1 flag).
+AttributeValue = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+AttributeName = Annotated[StrictStr, Field(pattern=f"^{ATTRIBUTE_NAME}$")]
+OfferKey = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+
+
 class RecommendRequest(_Strict):
     customer_id: StrictStr = Field(min_length=1, max_length=128)
     channel: ContactChannel
     k: StrictInt = Field(3, ge=1, le=20)
     context: RequestContext | None = None
+    #: What the customer faces now per candidate offer: {offer_id: {name: value}} (docs/service.md).
+    offer_attributes: dict[OfferKey, Annotated[dict[AttributeName, AttributeValue], Field(min_length=1, max_length=16)]] | None = Field(
+        None, max_length=200)
+
+    @field_validator("offer_attributes")
+    @classmethod
+    def _same_names(cls, value: dict[str, dict[str, float]] | None) -> dict[str, dict[str, float]] | None:
+        """Every listed offer gives the same attributes: one given for some candidates only is refused."""
+        if value:
+            names = [frozenset(v) for v in value.values()]
+            if any(n != names[0] for n in names):
+                raise ValueError("an attribute is given for some candidates only; give every attribute for every listed offer")
+        return value
 
 
 class FeedbackRequest(_Strict):
@@ -47,6 +72,40 @@ class FeedbackRequest(_Strict):
 
 
 class ForgetRequest(_Strict):
+    customer_id: StrictStr = Field(min_length=1, max_length=128)
+
+
+class ConsentRequest(_Strict):
+    """A consent grant (`granted: true`) or withdrawal observed now or earlier (issue 22 item 2)."""
+
+    customer_id: StrictStr = Field(min_length=1, max_length=128)
+    channel: ContactChannel
+    granted: StrictBool
+    #: When the customer gave or withdrew it: ISO 8601 with an offset (`Z`, `+02:00`), or without
+    #: one, taken as UTC. Within [now - live_max_past_days, now + live_max_skew_s], else 422.
+    ts: datetime
+
+
+class EventIn(_Strict):
+    """One event of the data contract's `events` table, with the id that makes posting it idempotent."""
+
+    event_id: StrictStr = Field(min_length=1, max_length=128)
+    customer_id: StrictStr = Field(min_length=1, max_length=128)
+    ts: datetime
+    type: EventType
+    channel: EventChannel | None = None
+    category: StrictStr | None = Field(None, max_length=64)
+    product_id: StrictStr | None = Field(None, max_length=128)
+    amount: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
+class EventsRequest(_Strict):
+    """A batch of events (one or more), recorded all or nothing."""
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS_PER_BODY)
+
+
+class CustomerRequest(_Strict):
     customer_id: StrictStr = Field(min_length=1, max_length=128)
 
 
@@ -87,6 +146,31 @@ class ForgetResponse(BaseModel):
     erased_shows: int
 
 
+class ConsentResponse(BaseModel):
+    customer_id: str
+    channel: str
+    granted: bool
+    ts: datetime
+    #: False when the same change (channel, ts, granted) was recorded before: nothing changed.
+    recorded: bool
+
+
+class EventsResponse(BaseModel):
+    received: int
+    #: Events new to the event log; the rest were recorded before with the same content (repeats).
+    recorded: int
+    duplicates: int
+
+
+class CustomerResponse(BaseModel):
+    customer_id: str
+    #: `live`: recomputed with the events posted while nbo runs; `materialised`: the features file's row.
+    source: Literal["live", "materialised"]
+    lifecycle: str | None
+    #: Every customer feature the next decision reads (docs/features.md); null for a missing value.
+    features: dict[str, float | str | None]
+
+
 class ReloadResponse(BaseModel):
     changed: bool
     ok: bool
@@ -96,10 +180,11 @@ class ReloadResponse(BaseModel):
 
 # ------------------------------------------------------------------------------ log-safe error summary
 BODY_MODELS: dict[str, type[BaseModel]] = {
-    "/recommend": RecommendRequest, "/feedback": FeedbackRequest, "/forget": ForgetRequest, "/admin/reload": ReloadRequest,
+    "/recommend": RecommendRequest, "/feedback": FeedbackRequest, "/forget": ForgetRequest, "/consents": ConsentRequest,
+    "/events": EventsRequest, "/customer": CustomerRequest, "/admin/reload": ReloadRequest,
 }
 #: Field names a log line may carry; anything else in an error's location is the client's text.
-FIELD_NAMES = frozenset(n for m in (*BODY_MODELS.values(), RequestContext) for n in m.model_fields)
+FIELD_NAMES = frozenset(n for m in (*BODY_MODELS.values(), RequestContext, EventIn) for n in m.model_fields)
 
 
 def field_summary(errors: list[Any]) -> str:

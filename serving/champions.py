@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from features import FEATURE_SET
+from features import CANDIDATE_FEATURES, FEATURE_SET
+from features.offer_attributes import attribute_columns
 from models.compiled import Predictor
 from models.explain import PathExplainer
 from nbo.errors import NboError
@@ -29,10 +30,36 @@ class Models:
     predict_propensity: Predictor | None = None
     predict_churn: Predictor | None = None
     scoring: dict[str, str] = field(default_factory=dict)  # per model: "compiled" or why not
+    #: The catalogue prepared with the propensity model's offer vocabulary (`offer_code`); None:
+    #: the scorer's own (no vocabulary: the model has no offer identity).
+    offers: object | None = None
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        """The decision-time offer attributes the propensity model reads (its last columns)."""
+        return self.propensity.model.decision_attributes  # type: ignore[attr-defined]
+
+    @property
+    def choice(self) -> bool:
+        """True when P(accept) is a softmax over each customer's candidates (a choice model)."""
+        return self.propensity.model.is_choice  # type: ignore[attr-defined]
+    #: The uplift champion (models.registry.LoadedUplift) when the policy arbitrates by incremental
+    #: value (`arbitration.objective = "uplift"`), else None; `uplift_columns`: positions of its
+    #: inputs in CANDIDATE_FEATURES + INCENTIVE_FEATURES (None = same order).
+    uplift: object | None = None
+    uplift_columns: np.ndarray | None = None
 
     @property
     def versions(self) -> dict[str, str]:
-        return {"propensity": self.propensity.label, "churn": self.churn.label}  # type: ignore[attr-defined]
+        out = {"propensity": self.propensity.label, "churn": self.churn.label}  # type: ignore[attr-defined]
+        if self.uplift is not None:
+            out["uplift"] = self.uplift.label  # type: ignore[attr-defined]
+        return out
+
+    @property
+    def loaded(self) -> tuple[object, ...]:
+        """The loaded models a batch worker is given: (propensity, churn) or (propensity, churn, uplift)."""
+        return (self.propensity, self.churn) if self.uplift is None else (self.propensity, self.churn, self.uplift)
 
     @property
     def propensity_predictor(self) -> Predictor:
@@ -41,6 +68,12 @@ class Models:
     @property
     def churn_predictor(self) -> Predictor:
         return self.predict_churn or self.churn.model.predict_proba_positive  # type: ignore[attr-defined]
+
+
+def propensity_inputs(loaded: object) -> tuple[str, ...]:
+    """The columns a propensity model may read: the candidate features, then the columns of its
+    decision-time offer attributes."""
+    return (*CANDIDATE_FEATURES, *attribute_columns(loaded.model.decision_attributes))  # type: ignore[attr-defined]
 
 
 def check_model(loaded: object, allowed: Sequence[str], what: str) -> np.ndarray | None:

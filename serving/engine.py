@@ -38,7 +38,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -54,14 +54,27 @@ from features import (
     materialised_meta,
     read_materialised,
 )
+from features.incentives import INCENTIVE_FEATURES
+from models.tracking import CHAMPION, UPLIFT_MODEL
 from nbo.data import empty_table, load_table
 from nbo.errors import NboError
-from serving.champions import Models, ReloadResult, check_model, probabilities_ok
+from serving.champions import Models, ReloadResult, check_model, probabilities_ok, propensity_inputs
 from serving.contact_store import ConsentBook, ContactStore
+from serving.contact_store.base import CustomerState, LiveEvent
 from serving.contact_store.errors import StoreUnavailable, store_cause, store_errors
 from serving.settings import EngineSettings, latest_features_file, open_store
 from serving.policy import ContactPolicy, load_policy
 from serving.decision import Decision
+from serving.live import (
+    IngestResult,
+    LiveFeatures,
+    LiveInputError,
+    LiveLimits,
+    check_time,
+    ingest,
+    state_key,
+    utc_time,
+)
 from serving.pipeline import CustomerBlock, DecisionBlock, as_context, decide_block
 from serving.catalogue import compile_offer_rules
 from serving.ranking import Arbiter
@@ -70,7 +83,10 @@ from serving.scoring import Scored, Scorer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DecisionEngine", "Scored", "naive_utc"]
+__all__ = ["DecisionEngine", "Scored", "naive_utc", "require_uplift_champion"]
+
+#: The uplift model's possible inputs: the candidate features, then the incentive columns.
+UPLIFT_INPUTS: tuple[str, ...] = (*CANDIDATE_FEATURES, *INCENTIVE_FEATURES)
 class DecisionEngine:
     """Everything a decision needs, built once; `decide` and `decide_block` are thread-safe."""
 
@@ -88,6 +104,7 @@ class DecisionEngine:
         client: object | None = None,
         settings: EngineSettings | None = None,
         explain: str | None = None,
+        customer_ids: Iterable[str] | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -105,6 +122,11 @@ class DecisionEngine:
         self.arbiter = Arbiter(policy, self.offers, rules)
         self.desk = ContactDesk(self.arbiter, store)
         self.consents = ConsentBook(consents)
+        #: The data's customers (`customers` table): who `POST /consents` and `/events` may name.
+        self._known: frozenset[str] = frozenset(str(c) for c in customer_ids) if customer_ids is not None else frozenset()
+        self.live_limits = LiveLimits() if settings is None else LiveLimits(settings.live_max_past_days, settings.live_max_skew_s)
+        #: Live features (events posted while nbo runs); set by `from_settings`, None = off.
+        self.live: LiveFeatures | None = None
         self._models: Models | None = None
         if models is not None:
             self._models = models
@@ -141,7 +163,7 @@ class DecisionEngine:
         *,
         load_models: bool = True,
         features: pd.DataFrame | None = None,
-        models: tuple[object, object] | None = None,
+        models: tuple[object, ...] | None = None,
         compile_in_background: bool = False,
         compile_after: threading.Event | None = None,
     ) -> DecisionEngine:
@@ -150,16 +172,21 @@ class DecisionEngine:
         Models that cannot be loaded leave the engine in fallback mode (`models_error` says why);
         `reload()` keeps trying. `features`: rows of the settings' features file to hold instead of
         the whole file (batch scoring streams the rest through `with_features`). `models`: the
-        (propensity, churn) pair already loaded elsewhere (batch workers get the driver's pair
+        (propensity, churn) pair, or (propensity, churn, uplift), already loaded elsewhere (batch workers get the driver's pair
         instead of each loading the champions from the registry). `compile_in_background`: start
         serving with the boosters and swap in the compiled forests when a thread has compiled them
         (the service: ready in seconds instead of after ~30 s of LLVM); else compile before returning.
         `compile_after`: the background compilation waits for this event (the service sets it once
         it answers, so that loading lleaves and the forests does not delay its first answer).
+
+        A policy with `arbitration.objective = "uplift"` also loads the uplift champion
+        (`settings.uplift_model`), and the engine refuses to start (NboError) without it or when
+        the models cannot be loaded: there is no fallback that could value a contact.
         """
         policy = load_policy(settings.policy_path) if settings.policy_path else ContactPolicy()
         offers = load_table(settings.data_dir, "offers")
         consents = _optional_table(settings.data_dir, "consents")
+        customers = load_table(settings.data_dir, "customers")
         contacts = _optional_table(settings.data_dir, "contacts")
         if features is None:
             frame, meta = read_materialised(latest_features_file(settings.features_path))
@@ -179,13 +206,23 @@ class DecisionEngine:
             features_as_of=meta["as_of"],  # type: ignore[arg-type]
             store=store,
             settings=settings,
+            customer_ids=customers["customer_id"],
         )
         engine.compile_after = compile_after
+        engine.live = LiveFeatures(settings.data_dir, customers, consents, refresh_s=settings.live_refresh_s)
+        by_uplift = policy.arbitration.objective == "uplift"
         if models is not None:
-            engine._models = engine.build_models(*models)
+            engine._models = engine.build_models(models[0], models[1], uplift=models[2] if len(models) > 2 else None)
+            if by_uplift and engine._models.uplift is None:
+                raise NboError("arbitration.objective is 'uplift' but no uplift model was given to the engine")
         elif load_models:
+            if by_uplift:  # decisions by incremental value need the uplift champion: refuse to start without one
+                require_uplift_champion(settings.tracking_uri, settings.uplift_model, settings.alias)
             result = engine.reload(force=True, compile_now=not compile_in_background, prepared=True)
             if not result.ok:
+                if by_uplift:
+                    engine.close()
+                    raise NboError(f"arbitration.objective is 'uplift' and the models could not be loaded: {result.message}")
                 log.warning("models unavailable at start, serving the popularity fallback: %s", result.message)
         return engine
 
@@ -230,23 +267,33 @@ class DecisionEngine:
         """True once the engine can answer (with models, or with the documented fallback)."""
         return True
 
-    def build_models(self, propensity: object, churn: object, compile_models: bool | None = None) -> Models:
+    def build_models(self, propensity: object, churn: object, compile_models: bool | None = None,
+                     uplift: object | None = None) -> Models:
         """Check feature sets and names, score a sample, precompute churn for every customer.
 
         `compile_models` (default: the settings'): also compile both forests (`with_compiled`)
-        before returning; reloads compile afterwards, in the background, instead.
+        before returning; reloads compile afterwards, in the background, instead. `uplift`: the
+        uplift champion (`models.registry.LoadedUplift`), checked against the candidate and
+        incentive columns and scored on the sample too; it scores with its boosters.
         """
-        columns = check_model(propensity, CANDIDATE_FEATURES, "candidate")
+        columns = check_model(propensity, propensity_inputs(propensity), "candidate")
+        uplift_columns = None if uplift is None else check_model(uplift, UPLIFT_INPUTS, "candidate or incentive")
         churn_X = self._churn_inputs(churn)
         churn_p = np.asarray(churn.model.predict_proba_positive(churn_X), dtype=np.float64)  # type: ignore[attr-defined]
         if not probabilities_ok(churn_p):
             raise NboError(f"{churn.label} gives probabilities outside [0, 1] or not finite")  # type: ignore[attr-defined]
         explainer = propensity.model.path_explainer() if self.explain == "path" else None  # type: ignore[attr-defined]
         models = Models(propensity, churn, columns, churn_p, explainer,
-                        scoring={"propensity": "not compiled", "churn": "not compiled"})
+                        scoring={"propensity": "not compiled", "churn": "not compiled"},
+                        offers=self.scorer.prepared_for(propensity.model.vocabulary),  # type: ignore[attr-defined]
+                        uplift=uplift, uplift_columns=uplift_columns)
         sample = self._sample_scores(models)
         if sample is not None and not probabilities_ok(sample.p.ravel()):
             raise NboError(f"{propensity.label} gives probabilities outside [0, 1] or not finite on a sample")  # type: ignore[attr-defined]
+        if sample is not None and sample.tau is not None:
+            known = sample.tau[sample.positions >= 0]
+            if not (np.all(np.isfinite(known)) and np.all(np.abs(known) <= 1.0)):
+                raise NboError(f"{uplift.label} gives incremental conversions outside [-1, 1] or not finite on a sample")  # type: ignore[attr-defined]
         if self._compile_wanted if compile_models is None else compile_models:
             models = self.with_compiled(models, sample)
         return models
@@ -325,26 +372,33 @@ class DecisionEngine:
             return ReloadResult(False, True, "engine built without settings: nothing to reload")
         with self._reload_lock:
             try:
-                names = (self.settings.propensity_model, self.settings.churn_model)
+                names: tuple[str, ...] = (self.settings.propensity_model, self.settings.churn_model)
+                if self.policy.arbitration.objective == "uplift":
+                    names = (*names, self.settings.uplift_model)
                 wanted = self._champion_versions(names, prepared)
                 missing = [n for n, v in wanted.items() if v is None]
                 if missing:
                     raise NboError(f"no @{self.settings.alias} for {', '.join(missing)} in {self.settings.tracking_uri}")
                 current = self._models
                 if current is not None and not force:
-                    now = {current.propensity.name: current.propensity.version, current.churn.name: current.churn.version}  # type: ignore[attr-defined]
+                    now = {m.name: m.version for m in current.loaded}  # type: ignore[attr-defined]
                     if now == wanted:
                         return ReloadResult(False, True, "champions unchanged", current.versions)
                 prop = self._champion(names[0], wanted[names[0]])  # type: ignore[arg-type]
                 churn = self._champion(names[1], wanted[names[1]])  # type: ignore[arg-type]
-                models = self.build_models(prop, churn, compile_models=compile_now and self._compile_wanted)
+                uplift = None
+                if len(names) > 2:  # the uplift champion (arbitration by incremental value): from MLflow
+                    from models.registry import load_uplift
+
+                    uplift = load_uplift(self._mlflow(), version=wanted[names[2]], name=names[2])  # type: ignore[arg-type]
+                models = self.build_models(prop, churn, compile_models=compile_now and self._compile_wanted, uplift=uplift)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old models serving
                 message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
                 self.models_error = message
                 return ReloadResult(False, False, message, self._models.versions if self._models else {})
             self._models = models  # one reference assignment: requests see the old or the new pair
             self.models_error = None
-            log.info("serving %s and %s", prop.label, churn.label)
+            log.info("serving %s", ", ".join(models.versions.values()))
         if self._compile_wanted and not compile_now:
             self._compile_in_background(models)
         return ReloadResult(True, True, "loaded", models.versions)
@@ -416,11 +470,18 @@ class DecisionEngine:
             # transaction instead of two); the reservation re-checks the caps atomically.
             state = self.desk.read_customer(customer_id, now)
             if state.forgotten:  # erased, maybe through another worker: drop our in-memory copy too
-                self.scorer.forget(customer_id)
-            block = self.decide_block(CustomerBlock([customer_id], {customer_id: state.history}, {customer_id: state.rows}),
-                                      channel, now, as_context(channel, context), k)
+                self._drop(customer_id)
+            # Events posted while nbo runs: this customer's row recomputed with them (cached).
+            engine = self._live_view(customer_id, state, now) if state.events and not state.forgotten else self
+            block = engine.decide_block(
+                CustomerBlock([customer_id], {customer_id: state.history}, {customer_id: state.rows},
+                              {customer_id: state.consents} if state.consents else {},
+                              frozenset((customer_id,)) if state.forgotten else frozenset()),
+                channel, now, as_context(channel, context), k)
             decision = block.decision(0, decision_id)
-            return self.desk.reserve(decision, now) if reserve else decision
+            # An erased customer's decision is answered, never recorded: nothing personal is written
+            # again (it offers nothing on outbound channels, where only a record could cap it).
+            return self.desk.reserve(decision, now) if reserve and not state.forgotten else decision
 
     def decide_block(
         self,
@@ -463,11 +524,96 @@ class DecisionEngine:
         decision for the id, also after a restart that reloads the same features."""
         with self._store_call():
             n = self.store.forget(customer_id)
-        self.scorer.forget(customer_id)
+        self._drop(customer_id)
         return n
+
+    def _live_view(self, customer_id: str, state: CustomerState, now: datetime) -> DecisionEngine:
+        """This engine over the customer's live row (`LiveFeatures`): recomputed as of `now` when
+        the posted events or consents changed, the models were reloaded, or the cached row is
+        older than `live_refresh_s`; itself when live features are off or the row is empty."""
+        if self.live is None:
+            return self
+        key = (state_key(state.events, state.consents), id(self._models))
+        view = self.live.cached(customer_id, key, now)
+        if view is None:
+            contacts = self.scorer.live_contacts([customer_id], {customer_id: state.rows})
+            row = self.live.row(customer_id, state.events, state.consents, contacts, now)
+            view = self.with_features(row) if len(row) else self
+            self.live.keep(customer_id, key, now, view)
+        return view  # type: ignore[return-value]
+
+    def ingest_events(self, events: Sequence[LiveEvent], now: datetime) -> IngestResult:
+        """Append events to the contact store's event log, all or nothing, after `check_events`
+        (`LiveInputError`, nothing written, on any bad event); the next decision of every worker
+        for these customers recomputes their features with them."""
+        if self.live is None:
+            raise LiveInputError("events", "live events need an engine built from settings (a data directory)", 422)
+        self.live.prepare()
+        with self._store_call():
+            return ingest(self.store, events, self.knows, naive_utc(now), self.live_limits, self.live.horizon)
+
+    def customer_view(self, customer_id: str, now: datetime | None = None) -> tuple[str, pd.Series | None]:
+        """What the next decision knows of the customer: ("live", row) with posted events,
+        ("materialised", row) without, ("unknown", None) for an unknown or erased id."""
+        now = naive_utc(now)
+        with self._store_call():
+            state = self.desk.read_customer(customer_id, now)
+        if state.forgotten:
+            self._drop(customer_id)
+            return "unknown", None
+        engine = self._live_view(customer_id, state, now) if state.events else self
+        pos = int(engine.positions([customer_id])[0])
+        if pos < 0:
+            return "unknown", None
+        return ("live" if engine is not self else "materialised"), engine.features.iloc[pos]
+
+    def _drop(self, customer_id: str) -> None:
+        """Forget the customer in this process: materialised row and data contacts. The data's
+        consents stay in memory (a withdrawal keeps binding until `nbo forget` erased the table
+        and the service restarted); outbound channels are closed to an erased id anyway."""
+        self.scorer.forget(customer_id)
+        if self.live is not None:
+            self.live.drop(customer_id)
+
+    def knows(self, customer_id: str) -> bool:
+        """A customer of the data (the `customers` table, or a materialised row) not erased here.
+        (The store's erasure record is checked by the callers that write: `record_consent`.)"""
+        return customer_id in self._known or self.scorer.positions([customer_id])[0] >= 0
+
+    def record_consent(self, customer_id: str, channel: str, granted: bool, ts: datetime, now: datetime) -> bool:
+        """Record a consent change at runtime in the contact store, for every worker and replica
+        (their next decision for the customer reads it). `LiveInputError` (nothing written) for
+        an unknown or erased customer or a time outside [now - max age, now + skew]; returns
+        False when the same change was recorded before (idempotent)."""
+        ts, now = utc_time("ts", ts), naive_utc(now)
+        check_time("ts", ts, now, self.live_limits)
+        if not self.knows(customer_id):
+            raise LiveInputError("customer_id", "unknown customer (not in the data's customers table)", 404)
+        with self._store_call():
+            if self.store.forgotten(customer_id):
+                self._drop(customer_id)
+                raise LiveInputError("customer_id", "unknown customer (erased)", 404)
+            return self.store.record_consent(customer_id, channel, granted, ts)
 
     def close(self) -> None:
         self.store.close()
+
+
+def require_uplift_champion(tracking_uri: str | None, name: str = UPLIFT_MODEL, alias: str = CHAMPION) -> str:
+    """The version of the uplift champion (`name@alias`); NboError, one line saying what to do,
+    when the registry has none (`arbitration.objective = "uplift"` decides by the incremental
+    value that model estimates: nothing else can stand in for it)."""
+    from models.tracking import resolve_tracking, version_by_alias
+
+    tracking = resolve_tracking(tracking_uri)
+    version = version_by_alias(tracking.activate(), name, alias)
+    if version is None:
+        raise NboError(
+            f"the policy arbitrates by incremental value (arbitration.objective = 'uplift') but {name} "
+            f"has no @{alias} in {tracking.uri}: train and promote one (nbo train --model uplift, "
+            "nbo promote --model uplift) or set objective = 'response'"
+        )
+    return version
 
 
 def seed_store(store: ContactStore, contacts: pd.DataFrame, offers: pd.DataFrame) -> int:

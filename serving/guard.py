@@ -11,6 +11,7 @@ import json
 import logging
 from typing import Any
 
+from bentoml.exceptions import InvalidArgument
 from pydantic import ValidationError
 
 from serving import api_page, session
@@ -20,6 +21,8 @@ from serving.service_config import KEYS_ENV, KEYS_FILE_ENV, ServiceSettings, loa
 log = logging.getLogger("nbo.service")
 
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
+#: Endpoints of live input (issue 22): they answer 404 (unknown customer) and 422 (time out of range).
+LIVE_PATHS = frozenset({"/consents", "/events"})
 #: The service instance of this worker, for the Guard's fast path (set by `Recommender.__init__`).
 WORKER: dict[str, Any] = {}
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -65,8 +68,15 @@ def corrected_openapi(document: dict[str, Any]) -> dict[str, Any]:
                 responses.setdefault("413", {"description": _GUARD_ANSWERS["413"], **ref})
                 if "requestBody" in operation:
                     operation["requestBody"]["required"] = True
-            if path in ("/feedback", "/forget"):
+            if path in ("/feedback", "/forget", "/consents", "/events", "/customer"):
                 responses.setdefault("503", {"description": _GUARD_ANSWERS["503"], **ref})
+            if path in LIVE_PATHS or path == "/customer":
+                responses.setdefault("404", {"description": "unknown or erased customer: nothing recorded", **ref})
+            if path in LIVE_PATHS:
+                responses.setdefault("422", {"description": "a time out of range (`error` names the field): nothing recorded", **ref})
+            if path == "/events":
+                responses.setdefault("409", {"description": "an event id recorded (or repeated) with other content: "
+                                                            "nothing of the batch recorded", **ref})
     return document
 
 
@@ -89,6 +99,8 @@ class Guard:
         except RuntimeError:
             settings = None
         self.max_body = settings.max_body_bytes if settings else 16 * 1024
+        #: `POST /events` carries batches: its own, larger limit.
+        self.max_events_body = settings.max_events_body_bytes if settings else 1024 * 1024
         self.body_timeout_s = BODY_TIMEOUT_SHARE * (settings.request_timeout_s if settings else 2.0)
         if not self.keys:
             log.error("no API keys configured (%s / %s): every protected endpoint answers 401", KEYS_ENV, KEYS_FILE_ENV)
@@ -154,6 +166,7 @@ class Guard:
         if scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
+        limit = self.max_events_body if path == "/events" else self.max_body
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -161,8 +174,8 @@ class Guard:
                 except ValueError:
                     await self._reply(send, 400, "content-length: not a number")
                     return
-                if declared > self.max_body:
-                    await self._client_error(send, path, 413, f"body: larger than {self.max_body} bytes")
+                if declared > limit:
+                    await self._client_error(send, path, 413, f"body: larger than {limit} bytes")
                     return
         chunks: list[bytes] = []
         size = 0
@@ -170,7 +183,7 @@ class Guard:
             # A client that announces a body and stalls gets 408 before BentoML's request timeout
             # would answer 504 (a stalled upload is the client's fault, not the service's).
             async with asyncio.timeout(self.body_timeout_s):
-                while size <= self.max_body:
+                while size <= limit:
                     message = await receive()
                     if message["type"] == "http.disconnect":
                         return
@@ -183,8 +196,8 @@ class Guard:
             await self._client_error(send, path, 408, f"body: not received within {self.body_timeout_s:g} s",
                                      [(b"connection", b"close")])
             return
-        if size > self.max_body:
-            await self._client_error(send, path, 413, f"body: larger than {self.max_body} bytes")
+        if size > limit:
+            await self._client_error(send, path, 413, f"body: larger than {limit} bytes")
             return
         body = b"".join(chunks)
         if path in JSON_PATHS:
@@ -298,8 +311,12 @@ class Guard:
             await self._invalid(send, "/recommend", exc)
             return
         try:
-            answer = WORKER["recommender"].decide(request.customer_id, request.channel, request.k, request.context)
+            answer = WORKER["recommender"].decide(request.customer_id, request.channel, request.k, request.context,
+                                                  request.offer_attributes)
             payload = answer.__pydantic_serializer__.to_json(answer)
+        except InvalidArgument as exc:  # e.g. attributes of an offer not in the catalogue: names the field
+            await self._client_error(send, "/recommend", 400, str(exc))
+            return
         except Exception:  # noqa: BLE001 - as BentoML: a 500 without details, the traceback in the log
             log.exception("POST /recommend failed")
             await self._send_json(send, 500, b'{"error": "An unexpected error has occurred, please check the server log."}')

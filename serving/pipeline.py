@@ -9,7 +9,9 @@ One implementation serves every caller: `/recommend` (`DecisionEngine.decide`) p
    path, the champion models, or the popularity fallback);
 3. the arbiter applies the contact policy to the whole block (`Arbiter.arbitrate_block`) with
    the contact histories the caller read (`ContactDesk`), exploring with one seed per
-   (customer, channel, now) (`draws.decision_seed`);
+   (customer, channel, now) (`draws.decision_seed`); with `arbitration.objective = "uplift"` it
+   is given the uplift champion's incremental conversion of every offer too (`Scored.tau`: NaN
+   for a customer the models do not know, so no offer is valued and none is made);
 4. the holdouts (`serving.holdout`): customers of the universal control group get no offer on
    the channels it holds, other decisions are randomised to "no offer" at the policy's rate, and
    every row knows its probability of making no contact (`p_none`);
@@ -31,7 +33,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from features import Context
+from nbo.vocab import OUTBOUND_CHANNELS
 from serving.contact_store import ContactHistory
+from serving.contact_store.base import ConsentChange
 from serving.decision import INVALID_SCORE, REASON_CODES, BlockResult, Decision, ShownOffer, top_indices, top_reasons
 from serving.draws import decision_seed, seeded_draws
 from serving.holdout import hold_out
@@ -58,6 +62,12 @@ class CustomerBlock:
     customer_ids: Sequence[str]
     histories: Mapping[str, ContactHistory] = field(default_factory=dict)
     contact_rows: Mapping[str, list[dict[str, object]]] = field(default_factory=dict)
+    #: Consent changes recorded in the contact store (`POST /consents`), merged with the data's
+    #: consents table (absent: none).
+    consents: Mapping[str, Sequence[ConsentChange]] = field(default_factory=dict)
+    #: Customers erased (`forget`): no consent on any outbound channel (nothing about them may be
+    #: recorded, so no cap could hold); on inbound channels they are unknown customers.
+    forgotten: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,9 @@ class DecisionBlock:
     model_versions: dict[str, str]
     reasons: dict[tuple[int, int], list[str]]  # (row, column) of a pick -> its top contributions
     reason_texts: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # the same in plain words
+    #: (n, offers) the incremental conversion arbitrated (objective `uplift`; 0 for customers not
+    #: scored, NaN without an estimate), None under the `response` objective.
+    uplift: np.ndarray | None = None
 
     def versions(self, i: int) -> dict[str, str]:
         return {"fallback": FALLBACK_VERSION} if self.fallback[i] else self.model_versions
@@ -163,7 +176,9 @@ def decide_block(
     models = engine.models
     positions = engine.positions(ids)
     fallback = (positions < 0) if models is not None else np.ones(n, dtype=bool)
-    consented = arb.consent_mask(ids, channel, now, engine.consents)
+    consented = arb.consent_mask(ids, channel, now, engine.consents, customers.consents)
+    if customers.forgotten and channel in OUTBOUND_CHANNELS:
+        consented &= np.array([c not in customers.forgotten for c in ids], dtype=bool)
     live = consented & (not engine.policy.quiet_hours.is_quiet(channel, now))
     p = np.zeros((n, m))
     churn = np.zeros(n)
@@ -172,11 +187,15 @@ def decide_block(
     texts: dict[tuple[int, int], list[str]] = {}
     rows = np.flatnonzero(live)
     scored = None
+    # Customers not scored (no consent, quiet hours) keep 0: the arbiter names their real reason.
+    tau = np.zeros((n, m)) if engine.policy.arbitration.objective == "uplift" else None
     if len(rows) and m:
         live_ids = [ids[i] for i in rows.tolist()]
         scored = engine.score(live_ids, channel, shared if contexts is None else {c: contexts[c] for c in live_ids}, now,
                               models, contact_rows=customers.contact_rows)
         p[rows], churn[rows], value[rows] = scored.p, scored.churn, scored.value
+        if tau is not None:
+            tau[rows] = np.nan if scored.tau is None else scored.tau
     seeds = np.array([decision_seed(c, channel, now) for c in ids], dtype=np.uint64)
     result = arb.arbitrate_block(
         ids, channel, now, p,
@@ -188,13 +207,14 @@ def decide_block(
         draws=seeded_draws(seeds),
         consented=consented,
         histories=customers.histories,
+        uplift=tau,
     )
     if engine.policy.holds_out:  # the control group and randomised no-offer, after the arbiter
         result = hold_out(result, engine.policy, ids, channel, seeds)
     if scored is not None and scored.X is not None and scored.models is not None:
         reasons, texts = _top_contributions(scored, rows, result.picks, m, engine.offer_ids, arb)
     return DecisionBlock(engine, ids, channel, now, result, p, churn, fallback,
-                         models.versions if models is not None else {}, reasons, texts)
+                         models.versions if models is not None else {}, reasons, texts, tau)
 
 
 def _rule_masks(

@@ -6,6 +6,8 @@ Sources, each a list of records:
 |---|---|---|
 | `store.contacts` | the contact store (SQLite file or Redis) | every show, with outcome and propensity |
 | `store.decisions` | the contact store's decision log | every decision, also the empty ones |
+| `store.consents` | the contact store | consent changes recorded at runtime (`POST /consents`) |
+| `store.events` | the contact store's event log | events posted while nbo runs (`POST /events`, `nbo ingest`) |
 | `data.<file>` | each `*.parquet` / `*.csv` directly in the data directory with a `customer_id` column | the customer's rows (customers, consents, events, contacts, and any extra table) |
 | `features.<file>` | a materialised features file, or every `*.parquet` under a features directory | the customer's row in each snapshot |
 | `ledger.<kind>:<path>` | every file nbo wrote that the ledger names (`nbo.ledger`: batch outputs, their feature caches and work directories, predictions, feature files) | the customer's rows in each |
@@ -56,6 +58,8 @@ def hash_id(customer_id: str) -> str:
     return hashlib.sha256(customer_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 ID_COLUMN = "customer_id"
+#: What a contact store's `export` lists (`store.<name>` sources); `forget` erases them all.
+STORE_SOURCES = ("contacts", "decisions", "consents", "events")
 _REMOTE = ("redis://", "rediss://", "unix://")
 
 Records = list[dict[str, object]]
@@ -221,7 +225,7 @@ def export_customer(
             held = opened.export(customer_id)
         finally:
             opened.close()
-        for name in ("contacts", "decisions"):
+        for name in STORE_SOURCES:
             sources[f"store.{name}"] = json.loads(json.dumps(held.get(name, []), default=_iso))
     if data_dir is not None:
         for path, frame in _data_tables(Path(data_dir)):
@@ -266,8 +270,8 @@ def erase_customer(
             opened.forget(customer_id)
         finally:
             opened.close()
-        erased["store.contacts"] = len(held.get("contacts", []))
-        erased["store.decisions"] = len(held.get("decisions", []))
+        for name in STORE_SOURCES:
+            erased[f"store.{name}"] = len(held.get(name, []))
         if not store.startswith(_REMOTE):
             _compact_sqlite(_sqlite_path(store))
     for path, frame in data_tables:

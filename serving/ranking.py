@@ -46,7 +46,15 @@ import pandas as pd
 from nbo.vocab import CONTACT_CHANNELS
 from serving.caps import CONTACT_REASONS
 from serving.catalogue import OfferCatalogue
-from serving.contact_store.base import ContactHistory, OfferRef, decision_refusal, offer_refusal, to_epoch, touches
+from serving.contact_store.base import (
+    ConsentChange,
+    ContactHistory,
+    OfferRef,
+    decision_refusal,
+    offer_refusal,
+    to_epoch,
+    touches,
+)
 from serving.contact_store.consent import ConsentBook
 from serving.decision import (
     DIVERSITY,
@@ -89,9 +97,10 @@ class Arbiter:
         return self.catalogue.offer_ids
 
     # ------------------------------------------------------------------ helpers
-    def _consented(self, customer_id: str, channel: str, now: datetime, consents: Mapping[str, bool] | ConsentBook | None) -> bool:
+    def _consented(self, customer_id: str, channel: str, now: datetime, consents: Mapping[str, bool] | ConsentBook | None,
+                   live: Sequence[ConsentChange] = ()) -> bool:
         if isinstance(consents, ConsentBook):
-            state = consents.state(customer_id, channel, now)
+            state = consents.state(customer_id, channel, now, live)
         else:
             state = None if consents is None else consents.get(channel)
         return (channel not in self.policy.consent.opt_in_channels) if state is None else bool(state)
@@ -100,9 +109,13 @@ class Arbiter:
         """Consent given and not quiet hours: the caps (and so the contact history) matter."""
         return self._consented(customer_id, channel, now, consents) and not self.policy.quiet_hours.is_quiet(channel, now)
 
-    def consent_mask(self, customer_ids: Sequence[str], channel: str, now: datetime, consents: ConsentBook | None) -> np.ndarray:
-        """May each customer be contacted on `channel` at `now` (the consent rule of `decide`)."""
-        return np.fromiter((self._consented(c, channel, now, consents) for c in customer_ids), dtype=bool, count=len(customer_ids))
+    def consent_mask(self, customer_ids: Sequence[str], channel: str, now: datetime, consents: ConsentBook | None,
+                     live: Mapping[str, Sequence[ConsentChange]] | None = None) -> np.ndarray:
+        """May each customer be contacted on `channel` at `now` (the consent rule of `decide`);
+        `live`: consent changes recorded in the contact store, per customer (merged with the book's)."""
+        live = live or {}
+        return np.fromiter((self._consented(c, channel, now, consents, live.get(c, ())) for c in customer_ids),
+                           dtype=bool, count=len(customer_ids))
 
     def rule_masks(
         self, features: pd.DataFrame | Mapping[str, object] | None, channel: str, now: datetime, context: Mapping[str, object] | None = None

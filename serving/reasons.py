@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from nbo.contract import ATTRIBUTE_PREFIX
 from nbo.vocab import CONTACT_CHANNELS, LIFECYCLE_STAGES, OFFER_KINDS
 from serving.caps import limits
 
@@ -183,7 +184,16 @@ FEATURE_SENTENCES: dict[str, Sentence] = {
     "offer_cat_accepts": _count("accepted {cat} offers {times}"),
     "offer_cat_clicks": _count("clicked {cat} offers {times}"),
     "stage_kind_code": _stage_kind,
+    # the customer's own choices (features.choice_history)
+    "offer_last_chosen": _flag("chose this offer last time", "did not choose this offer last time"),
+    "offer_cat_last_chosen": _flag("chose this offer last time in {cat}", "did not choose this offer last time in {cat}"),
+    "offer_days_since_choice": _days_ago("last chose this offer", "never chose this offer"),
+    "offer_choice_share": _share("chose this offer in {pct} of their choices"),
+    "offer_cat_choice_share": _share("chose this offer in {pct} of their {cat} choices"),
+    "offer_loyalty": lambda v, c: f"loyalty to this offer {v:.2f} of 1 (recent choices weigh more)",
+    "customer_switch_rate": _share("changed offer in {pct} of their consecutive choices"),
     # the offer
+    "offer_code": lambda v, c: "this particular offer",
     **{f"offer_kind_{k}": _flag(f"{_a(k.replace('_', '-'))} offer", f"not {_a(k.replace('_', '-'))} offer") for k in OFFER_KINDS},
     "offer_kind_code": lambda v, c: f"{_a(_kind(v))} offer",
     "offer_category_code": lambda v, c: f"{_a(c)} offer",
@@ -206,6 +216,25 @@ def _category(category: str | None) -> str:
     return category.replace("_", " ").capitalize() if category else "this category"
 
 
+#: A decision-time attribute's model columns (features.offer_attributes.ATTRIBUTE_STATS): suffix ->
+#: what the column says of the offer's attribute, next to the same decision's other candidates.
+_ATTRIBUTE_SUFFIXES = (
+    ("_over_mean", "{name} {v:.2f}x the mean of the offers in this decision"),
+    ("_minus_min", "{name} {v:.4g} above the lowest of the offers in this decision"),
+    ("_rank", "{name} higher than {v:.0f} of the offers in this decision"),
+)
+
+
+def _attribute_sentence(rest: str) -> Sentence:
+    """The sentence of column `attr_<rest>` (a decision-time offer attribute, `nbo.contract`)."""
+    for suffix, template in _ATTRIBUTE_SUFFIXES:
+        if rest.endswith(suffix):
+            name = rest[: -len(suffix)].replace("_", " ")
+            return lambda v, c, t=template, n=name: t.format(name=n, v=v)
+    name = rest.replace("_", " ")
+    return lambda v, c: f"{name} {v:.4g} at this moment"
+
+
 def feature_fact(name: str, value: float | None, category: str | None = None) -> str:
     """What feature `name` with `value` says about the customer and an offer of `category`
     (`value` None: not known to the caller, the feature is named; NaN: missing in the data)."""
@@ -214,6 +243,8 @@ def feature_fact(name: str, value: float | None, category: str | None = None) ->
     if math.isnan(value):
         return f"{name.replace('_', ' ')}: unknown"
     say = FEATURE_SENTENCES.get(name)
+    if say is None and name.startswith(ATTRIBUTE_PREFIX):
+        say = _attribute_sentence(name[len(ATTRIBUTE_PREFIX):])
     if say is None:
         return f"{name} = {float(value):.4g}"
     return say(float(value), _category(category))

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from serving.contact_store import ConsentBook, ContactHistory, ContactStore, ReserveRequest, ReserveResult
-from serving.contact_store.base import CustomerState
+from serving.contact_store.base import ConsentChange, CustomerState
 from serving.decision import Candidate, Decision
 from serving.policy import ContactPolicy
 from serving.ranking import Arbiter
@@ -48,6 +48,10 @@ class ContactDesk:
 
     def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
         return self.store.contact_rows_many(customer_ids)
+
+    def consent_changes(self, customer_ids: list[str]) -> dict[str, tuple[ConsentChange, ...]]:
+        """The consent changes recorded at runtime (`POST /consents`) of these customers."""
+        return self.store.consent_changes(customer_ids)
 
     # ---------------------------------------------------------------- reserving
     def reserve(self, decision: Decision, now: datetime | None = None) -> Decision:
@@ -104,9 +108,11 @@ class ContactDesk:
         decision_id: str | None = None,
         reserve: bool = True,
         history: ContactHistory | None = None,
+        uplift: Mapping[str, float] | None = None,
     ) -> Decision:
         """Read the customer's history (unless given), `Arbiter.decide`, then reserve (unless
-        `reserve=False`: a what-if that records nothing)."""
+        `reserve=False`: a what-if that records nothing). `uplift`: offer id -> incremental
+        conversion, for the `uplift` objective (`Arbiter.decide`)."""
         if now.tzinfo is not None:
             now = now.astimezone(UTC).replace(tzinfo=None)
         if history is None and self.arbiter.may_contact(customer_id, channel, now, consents):
@@ -115,5 +121,6 @@ class ContactDesk:
             customer_id, channel, now, candidates, features=features, context=context,
             churn_probability=churn_probability, customer_value=customer_value, k=k, rng=rng, consents=consents,
             model_versions=model_versions, fallback=fallback, decision_id=decision_id, history=history,
+            uplift=uplift,
         )
         return self.reserve(decision, now) if reserve else decision

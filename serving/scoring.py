@@ -7,6 +7,12 @@ plus the rows the contact store recorded, read by the caller), the churn probabi
 champion on the materialised row, computed once per model load) and `customer_value` =
 `spend_365d` of the materialised row (currency units). Customers without a materialised row, or
 no models: the popularity fallback (every offer gets its smoothed historical acceptance rate).
+
+With an uplift champion (`Models.uplift`, loaded when the policy arbitrates by incremental value)
+it also gives `tau`, the incremental conversion of every offer against no contact: the uplift
+model on the same candidate matrix plus the offer's incentive columns (`features.incentives`),
+one matrix for both models. A customer without a materialised row has no estimate (NaN: the
+arbiter suppresses every offer as `invalid_score`, so nbo makes no contact it cannot value).
 """
 
 from __future__ import annotations
@@ -20,13 +26,16 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from features import CUSTOMER_FEATURES, Context, CustomerRows, candidate_matrix, prepare_offers
+from features import CANDIDATE_FEATURES, CUSTOMER_FEATURES, Context, CustomerRows, candidate_matrix, prepare_offers
+from features.incentives import incentive_columns
 from nbo.vocab import FINAL_OUTCOMES
 from serving.champions import Models
 
 #: Pseudo-count of the prior in the popularity fallback: an offer needs about this many finalised
 #: contacts before its own acceptance rate outweighs the catalogue-wide one.
 POPULARITY_PRIOR_WEIGHT = 20.0
+#: Column of `offer_code` in the candidate block (the uplift model reads it as NaN: `Scorer.uplift`).
+_OFFER_CODE = CANDIDATE_FEATURES.index("offer_code")
 _CONTACT_COLUMNS = ("customer_id", "offer_id", "channel", "ts", "outcome", "outcome_ts")
 
 
@@ -41,6 +50,9 @@ class Scored:
     churn: np.ndarray
     value: np.ndarray
     models: Models | None
+    #: (customers, offers) incremental conversion from the uplift champion (NaN: unknown customer),
+    #: None when the models carry no uplift model.
+    tau: np.ndarray | None = None
 
 
 class Scorer:
@@ -50,6 +62,8 @@ class Scorer:
         self.offers = offers.reset_index(drop=True)
         self.offer_ids: list[str] = [str(o) for o in self.offers["offer_id"].tolist()]
         self._prepared = prepare_offers(self.offers)
+        #: The uplift model's incentive columns of every offer (float32, catalogue order).
+        self._incentives = incentive_columns(self.offers).astype(np.float32)
         self._rule_names = list(rule_names)
         self._contacts = self._index_contacts(contacts)
         self.popularity = self._popularity(contacts)
@@ -65,6 +79,10 @@ class Scorer:
         self.customer_matrix = features[list(CUSTOMER_FEATURES)].to_numpy(np.float32, na_value=np.nan)
         # The numeric columns as one float64 block: a request takes its row out of it with no pandas.
         self._rows = CustomerRows.from_frame(features)
+
+    def prepared_for(self, vocabulary: tuple[str, ...] | None) -> object:
+        """The catalogue prepared with a model's offer vocabulary (its `offer_code`s)."""
+        return prepare_offers(self._prepared, vocabulary=vocabulary)
 
     def with_features(self, features: pd.DataFrame) -> Scorer:
         """This scorer over other materialised rows (same catalogue, contacts and popularity)."""
@@ -172,20 +190,42 @@ class Scorer:
         p = np.tile(self.popularity, (len(ids), 1))
         known = np.flatnonzero(positions >= 0)
         X = None
+        tau = None
+        if models is not None and models.uplift is not None:
+            tau = np.full((len(ids), n_o), np.nan)
         if models is not None and len(known) and n_o:
             rows = self._rows.take(positions[known])
             as_of = pd.Timestamp(now)
             # Written as float32 directly (the model's input type; same rounding as casting the
             # float64 matrix), then the model's columns if its order differs: one copy, not three.
-            block = candidate_matrix(rows, self._prepared, self.live_contacts([ids[i] for i in known], contact_rows), contexts, as_of,
-                                     dtype=np.float32)
+            offers = models.offers if models.offers is not None else self._prepared
+            block = candidate_matrix(rows, offers, self.live_contacts([ids[i] for i in known], contact_rows), contexts, as_of,
+                                     dtype=np.float32, attributes=models.attributes)
+            if tau is not None:  # the uplift model reads the candidate columns, not the decision-time attributes
+                tau[known] = self.uplift(models, block[:, : len(CANDIDATE_FEATURES)], len(known))
             if models.propensity_columns is not None:
                 block = block[:, models.propensity_columns]
             X = np.ascontiguousarray(block, dtype=np.float32)
-            scores = models.propensity_predictor(X).reshape(len(known), n_o)
+            if models.choice:  # a softmax over each customer's candidates: the catalogue's offers
+                scores = models.propensity_predictor(X, np.repeat(np.arange(len(known)), n_o)).reshape(len(known), n_o)
+            else:
+                scores = models.propensity_predictor(X).reshape(len(known), n_o)
             p[known] = scores
             churn[known] = models.churn_probability[positions[known]]
-        return Scored(ids, positions, X, p, churn, value, models)
+        return Scored(ids, positions, X, p, churn, value, models, tau)
+
+    def uplift(self, models: Models, block: np.ndarray, n_customers: int) -> np.ndarray:
+        """(customers, offers) incremental conversion of the uplift champion on a candidate block
+        (float32, CANDIDATE_FEATURES order, customer-major) with each offer's incentive columns.
+
+        The uplift model is fitted without an offer vocabulary (`training.uplift_set`: `offer_code`
+        NaN), so it reads `offer_code` as NaN here too, whatever the propensity model's codes."""
+        X = np.hstack([block, np.tile(self._incentives, (n_customers, 1))])
+        X[:, _OFFER_CODE] = np.nan
+        if models.uplift_columns is not None:
+            X = X[:, models.uplift_columns]
+        tau = models.uplift.model.predict_uplift(np.ascontiguousarray(X, dtype=np.float32))  # type: ignore[attr-defined]
+        return np.asarray(tau, dtype=np.float64).reshape(n_customers, len(self.offer_ids))
 
     def rule_inputs(self, position: int) -> dict[str, object] | None:
         """The values the eligibility rules read of the customer at `position` (None: unknown)."""

@@ -19,11 +19,20 @@ import logging
 import os
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 import bentoml
+from bentoml.exceptions import InvalidArgument
 
 from serving.api_models import (
+    ConsentRequest,
+    ConsentResponse,
+    CustomerRequest,
+    CustomerResponse,
+    EventIn,
+    EventsRequest,
+    EventsResponse,
     FeedbackRequest,
     FeedbackResponse,
     ForgetRequest,
@@ -56,11 +65,14 @@ def _metrics() -> dict[str, Any]:
         "reload_failures": Counter("nbo_model_reload_failures", "Failed attempts to load new champions"),
         "feedback": Counter("nbo_feedback", "Feedback received", ["outcome", "known"]),
         "degraded": Counter("nbo_degraded", "Answers without offers because the contact store failed", ["cause"]),
-        "store_refusals": Counter("nbo_store_unavailable", "Feedback or forget refused (503): store failed", ["endpoint"]),
+        "store_refusals": Counter("nbo_store_unavailable", "Feedback, forget or consents refused (503): store failed", ["endpoint"]),
+        "consents": Counter("nbo_consents", "Consent changes recorded at runtime", ["granted", "new"]),
+        "events": Counter("nbo_events", "Events posted at runtime", ["outcome"]),
+        "live_refusals": Counter("nbo_live_refused", "Live input (consents, events) refused with a 4xx", ["endpoint", "field"]),
     }
 
 
-#: What /feedback and /forget answer when the store cannot record: the client should retry.
+#: What /feedback, /forget and /consents answer when the store cannot record: the client should retry.
 _STORE_DOWN_HEADERS = {"Retry-After": "1"}
 
 
@@ -80,7 +92,8 @@ STARTUP_LOGGERS = ("nbo.service", "serving.engine", "models.compiled")
 # ------------------------------------------------------------------------------ the service
 @bentoml.service(name="nbo", workers=2, traffic={"timeout": 2})
 class Recommender:
-    """POST /recommend, /feedback, /forget, /admin/reload; BentoML adds health, metrics, OpenAPI."""
+    """POST /recommend, /feedback, /forget, /consents, /events, /customer, /admin/reload; BentoML adds
+    health, metrics, OpenAPI."""
 
     def __init__(self) -> None:
         from serving.startup import loading_turn
@@ -145,6 +158,8 @@ class Recommender:
         except StoreUnavailable as exc:  # start anyway: answers are degraded until the store is back
             log.warning("warm-up: %s", exc)
             self.engine._store_retry_at = 0.0
+        if self.engine.live is not None:
+            self.engine.live.prepare()  # the data's events, for live features: loaded now, not by a request
         gc.collect()
         gc.freeze()
 
@@ -192,17 +207,29 @@ class Recommender:
     # -------------------------------------------------------------------------- endpoints
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(
-        self, customer_id: str, channel: str, k: int = 3, context: RequestContext | None = None
+        self, customer_id: str, channel: str, k: int = 3, context: RequestContext | None = None,
+        offer_attributes: dict[str, dict[str, float]] | None = None,
     ) -> RecommendResponse:
         """Up to `k` offers (or none) for this customer on this channel, now, with reasons."""
-        return self.decide(customer_id, channel, k, context)
+        return self.decide(customer_id, channel, k, context, offer_attributes)
 
-    def decide(self, customer_id: str, channel: str, k: int, context: RequestContext | None) -> RecommendResponse:
-        """The /recommend handler (called by the Guard's fast path and by the BentoML route)."""
+    def decide(self, customer_id: str, channel: str, k: int, context: RequestContext | None,
+               offer_attributes: dict[str, dict[str, float]] | None = None) -> RecommendResponse:
+        """The /recommend handler (called by the Guard's fast path and by the BentoML route).
+
+        Raises `bentoml.exceptions.InvalidArgument` (400) for attributes of an offer not in the catalogue."""
         from features import Context
+        from features.offer_attributes import check_offer_attributes
+        from nbo.errors import NboError
         from serving.contact_store.errors import StoreUnavailable
 
         ctx = Context(channel=channel, **(context.model_dump(exclude_none=True) if context else {}))  # type: ignore[arg-type]
+        if offer_attributes:
+            try:
+                check_offer_attributes(offer_attributes, self.engine.offer_ids)
+            except NboError as exc:
+                raise InvalidArgument(str(exc)) from None
+            ctx = ctx.model_copy(update={"offer_attributes": offer_attributes})
         m = self.metrics
         try:
             decision = self.engine.decide(customer_id, channel, ctx, self.settings.now(), k=k, reserve=True)
@@ -292,6 +319,98 @@ class Recommender:
         self.store_health.ok()
         log.info("forgot customer %s (%d shows)", hash_id(customer_id), n)
         return ForgetResponse(customer_id=customer_id, erased_shows=n)
+
+    @bentoml.api(route="/consents", input_spec=ConsentRequest)
+    async def consents(self, customer_id: str, channel: str, granted: bool, ts: datetime) -> ConsentResponse:
+        """Record a consent grant or withdrawal in the contact store: the next decision of every
+        worker and replica obeys it (the latest change wins; a tie is a withdrawal).
+
+        404 for an unknown or erased customer, 422 for a time out of range (nothing written);
+        503 (nothing written, retry) if the store failed; 200 with `recorded: false` for a repeat.
+        """
+        from serving.contact_store.errors import StoreUnavailable
+        from serving.live import LiveInputError
+
+        try:
+            new = self.engine.record_consent(customer_id, channel, granted, ts, self.settings.now())
+        except LiveInputError as exc:
+            return self._refused("consents", exc)
+        except StoreUnavailable as exc:
+            self.store_health.failed(exc.cause)
+            self.metrics["store_refusals"].labels("consents").inc()
+            return _store_down("consent")
+        self.store_health.ok()
+        self.metrics["consents"].labels(str(granted).lower(), str(new).lower()).inc()
+        return ConsentResponse(customer_id=customer_id, channel=channel, granted=granted, ts=ts, recorded=new)
+
+    def _refused(self, endpoint: str, exc: Any) -> Any:
+        """The 4xx of live input refused after validation (nothing written), one warning line."""
+        from starlette.responses import JSONResponse
+
+        self.metrics["live_refusals"].labels(endpoint, exc.field.split("].")[-1].split("[")[0]).inc()
+        log.warning("client error: POST /%s -> %d %s", endpoint, exc.status, exc)
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @bentoml.api(route="/events", input_spec=EventsRequest)
+    async def events(self, events: list[EventIn]) -> EventsResponse:
+        """Append events to the event log (the contact store), all or nothing: the next decision of
+        every worker and replica for these customers reads features recomputed with them.
+
+        404 unknown or erased customer, 409 an event id recorded with other content, 422 a time out
+        of range or not after the data's last event (nothing written); 503 if the store failed.
+        """
+        from serving.contact_store.base import LiveEvent, to_epoch
+        from serving.contact_store.errors import StoreUnavailable
+        from serving.live import LiveInputError, utc_time
+
+        try:
+            records = []
+            for i, raw in enumerate(events):
+                e = raw if isinstance(raw, EventIn) else EventIn.model_validate(raw)
+                ts = to_epoch(utc_time(f"events[{i}].ts", e.ts))
+                records.append(LiveEvent(e.event_id, e.customer_id, ts, e.type, e.channel, e.category, e.product_id,
+                                         None if e.amount is None else float(e.amount)))
+            result = self.engine.ingest_events(records, self.settings.now())
+        except LiveInputError as exc:
+            return self._refused("events", exc)
+        except StoreUnavailable as exc:
+            self.store_health.failed(exc.cause)
+            self.metrics["store_refusals"].labels("events").inc()
+            return _store_down("events")
+        self.store_health.ok()
+        self.metrics["events"].labels("recorded").inc(result.recorded)
+        self.metrics["events"].labels("duplicate").inc(result.duplicates)
+        return EventsResponse(received=result.received, recorded=result.recorded, duplicates=result.duplicates)
+
+    @bentoml.api(route="/customer", input_spec=CustomerRequest)
+    async def customer(self, customer_id: str) -> CustomerResponse:
+        """The live customer view: every feature the next decision reads for this customer
+        (recomputed with posted events, or the features file's row); 404 unknown or erased."""
+        import math
+
+        from starlette.responses import JSONResponse
+
+        from serving.contact_store.errors import StoreUnavailable
+
+        try:
+            source, row = self.engine.customer_view(customer_id, self.settings.now())
+        except StoreUnavailable as exc:
+            self.store_health.failed(exc.cause)
+            return _store_down("customer view")
+        self.store_health.ok()
+        if row is None:
+            return JSONResponse({"error": "customer_id: unknown customer (no features, or erased)"},  # type: ignore[return-value]
+                                status_code=404)
+        features: dict[str, float | str | None] = {}
+        for name, value in row.items():
+            if isinstance(value, str):
+                features[str(name)] = value
+            else:
+                v = float(value) if value is not None else math.nan
+                features[str(name)] = None if math.isnan(v) else v
+        lifecycle = features.get("lifecycle")
+        return CustomerResponse(customer_id=customer_id, source=source, lifecycle=lifecycle if isinstance(lifecycle, str) else None,  # type: ignore[arg-type]
+                                features=features)
 
     @bentoml.api(route="/admin/reload", input_spec=ReloadRequest)
     async def admin_reload(self, force: bool = False) -> ReloadResponse:

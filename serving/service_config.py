@@ -30,6 +30,8 @@ class ServiceSettings(BaseModel):
     engine: dict[str, Any]
     reload_interval_s: float = Field(60.0, gt=0)
     max_body_bytes: int = Field(16 * 1024, ge=256)
+    #: `POST /events` (batches of up to `api_models.MAX_EVENTS_PER_BODY` events): its own limit.
+    max_events_body_bytes: int = Field(1024 * 1024, ge=256)
     state_dir: Path = Path(".nbo-service")
     #: Simulated clock: `now = clock_start + (wall time - clock_anchor)`; None = the real UTC clock.
     clock_start: datetime | None = None

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.tracking import CHURN_MODEL, PROPENSITY_MODEL
+from models.tracking import CHURN_MODEL, PROPENSITY_MODEL, UPLIFT_MODEL
 from nbo.errors import NboError
 from serving.contact_store.base import ContactStore
 from serving.contact_store.sqlite_store import SQLiteContactStore
@@ -29,6 +29,8 @@ class EngineSettings(BaseModel):
     store_horizon_days: int = Field(90, ge=1)
     propensity_model: str = PROPENSITY_MODEL
     churn_model: str = CHURN_MODEL
+    uplift_model: str = Field(UPLIFT_MODEL, description="loaded (and required) only when the policy's "
+                              "arbitration.objective is uplift")
     alias: str = "champion"
     explain: Literal["path", "shap"] = Field("path", description="reasons from path attributions (fast) or TreeSHAP")
     store_timeout_s: float | None = Field(
@@ -43,6 +45,15 @@ class EngineSettings(BaseModel):
     prepared_champions: Path | None = Field(
         None, description="directory of champions prepared by earlier loads (models.prepared): a start reads the "
         "registry's SQLite file and these pickles instead of MLflow when it can; None = always MLflow")
+    live_max_past_days: float = Field(
+        365.0, gt=0, description="POST /consents and /events: a time more than this many days before now is refused (422)"
+    )
+    live_max_skew_s: float = Field(
+        300.0, ge=0, description="POST /consents and /events: a time more than this many seconds after now is refused (422)"
+    )
+    live_refresh_s: float = Field(
+        60.0, gt=0, description="a customer's live feature row (events posted while nbo runs) is recomputed at least this often (s)"
+    )
     seed_history: bool = Field(True, description="import the data's contact history into the store at start "
                                "(`nbo serve` does it once before its workers start, which then skip it)")
 

@@ -21,7 +21,10 @@ from features import (
     build_customer_features,
     build_exposure_features,
 )
+from features.offer_attributes import attribute_columns
+from features.offers import offer_vocabulary, prepare_offers
 from features.session import exposure_sessions
+from nbo.contract import ATTRIBUTE_PREFIX, CONTACTS
 from nbo.data import Dataset
 from nbo.errors import NboError
 from training.labels import churn_labels, churn_snapshots, propensity_labels
@@ -37,9 +40,23 @@ class TrainingSet:
     y: np.ndarray
     meta: pd.DataFrame
     feature_names: list[str]
+    #: Decision-time offer attribute names whose columns end `feature_names` (propensity only).
+    attributes: tuple[str, ...] = ()
+    #: The offer ids `offer_code` numbers (propensity only).
+    vocabulary: tuple[str, ...] | None = None
 
     def split(self, mask: np.ndarray) -> TrainingSet:
-        return TrainingSet(self.X[mask], self.y[mask], self.meta[mask].reset_index(drop=True), self.feature_names)
+        return TrainingSet(self.X[mask], self.y[mask], self.meta[mask].reset_index(drop=True), self.feature_names,
+                           self.attributes, self.vocabulary)
+
+    def is_choice_data(self) -> bool:
+        """True when every decision has two or more candidates and exactly one acceptance: the
+        log records choices among alternatives (one purchase per shopping occasion), not yes/no
+        answers to offers shown one at a time."""
+        if "decision_id" not in self.meta or not len(self.y):
+            return False
+        per = pd.Series(self.y, dtype=np.int64).groupby(self.meta["decision_id"].to_numpy(), sort=False).agg(["sum", "size"])
+        return bool(((per["sum"] == 1) & (per["size"] >= 2)).all())
 
     def __len__(self) -> int:
         return len(self.y)
@@ -73,7 +90,13 @@ def propensity_set(
             "no exposures with a closed acceptance window before --as-of: the contacts table is empty "
             "or too recent to train a propensity model"
         )
-    names = list(FEATURE_SET.candidate_features)
+    # Decision-time offer attributes logged for at least one of these exposures, and the offer
+    # vocabulary of the catalogue: the model keeps both, the scorer builds the same columns.
+    attributes = tuple(a for a in CONTACTS.attribute_names(exposures.columns)
+                       if exposures[f"{ATTRIBUTE_PREFIX}{a}"].notna().any())
+    vocabulary = offer_vocabulary(data.offers["offer_id"])
+    offers = prepare_offers(data.offers, vocabulary=vocabulary)
+    names = [*FEATURE_SET.candidate_features, *attribute_columns(attributes)]
     # The page and session each web/app exposure was shown in: the context the service gets from its caller.
     exposures = pd.concat([exposures, exposure_sessions(data.events, exposures)], axis=1)
     days = exposures["ts"].dt.normalize()
@@ -82,7 +105,7 @@ def propensity_set(
                           disable=not progress, leave=False):
         ids = rows["customer_id"].unique()
         customers = build_customer_features(data, day, customer_ids=ids)
-        feats = build_exposure_features(customers, data.offers, data.contacts, rows, day)
+        feats = build_exposure_features(customers, offers, data.contacts, rows, day, attributes=attributes)
         feats["label"] = rows["label"].to_numpy()
         feats["decision_id"] = rows["decision_id"].to_numpy()
         feats["ts"] = rows["ts"].to_numpy()
@@ -90,7 +113,7 @@ def propensity_set(
         parts.append(feats)
     frame = pd.concat(parts, ignore_index=True)
     meta = frame[["decision_id", "customer_id", "offer_id", "ts", "lifecycle"]].reset_index(drop=True)
-    return TrainingSet(_matrix(frame, names), frame["label"].to_numpy(dtype=np.int8), meta, names)
+    return TrainingSet(_matrix(frame, names), frame["label"].to_numpy(dtype=np.int8), meta, names, attributes, vocabulary)
 
 
 def churn_set(
@@ -131,10 +154,17 @@ def churn_set(
 
 
 def time_split(ts: pd.Series, validation_share: float = 0.2) -> np.ndarray:
-    """Boolean mask of the validation rows: the latest `validation_share` of time (not of rows)."""
+    """Boolean mask of the validation rows: the latest `validation_share` of the rows in time order
+    (rows at the cut's moment go to validation), so the validation period is always the latest
+    and its size follows the rows, not the calendar: a log whose volume grows over time (most
+    real ones; the household panels of benchmarks/bench_real.py, where 20 % of the calendar held
+    83-88 % of the rows) keeps most of its rows for training."""
     ts = pd.to_datetime(ts)
     if ts.nunique() < 2:
         raise NboError("all training rows share one timestamp: cannot split by time")
-    start, end = ts.min(), ts.max()
-    cut = start + (end - start) * (1 - validation_share)
-    return (ts > cut).to_numpy()
+    values = np.sort(ts.to_numpy(dtype="datetime64[ns]"))
+    cut = values[min(len(values) - 1, int(np.floor(len(values) * (1 - validation_share))))]
+    valid = (ts >= cut).to_numpy()
+    if valid.all():  # the cut fell on the earliest moment: validate on the latest one alone
+        valid = (ts == ts.max()).to_numpy()
+    return valid

@@ -101,7 +101,12 @@ def compare_on_sample(challenger: LoadedModel, champion: LoadedModel, sample: pd
         if missing:
             raise NboError(f"{m.label} needs feature(s) absent from the validation sample "
                            f"({', '.join(missing[:5])}): feature sets differ; use --force to promote anyway")
-        p = m.model.predict_proba_positive(sample[m.feature_names].to_numpy(np.float32))
+        group = sample["__decision__"].to_numpy(dtype=object) if "__decision__" in sample else None
+        if m.model.is_choice and group is None:
+            raise NboError(f"{m.label} is a choice model and the validation sample has no decisions: "
+                           "objectives differ; use --force to promote anyway")
+        X = sample[m.feature_names].to_numpy(np.float32)
+        p = m.model.predict_proba_positive(X, group) if m.model.is_choice else m.model.predict_proba_positive(X)
         met = binary_metrics(y, p)
         out[f"{tag}_auc"], out[f"{tag}_brier"] = met.auc, met.brier
     return out

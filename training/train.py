@@ -29,7 +29,7 @@ from features.bgnbd_estimator import BetaGeoModel
 from nbo.data import Dataset
 from nbo.errors import NboError
 from training.datasets import TrainingSet, churn_set, propensity_set, time_split
-from models.calibrated import CalibratedBooster
+from models.calibrated import OBJECTIVES, CalibratedBooster
 from models.pyfunc import NboPyfunc
 from training.report import Report, build_report, calibration_counts
 from models.tracking import CHALLENGER, MODEL_NAMES, Tracking
@@ -51,10 +51,14 @@ class TrainConfig:
     churn_snapshots: int = 4
     churn_step_days: int = 30
     validation_share: float = 0.2
-    num_boost_round: int = 400
+    #: A cap: early stopping on the later period picks the number of rounds below it.
+    num_boost_round: int = 1000
     max_exposures: int | None = None
     seed: int = 0
     calibration: str = "centered_isotonic"  # or "isotonic": the step map used before issue 20
+    #: Propensity objective: "binary", "choice", or "auto" (choice when every decision of the
+    #: training rows has two or more candidates and exactly one acceptance; docs/training.md).
+    objective: str = "auto"
 
     def params(self) -> dict[str, object]:
         return {
@@ -65,6 +69,7 @@ class TrainConfig:
             "churn_step_days": self.churn_step_days,
             "validation_share": self.validation_share,
             "num_boost_round": self.num_boost_round,
+            "objective_requested": self.objective,
             "feature_set": FEATURE_SET.name,
             "feature_set_version": FEATURE_SET.version,
             "calibration": self.calibration,
@@ -169,22 +174,30 @@ def fit_and_log(
     else:
         full = churn_set(data, config.as_of, config.horizon_days, config.churn_snapshots,
                          config.churn_step_days, progress)
+    objective = _objective(which, full, config.objective)
     is_valid = time_split(full.meta["ts"], config.validation_share)
+    if objective == "choice":  # a decision's candidates stay on one side of the split
+        is_valid = _whole_decisions(full.meta["decision_id"], is_valid)
     train, valid = full.split(~is_valid), full.split(is_valid)
     for part, label in ((train, "training"), (valid, "validation")):
         if len(np.unique(part.y)) < 2:
             raise NboError(f"{which}: the {label} period has a single class ({len(part)} rows); "
                            "use more data or an earlier --as-of")
-    log.info("%s: %d training rows, %d validation rows", which, len(train), len(valid))
+    log.info("%s: %d training rows, %d validation rows, objective %s", which, len(train), len(valid), objective)
 
+    group = train.meta["decision_id"].to_numpy(dtype=object) if objective == "choice" else None
+    group_val = valid.meta["decision_id"].to_numpy(dtype=object) if objective == "choice" else None
     model = CalibratedBooster(
         feature_names=full.feature_names,
         params={"seed": config.seed},
         num_boost_round=config.num_boost_round,
         calibration=config.calibration,
-    ).fit(train.X, train.y, valid.X, valid.y)
+        objective=objective,
+        attributes=full.attributes,
+        offer_vocabulary=full.vocabulary,
+    ).fit(train.X, train.y, valid.X, valid.y, group=group, group_val=group_val)
     # Validation rows are in time order; their report uses out-of-fold calibration (crossfit_proba).
-    p = model.crossfit_proba(valid.X, valid.y)
+    p = model.crossfit_proba(valid.X, valid.y, group=group_val)
     scores = {"lightgbm": p, "logistic": _logistic(train, config.seed).predict_proba(valid.X)[:, 1]}
     if which == "propensity":
         scores["offer_rate"] = _offer_rate_baseline(train, valid)
@@ -194,12 +207,14 @@ def fit_and_log(
         scores["bgnbd"] = _bgnbd_baseline(train, valid, config.horizon_days, config.seed)
         truth = None
     contributions = model.contributions(valid.X[:20_000])
-    shipped = model.predict_proba_positive(valid.X)
+    shipped = model.predict_proba_positive(valid.X, group_val)
     report = build_report(
         which, valid.y, scores, full.feature_names, model.gain_importance(), contributions,
         stages=valid.meta["lifecycle"].to_numpy(), truth=truth,
         rank_scores={"lightgbm": shipped},
     )
+    if objective == "choice":
+        report.metrics["top1_choice"] = _top1(valid.meta["decision_id"].to_numpy(dtype=object), p, valid.y)
     # The shipped calibration was fitted on these rows: a step map could merge ranks in their
     # favour (the centred map cannot: it is strictly increasing); the booster's own ranking is the
     # out-of-sample view of the same model.
@@ -218,7 +233,8 @@ def fit_and_log(
                          BASELINES_TAG: ",".join(name.split(" ")[0] for name in scores if name != "lightgbm")})
         mlflow.log_params({**config.params(), "model": which, "train_rows": len(train), "valid_rows": len(valid),
                            "train_start": str(train.meta["ts"].min()), "valid_start": str(valid.meta["ts"].min()),
-                           "valid_end": str(valid.meta["ts"].max()), "best_iteration": model.booster_.best_iteration})
+                           "valid_end": str(valid.meta["ts"].max()), "best_iteration": model.booster_.best_iteration,
+                           "objective": objective, "offer_attributes": ",".join(full.attributes) or "none"})
         mlflow.log_metrics({k: v for k, v in report.metrics.items() if np.isfinite(v)})
         for fname, fig in report.figures.items():
             mlflow.log_figure(fig, f"report/{fname}")
@@ -229,7 +245,7 @@ def fit_and_log(
             if not report.by_stage.empty:
                 report.by_stage.to_csv(tmpdir / "by_lifecycle_stage.csv")
             (tmpdir / "summary.txt").write_text(report.summary() + "\n")
-            sample = _validation_sample(valid, config.seed)
+            sample = _validation_sample(valid, config.seed, by_decision=objective == "choice")
             sample.to_parquet(tmpdir / "validation.parquet", index=False)
             mlflow.log_artifacts(str(tmpdir), "report")
         example = pd.DataFrame(valid.X[:5], columns=full.feature_names)
@@ -246,15 +262,52 @@ def fit_and_log(
     return TrainResult(which, name, version, run.info.run_id, report)
 
 
-def _validation_sample(valid: TrainingSet, seed: int) -> pd.DataFrame:
-    """Validation rows kept with the run, so promotion compares versions on the same data."""
+def _validation_sample(valid: TrainingSet, seed: int, by_decision: bool = False) -> pd.DataFrame:
+    """Validation rows kept with the run, so promotion compares versions on the same data. A
+    choice model's sample keeps whole decisions and their ids (`__decision__`)."""
     rng = np.random.default_rng(seed)
     idx = np.arange(len(valid))
     if len(idx) > VALIDATION_SAMPLE_ROWS:
-        idx = np.sort(rng.choice(idx, VALIDATION_SAMPLE_ROWS, replace=False))
+        if by_decision:
+            codes = pd.factorize(valid.meta["decision_id"])[0]
+            per = max(1, len(idx) // (int(codes.max()) + 1))
+            keep = rng.choice(int(codes.max()) + 1, max(1, VALIDATION_SAMPLE_ROWS // per), replace=False)
+            idx = np.flatnonzero(np.isin(codes, keep))
+        else:
+            idx = np.sort(rng.choice(idx, VALIDATION_SAMPLE_ROWS, replace=False))
     frame = pd.DataFrame(valid.X[idx], columns=valid.feature_names)
     frame["__label__"] = valid.y[idx]
+    if by_decision:
+        frame["__decision__"] = valid.meta["decision_id"].to_numpy(dtype=object)[idx]
     return frame
+
+
+def _objective(which: str, full: TrainingSet, requested: str) -> str:
+    """The propensity objective: as requested, or by the data for "auto" (churn: binary)."""
+    if requested not in ("auto", *OBJECTIVES):
+        raise NboError(f"--objective {requested!r} is not one of auto, {', '.join(OBJECTIVES)}")
+    if which != "propensity":
+        return "binary"
+    if requested == "auto":
+        return "choice" if full.is_choice_data() else "binary"
+    if requested == "choice" and not full.is_choice_data():
+        raise NboError("--objective choice needs a contact log of choices: every decision with two or more "
+                       "candidates and exactly one accepted; this log has decisions with none, several or one "
+                       "candidate (use --objective binary or auto)")
+    return requested
+
+
+def _whole_decisions(decision: pd.Series, is_valid: np.ndarray) -> np.ndarray:
+    """The validation mask widened so that a decision with any validation row is all validation."""
+    ids = decision.to_numpy(dtype=object)
+    return np.isin(ids, pd.unique(ids[is_valid]))
+
+
+def _top1(decision: np.ndarray, p: np.ndarray, y: np.ndarray) -> float:
+    """Share of decisions whose highest P(accept) is the chosen candidate."""
+    frame = pd.DataFrame({"d": decision, "p": p, "y": y})
+    best = frame.sort_values(["d", "p"], ascending=[True, False], kind="stable").groupby("d", sort=False).head(1)
+    return float(best["y"].mean())
 
 
 def metrics_json(results: list[TrainResult]) -> str:

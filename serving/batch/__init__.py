@@ -9,7 +9,15 @@ directory (`run.py`). `job.py` says what a run decides; `customers.py` which cus
 """
 
 from serving.batch.customers import SEGMENT_EXCLUDED, compile_segment, read_customer_list
-from serving.batch.job import MAX_K, BatchJob, check_channel, customers_digest, decision_id_for, features_fingerprint
+from serving.batch.job import (
+    MAX_K,
+    BatchJob,
+    check_channel,
+    customers_digest,
+    decision_id_for,
+    features_fingerprint,
+    read_offer_attributes,
+)
 from serving.batch.plan import OUTPUT_COLUMNS, PLAN_COLUMNS, PLAN_SCHEMA, REASON_SEPARATOR, models_blob, open_engine, plan_chunk
 from serving.batch.reserve import merge_summaries, reserve_plan, summarise
 from serving.batch.run import BatchRun
@@ -37,6 +45,7 @@ __all__ = [
     "open_engine",
     "plan_chunk",
     "read_customer_list",
+    "read_offer_attributes",
     "reserve_plan",
     "summarise",
 ]

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features import iter_materialised
+from features import Context, iter_materialised
 from nbo.errors import NboError
 from serving.batch.customers import SEGMENT_EXCLUDED
 from serving.batch.job import BatchJob, decision_id_for
@@ -49,7 +49,7 @@ REASON_SEPARATOR = "; "
 def open_engine(settings: EngineSettings, models: bytes | None = None) -> DecisionEngine:
     """The engine a batch run needs: models required, only a few feature rows held.
 
-    `models`: the driver's (propensity, churn) pair, pickled (`models_blob`); workers take it
+    `models`: the driver's (propensity, churn[, uplift]) models, pickled (`models_blob`); workers take it
     instead of loading the champions from MLflow (~7 s each, and they need no tracking access).
     """
     path = latest_features_file(settings.features_path)
@@ -65,9 +65,10 @@ def open_engine(settings: EngineSettings, models: bytes | None = None) -> Decisi
 
 
 def models_blob(engine: DecisionEngine) -> bytes:
-    """The engine's (propensity, churn) pair, pickled for workers (a few hundred KB)."""
+    """The engine's (propensity, churn) pair, with the uplift model when it has one, pickled for
+    workers (a few hundred KB)."""
     assert engine.models is not None
-    return pickle.dumps((engine.models.propensity, engine.models.churn))
+    return pickle.dumps(engine.models.loaded)
 
 
 def plan_chunk(
@@ -121,9 +122,13 @@ def plan_chunk(
         versions = json.dumps(engine.models.versions if engine.models is not None else {}, sort_keys=True)
         now = naive_utc(job.as_of)
         ids = [str(c) for c in frame.index.tolist()]
-        # The chunk's contact state, read once: the caps' histories and the features' store rows.
+        # The chunk's contact state, read once: the caps' histories, the features' store rows and
+        # the consent changes recorded at runtime (`POST /consents`: a campaign obeys them too).
+        desk = engine.desk
         block = engine.with_features(frame).decide_block(
-            CustomerBlock(ids, engine.desk.histories(ids, now), engine.desk.contact_rows_many(ids)), job.channel, now, None, job.k,
+            CustomerBlock(ids, desk.histories(ids, now), desk.contact_rows_many(ids), desk.consent_changes(ids)),
+            job.channel, now,
+            Context(channel=job.channel, offer_attributes=job.offer_attributes) if job.offer_attributes else None, job.k,
         )
         for i, cid in enumerate(ids):
             did = decision_id_for(job.campaign, cid, job.channel)

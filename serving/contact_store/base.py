@@ -182,6 +182,61 @@ def imported_shows(contacts: object, categories: Mapping[str, str], since: float
 
 
 @dataclass(frozen=True)
+class ConsentChange:
+    """A consent grant or withdrawal recorded at runtime (`POST /consents`), epoch seconds."""
+
+    channel: str
+    ts: float
+    granted: bool
+
+
+@dataclass(frozen=True)
+class LiveEvent:
+    """One event of the customer's life posted while nbo runs (`POST /events`, `nbo ingest`):
+    a row of the data contract's `events` table plus its `event_id` (ts in epoch seconds).
+    The same (customer_id, event_id) is one event: posting it again changes nothing."""
+
+    event_id: str
+    customer_id: str
+    ts: float
+    type: str
+    channel: str | None = None
+    category: str | None = None
+    product_id: str | None = None
+    amount: float | None = None
+
+    def content(self) -> tuple[object, ...]:
+        """What must match for a repeated event id to be the same event."""
+        return (self.ts, self.type, self.channel, self.category, self.product_id, self.amount)
+
+
+class EventConflict(ValueError):
+    """An event id already recorded (or repeated in one call) with other content: nothing written."""
+
+    def __init__(self, event: LiveEvent) -> None:
+        super().__init__("event_id already recorded for this customer with other content")
+        self.event = event
+
+
+def unique_events(events: Iterable[LiveEvent]) -> list[LiveEvent]:
+    """`events` with repeats of one (customer_id, event_id) dropped, first kept; `EventConflict` if
+    a repeat has other content."""
+    seen: dict[tuple[str, str], LiveEvent] = {}
+    for e in events:
+        first = seen.setdefault((e.customer_id, e.event_id), e)
+        if first is not e and first.content() != e.content():
+            raise EventConflict(e)
+    return list(seen.values())
+
+
+def event_records(events: Iterable[LiveEvent]) -> list[dict[str, object]]:
+    """Live events as `export` lists them (oldest first; naive UTC times)."""
+    return [{"event_id": e.event_id, "ts": from_epoch(e.ts), "type": e.type, "channel": e.channel,
+             "category": e.category, "product_id": e.product_id, "amount": e.amount}
+            for e in sorted(events, key=lambda e: (e.ts, e.event_id))]
+
+
+@dataclass(frozen=True)
 class CustomerState:
     """What one decision reads about one customer: the contact rows (the features' live history,
     as `ContactStore.contact_rows`) and the contact history the caps are checked on (as
@@ -192,6 +247,18 @@ class CustomerState:
     #: The customer was erased (`ContactStore.forget`): decide as for an unknown customer, whatever
     #: the caller still holds in memory (a materialised row, the data directory's contacts).
     forgotten: bool = False
+    #: Consent changes recorded at runtime (`ContactStore.record_consent`), in no particular order:
+    #: the decision merges them with the data's consents table (`ConsentBook.state`).
+    consents: tuple[ConsentChange, ...] = ()
+    #: Events posted while nbo runs (`ContactStore.append_events`), in no particular order: the
+    #: decision recomputes the customer's features with them (`serving.live.LiveFeatures`).
+    events: tuple[LiveEvent, ...] = ()
+
+
+def consent_records(changes: Iterable[ConsentChange]) -> list[dict[str, object]]:
+    """Runtime consent changes as `export` lists them (oldest first; naive UTC times)."""
+    return [{"channel": c.channel, "ts": from_epoch(c.ts), "granted": c.granted}
+            for c in sorted(changes, key=lambda c: (c.ts, c.channel, c.granted))]
 
 
 def forgotten_key(customer_id: str) -> str:
@@ -421,9 +488,30 @@ class ContactStore(ABC):
         """True once `forget(customer_id)` ran (stores without the record: False)."""
         return False
 
+    def record_consent(self, customer_id: str, channel: str, granted: bool, ts: datetime) -> bool:
+        """Record a consent grant or withdrawal observed at runtime (`POST /consents`), durably,
+        for every process sharing the store; never expires (unlike contacts) until `forget`.
+        Idempotent: the same (channel, ts, granted) again changes nothing (False)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot record consents")
+
+    def consent_changes(self, customer_ids: list[str]) -> dict[str, tuple[ConsentChange, ...]]:
+        """The runtime consent changes of these customers (customers without any left out)."""
+        return {}
+
+    def append_events(self, events: list[LiveEvent]) -> int:
+        """Append events to the event log, all or nothing; returns how many were new. An event whose
+        (customer_id, event_id) is recorded already with the same content is skipped (idempotent);
+        with other content: `EventConflict`, and nothing of the call is written."""
+        raise NotImplementedError(f"{type(self).__name__} cannot record events")
+
+    def live_events(self, customer_ids: list[str]) -> dict[str, tuple[LiveEvent, ...]]:
+        """The events posted for these customers (customers without any left out)."""
+        return {}
+
     @abstractmethod
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
-        """Everything stored about the customer: `decisions` and `contacts` (with outcomes)."""
+        """Everything stored about the customer: `decisions` and `contacts` (with outcomes), and
+        `consents` and `events` (the runtime consent changes and posted events) where the store keeps them."""
 
     def contact_rows(self, customer_id: str) -> list[dict[str, object]]:
         """`export(customer_id)["contacts"]`; stores override it to skip reading the decision log."""
@@ -438,7 +526,8 @@ class ContactStore(ABC):
         The caps are still re-checked atomically by `check_and_reserve`: this read is a pre-filter.
         """
         return CustomerState(self.contact_rows(customer_id), self.history(customer_id, now),
-                             self.forgotten(customer_id))
+                             self.forgotten(customer_id), self.consent_changes([customer_id]).get(customer_id, ()),
+                             self.live_events([customer_id]).get(customer_id, ()))
 
     def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
         """`contact_rows` of many customers; customers without rows may be left out."""

@@ -5,7 +5,9 @@ we cannot tell which came last, we do not contact.
 
 Consents are data, not contact history: `ConsentBook` is built from the `consents` table and
 answers "which channels may we use for this customer at `now`". `record` adds a change observed at
-runtime (e.g. an unsubscribe link), visible to the very next decision. No row for a channel means
+runtime in this process; changes recorded in the contact store (`POST /consents`, shared by every
+worker and replica) come with each decision's read of the customer and are merged by `state(...,
+live=...)` under the same rule. No row for a channel means
 no consent on opt-in channels and consent elsewhere; a withdrawal on a non-opt-in channel (e.g. a
 mail opt-out) is respected.
 """
@@ -21,7 +23,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from serving.contact_store.base import to_epoch
+from serving.contact_store.base import ConsentChange, to_epoch
 
 
 class ConsentBook:
@@ -47,15 +49,23 @@ class ConsentBook:
         with self._lock:
             self._add(customer_id, channel, granted, to_epoch(ts))
 
-    def state(self, customer_id: str, channel: str, now: datetime) -> bool | None:
-        """The latest recorded consent at or before `now`: True, False, or None if no row."""
+    def state(self, customer_id: str, channel: str, now: datetime,
+              live: Iterable[ConsentChange] = ()) -> bool | None:
+        """The latest recorded consent at or before `now`: True, False, or None if no row.
+
+        `live`: the customer's consent changes from the contact store (`CustomerState.consents`),
+        merged with the book's rows: the latest of all wins, a withdrawal wins a tie."""
         t = to_epoch(now)
         with self._lock:
             rows = self._rows.get((customer_id, channel))
-            if not rows:
-                return None
-            i = bisect.bisect_right(rows, (t, math.inf))  # after every row at `t`
-            return None if i == 0 else not rows[i - 1][1]
+            best: tuple[float, bool] | None = None
+            if rows:
+                i = bisect.bisect_right(rows, (t, math.inf))  # after every row at `t`
+                best = None if i == 0 else rows[i - 1]
+        for c in live:
+            if c.channel == channel and c.ts <= t and (best is None or (c.ts, not c.granted) > best):
+                best = (c.ts, not c.granted)
+        return None if best is None else not best[1]
 
     def states(self, customer_id: str, now: datetime, channels: Iterable[str]) -> dict[str, bool]:
         """Channel -> latest consent for the channels that have a row (what `Arbiter.decide` takes)."""

@@ -15,6 +15,8 @@ Layout under `prefix` (B = `prefix:{customer_id}`):
     B:dco / B:dcc   hash offer / category -> last decline ts
     B:decs / B:keys set of the customer's decision ids / keys (for forget)
     B:imp           set "decision_id offer_id" of the shows imported from the data (`import_history`)
+    B:cons          set json {ch, ts, g}         runtime consent changes (`record_consent`; no expiry)
+    B:ev            hash event_id -> json        events posted at runtime (`append_events`; no expiry)
     prefix:forgotten set                        erased customers (`forgotten_key` hashes), for every worker
     prefix:d:<decision_id> hash                 the decision log entry and its outcomes
 """
@@ -35,17 +37,23 @@ from serving.contact_store.base import (
     OUTCOME_RANK,
     ContactHistory,
     ContactRecord,
+    ConsentChange,
     ContactStore,
     CustomerState,
+    EventConflict,
+    LiveEvent,
     OfferRef,
     ReserveRequest,
     ReserveResult,
     check_outcome,
     check_propensities,
+    consent_records,
+    event_records,
     forgotten_key,
     from_epoch,
     imported_shows,
     to_epoch,
+    unique_events,
 )
 from serving.caps import lua_config
 from serving.policy import ContactPolicy
@@ -197,10 +205,39 @@ local base, prefix = KEYS[1], ARGV[1]
 local n = redis.call('ZCARD', base .. ':log')
 for _, d in ipairs(redis.call('SMEMBERS', base .. ':decs')) do redis.call('DEL', prefix .. ':d:' .. d) end
 for _, k in ipairs(redis.call('SMEMBERS', base .. ':keys')) do redis.call('DEL', k) end
-redis.call('DEL', base .. ':keys', base .. ':decs', base .. ':log', base .. ':dco', base .. ':dcc')
+redis.call('DEL', base .. ':keys', base .. ':decs', base .. ':log', base .. ':dco', base .. ':dcc', base .. ':cons',
+  base .. ':ev')
 redis.call('SADD', KEYS[2], ARGV[2])
 return n
 """
+
+
+#: Events of one call, all or nothing: every id is checked first (a recorded id with other content
+#: -> the index of the first conflict, nothing written), then the new ones are set. KEYS: one
+#: B:ev hash per event; ARGV: event_id, json pairs.
+_EVENTS = r"""
+for i, key in ipairs(KEYS) do
+  local got = redis.call('HGET', key, ARGV[2 * i - 1])
+  if got and got ~= ARGV[2 * i] then return -i end
+end
+local n = 0
+for i, key in ipairs(KEYS) do n = n + redis.call('HSETNX', key, ARGV[2 * i - 1], ARGV[2 * i]) end
+return n
+"""
+#: Events per script call: a script blocks Redis while it runs (about 1 ms per 1,000 events).
+_EVENTS_PER_CALL = 1000
+
+
+def _event_json(e: LiveEvent) -> str:
+    """The stored form of an event: canonical, so a repeat of the same event compares equal."""
+    return json.dumps([repr(e.ts), e.type, e.channel, e.category, e.product_id,
+                       None if e.amount is None else repr(float(e.amount))], separators=(",", ":"))
+
+
+def _event(customer_id: str, event_id: str, raw: str) -> LiveEvent:
+    ts, kind, channel, category, product, amount = json.loads(raw)
+    return LiveEvent(event_id, customer_id, float(ts), kind, channel, category, product,
+                     None if amount is None else float(amount))
 
 
 @dataclass(frozen=True)
@@ -286,6 +323,7 @@ class RedisContactStore(ContactStore):
         self._outcome = client.register_script(_OUTCOME)
         self._forget = client.register_script(_FORGET)
         self._import = client.register_script(_IMPORT)
+        self._events = client.register_script(_EVENTS)
 
     def check_persistence(self, accept_volatile: bool = False) -> RedisPersistence | None:
         """`check_persistence` on this store's server: call once at start (service, batch scoring)."""
@@ -469,9 +507,67 @@ class RedisContactStore(ContactStore):
     def forgotten(self, customer_id: str) -> bool:
         return bool(self.client.sismember(self._forgotten_key, forgotten_key(customer_id)))
 
+    def record_consent(self, customer_id: str, channel: str, granted: bool, ts: datetime) -> bool:
+        """SADD of the change to B:cons (no expiry: a withdrawal outlives the contact horizon)."""
+        member = json.dumps({"ch": channel, "ts": repr(to_epoch(ts)), "g": int(bool(granted))}, sort_keys=True)
+        return int(self.client.sadd(f"{self._base(customer_id)}:cons", member)) == 1
+
+    def _consents(self, members: object) -> tuple[ConsentChange, ...]:
+        out = []
+        for m in members:  # type: ignore[attr-defined]
+            r = json.loads(self._s(m))
+            out.append(ConsentChange(str(r["ch"]), float(r["ts"]), bool(r["g"])))
+        return tuple(out)
+
+    def consent_changes(self, customer_ids: list[str]) -> dict[str, tuple[ConsentChange, ...]]:
+        ids = list(dict.fromkeys(customer_ids))
+        pipe = self.client.pipeline(transaction=False)
+        for cid in ids:
+            pipe.smembers(f"{self._base(cid)}:cons")
+        return {cid: self._consents(raw) for cid, raw in zip(ids, pipe.execute(), strict=True) if raw}
+
+    def append_events(self, events: list[LiveEvent]) -> int:
+        """The events script per `_EVENTS_PER_CALL` events. All or nothing within a script; across
+        scripts every id is checked before the first one writes, so only a concurrent writer of
+        the same ids with other content between two scripts could leave a part written."""
+        events = unique_events(events)
+        if not events:
+            return 0
+        encoded = [_event_json(e) for e in events]
+        pipe = self.client.pipeline(transaction=False)
+        for e in events:
+            pipe.hget(f"{self._base(e.customer_id)}:ev", e.event_id)
+        for e, raw, mine in zip(events, pipe.execute(), encoded, strict=True):
+            if raw is not None and self._s(raw) != mine:
+                raise EventConflict(e)
+        n = 0
+        for lo in range(0, len(events), _EVENTS_PER_CALL):
+            part = events[lo : lo + _EVENTS_PER_CALL]
+            args: list[str] = []
+            for e, raw in zip(part, encoded[lo : lo + _EVENTS_PER_CALL], strict=True):
+                args += [e.event_id, raw]
+            got = int(self._events(keys=[f"{self._base(e.customer_id)}:ev" for e in part], args=args))
+            if got < 0:
+                raise EventConflict(part[-got - 1])
+            n += got
+        return n
+
+    def _live_events(self, customer_id: str, raw: dict) -> tuple[LiveEvent, ...]:
+        return tuple(_event(customer_id, self._s(k), self._s(v)) for k, v in raw.items())
+
+    def live_events(self, customer_ids: list[str]) -> dict[str, tuple[LiveEvent, ...]]:
+        ids = list(dict.fromkeys(customer_ids))
+        pipe = self.client.pipeline(transaction=False)
+        for cid in ids:
+            pipe.hgetall(f"{self._base(cid)}:ev")
+        return {cid: self._live_events(cid, raw) for cid, raw in zip(ids, pipe.execute(), strict=True) if raw}
+
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
         base = self._base(customer_id)
-        return self._export(self.client.smembers(f"{base}:decs"))
+        held = self._export(self.client.smembers(f"{base}:decs"))
+        held["consents"] = consent_records(self._consents(self.client.smembers(f"{base}:cons")))
+        held["events"] = event_records(self._live_events(customer_id, self.client.hgetall(f"{base}:ev")))
+        return held
 
     def read_customer(self, customer_id: str, now: datetime) -> CustomerState:
         """Two round trips instead of three: the decision ids and the history in one pipeline
@@ -485,9 +581,12 @@ class RedisContactStore(ContactStore):
         pipe.hgetall(f"{base}:dco")
         pipe.hgetall(f"{base}:dcc")
         pipe.sismember(self._forgotten_key, forgotten_key(customer_id))
-        decs, log, dco, dcc, forgotten = pipe.execute()
+        pipe.smembers(f"{base}:cons")
+        pipe.hgetall(f"{base}:ev")
+        decs, log, dco, dcc, forgotten, cons, ev = pipe.execute()
         history = self._make_history(customer_id, t, since, log, dco, dcc)
-        return CustomerState(self._export(decs)["contacts"], history, bool(forgotten))
+        return CustomerState(self._export(decs)["contacts"], history, bool(forgotten), self._consents(cons),
+                             self._live_events(customer_id, ev))
 
     def _export(self, decision_ids_raw: object) -> dict[str, list[dict[str, object]]]:
         """`export` of the customer whose decision ids these are."""

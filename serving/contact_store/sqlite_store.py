@@ -22,20 +22,26 @@ from serving.contact_store.base import (
     DAY,
     ContactHistory,
     ContactRecord,
+    ConsentChange,
     ContactStore,
     CustomerState,
+    EventConflict,
     ImportedShow,
+    LiveEvent,
     OfferRef,
     ReserveRequest,
     ReserveResult,
     check_outcome,
     check_propensities,
+    consent_records,
+    event_records,
     forgotten_key,
     from_epoch,
     imported_shows,
     split_offers,
     supersedes,
     to_epoch,
+    unique_events,
 )
 from serving.contact_store.errors import StoreFileChanged
 from serving.policy import ContactPolicy
@@ -100,6 +106,38 @@ CREATE INDEX IF NOT EXISTS declines_customer ON declines (customer_id, ts);
 #: every worker drops its in-memory copy of the customer (issue 19 item 5).
 _FORGOTTEN_SCHEMA = "CREATE TABLE IF NOT EXISTS forgotten (key TEXT PRIMARY KEY, ts REAL NOT NULL);"
 
+#: Consent changes recorded at runtime (`POST /consents`, issue 22 item 2); one row per change,
+#: the same change twice is one row; `recorded` is when the store received it (epoch seconds).
+_CONSENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS consents (
+    customer_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    ts REAL NOT NULL,
+    granted INTEGER NOT NULL,
+    recorded REAL NOT NULL,
+    PRIMARY KEY (customer_id, channel, ts, granted)
+);
+"""
+_CUSTOMER_CONSENTS = "SELECT channel, ts, granted FROM consents WHERE customer_id = ?"
+
+#: The event log of events posted while nbo runs (`POST /events`, `nbo ingest`; issue 22 item 1).
+_EVENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS live_events (
+    customer_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    type TEXT NOT NULL,
+    channel TEXT,
+    category TEXT,
+    product_id TEXT,
+    amount REAL,
+    recorded REAL NOT NULL,
+    PRIMARY KEY (customer_id, event_id)
+);
+"""
+_EVENT_COLUMNS = "event_id, customer_id, ts, type, channel, category, product_id, amount"
+_CUSTOMER_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM live_events WHERE customer_id = ?"
+
 
 class SQLiteContactStore(ContactStore):
     """Contact store in one SQLite file (WAL). Safe across threads and processes on one machine.
@@ -129,6 +167,8 @@ class SQLiteContactStore(ContactStore):
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file, once open
         self._conn().executescript(_SCHEMA)
         self._conn().executescript(_FORGOTTEN_SCHEMA)
+        self._conn().executescript(_CONSENTS_SCHEMA)
+        self._conn().executescript(_EVENTS_SCHEMA)
         self._identity = self._file_identity()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -466,6 +506,8 @@ class SQLiteContactStore(ContactStore):
             n = conn.execute("DELETE FROM contacts WHERE customer_id = ?", (customer_id,)).rowcount
             conn.execute("DELETE FROM declines WHERE customer_id = ?", (customer_id,))
             conn.execute("DELETE FROM decisions WHERE customer_id = ?", (customer_id,))
+            conn.execute("DELETE FROM consents WHERE customer_id = ?", (customer_id,))
+            conn.execute("DELETE FROM live_events WHERE customer_id = ?", (customer_id,))
             conn.execute("INSERT OR REPLACE INTO forgotten VALUES (?, ?)", (forgotten_key(customer_id), time.time()))
             conn.execute("COMMIT")
         except BaseException:
@@ -479,6 +521,71 @@ class SQLiteContactStore(ContactStore):
     def forgotten(self, customer_id: str) -> bool:
         row = self._conn().execute("SELECT 1 FROM forgotten WHERE key = ?", (forgotten_key(customer_id),)).fetchone()
         return row is not None
+
+    def record_consent(self, customer_id: str, channel: str, granted: bool, ts: datetime) -> bool:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = conn.execute("INSERT OR IGNORE INTO consents VALUES (?, ?, ?, ?, ?)",
+                             (customer_id, channel, to_epoch(ts), int(bool(granted)), time.time())).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n == 1
+
+    def append_events(self, events: list[LiveEvent]) -> int:
+        """One `BEGIN IMMEDIATE` transaction: every event id is looked up, then the new ones inserted;
+        a conflict rolls the whole call back."""
+        events = unique_events(events)
+        if not events:
+            return 0
+        now = time.time()
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            new = []
+            for e in events:
+                row = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM live_events WHERE customer_id = ? AND event_id = ?",
+                                   (e.customer_id, e.event_id)).fetchone()
+                if row is None:
+                    new.append(e)
+                elif LiveEvent(*row).content() != e.content():
+                    raise EventConflict(e)
+            conn.executemany(
+                "INSERT INTO live_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(e.customer_id, e.event_id, e.ts, e.type, e.channel, e.category, e.product_id, e.amount, now) for e in new],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return len(new)
+
+    def live_events(self, customer_ids: list[str]) -> dict[str, tuple[LiveEvent, ...]]:
+        conn = self._conn()
+        out: dict[str, list[LiveEvent]] = {}
+        unique = list(dict.fromkeys(customer_ids))
+        for lo in range(0, len(unique), _IN_BATCH):
+            part = unique[lo : lo + _IN_BATCH]
+            for row in conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM live_events WHERE customer_id IN ({','.join('?' * len(part))})", part
+            ):
+                out.setdefault(row[1], []).append(LiveEvent(*row))
+        return {c: tuple(v) for c, v in out.items()}
+
+    def consent_changes(self, customer_ids: list[str]) -> dict[str, tuple[ConsentChange, ...]]:
+        conn = self._conn()
+        out: dict[str, list[ConsentChange]] = {}
+        unique = list(dict.fromkeys(customer_ids))
+        for lo in range(0, len(unique), _IN_BATCH):
+            part = unique[lo : lo + _IN_BATCH]
+            for cid, ch, ts, granted in conn.execute(
+                f"SELECT customer_id, channel, ts, granted FROM consents WHERE customer_id IN ({','.join('?' * len(part))})",
+                part,
+            ):
+                out.setdefault(cid, []).append(ConsentChange(ch, ts, bool(granted)))
+        return {c: tuple(v) for c, v in out.items()}
 
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
         conn = self._conn()
@@ -495,7 +602,10 @@ class SQLiteContactStore(ContactStore):
                 "SELECT * FROM decisions WHERE customer_id = ? ORDER BY ts, decision_id", (customer_id,)
             )
         ]
-        return {"decisions": decisions, "contacts": self.contact_rows(customer_id)}
+        consents = [ConsentChange(ch, ts, bool(g)) for ch, ts, g in conn.execute(_CUSTOMER_CONSENTS, (customer_id,))]
+        events = [LiveEvent(*r) for r in conn.execute(_CUSTOMER_EVENTS, (customer_id,))]
+        return {"decisions": decisions, "contacts": self.contact_rows(customer_id), "consents": consent_records(consents),
+                "events": event_records(events)}
 
     def contact_rows(self, customer_id: str) -> list[dict[str, object]]:
         return [_row(r) for r in self._conn().execute(_CUSTOMER_ROWS, (customer_id,)) if r[6] != IMPORTED_RANK]
@@ -511,12 +621,15 @@ class SQLiteContactStore(ContactStore):
             raw = conn.execute(_CUSTOMER_ROWS, (customer_id,)).fetchall()
             last_offer, last_cat = self._declines(conn, customer_id, since)
             forgotten = conn.execute("SELECT 1 FROM forgotten WHERE key = ?", (forgotten_key(customer_id),)).fetchone()
+            consents = tuple(ConsentChange(ch, ts, bool(g)) for ch, ts, g in conn.execute(_CUSTOMER_CONSENTS, (customer_id,)))
+            events = tuple(LiveEvent(*r) for r in conn.execute(_CUSTOMER_EVENTS, (customer_id,)))
         finally:
             conn.execute("COMMIT")
         # The columns of `_history`'s query: decision_id, offer_id, category, channel, ts.
         recent = tuple(ContactRecord(r[0], r[1], r[3], r[4], r[5]) for r in raw if r[5] > since)
         return CustomerState([_row(r) for r in raw if r[6] != IMPORTED_RANK],
-                             ContactHistory(customer_id, t, recent, last_offer, last_cat), forgotten is not None)
+                             ContactHistory(customer_id, t, recent, last_offer, last_cat), forgotten is not None, consents,
+                             events)
 
     def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
         conn = self._conn()

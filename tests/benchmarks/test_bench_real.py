@@ -68,7 +68,9 @@ def test_contract_mapping_validates_and_aligns_the_split(tmp_path: Path) -> None
     panel = _panel()
     bench_real.write_contract(bench_real.to_contract(panel), tmp_path)
     data = load_dataset(tmp_path)
-    assert data.absent_tables == ("consents",)
+    # Only the optional tables the panel has nothing for are absent; the prices ride on the contacts.
+    assert set(data.absent_tables) == {"consents", "no_offers"}
+    assert data.contacts["attr_price"].notna().all()
     assert list(data.customers.columns) == ["customer_id", "signup_ts"]
     assert sorted(data.offers["offer_id"]) == ["a", "b"]
     # one decision per occasion, every brand a candidate, the brand bought accepted
@@ -85,3 +87,18 @@ def test_contract_mapping_validates_and_aligns_the_split(tmp_path: Path) -> None
     assert (after.to_numpy() == f["test"].to_numpy()).all()
     assert (data.customers.set_index("customer_id")["signup_ts"]
             < events.groupby("customer_id")["ts"].min()).all()
+
+
+def test_bench_policy_lets_the_top_expected_value_through(tmp_path: Path) -> None:
+    """The policy the bench gives the engine: loads through `load_policy`, no exploration, no
+    holdout, no cool-down, and no cap that a brand-choice panel could reach."""
+    from serving.policy import load_policy
+
+    path = tmp_path / "policy.toml"
+    path.write_text(bench_real.BENCH_POLICY)
+    policy = load_policy(path)
+    assert policy.arbitration.exploration.rate == 0.0
+    assert not policy.holds_out
+    assert policy.cooldown.offer_days == 0 and policy.cooldown.category_days == 0
+    assert policy.caps["web"].max >= 1_000_000 and policy.offer_cap.max >= 1_000_000
+    assert policy.arbitration.min_expected_value < 0  # an offer worth p x 1 - 0 is never refused

@@ -29,6 +29,7 @@ from features.definitions import FeatureDeclarationError, FeatureGroup
 from features.events import encode_events
 from features.labels import LABELS, labels
 from features.lifecycle import LIFECYCLE, lifecycle
+from features.choice_history import CHOICE_HISTORY, choice_history
 from features.offer_history import OFFER_HISTORY, offer_history
 from features.offers import OFFER, offer_columns, prepare_offers
 from features.purchase_cycle import PURCHASE_CYCLE, purchase_cycle
@@ -42,8 +43,12 @@ from tests.features.conftest import AS_OF
 #: A changed name or order must come with a new feature-set version: record its fingerprint here.
 FINGERPRINTS: dict[str, dict[str, str]] = {
     "1.4.0": {"customer": "14fd7a9455542888", "candidate": "658a75b445c62691", "rule_names": "e49807304e451dc6"},
-    # 1.5.0 is the offer-history work (another branch); 1.6.0 adds the purchase cycle (customer columns only)
-    "1.6.0": {"customer": "1472452b62816807", "candidate": "658a75b445c62691", "rule_names": "87e6195357804513"},
+    # 1.5.0: the customer's choices per offer and category (CHOICE_HISTORY) and the offer's code
+    # in the model's vocabulary (issue 20 items 2-3).
+    "1.5.0": {"customer": "14fd7a9455542888", "candidate": "c7766c5290c673ea", "rule_names": "e49807304e451dc6"},
+    # 1.6.0: 1.5.0 plus the purchase cycle (customer columns only). Recorded on main first without
+    # the 1.5.0 candidate columns (candidate "658a75b445c62691"); these are the lists once merged.
+    "1.6.0": {"customer": "1472452b62816807", "candidate": "c7766c5290c673ea", "rule_names": "87e6195357804513"},
 }
 
 
@@ -93,6 +98,7 @@ def test_each_candidate_function_computes_exactly_its_declared_columns(synth) ->
     computed = {
         AFFINITY: affinity(cust, rows, offers.category_code[offer_idx]),
         OFFER_HISTORY: offer_history(encode_contacts(synth.contacts, frame.index, AS_OF), n_c, offers),
+        CHOICE_HISTORY: choice_history(encode_contacts(synth.contacts, frame.index, AS_OF), n_c, offers),
         STAGE: stage(cust.columns["days_since_activity"][rows], cust.columns["purchases_total"][rows], offers.kind_code[offer_idx]),
         OFFER: offer_columns(offers, offer_idx),
         CONTEXT: ctx,
@@ -133,7 +139,7 @@ def test_customer_builder_refuses_a_declaration_that_differs(synth, monkeypatch,
 
 
 @pytest.mark.parametrize("change", [_without_last, _with_extra], ids=["computed-not-declared", "declared-not-computed"])
-@pytest.mark.parametrize("name", ["AFFINITY", "OFFER_HISTORY", "STAGE", "OFFER", "CONTEXT", "CONTEXT_FIT"])
+@pytest.mark.parametrize("name", ["AFFINITY", "OFFER_HISTORY", "CHOICE_HISTORY", "STAGE", "OFFER", "CONTEXT", "CONTEXT_FIT"])
 def test_candidate_builder_refuses_a_declaration_that_differs(synth, monkeypatch, change, name) -> None:
     customers = build_customer_features(synth, AS_OF).iloc[:3]
     monkeypatch.setattr(candidate_mod, name, change(getattr(candidate_mod, name)))

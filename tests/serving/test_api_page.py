@@ -11,7 +11,6 @@ import json
 from importlib.metadata import version
 
 import httpx
-import pytest
 
 from tests.console.test_browser import Watched, browser, needs_browser  # noqa: F401 - the browser fixture
 from tests.serving.test_http import KEY, Server, server  # noqa: F401 - the shared server fixture

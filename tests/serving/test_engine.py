@@ -112,7 +112,7 @@ def test_decision_is_the_ranking_of_model_scores(engine: DecisionEngine) -> None
         ctx = Context(channel="web", page_category="travel", device="mobile")
         d = engine.decide(cid, "web", ctx, NOW, k=3, reserve=False)
         rows = engine.scorer.numeric.loc[[cid]]
-        X = candidate_matrix(rows, engine.offers, engine.scorer.live_contacts([cid]), ctx, pd.Timestamp(NOW))
+        X = candidate_matrix(rows, engine.models.offers, engine.scorer.live_contacts([cid]), ctx, pd.Timestamp(NOW))
         X = X[:, [CANDIDATE_FEATURES.index(n) for n in engine.models.propensity.feature_names]]
         p = dict(zip(engine.offer_ids, model.predict_proba_positive(X.astype(np.float32)), strict=True))
         suppressed = {s.offer_id for s in d.suppressed}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.serving.test_engine import NOW
 from tests.serving.test_http import Server, server  # noqa: F401 - the shared server fixture
 
 
@@ -47,6 +48,15 @@ def test_forget_makes_the_next_decision_the_anonymous_fallback_in_every_worker(s
     answers = [_recommend(server, cid) for _ in range(12)]
     personalised = [a for a in answers if _personalised(a)]
     assert not personalised, personalised[0]
+    # ... and none of them wrote the id again (issue 22 item 3): an erased customer's decisions are
+    # answered, not recorded; outbound channels offer nothing (only a record could cap them).
+    for channel in ("email", "mail"):
+        r = server.post("/recommend", {"customer_id": cid, "channel": channel, "k": 3})
+        assert r.status_code == 200 and r.json()["offers"] == [], r.text
+    assert cid.encode() not in _store_bytes(server)
+    # Nor can a consent be recorded for the erased id.
+    r = server.post("/consents", {"customer_id": cid, "channel": "email", "granted": True, "ts": NOW.isoformat()})
+    assert r.status_code == 404 and "customer_id" in r.text
 
     # Another customer is still personalised.
     other = _recommend(server, server.customers[78])

@@ -16,14 +16,12 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 
 from tests.serving.helpers import start_nbo_serve, stop_nbo_serve, wait_until

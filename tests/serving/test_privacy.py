@@ -22,6 +22,7 @@ from cli import app
 from nbo.data import load_dataset, load_table, write_table
 from simulator import SimConfig, Simulator, write_simulation
 from serving.contact_store import OfferRef, SQLiteContactStore
+from serving.contact_store.base import LiveEvent, to_epoch
 from serving.privacy import hash_id
 from serving.policy import ContactPolicy
 
@@ -65,6 +66,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
                                 {"propensity": "nbo-propensity/1"})
     store.record_outcome("dec-0", "o-1", "declined", T0 + pd.Timedelta(hours=5))
     store.check_and_reserve(target, "email", [], T0, policy, "dec-empty", {}, None)  # an empty decision is logged too
+    store.record_consent(target, "email", False, T0)  # a withdrawal posted at runtime (POST /consents)
+    store.append_events([LiveEvent("ev-1", target, to_epoch(T0), "purchase", "store", "home", None, 12.5)])  # POST /events
     store.close()
     return {"data": data_dir, "features": features_dir, "store": store_path, "target": target, "other": other}
 
@@ -92,6 +95,8 @@ def test_export_lists_everything_and_forget_erases_exactly_that(world: dict, cap
     assert {r["decision_id"] for r in src["store.contacts"]} == {"dec-0", "dec-1"}
     assert {r["decision_id"] for r in src["store.decisions"]} == {"dec-0", "dec-1", "dec-empty"}
     assert [r["outcome"] for r in src["store.contacts"]] == ["declined", "pending"]
+    assert [(r["channel"], r["granted"]) for r in src["store.consents"]] == [("email", False)]
+    assert [(r["event_id"], r["amount"]) for r in src["store.events"]] == [("ev-1", 12.5)]
     for table in ("customers", "consents", "events", "contacts"):
         ext = "csv" if table == "events" else "parquet"
         rows = src[f"data.{table}.{ext}"]
@@ -138,7 +143,8 @@ def test_export_lists_everything_and_forget_erases_exactly_that(world: dict, cap
 def test_forget_is_idempotent_and_sources_are_optional(world: dict) -> None:
     target = world["target"]
     first = _run("forget", "--customer", target, "--store", str(world["store"]))
-    assert set(first["erased"]) == {"store.contacts", "store.decisions"} and first["total_records"] == 5
+    assert set(first["erased"]) == {"store.contacts", "store.decisions", "store.consents", "store.events"}
+    assert first["total_records"] == 7
     second = _run("forget", "--customer", target, "--store", str(world["store"]))
     assert second["total_records"] == 0
     only_features = _run("export", "--customer", target, "--features", str(world["features"]))

@@ -102,3 +102,13 @@ def test_a_decision_carries_codes_and_texts_in_the_same_order() -> None:
     dumped = d.model_dump(mode="json")  # what /recommend answers
     assert dumped["offers"][0]["reason_texts"] == offer.reason_texts
     assert dumped["suppressed"][0]["reason_text"] == travel.reason_text
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("attr_price", 1.19, "price 1.19 at this moment"),
+    ("attr_price_over_mean", 0.9, "price 0.90x the mean of the offers in this decision"),
+    ("attr_price_minus_min", 0.2, "price 0.2 above the lowest of the offers in this decision"),
+    ("attr_display_flag_rank", 2.0, "display flag higher than 2 of the offers in this decision"),
+])
+def test_decision_time_attributes_are_said_in_words(name: str, value: float, expected: str) -> None:
+    assert reasons.feature_fact(name, value, "travel") == expected

@@ -28,7 +28,7 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_churn_trains_and_predicts_on_a_minimal_export(export: Path, tmp_path: Path) -> None:
     data = load_dataset(export)
-    assert set(data.absent_tables) == {"consents", "offers", "contacts"}
+    assert set(data.absent_tables) == {"consents", "offers", "contacts", "no_offers"}
     tracking = resolve_tracking(None, workdir=tmp_path / "ml")
     client = tracking.activate()
     result = fit_and_log("churn", data, TrainConfig(as_of=AS_OF, num_boost_round=60), tracking, progress=False)

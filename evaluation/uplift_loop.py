@@ -1,0 +1,206 @@
+"""Closed loop by incremental value (issue 21 item 6): who gains what over a simulated period in a
+world with cannibalisation and incentive variants.
+
+Five policies on the same world (`Simulator(config, seed)`: same customers, catalogue and start):
+
+- `uplift`: nbo's arbiter with `arbitration.objective = "uplift"`: tau from the uplift model
+  (`models.uplift.UpliftBooster`, X-learner) and p_accept from the propensity model, both fitted
+  on a randomised logging run (`train_uplift_world`);
+- `response`: the same arbiter and propensity model with the `response` objective (p x value);
+- `random`: the simulator's logging policy (uniform over eligible offers and variants);
+- `no_contact`: never contacts anyone;
+- `oracle`: the `uplift` arbiter with the TRUE effects (`DayView.effect`) and no exploration: the
+  incremental conversion that makes the arbiter's value equal the true incremental value.
+
+`uplift`, `response` and `oracle` share the arbiter's contact opportunities, caps, cooldowns and
+consent (`evaluation.sim_policies.ArbiterPolicy`) and differ only in what an offer is worth.
+The models are fitted once, on a logging run of another world of the same configuration (seed +
+1) with a control group and no-offer exploration; they are not refitted during the period.
+
+Figures per run (`UpliftRun`): incremental value (the simulator's books: the incremental margin
+of the acceptances - incentives given - contact costs, currency units), contacts, offers sent with
+an incentive and discounts given (accepted incentive variants), incentive cost, and the margin on
+customers' own purchases (what fatigue and churn take away shows there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from evaluation.rule_sets import greedy
+from evaluation.sim_policies import ArbiterPolicy, opportunity_rows, rule_inputs, truth_scorer
+from features import FEATURE_SET, build_customer_features
+from features.incentives import incentive_columns
+from models.calibrated import CalibratedBooster
+from models.uplift import UpliftBooster
+from nbo.vocab import CONTACT_CHANNELS
+from serving.policy import ContactPolicy
+from simulator import DayView, SimConfig, Simulator
+from simulator.config import OUT
+from simulator.io import dataset
+from simulator.policies import no_contact
+from simulator.world import DAY
+
+UPLIFT_LOOP_POLICIES: tuple[str, ...] = ("uplift", "response", "random", "no_contact", "oracle")
+
+
+@dataclass(frozen=True)
+class UpliftWorld:
+    """The models the `uplift` and `response` policies use, fitted on a randomised logging run."""
+
+    propensity: CalibratedBooster
+    uplift: UpliftBooster
+    propensity_rows: int
+    uplift_rows: int
+    uplift_metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class UpliftRun:
+    """What one policy did over the period (currency units for values)."""
+
+    name: str
+    incremental_value: float
+    contacts: int
+    accepted: int
+    accepted_anyway: int
+    incentive_offers: int  # contacts made with an incentive variant
+    discounts_given: int  # accepted incentive variants
+    incentive_cost: float
+    organic_margin: float  # margin on customers' own purchases (organic_margin x amount)
+    active_end: int
+
+    def row(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def train_uplift_world(config: SimConfig, seed: int, days: int, num_boost_round: int = 200,
+                       control_share: float = 0.1, no_offer_rate: float = 0.1) -> UpliftWorld:
+    """Simulate `days` days of the logging policy with a control group and no-offer exploration
+    on the world of `seed`, fit the propensity model (as `evaluation.refit.train_on_logging_run`)
+    and the uplift model (as `training.uplift.fit_uplift`) on its log, without MLflow."""
+    from training.datasets import propensity_set, time_split
+    from training.uplift import UpliftConfig, fit_uplift
+
+    logging_config = config.model_copy(update={"days": days, "control_share": control_share,
+                                               "no_offer_rate": no_offer_rate})
+    sim = Simulator(logging_config, seed=seed)
+    sim.run()
+    data = dataset(sim)
+    as_of = pd.Timestamp(config.start) + pd.Timedelta(days=days)
+    full = propensity_set(data, as_of, window_days=7, progress=False)
+    valid = time_split(full.meta["ts"], 0.2)
+    train, val = full.split(~valid), full.split(valid)
+    propensity = CalibratedBooster(feature_names=full.feature_names, params={"seed": seed}, num_boost_round=num_boost_round,
+                                   attributes=full.attributes, offer_vocabulary=full.vocabulary).fit(
+        train.X, train.y, val.X, val.y)
+    uplift, metrics, *_ = fit_uplift(data, UpliftConfig(as_of=as_of, num_boost_round=num_boost_round, seed=seed),
+                                     progress=False)
+    return UpliftWorld(propensity, uplift, len(train), int(metrics["train_rows"]), metrics)
+
+
+def _model_scorer(world: UpliftWorld, sim: Simulator, with_uplift: bool):  # type: ignore[no-untyped-def]
+    """p_accept (and tau) of every offer at each opportunity, from features as of midnight."""
+    offers = sim.catalogue.to_frame(sim.config)
+    extra = incentive_columns(offers).astype(np.float32)
+    prop_names = list(world.propensity.feature_names_in_)
+    cand = list(FEATURE_SET.candidate_features)
+
+    def score(view: DayView, opp: pd.DataFrame):  # type: ignore[no-untyped-def]
+        data = dataset(sim)
+        ids = np.asarray(view.customer_ids, dtype=object)[opp["customer"].to_numpy()]
+        feats = build_customer_features(data, pd.Timestamp(view.date), customer_ids=np.unique(ids))
+        ts = pd.Series(pd.Timestamp(view.date) + pd.to_timedelta(opp["ts"].to_numpy() - view.day * DAY, unit="s"))
+        rows = opportunity_rows(data, feats, ids, np.array(CONTACT_CHANNELS, dtype=object)[opp["channel"]], ts,
+                                pd.Timestamp(view.date), vocabulary=getattr(world.propensity, "vocabulary", None))
+        n, m = len(ids), len(offers)
+        X = rows[prop_names].to_numpy(np.float32, na_value=np.nan)
+        if getattr(world.propensity, "is_choice", False):  # a softmax over the offers of each opportunity
+            p = world.propensity.predict_proba_positive(X, np.repeat(np.arange(n), m)).reshape(n, m)
+        else:
+            p = world.propensity.predict_proba_positive(X).reshape(n, m)
+        if not with_uplift:
+            return p, rule_inputs(feats)
+        # The uplift model is fitted without an offer vocabulary: it reads offer_code as NaN (serving.scoring).
+        X = np.hstack([rows[cand].assign(offer_code=np.nan).to_numpy(np.float32, na_value=np.nan), np.tile(extra, (n, 1))])
+        return p, rule_inputs(feats), world.uplift.predict_uplift(X).reshape(n, m)
+
+    return score
+
+
+def oracle_scorer(view: DayView, opp: pd.DataFrame):  # type: ignore[no-untyped-def]
+    """The TRUE P(accept) and the incremental conversion that makes the uplift arbiter's value
+    tau x base - p x incentive - cost the true incremental value (`simulator.truth.incremental_effect`):
+    tau = (1 - q) p_new + q p_anyway x anyway_value_share, in [0, 1]."""
+    _, inputs = truth_scorer(view, opp)
+    n_o = view.offers.n
+    c = opp["customer"].to_numpy()
+    offers = np.tile(np.arange(n_o), len(c))
+    effect = view.effect(np.repeat(c, n_o), offers, np.repeat(opp["channel"].to_numpy(), n_o))
+    cat = view.offers
+    p = effect.p_accept
+    base = np.maximum(cat.base_value[offers], 1e-9)
+    tau = np.clip((effect.incremental_value + p * cat.incentive_cost[offers] + cat.cost[offers]) / base, -1.0, 1.0)
+    return p.reshape(len(c), n_o), inputs, tau.reshape(len(c), n_o)
+
+
+def uplift_policy(name: str, sim: Simulator, policy: ContactPolicy, world: UpliftWorld | None, seed: int):  # type: ignore[no-untyped-def]
+    """The policy `name` (`UPLIFT_LOOP_POLICIES`) plugged into `sim`; `policy` is the contact
+    policy the arbiter policies share (its objective is set here)."""
+    if name == "random":
+        return sim.default_policy()
+    if name == "no_contact":
+        return no_contact
+    offers = sim.catalogue.to_frame(sim.config)
+    intensity, banner = sim.population.contact_intensity, sim.config.banner_rate
+    by = {"uplift": "uplift", "oracle": "uplift", "response": "response"}
+    if name not in by:
+        raise ValueError(f"unknown policy {name!r}; use one of {', '.join(UPLIFT_LOOP_POLICIES)}")
+    chosen = policy.model_copy(update={"arbitration": policy.arbitration.model_copy(update={"objective": by[name]})})
+    if name == "oracle":
+        return ArbiterPolicy(name, greedy(chosen), offers, oracle_scorer, intensity, banner, seed)
+    if world is None:
+        raise ValueError(f"policy {name!r} needs the models of a logging run (train_uplift_world)")
+    return ArbiterPolicy(name, chosen, offers, _model_scorer(world, sim, name == "uplift"), intensity, banner, seed)
+
+
+def run_uplift_policy(name: str, config: SimConfig, seed: int, policy: ContactPolicy,
+                      world: UpliftWorld | None) -> UpliftRun:
+    """Run one policy over `config.days` days of the world of `seed` and keep the books."""
+    sim = Simulator(config, seed=seed)
+    chosen = uplift_policy(name, sim, policy, world, seed)
+    first = 0
+    for _ in range(config.days):
+        sim.step(chosen)
+        if isinstance(chosen, ArbiterPolicy):
+            chosen.observe(sim, first)
+        first += sim.results[-1].contacts
+    daily = pd.DataFrame([r.__dict__ for r in sim.results])
+    log = sim.contact_log()
+    with_incentive = sim.catalogue.incentive_cost[log.offer.astype(np.int64)] > 0
+    accepted = log.outcome == OUT["accepted"]
+    return UpliftRun(
+        name=name,
+        incremental_value=float(daily["incremental_value"].sum()),
+        contacts=int(daily["contacts"].sum()),
+        accepted=int(daily["accepted"].sum()),
+        accepted_anyway=int(daily["accepted_anyway"].sum()),
+        incentive_offers=int(with_incentive.sum()),
+        discounts_given=int((with_incentive & accepted).sum()),
+        incentive_cost=float(daily["incentive_cost"].sum()),
+        organic_margin=float(daily["organic_amount"].sum() * config.organic_margin),
+        active_end=int(daily["active"].iloc[-1] - daily["churned_today"].iloc[-1]) if len(daily) else 0,
+    )
+
+
+def compare_uplift_policies(config: SimConfig, seed: int, policy: ContactPolicy,
+                            names: tuple[str, ...] = UPLIFT_LOOP_POLICIES, train_days: int = 180,
+                            num_boost_round: int = 200) -> tuple[list[UpliftRun], UpliftWorld | None]:
+    """Fit the models on a logging run of the world of seed + 1 (`train_days` days), then run
+    every policy on the world of `seed`. `config` must have cannibalisation and incentives on."""
+    needs = any(n in ("uplift", "response") for n in names)
+    world = train_uplift_world(config, seed + 1, train_days, num_boost_round) if needs else None
+    return [run_uplift_policy(n, config, seed, policy, world) for n in names], world
