@@ -10,11 +10,12 @@ truncated contacts file is refused instead of silently dropping the contact hist
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from nbo.data import load_table
+from nbo.table_cache import load_table_cached
 from nbo.errors import NboError
 
 #: Tables the engine reads; consents and contacts may be absent (no consents, no history).
@@ -22,23 +23,27 @@ ENGINE_TABLES = ("offers", "consents", "contacts")
 OPTIONAL_TABLES = ("consents", "contacts")
 
 
-def check_engine_tables(data: Path) -> dict[str, pd.DataFrame]:
+def check_engine_tables(data: Path, cache: Path | None = None,
+                        defer: list[Callable[[], None]] | None = None) -> dict[str, pd.DataFrame]:
     """Validate the tables the decision engine loads (an absent optional table is fine); the
-    tables read, by name (a caller may use them instead of reading them again)."""
+    tables read, by name (a caller may use them instead of reading them again). `cache`: keep
+    them there for the service's workers (`nbo.table_cache`), by the writes appended to `defer`
+    (run by the caller once every check passed)."""
     tables: dict[str, pd.DataFrame] = {}
     for table in ENGINE_TABLES:
         if table in OPTIONAL_TABLES and not any((data / f"{table}.{ext}").exists() for ext in ("parquet", "csv")):
             continue  # absent: the engine starts with an empty table
-        tables[table] = load_table(data, table)
+        tables[table] = load_table_cached(data, table, cache, defer=defer)
     return tables
 
 
-def check_service_inputs(data: Path, features_file: Path, store: str | None = None) -> dict[str, pd.DataFrame]:
+def check_service_inputs(data: Path, features_file: Path, store: str | None = None, cache: Path | None = None,
+                         defer: list[Callable[[], None]] | None = None) -> dict[str, pd.DataFrame]:
     """The engine's tables, the materialised features' footer and the store file; raise NboError.
-    Returns the tables read (`check_engine_tables`)."""
+    Returns the tables read (`check_engine_tables`: kept in `cache` for the workers by `defer`)."""
     from features import check_feature_set, materialised_meta
 
-    tables = check_engine_tables(data)
+    tables = check_engine_tables(data, cache, defer)
     check_feature_set(materialised_meta(features_file))
     check_store_file(store)
     return tables

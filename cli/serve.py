@@ -78,7 +78,10 @@ def service_settings(
         raise NboError(f"--features {features_file} does not exist (run `nbo features`)")
     from cli._preflight import check_service_inputs
 
-    tables = check_service_inputs(data, features_file, store)  # bad data: one line and exit 2, not a crashing worker
+    # Bad data: one line and exit 2, not a crashing worker. The tables read are kept for the
+    # workers (written once every check has passed: a refused start writes nothing).
+    keep_tables: list[Callable[[], None]] = []
+    tables = check_service_inputs(data, features_file, store, cache=state_dir.resolve() / "tables", defer=keep_tables)
     from serving.policy import load_policy
 
     if policy is not None:
@@ -104,6 +107,7 @@ def service_settings(
         # Champions loaded once are read from their pickles at the next start, and the aliases
         # from the registry's SQLite file: a start needs no MLflow (models/prepared.py).
         prepared_champions=state_dir.resolve() / "champions",
+        table_cache=state_dir.resolve() / "tables",
         seed_history=False,  # seeded once, by `seed_contact_store` below, not by each worker
     )
     if policy is not None and load_policy(policy).arbitration.objective == "uplift":
@@ -111,6 +115,8 @@ def service_settings(
 
         require_uplift_champion(engine.tracking_uri, engine.uplift_model, engine.alias)  # no uplift champion: one line and exit 2, not a worker that dies
     seed_contact_store(engine, policy, tables)
+    for keep in keep_tables:
+        keep()
     settings = ServiceSettings(
         engine=json.loads(engine.model_dump_json()),
         reload_interval_s=reload_interval_s,

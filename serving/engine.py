@@ -56,8 +56,9 @@ from features import (
 )
 from features.incentives import INCENTIVE_FEATURES
 from models.tracking import CHAMPION, UPLIFT_MODEL
-from nbo.data import empty_table, load_table
+from nbo.data import empty_table
 from nbo.errors import NboError
+from nbo.table_cache import load_table_cached
 from serving.champions import Models, ReloadResult, check_model, probabilities_ok, propensity_inputs
 from serving.contact_store import ConsentBook, ContactStore
 from serving.contact_store.base import CustomerState, LiveEvent
@@ -184,10 +185,11 @@ class DecisionEngine:
         the models cannot be loaded: there is no fallback that could value a contact.
         """
         policy = load_policy(settings.policy_path) if settings.policy_path else ContactPolicy()
-        offers = load_table(settings.data_dir, "offers")
-        consents = _optional_table(settings.data_dir, "consents")
-        customers = load_table(settings.data_dir, "customers")
-        contacts = _optional_table(settings.data_dir, "contacts")
+        cache = settings.table_cache  # tables read and validated once for all processes (nbo.table_cache)
+        offers = load_table_cached(settings.data_dir, "offers", cache)
+        consents = _optional_table(settings.data_dir, "consents", cache)
+        customers = load_table_cached(settings.data_dir, "customers", cache)
+        contacts = _optional_table(settings.data_dir, "contacts", cache)
         if features is None:
             frame, meta = read_materialised(latest_features_file(settings.features_path))
         else:
@@ -209,7 +211,8 @@ class DecisionEngine:
             customer_ids=customers["customer_id"],
         )
         engine.compile_after = compile_after
-        engine.live = LiveFeatures(settings.data_dir, customers, consents, refresh_s=settings.live_refresh_s)
+        engine.live = LiveFeatures(settings.data_dir, customers, consents, refresh_s=settings.live_refresh_s,
+                                   table_cache=cache)
         by_uplift = policy.arbitration.objective == "uplift"
         if models is not None:
             engine._models = engine.build_models(models[0], models[1], uplift=models[2] if len(models) > 2 else None)
@@ -642,13 +645,13 @@ def seed_store(store: ContactStore, contacts: pd.DataFrame, offers: pd.DataFrame
     return n
 
 
-def _optional_table(directory: Path, table: str) -> pd.DataFrame:
+def _optional_table(directory: Path, table: str, cache: Path | None = None) -> pd.DataFrame:
     """The table, or an empty one when the directory has no file for it. A file that is there but
     unreadable (truncated, wrong types) is an error: read as "absent", a truncated contacts file
     would silently drop every customer's contact history from the caps' and features' view."""
     if not any((directory / f"{table}.{ext}").exists() for ext in ("parquet", "csv")):
         return empty_table(table)
-    return load_table(directory, table)
+    return load_table_cached(directory, table, cache)
 
 
 def naive_utc(now: datetime | None) -> datetime:

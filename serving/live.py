@@ -24,6 +24,7 @@ import pandas as pd
 from features import build_customer_features
 from nbo.data import Dataset, empty_table, load_table
 from nbo.errors import NboError
+from nbo.table_cache import load_table_cached
 from nbo.vocab import EVENT_CHANNELS, EVENT_TYPES
 from serving.contact_store.base import (
     ConsentChange,
@@ -138,11 +139,16 @@ def consents_frame(changes: Sequence[ConsentChange], customer_id: str, like: pd.
     return frame[columns].astype({c: like[c].dtype for c in columns})
 
 
+def by_customer(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows sorted by customer (stable: each customer's rows keep their order), index 0..n-1."""
+    return frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
+
+
 class _ByCustomer:
     """A table sorted by customer, sliced per customer without a scan (row ranges)."""
 
-    def __init__(self, frame: pd.DataFrame) -> None:
-        self.frame = frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    def __init__(self, frame: pd.DataFrame, *, presorted: bool = False) -> None:
+        self.frame = frame if presorted else by_customer(frame)
         ids = self.frame["customer_id"].to_numpy(dtype=object)
         self._ranges: dict[str, tuple[int, int]] = {}
         if len(ids):
@@ -167,8 +173,9 @@ class LiveFeatures:
     """
 
     def __init__(self, data_dir: Path, customers: pd.DataFrame, consents: pd.DataFrame, *,
-                 refresh_s: float = 60.0, max_cached: int = 10_000) -> None:
+                 refresh_s: float = 60.0, max_cached: int = 10_000, table_cache: Path | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.table_cache = table_cache
         self.refresh_s = refresh_s
         self.max_cached = max_cached
         self._customers = _ByCustomer(customers)
@@ -184,8 +191,10 @@ class LiveFeatures:
         with self._lock:
             if self._events is not None:
                 return
-            events = load_table(self.data_dir, "events")
-            self._events = _ByCustomer(events)
+            # Sorted once per data file for every process (nbo.table_cache), not by each worker.
+            events = load_table_cached(self.data_dir, "events", self.table_cache, variant="by-customer",
+                                       prepare=by_customer)
+            self._events = _ByCustomer(events, presorted=True)
             latest = events["ts"].max() if len(events) else None
             self.horizon = None if latest is None or pd.isna(latest) else pd.Timestamp(latest).to_pydatetime()
 

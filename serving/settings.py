@@ -45,6 +45,9 @@ class EngineSettings(BaseModel):
     prepared_champions: Path | None = Field(
         None, description="directory of champions prepared by earlier loads (models.prepared): a start reads the "
         "registry's SQLite file and these pickles instead of MLflow when it can; None = always MLflow")
+    table_cache: Path | None = Field(
+        None, description="directory where the data's tables, read and validated once, are kept for the other "
+        "processes and the next start (nbo.table_cache); None = each process reads the files")
     live_max_past_days: float = Field(
         365.0, gt=0, description="POST /consents and /events: a time more than this many days before now is refused (422)"
     )

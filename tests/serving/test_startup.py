@@ -11,6 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pandas as pd
+
 from serving.engine import DecisionEngine
 from serving.startup import TURN_FILE, loading_turn
 from tests.serving.test_engine import NOW, World, world  # noqa: F401 - the shared world fixture
@@ -96,6 +98,26 @@ def test_a_start_with_prepared_champions_decides_as_one_through_mlflow(world: Wo
         through_mlflow.close()
         if quick is not None:
             quick.close()
+
+
+def test_a_start_from_cached_tables_decides_as_one_from_the_files(world: World, tmp_path: Path) -> None:  # noqa: F811
+    cache = tmp_path / "tables"
+    engines = [DecisionEngine.from_settings(world.settings(tmp_path / f"{i}.db", **kw))
+               for i, kw in enumerate([{}, {"table_cache": cache}, {"table_cache": cache}])]
+    try:
+        names = sorted(p.name.split("-")[0] for p in cache.glob("*.pkl"))
+        assert names == ["consents", "contacts", "customers", "offers"]
+        for cid in [*map(str, engines[0].features.index[:15]), "unknown-customer"]:
+            a, b, c = (e.decide(cid, "web", None, NOW, k=3, reserve=False, decision_id="d").model_dump() for e in engines)
+            assert a == b == c
+        for engine in engines:  # the data's events, sorted by customer, for live features (the warm-up loads them)
+            engine.live.prepare()
+        assert len(list(cache.glob("events-by-customer-*.pkl"))) == 1
+        for engine in engines[1:]:
+            pd.testing.assert_frame_equal(engine.live._events.frame, engines[0].live._events.frame)
+    finally:
+        for engine in engines:
+            engine.close()
 
 
 def _imported_by(code: str) -> set[str]:
