@@ -101,6 +101,9 @@ def service_settings(
         live_max_past_days=live_max_past_days, live_max_skew_s=live_max_skew_s, live_refresh_s=live_refresh_s,
         # Compiled champions are shared by the workers and kept across restarts (models/compiled.py).
         compiled_cache=state_dir.resolve() / "compiled",
+        # Champions loaded once are read from their pickles at the next start, and the aliases
+        # from the registry's SQLite file: a start needs no MLflow (models/prepared.py).
+        prepared_champions=state_dir.resolve() / "champions",
         seed_history=False,  # seeded once, by `seed_contact_store` below, not by each worker
     )
     if policy is not None and load_policy(policy).arbitration.objective == "uplift":
@@ -341,6 +344,14 @@ def run_demo_service(directory: Path, data_dir: Path, features_path: Path, port:
         clock = (pd.Timestamp(as_of) + pd.Timedelta(hours=10)).to_pydatetime()
     settings = service_settings(Path(data_dir), Path(features_path), tracking_uri, None,
                                 str(directory / "contacts.db"), directory / "service-state", clock_start=clock)
+    # The demo has MLflow open already (it just trained): prepare the champions here, so that the
+    # workers start without MLflow (models/prepared.py) on this first start too.
+    from models.prepared import prepare_champions
+    from models.tracking import CHAMPION, MODEL_NAMES
+
+    prepare_champions(resolve_tracking(tracking_uri).activate(), tracking_uri,
+                      (MODEL_NAMES["propensity"], MODEL_NAMES["churn"]), CHAMPION,
+                      Path(settings["engine"]["prepared_champions"]))  # type: ignore[index]
     env = service_env(settings, DEFAULT_WORKERS, DEFAULT_TIMEOUT_S, access_log=False,
                       bentoml_home=private_bentoml_home(directory / "service-state"))
     env.pop("NBO_API_KEYS", None)

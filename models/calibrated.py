@@ -26,7 +26,6 @@ from typing import Any
 from collections.abc import Sequence
 
 import lightgbm as lgb
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
@@ -372,25 +371,12 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
         return self.booster_.feature_importance(importance_type="gain")
 
 
-class NboPyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow wrapper: `predict` takes a DataFrame with the feature columns, returns P(y=1).
+def __getattr__(name: str) -> object:
+    """`NboPyfunc`, for the pickles of models registered before it moved to `models.pyfunc` (they
+    name `models.calibrated.NboPyfunc`). Imported on first use: loading the estimator alone (a
+    service start, `models.prepared`) does not import MLflow."""
+    if name == "NboPyfunc":
+        from models.pyfunc import NboPyfunc
 
-    Serving unwraps it (`unwrap_python_model().model`) and calls the estimator on NumPy directly:
-    pyfunc's own predict costs ~11 ms per call, the booster ~0.1 ms.
-    """
-
-    def __init__(self, model: CalibratedBooster, feature_set_version: str) -> None:
-        self.model = model
-        self.feature_set_version = feature_set_version
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
-        names = list(self.model.feature_names_in_)
-        missing = [c for c in names if c not in model_input.columns]
-        if missing:
-            raise ValueError(f"model input lacks feature column(s): {', '.join(missing[:10])}")
-        X = model_input[names].to_numpy(dtype=np.float32, na_value=np.nan)
-        if self.model.is_choice:
-            if "decision_id" not in model_input.columns:
-                raise ValueError("a choice model needs a decision_id column: the candidates of a decision are scored together")
-            return self.model.predict_proba_positive(X, model_input["decision_id"].to_numpy(dtype=object))
-        return self.model.predict_proba_positive(X)
+        return NboPyfunc
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,20 +4,24 @@ Training registers and promotes (`training.registry`); serving, evaluation and t
 `load_model` unwraps the logged pyfunc to the estimator (`models.calibrated.CalibratedBooster`) for
 fast NumPy inference, and `latest_gate` reads the verdict of the latest off-policy evaluation run
 (`evaluation.evaluate.log_evaluation` writes it with the `OPE_TAG` tags).
+
+MLflow is imported by the functions that use it: `LoadedModel` is also what a service start reads
+from `models.prepared` without MLflow.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import mlflow
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
-from models.calibrated import CalibratedBooster, NboPyfunc
 from models.tracking import CHAMPION, UPLIFT_MODEL
-from models.uplift import UpliftBooster, UpliftPyfunc
 from nbo.errors import NboError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from models.calibrated import CalibratedBooster
+    from models.uplift import UpliftBooster
 
 #: Tag prefix of off-policy evaluation runs (`nbo evaluate`).
 OPE_TAG = "nbo.ope"
@@ -51,6 +55,11 @@ def load_model(client: MlflowClient, name: str, alias: str = CHAMPION, version: 
     every installed package): the service skips it at each start and reload (docs/service.md §2).
     The feature-set version, which decides whether a model can score at all, is checked by nbo.
     """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from models.pyfunc import NboPyfunc
+
     try:
         mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
     except MlflowException:
@@ -85,6 +94,11 @@ class LoadedUplift:
 def load_uplift(client: MlflowClient, alias: str = CHAMPION, version: str | None = None,
                 name: str = UPLIFT_MODEL) -> LoadedUplift:
     """Load the uplift model `name@alias` (or an explicit version) from the registry."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from models.uplift import UpliftPyfunc
+
     try:
         mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
     except MlflowException:

@@ -61,7 +61,7 @@ from nbo.errors import NboError
 from serving.champions import Models, ReloadResult, check_model, probabilities_ok, propensity_inputs
 from serving.contact_store import ConsentBook, ContactStore
 from serving.contact_store.base import CustomerState, LiveEvent
-from serving.contact_store.errors import STORE_ERRORS, StoreUnavailable, store_cause
+from serving.contact_store.errors import StoreUnavailable, store_cause, store_errors
 from serving.settings import EngineSettings, latest_features_file, open_store
 from serving.policy import ContactPolicy, load_policy
 from serving.decision import Decision
@@ -136,6 +136,8 @@ class DecisionEngine:
         self._compiling: threading.Thread | None = None  # the last background compilation (tests join it)
         #: Called after compiled forests replaced the boosters (the service freezes the new heap).
         self.on_models_swapped: Callable[[], None] | None = None
+        #: Background compilations wait for this event when set (`from_settings(compile_after=...)`).
+        self.compile_after: threading.Event | None = None
 
     def with_features(self, features: pd.DataFrame) -> DecisionEngine:
         """This engine over other materialised rows (a batch-scoring chunk of the same feature set).
@@ -163,6 +165,7 @@ class DecisionEngine:
         features: pd.DataFrame | None = None,
         models: tuple[object, ...] | None = None,
         compile_in_background: bool = False,
+        compile_after: threading.Event | None = None,
     ) -> DecisionEngine:
         """Load policy, catalogue, consents, contacts, features, store and the champion models.
 
@@ -173,6 +176,8 @@ class DecisionEngine:
         instead of each loading the champions from the registry). `compile_in_background`: start
         serving with the boosters and swap in the compiled forests when a thread has compiled them
         (the service: ready in seconds instead of after ~30 s of LLVM); else compile before returning.
+        `compile_after`: the background compilation waits for this event (the service sets it once
+        it answers, so that loading lleaves and the forests does not delay its first answer).
 
         A policy with `arbitration.objective = "uplift"` also loads the uplift champion
         (`settings.uplift_model`), and the engine refuses to start (NboError) without it or when
@@ -203,6 +208,7 @@ class DecisionEngine:
             settings=settings,
             customer_ids=customers["customer_id"],
         )
+        engine.compile_after = compile_after
         engine.live = LiveFeatures(settings.data_dir, customers, consents, refresh_s=settings.live_refresh_s)
         by_uplift = policy.arbitration.objective == "uplift"
         if models is not None:
@@ -212,7 +218,7 @@ class DecisionEngine:
         elif load_models:
             if by_uplift:  # decisions by incremental value need the uplift champion: refuse to start without one
                 require_uplift_champion(settings.tracking_uri, settings.uplift_model, settings.alias)
-            result = engine.reload(force=True, compile_now=not compile_in_background)
+            result = engine.reload(force=True, compile_now=not compile_in_background, prepared=True)
             if not result.ok:
                 if by_uplift:
                     engine.close()
@@ -331,6 +337,8 @@ class DecisionEngine:
         """Compile `models` off the request path; swap them in only if they are still the ones in use."""
 
         def work() -> None:
+            if self.compile_after is not None:
+                self.compile_after.wait()
             try:
                 compiled = self.with_compiled(models)
             except Exception:  # noqa: BLE001 - the boosters keep serving
@@ -350,27 +358,24 @@ class DecisionEngine:
         self._compiling = thread
         return thread
 
-    def reload(self, force: bool = False, *, compile_now: bool = False) -> ReloadResult:
+    def reload(self, force: bool = False, *, compile_now: bool = False, prepared: bool = False) -> ReloadResult:
         """Load the champions if their versions changed (or `force`); swap atomically on success.
 
         On any failure the models in use keep serving and the result says why. The new pair
         serves with its boosters at once and with compiled forests a few seconds later (a thread
-        compiles them) unless `compile_now`: then this returns only after compiling.
+        compiles them) unless `compile_now`: then this returns only after compiling. `prepared`
+        (the start): read the aliases from the registry's SQLite file (`models.prepared`) when it
+        can, instead of MLflow. With `settings.prepared_champions`, a version prepared by an earlier
+        load is read from its pickle, and one loaded from MLflow is prepared for the next start.
         """
         if self.settings is None:
             return ReloadResult(False, True, "engine built without settings: nothing to reload")
         with self._reload_lock:
             try:
-                from models.registry import load_model, load_uplift
-                from models.tracking import resolve_tracking, version_by_alias
-
-                if self._client is None:
-                    self._client = resolve_tracking(self.settings.tracking_uri).activate()
-                client = self._client
                 names: tuple[str, ...] = (self.settings.propensity_model, self.settings.churn_model)
                 if self.policy.arbitration.objective == "uplift":
                     names = (*names, self.settings.uplift_model)
-                wanted = {n: version_by_alias(client, n, self.settings.alias) for n in names}  # type: ignore[arg-type]
+                wanted = self._champion_versions(names, prepared)
                 missing = [n for n, v in wanted.items() if v is None]
                 if missing:
                     raise NboError(f"no @{self.settings.alias} for {', '.join(missing)} in {self.settings.tracking_uri}")
@@ -379,11 +384,13 @@ class DecisionEngine:
                     now = {m.name: m.version for m in current.loaded}  # type: ignore[attr-defined]
                     if now == wanted:
                         return ReloadResult(False, True, "champions unchanged", current.versions)
-                # The service's environment is pinned (constraints.txt): MLflow's package-by-package
-                # requirement comparison (~0.8 s per model) is skipped; the feature set is checked.
-                prop = load_model(client, names[0], version=wanted[names[0]], check_requirements=False)  # type: ignore[arg-type]
-                churn = load_model(client, names[1], version=wanted[names[1]], check_requirements=False)  # type: ignore[arg-type]
-                uplift = load_uplift(client, version=wanted[names[2]], name=names[2]) if len(names) > 2 else None  # type: ignore[arg-type]
+                prop = self._champion(names[0], wanted[names[0]])  # type: ignore[arg-type]
+                churn = self._champion(names[1], wanted[names[1]])  # type: ignore[arg-type]
+                uplift = None
+                if len(names) > 2:  # the uplift champion (arbitration by incremental value): from MLflow
+                    from models.registry import load_uplift
+
+                    uplift = load_uplift(self._mlflow(), version=wanted[names[2]], name=names[2])  # type: ignore[arg-type]
                 models = self.build_models(prop, churn, compile_models=compile_now and self._compile_wanted, uplift=uplift)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old models serving
                 message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
@@ -395,6 +402,51 @@ class DecisionEngine:
         if self._compile_wanted and not compile_now:
             self._compile_in_background(models)
         return ReloadResult(True, True, "loaded", models.versions)
+
+    def _mlflow(self) -> object:
+        """The MLflow client of the settings' tracking store (imports MLflow the first time)."""
+        if self._client is None:
+            from models.tracking import resolve_tracking
+
+            self._client = resolve_tracking(self.settings.tracking_uri).activate()  # type: ignore[union-attr]
+        return self._client
+
+    def _champion_versions(self, names: tuple[str, ...], prepared: bool) -> dict[str, str | None]:
+        """{name: version of the alias, None if none}: from the registry's SQLite file when
+        `prepared` and it can answer (`models.prepared.aliased_versions`), else from MLflow."""
+        settings = self.settings
+        assert settings is not None
+        if prepared and settings.prepared_champions is not None:
+            from models.prepared import aliased_versions
+
+            found = aliased_versions(settings.tracking_uri, names, settings.alias)
+            if found is not None:
+                return dict(found)
+        from models.tracking import version_by_alias
+
+        client = self._mlflow()
+        return {n: version_by_alias(client, n, settings.alias) for n in names}  # type: ignore[arg-type]
+
+    def _champion(self, name: str, version: str) -> object:
+        """One champion: its prepared pickle when there is one, else from MLflow (then prepared)."""
+        from models.registry import load_model
+
+        settings = self.settings
+        assert settings is not None
+        store = None
+        if settings.prepared_champions is not None and settings.tracking_uri:
+            from models.prepared import PreparedChampions
+
+            store = PreparedChampions(settings.prepared_champions)
+            loaded = store.get(settings.tracking_uri, name, version)
+            if loaded is not None:
+                return loaded
+        # The service's environment is pinned (constraints.txt): MLflow's package-by-package
+        # requirement comparison (~0.8 s per model) is skipped; the feature set is checked.
+        loaded = load_model(self._mlflow(), name, version=version, check_requirements=False)  # type: ignore[arg-type]
+        if store is not None:
+            store.put(settings.tracking_uri, loaded)  # type: ignore[arg-type]
+        return loaded
 
     # ---------------------------------------------------------------- public API
     def decide(
@@ -450,7 +502,7 @@ class DecisionEngine:
             raise StoreUnavailable("backoff", "contact store unavailable (recent failure; retrying shortly)")
         try:
             yield
-        except STORE_ERRORS as exc:
+        except store_errors() as exc:
             self._store_retry_at = time.monotonic() + self.store_retry_s
             cause = store_cause(exc)
             log.warning("contact store unavailable (%s): %s", cause, type(exc).__name__)

@@ -105,14 +105,19 @@ class Recommender:
         self.settings = ServiceSettings.from_env()
         self.metrics = _metrics()
         # One worker loads at a time (serving.startup): the first is ready sooner on a busy machine.
-        with loading_turn(self.settings.state_dir):
-            self._load()
+        # The champions' compiled forests are loaded or compiled once this worker answers.
+        self._answering = threading.Event()
+        try:
+            with loading_turn(self.settings.state_dir):
+                self._load()
+        finally:
+            self._answering.set()
         self._thread = threading.Thread(target=self._reload_loop, name="nbo-reload", daemon=True)
         self._thread.start()
 
     def _load(self) -> None:
         """Engine (data, features, store, champions) and warm-up; then this worker is ready."""
-        from serving.contact_store.errors import STORE_ERRORS
+        from serving.contact_store.errors import store_errors
         from serving.engine import DecisionEngine
         from serving.settings import EngineSettings
 
@@ -122,9 +127,9 @@ class Recommender:
         # faster, same answers) replace them when a thread has compiled them: a start is seconds,
         # not the ~30 s of LLVM it took when compiling came first (benchmarks/bench_startup.py).
         self.engine = DecisionEngine.from_settings(EngineSettings.model_validate(self.settings.engine),
-                                                   compile_in_background=True)
+                                                   compile_in_background=True, compile_after=self._answering)
         self.engine.on_models_swapped = gc.freeze
-        self.store_health = StoreHealth(lambda: self.engine.store.read_customer(PROBE_ID, self.settings.now()), STORE_ERRORS)
+        self.store_health = StoreHealth(lambda: self.engine.store.read_customer(PROBE_ID, self.settings.now()), store_errors())
         if self.engine.models is None:
             self.metrics["reload_failures"].inc()
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)

@@ -8,12 +8,12 @@ from typing import Literal
 
 import pandas as pd
 import pyarrow.parquet as pq
-import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.tracking import CHURN_MODEL, PROPENSITY_MODEL, UPLIFT_MODEL
 from nbo.errors import NboError
-from serving.contact_store import ContactStore, RedisContactStore, SQLiteContactStore
+from serving.contact_store.base import ContactStore
+from serving.contact_store.sqlite_store import SQLiteContactStore
 
 
 class EngineSettings(BaseModel):
@@ -42,6 +42,9 @@ class EngineSettings(BaseModel):
     )
     compile_models: bool = Field(True, description="score with the champions compiled by lleaves (checked against the booster)")
     compiled_cache: Path | None = Field(None, description="directory for compiled champions shared by processes; None = compile in memory")
+    prepared_champions: Path | None = Field(
+        None, description="directory of champions prepared by earlier loads (models.prepared): a start reads the "
+        "registry's SQLite file and these pickles instead of MLflow when it can; None = always MLflow")
     live_max_past_days: float = Field(
         365.0, gt=0, description="POST /consents and /events: a time more than this many days before now is refused (422)"
     )
@@ -89,6 +92,10 @@ def open_store(
     from a background thread at this interval instead of on the committing call (the service).
     """
     if spec.startswith(("redis://", "rediss://", "unix://")):
+        import redis
+
+        from serving.contact_store.redis_store import RedisContactStore
+
         if timeout_s is None:
             return RedisContactStore(url=spec, horizon_days=horizon_days)
         from redis.backoff import NoBackoff

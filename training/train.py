@@ -29,7 +29,8 @@ from features.bgnbd_estimator import BetaGeoModel
 from nbo.data import Dataset
 from nbo.errors import NboError
 from training.datasets import TrainingSet, churn_set, propensity_set, time_split
-from models.calibrated import OBJECTIVES, CalibratedBooster, NboPyfunc
+from models.calibrated import OBJECTIVES, CalibratedBooster
+from models.pyfunc import NboPyfunc
 from training.report import Report, build_report, calibration_counts
 from models.tracking import CHALLENGER, MODEL_NAMES, Tracking
 from training.registry import BASELINES_TAG, log_pyfunc, register

@@ -1,33 +1,27 @@
-"""Contact stores: where caps are counted and the decision log is kept (SQLite or Redis)."""
+"""Contact stores: where caps are counted and the decision log is kept (SQLite or Redis).
 
-from serving.contact_store.base import (
-    FEEDBACK_OUTCOMES,
-    OUTCOME_ORDER,
-    ContactHistory,
-    ContactRecord,
-    ContactStore,
-    CustomerState,
-    OfferRef,
-    ReserveRequest,
-    ReserveResult,
-)
-from serving.contact_store.consent import ConsentBook
-from serving.contact_store.redis_store import RedisContactStore, RedisPersistence, check_persistence
-from serving.contact_store.sqlite_store import SQLiteContactStore
+Public names are imported on first use (`nbo.lazy`): a service on SQLite does not import Redis' client.
+"""
 
-__all__ = [
-    "FEEDBACK_OUTCOMES",
-    "OUTCOME_ORDER",
-    "ConsentBook",
-    "ContactHistory",
-    "ContactRecord",
-    "ContactStore",
-    "CustomerState",
-    "OfferRef",
-    "RedisContactStore",
-    "RedisPersistence",
-    "ReserveRequest",
-    "ReserveResult",
-    "SQLiteContactStore",
-    "check_persistence",
-]
+from nbo.lazy import lazy_exports
+
+#: public name -> the module that defines it (imported when the name is first used)
+_EXPORTS = {
+    "FEEDBACK_OUTCOMES": "serving.contact_store.base",
+    "OUTCOME_ORDER": "serving.contact_store.base",
+    "ConsentBook": "serving.contact_store.consent",
+    "ContactHistory": "serving.contact_store.base",
+    "ContactRecord": "serving.contact_store.base",
+    "ContactStore": "serving.contact_store.base",
+    "CustomerState": "serving.contact_store.base",
+    "OfferRef": "serving.contact_store.base",
+    "RedisContactStore": "serving.contact_store.redis_store",
+    "RedisPersistence": "serving.contact_store.redis_store",
+    "ReserveRequest": "serving.contact_store.base",
+    "ReserveResult": "serving.contact_store.base",
+    "SQLiteContactStore": "serving.contact_store.sqlite_store",
+    "check_persistence": "serving.contact_store.redis_store",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
