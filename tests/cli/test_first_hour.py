@@ -189,8 +189,10 @@ def test_waiting_for_the_service_shows_progress() -> None:
         port = closed.getsockname()[1]  # nothing listens there
     told: list[float] = []
     with pytest.raises(NboError, match="was not ready after"):
-        wait_ready(f"http://127.0.0.1:{port}", timeout_s=1.5, progress=told.append, every_s=0.3)
-    assert len(told) >= 3 and told == sorted(told)
+        wait_ready(f"http://127.0.0.1:{port}", timeout_s=4.0, progress=told.append, every_s=0.3)
+    # At least two lines while waiting, each at least `every_s` after the one before (a busy machine
+    # may stretch a poll, so the count is a floor, not an exact figure).
+    assert len(told) >= 2 and all(b - a >= 0.3 for a, b in zip([0.0, *told], told))
 
 
 def test_make_install_says_what_it_is_doing() -> None:
