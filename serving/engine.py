@@ -552,8 +552,24 @@ class DecisionEngine:
         if self.live is None:
             raise LiveInputError("events", "live events need an engine built from settings (a data directory)", 422)
         self.live.prepare()
+        now = naive_utc(now)
         with self._store_call():
-            return ingest(self.store, events, self.knows, naive_utc(now), self.live_limits, self.live.horizon)
+            result = ingest(self.store, events, self.knows, now, self.live_limits, self.live.horizon)
+        if self.policy.programmes:
+            self.run_programmes(events, now)
+        return result
+
+    def run_programmes(self, events: Sequence[LiveEvent], now: datetime) -> list[object]:
+        """The programmes a stored batch fires (`serving.programmes.on_events`): outbox rows. A
+        failure here leaves the events recorded (the caller's answer stands) and is logged; the
+        next sweep (`nbo programmes run`) fires what it missed (trigger keys are fired once)."""
+        from serving.programmes import on_events
+
+        try:
+            return list(on_events(self, events, now))
+        except Exception:  # noqa: BLE001 - the events are stored; the sweep retries the triggers
+            log.exception("programmes: triggers of %d event(s) not evaluated; the next sweep retries", len(events))
+            return []
 
     def customer_view(self, customer_id: str, now: datetime | None = None) -> tuple[str, pd.Series | None]:
         """What the next decision knows of the customer: ("live", row) with posted events,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -92,6 +92,15 @@ class QuietHours(_Frozen):
         if start <= end:  # start == end: never quiet
             return start <= t < end
         return t >= start or t < end
+
+    def next_open(self, channel: str, now: datetime) -> datetime:
+        """The earliest moment at or after `now` (UTC) when `channel` may be used: `now` itself
+        outside quiet hours, else the next `end` of the quiet hours."""
+        if not self.is_quiet(channel, now):
+            return now
+        end = _minutes(self.end)
+        opens = now.replace(hour=end // 60, minute=end % 60, second=0, microsecond=0)
+        return opens if opens > now else opens + timedelta(days=1)
 
 
 class Exploration(_Frozen):
