@@ -571,6 +571,16 @@ class DecisionEngine:
             log.exception("programmes: triggers of %d event(s) not evaluated; the next sweep retries", len(events))
             return []
 
+    def outbox(self, status: str | None, since: datetime | None, after: int, limit: int) -> list[object]:
+        """A page of the programmes' outbox (`ContactStore.outbox_page`); `StoreUnavailable` if the store failed."""
+        with self._store_call():
+            return list(self.store.outbox_page(status, None if since is None else naive_utc(since), after, limit))
+
+    def ack_outbox(self, outbox_ids: list[int], status: str, now: datetime | None = None) -> dict[int, str]:
+        """Mark pending outbox rows `sent` or `failed` (`ContactStore.outbox_ack`)."""
+        with self._store_call():
+            return self.store.outbox_ack(outbox_ids, status, naive_utc(now))
+
     def customer_view(self, customer_id: str, now: datetime | None = None) -> tuple[str, pd.Series | None]:
         """What the next decision knows of the customer: ("live", row) with posted events,
         ("materialised", row) without, ("unknown", None) for an unknown or erased id."""

@@ -308,6 +308,11 @@ class ContactPolicy(_Frozen):
         return longest_window_days(self)
 
 
+def active_programmes(policy: ContactPolicy) -> tuple[Programme, ...]:
+    """The policy's enabled programmes (none by default)."""
+    return tuple(p for p in policy.programmes if p.enabled)
+
+
 def _format_errors(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():

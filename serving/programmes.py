@@ -39,7 +39,7 @@ from features import build_customer_features
 from nbo.data import Dataset, empty_table
 from serving.contact_store.base import LiveEvent, OutboxEntry, from_epoch, to_epoch
 from serving.live import events_frame
-from serving.policy import BrowseTrigger, ContactPolicy, EventTrigger, LifecycleTrigger, Programme
+from serving.policy import BrowseTrigger, ContactPolicy, EventTrigger, LifecycleTrigger, Programme, active_programmes
 
 if TYPE_CHECKING:
     from serving.engine import DecisionEngine
@@ -59,11 +59,6 @@ class Occurrence:
     programme: Programme
     customer_id: str
     key: str
-
-
-def active(policy: ContactPolicy) -> tuple[Programme, ...]:
-    """The policy's enabled programmes (none by default)."""
-    return tuple(p for p in policy.programmes if p.enabled)
 
 
 # ------------------------------------------------------------------------------ the send time
@@ -240,7 +235,7 @@ def on_events(engine: DecisionEngine, events: Sequence[LiveEvent], now: datetime
     """The programmes a stored batch of events fires (`DecisionEngine.ingest_events`): event
     triggers on its events of the last `sweep_lookback_hours`, lifecycle triggers of the customers
     who bought in it. Returns the outbox rows written."""
-    programmes = active(engine.policy)
+    programmes = active_programmes(engine.policy)
     if not programmes or engine.live is None:
         return []
     lookback = timedelta(hours=engine.policy.programme_settings.sweep_lookback_hours)
@@ -287,7 +282,7 @@ def sweep(engine: DecisionEngine, data: Dataset, as_of: datetime) -> list[Outbox
     `data` (a data directory's tables) with the events posted while nbo runs: lifecycle drift,
     browse without purchase, and the event and lifecycle triggers of the last
     `sweep_lookback_hours` of posted events (module docstring). Returns the outbox rows written."""
-    programmes = active(engine.policy)
+    programmes = active_programmes(engine.policy)
     if not programmes:
         return []
     lookback = timedelta(hours=engine.policy.programme_settings.sweep_lookback_hours)
