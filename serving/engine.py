@@ -552,8 +552,34 @@ class DecisionEngine:
         if self.live is None:
             raise LiveInputError("events", "live events need an engine built from settings (a data directory)", 422)
         self.live.prepare()
+        now = naive_utc(now)
         with self._store_call():
-            return ingest(self.store, events, self.knows, naive_utc(now), self.live_limits, self.live.horizon)
+            result = ingest(self.store, events, self.knows, now, self.live_limits, self.live.horizon)
+        if self.policy.programmes:
+            self.run_programmes(events, now)
+        return result
+
+    def run_programmes(self, events: Sequence[LiveEvent], now: datetime) -> list[object]:
+        """The programmes a stored batch fires (`serving.programmes.on_events`): outbox rows. A
+        failure here leaves the events recorded (the caller's answer stands) and is logged; the
+        next sweep (`nbo programmes run`) fires what it missed (trigger keys are fired once)."""
+        from serving.programmes import on_events
+
+        try:
+            return list(on_events(self, events, now))
+        except Exception:  # noqa: BLE001 - the events are stored; the sweep retries the triggers
+            log.exception("programmes: triggers of %d event(s) not evaluated; the next sweep retries", len(events))
+            return []
+
+    def outbox(self, status: str | None, since: datetime | None, after: int, limit: int) -> list[object]:
+        """A page of the programmes' outbox (`ContactStore.outbox_page`); `StoreUnavailable` if the store failed."""
+        with self._store_call():
+            return list(self.store.outbox_page(status, None if since is None else naive_utc(since), after, limit))
+
+    def ack_outbox(self, outbox_ids: list[int], status: str, now: datetime | None = None) -> dict[int, str]:
+        """Mark pending outbox rows `sent` or `failed` (`ContactStore.outbox_ack`)."""
+        with self._store_call():
+            return self.store.outbox_ack(outbox_ids, status, naive_utc(now))
 
     def customer_view(self, customer_id: str, now: datetime | None = None) -> tuple[str, pd.Series | None]:
         """What the next decision knows of the customer: ("live", row) with posted events,
