@@ -106,6 +106,7 @@ class DecisionEngine:
         settings: EngineSettings | None = None,
         explain: str | None = None,
         customer_ids: Iterable[str] | None = None,
+        timezones: Mapping[str, str] | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -125,6 +126,8 @@ class DecisionEngine:
         self.consents = ConsentBook(consents)
         #: The data's customers (`customers` table): who `POST /consents` and `/events` may name.
         self._known: frozenset[str] = frozenset(str(c) for c in customer_ids) if customer_ids is not None else frozenset()
+        #: Customers' IANA time zones (`customers.timezone`, where known): quiet hours and send hours.
+        self.timezones: Mapping[str, str] = dict(timezones or {})
         self.live_limits = LiveLimits() if settings is None else LiveLimits(settings.live_max_past_days, settings.live_max_skew_s)
         #: Live features (events posted while nbo runs); set by `from_settings`, None = off.
         self.live: LiveFeatures | None = None
@@ -209,6 +212,7 @@ class DecisionEngine:
             store=store,
             settings=settings,
             customer_ids=customers["customer_id"],
+            timezones=customer_timezones(customers),
         )
         engine.compile_after = compile_after
         engine.live = LiveFeatures(settings.data_dir, customers, consents, refresh_s=settings.live_refresh_s,
@@ -652,6 +656,14 @@ def _optional_table(directory: Path, table: str, cache: Path | None = None) -> p
     if not any((directory / f"{table}.{ext}").exists() for ext in ("parquet", "csv")):
         return empty_table(table)
     return load_table_cached(directory, table, cache)
+
+
+def customer_timezones(customers: pd.DataFrame) -> dict[str, str]:
+    """Customer id -> IANA time zone, for the customers whose `timezone` is known (the column is optional)."""
+    if "timezone" not in customers.columns:
+        return {}
+    known = customers[customers["timezone"].notna()]
+    return dict(zip(known["customer_id"].astype(str), known["timezone"].astype(str), strict=True))
 
 
 def naive_utc(now: datetime | None) -> datetime:
