@@ -79,6 +79,7 @@ from serving.live import (
 from serving.pipeline import CustomerBlock, DecisionBlock, as_context, decide_block
 from serving.catalogue import compile_offer_rules
 from serving.ranking import Arbiter
+from serving.send_time import customer_timezones
 from serving.reservation import ContactDesk
 from serving.scoring import Scored, Scorer
 
@@ -656,14 +657,6 @@ def _optional_table(directory: Path, table: str, cache: Path | None = None) -> p
     if not any((directory / f"{table}.{ext}").exists() for ext in ("parquet", "csv")):
         return empty_table(table)
     return load_table_cached(directory, table, cache)
-
-
-def customer_timezones(customers: pd.DataFrame) -> dict[str, str]:
-    """Customer id -> IANA time zone, for the customers whose `timezone` is known (the column is optional)."""
-    if "timezone" not in customers.columns:
-        return {}
-    known = customers[customers["timezone"].notna()]
-    return dict(zip(known["customer_id"].astype(str), known["timezone"].astype(str), strict=True))
 
 
 def naive_utc(now: datetime | None) -> datetime:

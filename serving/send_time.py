@@ -27,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from features.send_hours import HOUR_COLUMNS, HOURS
+from features.send_hours import HOUR_COLUMNS, HOURS, engagement_hours
 from serving.policy import QuietHours, minutes_of, zone
 
 _STEP = timedelta(minutes=15)  # every time-zone offset in use is a multiple of 15 minutes
@@ -185,3 +185,27 @@ def best_send_times(profiles: np.ndarray, now: datetime, quiet_hours: QuietHours
         for i, k in zip(rows, pick.tolist(), strict=True):
             out[i] = times[k]
     return out
+
+
+def customer_timezones(customers: pd.DataFrame) -> dict[str, str]:
+    """Customer id -> IANA time zone, for the customers whose `timezone` is known (the contract's
+    optional column; absent: none known)."""
+    if "timezone" not in customers.columns:
+        return {}
+    known = customers[customers["timezone"].notna() & (customers["timezone"].astype(str) != "")]
+    return dict(zip(known["customer_id"].astype(str), known["timezone"].astype(str), strict=True))
+
+
+def send_times_for(customer_ids: Sequence[str], events: pd.DataFrame, customers: pd.DataFrame, as_of: datetime,
+                   quiet_hours: QuietHours, channel: str) -> dict[str, datetime]:
+    """When to send to each of `customer_ids` (naive UTC, within 24 h of `as_of`): their engagement
+    hours as of `as_of` (events before it only), shrunk toward the prior of every customer with
+    events, in their time zone. What `nbo score --send-hour best` writes as `send_at`."""
+    zones = customer_timezones(customers)
+    counts = engagement_hours(events, pd.Timestamp(as_of), timezones=zones)
+    model = SendTimeModel().fit(counts)
+    ids = [str(c) for c in dict.fromkeys(customer_ids)]
+    if not ids:
+        return {}
+    times = best_send_times(model.profiles(counts, ids), as_of, quiet_hours, [zones.get(c) for c in ids], channel)
+    return dict(zip(ids, times, strict=True))
