@@ -196,16 +196,50 @@ def customer_timezones(customers: pd.DataFrame) -> dict[str, str]:
     return dict(zip(known["customer_id"].astype(str), known["timezone"].astype(str), strict=True))
 
 
+class SendTimes:
+    """Everything a caller needs to schedule sends, built once from the data (service start, a
+    batch run, a programme's outbox):
+
+        send_times = SendTimes.from_data(events, customers, as_of)
+        when = send_times.send_at(customer_id, now, policy.quiet_hours, channel)   # naive UTC
+
+    `counts`: `engagement_hours` as of `as_of`; `model`: the fitted `SendTimeModel`; `zones`:
+    customer id -> IANA time zone where known."""
+
+    def __init__(self, counts: pd.DataFrame, model: SendTimeModel, zones: dict[str, str]) -> None:
+        self.counts, self.model, self.zones = counts, model, zones
+
+    @classmethod
+    def from_data(cls, events: pd.DataFrame, customers: pd.DataFrame, as_of: datetime | pd.Timestamp,
+                  prior_strength: float | None = None) -> SendTimes:
+        """Engagement hours of every customer as of `as_of` (events before it), the model fitted on them."""
+        zones = customer_timezones(customers)
+        counts = engagement_hours(events, pd.Timestamp(as_of), timezones=zones)
+        return cls(counts, SendTimeModel(prior_strength).fit(counts), zones)
+
+    def profile(self, customer_id: str) -> np.ndarray:
+        """The customer's 24 local-hour probabilities (the prior for a customer without events)."""
+        cid = str(customer_id)
+        return self.model.profile(self.counts.loc[cid].to_numpy() if cid in self.counts.index else None)
+
+    def send_at(self, customer_id: str, now: datetime, quiet_hours: QuietHours, channel: str | None = None) -> datetime:
+        """`best_send_time` of one customer (naive UTC, within 24 h of `now`)."""
+        return best_send_time(self.profile(customer_id), now, quiet_hours, self.zones.get(str(customer_id)), channel)
+
+    def send_at_many(self, customer_ids: Sequence[str], now: datetime, quiet_hours: QuietHours,
+                     channel: str | None = None) -> dict[str, datetime]:
+        """`send_at` of many customers at once (each id once)."""
+        ids = [str(c) for c in dict.fromkeys(customer_ids)]
+        if not ids:
+            return {}
+        times = best_send_times(self.model.profiles(self.counts, ids), now, quiet_hours,
+                                [self.zones.get(c) for c in ids], channel)
+        return dict(zip(ids, times, strict=True))
+
+
 def send_times_for(customer_ids: Sequence[str], events: pd.DataFrame, customers: pd.DataFrame, as_of: datetime,
                    quiet_hours: QuietHours, channel: str) -> dict[str, datetime]:
     """When to send to each of `customer_ids` (naive UTC, within 24 h of `as_of`): their engagement
     hours as of `as_of` (events before it only), shrunk toward the prior of every customer with
     events, in their time zone. What `nbo score --send-hour best` writes as `send_at`."""
-    zones = customer_timezones(customers)
-    counts = engagement_hours(events, pd.Timestamp(as_of), timezones=zones)
-    model = SendTimeModel().fit(counts)
-    ids = [str(c) for c in dict.fromkeys(customer_ids)]
-    if not ids:
-        return {}
-    times = best_send_times(model.profiles(counts, ids), as_of, quiet_hours, [zones.get(c) for c in ids], channel)
-    return dict(zip(ids, times, strict=True))
+    return SendTimes.from_data(events, customers, as_of).send_at_many(customer_ids, as_of, quiet_hours, channel)

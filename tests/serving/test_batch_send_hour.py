@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from cli import app
 from nbo.data import load_table
 from serving.policy import QuietHours
-from serving.send_time import send_times_for
+from serving.send_time import SendTimes, send_times_for
 from tests.serving.test_engine import NOW, World, build_world
 
 runner = CliRunner()
@@ -70,3 +71,16 @@ def test_send_times_for_new_customers_is_the_prior_s_best_hour() -> None:
     assert when["a"] == datetime(2026, 1, 10, 19, 0)
     assert when["b"] == datetime(2026, 1, 10, 19, 0)  # b's events are at 14:10 New York: 14:00 local = 19:00 UTC
     assert when["new"] == datetime(2026, 1, 10, 19, 0)  # the prior: two of three customers' 19:00 (b's is 14:00 local)
+
+
+def test_send_times_one_by_one_equals_many() -> None:
+    days = pd.date_range("2025-12-01 07:20", periods=30, freq="D")
+    events = pd.DataFrame({"customer_id": ["a"] * 30 + ["b"] * 30, "ts": days.append(days + pd.Timedelta(hours=13)),
+                           "type": ["page_view"] * 60})
+    customers = pd.DataFrame({"customer_id": ["a", "b", "new"], "timezone": ["Asia/Tokyo", None, "Europe/Paris"]})
+    st = SendTimes.from_data(events, customers, datetime(2026, 1, 5))
+    now = datetime(2026, 1, 5, 3, 0)
+    many = st.send_at_many(["a", "b", "new", "a"], now, QuietHours(), "push")
+    assert many == {c: st.send_at(c, now, QuietHours(), "push") for c in ("a", "b", "new")}
+    assert many["b"] == datetime(2026, 1, 5, 20, 0)  # b's evenings, 20:00 UTC, before quiet hours at 21:00
+    assert np.allclose(st.profile("new"), st.model.prior_)
