@@ -183,12 +183,30 @@ def _as_channels(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:
     return lists.map(lambda v: tuple(dict.fromkeys(v)))
 
 
+def _as_timezone(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:
+    """Text that names an IANA time zone (`zoneinfo`), or empty."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    out = _as_str(spec, col, raw)
+    out = out.where(out.str.strip() != "")  # blank: not known
+    unknown = []
+    for name in pd.unique(out.dropna()):
+        try:
+            ZoneInfo(str(name))
+        except (ZoneInfoNotFoundError, ValueError):
+            unknown.append(name)
+    if unknown:
+        raise _fail(spec, col, out[out.isin(unknown)], "have a value that is not an IANA time zone name (e.g. 'Europe/Paris')")
+    return out
+
+
 _CONVERTERS = {
     "str": _as_str,
     "float": _as_float,
     "bool": _as_bool,
     "ts": _as_ts,
     "channels": _as_channels,
+    "timezone": _as_timezone,
 }
 
 

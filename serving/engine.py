@@ -79,6 +79,7 @@ from serving.live import (
 from serving.pipeline import CustomerBlock, DecisionBlock, as_context, decide_block
 from serving.catalogue import compile_offer_rules
 from serving.ranking import Arbiter
+from serving.send_time import customer_timezones
 from serving.reservation import ContactDesk
 from serving.scoring import Scored, Scorer
 
@@ -106,6 +107,7 @@ class DecisionEngine:
         settings: EngineSettings | None = None,
         explain: str | None = None,
         customer_ids: Iterable[str] | None = None,
+        timezones: Mapping[str, str] | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -125,6 +127,8 @@ class DecisionEngine:
         self.consents = ConsentBook(consents)
         #: The data's customers (`customers` table): who `POST /consents` and `/events` may name.
         self._known: frozenset[str] = frozenset(str(c) for c in customer_ids) if customer_ids is not None else frozenset()
+        #: Customers' IANA time zones (`customers.timezone`, where known): quiet hours and send hours.
+        self.timezones: Mapping[str, str] = dict(timezones or {})
         self.live_limits = LiveLimits() if settings is None else LiveLimits(settings.live_max_past_days, settings.live_max_skew_s)
         #: Live features (events posted while nbo runs); set by `from_settings`, None = off.
         self.live: LiveFeatures | None = None
@@ -209,6 +213,7 @@ class DecisionEngine:
             store=store,
             settings=settings,
             customer_ids=customers["customer_id"],
+            timezones=customer_timezones(customers),
         )
         engine.compile_after = compile_after
         engine.live = LiveFeatures(settings.data_dir, customers, consents, refresh_s=settings.live_refresh_s,

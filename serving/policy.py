@@ -2,8 +2,9 @@
 
 One typed, frozen object loaded once at the edge (service start, CLI) from `policy.toml` and passed
 down. Every window is a whole number of days and is read as "the last `days` x 24 hours before the
-decision", i.e. a contact at `ts` counts at `now` when `ts > now - days`. Quiet hours are in UTC
-(local time = UTC for now; see docs/policy.md).
+decision", i.e. a contact at `ts` counts at `now` when `ts > now - days`. Quiet hours are read in
+the customer's local time when their time zone is known (`customers.timezone`), else in the
+policy's `quiet_hours.timezone` (UTC by default; see docs/policy.md).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 import re
 import tomllib
 from datetime import datetime, timedelta
+from datetime import timezone as _utc_tz
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -70,13 +74,29 @@ def _minutes(text: str) -> int:
     return h * 60 + m
 
 
+def minutes_of(text: str) -> int:
+    """Minutes after midnight of a valid `HH:MM` (ValueError otherwise)."""
+    return _minutes(text)
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone `name` (e.g. `Europe/Paris`); ValueError naming it when unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as 'Europe/Paris')") from None
+
+
 class QuietHours(_Frozen):
-    """No contact on `channels` from `start` (inclusive) to `end` (exclusive), UTC; may wrap midnight."""
+    """No contact on `channels` from `start` (inclusive) to `end` (exclusive), local time; may
+    wrap midnight. Local time is the customer's time zone when known, else `timezone`."""
 
     channels: tuple[ContactChannel, ...] = ("sms", "push")
     start: str = "21:00"
     end: str = "08:00"
-    timezone: Literal["UTC"] = "UTC"
+    #: The time zone of customers whose own is not known (an IANA name; UTC by default).
+    timezone: str = "UTC"
 
     @field_validator("start", "end")
     @classmethod
@@ -84,23 +104,44 @@ class QuietHours(_Frozen):
         _minutes(value)
         return value
 
-    def is_quiet(self, channel: str, now: datetime) -> bool:
-        """True if `channel` may not be used at `now` (a UTC datetime)."""
-        if channel not in self.channels:
-            return False
-        start, end, t = _minutes(self.start), _minutes(self.end), now.hour * 60 + now.minute
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        zone(value)
+        return value
+
+    def in_window(self, local: datetime) -> bool:
+        """True if the local wall-clock time of `local` is inside the window (any channel)."""
+        start, end, t = _minutes(self.start), _minutes(self.end), local.hour * 60 + local.minute
         if start <= end:  # start == end: never quiet
             return start <= t < end
         return t >= start or t < end
 
-    def next_open(self, channel: str, now: datetime) -> datetime:
-        """The earliest moment at or after `now` (UTC) when `channel` may be used: `now` itself
-        outside quiet hours, else the next `end` of the quiet hours."""
-        if not self.is_quiet(channel, now):
+    def is_quiet(self, channel: str, now: datetime, tz: str | None = None) -> bool:
+        """True if `channel` may not be used at `now` (naive UTC) for a customer in time zone `tz`
+        (None: `timezone`)."""
+        if channel not in self.channels:
+            return False
+        name = tz or self.timezone
+        if name != "UTC":
+            now = now.replace(tzinfo=_utc_tz.utc).astimezone(zone(name))
+        return self.in_window(now)
+
+    def next_open(self, channel: str, now: datetime, tz: str | None = None) -> datetime:
+        """The earliest moment at or after `now` (naive UTC) when `channel` may be used for a
+        customer in time zone `tz` (None: `timezone`): `now` itself outside quiet hours, else the
+        next local `end` of the quiet hours, as naive UTC."""
+        if not self.is_quiet(channel, now, tz):
             return now
+        name = tz or self.timezone
         end = _minutes(self.end)
-        opens = now.replace(hour=end // 60, minute=end % 60, second=0, microsecond=0)
-        return opens if opens > now else opens + timedelta(days=1)
+        local = now if name == "UTC" else now.replace(tzinfo=_utc_tz.utc).astimezone(zone(name)).replace(tzinfo=None)
+        opens = local.replace(hour=end // 60, minute=end % 60, second=0, microsecond=0)
+        if opens <= local:
+            opens += timedelta(days=1)
+        if name == "UTC":
+            return opens
+        return opens.replace(tzinfo=zone(name)).astimezone(_utc_tz.utc).replace(tzinfo=None)
 
 
 class Exploration(_Frozen):
