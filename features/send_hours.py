@@ -44,7 +44,7 @@ def engagement_hours(
     ts = events["ts"]
     keep = (ts < as_of) & (ts >= as_of - pd.Timedelta(days=window_days)) & ~events["type"].isin(NOT_ENGAGEMENT)
     ids = events.loc[keep, "customer_id"].astype(str).to_numpy()
-    local = ts[keep].to_numpy(dtype="datetime64[ns]")
+    local = ts[keep].to_numpy(dtype="datetime64[ns]", copy=True)  # written below; the input may be read-only
     if timezones is not None and len(ids):
         zone = pd.Series(ids).map(timezones).to_numpy(dtype=object)
         for name in pd.unique(zone[pd.notna(zone)]):

@@ -79,7 +79,7 @@ from serving.live import (
 from serving.pipeline import CustomerBlock, DecisionBlock, as_context, decide_block
 from serving.catalogue import compile_offer_rules
 from serving.ranking import Arbiter
-from serving.send_time import customer_timezones
+from serving.send_time import SendTimes, customer_timezones
 from serving.reservation import ContactDesk
 from serving.scoring import Scored, Scorer
 
@@ -132,6 +132,8 @@ class DecisionEngine:
         self.live_limits = LiveLimits() if settings is None else LiveLimits(settings.live_max_past_days, settings.live_max_skew_s)
         #: Live features (events posted while nbo runs); set by `from_settings`, None = off.
         self.live: LiveFeatures | None = None
+        self._send_times: SendTimes | None = None  # built on first use (`send_times`)
+        self._send_times_lock = threading.Lock()
         self._models: Models | None = None
         if models is not None:
             self._models = models
@@ -563,6 +565,21 @@ class DecisionEngine:
         if self.policy.programmes:
             self.run_programmes(events, now)
         return result
+
+    def send_times(self) -> SendTimes | None:
+        """The send-hour chooser of the programmes (`serving.send_time.SendTimes`): every customer's
+        engagement hours in the data directory's events, in their time zone, built once per engine
+        (on first use; a new engine, as after a features refresh, builds its own). None when the
+        engine has no data directory (`live` off)."""
+        if self.live is None:
+            return None
+        with self._send_times_lock:
+            if self._send_times is None:
+                events = self.live.data_events()
+                horizon = self.live.horizon
+                as_of = self.features_as_of if horizon is None else max(self.features_as_of, pd.Timestamp(horizon) + pd.Timedelta(seconds=1))
+                self._send_times = SendTimes.from_events(events, self.timezones, as_of)
+            return self._send_times
 
     def run_programmes(self, events: Sequence[LiveEvent], now: datetime) -> list[object]:
         """The programmes a stored batch fires (`serving.programmes.on_events`): outbox rows. A

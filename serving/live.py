@@ -198,6 +198,12 @@ class LiveFeatures:
             latest = events["ts"].max() if len(events) else None
             self.horizon = None if latest is None or pd.isna(latest) else pd.Timestamp(latest).to_pydatetime()
 
+    def data_events(self) -> pd.DataFrame:
+        """The data directory's events table (sorted by customer; loaded once, `prepare`)."""
+        self.prepare()
+        assert self._events is not None
+        return self._events.frame
+
     def dataset(self, customer_id: str, events: Sequence[LiveEvent], consents: Sequence[ConsentChange],
                 contacts: Mapping[str, np.ndarray] | pd.DataFrame) -> Dataset:
         """The customer's own rows, data and live, as the batch code reads a data directory."""

@@ -282,11 +282,32 @@ class ProgrammeSettings(_Frozen):
     `complaint_pause_hours`: after a complaint event, no programme contacts the customer for this
     many hours. `sweep_lookback_hours`: how far back the sweep (`nbo programmes run`) looks for a
     lifecycle drift or a browse whose wait ended (run it at least this often; a trigger already
-    fired is never fired again, so overlapping sweeps are harmless).
+    fired is never fired again, so overlapping sweeps are harmless). `send_hour`,
+    `sweep_every_minutes`, `outbox_retention_days`: below.
     """
 
     complaint_pause_hours: NonNegativeFloat = 72.0
     sweep_lookback_hours: PositiveFloat = 24.0
+    #: When a programme's send goes out: `best` (the default) the customer's most engaged local
+    #: hour within the next 24 h (serving/send_time.py: their own engagement hours shrunk toward
+    #: the population's, in their time zone, never in quiet hours); `now` the trigger's moment,
+    #: or the end of the quiet hours when it falls in them.
+    send_hour: Literal["best", "now"] = "best"
+    #: Minutes between two runs of the sweep inside `nbo serve` (one worker at a time); None
+    #: (the default): no in-service sweep, run `nbo programmes run` from a cron instead.
+    sweep_every_minutes: PositiveFloat | None = None
+    #: Days an outbox row that is settled (`sent`, `failed`, `cancelled`, `none`) is kept after its
+    #: last change; pending rows are kept until acknowledged. Both stores apply it.
+    outbox_retention_days: PositiveFloat = 30.0
+
+    @model_validator(mode="after")
+    def _claims_outlive_the_lookback(self) -> ProgrammeSettings:
+        # A settled row is also its trigger's claim: pruned while the sweep may still see the
+        # trigger, it would fire again.
+        if self.outbox_retention_days * 24.0 <= self.sweep_lookback_hours:
+            raise ValueError("outbox_retention_days must be longer than sweep_lookback_hours "
+                             "(a settled row is its trigger's claim: pruned earlier, the sweep fires it again)")
+        return self
 
 
 def _default_caps() -> dict[str, Cap]:

@@ -63,14 +63,21 @@ class Occurrence:
 
 # ------------------------------------------------------------------------------ the send time
 def send_time(engine: DecisionEngine, customer_id: str, channel: str, now: datetime) -> datetime:
-    """When a programme's send to `customer_id` on `channel`, triggered at `now`, goes out.
+    """When a programme's send to `customer_id` on `channel`, triggered at `now`, goes out (naive UTC).
 
-    The one place the time is chosen: today the earliest moment outside the policy's quiet hours
-    (`QuietHours.next_open`: `now`, or the end of the quiet hours). The per-customer best hour
-    (issue 22 item 5, serving/send_time.py) replaces this body; it has the engine (the customer's
-    data and live state), the channel and the clock it needs.
+    The one place the time is chosen, by `[programme_settings] send_hour`: `best` (the default)
+    the customer's most engaged local hour within 24 h of `now` (`DecisionEngine.send_times`: their
+    engagement hours in the data, shrunk toward the population's, in their time zone; `now` itself
+    when its hour wins), `now` the trigger's moment. Either way never inside quiet hours, read in
+    the customer's time zone (`customers.timezone`, else `quiet_hours.timezone`): `now` the end of
+    the quiet window when `now` falls in it (`QuietHours.next_open`).
     """
-    return engine.policy.quiet_hours.next_open(channel, now)
+    quiet = engine.policy.quiet_hours
+    if engine.policy.programme_settings.send_hour == "best":
+        chooser = engine.send_times()
+        if chooser is not None:
+            return chooser.send_at(customer_id, now, quiet, channel)
+    return quiet.next_open(channel, now, engine.timezones.get(customer_id))
 
 
 # ------------------------------------------------------------------------------ firing

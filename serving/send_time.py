@@ -20,7 +20,7 @@ the end of the quiet window (its first allowed minute). Ties go to the earliest.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
@@ -213,7 +213,14 @@ class SendTimes:
     def from_data(cls, events: pd.DataFrame, customers: pd.DataFrame, as_of: datetime | pd.Timestamp,
                   prior_strength: float | None = None) -> SendTimes:
         """Engagement hours of every customer as of `as_of` (events before it), the model fitted on them."""
-        zones = customer_timezones(customers)
+        return cls.from_events(events, customer_timezones(customers), as_of, prior_strength)
+
+    @classmethod
+    def from_events(cls, events: pd.DataFrame, zones: Mapping[str, str], as_of: datetime | pd.Timestamp,
+                    prior_strength: float | None = None) -> SendTimes:
+        """`from_data` with the customers' time zones already read (`customer_timezones`): what an
+        engine that holds them builds (`DecisionEngine.send_times`)."""
+        zones = dict(zones)
         counts = engagement_hours(events, pd.Timestamp(as_of), timezones=zones)
         return cls(counts, SendTimeModel(prior_strength).fit(counts), zones)
 

@@ -41,7 +41,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 def _engine(world: World, tmp_path: Path, extra: str = "",
-            settings: str = "complaint_pause_hours = 48") -> DecisionEngine:
+            settings: str = "complaint_pause_hours = 48\nsend_hour = \"now\"") -> DecisionEngine:
     policy = tmp_path / "policy.toml"
     policy.write_text(BASE + extra + "\n[programme_settings]\n" + settings + "\n")
     eng = DecisionEngine.from_settings(world.settings(tmp_path / "contacts.db", policy_path=policy, compile_models=False))
