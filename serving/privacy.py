@@ -59,7 +59,7 @@ def hash_id(customer_id: str) -> str:
 
 ID_COLUMN = "customer_id"
 #: What a contact store's `export` lists (`store.<name>` sources); `forget` erases them all.
-STORE_SOURCES = ("contacts", "decisions", "consents", "events")
+STORE_SOURCES = ("contacts", "decisions", "consents", "events", "outbox")
 _REMOTE = ("redis://", "rediss://", "unix://")
 
 Records = list[dict[str, object]]

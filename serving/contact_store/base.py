@@ -257,8 +257,12 @@ class CustomerState:
 
 #: States of an outbox row (serving/programmes.py): `deciding` while its trigger is being decided
 #: (claimed, so no other worker fires it again), `pending` a send waiting for the reader, `sent`
-#: and `failed` what the reader acknowledged, `none` a trigger that made no send (`reason` says why).
-OUTBOX_STATUSES: tuple[str, ...] = ("deciding", "pending", "sent", "failed", "none")
+#: and `failed` what the reader acknowledged, `none` a trigger that made no send (`reason` says why),
+#: `cancelled` a pending send withdrawn before it went out (a complaint: `reason` says so).
+OUTBOX_STATUSES: tuple[str, ...] = ("deciding", "pending", "sent", "failed", "none", "cancelled")
+#: Rows that are settled for good: kept `outbox_retention_days` after their last change, then
+#: pruned (`ContactStore.outbox_prune`). A pending or deciding row is kept until it settles.
+OUTBOX_SETTLED: tuple[str, ...] = ("sent", "failed", "none", "cancelled")
 #: What a reader may acknowledge a pending row as (`ContactStore.outbox_ack`).
 OUTBOX_ACKS: tuple[str, ...] = ("sent", "failed")
 
@@ -293,6 +297,16 @@ class OutboxEntry:
                 "channel": self.channel, "offer_id": self.offer_id, "decision_id": self.decision_id,
                 "status": self.status, "reason": self.reason, "fired": iso(self.fired),
                 "scheduled": iso(self.scheduled), "updated": iso(self.updated)}
+
+
+def outbox_records(rows: Iterable[OutboxEntry]) -> list[dict[str, object]]:
+    """The customer's outbox rows as `export` lists them (id order; naive UTC times)."""
+    def at(t: float | None) -> datetime | None:
+        return None if t is None else from_epoch(t)
+
+    return [{"outbox_id": r.outbox_id, "programme": r.programme, "channel": r.channel, "offer_id": r.offer_id,
+             "decision_id": r.decision_id, "status": r.status, "reason": r.reason, "fired": at(r.fired),
+             "scheduled": at(r.scheduled), "updated": at(r.updated)} for r in sorted(rows, key=lambda r: r.outbox_id)]
 
 
 def consent_records(changes: Iterable[ConsentChange]) -> list[dict[str, object]]:
@@ -570,10 +584,26 @@ class ContactStore(ABC):
         (unknown ids left out). A row no longer pending keeps its status: acknowledging twice is harmless."""
         raise NotImplementedError(f"{type(self).__name__} has no outbox")
 
+    def outbox_cancel(self, customer_id: str, before: datetime, now: datetime, reason: str) -> list[int]:
+        """Cancel the customer's pending rows scheduled before `before` (status `cancelled`, with
+        `reason`); returns their ids. Rows no longer pending are left as they are."""
+        raise NotImplementedError(f"{type(self).__name__} has no outbox")
+
+    def outbox_prune(self, now: datetime, retention_days: float) -> int:
+        """Delete the settled rows (`OUTBOX_SETTLED`) last changed more than `retention_days` before
+        `now`; returns how many. A pruned row's trigger key is free again: keep the retention
+        longer than the sweep's lookback (`ProgrammeSettings` checks it)."""
+        raise NotImplementedError(f"{type(self).__name__} has no outbox")
+
+    def outbox_rows(self, customer_id: str) -> list[OutboxEntry]:
+        """The customer's outbox rows (any status), in id order: what `export` lists."""
+        return []
+
     @abstractmethod
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
         """Everything stored about the customer: `decisions` and `contacts` (with outcomes), and
-        `consents` and `events` (the runtime consent changes and posted events) where the store keeps them."""
+        `consents`, `events` and `outbox` (the runtime consent changes, posted events and the
+        programmes' outbox rows, `outbox_records`) where the store keeps them."""
 
     def contact_rows(self, customer_id: str) -> list[dict[str, object]]:
         """`export(customer_id)["contacts"]`; stores override it to skip reading the decision log."""

@@ -21,9 +21,11 @@ Layout under `prefix` (B = `prefix:{customer_id}`):
     prefix:d:<decision_id> hash                 the decision log entry and its outcomes
     B:ob            set of the customer's outbox ids (for forget)
     prefix:ob:seq   counter                      the last outbox id
-    prefix:ob:rows  hash outbox id -> json       the outbox rows (programmes; no expiry)
+    prefix:ob:rows  hash outbox id -> json       the outbox rows (programmes; settled rows pruned)
     prefix:ob:keys  hash trigger key -> id       trigger occurrences fired (claimed once)
     prefix:ob:all / prefix:ob:st:<status> zset   outbox ids (score = id), all and per status
+    prefix:ob:settled zset id -> updated         settled rows (`OUTBOX_SETTLED`), pruned after
+                                                 `outbox_retention_days` (`outbox_prune`)
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from serving.contact_store.base import (
     EventConflict,
     LiveEvent,
     OfferRef,
+    OUTBOX_SETTLED,
     OutboxEntry,
     ReserveRequest,
     ReserveResult,
@@ -58,6 +61,7 @@ from serving.contact_store.base import (
     forgotten_key,
     from_epoch,
     imported_shows,
+    outbox_records,
     to_epoch,
     unique_events,
 )
@@ -234,8 +238,10 @@ redis.call('SADD', KEYS[6], id)
 return id
 """
 #: Set fields of rows (ARGV: json {field: value}, then ids) whose status is ARGV[2] (any if "").
-#: KEYS: rows, status-set prefix. Returns the status of each id after ("" if unknown).
+#: KEYS: rows, status-set prefix, settled zset. Returns the status of each id after ("" if unknown).
+#: A row that settles (`OUTBOX_SETTLED`) enters the settled zset, scored by its `updated` time.
 _OUTBOX_UPDATE = r"""
+local settled = {""" + ", ".join(f"[{s!r}] = true" for s in OUTBOX_SETTLED) + r"""}
 local changes = cjson.decode(ARGV[1])
 local only = ARGV[2]
 local out = {}
@@ -253,13 +259,33 @@ for i = 3, #ARGV do
         redis.call('ZREM', KEYS[2] .. before, ARGV[i])
         redis.call('ZADD', KEYS[2] .. row.status, tonumber(ARGV[i]), ARGV[i])
       end
+      if settled[row.status] then redis.call('ZADD', KEYS[3], row.updated, ARGV[i]) end
     end
     table.insert(out, row.status)
   end
 end
 return out
 """
-#: A customer's outbox rows erased (`forget`). KEYS: rows, keys, all, status-set prefix, B:ob.
+#: Settled rows last changed before ARGV[1] deleted, up to 1000 a call (`outbox_prune`); returns
+#: how many ids were taken from the settled zset. KEYS: settled, rows, keys, all, status-set
+#: prefix; ARGV[2]: the store's prefix (for each customer's B:ob).
+_OUTBOX_PRUNE = r"""
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
+for _, id in ipairs(ids) do
+  local raw = redis.call('HGET', KEYS[2], id)
+  if raw then
+    local row = cjson.decode(raw)
+    redis.call('HDEL', KEYS[3], row.key)
+    redis.call('ZREM', KEYS[5] .. row.status, id)
+    redis.call('SREM', ARGV[2] .. ':{' .. row.customer_id .. '}:ob', id)
+    redis.call('HDEL', KEYS[2], id)
+  end
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('ZREM', KEYS[1], id)
+end
+return #ids
+"""
+#: A customer's outbox rows erased (`forget`). KEYS: rows, keys, all, status-set prefix, B:ob, settled.
 _OUTBOX_FORGET = r"""
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
   local raw = redis.call('HGET', KEYS[1], id)
@@ -270,6 +296,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
   end
   redis.call('HDEL', KEYS[1], id)
   redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', KEYS[6], id)
 end
 redis.call('DEL', KEYS[5])
 return 1
@@ -394,6 +421,7 @@ class RedisContactStore(ContactStore):
         self._ob_claim = client.register_script(_OUTBOX_CLAIM)
         self._ob_update = client.register_script(_OUTBOX_UPDATE)
         self._ob_forget = client.register_script(_OUTBOX_FORGET)
+        self._ob_prune = client.register_script(_OUTBOX_PRUNE)
 
     def check_persistence(self, accept_volatile: bool = False) -> RedisPersistence | None:
         """`check_persistence` on this store's server: call once at start (service, batch scoring)."""
@@ -567,7 +595,7 @@ class RedisContactStore(ContactStore):
 
     def forget(self, customer_id: str) -> int:
         self._ob_forget(keys=[self._ob("rows"), self._ob("keys"), self._ob("all"), self._ob("st:"),
-                              f"{self._base(customer_id)}:ob"])
+                              f"{self._base(customer_id)}:ob", self._ob("settled")])
         return int(self._forget(keys=[self._base(customer_id), self._forgotten_key],
                                 args=[self.prefix, forgotten_key(customer_id)]))
 
@@ -649,7 +677,7 @@ class RedisContactStore(ContactStore):
         return got or None
 
     def _ob_set(self, ids: list[int], changes: dict[str, object], only: str = "") -> list[str]:
-        return [self._s(s) for s in self._ob_update(keys=[self._ob("rows"), self._ob("st:")],
+        return [self._s(s) for s in self._ob_update(keys=[self._ob("rows"), self._ob("st:"), self._ob("settled")],
                                                     args=[json.dumps(changes), only, *[str(int(i)) for i in ids]])]
 
     def outbox_settle(self, outbox_id: int, status: str, now: datetime, *, scheduled: datetime | None = None,
@@ -692,11 +720,39 @@ class RedisContactStore(ContactStore):
         after = self._ob_set(ids, {"status": status, "updated": to_epoch(now)}, only="pending")
         return {i: s for i, s in zip(ids, after, strict=True) if s}
 
+    def outbox_rows(self, customer_id: str) -> list[OutboxEntry]:
+        ids = sorted(int(self._s(i)) for i in self.client.smembers(f"{self._base(customer_id)}:ob"))
+        if not ids:
+            return []
+        return [self._entry(raw) for raw in self.client.hmget(self._ob("rows"), ids) if raw is not None]
+
+    def outbox_cancel(self, customer_id: str, before: datetime, now: datetime, reason: str) -> list[int]:
+        """The customer's pending rows scheduled before `before` (read from B:ob), each cancelled
+        by the update script only if it is still pending then (a concurrent ack wins)."""
+        cutoff = to_epoch(before)
+        due = [e.outbox_id for e in self.outbox_rows(customer_id)
+               if e.status == "pending" and e.scheduled is not None and e.scheduled < cutoff]
+        if not due:
+            return []
+        after = self._ob_set(due, {"status": "cancelled", "updated": to_epoch(now), "reason": reason}, only="pending")
+        return [i for i, s in zip(due, after, strict=True) if s == "cancelled"]
+
+    def outbox_prune(self, now: datetime, retention_days: float) -> int:
+        cutoff = repr(to_epoch(now) - retention_days * DAY)
+        n = 0
+        while True:
+            got = int(self._ob_prune(keys=[self._ob("settled"), self._ob("rows"), self._ob("keys"), self._ob("all"),
+                                           self._ob("st:")], args=[cutoff, self.prefix]))
+            n += got
+            if got < 1000:
+                return n
+
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
         base = self._base(customer_id)
         held = self._export(self.client.smembers(f"{base}:decs"))
         held["consents"] = consent_records(self._consents(self.client.smembers(f"{base}:cons")))
         held["events"] = event_records(self._live_events(customer_id, self.client.hgetall(f"{base}:ev")))
+        held["outbox"] = outbox_records(self.outbox_rows(customer_id))
         return held
 
     def read_customer(self, customer_id: str, now: datetime) -> CustomerState:

@@ -29,6 +29,7 @@ from serving.contact_store.base import (
     ImportedShow,
     LiveEvent,
     OfferRef,
+    OUTBOX_SETTLED,
     OutboxEntry,
     ReserveRequest,
     ReserveResult,
@@ -39,6 +40,7 @@ from serving.contact_store.base import (
     forgotten_key,
     from_epoch,
     imported_shows,
+    outbox_records,
     split_offers,
     supersedes,
     to_epoch,
@@ -157,6 +159,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, outbox_id);
 CREATE INDEX IF NOT EXISTS outbox_customer ON outbox (customer_id);
+CREATE INDEX IF NOT EXISTS outbox_updated ON outbox (updated);
 """
 _OUTBOX_COLUMNS = ("outbox_id, trigger_key, programme, customer_id, fired, status, updated, scheduled, channel, "
                    "offer_id, decision_id, reason")
@@ -670,6 +673,30 @@ class SQLiteContactStore(ContactStore):
             raise
         return out
 
+    def outbox_cancel(self, customer_id: str, before: datetime, now: datetime, reason: str) -> list[int]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            ids = [i for (i,) in conn.execute("SELECT outbox_id FROM outbox WHERE customer_id = ? AND status = 'pending' "
+                                              "AND scheduled < ? ORDER BY outbox_id", (customer_id, to_epoch(before)))]
+            if ids:
+                conn.execute(f"UPDATE outbox SET status = 'cancelled', updated = ?, reason = ? "
+                             f"WHERE outbox_id IN ({','.join('?' * len(ids))})", (to_epoch(now), reason, *ids))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return ids
+
+    def outbox_prune(self, now: datetime, retention_days: float) -> int:
+        marks = ",".join("?" * len(OUTBOX_SETTLED))
+        return int(self._write(f"DELETE FROM outbox WHERE updated < ? AND status IN ({marks})",
+                               (to_epoch(now) - retention_days * DAY, *OUTBOX_SETTLED)))
+
+    def outbox_rows(self, customer_id: str) -> list[OutboxEntry]:
+        return [OutboxEntry(*r) for r in self._conn().execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE customer_id = ? ORDER BY outbox_id", (customer_id,))]
+
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
         conn = self._conn()
         decisions = [
@@ -688,7 +715,7 @@ class SQLiteContactStore(ContactStore):
         consents = [ConsentChange(ch, ts, bool(g)) for ch, ts, g in conn.execute(_CUSTOMER_CONSENTS, (customer_id,))]
         events = [LiveEvent(*r) for r in conn.execute(_CUSTOMER_EVENTS, (customer_id,))]
         return {"decisions": decisions, "contacts": self.contact_rows(customer_id), "consents": consent_records(consents),
-                "events": event_records(events)}
+                "events": event_records(events), "outbox": outbox_records(self.outbox_rows(customer_id))}
 
     def contact_rows(self, customer_id: str) -> list[dict[str, object]]:
         return [_row(r) for r in self._conn().execute(_CUSTOMER_ROWS, (customer_id,)) if r[6] != IMPORTED_RANK]

@@ -77,3 +77,46 @@ def test_forget_erases_the_customers_outbox_rows(make_store) -> None:  # noqa: A
     left = store.outbox_page(None, None, 0, 100)
     assert {x.customer_id for x in left} == {"c1"} and [x.outbox_id for x in left] == [ids[1], ids[3]]
     assert [x.outbox_id for x in store.outbox_page("pending", None, 0, 100)] == [ids[1]]
+
+
+def test_cancel_withdraws_the_customers_pending_rows_before_a_moment(make_store) -> None:  # noqa: ANN001
+    store = make_store()
+    ids = _fill(store)  # c0: none, pending @ 12:05, pending @ 14:05; c1: pending @ 11:05, none
+    got = store.outbox_cancel("c0", T0 + timedelta(hours=3), T0 + timedelta(hours=2, minutes=30), "complaint_pause")
+    assert got == [ids[2]]
+    [row] = store.outbox_page("cancelled", None, 0, 100)
+    assert (row.outbox_id, row.reason, row.customer_id) == (ids[2], "complaint_pause", "c0")
+    assert [x.outbox_id for x in store.outbox_page("pending", None, 0, 100)] == [ids[1], ids[4]]
+    # a cancelled row is not acknowledged, nor cancelled twice
+    assert store.outbox_ack([ids[2]], "sent", T0 + timedelta(hours=5)) == {ids[2]: "cancelled"}
+    assert store.outbox_cancel("c0", T0 + timedelta(hours=3), T0 + timedelta(hours=5), "complaint_pause") == []
+    assert store.outbox_cancel("nobody", T0 + timedelta(days=9), T0, "complaint_pause") == []
+
+
+def test_export_lists_the_customers_outbox_rows(make_store) -> None:  # noqa: ANN001
+    store = make_store()
+    ids = _fill(store)
+    rows = store.export("c0")["outbox"]
+    assert [(r["outbox_id"], r["status"]) for r in rows] == [(ids[0], "none"), (ids[2], "pending"), (ids[4], "pending")]
+    assert rows[1]["scheduled"] == T0 + timedelta(hours=2, minutes=5) and rows[1]["programme"] == "p"
+    assert rows[0]["reason"] == "control_group" and rows[0]["scheduled"] is None
+    store.forget("c0")
+    assert store.export("c0")["outbox"] == []
+    assert [r["outbox_id"] for r in store.export("c1")["outbox"]] == [ids[1], ids[3]]
+
+
+def test_settled_rows_are_pruned_after_the_retention(make_store) -> None:  # noqa: ANN001
+    store = make_store()
+    ids = _fill(store)  # `none` rows settled at T0 (ids[0]) and T0 + 3 h (ids[3])
+    store.outbox_ack([ids[1]], "sent", T0 + timedelta(days=1))
+    store.outbox_cancel("c0", T0 + timedelta(hours=3), T0 + timedelta(days=1), "complaint_pause")  # ids[2]
+    assert store.outbox_prune(T0 + timedelta(days=1, hours=1), 1.0) == 1  # ids[0]: older than a day
+    assert [x.outbox_id for x in store.outbox_page(None, None, 0, 100)] == ids[1:]
+    assert store.outbox_prune(T0 + timedelta(days=1, hours=1), 1.0) == 0
+    # three days on: every settled row goes; pending rows stay whatever their age
+    assert store.outbox_prune(T0 + timedelta(days=3), 1.0) == 3
+    assert [(x.outbox_id, x.status) for x in store.outbox_page(None, None, 0, 100)] == [(ids[4], "pending")]
+    assert [r["outbox_id"] for r in store.export("c0")["outbox"]] == [ids[4]]
+    assert store.outbox_page("sent", None, 0, 100) == [] and store.outbox_page("none", None, 0, 100) == []
+    # a pruned row's trigger key is free again (hence retention > the sweep's lookback)
+    assert store.outbox_claim("p:c0:e0", "p", "c0", T0 + timedelta(days=3)) is not None

@@ -68,6 +68,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     store.check_and_reserve(target, "email", [], T0, policy, "dec-empty", {}, None)  # an empty decision is logged too
     store.record_consent(target, "email", False, T0)  # a withdrawal posted at runtime (POST /consents)
     store.append_events([LiveEvent("ev-1", target, to_epoch(T0), "purchase", "store", "home", None, 12.5)])  # POST /events
+    sent = store.outbox_claim(f"welcome:{target}:first_purchase", "welcome", target, T0)  # a programme's send
+    store.outbox_settle(sent, "pending", T0, scheduled=T0 + pd.Timedelta(hours=9), channel="email", offer_id="o-1",
+                        decision_id="dec-1")
     store.close()
     return {"data": data_dir, "features": features_dir, "store": store_path, "target": target, "other": other}
 
@@ -97,6 +100,8 @@ def test_export_lists_everything_and_forget_erases_exactly_that(world: dict, cap
     assert [r["outcome"] for r in src["store.contacts"]] == ["declined", "pending"]
     assert [(r["channel"], r["granted"]) for r in src["store.consents"]] == [("email", False)]
     assert [(r["event_id"], r["amount"]) for r in src["store.events"]] == [("ev-1", 12.5)]
+    assert [(r["programme"], r["status"], r["scheduled"]) for r in src["store.outbox"]] == [
+        ("welcome", "pending", (T0 + pd.Timedelta(hours=9)).isoformat())]
     for table in ("customers", "consents", "events", "contacts"):
         ext = "csv" if table == "events" else "parquet"
         rows = src[f"data.{table}.{ext}"]
@@ -143,8 +148,9 @@ def test_export_lists_everything_and_forget_erases_exactly_that(world: dict, cap
 def test_forget_is_idempotent_and_sources_are_optional(world: dict) -> None:
     target = world["target"]
     first = _run("forget", "--customer", target, "--store", str(world["store"]))
-    assert set(first["erased"]) == {"store.contacts", "store.decisions", "store.consents", "store.events"}
-    assert first["total_records"] == 7
+    assert set(first["erased"]) == {"store.contacts", "store.decisions", "store.consents", "store.events",
+                                    "store.outbox"}
+    assert first["total_records"] == 8
     second = _run("forget", "--customer", target, "--store", str(world["store"]))
     assert second["total_records"] == 0
     only_features = _run("export", "--customer", target, "--features", str(world["features"]))
