@@ -120,7 +120,7 @@ class OutboxQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     #: Only rows in this state; `any` for every state. Default: the pending sends.
-    status: Literal["pending", "sent", "failed", "none", "deciding", "any"] = "pending"
+    status: Literal["pending", "sent", "failed", "none", "cancelled", "deciding", "any"] = "pending"
     #: Only rows whose trigger fired at or after this time (ISO 8601; naive = UTC).
     since: datetime | None = None
     #: Rows with an id above this one (the previous page's `next_after`).

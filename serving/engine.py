@@ -599,9 +599,13 @@ class DecisionEngine:
             return list(self.store.outbox_page(status, None if since is None else naive_utc(since), after, limit))
 
     def ack_outbox(self, outbox_ids: list[int], status: str, now: datetime | None = None) -> dict[int, str]:
-        """Mark pending outbox rows `sent` or `failed` (`ContactStore.outbox_ack`)."""
+        """Mark pending outbox rows `sent` or `failed` (`ContactStore.outbox_ack`), then prune the
+        rows settled longer ago than `outbox_retention_days` (also done by every sweep)."""
+        now = naive_utc(now)
         with self._store_call():
-            return self.store.outbox_ack(outbox_ids, status, naive_utc(now))
+            after = self.store.outbox_ack(outbox_ids, status, now)
+            self.store.outbox_prune(now, self.policy.programme_settings.outbox_retention_days)
+            return after
 
     def customer_view(self, customer_id: str, now: datetime | None = None) -> tuple[str, pd.Series | None]:
         """What the next decision knows of the customer: ("live", row) with posted events,

@@ -233,6 +233,25 @@ def last_purchases(events: pd.DataFrame) -> dict[str, float]:
     return {str(c): to_epoch(pd.Timestamp(t).to_pydatetime()) for c, t in last.items()}
 
 
+def cancel_after_complaints(engine: DecisionEngine, events: Iterable[LiveEvent], now: datetime) -> list[int]:
+    """A complaint withdraws the customer's sends already in the outbox: their pending rows
+    scheduled before the end of the pause (`complaint_pause_hours` after the complaint) become
+    `cancelled` (reason `complaint_pause`). Returns the ids cancelled (a repeat cancels nothing)."""
+    hours = engine.policy.programme_settings.complaint_pause_hours
+    last: dict[str, float] = {}
+    for e in events:
+        if e.type == "complaint":
+            last[e.customer_id] = max(e.ts, last.get(e.customer_id, e.ts))
+    if hours <= 0 or not last:
+        return []
+    out: list[int] = []
+    for cid, t in sorted(last.items()):
+        out += engine.store.outbox_cancel(cid, from_epoch(t) + timedelta(hours=hours), now, PAUSED)
+    if out:
+        log.info("programmes: %d pending send(s) cancelled after a complaint", len(out))
+    return out
+
+
 def _before(events: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
     return events.loc[events["ts"] < pd.Timestamp(as_of)]
 
@@ -247,6 +266,7 @@ def on_events(engine: DecisionEngine, events: Sequence[LiveEvent], now: datetime
         return []
     lookback = timedelta(hours=engine.policy.programme_settings.sweep_lookback_hours)
     recent = [e for e in events if from_epoch(e.ts) > now - lookback]
+    cancel_after_complaints(engine, recent, now)
     occurrences = event_occurrences(programmes, recent)
     customers = sorted({e.customer_id for e in recent})
     live = engine.store.live_events(customers)
@@ -305,6 +325,8 @@ def sweep(engine: DecisionEngine, data: Dataset, as_of: datetime) -> list[Outbox
                    contacts=data.contacts)
     seen = _before(events, as_of)
     recent = [e for e in live if as_of - lookback < from_epoch(e.ts) <= as_of]
+    cancel_after_complaints(engine, recent, as_of)
+    engine.store.outbox_prune(as_of, engine.policy.programme_settings.outbox_retention_days)
     occurrences = event_occurrences(programmes, recent)
     if any(isinstance(p.trigger, LifecycleTrigger) for p in programmes):
         before = build_customer_features(full, pd.Timestamp(as_of - lookback))

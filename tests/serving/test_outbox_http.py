@@ -86,6 +86,26 @@ def test_an_event_posted_fires_one_pending_send_read_and_acknowledged(server: _S
     assert server.get("/outbox", status="any", limit=1).json()["next_after"] == row["outbox_id"]
 
 
+def test_a_complaint_cancels_the_pending_send(server: _Server) -> None:
+    emailable = [c for c in server.customers[800:1400]
+                 if server.post("/recommend", {"customer_id": c, "channel": "email", "k": 1}).json()["offers"]]
+    assert server.post("/events", {"events": [_search(c, 1) for c in emailable[:8]]}).status_code == 200
+    pending = {x["customer_id"]: x for x in server.get("/outbox").json()["rows"]}
+    assert len(pending) >= 2, server.get("/outbox", status="any").json()["rows"]
+    cid = sorted(pending)[0]
+    others = sorted(set(pending) - {cid})
+    complaint = {"event_id": f"c-{cid}", "customer_id": cid, "ts": (NOW - timedelta(minutes=1)).isoformat(),
+                 "type": "complaint", "channel": "web"}
+    assert server.post("/events", {"events": [complaint]}).status_code == 200
+    assert sorted(x["customer_id"] for x in server.get("/outbox").json()["rows"]) == others
+    [cancelled] = server.get("/outbox", status="cancelled").json()["rows"]
+    assert (cancelled["outbox_id"], cancelled["status"], cancelled["reason"]) == \
+        (pending[cid]["outbox_id"], "cancelled", "complaint_pause")
+    # a cancelled send cannot be acknowledged as sent
+    ack = server.post("/outbox/ack", {"outbox_ids": [cancelled["outbox_id"]], "status": "sent"})
+    assert ack.json()["statuses"] == {str(cancelled["outbox_id"]): "cancelled"}
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [({"status": "queued"}, "status"), ({"limit": 0}, "limit"), ({"limit": 5000}, "limit"), ({"after": -1}, "after"),

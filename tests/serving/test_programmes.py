@@ -221,3 +221,23 @@ def test_programmes_are_off_unless_configured(world: World, tmp_path: Path) -> N
         assert _rows(eng) == [] and eng.store.contact_rows(cid) == []
     finally:
         eng.close()
+
+
+def test_a_complaint_cancels_pending_sends_within_the_pause(engine: DecisionEngine, world: World) -> None:
+    from nbo.data import load_dataset
+    from serving.programmes import sweep
+
+    cid, other, third = _emailable(engine, 3)
+    t = NOW - timedelta(minutes=30)
+    engine.ingest_events([_event(c, 0, "search", t) for c in (cid, other, third)], NOW)
+    assert {r.customer_id for r in _rows(engine, "pending")} == {cid, other, third}
+    # through POST /events' path: the complaint cancels the customer's pending send at once
+    engine.ingest_events([_event(cid, 1, "complaint", t + timedelta(minutes=5), None)], NOW)
+    [cancelled] = _rows(engine, "cancelled")
+    assert (cancelled.customer_id, cancelled.reason) == (cid, "complaint_pause")
+    assert {r.customer_id for r in _rows(engine, "pending")} == {other, third}
+    # recorded without firing (`nbo ingest` without a policy): the sweep cancels it
+    engine.store.append_events([_event(other, 1, "complaint", t + timedelta(minutes=6), None)])
+    sweep(engine, load_dataset(world.data), NOW + timedelta(minutes=1))
+    assert {r.customer_id for r in _rows(engine, "cancelled")} == {cid, other}
+    assert [r.customer_id for r in _rows(engine, "pending") if r.customer_id in (cid, other, third)] == [third]
