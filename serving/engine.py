@@ -563,7 +563,7 @@ class DecisionEngine:
         with self._store_call():
             result = ingest(self.store, events, self.knows, now, self.live_limits, self.live.horizon)
         if self.policy.programmes:
-            self.run_programmes(events, now)
+            result = dataclasses.replace(result, fired=len(self.run_programmes(events, now)))
         return result
 
     def send_times(self) -> SendTimes | None:

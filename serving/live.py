@@ -111,6 +111,7 @@ class IngestResult:
     received: int
     recorded: int  # new events written
     duplicates: int  # events already recorded (same id, same content): nothing written
+    fired: int = 0  # outbox rows the programmes wrote for these events (`DecisionEngine.ingest_events`)
 
 
 # ------------------------------------------------------------------------------ live features
@@ -336,18 +337,23 @@ def _text(value: object) -> str | None:
     return str(value)
 
 
-def ingest_file(path: Path, *, data_dir: Path, store: ContactStore, now: datetime, limits: LiveLimits) -> IngestResult:
+def ingest_file(path: Path, *, data_dir: Path, store: ContactStore | None, now: datetime, limits: LiveLimits,
+                record: Callable[[Sequence[LiveEvent]], IngestResult] | None = None) -> IngestResult:
     """`nbo ingest`: the events of a file through `ingest`, against the data directory's customers
-    and its events' horizon, into `store` (all or nothing)."""
+    and its events' horizon, into `store` (all or nothing). `record`: what stores them instead
+    (`DecisionEngine.ingest_events`, which also fires the programmes: `nbo ingest --policy`)."""
     events = read_events_file(path)
     if not events:
         return IngestResult(0, 0, 0)
-    customers = set(load_table(data_dir, "customers")["customer_id"].astype(str).tolist())
-    data_events = load_table(data_dir, "events")
-    latest = data_events["ts"].max() if len(data_events) else None
-    horizon = None if latest is None or pd.isna(latest) else pd.Timestamp(latest).to_pydatetime()
+    if record is None:
+        assert store is not None
+        customers = set(load_table(data_dir, "customers")["customer_id"].astype(str).tolist())
+        data_events = load_table(data_dir, "events")
+        latest = data_events["ts"].max() if len(data_events) else None
+        horizon = None if latest is None or pd.isna(latest) else pd.Timestamp(latest).to_pydatetime()
+        record = functools.partial(ingest, store, knows=customers.__contains__, now=now, limits=limits, horizon=horizon)
     try:
-        return ingest(store, events, customers.__contains__, now, limits, horizon)
+        return record(events)
     except LiveInputError as exc:  # events[i].field -> the file's row i + 1, as `read_events_file` says
         where, _, field = exc.field.partition("].")
         if not where.startswith("events[") or not field:

@@ -64,6 +64,46 @@ def test_ingested_events_fire_on_the_next_run_once(world: World, tmp_path: Path)
     assert code == 0 and json.loads(out)["fired"] == 0  # each trigger once
 
 
+def test_ingest_with_a_policy_fires_at_once_through_the_events_path(world: World, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(GOOD)
+    store = tmp_path / "contacts.db"
+    customers = pd.read_parquet(world.data / "customers.parquet")["customer_id"].astype(str).tolist()[3:6]
+    events = tmp_path / "events.csv"
+    pd.DataFrame({"event_id": [f"s{i}" for i in range(3)], "customer_id": customers,
+                  "ts": [(NOW - timedelta(minutes=5)).isoformat() + "Z"] * 3, "type": ["search"] * 3,
+                  "category": ["books"] * 3}).to_csv(events, index=False)
+    args = ["ingest", str(events), "--data", str(world.data), "--store", str(store), "--now", NOW.isoformat(),
+            "--policy", str(policy), "--features", str(world.features), "--tracking-uri", world.tracking_uri]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.stderr
+    assert json.loads(first.stdout) == {"received": 3, "recorded": 3, "duplicates": 0, "fired": 3}
+    opened = SQLiteContactStore(store)
+    try:
+        rows = opened.outbox_page(None, None, 0, 100)
+        assert sorted(r.customer_id for r in rows) == sorted(customers)
+        assert all(r.status in ("pending", "none") for r in rows)
+    finally:
+        opened.close()
+    # the same file again, and the cron's sweep: each trigger fired once already
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and json.loads(again.stdout) == {"received": 3, "recorded": 0, "duplicates": 3, "fired": 0}
+    code, out, err = _run(world, policy, store, NOW + timedelta(minutes=30))
+    assert code == 0 and json.loads(out)["fired"] == 0, err
+
+
+def test_ingest_with_a_policy_needs_features(world: World, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(GOOD)
+    events = tmp_path / "events.csv"
+    events.write_text("event_id,customer_id,ts,type\n")
+    store = tmp_path / "contacts.db"
+    result = runner.invoke(app, ["ingest", str(events), "--data", str(world.data), "--store", str(store),
+                                 "--policy", str(policy)])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and "--features" in result.stderr
+    assert not store.exists()
+
+
 @pytest.mark.parametrize(
     ("text", "names"),
     [('[[programmes]]\nname = "p"\nchannels = ["email"]\ntrigger = { kind = "birthday" }\n', ("programmes.0.trigger",)),
