@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -337,6 +337,23 @@ def sweep(engine: DecisionEngine, data: Dataset, as_of: datetime) -> list[Outbox
     if not occurrences:
         return []
     return fire(engine, occurrences, as_of, paused_until(seen, engine.policy))
+
+
+def periodic_sweep(engine: DecisionEngine) -> Callable[[datetime], list[OutboxEntry]]:
+    """`sweep` of `engine` over its data directory (`settings.data_dir`, read on the first call
+    and kept): what the in-service sweeper runs every `sweep_every_minutes` (serving/sweeper.py)."""
+    from nbo.data import load_dataset
+
+    assert engine.settings is not None, "the in-service sweep needs an engine built from settings"
+    data_dir = engine.settings.data_dir
+    held: list[Dataset] = []
+
+    def run(now: datetime) -> list[OutboxEntry]:
+        if not held:
+            held.append(load_dataset(data_dir))
+        return sweep(engine, held[0], now)
+
+    return run
 
 
 def outbox_summary(rows: Sequence[OutboxEntry]) -> dict[str, object]:

@@ -142,11 +142,26 @@ class Recommender:
         loaded = time.perf_counter()
         self._warm_up()
         WORKER["recommender"] = self  # the Guard answers /recommend through `decide`
+        self._sweeper = self._start_sweeper()
         self._ready = True
         models = self.engine.models
         log.info("ready in %.1f s (engine %.1f s, warm-up %.1f s); models: %s", time.perf_counter() - began,
                  loaded - began, time.perf_counter() - loaded,
                  ", ".join(f"{k} {v}" for k, v in models.scoring.items()) if models else f"fallback ({self.engine.models_error})")
+
+    def _start_sweeper(self) -> Any:
+        """The programmes' sweep every `sweep_every_minutes` (serving/sweeper.py; one worker of all
+        sharing the store at a time), or None when the policy asks for none."""
+        from serving.policy import active_programmes
+
+        every = self.engine.policy.programme_settings.sweep_every_minutes
+        if every is None or not active_programmes(self.engine.policy):
+            return None
+        from serving.programmes import periodic_sweep
+        from serving.sweeper import Sweeper
+
+        log.info("programmes: sweeping every %g minute(s)", every)
+        return Sweeper(periodic_sweep(self.engine), self.engine.store, every * 60.0, self.settings.now).start()
 
     def _warm_up(self) -> None:
         """Run a few decisions (nothing recorded), then freeze the heap so GC passes stay short."""
@@ -205,6 +220,8 @@ class Recommender:
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
         self._stop.set()
+        if getattr(self, "_sweeper", None) is not None:
+            self._sweeper.stop()  # a sweep in progress ends before the store closes
         self.engine.close()
 
     # -------------------------------------------------------------------------- endpoints

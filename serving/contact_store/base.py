@@ -595,6 +595,16 @@ class ContactStore(ABC):
         longer than the sweep's lookback (`ProgrammeSettings` checks it)."""
         raise NotImplementedError(f"{type(self).__name__} has no outbox")
 
+    def lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Hold the lease `name` for `seconds` of wall time: True when free, expired or already
+        `owner`'s (renewed), False while another owner holds it. One worker of all the processes
+        and replicas sharing the store does a periodic job (the programmes' sweep in `nbo serve`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no leases")
+
+    def release(self, name: str, owner: str) -> None:
+        """Give the lease up if `owner` holds it (another owner's is left alone)."""
+        raise NotImplementedError(f"{type(self).__name__} has no leases")
+
     def outbox_rows(self, customer_id: str) -> list[OutboxEntry]:
         """The customer's outbox rows (any status), in id order: what `export` lists."""
         return []

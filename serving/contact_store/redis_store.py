@@ -24,6 +24,7 @@ Layout under `prefix` (B = `prefix:{customer_id}`):
     prefix:ob:rows  hash outbox id -> json       the outbox rows (programmes; settled rows pruned)
     prefix:ob:keys  hash trigger key -> id       trigger occurrences fired (claimed once)
     prefix:ob:all / prefix:ob:st:<status> zset   outbox ids (score = id), all and per status
+    prefix:lease:<name> string owner (expiring) a periodic job's lease (`lease`: the in-service sweep)
     prefix:ob:settled zset id -> updated         settled rows (`OUTBOX_SETTLED`), pruned after
                                                  `outbox_retention_days` (`outbox_prune`)
 """
@@ -285,6 +286,18 @@ for _, id in ipairs(ids) do
 end
 return #ids
 """
+#: A lease (`lease`): taken when free or ours (renewed). KEYS: the lease; ARGV: owner, milliseconds.
+_LEASE = r"""
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+#: A lease given up if ours. KEYS: the lease; ARGV: owner.
+_RELEASE = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
 #: A customer's outbox rows erased (`forget`). KEYS: rows, keys, all, status-set prefix, B:ob, settled.
 _OUTBOX_FORGET = r"""
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
@@ -422,6 +435,8 @@ class RedisContactStore(ContactStore):
         self._ob_update = client.register_script(_OUTBOX_UPDATE)
         self._ob_forget = client.register_script(_OUTBOX_FORGET)
         self._ob_prune = client.register_script(_OUTBOX_PRUNE)
+        self._lease = client.register_script(_LEASE)
+        self._release = client.register_script(_RELEASE)
 
     def check_persistence(self, accept_volatile: bool = False) -> RedisPersistence | None:
         """`check_persistence` on this store's server: call once at start (service, batch scoring)."""
@@ -719,6 +734,12 @@ class RedisContactStore(ContactStore):
             return {}
         after = self._ob_set(ids, {"status": status, "updated": to_epoch(now)}, only="pending")
         return {i: s for i, s in zip(ids, after, strict=True) if s}
+
+    def lease(self, name: str, owner: str, seconds: float) -> bool:
+        return int(self._lease(keys=[f"{self.prefix}:lease:{name}"], args=[owner, max(1, int(seconds * 1000))])) == 1
+
+    def release(self, name: str, owner: str) -> None:
+        self._release(keys=[f"{self.prefix}:lease:{name}"], args=[owner])
 
     def outbox_rows(self, customer_id: str) -> list[OutboxEntry]:
         ids = sorted(int(self._s(i)) for i in self.client.smembers(f"{self._base(customer_id)}:ob"))

@@ -161,6 +161,8 @@ CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, outbox_id);
 CREATE INDEX IF NOT EXISTS outbox_customer ON outbox (customer_id);
 CREATE INDEX IF NOT EXISTS outbox_updated ON outbox (updated);
 """
+#: Leases of periodic jobs (`ContactStore.lease`): who does the job until when (epoch s, wall time).
+_LEASES_SCHEMA = "CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL);"
 _OUTBOX_COLUMNS = ("outbox_id, trigger_key, programme, customer_id, fired, status, updated, scheduled, channel, "
                    "offer_id, decision_id, reason")
 _CUSTOMER_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM live_events WHERE customer_id = ?"
@@ -197,6 +199,7 @@ class SQLiteContactStore(ContactStore):
         self._conn().executescript(_CONSENTS_SCHEMA)
         self._conn().executescript(_EVENTS_SCHEMA)
         self._conn().executescript(_OUTBOX_SCHEMA)
+        self._conn().executescript(_LEASES_SCHEMA)
         self._identity = self._file_identity()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -692,6 +695,24 @@ class SQLiteContactStore(ContactStore):
         marks = ",".join("?" * len(OUTBOX_SETTLED))
         return int(self._write(f"DELETE FROM outbox WHERE updated < ? AND status IN ({marks})",
                                (to_epoch(now) - retention_days * DAY, *OUTBOX_SETTLED)))
+
+    def lease(self, name: str, owner: str, seconds: float) -> bool:
+        now = time.time()
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            held = conn.execute("SELECT owner, until FROM leases WHERE name = ?", (name,)).fetchone()
+            mine = held is None or held[0] == owner or held[1] <= now
+            if mine:
+                conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (name, owner, now + seconds))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return mine
+
+    def release(self, name: str, owner: str) -> None:
+        self._write("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
 
     def outbox_rows(self, customer_id: str) -> list[OutboxEntry]:
         return [OutboxEntry(*r) for r in self._conn().execute(

@@ -5,6 +5,7 @@ parameters a 400 naming the parameter), `POST /outbox/ack` marks them sent."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,12 +22,14 @@ POLICY = """
 name = "search-follow-up"
 channels = ["email"]
 trigger = { kind = "event", type = "search" }
+[programme_settings]
+sweep_every_minutes = 0.05
 """
 
 
 class _Server:
-    def __init__(self, url: str, customers: list[str]) -> None:
-        self.url, self.customers = url, customers
+    def __init__(self, url: str, customers: list[str], store: Path | None = None) -> None:
+        self.url, self.customers, self.store = url, customers, store
 
     def post(self, path: str, body: object, key: str | None = KEY) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -51,9 +54,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Server]:
                                         workers=1, name="outbox")
     frame, _ = read_materialised(latest_features_file(world.features))
     try:
-        yield _Server(url, frame.index.tolist())
+        yield _Server(url, frame.index.tolist(), work / "contacts.db")
     finally:
         stop_nbo_serve(proc)
+    # stopped cleanly: the in-service sweep gave its lease up (serving/sweeper.py) and the process ended
+    assert proc.returncode is not None
+    from serving.contact_store import SQLiteContactStore
+    from serving.sweeper import LEASE
+
+    store = SQLiteContactStore(work / "contacts.db")
+    try:
+        assert store.lease(LEASE, "after-the-service", 60.0)
+    finally:
+        store.close()
 
 
 def _search(cid: str, i: int) -> dict:
@@ -104,6 +117,29 @@ def test_a_complaint_cancels_the_pending_send(server: _Server) -> None:
     # a cancelled send cannot be acknowledged as sent
     ack = server.post("/outbox/ack", {"outbox_ids": [cancelled["outbox_id"]], "status": "sent"})
     assert ack.json()["statuses"] == {str(cancelled["outbox_id"]): "cancelled"}
+
+
+def test_the_in_service_sweep_fires_events_recorded_without_firing(server: _Server) -> None:
+    """`sweep_every_minutes`: events recorded by `nbo ingest` without a policy (straight into the
+    store here) fire on the service's next sweep, without a cron."""
+    from serving.contact_store import SQLiteContactStore
+    from serving.contact_store.base import LiveEvent, to_epoch
+
+    cid = next(c for c in server.customers[1400:]
+               if server.post("/recommend", {"customer_id": c, "channel": "email", "k": 1}).json()["offers"])
+    store = SQLiteContactStore(server.store)  # type: ignore[arg-type]
+    try:
+        store.append_events([LiveEvent(f"swept-{cid}", cid, to_epoch(NOW - timedelta(minutes=2)), "search", "web",
+                                       "travel", None, None)])
+    finally:
+        store.close()
+    deadline = time.monotonic() + 90  # a sweep every 3 s: wait for the row, not for a fixed time
+    rows: list[dict] = []
+    while not rows and time.monotonic() < deadline:
+        rows = [x for x in server.get("/outbox", status="any", limit=1000).json()["rows"] if x["customer_id"] == cid]
+        if not rows:
+            time.sleep(0.25)
+    assert [(x["programme"], x["status"] in ("pending", "none")) for x in rows] == [("search-follow-up", True)]
 
 
 @pytest.mark.parametrize(
