@@ -92,7 +92,7 @@ def fatigue_budget(backend: ConsoleBackend, customer_id: str, now: datetime,
         lines = tuple(BudgetLine(lim.reason, lim.max, lim.days, measure(history, lim), lim.channels)
                       for lim in limits(policy, channel).contact)
         out.append(ChannelBudget(channel, consents.allowed(customer_id, channel, now, policy.consent.opt_in_channels),
-                                 policy.quiet_hours.is_quiet(channel, now), lines))
+                                 policy.quiet_hours.is_quiet(channel, now, engine.timezones.get(customer_id)), lines))
     recorded = pd.DataFrame(
         [{"ts": from_epoch(c.ts), "channel": c.channel, "offer_id": c.offer_id, "category": c.category,
           "decision_id": c.decision_id} for c in history.contacts],

@@ -122,7 +122,7 @@ class DecisionEngine:
         self.scorer = Scorer(offers, contacts, features, rule_names)
         self.offers = self.scorer.offers
         self.offer_ids = self.scorer.offer_ids
-        self.arbiter = Arbiter(policy, self.offers, rules)
+        self.arbiter = Arbiter(policy, self.offers, rules, timezones)
         self.desk = ContactDesk(self.arbiter, store)
         self.consents = ConsentBook(consents)
         #: The data's customers (`customers` table): who `POST /consents` and `/events` may name.

@@ -81,15 +81,19 @@ class Arbiter:
         policy: ContactPolicy,
         offers: pd.DataFrame,
         rules: Mapping[str, Rule],
+        timezones: Mapping[str, str] | None = None,
     ) -> None:
         self.policy = policy
+        #: Customers' IANA time zones where known (`customers.timezone`): quiet hours of `decide`
+        #: and the quiet-hours sentence are read in them (others: `quiet_hours.timezone`).
+        self.timezones: Mapping[str, str] = dict(timezones or {})
         self._rng = np.random.default_rng()
         self.catalogue = OfferCatalogue(offers, rules, policy.arbitration)
         self._empty: dict[str, tuple[str | None, np.ndarray]] = {}
         # One frozen `Suppressed` per (catalogue offer, reason, channel), built on first use (bounded
         # by offers x reason codes x channels): a decision's ~35 suppressions become dictionary
         # look-ups, their plain-language texts (which name the channel's caps) written once.
-        self._suppressed: dict[tuple[str, str, str], Suppressed] = {}
+        self._suppressed: dict[tuple[str, str, str, str | None], Suppressed] = {}
 
     @property
     def offer_ids(self) -> list[str]:
@@ -106,8 +110,9 @@ class Arbiter:
         return (channel not in self.policy.consent.opt_in_channels) if state is None else bool(state)
 
     def may_contact(self, customer_id: str, channel: str, now: datetime, consents: Mapping[str, bool] | ConsentBook | None) -> bool:
-        """Consent given and not quiet hours: the caps (and so the contact history) matter."""
-        return self._consented(customer_id, channel, now, consents) and not self.policy.quiet_hours.is_quiet(channel, now)
+        """Consent given and not quiet hours (in the customer's zone): the caps (and so the contact history) matter."""
+        return (self._consented(customer_id, channel, now, consents)
+                and not self.policy.quiet_hours.is_quiet(channel, now, self.timezones.get(customer_id)))
 
     def consent_mask(self, customer_ids: Sequence[str], channel: str, now: datetime, consents: ConsentBook | None,
                      live: Mapping[str, Sequence[ConsentChange]] | None = None) -> np.ndarray:
@@ -296,17 +301,19 @@ class Arbiter:
             return seeded_draws(np.array([int(rng) % 2**64], dtype=np.uint64))
         return generator_draws(self._rng if rng is None else rng)
 
-    def suppression(self, offer_id: str, reason: str, channel: str) -> Suppressed:
+    def suppression(self, offer_id: str, reason: str, channel: str, tz: str | None = None) -> Suppressed:
         """The record of a suppressed candidate on `channel`, with its reason in plain words
-        (`serving.reasons`); catalogue offers share one frozen record per (reason, channel) (~35
-        drops per decision cost ~0.1 ms as new objects), anything else is validated."""
-        key = (offer_id, reason, channel)
+        (`serving.reasons`; `tz`: the customer's time zone, named by the quiet-hours sentence);
+        catalogue offers share one frozen record per (reason, channel, zone) (~35 drops per
+        decision cost ~0.1 ms as new objects), anything else is validated."""
+        tz = tz if reason == "quiet_hours" else None
+        key = (offer_id, reason, channel, tz)
         record = self._suppressed.get(key)
         if record is None:
             if type(offer_id) is not str or offer_id not in self.catalogue.by_id:
                 return Suppressed(offer_id=offer_id, reason=reason,
-                                  reason_text=suppression_text(reason, None, channel, self.policy))
-            text = suppression_text(reason, self.catalogue.by_id[offer_id], channel, self.policy)
+                                  reason_text=suppression_text(reason, None, channel, self.policy, tz))
+            text = suppression_text(reason, self.catalogue.by_id[offer_id], channel, self.policy, tz)
             record = self._suppressed[key] = Suppressed.model_construct(offer_id=offer_id, reason=reason, reason_text=text)
         return record
 
@@ -335,8 +342,9 @@ class Arbiter:
         words; `suppressed`: candidates refused before the block (unknown offers, invalid scores).
         """
         dropped = list(suppressed)
+        tz = self.timezones.get(customer_id) if self.timezones else None
         for c in block.suppressed_order(row):
-            dropped.append(self.suppression(offer_ids[c], REASON_CODES[int(block.reason[row, c]) - 1], channel))
+            dropped.append(self.suppression(offer_ids[c], REASON_CODES[int(block.reason[row, c]) - 1], channel, tz))
         shown = self.shown(block, row, offer_ids=offer_ids, p_accept=p_accept, churn_probability=churn_probability,
                            reasons=reasons, reason_texts=reason_texts)
         # No offer: the probability of making no contact (1 unless holdouts randomise it).
@@ -458,6 +466,8 @@ class Arbiter:
             k=k,
             draws=draws,
             consented=np.array([self._consented(customer_id, channel, now, consents)]),
+            quiet=(np.array([self.policy.quiet_hours.is_quiet(channel, now, self.timezones[customer_id])])
+                   if customer_id in self.timezones else None),
             histories={} if history is None else {customer_id: history},
             uplift=None if uplift is None else np.array([[uplift.get(o, np.nan) for o in ids]], dtype=np.float64),
         )

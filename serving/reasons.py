@@ -305,6 +305,8 @@ class Suppressed:
     channel: str
     policy: ContactPolicy
     limit: Limit | None
+    #: The customer's own time zone when known (`customers.timezone`): quiet hours are read in it.
+    tz: str | None = None
 
 
 @dataclass(frozen=True)
@@ -342,6 +344,8 @@ def _valid(s: Suppressed) -> str:
 
 def _quiet(s: Suppressed) -> str:
     q = s.policy.quiet_hours
+    if s.tz:  # the customer's zone; without one, the policy's (the sentence as before time zones)
+        return f"{q.start}-{q.end} {s.tz}, the customer's time zone"
     return f"{q.start}-{q.end} {q.timezone}"
 
 
@@ -399,20 +403,23 @@ SUPPRESSIONS: dict[str, SuppressionWords] = {
 }
 
 
-def _suppressed(reason: str, offer: CatalogueOffer | None, channel: str, policy: ContactPolicy) -> Suppressed:
+def _suppressed(reason: str, offer: CatalogueOffer | None, channel: str, policy: ContactPolicy,
+                tz: str | None = None) -> Suppressed:
     lims = limits(policy, channel)
     limit = next((lim for lim in (*lims.contact, *lims.offer) if lim.reason == reason), None)
-    return Suppressed(offer, channel, policy, limit)
+    return Suppressed(offer, channel, policy, limit, tz)
 
 
-def suppression_text(reason: str, offer: CatalogueOffer | None, channel: str, policy: ContactPolicy) -> str:
+def suppression_text(reason: str, offer: CatalogueOffer | None, channel: str, policy: ContactPolicy,
+                     tz: str | None = None) -> str:
     """Why a candidate was left out, in plain words, with the setting that removed it.
 
     `offer`: the catalogue's offer (None for an offer not in the catalogue); `policy`: the
-    contact policy in force; `channel`: the decision's channel.
+    contact policy in force; `channel`: the decision's channel; `tz`: the customer's time zone
+    when known (named by the quiet-hours sentence; None: the policy's zone).
     """
     words = SUPPRESSIONS.get(reason)
-    context = _suppressed(reason, offer, channel, policy)
+    context = _suppressed(reason, offer, channel, policy, tz)
     if words is None or (reason in CAP_REASONS and context.limit is None):
         return reason.replace("_", " ")
     return words.text(context)

@@ -81,3 +81,35 @@ def test_without_the_column_everyone_is_in_the_policys_zone(tmp_path: Path) -> N
         assert [_quiet(engine, c, datetime(2025, 1, 31, 12, 0)) for c in ids] == [False, False, False]
     finally:
         engine.close()
+
+
+def test_the_quiet_hours_reason_names_the_customers_zone(tmp_path: Path) -> None:
+    engine, ids = _engine(tmp_path, {0: "Europe/Paris"})
+    try:
+        night = datetime(2025, 1, 31, 22, 30)  # quiet for both: 23:30 in Paris, 22:30 UTC
+        texts = [{s.reason_text for s in engine.decide(c, "sms", now=night, reserve=False).suppressed} for c in ids[:2]]
+        assert texts[0] == {"quiet hours on sms (21:00-08:00 Europe/Paris, the customer's time zone)"}
+        assert texts[1] == {"quiet hours on sms (21:00-08:00 UTC)"}  # no zone: the policy's sentence, unchanged
+    finally:
+        engine.close()
+
+
+def test_the_one_customer_arbiter_and_the_console_read_the_customers_zone(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from console.customer import fatigue_budget
+
+    engine, ids = _engine(tmp_path, {0: "Europe/Paris", 1: "America/New_York"})
+    try:
+        arbiter = engine.arbiter  # built with the customers' zones
+        assert arbiter.timezones == engine.timezones
+        offers = {o: 0.5 for o in engine.offer_ids}
+        at = datetime(2025, 1, 31, 7, 30)  # 08:30 Paris (open), 02:30 New York (quiet), 07:30 UTC (quiet)
+        quiet = ["quiet_hours" in {s.reason for s in arbiter.decide(c, "sms", at, offers, rng=1).suppressed} for c in ids]
+        assert quiet == [False, True, True]
+        assert arbiter.may_contact(ids[0], "sms", at, None) and not arbiter.may_contact(ids[2], "sms", at, None)
+        backend = SimpleNamespace(engine=engine)
+        budget = [{b.channel: b.quiet_now for b in fatigue_budget(backend, c, at)[0]}["sms"] for c in ids]  # type: ignore[arg-type]
+        assert budget == [False, True, True]
+    finally:
+        engine.close()
