@@ -282,7 +282,7 @@ def on_events(engine: DecisionEngine, events: Sequence[LiveEvent], now: datetime
         for cid in buyers:
             older = tuple(e for e in live.get(cid, ()) if (cid, e.event_id) not in batch)
             before = _customer_features(engine, cid, older, as_of)
-            after = _customer_features(engine, cid, live.get(cid, ()), as_of)
+            after = _decision_row(engine, cid, as_of)
             occurrences += lifecycle_occurrences(lifecycle, before, after,
                                                  last_purchases(_before(frames[cid], as_of)))
     if not occurrences:
@@ -298,10 +298,30 @@ def _customer_events(engine: DecisionEngine, customer_id: str, live: Sequence[Li
     return engine.live.dataset(customer_id, live, (), empty_table("contacts")).events
 
 
+def _decision_row(engine: DecisionEngine, customer_id: str, as_of: datetime) -> pd.DataFrame:
+    """The customer's stage after the batch: the live row the decision at `as_of` uses
+    (`DecisionEngine.customer_view`, which caches it), so a send decided at that moment reuses it
+    instead of computing the customer's features a second time."""
+    source, row = engine.customer_view(customer_id, as_of)
+    if row is None:
+        return pd.DataFrame({"lifecycle": pd.Series(dtype=str), "purchases_total": pd.Series(dtype=float)})
+    return pd.DataFrame({"lifecycle": [str(row["lifecycle"])], "purchases_total": [float(row["purchases_total"])]},
+                        index=pd.Index([customer_id], name="customer_id"))
+
+
 def _customer_features(engine: DecisionEngine, customer_id: str, live: Sequence[LiveEvent], as_of: datetime) -> pd.DataFrame:
     assert engine.live is not None
     data = engine.live.dataset(customer_id, live, (), empty_table("contacts"))
     return build_customer_features(data, pd.Timestamp(as_of))
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Every customer's lifecycle stage and purchases as of `as_of` (what a sweep computed): the
+    next sweep of the same process starts from them instead of computing the stages again."""
+
+    as_of: datetime
+    features: pd.DataFrame  # `lifecycle`, `purchases_total`, indexed by customer_id
 
 
 def sweep(engine: DecisionEngine, data: Dataset, as_of: datetime) -> list[OutboxEntry]:
@@ -309,9 +329,18 @@ def sweep(engine: DecisionEngine, data: Dataset, as_of: datetime) -> list[Outbox
     `data` (a data directory's tables) with the events posted while nbo runs: lifecycle drift,
     browse without purchase, and the event and lifecycle triggers of the last
     `sweep_lookback_hours` of posted events (module docstring). Returns the outbox rows written."""
+    return sweep_from(engine, data, as_of, None)[0]
+
+
+def sweep_from(engine: DecisionEngine, data: Dataset, as_of: datetime,
+               previous: Stages | None) -> tuple[list[OutboxEntry], Stages | None]:
+    """`sweep`, and the stages it computed. Lifecycle transitions are those between the stages
+    before (as of `as_of - sweep_lookback_hours`, or `previous` when a sweep of this process
+    computed them within that window) and as of `as_of`: with `previous`, each customer's
+    features are computed once per sweep instead of twice."""
     programmes = active_programmes(engine.policy)
     if not programmes:
-        return []
+        return [], None
     lookback = timedelta(hours=engine.policy.programme_settings.sweep_lookback_hours)
     customers = data.customers["customer_id"].astype(str).tolist()
     live = [e for evs in engine.store.live_events(customers).values() for e in evs]
@@ -328,30 +357,38 @@ def sweep(engine: DecisionEngine, data: Dataset, as_of: datetime) -> list[Outbox
     cancel_after_complaints(engine, recent, as_of)
     engine.store.outbox_prune(as_of, engine.policy.programme_settings.outbox_retention_days)
     occurrences = event_occurrences(programmes, recent)
+    stages = None
     if any(isinstance(p.trigger, LifecycleTrigger) for p in programmes):
-        before = build_customer_features(full, pd.Timestamp(as_of - lookback))
+        if previous is not None and as_of - lookback <= previous.as_of < as_of:
+            before = previous.features
+        else:
+            before = build_customer_features(full, pd.Timestamp(as_of - lookback))
         after = build_customer_features(full, pd.Timestamp(as_of))
+        stages = Stages(as_of, after[["lifecycle", "purchases_total"]])
         occurrences += lifecycle_occurrences(programmes, before, after, last_purchases(seen))
     occurrences += browse_occurrences(programmes, seen, as_of, lookback)
     occurrences.sort(key=lambda o: (o.customer_id, o.key))
     if not occurrences:
-        return []
-    return fire(engine, occurrences, as_of, paused_until(seen, engine.policy))
+        return [], stages
+    return fire(engine, occurrences, as_of, paused_until(seen, engine.policy)), stages
 
 
 def periodic_sweep(engine: DecisionEngine) -> Callable[[datetime], list[OutboxEntry]]:
     """`sweep` of `engine` over its data directory (`settings.data_dir`, read on the first call
-    and kept): what the in-service sweeper runs every `sweep_every_minutes` (serving/sweeper.py)."""
+    and kept): what the in-service sweeper runs every `sweep_every_minutes` (serving/sweeper.py).
+    Each run starts from the stages the previous one computed (`sweep_from`)."""
     from nbo.data import load_dataset
 
     assert engine.settings is not None, "the in-service sweep needs an engine built from settings"
     data_dir = engine.settings.data_dir
     held: list[Dataset] = []
+    last: list[Stages | None] = [None]
 
     def run(now: datetime) -> list[OutboxEntry]:
         if not held:
             held.append(load_dataset(data_dir))
-        return sweep(engine, held[0], now)
+        rows, last[0] = sweep_from(engine, held[0], now, last[0])
+        return rows
 
     return run
 

@@ -241,3 +241,58 @@ def test_a_complaint_cancels_pending_sends_within_the_pause(engine: DecisionEngi
     sweep(engine, load_dataset(world.data), NOW + timedelta(minutes=1))
     assert {r.customer_id for r in _rows(engine, "cancelled")} == {cid, other}
     assert [r.customer_id for r in _rows(engine, "pending") if r.customer_id in (cid, other, third)] == [third]
+
+
+def _count_feature_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count `build_customer_features` calls made by the programmes and the live rows."""
+    import serving.live
+    import serving.programmes
+
+    calls = [0]
+    real = serving.programmes.build_customer_features
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(serving.programmes, "build_customer_features", counted)
+    monkeypatch.setattr(serving.live, "build_customer_features", counted)
+    return calls
+
+
+def test_a_posted_purchase_computes_the_customers_row_once_for_stage_and_decision(
+        engine: DecisionEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    never = engine.features.index[engine.features["purchases_total"] == 0].tolist()
+    cid = next(c for c in never[:200] if engine.decide(c, "email", None, NOW, k=1, reserve=False).offers)
+    calls = _count_feature_builds(monkeypatch)
+    engine.ingest_events([_event(cid, 0, "purchase", NOW - timedelta(minutes=5))], NOW)
+    [welcome] = [r for r in _rows(engine) if r.programme == "welcome"]
+    assert (welcome.customer_id, welcome.status) == (cid, "pending")
+    # the stage before the purchase, and the row after it: the decision at NOW reuses the latter
+    assert calls[0] == 2
+
+
+def test_the_in_service_sweep_computes_the_stages_once_per_run(world: World, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbo.data import load_dataset
+    from serving.programmes import periodic_sweep, sweep
+
+    extra = '[[programmes]]\nname = "win-back"\nchannels = ["email", "mail"]\ntrigger = { kind = "lifecycle", to = "at_risk" }\n'
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    eng = _engine(world, tmp_path / "a", extra, settings="sweep_lookback_hours = 168")
+    ref = _engine(world, tmp_path / "b", extra, settings="sweep_lookback_hours = 168")
+    try:
+        data = load_dataset(world.data)
+        expected = sweep(ref, data, NOW - timedelta(hours=24)) + sweep(ref, data, NOW)
+        calls = _count_feature_builds(monkeypatch)
+        run = periodic_sweep(eng)
+        got = run(NOW - timedelta(hours=24))
+        assert calls[0] == 2  # first run: the stages a lookback ago, and now
+        got += run(NOW)
+        assert calls[0] == 3  # next run: from the stages of the previous one
+        assert sorted((r.trigger_key, r.status) for r in got) == sorted((r.trigger_key, r.status) for r in expected)
+        assert any(r.programme == "win-back" for r in got)
+    finally:
+        eng.close()
+        ref.close()
