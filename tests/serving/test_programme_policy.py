@@ -31,6 +31,8 @@ complaint_pause_hours = 48
 def test_programmes_are_off_unless_configured() -> None:
     p = ContactPolicy()
     assert p.programmes == () and p.programme_settings.complaint_pause_hours == 72.0
+    s = p.programme_settings
+    assert (s.send_hour, s.sweep_every_minutes, s.outbox_retention_days) == ("best", None, 30.0)
 
 
 def test_the_documented_example_parses() -> None:
@@ -69,6 +71,10 @@ BAD = '[[programmes]]\nname = "p"\n'
         (BAD + 'channels = ["email"]\ntrigger = { kind = "event", type = "search" }\ncolour = 1\n', ("programmes.0.colour",)),
         ('[programme_settings]\ncomplaint_pause_hours = -1\n', ("programme_settings.complaint_pause_hours",)),
         ('[programme_settings]\nsweep_lookback_hours = 0\n', ("programme_settings.sweep_lookback_hours",)),
+        ('[programme_settings]\nsend_hour = "noon"\n', ("programme_settings.send_hour",)),
+        ('[programme_settings]\nsweep_every_minutes = 0\n', ("programme_settings.sweep_every_minutes",)),
+        ('[programme_settings]\noutbox_retention_days = 0.5\nsweep_lookback_hours = 24\n',
+         ("programme_settings", "outbox_retention_days")),
         (BAD + 'channels = ["email"]\ntrigger = { kind = "event", type = "search" }\n' + BAD
          + 'channels = ["sms"]\ntrigger = { kind = "event", type = "search" }\n', ("'p' is used twice",)),
     ],
