@@ -72,6 +72,7 @@ from serving.live import (
     LiveInputError,
     LiveLimits,
     check_time,
+    compact,
     ingest,
     state_key,
     utc_time,
@@ -554,6 +555,15 @@ class DecisionEngine:
         self.live.prepare()
         with self._store_call():
             return ingest(self.store, events, self.knows, naive_utc(now), self.live_limits, self.live.horizon)
+
+    def compact_events(self) -> int:
+        """Drop from the store's event log the posted events the data directory holds now (at or
+        before its last event: `serving.live.compact`); 0 without live features."""
+        if self.live is None:
+            return 0
+        self.live.prepare()
+        with self._store_call():
+            return compact(self.store, self.live.horizon)
 
     def customer_view(self, customer_id: str, now: datetime | None = None) -> tuple[str, pd.Series | None]:
         """What the next decision knows of the customer: ("live", row) with posted events,

@@ -508,6 +508,12 @@ class ContactStore(ABC):
         """The events posted for these customers (customers without any left out)."""
         return {}
 
+    def compact_events(self, until: float) -> int:
+        """Delete the posted events with `ts <= until` (epoch seconds), every customer's; returns
+        how many. `serving.live.compact` passes the data directory's horizon: events up to it are
+        read from the data's events table, so the log's copies change no feature."""
+        return 0
+
     @abstractmethod
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
         """Everything stored about the customer: `decisions` and `contacts` (with outcomes), and
