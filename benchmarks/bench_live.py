@@ -202,6 +202,25 @@ def ingest_cli(world: Path, store: Path, maker: EventMaker, seconds: float, per_
     return total / wall, total
 
 
+def memory(server: Server, maker: EventMaker, ids: list[str], targets: list[int], rss0: float, size0: int) -> None:
+    """Part 3: RSS and store size at the posted totals `targets` (each after 500 decisions)."""
+    print(f"\n3. memory vs posted events ({len(ids):,} customers)")
+    print(f"   {'events posted':>14} {'server RSS MB':>14} {'store MB':>9}")
+    print(f"   {0:>14,} {rss0:>14.0f} {size0 / 2**20:>9.1f}")
+    posted = maker.n
+    for target in targets:
+        while posted < target:
+            r = server.events([maker.one() for _ in range(min(1000, target - posted))])
+            if r.status_code != 200:
+                raise SystemExit(f"/events {r.status_code}: {r.text[:300]}")
+            posted = maker.n
+        for cid in random.Random(target).sample(ids, 500):
+            server.recommend(cid)
+        wal = server.store.with_name(server.store.name + "-wal")
+        size = server.store.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        print(f"   {posted:>14,} {server.rss_mb():>14.0f} {size / 2**20:>9.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", type=Path, help="a demo world (nbo demo --no-serve --dir DIR); default: build one")
@@ -212,6 +231,8 @@ def main() -> None:
     parser.add_argument("--file-events", type=int, default=100_000, help="events per `nbo ingest` file")
     parser.add_argument("--memory", type=int, nargs="*", default=[100_000, 500_000, 1_000_000],
                         help="total posted events after which RSS is measured")
+    parser.add_argument("--memory-first", action="store_true",
+                        help="measure memory (part 3) before the ingestion rounds, which post ~1M events")
     args = parser.parse_args()
     print(hardware())
     tmp = Path(tempfile.mkdtemp(prefix="nbo-bench-live-"))
@@ -242,6 +263,8 @@ def main() -> None:
         p99 = statistics.median(r[1] for r in rounds)
         print(f"   median of {args.rounds}: p50 {p50:.1f} ms, p99 {p99:.1f} ms (bar p99 <= {FRESHNESS_P99_MS:.0f} ms: "
               f"{'met' if p99 <= FRESHNESS_P99_MS else 'NOT met'})")
+        if args.memory_first:  # part 3 before part 2: the points at the posted totals asked for
+            memory(server, maker, ids, args.memory, rss0, size0)
         print(f"\n2. sustained ingestion, {args.ingest_s:.0f} s per round")
         http_rates, cli_rates = [], []
         for r in range(args.rounds):
@@ -254,21 +277,8 @@ def main() -> None:
                   f"  load {os.getloadavg()[0]:.1f}")
         print(f"   median: POST /events {statistics.median(http_rates):,.0f} events/s, nbo ingest "
               f"{statistics.median(cli_rates):,.0f} events/s (bar >= {INGEST_TARGET:,.0f})")
-        print(f"\n3. memory vs posted events ({len(ids):,} customers)")
-        print(f"   {'events posted':>14} {'server RSS MB':>14} {'store MB':>9}")
-        print(f"   {0:>14,} {rss0:>14.0f} {size0 / 2**20:>9.1f}")
-        posted = maker.n
-        for target in args.memory:
-            while posted < target:
-                r = server.events([maker.one() for _ in range(min(1000, target - posted))])
-                if r.status_code != 200:
-                    raise SystemExit(f"/events {r.status_code}: {r.text[:300]}")
-                posted = maker.n
-            for cid in random.Random(target).sample(ids, 500):
-                server.recommend(cid)
-            wal = server.store.with_name(server.store.name + "-wal")
-            size = server.store.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
-            print(f"   {posted:>14,} {server.rss_mb():>14.0f} {size / 2**20:>9.1f}")
+        if not args.memory_first:
+            memory(server, maker, ids, args.memory, rss0, size0)
         print(f"\n{hardware()}")
     finally:
         server.stop()
