@@ -72,6 +72,7 @@ from serving.live import (
     LiveInputError,
     LiveLimits,
     check_time,
+    compact,
     ingest,
     state_key,
     utc_time,
@@ -585,6 +586,15 @@ class DecisionEngine:
         """Mark pending outbox rows `sent` or `failed` (`ContactStore.outbox_ack`)."""
         with self._store_call():
             return self.store.outbox_ack(outbox_ids, status, naive_utc(now))
+
+    def compact_events(self) -> int:
+        """Drop from the store's event log the posted events the data directory holds now (at or
+        before its last event: `serving.live.compact`); 0 without live features."""
+        if self.live is None:
+            return 0
+        self.live.prepare()
+        with self._store_call():
+            return compact(self.store, self.live.horizon)
 
     def customer_view(self, customer_id: str, now: datetime | None = None) -> tuple[str, pd.Series | None]:
         """What the next decision knows of the customer: ("live", row) with posted events,

@@ -548,6 +548,12 @@ class ContactStore(ABC):
         """The events posted for these customers (customers without any left out)."""
         return {}
 
+    def compact_events(self, until: float) -> int:
+        """Delete the posted events with `ts <= until` (epoch seconds), every customer's; returns
+        how many. `serving.live.compact` passes the data directory's horizon: events up to it are
+        read from the data's events table, so the log's copies change no feature."""
+        return 0
+
     # ---------------------------------------------------------------- the outbox (programmes)
     def outbox_claim(self, trigger_key: str, programme: str, customer_id: str, fired: datetime) -> int | None:
         """Claim a programme's trigger occurrence: a new outbox row in state `deciding` and its id,

@@ -627,6 +627,17 @@ class RedisContactStore(ContactStore):
     def _live_events(self, customer_id: str, raw: dict) -> tuple[LiveEvent, ...]:
         return tuple(_event(customer_id, self._s(k), self._s(v)) for k, v in raw.items())
 
+    def compact_events(self, until: float) -> int:
+        """SCAN of the customers' event hashes (`prefix:{id}:ev`), HDEL of the events with
+        `ts <= until`; an emptied hash is removed by Redis."""
+        n = 0
+        for key in self.client.scan_iter(match=f"{self.prefix}:{{*}}:ev", count=1000):
+            raw = self.client.hgetall(key)
+            old = [k for k, v in raw.items() if float(json.loads(self._s(v))[0]) <= until]
+            if old:
+                n += int(self.client.hdel(key, *old))
+        return n
+
     def live_events(self, customer_ids: list[str]) -> dict[str, tuple[LiveEvent, ...]]:
         ids = list(dict.fromkeys(customer_ids))
         pipe = self.client.pipeline(transaction=False)

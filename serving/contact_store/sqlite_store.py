@@ -588,6 +588,19 @@ class SQLiteContactStore(ContactStore):
             raise
         return len(new)
 
+    def compact_events(self, until: float) -> int:
+        """One `DELETE` (a full scan of the log: run at a start, not per request); the freed pages
+        are reused by later events (the file does not shrink; `VACUUM` would rewrite it)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = conn.execute("DELETE FROM live_events WHERE ts <= ?", (float(until),)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n
+
     def live_events(self, customer_ids: list[str]) -> dict[str, tuple[LiveEvent, ...]]:
         conn = self._conn()
         out: dict[str, list[LiveEvent]] = {}
