@@ -82,10 +82,10 @@ def check_events(events: Sequence[LiveEvent], knows: Callable[[str], bool], now:
     out of range or not after the data's own events (`horizon`: the latest `ts` of the data
     directory's events table, whose events the features read already); repeats of one event id
     with the same content are dropped, with other content refused (409). Nothing is written here."""
+    for i, e in enumerate(events):  # first: a time out of range would not convert to nanoseconds
+        check_time(f"events[{i}].ts", from_epoch(e.ts), now, limits)
     stamps = event_ns(events)  # the event's time as the feature code reads it (to the nanosecond)
     for i, e in enumerate(events):
-        ts = from_epoch(e.ts)
-        check_time(f"events[{i}].ts", ts, now, limits)
         if horizon is not None and stamps[i] <= pd.Timestamp(horizon).value:
             raise LiveInputError(f"events[{i}].ts", f"not after the data's last event ({horizon.isoformat()}): "
                                  "events up to then are read from the data directory's events table")
