@@ -122,6 +122,12 @@ def per_category_last_age(cust: np.ndarray, cat: np.ndarray, age: np.ndarray, n:
     return last_age(cat[known].astype(np.int64) * n + cust[known], age[known], n * k).reshape(k, n)
 
 
+def distinct(keys: np.ndarray) -> np.ndarray:
+    """The distinct values of integer `keys`, in no particular order: a hash table (pandas), not
+    `np.unique`'s sort (~9x faster on millions of keys; the counts built on it do not care)."""
+    return pd.unique(np.asarray(keys))
+
+
 def distinct_days(cust: np.ndarray, age: np.ndarray, n: int, group: np.ndarray | None = None, groups: int = 1) -> np.ndarray:
     """(groups, customers) number of distinct days (24-hour periods counted back from as_of) with a row.
 
@@ -131,7 +137,7 @@ def distinct_days(cust: np.ndarray, age: np.ndarray, n: int, group: np.ndarray |
     g = np.zeros(len(cust), dtype=np.int64) if group is None else group.astype(np.int64)
     keep = g >= 0
     width = int(day.max()) + 1 if len(day) else 1
-    key = np.unique((g[keep] * n + cust[keep]) * width + day[keep])
+    key = distinct((g[keep] * n + cust[keep]) * width + day[keep])
     return np.bincount(key // width, minlength=groups * n).reshape(groups, n).astype(np.float64)
 
 
@@ -149,7 +155,8 @@ def main_category_days(cust: np.ndarray, age: np.ndarray, cat: np.ndarray, n: in
     day = np.floor(age[known]).astype(np.int64)
     width = int(day.max()) + 1
     key = ((cust[known].astype(np.int64) * width + day) * k) + cat[known]
-    uniq, hits = np.unique(key, return_counts=True)
+    code, uniq = pd.factorize(key)
+    hits = np.bincount(code, minlength=len(uniq))
     group, category = uniq // k, uniq % k
     order = np.lexsort((category, -hits, group))  # per day: most rows first, then declared order
     first = np.ones(len(order), dtype=bool)
@@ -165,3 +172,28 @@ def last_age(cust: np.ndarray, age: np.ndarray, n: int) -> np.ndarray:
     out[np.isinf(out)] = NEVER_DAYS
     return out
 
+
+
+class RowsByOwner:
+    """The rows of a table grouped by their owner (a customer position), table order within one
+    owner: `expand` lists the rows of many owners at once, one block per requested owner (an owner
+    asked twice gets its rows twice). The point-in-time builders use it to give every (customer,
+    moment) row the customer's own rows, in the order the per-moment code reads them."""
+
+    def __init__(self, owner: np.ndarray, owners: int) -> None:
+        owner = np.asarray(owner, dtype=np.int64)
+        mine = np.flatnonzero(owner >= 0)
+        self.order = mine[np.argsort(owner[mine], kind="stable")]
+        grouped = owner[self.order]
+        self.start = np.searchsorted(grouped, np.arange(owners), side="left")
+        self.stop = np.searchsorted(grouped, np.arange(owners), side="right")
+
+    def expand(self, wanted: np.ndarray, stop: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(request row, table row) of every row owned by `wanted[i]`, request-major; `stop`: each
+        request's end within `order` (default: all the owner's rows)."""
+        wanted = np.asarray(wanted, dtype=np.int64)
+        first = self.start[wanted]
+        size = (self.stop[wanted] if stop is None else stop) - first
+        request = np.repeat(np.arange(len(wanted)), size)
+        offset = np.arange(len(request)) - np.repeat(np.cumsum(size) - size, size)
+        return request, self.order[np.repeat(first, size) + offset]
