@@ -20,5 +20,6 @@ from cli import evaluate as _evaluate, simulate_policies as _simulate_policies  
 from cli import privacy as _privacy  # noqa: E402,F401
 from cli import ingest as _ingest  # noqa: E402,F401
 from cli import lift as _lift  # noqa: E402,F401
+from cli import programmes as _programmes  # noqa: E402,F401
 
 __all__ = ["app", "main"]

@@ -12,6 +12,7 @@ from features import FEATURE_SET, build_customer_features, write_materialised
 from cli._app import app, user_errors
 from cli.options import LEDGER_OPTION, check_out, parse_as_of
 from nbo.data import load_dataset
+from nbo.errors import NboError
 from nbo.ledger import record_output
 
 #: An --as-of this many days after the last event is probably a mistake (a year typed wrong).
@@ -25,10 +26,29 @@ def features(
     as_of: str = typer.Option(..., "--as-of", help="ISO date/time (UTC); only rows strictly before it are used."),
     out: Path = typer.Option(..., "--out", help="Parquet file to write (atomically)."),
     ledger: Path = LEDGER_OPTION,
+    engine: str = typer.Option("pandas", "--engine", help="pandas (this machine) or spark (docs/features.md)."),
+    master: str = typer.Option(None, "--master", help="Spark master (default: spark.master from Spark config, else local[*])."),
+    remote: str = typer.Option(None, "--remote", help="Spark Connect URL, sc://host:port (default: $SPARK_REMOTE)."),
 ) -> None:
     """Materialise customer features as of a date (docs/features.md) to a Parquet file."""
+    if engine not in ("pandas", "spark"):
+        raise NboError(f"--engine {engine!r} is not pandas or spark")
+    if engine == "pandas" and (master or remote):
+        raise NboError("--master and --remote are for --engine spark")
+    if master and remote:
+        raise NboError("give --master or --remote, not both")
     out = check_out(out, (".parquet",))
     moment = parse_as_of(as_of)
+    if engine == "spark":
+        from features.spark import spark_customer_features
+
+        start = time.perf_counter()
+        record_output(ledger, out, "features")
+        rows = spark_customer_features(data, moment, out, master=master, remote=remote,
+                                       progress=lambda line: typer.echo(line, err=True))
+        typer.echo(f"{out}: {rows:,} customers as of {moment.isoformat()} "
+                   f"({FEATURE_SET.name} {FEATURE_SET.version}, Spark, {time.perf_counter() - start:.1f} s)")
+        return
     dataset = load_dataset(data)
     last = dataset.events["ts"].max() if len(dataset.events) else None
     if last is not None and moment - last > pd.Timedelta(days=STALE_AFTER_DAYS):

@@ -17,6 +17,7 @@ from cli._app import app, user_errors
 from cli.options import LEDGER_OPTION, check_out
 from nbo.errors import NboError
 from nbo.ledger import record_output
+from nbo.vocab import OUTBOUND_CHANNELS
 
 
 def _features(data: Path, features: Path | None, as_of, out: Path, ledger: Path) -> Path:  # type: ignore[no-untyped-def]
@@ -41,6 +42,34 @@ def _features(data: Path, features: Path | None, as_of, out: Path, ledger: Path)
         typer.echo(f"computed {len(frame):,} customers' features as of {as_of} ({FEATURE_SET.name} "
                    f"{FEATURE_SET.version}, {time.perf_counter() - started:.1f} s) -> {path}", err=True)
     return path
+
+
+def _add_send_at(out: Path, data: Path, as_of, policy: Path | None, channel: str) -> None:  # type: ignore[no-untyped-def]
+    """Add `send_at` (naive UTC) to the finished output, rewritten under a temporary name then renamed."""
+    import os
+
+    import pandas as pd
+
+    from nbo.data import load_table
+    from serving.policy import ContactPolicy, load_policy
+    from serving.send_time import send_times_for
+
+    quiet = (load_policy(policy) if policy is not None else ContactPolicy()).quiet_hours
+    csv = out.suffix.lower() == ".csv"
+    frame = pd.read_csv(out, keep_default_na=False, dtype={"customer_id": str}) if csv \
+        else pd.read_parquet(out)
+    when = send_times_for(frame["customer_id"].astype(str).tolist(), load_table(data, "events"),
+                          load_table(data, "customers"), as_of, quiet, channel)
+    frame["send_at"] = pd.to_datetime(frame["customer_id"].astype(str).map(when))
+    tmp = out.with_name(f".{out.name}.send-at-{os.getpid()}")
+    try:
+        if csv:
+            frame.to_csv(tmp, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+        else:
+            frame.to_parquet(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @app.command()
@@ -70,6 +99,11 @@ def score(
     offer_attributes: Path = typer.Option(
         None, "--offer-attributes",
         help="CSV/Parquet: offer_id and attr_<name> columns (e.g. attr_price): what every customer faces now per offer."),
+    send_hour: str = typer.Option(
+        "now", "--send-hour",
+        help="now: send at --as-of (the output as before). best: add a send_at column (UTC), each customer's best "
+        "hour within 24 h outside quiet hours, in their time zone (outbound channels; docs/batch.md).",
+    ),
     ledger: Path = LEDGER_OPTION,
 ) -> None:
     """Score customers in batch with the real-time policy; reserve the contacts under a campaign id."""
@@ -89,6 +123,11 @@ def score(
 
     moment = parse_as_of(as_of)
     check_channel(channel)
+    if send_hour not in ("now", "best"):
+        raise NboError(f"--send-hour {send_hour!r} is not now or best")
+    if send_hour == "best" and channel not in OUTBOUND_CHANNELS:
+        raise NboError(f"--send-hour best is for outbound channels ({', '.join(OUTBOUND_CHANNELS)}); "
+                       f"{channel} answers in the customer's session")
     if not 1 <= k <= MAX_K:
         raise NboError(f"--k {k} is out of range (1-{MAX_K})")
     if engine not in ("pandas", "spark"):
@@ -146,6 +185,8 @@ def score(
     record_output(ledger, out, "batch_output")
     started = time.perf_counter()
     summary = run.run()
+    if send_hour == "best":
+        _add_send_at(out, data, moment.to_pydatetime(), policy, channel)
     elapsed = time.perf_counter() - started
     if summary.get("already_complete"):
         typer.echo(f"campaign {campaign!r} already complete: {out} stands, nothing reserved again", err=True)

@@ -35,6 +35,11 @@ def simulate(
     no_offer_rate: float = typer.Option(
         0.0, "--no-offer-rate", help="Share of the logging policy's other decisions randomised to no offer, in [0, 1].",
     ),
+    send_hours: bool = typer.Option(
+        False, "--send-hours/--no-send-hours",
+        help="Customers engage at their own hours of the day; a message delivered at an hour they are not around "
+        "is accepted less often. The truth gains each customer's hour profile (docs/simulator.md).",
+    ),
     incentives: str = typer.Option(
         None, "--incentives",
         help="Incentive variants of every offer: `default` (pct10, pct20, free_delivery) or a TOML file of "
@@ -68,7 +73,8 @@ def simulate(
     if not 0.0 <= no_offer_rate <= 1.0:
         raise NboError(f"--no-offer-rate must be in [0, 1], got {no_offer_rate}")
     config = SimConfig(customers=customers, days=days, start=start_date, cannibalisation=cannibalisation,
-                       incentives=variants, control_share=control_share, no_offer_rate=no_offer_rate)
+                       incentives=variants, control_share=control_share, no_offer_rate=no_offer_rate,
+                       send_hours=send_hours)
     sim = Simulator(config, seed=seed)
     sim.run(progress=progress and customers * days >= 1_000_000)
     write_simulation(sim, out, fmt=fmt)

@@ -12,12 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-
 from console.backend import ConsoleBackend
-from serving.caps import CAP_KINDS, limits
 from serving.contact_store.errors import StoreUnavailable
 from serving.decision import Decision, ShownOffer
+from serving.reasons import suppression_setting
 
 #: Fields of a shown offer the decision page lays out itself (the reasons in plain words, each with
 #: its code); any other field the decision carries is shown as it comes.
@@ -62,45 +60,8 @@ def live_decision(backend: ConsoleBackend, customer_id: str, channel: str, k: in
     for o in decision.offers:
         extra = {name: value for name, value in o.model_dump().items() if name not in LAID_OUT}
         offers.append((o, catalogue.get(o.offer_id, {}), extra))
+    by_id = engine.arbiter.catalogue.by_id
     removed = [Removed(s.offer_id, catalogue.get(s.offer_id, {}), s.reason,
-                       rule_of(backend, s.reason, catalogue.get(s.offer_id, {}), channel), s.reason_text)
+                       suppression_setting(s.reason, by_id.get(s.offer_id), channel, engine.policy), s.reason_text)
                for s in decision.suppressed]
     return LiveDecision(customer_id, channel, known or in_data, decision, offers, removed)
-
-
-def rule_of(backend: ConsoleBackend, reason: str, offer: dict[str, Any], channel: str) -> str:
-    """The policy setting or catalogue rule behind a suppression code, as it stands now."""
-    policy = backend.engine.policy
-    lims = limits(policy, channel)
-    for lim in (*lims.contact, *lims.offer):
-        if lim.reason == reason:
-            doc = next(kind.doc for kind in CAP_KINDS if kind.reason == reason)
-            counted = f" on {', '.join(lim.channels)}" if lim.channels else ""
-            return f"{doc}: max {lim.max} in {lim.days} days{counted}"
-    if reason == "consent":
-        opt_in = ", ".join(policy.consent.opt_in_channels)
-        return f"consent.opt_in_channels = [{opt_in}]: no opt-in (or withdrawn) for {channel}"
-    if reason == "quiet_hours":
-        q = policy.quiet_hours
-        return f"quiet_hours: no {', '.join(q.channels)} from {q.start} to {q.end} {q.timezone}"
-    if reason == "validity":
-        return f"offer valid from {_day(offer.get('valid_from'))} to {_day(offer.get('valid_to'))}"
-    if reason == "channel":
-        return f"offer channels: {', '.join(offer.get('channels') or ())}"
-    if reason == "eligibility":
-        return f"eligibility rule: {offer.get('eligibility') or '(none)'}"
-    if reason == "min_value":
-        return f"arbitration.min_expected_value = {policy.arbitration.min_expected_value:g}"
-    if reason == "diversity":
-        return f"arbitration.max_per_category = {policy.arbitration.max_per_category}"
-    if reason == "invalid_score":
-        return "the model's score was not a probability (NaN or outside [0, 1])"
-    if reason == "unknown_offer":
-        return "not in the catalogue"
-    return ""
-
-
-def _day(value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "?"
-    return str(pd.Timestamp(value).date())

@@ -30,6 +30,7 @@ _EXPORTS = {
     "check_feature_set": "features.store",
     "customer_feature_names": "features.feature_set",
     "customer_features_online": "features.online",
+    "engagement_hours": "features.send_hours",
     "iter_materialised": "features.store",
     "lifecycle_stage": "features.lifecycle",
     "materialised_meta": "features.store",

@@ -136,7 +136,8 @@ def contact_history(contacts: pd.DataFrame | ContactArrays, index: pd.Index, as_
             out[f"contacts_{ch}_{w}d"] = per[code]
         out[f"contacts_{w}d"] = count(cust[age <= w], n)
     decayed = 0.5 ** (age / PRESSURE_HALF_LIFE)
-    per = np.bincount(key, weights=decayed[known], minlength=n * k).reshape(k, n)
+    # float64 also when there is no contact at all (NumPy then returns integers)
+    per = np.bincount(key, weights=decayed[known], minlength=n * k).reshape(k, n).astype(np.float64, copy=False)
     for ch, code in _CONTACT_CHANNEL.items():
         out[f"pressure_{ch}"] = per[code]
     out["pressure_total"] = count(cust, n, decayed)

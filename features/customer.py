@@ -54,10 +54,18 @@ def customer_columns(categories: tuple[str, ...]) -> tuple[str, ...]:
 def customer_frame(columns: dict[str, object], index: pd.Index, categories: tuple[str, ...]) -> pd.DataFrame:
     """The frame of the computed `columns` in declared order; raises `FeatureDeclarationError` when
     a column was computed but not declared, or declared but not computed."""
-    order = [*customer_columns(categories), *text_columns(CUSTOMER_GROUPS)]
+    numeric, text = customer_columns(categories), text_columns(CUSTOMER_GROUPS)
+    order = [*numeric, *text]
     if len(columns) != len(order) or not all(name in columns for name in order):
         raise_mismatch("customer features", columns, order)
-    return pd.DataFrame(columns, index=index, columns=order)
+    # The numeric columns as one float64 block (a dict of ~230 columns costs pandas a Series each:
+    # 18 ms for the one row of a live decision), then the text labels.
+    block = np.empty((len(index), len(numeric)))
+    for j, name in enumerate(numeric):
+        block[:, j] = columns[name]
+    frame = pd.DataFrame(block, index=index, columns=pd.Index(numeric), copy=False)
+    labels = pd.DataFrame({name: columns[name] for name in text}, index=index)
+    return pd.concat([frame, labels], axis=1)
 
 
 def build_customer_features(

@@ -29,7 +29,14 @@ def write_materialised(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(frame, preserve_index=True)
-    meta = dict(table.schema.metadata or {})
+    write_parquet_atomic(table.replace_schema_metadata(materialised_metadata(table.schema, as_of, feature_set)), path)
+
+
+def materialised_metadata(
+    schema: pa.Schema, as_of: pd.Timestamp, feature_set: FeatureSet = FEATURE_SET
+) -> dict[bytes, bytes]:
+    """`schema`'s metadata with the feature set and `as_of` a materialised file carries."""
+    meta = dict(schema.metadata or {})
     meta.update(
         {
             b"nbo.feature_set": feature_set.name.encode(),
@@ -37,7 +44,7 @@ def write_materialised(
             b"nbo.as_of": pd.Timestamp(as_of).isoformat().encode(),
         }
     )
-    write_parquet_atomic(table.replace_schema_metadata(meta), path)
+    return meta
 
 
 def _meta(path: Path, schema: pa.Schema) -> dict[str, object]:

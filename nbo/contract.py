@@ -21,7 +21,7 @@ from nbo.vocab import (
     OUTCOMES,
 )
 
-ColumnKind = Literal["str", "ts", "float", "bool", "int", "channels"]
+ColumnKind = Literal["str", "ts", "float", "bool", "int", "channels", "timezone"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,17 @@ CUSTOMERS = TableSpec(
             doc="Joined the loyalty programme at signup.",
             required=False,
             if_absent="the `loyalty_member` feature is missing (NaN) for every customer",
+        ),
+        ColumnSpec(
+            "timezone",
+            "timezone",
+            nullable=True,
+            max_length=64,
+            doc="The customer's time zone, an IANA name such as `Europe/Paris` (empty: not known). Quiet "
+            "hours and the best send hour are read in it (docs/policy.md).",
+            required=False,
+            if_absent="quiet hours and send hours are read in the policy's `quiet_hours.timezone` (UTC by default)",
+            absence_limits=False,
         ),
     ),
     example={

@@ -44,7 +44,7 @@ General rules:
 
 def _type(col: ColumnSpec) -> str:
     kind = {"str": "text", "ts": "timestamp (UTC)", "float": "number", "bool": "boolean", "int": "integer",
-            "channels": "list of channels"}[col.kind]
+            "channels": "list of channels", "timezone": "IANA time zone name"}[col.kind]
     parts = [kind]
     if col.allowed:
         parts.append("one of " + ", ".join(f"`{v}`" for v in col.allowed))

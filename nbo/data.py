@@ -250,7 +250,7 @@ def limitations(data: Dataset) -> list[str]:
 def empty_table(table: str) -> pd.DataFrame:
     """A table with the contract's columns and types and no rows."""
     spec = TABLES[table]
-    dtypes = {"str": STR_DTYPE, "ts": TS_DTYPE, "float": "float64", "bool": "bool", "int": "int64"}
+    dtypes = {"str": STR_DTYPE, "ts": TS_DTYPE, "float": "float64", "bool": "bool", "int": "int64", "timezone": STR_DTYPE}
     return pd.DataFrame(
         {c.name: pd.Series(dtype=dtypes.get(c.kind, object)) for c in spec.columns}
     )

@@ -183,12 +183,30 @@ def _as_channels(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:
     return lists.map(lambda v: tuple(dict.fromkeys(v)))
 
 
+def _as_timezone(spec: TableSpec, col: ColumnSpec, raw: pd.Series) -> pd.Series:
+    """Text that names an IANA time zone (`zoneinfo`), or empty."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    out = _as_str(spec, col, raw)
+    out = out.where(out.str.strip() != "")  # blank: not known
+    unknown = []
+    for name in pd.unique(out.dropna()):
+        try:
+            ZoneInfo(str(name))
+        except (ZoneInfoNotFoundError, ValueError):
+            unknown.append(name)
+    if unknown:
+        raise _fail(spec, col, out[out.isin(unknown)], "have a value that is not an IANA time zone name (e.g. 'Europe/Paris')")
+    return out
+
+
 _CONVERTERS = {
     "str": _as_str,
     "float": _as_float,
     "bool": _as_bool,
     "ts": _as_ts,
     "channels": _as_channels,
+    "timezone": _as_timezone,
 }
 
 
@@ -267,58 +285,31 @@ def _table_rules(table: str, frame: pd.DataFrame) -> None:
                 column="amount",
             )
     if table == "offers":
-        bad = frame["valid_to"] < frame["valid_from"]
-        if bad.any():
-            raise DataError(
-                table,
-                f"{int(bad.sum())} row(s) end before they start, e.g. offer {frame.loc[bad, 'offer_id'].iloc[0]!r}",
-                column="valid_to",
-            )
+        _refuse(table, frame, frame["valid_to"] < frame["valid_from"], "valid_to", "row(s) end before they start",
+                "offer_id")
     if table == "offers" and "incentive" in frame.columns:
         has = frame["incentive"].notna() & (frame["incentive"] != "")
         cost = frame["incentive_cost"] if "incentive_cost" in frame.columns else pd.Series(np.nan, index=frame.index)
-        free = has & cost.isna()
-        if free.any():
-            raise DataError(
-                table,
-                f"{int(free.sum())} incentive variant(s) without an incentive_cost, e.g. offer "
-                f"{frame.loc[free, 'offer_id'].iloc[0]!r}: say what the incentive gives away per acceptance",
-                column="incentive_cost",
-            )
+        _refuse(table, frame, has & cost.isna(), "incentive_cost", "incentive variant(s) without an incentive_cost",
+                "offer_id", ": say what the incentive gives away per acceptance")
         base = frame["base_offer_id"] if "base_offer_id" in frame.columns else pd.Series(None, index=frame.index)
-        orphan = has & ~base.isin(frame.loc[~has, "offer_id"])
-        if orphan.any():
-            raise DataError(
-                table,
-                f"{int(orphan.sum())} incentive variant(s) whose base_offer_id is not a plain offer of the table, "
-                f"e.g. offer {frame.loc[orphan, 'offer_id'].iloc[0]!r}",
-                column="base_offer_id",
-            )
+        _refuse(table, frame, has & ~base.isin(frame.loc[~has, "offer_id"]), "base_offer_id",
+                "incentive variant(s) whose base_offer_id is not a plain offer of the table", "offer_id")
     if table == "no_offers":
-        zero = frame["propensity"] <= 0
-        if zero.any():
-            raise DataError(
-                table,
-                f"{int(zero.sum())} row(s) have propensity 0; a decision made no contact with "
-                f"probability in (0, 1], e.g. decision {frame.loc[zero, 'decision_id'].iloc[0]!r}",
-                column="propensity",
-            )
+        _refuse(table, frame, frame["propensity"] <= 0, "propensity",
+                "row(s) have propensity 0; a decision made no contact with probability in (0, 1]")
     if table == "contacts":
-        zero = frame["propensity"] <= 0
-        if zero.any():
-            raise DataError(
-                table,
-                f"{int(zero.sum())} row(s) have propensity 0; a shown offer was chosen with "
-                "probability in (0, 1], e.g. decision "
-                f"{frame.loc[zero, 'decision_id'].iloc[0]!r}",
-                column="propensity",
-            )
+        _refuse(table, frame, frame["propensity"] <= 0, "propensity",
+                "row(s) have propensity 0; a shown offer was chosen with probability in (0, 1]")
         _attributes_per_decision(table, frame, [c for c in frame.columns if str(c).startswith(ATTRIBUTE_PREFIX)])
-        early = frame["outcome_ts"].notna() & (frame["outcome_ts"] < frame["ts"])
-        if early.any():
-            raise DataError(
-                table,
-                f"{int(early.sum())} row(s) have an outcome before the contact, e.g. decision "
-                f"{frame.loc[early, 'decision_id'].iloc[0]!r}",
-                column="outcome_ts",
-            )
+        _refuse(table, frame, frame["outcome_ts"].notna() & (frame["outcome_ts"] < frame["ts"]), "outcome_ts",
+                "row(s) have an outcome before the contact")
+
+
+def _refuse(table: str, frame: pd.DataFrame, bad: pd.Series, column: str, what: str, example: str = "decision_id",
+            after: str = "") -> None:
+    """Raise the `DataError` "N {what}, e.g. offer|decision 'id'{after}" when any row is `bad`."""
+    if bad.any():
+        noun = "offer" if example == "offer_id" else "decision"
+        raise DataError(table, f"{int(bad.sum())} {what}, e.g. {noun} {frame.loc[bad, example].iloc[0]!r}{after}",
+                        column=column)

@@ -19,7 +19,8 @@ from nbo.vocab import ContactChannel, EventChannel, EventType
 from serving.decision import ShownOffer, Suppressed
 
 #: The POST endpoints whose body must be a JSON object.
-JSON_PATHS = frozenset({"/recommend", "/feedback", "/forget", "/consents", "/events", "/customer", "/admin/reload"})
+JSON_PATHS = frozenset({"/recommend", "/feedback", "/forget", "/consents", "/events", "/customer", "/admin/reload",
+                        "/outbox/ack"})
 #: Most events one `POST /events` body may carry (more: 400 naming `events`; split the batch).
 MAX_EVENTS_PER_BODY = 1000
 
@@ -113,6 +114,27 @@ class ReloadRequest(_Strict):
     force: bool = False
 
 
+class OutboxQuery(BaseModel):
+    """`GET /outbox` query parameters (text, converted): a page of the programmes' outbox."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Only rows in this state; `any` for every state. Default: the pending sends.
+    status: Literal["pending", "sent", "failed", "none", "deciding", "any"] = "pending"
+    #: Only rows whose trigger fired at or after this time (ISO 8601; naive = UTC).
+    since: datetime | None = None
+    #: Rows with an id above this one (the previous page's `next_after`).
+    after: int = Field(0, ge=0)
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class OutboxAckRequest(_Strict):
+    """Acknowledge pending sends of the outbox as `sent` or `failed`."""
+
+    outbox_ids: list[Annotated[StrictInt, Field(ge=1)]] = Field(min_length=1, max_length=1000)
+    status: Literal["sent", "failed"]
+
+
 # ------------------------------------------------------------------------------ response models
 # The engine's own models, so an answer is built from the decision's objects without copying or
 # validating ~35 of them again (measured, docs/service.md §7).
@@ -171,6 +193,13 @@ class CustomerResponse(BaseModel):
     features: dict[str, float | str | None]
 
 
+class OutboxAckResponse(BaseModel):
+    #: Each known id's state after the call (a row no longer pending keeps its state).
+    statuses: dict[str, str]
+    #: Ids the outbox does not hold.
+    unknown: list[int]
+
+
 class ReloadResponse(BaseModel):
     changed: bool
     ok: bool
@@ -182,9 +211,10 @@ class ReloadResponse(BaseModel):
 BODY_MODELS: dict[str, type[BaseModel]] = {
     "/recommend": RecommendRequest, "/feedback": FeedbackRequest, "/forget": ForgetRequest, "/consents": ConsentRequest,
     "/events": EventsRequest, "/customer": CustomerRequest, "/admin/reload": ReloadRequest,
+    "/outbox/ack": OutboxAckRequest,
 }
 #: Field names a log line may carry; anything else in an error's location is the client's text.
-FIELD_NAMES = frozenset(n for m in (*BODY_MODELS.values(), RequestContext, EventIn) for n in m.model_fields)
+FIELD_NAMES = frozenset(n for m in (*BODY_MODELS.values(), RequestContext, EventIn, OutboxQuery) for n in m.model_fields)
 
 
 def field_summary(errors: list[Any]) -> str:

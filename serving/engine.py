@@ -72,6 +72,7 @@ from serving.live import (
     LiveInputError,
     LiveLimits,
     check_time,
+    compact,
     ingest,
     state_key,
     utc_time,
@@ -79,6 +80,7 @@ from serving.live import (
 from serving.pipeline import CustomerBlock, DecisionBlock, as_context, decide_block
 from serving.catalogue import compile_offer_rules
 from serving.ranking import Arbiter
+from serving.send_time import customer_timezones
 from serving.reservation import ContactDesk
 from serving.scoring import Scored, Scorer
 
@@ -106,6 +108,7 @@ class DecisionEngine:
         settings: EngineSettings | None = None,
         explain: str | None = None,
         customer_ids: Iterable[str] | None = None,
+        timezones: Mapping[str, str] | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -125,6 +128,8 @@ class DecisionEngine:
         self.consents = ConsentBook(consents)
         #: The data's customers (`customers` table): who `POST /consents` and `/events` may name.
         self._known: frozenset[str] = frozenset(str(c) for c in customer_ids) if customer_ids is not None else frozenset()
+        #: Customers' IANA time zones (`customers.timezone`, where known): quiet hours and send hours.
+        self.timezones: Mapping[str, str] = dict(timezones or {})
         self.live_limits = LiveLimits() if settings is None else LiveLimits(settings.live_max_past_days, settings.live_max_skew_s)
         #: Live features (events posted while nbo runs); set by `from_settings`, None = off.
         self.live: LiveFeatures | None = None
@@ -209,6 +214,7 @@ class DecisionEngine:
             store=store,
             settings=settings,
             customer_ids=customers["customer_id"],
+            timezones=customer_timezones(customers),
         )
         engine.compile_after = compile_after
         engine.live = LiveFeatures(settings.data_dir, customers, consents, refresh_s=settings.live_refresh_s,
@@ -552,8 +558,43 @@ class DecisionEngine:
         if self.live is None:
             raise LiveInputError("events", "live events need an engine built from settings (a data directory)", 422)
         self.live.prepare()
+        now = naive_utc(now)
         with self._store_call():
-            return ingest(self.store, events, self.knows, naive_utc(now), self.live_limits, self.live.horizon)
+            result = ingest(self.store, events, self.knows, now, self.live_limits, self.live.horizon)
+        if self.policy.programmes:
+            self.run_programmes(events, now)
+        return result
+
+    def run_programmes(self, events: Sequence[LiveEvent], now: datetime) -> list[object]:
+        """The programmes a stored batch fires (`serving.programmes.on_events`): outbox rows. A
+        failure here leaves the events recorded (the caller's answer stands) and is logged; the
+        next sweep (`nbo programmes run`) fires what it missed (trigger keys are fired once)."""
+        from serving.programmes import on_events
+
+        try:
+            return list(on_events(self, events, now))
+        except Exception:  # noqa: BLE001 - the events are stored; the sweep retries the triggers
+            log.exception("programmes: triggers of %d event(s) not evaluated; the next sweep retries", len(events))
+            return []
+
+    def outbox(self, status: str | None, since: datetime | None, after: int, limit: int) -> list[object]:
+        """A page of the programmes' outbox (`ContactStore.outbox_page`); `StoreUnavailable` if the store failed."""
+        with self._store_call():
+            return list(self.store.outbox_page(status, None if since is None else naive_utc(since), after, limit))
+
+    def ack_outbox(self, outbox_ids: list[int], status: str, now: datetime | None = None) -> dict[int, str]:
+        """Mark pending outbox rows `sent` or `failed` (`ContactStore.outbox_ack`)."""
+        with self._store_call():
+            return self.store.outbox_ack(outbox_ids, status, naive_utc(now))
+
+    def compact_events(self) -> int:
+        """Drop from the store's event log the posted events the data directory holds now (at or
+        before its last event: `serving.live.compact`); 0 without live features."""
+        if self.live is None:
+            return 0
+        self.live.prepare()
+        with self._store_call():
+            return compact(self.store, self.live.horizon)
 
     def customer_view(self, customer_id: str, now: datetime | None = None) -> tuple[str, pd.Series | None]:
         """What the next decision knows of the customer: ("live", row) with posted events,

@@ -163,6 +163,9 @@ class Guard:
             await self._reply(send, 401, "missing or invalid API key (Authorization: Bearer <key>)",
                               [(b"www-authenticate", b"Bearer")])
             return
+        if path == "/outbox" and "recommender" in WORKER:
+            await self._outbox(scope, send)
+            return
         if scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
@@ -248,6 +251,30 @@ class Guard:
         log.warning("client error: POST %s -> 400 %d invalid field(s): %s", path, len(errors), field_summary(errors))
         detail = {"error": f"{exc.error_count()} validation error for {exc.title}", "detail": errors}
         await self._send_json(send, 400, json.dumps(detail).encode())
+
+    async def _outbox(self, scope: dict[str, Any], send: Any) -> None:
+        """`GET /outbox` (a page of the programmes' outbox, `Recommender.outbox_page`): the query
+        string's parameters, each once; 405 for another method."""
+        from urllib.parse import parse_qsl
+
+        if scope.get("method") not in ("GET", "HEAD"):
+            await self._reply(send, 405, "method not allowed", [(b"allow", b"GET")])
+            return
+        try:
+            pairs = parse_qsl(scope.get("query_string", b"").decode("utf-8"), keep_blank_values=True,
+                              strict_parsing=False, max_num_fields=20)
+        except (UnicodeDecodeError, ValueError):
+            await self._client_error(send, "/outbox", 400, "query: not a valid query string")
+            return
+        names = [k for k, _ in pairs]
+        twice = sorted({k for k in names if names.count(k) > 1})
+        if twice:
+            await self._client_error(send, "/outbox", 400, f"{twice[0][:32]}: given more than once")
+            return
+        status, body = await asyncio.to_thread(WORKER["recommender"].outbox_page, dict(pairs))
+        if status == 400:
+            log.warning("client error: GET /outbox -> 400 %s", field_summary(body.get("detail", [])))
+        await self._send_json(send, status, json.dumps(body, default=str).encode())
 
     async def _readyz(self, send: Any) -> None:
         """200 when this worker can decide with offers; 503 with the cause when it cannot.

@@ -179,7 +179,8 @@ def decide_block(
     consented = arb.consent_mask(ids, channel, now, engine.consents, customers.consents)
     if customers.forgotten and channel in OUTBOUND_CHANNELS:
         consented &= np.array([c not in customers.forgotten for c in ids], dtype=bool)
-    live = consented & (not engine.policy.quiet_hours.is_quiet(channel, now))
+    quiet = _quiet_rows(engine, ids, channel, now)
+    live = consented & (not engine.policy.quiet_hours.is_quiet(channel, now) if quiet is None else ~quiet)
     p = np.zeros((n, m))
     churn = np.zeros(n)
     value = np.zeros(n)
@@ -208,6 +209,7 @@ def decide_block(
         consented=consented,
         histories=customers.histories,
         uplift=tau,
+        quiet=quiet,
     )
     if engine.policy.holds_out:  # the control group and randomised no-offer, after the arbiter
         result = hold_out(result, engine.policy, ids, channel, seeds)
@@ -215,6 +217,16 @@ def decide_block(
         reasons, texts = _top_contributions(scored, rows, result.picks, m, engine.offer_ids, arb)
     return DecisionBlock(engine, ids, channel, now, result, p, churn, fallback,
                          models.versions if models is not None else {}, reasons, texts, tau)
+
+
+def _quiet_rows(engine: DecisionEngine, ids: list[str], channel: str, now: datetime) -> np.ndarray | None:
+    """Quiet hours per customer, in each one's time zone (`customers.timezone`); None when no
+    customer of the data has one (the policy's zone for all, as before the column)."""
+    zones = engine.timezones
+    q = engine.policy.quiet_hours
+    if not zones or channel not in q.channels:
+        return None
+    return np.fromiter((q.is_quiet(channel, now, zones.get(c)) for c in ids), dtype=bool, count=len(ids))
 
 
 def _rule_masks(

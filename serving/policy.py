@@ -2,17 +2,21 @@
 
 One typed, frozen object loaded once at the edge (service start, CLI) from `policy.toml` and passed
 down. Every window is a whole number of days and is read as "the last `days` x 24 hours before the
-decision", i.e. a contact at `ts` counts at `now` when `ts > now - days`. Quiet hours are in UTC
-(local time = UTC for now; see docs/policy.md).
+decision", i.e. a contact at `ts` counts at `now` when `ts > now - days`. Quiet hours are read in
+the customer's local time when their time zone is known (`customers.timezone`), else in the
+policy's `quiet_hours.timezone` (UTC by default; see docs/policy.md).
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from datetime import datetime
+from datetime import datetime, timedelta
+from datetime import timezone as _utc_tz
+from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -30,7 +34,7 @@ from pydantic import (
 from nbo.control import DEFAULT_SALT
 from nbo.errors import ConfigError
 from serving.caps import longest_window_days
-from nbo.vocab import DEFAULT_OPT_IN_CHANNELS, OUTBOUND_CHANNELS, ContactChannel, OfferKind
+from nbo.vocab import CATEGORIES, DEFAULT_OPT_IN_CHANNELS, OUTBOUND_CHANNELS, ContactChannel, EventType, OfferKind
 
 DEFAULT_POLICY_PATH = Path("policy.toml")
 
@@ -70,13 +74,29 @@ def _minutes(text: str) -> int:
     return h * 60 + m
 
 
+def minutes_of(text: str) -> int:
+    """Minutes after midnight of a valid `HH:MM` (ValueError otherwise)."""
+    return _minutes(text)
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone `name` (e.g. `Europe/Paris`); ValueError naming it when unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as 'Europe/Paris')") from None
+
+
 class QuietHours(_Frozen):
-    """No contact on `channels` from `start` (inclusive) to `end` (exclusive), UTC; may wrap midnight."""
+    """No contact on `channels` from `start` (inclusive) to `end` (exclusive), local time; may
+    wrap midnight. Local time is the customer's time zone when known, else `timezone`."""
 
     channels: tuple[ContactChannel, ...] = ("sms", "push")
     start: str = "21:00"
     end: str = "08:00"
-    timezone: Literal["UTC"] = "UTC"
+    #: The time zone of customers whose own is not known (an IANA name; UTC by default).
+    timezone: str = "UTC"
 
     @field_validator("start", "end")
     @classmethod
@@ -84,14 +104,44 @@ class QuietHours(_Frozen):
         _minutes(value)
         return value
 
-    def is_quiet(self, channel: str, now: datetime) -> bool:
-        """True if `channel` may not be used at `now` (a UTC datetime)."""
-        if channel not in self.channels:
-            return False
-        start, end, t = _minutes(self.start), _minutes(self.end), now.hour * 60 + now.minute
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        zone(value)
+        return value
+
+    def in_window(self, local: datetime) -> bool:
+        """True if the local wall-clock time of `local` is inside the window (any channel)."""
+        start, end, t = _minutes(self.start), _minutes(self.end), local.hour * 60 + local.minute
         if start <= end:  # start == end: never quiet
             return start <= t < end
         return t >= start or t < end
+
+    def is_quiet(self, channel: str, now: datetime, tz: str | None = None) -> bool:
+        """True if `channel` may not be used at `now` (naive UTC) for a customer in time zone `tz`
+        (None: `timezone`)."""
+        if channel not in self.channels:
+            return False
+        name = tz or self.timezone
+        if name != "UTC":
+            now = now.replace(tzinfo=_utc_tz.utc).astimezone(zone(name))
+        return self.in_window(now)
+
+    def next_open(self, channel: str, now: datetime, tz: str | None = None) -> datetime:
+        """The earliest moment at or after `now` (naive UTC) when `channel` may be used for a
+        customer in time zone `tz` (None: `timezone`): `now` itself outside quiet hours, else the
+        next local `end` of the quiet hours, as naive UTC."""
+        if not self.is_quiet(channel, now, tz):
+            return now
+        name = tz or self.timezone
+        end = _minutes(self.end)
+        local = now if name == "UTC" else now.replace(tzinfo=_utc_tz.utc).astimezone(zone(name)).replace(tzinfo=None)
+        opens = local.replace(hour=end // 60, minute=end % 60, second=0, microsecond=0)
+        if opens <= local:
+            opens += timedelta(days=1)
+        if name == "UTC":
+            return opens
+        return opens.replace(tzinfo=zone(name)).astimezone(_utc_tz.utc).replace(tzinfo=None)
 
 
 class Exploration(_Frozen):
@@ -156,6 +206,89 @@ class Consent(_Frozen):
     opt_in_channels: tuple[ContactChannel, ...] = DEFAULT_OPT_IN_CHANNELS
 
 
+# ------------------------------------------------------------------------------ programmes
+def _known_categories(values: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [c for c in values if c not in CATEGORIES]
+    if unknown:
+        raise ValueError(f"unknown category {unknown[0]!r} (one of {', '.join(CATEGORIES)})")
+    return values
+
+
+class EventTrigger(_Frozen):
+    """Fires on an event of `type` (of one of `categories`; empty: any category) posted while nbo
+    runs (`POST /events`, `nbo ingest`)."""
+
+    kind: Literal["event"]
+    type: EventType
+    categories: tuple[str, ...] = ()
+
+    _categories = field_validator("categories")(classmethod(lambda cls, v: _known_categories(v)))
+
+
+#: Lifecycle transitions a programme can wait for: the first purchase, or entering a stage
+#: (`nbo.vocab.LIFECYCLE_STAGES`, `features.lifecycle`) the customer was not in before.
+LifecycleTarget = Literal["first_purchase", "rooted", "diversified", "loyal", "at_risk", "lapsed"]
+
+
+class LifecycleTrigger(_Frozen):
+    """Fires when the customer makes a first purchase (`to = "first_purchase"`) or enters the
+    lifecycle stage `to`: on an event that moves them (`POST /events`, `nbo ingest`), or by the
+    passing of time (drift to at-risk, lapsed), seen by the sweep (`nbo programmes run`)."""
+
+    kind: Literal["lifecycle"]
+    to: LifecycleTarget
+
+
+class BrowseTrigger(_Frozen):
+    """Fires `hours` after the customer's last browse (page or product view, search, add to cart)
+    of a category (one of `categories`; empty: any) without a purchase in that category since;
+    seen by the sweep (`nbo programmes run`)."""
+
+    kind: Literal["browse_without_purchase"]
+    hours: PositiveFloat
+    categories: tuple[str, ...] = ()
+
+    _categories = field_validator("categories")(classmethod(lambda cls, v: _known_categories(v)))
+
+
+Trigger = Annotated[EventTrigger | LifecycleTrigger | BrowseTrigger, Field(discriminator="kind")]
+
+
+class Programme(_Frozen):
+    """An event-triggered outbound programme (`[[programmes]]`): when `trigger` fires for a customer,
+    the decision pipeline is asked for an offer on `channels` (in this order of preference: the
+    first channel on which it makes one is used) under every cap, consent, quiet hours and the
+    control group; an offer goes to the outbox (serving/programmes.py)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    trigger: Trigger
+    channels: tuple[ContactChannel, ...] = Field(min_length=1)
+    enabled: bool = True
+
+    @field_validator("channels")
+    @classmethod
+    def _outbound(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        inbound = [c for c in value if c not in OUTBOUND_CHANNELS]
+        if inbound:
+            raise ValueError(f"{inbound[0]!r} is not an outbound channel (one of {', '.join(OUTBOUND_CHANNELS)})")
+        if len(set(value)) != len(value):
+            raise ValueError("a channel is listed twice")
+        return value
+
+
+class ProgrammeSettings(_Frozen):
+    """`[programme_settings]`: how programmes behave together.
+
+    `complaint_pause_hours`: after a complaint event, no programme contacts the customer for this
+    many hours. `sweep_lookback_hours`: how far back the sweep (`nbo programmes run`) looks for a
+    lifecycle drift or a browse whose wait ended (run it at least this often; a trigger already
+    fired is never fired again, so overlapping sweeps are harmless).
+    """
+
+    complaint_pause_hours: NonNegativeFloat = 72.0
+    sweep_lookback_hours: PositiveFloat = 24.0
+
+
 def _default_caps() -> dict[str, Cap]:
     return {
         "email": Cap(max=2, days=7),
@@ -178,6 +311,17 @@ class ContactPolicy(_Frozen):
     consent: Consent = Consent()
     arbitration: Arbitration = Arbitration()
     control_group: ControlGroup = ControlGroup()
+    #: Event-triggered programmes (`[[programmes]]`); none by default: nothing is sent unasked.
+    programmes: tuple[Programme, ...] = ()
+    programme_settings: ProgrammeSettings = ProgrammeSettings()
+
+    @model_validator(mode="after")
+    def _unique_programmes(self) -> ContactPolicy:
+        names = [p.name for p in self.programmes]
+        twice = [n for n in names if names.count(n) > 1]
+        if twice:
+            raise ValueError(f"programmes: the name {twice[0]!r} is used twice (a programme's name keys its outbox rows)")
+        return self
 
     @model_validator(mode="after")
     def _control_on_consent_channels(self) -> ContactPolicy:
@@ -203,6 +347,11 @@ class ContactPolicy(_Frozen):
 
         Derived from the cap kinds (`serving.caps.CAP_KINDS`), so a new kind is counted here too."""
         return longest_window_days(self)
+
+
+def active_programmes(policy: ContactPolicy) -> tuple[Programme, ...]:
+    """The policy's enabled programmes (none by default)."""
+    return tuple(p for p in policy.programmes if p.enabled)
 
 
 def _format_errors(exc: ValidationError) -> str:

@@ -140,6 +140,7 @@ class Arbiter:
         consented: np.ndarray,
         histories: Mapping[str, ContactHistory],
         uplift: np.ndarray | None = None,
+        quiet: np.ndarray | None = None,
     ) -> BlockResult:
         """Apply the policy to n customers x m offers at once and choose up to `k` offers per customer.
 
@@ -148,7 +149,8 @@ class Arbiter:
         `rule_masks`: `rule_masks(...)` of these customers. `histories`: contact histories by
         customer, as the caller read them (customers absent have none). `uplift` (n, m): the
         incremental conversion of every cell, required by the `uplift` objective (ignored by
-        `response`). Reads and records nothing.
+        `response`). `quiet` (n,): quiet hours per customer, read in each one's time zone
+        (None: the policy's `quiet_hours.timezone` for all). Reads and records nothing.
         The checks and their order are those of the module docstring and `decide`.
         """
         t = to_epoch(now)
@@ -176,7 +178,11 @@ class Arbiter:
         consented = np.asarray(consented, dtype=bool)
         put(~consented[:, None], "consent")
         open_rows = consented.copy()
-        if policy.quiet_hours.is_quiet(channel, now):
+        if quiet is not None:
+            quiet_rows = np.asarray(quiet, dtype=bool)
+            put(quiet_rows[:, None], "quiet_hours")
+            open_rows &= ~quiet_rows
+        elif policy.quiet_hours.is_quiet(channel, now):
             put(np.ones((n, 1), dtype=bool), "quiet_hours")
             open_rows[:] = False
         # Contact history: one empty-history answer for every customer without one, Python for the rest.

@@ -9,7 +9,8 @@ reached (2 in 7 days)"). Every sentence is written here, nowhere else:
 - `arbiter_text`: the arbiter's own reasons for showing an offer (best expected value,
   exploration, the offer's rule, retention value);
 - `suppression_text`: why a candidate was left out, with the policy's or the catalogue's setting
-  that removed it.
+  that removed it; `suppression_setting`: that setting as the console names it (`SUPPRESSIONS`:
+  both, one entry per reason).
 
 `FEATURE_SENTENCES` has one entry per model input (`features.CANDIDATE_FEATURES`); a test fails
 when a feature is added without its sentence (it would read `name = value`).
@@ -19,17 +20,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from nbo.contract import ATTRIBUTE_PREFIX
 from nbo.vocab import CONTACT_CHANNELS, LIFECYCLE_STAGES, OFFER_KINDS
-from serving.caps import limits
+from serving.caps import CAP_KINDS, limits
 
 if TYPE_CHECKING:
+    from serving.caps import Limit
     from serving.catalogue import CatalogueOffer
     from serving.policy import ContactPolicy
 
+#: The suppression reasons of the caps (each reads its cap's numbers).
+CAP_REASONS = frozenset(kind.reason for kind in CAP_KINDS)
 #: 9999 days is "never" in every days-since feature (docs/features.md).
 NEVER_DAYS = 9999
 _DEVICES = ("desktop", "mobile", "tablet", "unknown")  # features.config.DEVICES (the code's order)
@@ -291,58 +296,133 @@ def arbiter_text(code: str, churn_probability: float = 0.0) -> str:
 
 
 # ------------------------------------------------------------------------------ suppressions
+@dataclass(frozen=True)
+class Suppressed:
+    """What a suppression's words are written from: the offer (None when not in the catalogue),
+    the decision's channel, the policy in force and the cap behind the reason (caps only)."""
+
+    offer: CatalogueOffer | None
+    channel: str
+    policy: ContactPolicy
+    limit: Limit | None
+
+
+@dataclass(frozen=True)
+class SuppressionWords:
+    """A suppression reason in plain words (`text`) and the setting of the policy or catalogue
+    behind it (`setting`, shown by the console next to the code)."""
+
+    text: Callable[[Suppressed], str]
+    setting: Callable[[Suppressed], str]
+
+
+def _cap_setting(s: Suppressed) -> str:
+    lim = s.limit
+    if lim is None:
+        return ""
+    doc = next(kind.doc for kind in CAP_KINDS if kind.reason == lim.reason)
+    counted = f" on {', '.join(lim.channels)}" if lim.channels else ""
+    return f"{doc}: max {lim.max} in {lim.days} days{counted}"
+
+
+def _offer_category(s: Suppressed) -> str:
+    return _category(s.offer.category if s.offer is not None else None)
+
+
+def _rule_text(s: Suppressed) -> str | None:
+    rule = s.offer.rule if s.offer is not None else None
+    return rule.text if rule is not None else None
+
+
+def _valid(s: Suppressed) -> str:
+    if s.offer is None:
+        return "not in the catalogue"
+    return f"valid from {_day(s.offer.valid_from)} to {_day(s.offer.valid_to)}"
+
+
+def _quiet(s: Suppressed) -> str:
+    q = s.policy.quiet_hours
+    return f"{q.start}-{q.end} {q.timezone}"
+
+
+#: Every suppression reason nbo gives, in words, once. A cap reason reads its cap (`Suppressed.limit`).
+SUPPRESSIONS: dict[str, SuppressionWords] = {
+    "cap_channel": SuppressionWords(
+        lambda s: f"{s.channel} cap reached ({s.limit.max} in {s.limit.days} days)", _cap_setting),
+    "cap_outbound": SuppressionWords(
+        lambda s: f"outbound cap reached ({s.limit.max} in {s.limit.days} days across {', '.join(s.limit.channels)})",
+        _cap_setting),
+    "cap_offer": SuppressionWords(
+        lambda s: f"offer cap reached (shown {s.limit.max} times in {s.limit.days} days)", _cap_setting),
+    "cooldown_offer": SuppressionWords(
+        lambda s: f"declined this offer in the last {s.limit.days} days", _cap_setting),
+    "cooldown_category": SuppressionWords(
+        lambda s: f"declined {_a(_offer_category(s))} offer in the last {s.limit.days} days", _cap_setting),
+    "consent": SuppressionWords(
+        lambda s: f"no consent for {s.channel}",
+        lambda s: f"consent.opt_in_channels = [{', '.join(s.policy.consent.opt_in_channels)}]: "
+                  f"no opt-in (or withdrawn) for {s.channel}"),
+    "quiet_hours": SuppressionWords(
+        lambda s: f"quiet hours on {s.channel} ({_quiet(s)})",
+        lambda s: f"quiet_hours: no {', '.join(s.policy.quiet_hours.channels)} from {s.policy.quiet_hours.start} "
+                  f"to {s.policy.quiet_hours.end} {s.policy.quiet_hours.timezone}"),
+    "validity": SuppressionWords(
+        lambda s: f"not valid now ({_valid(s)})" if s.offer is not None else "not valid now",
+        lambda s: f"offer {_valid(s)}"),
+    "channel": SuppressionWords(
+        lambda s: f"not offered on {s.channel}",
+        lambda s: f"offer channels: {', '.join(sorted(s.offer.channels)) if s.offer is not None else '?'}"),
+    "eligibility": SuppressionWords(
+        lambda s: f"does not meet the offer's rule: {_rule_text(s)}" if _rule_text(s) else "does not meet the offer's rule",
+        lambda s: f"eligibility rule: {_rule_text(s) or '(none)'}"),
+    "min_value": SuppressionWords(
+        lambda s: f"expected value below the minimum ({s.policy.arbitration.min_expected_value:g})",
+        lambda s: f"arbitration.min_expected_value = {s.policy.arbitration.min_expected_value:g}"),
+    "diversity": SuppressionWords(
+        lambda s: f"{_a(_offer_category(s))} offer ranks higher (at most {s.policy.arbitration.max_per_category} per category)",
+        lambda s: f"arbitration.max_per_category = {s.policy.arbitration.max_per_category}"),
+    "control_group": SuppressionWords(
+        lambda s: f"the customer is in the universal control group, never contacted on {s.channel}",
+        lambda s: f"control_group: share {s.policy.control_group.share:g} on {', '.join(s.policy.control_group.channels)}"),
+    "explore_no_offer": SuppressionWords(
+        lambda s: "this decision was drawn to make no offer, to measure what doing nothing earns",
+        lambda s: f"arbitration.exploration.no_offer_rate = {s.policy.arbitration.exploration.no_offer_rate:g}"),
+    "incentive_variant": SuppressionWords(
+        lambda s: "another incentive of this offer pays better for its cost (the cheapest that pays is kept)",
+        lambda s: f"arbitration.incentive_hurdle = {s.policy.arbitration.incentive_hurdle:g}"),
+    "invalid_score": SuppressionWords(
+        lambda s: "the model's score was not a probability",
+        lambda s: "the model's score was not a probability (NaN or outside [0, 1])"),
+    "unknown_offer": SuppressionWords(
+        lambda s: "not in the catalogue",
+        lambda s: "not in the catalogue"),
+}
+
+
+def _suppressed(reason: str, offer: CatalogueOffer | None, channel: str, policy: ContactPolicy) -> Suppressed:
+    lims = limits(policy, channel)
+    limit = next((lim for lim in (*lims.contact, *lims.offer) if lim.reason == reason), None)
+    return Suppressed(offer, channel, policy, limit)
+
+
 def suppression_text(reason: str, offer: CatalogueOffer | None, channel: str, policy: ContactPolicy) -> str:
     """Why a candidate was left out, in plain words, with the setting that removed it.
 
     `offer`: the catalogue's offer (None for an offer not in the catalogue); `policy`: the
     contact policy in force; `channel`: the decision's channel.
     """
-    cat = _category(offer.category if offer is not None else None)
-    lims = limits(policy, channel)
-    for lim in (*lims.contact, *lims.offer):
-        if lim.reason != reason:
-            continue
-        if reason == "cap_channel":
-            return f"{channel} cap reached ({lim.max} in {lim.days} days)"
-        if reason == "cap_outbound":
-            return f"outbound cap reached ({lim.max} in {lim.days} days across {', '.join(lim.channels)})"
-        if reason == "cap_offer":
-            return f"offer cap reached (shown {lim.max} times in {lim.days} days)"
-        if reason == "cooldown_offer":
-            return f"declined this offer in the last {lim.days} days"
-        if reason == "cooldown_category":
-            return f"declined {_a(cat)} offer in the last {lim.days} days"
-    if reason == "consent":
-        return f"no consent for {channel}"
-    if reason == "quiet_hours":
-        q = policy.quiet_hours
-        return f"quiet hours on {channel} ({q.start}-{q.end} {q.timezone})"
-    if reason == "validity" and offer is not None:
-        return f"not valid now (valid from {_day(offer.valid_from)} to {_day(offer.valid_to)})"
-    if reason == "channel":
-        return f"not offered on {channel}"
-    if reason == "eligibility":
-        rule = offer.rule if offer is not None else None
-        return f"does not meet the offer's rule: {rule.text}" if rule is not None else "does not meet the offer's rule"
-    if reason == "min_value":
-        return f"expected value below the minimum ({policy.arbitration.min_expected_value:g})"
-    if reason == "diversity":
-        return f"{_a(cat)} offer ranks higher (at most {policy.arbitration.max_per_category} per category)"
-    if reason == "control_group":
-        return f"the customer is in the universal control group, never contacted on {channel}"
-    if reason == "explore_no_offer":
-        return "this decision was drawn to make no offer, to measure what doing nothing earns"
-    if reason == "incentive_variant":
-        return "another incentive of this offer pays better for its cost (the cheapest that pays is kept)"
-    if reason == "invalid_score":
-        return "the model's score was not a probability"
-    if reason == "unknown_offer":
-        return "not in the catalogue"
-    if reason == "control_group":
-        return f"the customer is in the control group on {channel}: no offer, to measure what offers earn"
-    if reason == "explore_no_offer":
-        return "no offer this time, chosen at random to measure what offers earn (exploration)"
-    return reason.replace("_", " ")
+    words = SUPPRESSIONS.get(reason)
+    context = _suppressed(reason, offer, channel, policy)
+    if words is None or (reason in CAP_REASONS and context.limit is None):
+        return reason.replace("_", " ")
+    return words.text(context)
+
+
+def suppression_setting(reason: str, offer: CatalogueOffer | None, channel: str, policy: ContactPolicy) -> str:
+    """The policy setting or catalogue rule behind a suppression reason, as it stands now ("" when
+    the reason has none)."""
+    words = SUPPRESSIONS.get(reason)
+    return words.setting(_suppressed(reason, offer, channel, policy)) if words is not None else ""
 
 
 def _day(epoch_s: float) -> str:

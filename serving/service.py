@@ -37,6 +37,8 @@ from serving.api_models import (
     FeedbackResponse,
     ForgetRequest,
     ForgetResponse,
+    OutboxAckRequest,
+    OutboxAckResponse,
     RecommendRequest,
     RecommendResponse,
     ReloadRequest,
@@ -69,6 +71,7 @@ def _metrics() -> dict[str, Any]:
         "consents": Counter("nbo_consents", "Consent changes recorded at runtime", ["granted", "new"]),
         "events": Counter("nbo_events", "Events posted at runtime", ["outcome"]),
         "live_refusals": Counter("nbo_live_refused", "Live input (consents, events) refused with a 4xx", ["endpoint", "field"]),
+        "outbox_acks": Counter("nbo_outbox_acks", "Outbox rows acknowledged by a reader", ["status"]),
     }
 
 
@@ -92,8 +95,8 @@ STARTUP_LOGGERS = ("nbo.service", "serving.engine", "models.compiled")
 # ------------------------------------------------------------------------------ the service
 @bentoml.service(name="nbo", workers=2, traffic={"timeout": 2})
 class Recommender:
-    """POST /recommend, /feedback, /forget, /consents, /events, /customer, /admin/reload; BentoML adds
-    health, metrics, OpenAPI."""
+    """POST /recommend, /feedback, /forget, /consents, /events, /customer, /outbox/ack, /admin/reload
+    (and GET /outbox, through the Guard); BentoML adds health, metrics, OpenAPI."""
 
     def __init__(self) -> None:
         from serving.startup import loading_turn
@@ -160,6 +163,13 @@ class Recommender:
             self.engine._store_retry_at = 0.0
         if self.engine.live is not None:
             self.engine.live.prepare()  # the data's events, for live features: loaded now, not by a request
+            try:  # posted events the data directory now holds (serving.live.compact): dropped from the log
+                dropped = self.engine.compact_events()
+                if dropped:
+                    log.info("event log compacted: %d posted events at or before the data's last event dropped", dropped)
+            except StoreUnavailable as exc:
+                log.warning("event log compaction skipped: %s", exc)
+                self.engine._store_retry_at = 0.0
         gc.collect()
         gc.freeze()
 
@@ -411,6 +421,46 @@ class Recommender:
         lifecycle = features.get("lifecycle")
         return CustomerResponse(customer_id=customer_id, source=source, lifecycle=lifecycle if isinstance(lifecycle, str) else None,  # type: ignore[arg-type]
                                 features=features)
+
+    def outbox_page(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """`GET /outbox` (answered by the Guard, which checked the key): a page of the programmes'
+        outbox. 400 naming the parameter for a bad one; 503 if the store failed."""
+        from pydantic import ValidationError
+
+        from serving.api_models import OutboxQuery
+        from serving.contact_store.errors import StoreUnavailable
+
+        try:
+            q = OutboxQuery.model_validate(query)
+        except ValidationError as exc:
+            errors = exc.errors(include_context=False, include_input=False, include_url=False)
+            names = ", ".join(".".join(str(p) for p in e["loc"]) or "query" for e in errors)
+            return 400, {"error": f"invalid query parameter(s): {names}", "detail": errors}
+        try:
+            rows = self.engine.outbox(None if q.status == "any" else q.status, q.since, q.after, q.limit)
+        except StoreUnavailable as exc:
+            self.store_health.failed(exc.cause)
+            return 503, {"error": "contact store unavailable: retry later"}
+        self.store_health.ok()
+        return 200, {"rows": [r.record() for r in rows],  # type: ignore[attr-defined]
+                     "next_after": rows[-1].outbox_id if len(rows) == q.limit else None}  # type: ignore[attr-defined]
+
+    @bentoml.api(route="/outbox/ack", input_spec=OutboxAckRequest)
+    async def outbox_ack(self, outbox_ids: list[int], status: str) -> OutboxAckResponse:
+        """Mark pending sends of the outbox `sent` or `failed` (a campaign tool after sending);
+        acknowledging again changes nothing. 503 (nothing recorded, retry) if the store failed."""
+        from serving.contact_store.errors import StoreUnavailable
+
+        try:
+            after = self.engine.ack_outbox(list(outbox_ids), status, self.settings.now())
+        except StoreUnavailable as exc:
+            self.store_health.failed(exc.cause)
+            self.metrics["store_refusals"].labels("outbox_ack").inc()
+            return _store_down("acknowledgement")
+        self.store_health.ok()
+        self.metrics["outbox_acks"].labels(status).inc(sum(1 for s in after.values() if s == status))
+        return OutboxAckResponse(statuses={str(i): s for i, s in after.items()},
+                                 unknown=[i for i in dict.fromkeys(outbox_ids) if i not in after])
 
     @bentoml.api(route="/admin/reload", input_spec=ReloadRequest)
     async def admin_reload(self, force: bool = False) -> ReloadResponse:

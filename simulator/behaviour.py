@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.config import EV, EV_CH, SimConfig
+from simulator.hours import draw_times
 from simulator.state import CustomerState, draw_category
 from simulator.world import DAY, Population
 
@@ -89,8 +90,13 @@ def simulate_behaviour(
     active: np.ndarray,
     day: int,
     rng: np.random.Generator,
+    hour_rng: np.random.Generator | None = None,
 ) -> tuple[EventBatch, Sessions]:
-    """Draw today's events of `active` customers (positions) and update their state in place."""
+    """Draw today's events of `active` customers (positions) and update their state in place.
+
+    With `hour_rng` (a world with send hours) sessions, store visits and calls are timed by the
+    customers' hour profiles (`simulator.hours`); `rng` makes the same draws either way."""
+    profile = population.hour_profile if hour_rng is not None and population.hour_profile.size else None
     k = config.n_categories
     day0 = day * DAY
     # intent persists a geometric number of days, then is redrawn from affinity
@@ -110,10 +116,13 @@ def simulate_behaviour(
     sc = active[on]
     s_ch = np.where(rng.random(len(sc)) < population.app_share[sc], EV_CH["app"], EV_CH["web"]).astype(np.int8)
     s_start = day0 + rng.integers(6 * 3600, 23 * 3600, len(sc))
+    if profile is not None:  # sessions start before 23:00, as without the option
+        s_start = draw_times(profile[sc], day0, 0, 23, hour_rng)
     parts = [_sessions(config, population, state, products, sc, s_ch, s_start, rng)]
 
     store = active[rng.random(len(active)) < np.minimum(rate * (1 - online) * 0.6, 0.9)]
-    parts.append(_store_visits(config, population, state, products, store, day0, rng))
+    store_t = None if profile is None else draw_times(profile[store], day0, 9, 20, hour_rng)  # opening hours
+    parts.append(_store_visits(config, population, state, products, store, day0, rng, store_t))
 
     fatigue = state.fatigue(population, active, config.fatigue_tolerance)
     complain = active[rng.random(len(active)) < config.complaint_rate * (1 + 2.0 * fatigue)]
@@ -121,10 +130,13 @@ def simulate_behaviour(
     state.complaint_recent[complain] += 1.0
     for who, kind in ((complain, EV["complaint"]), (call, EV["call"])):
         m = len(who)
+        when = day0 + rng.integers(8 * 3600, 20 * 3600, m)
+        if profile is not None:  # the call centre's hours
+            when = draw_times(profile[who], day0, 8, 20, hour_rng)
         parts.append(
             EventBatch(
                 who.astype(np.int32),
-                day0 + rng.integers(8 * 3600, 20 * 3600, m),
+                when,
                 np.full(m, EV_CH["call_center"], np.int8),
                 np.full(m, kind, np.int8),
                 np.full(m, -1, np.int8),
@@ -229,7 +241,7 @@ def _sessions(config, population, state, products, sc, s_ch, s_start, rng) -> Ev
     )
 
 
-def _store_visits(config, population, state, products, store, day0, rng) -> EventBatch:
+def _store_visits(config, population, state, products, store, day0, rng, times=None) -> EventBatch:
     m = len(store)
     buy = rng.random(m) < config.store_purchase_rate
     cat = state.intent[store].copy()
@@ -237,6 +249,8 @@ def _store_visits(config, population, state, products, store, day0, rng) -> Even
     other = rng.random(m) > 0.45 + 0.4 * browsed  # without recent browsing, often another category
     cat[other] = draw_category(population, store[other], rng.random(other.sum()))
     t = day0 + rng.integers(9 * 3600, 20 * 3600, m)
+    if times is not None:
+        t = times
     n_ev = 1 + buy
     idx = np.repeat(np.arange(m), n_ev)
     is_buy = np.zeros(len(idx), dtype=bool)

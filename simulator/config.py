@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 from datetime import date
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -209,6 +210,17 @@ class SimConfig(BaseModel, frozen=True):
         (), description="incentive variants of every offer (none: each offer has only its plain version)"
     )
 
+    # hour-of-day engagement (issue 22 item 5): off by default, so the worlds recorded before are unchanged
+    send_hours: bool = Field(
+        False, description="customers engage at their own hours of the day, and a message delivered at an hour "
+        "they are not around is accepted less often (simulator/hours.py)",
+    )
+    hour_effect: float = Field(
+        1.2, ge=0, description="acceptance logit lost by an sms or push delivered at an hour the customer is never "
+        "around, against their best hour (an e-mail loses 0.6 x this)",
+    )
+    hour_floor: float = Field(0.1, gt=0, le=1, description="share of each customer's engagement spread evenly over the 24 hours")
+
     # the logging policy's holdouts (issue 21 item 2): off by default
     control_share: float = Field(
         0.0, ge=0, le=0.5, description="share of customers in the universal control group (by hashed id)"
@@ -237,6 +249,10 @@ class SimConfig(BaseModel, frozen=True):
         if len(set(names)) != len(names):
             raise ValueError(f"incentive names must be distinct, got {names}")
         return self
+
+    #: The knobs of `send_hours`, left out of `truth/config.json` when it is off (the file of a world
+    #: without the option stays what it was).
+    SEND_HOUR_KEYS: ClassVar[frozenset[str]] = frozenset({"send_hours", "hour_effect", "hour_floor"})
 
     @property
     def n_categories(self) -> int:

@@ -9,6 +9,7 @@ seed gives the same world and, with the same policy, the same history.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from simulator.behaviour import EventBatch, Products, record_events, simulate_be
 from simulator.catalogue import Catalogue, make_catalogue, with_variants
 from simulator.io import contacts_frame, events_frame
 from simulator.config import CH, EV, EV_CH, LIFE, OPT_IN_CODES, OUT, SimConfig
+from simulator.hours import hour_profiles
 from simulator.policies import Contacts, DayView, Holdout, NoOffers, Policy, RandomPolicy
 from simulator.state import CustomerState, initial_state, tenure_days, update_lifecycle
 from simulator.truth import accept_probability, anyway_probability, churn_hazard, incremental_effect
@@ -121,6 +123,12 @@ class Simulator:
         # The later-days part of "buys anyway" (cannibalisation only): its own stream, so the
         # world's other draws are those of the world without cannibalisation.
         self._anyway_rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(7, 21)))
+        # Hour-of-day engagement (send hours only): its own stream too, the profiles drawn first.
+        self._hour_rng: np.random.Generator | None = None
+        if config.send_hours:
+            self._hour_rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(7, 22)))
+            self.population = dataclasses.replace(
+                self.population, hour_profile=hour_profiles(config, self.population.n, self._hour_rng))
         self._default_policy: RandomPolicy | None = None
         self.customer_ids = customer_ids(config.customers)
         self.day = 0
@@ -169,7 +177,7 @@ class Simulator:
         st.pressure *= cfg.pressure_decay
         st.offer_seen *= cfg.offer_memory_decay  # (n, 0) without offer wear-out
 
-        events, sessions = simulate_behaviour(cfg, pop, st, self.products, active, day, rng)
+        events, sessions = simulate_behaviour(cfg, pop, st, self.products, active, day, rng, self._hour_rng)
         organic_amount = float(events.amount[events.type == EV["purchase"]].sum())
         tenure = tenure_days(pop, day)
         view = DayView(
@@ -308,8 +316,9 @@ class Simulator:
         cfg, pop, st, rng = self.config, self.population, self.state, self.rng
         m = len(c.customer)
         category = self.catalogue.category[c.offer].astype(np.int64)
+        hour = (c.ts // 3600) % 24 if cfg.send_hours else None  # the UTC hour each contact is delivered
         if cfg.cannibalisation:
-            effect = incremental_effect(cfg, pop, st, self.catalogue, c.customer, c.offer, c.channel)
+            effect = incremental_effect(cfg, pop, st, self.catalogue, c.customer, c.offer, c.channel, hour=hour)
             # Who buys the offer's category today anyway: today's organic purchases, drawn before any contact.
             k = cfg.n_categories
             buys = events.type == EV["purchase"]
@@ -322,7 +331,7 @@ class Simulator:
             p_draw = np.where(anyway, anyway_probability(cfg, effect.p_accept_new), effect.p_accept_new)
             p_organic, expected = effect.p_organic, effect.incremental_value
         else:
-            p = accept_probability(cfg, pop, st, self.catalogue, c.customer, c.offer, c.channel)
+            p = accept_probability(cfg, pop, st, self.catalogue, c.customer, c.offer, c.channel, hour=hour)
             p_draw, anyway, p_organic = p, np.zeros(m, dtype=bool), np.zeros(m)
             expected = p * (self.catalogue.value[c.offer]) - self.catalogue.cost[c.offer]
         u, r = rng.random(m), rng.random(m)

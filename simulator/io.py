@@ -169,6 +169,10 @@ def customers_truth(sim: Simulator) -> pd.DataFrame:
             "lifecycle_end": _strings(st.lifecycle, LIFECYCLE_STAGES),
         }
     )
+    if pop.hour_profile.size:  # send hours: the true engagement per UTC hour, and its best hour
+        for h in range(24):
+            frame[f"engagement_h{h:02d}"] = pop.hour_profile[:, h]
+        frame["best_hour"] = pop.hour_profile.argmax(1).astype(np.int64)
     return frame
 
 
@@ -218,5 +222,7 @@ def write_simulation(sim: Simulator, out: Path | str, fmt: str = "parquet") -> N
     write_table(contacts_truth(sim), truth / "contacts_truth.parquet")
     write_table(sim.daily(), truth / "daily.parquet")
     (truth / "config.json").write_text(
-        json.dumps({"seed": sim.seed, **sim.config.model_dump(mode="json")}, indent=2, sort_keys=True) + "\n"
+        json.dumps({"seed": sim.seed, **sim.config.model_dump(
+            mode="json", exclude=None if sim.config.send_hours else set(sim.config.SEND_HOUR_KEYS))},
+            indent=2, sort_keys=True) + "\n"
     )

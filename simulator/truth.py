@@ -12,6 +12,7 @@ import numpy as np
 
 from simulator.catalogue import Catalogue
 from simulator.config import CH, SimConfig
+from simulator.hours import hour_shift
 from simulator.state import CustomerState
 from simulator.world import Population
 
@@ -39,12 +40,16 @@ def accept_probability(
     customer: np.ndarray,
     offer: np.ndarray,
     channel: np.ndarray,
+    *,
+    hour: np.ndarray | None = None,
 ) -> np.ndarray:
     """True probability that each (customer, offer, channel) contact is accepted today.
 
     Rises with the customer's affinity to the offer's category and recent browsing of it, depends
     on lifecycle x offer kind, on value (more for price-sensitive customers) and channel, and falls
     with contact fatigue and, in a world with offer wear-out, with recent showings of the offer.
+    In a world with send hours, `hour` (the UTC hour each contact is delivered) moves it too
+    (`simulator.hours.hour_shift`); without `hour` the contact is valued at the customer's best hour.
     Zero for churned customers. Arrays of equal length; returns float64.
     """
     customer = np.asarray(customer, dtype=np.int64)
@@ -70,6 +75,8 @@ def accept_probability(
     )
     if state.offer_seen.size:  # customers tire of the offer, whatever its incentive
         logit = logit - config.offer_wearout * state.offer_seen[customer, catalogue.base[offer]]
+    if hour is not None and population.hour_profile.size:
+        logit = logit + hour_shift(config, population.hour_profile[customer], channel, hour)
     if config.incentives:
         appeal = np.array([0.0] + [i.appeal for i in config.incentives], dtype=np.float32)
         logit = logit + appeal[catalogue.variant[offer].astype(np.int64) + 1] * (
@@ -105,6 +112,8 @@ def incremental_effect(
     customer: np.ndarray,
     offer: np.ndarray,
     channel: np.ndarray,
+    *,
+    hour: np.ndarray | None = None,
 ) -> Effect:
     """The true incremental effect of each (customer, offer, channel) contact today.
 
@@ -120,7 +129,7 @@ def incremental_effect(
     """
     customer = np.asarray(customer, dtype=np.int64)
     offer = np.asarray(offer, dtype=np.int64)
-    p_new = accept_probability(config, population, state, catalogue, customer, offer, channel)
+    p_new = accept_probability(config, population, state, catalogue, customer, offer, channel, hour=hour)
     base_value = catalogue.base_value[offer]
     incentive = catalogue.incentive_cost[offer]
     if config.cannibalisation and state.organic_today.size:

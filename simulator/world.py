@@ -7,7 +7,7 @@ traits are written to `truth/customers_truth.parquet`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +36,8 @@ class Population:
     acquisition_channel: np.ndarray  # int8 code into EVENT_CHANNELS
     loyalty_member: np.ndarray  # bool
     consent_at_signup: np.ndarray  # bool (n, 3): email, sms, push granted at signup
+    #: float64 (n, 24): engagement per UTC hour, rows sum to 1 (`simulator.hours`); (0, 24) without send hours
+    hour_profile: np.ndarray = field(default_factory=lambda: np.zeros((0, 24)))
 
     @property
     def n(self) -> int:

@@ -5,10 +5,7 @@ decision is re-written for Spark."""
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from features import materialised_rows
+from nbo.spark import spark_session
 from serving.batch.customers import compile_segment
 from serving.batch.job import BatchJob
 from serving.batch.plan import models_blob, plan_chunk
@@ -51,46 +49,13 @@ def spark_planner(settings_json: str, job_json: str, customers: frozenset[str] |
     return plan
 
 
-#: What PySpark 4.3 warns on every import of its pandas layer (driver and each Python worker) with
-#: pandas 3. Silenced for this path only, because nbo's use of it is tested: the Spark plan equals
-#: the pandas engine's byte for byte (tests/serving/test_batch.py; docs/batch.md "PySpark and pandas 3").
-PANDAS3_WARNING = "PySpark does not yet fully support pandas"
-
-
-def quiet_pandas_warning() -> None:
-    """Silence `PANDAS3_WARNING` in this process and in the Python workers Spark starts (they
-    inherit the environment: `PYTHONWARNINGS`), and no other warning."""
-    warnings.filterwarnings("ignore", message=PANDAS3_WARNING, category=FutureWarning)
-    rule = f"ignore:{PANDAS3_WARNING}:FutureWarning"
-    current = os.environ.get("PYTHONWARNINGS", "")
-    if rule not in current.split(","):
-        os.environ["PYTHONWARNINGS"] = f"{current},{rule}" if current else rule
-
-
 def run_spark(features: Path, plan_dir: Path, settings_json: str, job: BatchJob, customers: frozenset[str] | None,
               master: str | None) -> None:
     """Plan every customer of `features` with Spark into `plan_dir` (Parquet, `_SUCCESS` when done)."""
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    quiet_pandas_warning()
-    from pyspark import SparkConf
-    from pyspark.sql import SparkSession
-
-    # One LightGBM (OpenMP) thread per Python worker: Spark already runs one task per core.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    conf = SparkConf()
-    builder = SparkSession.builder.appName(f"nbo-score-{job.campaign}")
-    if master:
-        builder = builder.master(master)
-    elif not conf.contains("spark.master"):
-        builder = builder.master("local[*]")
-    spark = (
-        builder.config("spark.sql.execution.arrow.maxRecordsPerBatch", str(job.chunk_rows))
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "8")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
+    spark = spark_session(f"nbo-score-{job.campaign}", master, config={
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(job.chunk_rows),
+        "spark.sql.shuffle.partitions": "8",
+    })
     frame = spark.read.parquet(str(features.resolve()))
     # One task per core, more only for very large files (a task streams its rows in chunks).
     partitions = max(spark.sparkContext.defaultParallelism, math.ceil(materialised_rows(features) / 2_000_000))

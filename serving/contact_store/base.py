@@ -255,6 +255,46 @@ class CustomerState:
     events: tuple[LiveEvent, ...] = ()
 
 
+#: States of an outbox row (serving/programmes.py): `deciding` while its trigger is being decided
+#: (claimed, so no other worker fires it again), `pending` a send waiting for the reader, `sent`
+#: and `failed` what the reader acknowledged, `none` a trigger that made no send (`reason` says why).
+OUTBOX_STATUSES: tuple[str, ...] = ("deciding", "pending", "sent", "failed", "none")
+#: What a reader may acknowledge a pending row as (`ContactStore.outbox_ack`).
+OUTBOX_ACKS: tuple[str, ...] = ("sent", "failed")
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One trigger of a programme for one customer, and what came of it (epoch seconds).
+
+    `trigger_key` names the occurrence (programme, customer and what fired it): a key is fired once.
+    `scheduled`: when the send should go out (outside quiet hours); `decision_id`: the decision
+    that reserved the contact (feedback on the send goes to `POST /feedback` with it)."""
+
+    outbox_id: int
+    trigger_key: str
+    programme: str
+    customer_id: str
+    fired: float
+    status: str
+    updated: float
+    scheduled: float | None = None
+    channel: str | None = None
+    offer_id: str | None = None
+    decision_id: str | None = None
+    reason: str | None = None
+
+    def record(self) -> dict[str, object]:
+        """The row as `GET /outbox` lists it (ISO times, UTC)."""
+        def iso(t: float | None) -> str | None:
+            return None if t is None else from_epoch(t).isoformat() + "Z"
+
+        return {"outbox_id": self.outbox_id, "programme": self.programme, "customer_id": self.customer_id,
+                "channel": self.channel, "offer_id": self.offer_id, "decision_id": self.decision_id,
+                "status": self.status, "reason": self.reason, "fired": iso(self.fired),
+                "scheduled": iso(self.scheduled), "updated": iso(self.updated)}
+
+
 def consent_records(changes: Iterable[ConsentChange]) -> list[dict[str, object]]:
     """Runtime consent changes as `export` lists them (oldest first; naive UTC times)."""
     return [{"channel": c.channel, "ts": from_epoch(c.ts), "granted": c.granted}
@@ -507,6 +547,34 @@ class ContactStore(ABC):
     def live_events(self, customer_ids: list[str]) -> dict[str, tuple[LiveEvent, ...]]:
         """The events posted for these customers (customers without any left out)."""
         return {}
+
+    def compact_events(self, until: float) -> int:
+        """Delete the posted events with `ts <= until` (epoch seconds), every customer's; returns
+        how many. `serving.live.compact` passes the data directory's horizon: events up to it are
+        read from the data's events table, so the log's copies change no feature."""
+        return 0
+
+    # ---------------------------------------------------------------- the outbox (programmes)
+    def outbox_claim(self, trigger_key: str, programme: str, customer_id: str, fired: datetime) -> int | None:
+        """Claim a programme's trigger occurrence: a new outbox row in state `deciding` and its id,
+        or None when `trigger_key` was claimed before (by any worker or process): fired once."""
+        raise NotImplementedError(f"{type(self).__name__} has no outbox")
+
+    def outbox_settle(self, outbox_id: int, status: str, now: datetime, *, scheduled: datetime | None = None,
+                      channel: str | None = None, offer_id: str | None = None, decision_id: str | None = None,
+                      reason: str | None = None) -> None:
+        """What the claimed trigger came to: `pending` (a send) or `none` (with its `reason`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no outbox")
+
+    def outbox_page(self, status: str | None, since: datetime | None, after: int, limit: int) -> list[OutboxEntry]:
+        """Up to `limit` rows with an id above `after`, in id order; only `status` (None: any) and
+        fired at or after `since` (None: any time)."""
+        raise NotImplementedError(f"{type(self).__name__} has no outbox")
+
+    def outbox_ack(self, outbox_ids: list[int], status: str, now: datetime) -> dict[int, str]:
+        """Mark pending rows `sent` or `failed` (`OUTBOX_ACKS`); returns each id's status afterwards
+        (unknown ids left out). A row no longer pending keeps its status: acknowledging twice is harmless."""
+        raise NotImplementedError(f"{type(self).__name__} has no outbox")
 
     @abstractmethod
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:

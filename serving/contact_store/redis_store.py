@@ -19,6 +19,11 @@ Layout under `prefix` (B = `prefix:{customer_id}`):
     B:ev            hash event_id -> json        events posted at runtime (`append_events`; no expiry)
     prefix:forgotten set                        erased customers (`forgotten_key` hashes), for every worker
     prefix:d:<decision_id> hash                 the decision log entry and its outcomes
+    B:ob            set of the customer's outbox ids (for forget)
+    prefix:ob:seq   counter                      the last outbox id
+    prefix:ob:rows  hash outbox id -> json       the outbox rows (programmes; no expiry)
+    prefix:ob:keys  hash trigger key -> id       trigger occurrences fired (claimed once)
+    prefix:ob:all / prefix:ob:st:<status> zset   outbox ids (score = id), all and per status
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from serving.contact_store.base import (
     EventConflict,
     LiveEvent,
     OfferRef,
+    OutboxEntry,
     ReserveRequest,
     ReserveResult,
     check_outcome,
@@ -212,6 +218,67 @@ return n
 """
 
 
+#: The outbox (serving/programmes.py). Rows are JSON in one hash; ids come from a counter; the
+#: status sets let `outbox_page` read one status in id order. KEYS: seq, rows, keys, all, prefix
+#: of the status sets, the customer's B:ob. ARGV: trigger key, json row without id.
+_OUTBOX_CLAIM = r"""
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return 0 end
+local id = redis.call('INCR', KEYS[1])
+local row = cjson.decode(ARGV[2])
+row.id = id
+redis.call('HSET', KEYS[2], id, cjson.encode(row))
+redis.call('HSET', KEYS[3], ARGV[1], id)
+redis.call('ZADD', KEYS[4], id, id)
+redis.call('ZADD', KEYS[5] .. row.status, id, id)
+redis.call('SADD', KEYS[6], id)
+return id
+"""
+#: Set fields of rows (ARGV: json {field: value}, then ids) whose status is ARGV[2] (any if "").
+#: KEYS: rows, status-set prefix. Returns the status of each id after ("" if unknown).
+_OUTBOX_UPDATE = r"""
+local changes = cjson.decode(ARGV[1])
+local only = ARGV[2]
+local out = {}
+for i = 3, #ARGV do
+  local raw = redis.call('HGET', KEYS[1], ARGV[i])
+  if not raw then
+    table.insert(out, '')
+  else
+    local row = cjson.decode(raw)
+    if only == '' or row.status == only then
+      local before = row.status
+      for k, v in pairs(changes) do row[k] = v end
+      redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(row))
+      if row.status ~= before then
+        redis.call('ZREM', KEYS[2] .. before, ARGV[i])
+        redis.call('ZADD', KEYS[2] .. row.status, tonumber(ARGV[i]), ARGV[i])
+      end
+    end
+    table.insert(out, row.status)
+  end
+end
+return out
+"""
+#: A customer's outbox rows erased (`forget`). KEYS: rows, keys, all, status-set prefix, B:ob.
+_OUTBOX_FORGET = r"""
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  local raw = redis.call('HGET', KEYS[1], id)
+  if raw then
+    local row = cjson.decode(raw)
+    redis.call('HDEL', KEYS[2], row.key)
+    redis.call('ZREM', KEYS[4] .. row.status, id)
+  end
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[3], id)
+end
+redis.call('DEL', KEYS[5])
+return 1
+"""
+#: The row fields of the JSON form, in `OutboxEntry` order after the id.
+_OUTBOX_FIELDS = ("key", "programme", "customer_id", "fired", "status", "updated", "scheduled", "channel", "offer_id",
+                  "decision_id", "reason")
+
+
 #: Events of one call, all or nothing: every id is checked first (a recorded id with other content
 #: -> the index of the first conflict, nothing written), then the new ones are set. KEYS: one
 #: B:ev hash per event; ARGV: event_id, json pairs.
@@ -324,6 +391,9 @@ class RedisContactStore(ContactStore):
         self._forget = client.register_script(_FORGET)
         self._import = client.register_script(_IMPORT)
         self._events = client.register_script(_EVENTS)
+        self._ob_claim = client.register_script(_OUTBOX_CLAIM)
+        self._ob_update = client.register_script(_OUTBOX_UPDATE)
+        self._ob_forget = client.register_script(_OUTBOX_FORGET)
 
     def check_persistence(self, accept_volatile: bool = False) -> RedisPersistence | None:
         """`check_persistence` on this store's server: call once at start (service, batch scoring)."""
@@ -496,6 +566,8 @@ class RedisContactStore(ContactStore):
         return int(done) == 1
 
     def forget(self, customer_id: str) -> int:
+        self._ob_forget(keys=[self._ob("rows"), self._ob("keys"), self._ob("all"), self._ob("st:"),
+                              f"{self._base(customer_id)}:ob"])
         return int(self._forget(keys=[self._base(customer_id), self._forgotten_key],
                                 args=[self.prefix, forgotten_key(customer_id)]))
 
@@ -555,12 +627,81 @@ class RedisContactStore(ContactStore):
     def _live_events(self, customer_id: str, raw: dict) -> tuple[LiveEvent, ...]:
         return tuple(_event(customer_id, self._s(k), self._s(v)) for k, v in raw.items())
 
+    def compact_events(self, until: float) -> int:
+        """SCAN of the customers' event hashes (`prefix:{id}:ev`), HDEL of the events with
+        `ts <= until`; an emptied hash is removed by Redis."""
+        n = 0
+        for key in self.client.scan_iter(match=f"{self.prefix}:{{*}}:ev", count=1000):
+            raw = self.client.hgetall(key)
+            old = [k for k, v in raw.items() if float(json.loads(self._s(v))[0]) <= until]
+            if old:
+                n += int(self.client.hdel(key, *old))
+        return n
+
     def live_events(self, customer_ids: list[str]) -> dict[str, tuple[LiveEvent, ...]]:
         ids = list(dict.fromkeys(customer_ids))
         pipe = self.client.pipeline(transaction=False)
         for cid in ids:
             pipe.hgetall(f"{self._base(cid)}:ev")
         return {cid: self._live_events(cid, raw) for cid, raw in zip(ids, pipe.execute(), strict=True) if raw}
+
+    # ---------------------------------------------------------------- the outbox
+    def _ob(self, name: str) -> str:
+        return f"{self.prefix}:ob:{name}"
+
+    def outbox_claim(self, trigger_key: str, programme: str, customer_id: str, fired: datetime) -> int | None:
+        import time
+
+        row = {"key": trigger_key, "programme": programme, "customer_id": customer_id, "fired": to_epoch(fired),
+               "status": "deciding", "updated": time.time()}
+        got = int(self._ob_claim(keys=[self._ob("seq"), self._ob("rows"), self._ob("keys"), self._ob("all"),
+                                       self._ob("st:"), f"{self._base(customer_id)}:ob"],
+                                 args=[trigger_key, json.dumps(row)]))
+        return got or None
+
+    def _ob_set(self, ids: list[int], changes: dict[str, object], only: str = "") -> list[str]:
+        return [self._s(s) for s in self._ob_update(keys=[self._ob("rows"), self._ob("st:")],
+                                                    args=[json.dumps(changes), only, *[str(int(i)) for i in ids]])]
+
+    def outbox_settle(self, outbox_id: int, status: str, now: datetime, *, scheduled: datetime | None = None,
+                      channel: str | None = None, offer_id: str | None = None, decision_id: str | None = None,
+                      reason: str | None = None) -> None:
+        changes: dict[str, object] = {"status": status, "updated": to_epoch(now)}
+        optional = {"scheduled": None if scheduled is None else to_epoch(scheduled), "channel": channel,
+                    "offer_id": offer_id, "decision_id": decision_id, "reason": reason}
+        changes.update({k: v for k, v in optional.items() if v is not None})  # cjson cannot set a field to nil
+        self._ob_set([outbox_id], changes)
+
+    def _entry(self, raw: object) -> OutboxEntry:
+        row = json.loads(self._s(raw))
+        return OutboxEntry(int(row["id"]), *(row.get(f) for f in _OUTBOX_FIELDS))
+
+    def outbox_page(self, status: str | None, since: datetime | None, after: int, limit: int) -> list[OutboxEntry]:
+        index = self._ob("all") if status is None else self._ob(f"st:{status}")
+        floor = None if since is None else to_epoch(since)
+        out: list[OutboxEntry] = []
+        cursor = int(after)
+        while len(out) < limit:
+            ids = self.client.zrangebyscore(index, f"({cursor}", "+inf", start=0, num=max(limit, 100))
+            if not ids:
+                break
+            for raw in self.client.hmget(self._ob("rows"), ids):
+                if raw is None:
+                    continue
+                e = self._entry(raw)
+                if (floor is None or e.fired >= floor) and (status is None or e.status == status):
+                    out.append(e)
+                    if len(out) == limit:
+                        break
+            cursor = int(self._s(ids[-1]))
+        return out
+
+    def outbox_ack(self, outbox_ids: list[int], status: str, now: datetime) -> dict[int, str]:
+        ids = [int(i) for i in dict.fromkeys(outbox_ids)]
+        if not ids:
+            return {}
+        after = self._ob_set(ids, {"status": status, "updated": to_epoch(now)}, only="pending")
+        return {i: s for i, s in zip(ids, after, strict=True) if s}
 
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
         base = self._base(customer_id)

@@ -29,6 +29,7 @@ from serving.contact_store.base import (
     ImportedShow,
     LiveEvent,
     OfferRef,
+    OutboxEntry,
     ReserveRequest,
     ReserveResult,
     check_outcome,
@@ -136,6 +137,29 @@ CREATE TABLE IF NOT EXISTS live_events (
 );
 """
 _EVENT_COLUMNS = "event_id, customer_id, ts, type, channel, category, product_id, amount"
+
+#: The outbox of the programmes (serving/programmes.py): one row per trigger occurrence fired
+#: (`trigger_key` unique: fired once), pending sends for a campaign tool to read (`GET /outbox`).
+_OUTBOX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    outbox_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trigger_key TEXT NOT NULL UNIQUE,
+    programme TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    fired REAL NOT NULL,
+    status TEXT NOT NULL,
+    updated REAL NOT NULL,
+    scheduled REAL,
+    channel TEXT,
+    offer_id TEXT,
+    decision_id TEXT,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, outbox_id);
+CREATE INDEX IF NOT EXISTS outbox_customer ON outbox (customer_id);
+"""
+_OUTBOX_COLUMNS = ("outbox_id, trigger_key, programme, customer_id, fired, status, updated, scheduled, channel, "
+                   "offer_id, decision_id, reason")
 _CUSTOMER_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM live_events WHERE customer_id = ?"
 
 
@@ -169,6 +193,7 @@ class SQLiteContactStore(ContactStore):
         self._conn().executescript(_FORGOTTEN_SCHEMA)
         self._conn().executescript(_CONSENTS_SCHEMA)
         self._conn().executescript(_EVENTS_SCHEMA)
+        self._conn().executescript(_OUTBOX_SCHEMA)
         self._identity = self._file_identity()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -508,6 +533,7 @@ class SQLiteContactStore(ContactStore):
             conn.execute("DELETE FROM decisions WHERE customer_id = ?", (customer_id,))
             conn.execute("DELETE FROM consents WHERE customer_id = ?", (customer_id,))
             conn.execute("DELETE FROM live_events WHERE customer_id = ?", (customer_id,))
+            conn.execute("DELETE FROM outbox WHERE customer_id = ?", (customer_id,))
             conn.execute("INSERT OR REPLACE INTO forgotten VALUES (?, ?)", (forgotten_key(customer_id), time.time()))
             conn.execute("COMMIT")
         except BaseException:
@@ -562,6 +588,19 @@ class SQLiteContactStore(ContactStore):
             raise
         return len(new)
 
+    def compact_events(self, until: float) -> int:
+        """One `DELETE` (a full scan of the log: run at a start, not per request); the freed pages
+        are reused by later events (the file does not shrink; `VACUUM` would rewrite it)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = conn.execute("DELETE FROM live_events WHERE ts <= ?", (float(until),)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n
+
     def live_events(self, customer_ids: list[str]) -> dict[str, tuple[LiveEvent, ...]]:
         conn = self._conn()
         out: dict[str, list[LiveEvent]] = {}
@@ -586,6 +625,63 @@ class SQLiteContactStore(ContactStore):
             ):
                 out.setdefault(cid, []).append(ConsentChange(ch, ts, bool(granted)))
         return {c: tuple(v) for c, v in out.items()}
+
+    # ---------------------------------------------------------------- the outbox
+    def _write(self, sql: str, args: tuple) -> int:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.execute(sql, args)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return cur.lastrowid if cur.rowcount == 1 and sql.startswith("INSERT") else cur.rowcount
+
+    def outbox_claim(self, trigger_key: str, programme: str, customer_id: str, fired: datetime) -> int | None:
+        t = to_epoch(fired)
+        got = self._write("INSERT OR IGNORE INTO outbox (trigger_key, programme, customer_id, fired, status, updated) "
+                          "VALUES (?, ?, ?, ?, 'deciding', ?)", (trigger_key, programme, customer_id, t, time.time()))
+        return int(got) if got else None
+
+    def outbox_settle(self, outbox_id: int, status: str, now: datetime, *, scheduled: datetime | None = None,
+                      channel: str | None = None, offer_id: str | None = None, decision_id: str | None = None,
+                      reason: str | None = None) -> None:
+        self._write("UPDATE outbox SET status = ?, updated = ?, scheduled = ?, channel = ?, offer_id = ?, "
+                    "decision_id = ?, reason = ? WHERE outbox_id = ?",
+                    (status, to_epoch(now), None if scheduled is None else to_epoch(scheduled), channel, offer_id,
+                     decision_id, reason, int(outbox_id)))
+
+    def outbox_page(self, status: str | None, since: datetime | None, after: int, limit: int) -> list[OutboxEntry]:
+        where, args = ["outbox_id > ?"], [int(after)]
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if since is not None:
+            where.append("fired >= ?")
+            args.append(to_epoch(since))
+        rows = self._conn().execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE {' AND '.join(where)} ORDER BY outbox_id LIMIT ?",
+            (*args, int(limit))).fetchall()
+        return [OutboxEntry(*r) for r in rows]
+
+    def outbox_ack(self, outbox_ids: list[int], status: str, now: datetime) -> dict[int, str]:
+        ids = [int(i) for i in dict.fromkeys(outbox_ids)]
+        out: dict[int, str] = {}
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for lo in range(0, len(ids), _IN_BATCH):
+                part = ids[lo : lo + _IN_BATCH]
+                marks = ",".join("?" * len(part))
+                conn.execute(f"UPDATE outbox SET status = ?, updated = ? WHERE status = 'pending' AND outbox_id IN ({marks})",
+                             (status, to_epoch(now), *part))
+                out.update(conn.execute(f"SELECT outbox_id, status FROM outbox WHERE outbox_id IN ({marks})", part).fetchall())
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return out
 
     def export(self, customer_id: str) -> dict[str, list[dict[str, object]]]:
         conn = self._conn()

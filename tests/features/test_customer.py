@@ -32,6 +32,15 @@ def test_customer_without_events_gets_zeros_and_sentinels() -> None:
     assert f["lifecycle"] == "new"
 
 
+def test_every_numeric_column_is_float64_also_without_any_contact() -> None:
+    """The documented dtype holds for an export with no contact log (the Spark engine's buckets
+    found `pressure_*` as integers there)."""
+    data = dataset(customers=[{"customer_id": "a", "signup_ts": ago(50)}], events=[_buy("a", 3, 20.0)])
+    f = build_customer_features(data, AS_OF)
+    wrong = {c: str(f[c].dtype) for c in CUSTOMER_FEATURES if f[c].dtype != "float64"}
+    assert not wrong
+
+
 def test_events_before_signup_count() -> None:
     data = dataset(customers=[{"customer_id": "a", "signup_ts": ago(10)}], events=[_buy("a", 20, 5.0)])
     f = build_customer_features(data, AS_OF).loc["a"]

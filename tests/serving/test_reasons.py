@@ -89,6 +89,21 @@ def test_every_suppression_code_has_its_sentence() -> None:
     assert arbiter.suppression("o-home", "consent", "web").reason_text == "no consent for web"
 
 
+def test_every_suppression_code_has_one_entry_with_its_setting() -> None:
+    """One table (`SUPPRESSIONS`) says each reason in words and names the setting behind it (the
+    console shows both); no code is missing from it, and nothing else writes these sentences."""
+    from serving.reasons import SUPPRESSIONS, suppression_setting
+
+    assert set(SUPPRESSIONS) == set(REASON_CODES)
+    policy = ContactPolicy.model_validate({"caps": {"email": {"max": 2, "days": 7}}, "quiet_hours": {"channels": ["sms"]}})
+    offer = _arbiter(policy).catalogue.by_id["o-home"]
+    settings = {code: suppression_setting(code, offer, "email", policy) for code in REASON_CODES}
+    assert settings["cap_channel"].endswith("max 2 in 7 days on email")
+    assert settings["consent"].startswith("consent.opt_in_channels = [")
+    assert settings["validity"] == "offer valid from 2025-01-01 to 2025-12-31"
+    assert all(settings.values()), [code for code, text in settings.items() if not text]
+
+
 def test_a_decision_carries_codes_and_texts_in_the_same_order() -> None:
     arbiter = _arbiter(ContactPolicy())
     d = arbiter.decide("c1", "web", NOW, {"o-home": 0.3, "o-travel": 0.9}, consents={"web": True}, k=2, rng=0)
