@@ -16,14 +16,22 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from features.arrays import age_days
+from features.arrays import DAY_NS, age_days, positions
 from features.behaviour import BEHAVIOUR, behaviour
 from features.breadth import BREADTH, breadth
 from features.config import LifecycleRules, check_as_of
-from features.consents import CONSENTS, consents
-from features.contact_history import CONTACT_HISTORY, contact_history
+from features.consents import CONSENTS, consents, consents_at
+from features.contact_history import CONTACT_HISTORY, ContactArrays, contact_history, encode_contacts, encode_contacts_at
 from features.definitions import FeatureGroup, numeric_columns, raise_mismatch, text_columns
-from features.events import encode_events, optional_column
+from features.events import (
+    EventArrays,
+    EventLog,
+    encode_events,
+    encode_events_at,
+    event_log,
+    events_before,
+    optional_column,
+)
 from features.labels import LABELS, labels
 from features.lifecycle import LIFECYCLE, lifecycle
 from features.purchase_cycle import PURCHASE_CYCLE, purchase_cycle
@@ -82,19 +90,97 @@ def build_customer_features(
         keep = keep & customers["customer_id"].isin(wanted).to_numpy()
     customers = customers[keep]
     index = pd.Index(customers["customer_id"].astype("str").to_numpy(), name="customer_id", dtype="str")
-    n = len(index)
     events = data.events
     if customer_ids is not None:
         events = events[events["customer_id"].isin(index)]
     ev = encode_events(events, index, as_of, categories)
     tenure = age_days(customers["signup_ts"], as_of)
+    return _customer_frame(ev, tenure, encode_contacts(data.contacts, index, as_of),
+                           consents(data.consents, index, as_of), customers, index, rules, categories)
+
+
+def build_customer_features_at(
+    data: Dataset,
+    customer_ids: np.ndarray,
+    moments: np.ndarray,
+    *,
+    rules: LifecycleRules | None = None,
+    categories: tuple[str, ...] = CATEGORIES,
+    log: EventLog | None = None,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The customer frame of many (customer, as_of) rows at once: row `i` is
+    `build_customer_features(data, moments[i], [customer_ids[i]])`, value for value (tested).
+
+    What a point-in-time training set needs for its exposures (one snapshot per customer and
+    exposure day) without one computation per day: every row gets its customer's own events,
+    contacts and consents seen from its own moment, and the same feature functions run once over
+    all rows. Returns (frame, kept): the frame holds the rows whose customer had signed up before
+    its moment (indexed by customer_id, which may repeat), `kept` their positions among the
+    requests. `log`: `customer_event_log(data, categories)`, when the caller asks several times
+    (it codes and groups the events table once).
+    """
+    rules = rules or LifecycleRules()
+    moments = np.asarray(moments, dtype="datetime64[ns]").view(np.int64)
+    table = data.customers
+    everyone = _everyone(data)
+    owner = positions(everyone, np.asarray(customer_ids, dtype=object))
+    signup = table["signup_ts"].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    signed = np.zeros(len(owner), dtype=bool)
+    signed[owner >= 0] = ~np.isnat(table["signup_ts"].to_numpy()[owner[owner >= 0]])
+    signed[signed] = signup[owner[signed]] < moments[signed]
+    kept = np.flatnonzero(signed)
+    owner, moments = owner[kept], moments[kept]
+    customers = table.iloc[owner]
+    index = pd.Index(everyone[owner], name="customer_id", dtype="str")
+    log = log if log is not None else customer_event_log(data, categories)
+    ev = encode_events_at(log, owner, moments)
+    tenure = (moments - signup[owner]) / DAY_NS
+    contacts = encode_contacts_at(data.contacts, index.to_numpy(dtype=object), moments.view("datetime64[ns]"))
+    frame = _customer_frame(ev, tenure, contacts, consents_at(data.consents, everyone, owner, moments),
+                            customers, index, rules, categories)
+    return frame, kept
+
+
+def customer_event_log(data: Dataset, categories: tuple[str, ...] = CATEGORIES) -> EventLog:
+    """The events of `data` coded and grouped by customer once, for `build_customer_features_at`
+    and `customer_event_counts`."""
+    return event_log(data.events, _everyone(data), categories)
+
+
+def customer_event_counts(data: Dataset, log: EventLog, customer_ids: np.ndarray, moments: np.ndarray) -> np.ndarray:
+    """How many event rows `build_customer_features_at` reads for each (customer, moment): its
+    work, to cut a long list of requests into pieces of bounded memory."""
+    owner = positions(_everyone(data), np.asarray(customer_ids, dtype=object))
+    counts = np.zeros(len(owner), dtype=np.int64)
+    known = owner >= 0
+    counts[known] = events_before(log, owner[known], np.asarray(moments, dtype="datetime64[ns]").view(np.int64)[known])
+    return counts
+
+
+def _everyone(data: Dataset) -> pd.Index:
+    return pd.Index(data.customers["customer_id"].astype("str").to_numpy(), dtype="str")
+
+
+def _customer_frame(
+    ev: EventArrays,
+    tenure: np.ndarray,
+    contacts: ContactArrays,
+    consent: dict[str, np.ndarray],
+    customers: pd.DataFrame,
+    index: pd.Index,
+    rules: LifecycleRules,
+    categories: tuple[str, ...],
+) -> pd.DataFrame:
+    """The customer frame from the encoded rows of its customers (`ev.cust`, `contacts.cust`: row
+    positions in `index`)."""
+    n = len(index)
     out: dict[str, object] = {}
     out.update(rfm(ev, n, tenure))
     behaviour_columns, mats = behaviour(ev, n, categories)
     out.update(behaviour_columns)
     out.update(breadth(mats, out["purchases_365d"], categories))  # type: ignore[arg-type]
-    out.update(contact_history(data.contacts, index, as_of))
-    out.update(consents(data.consents, index, as_of))
+    out.update(contact_history(contacts, index, pd.NaT))
+    out.update(consent)
     # Optional in the contract: unknown (NaN) for everyone when the export has no such column.
     out["loyalty_member"] = optional_column(customers, "loyalty_member", "float64").to_numpy(dtype=np.float64)
     out.update(purchase_cycle(ev, n, out["recency_days"]))  # type: ignore[arg-type]
