@@ -267,7 +267,7 @@ class UpliftBooster(BaseEstimator):
 class UpliftPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow wrapper: `predict` takes a DataFrame with the feature columns, returns the uplift.
 
-    Serving and evaluation unwrap it (`models.registry.load_uplift`) and call the estimator on NumPy.
+    Serving and evaluation unwrap it (`models.registry.load_model(..., kind="uplift")`) and call the estimator on NumPy.
     """
 
     def __init__(self, model: UpliftBooster, feature_set_version: str) -> None:
