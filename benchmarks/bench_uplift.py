@@ -1,8 +1,8 @@
 """Closed loop by incremental value (issue 21 item 6): uplift vs response vs random vs no contact
 vs the oracle, on simulated worlds with cannibalisation and incentive variants.
 
-    python benchmarks/bench_uplift.py [--customers 150] [--days 365] [--seeds 0 1 2] [--train-days 365]
-                                      [--train-customers 800] [--rounds 200] [--fatigue-cost 0]
+    python benchmarks/bench_uplift.py [--customers 100] [--days 365] [--seeds 0 1 2] [--train-days 365]
+                                      [--train-customers 400] [--rounds 200] [--fatigue-cost 0]
                                       [--exploration 0] [--out bench_uplift.json]
     python benchmarks/bench_uplift.py --merge seed0.json seed1.json seed2.json   # seeds run apart
 
@@ -66,11 +66,11 @@ def _runs(rows: dict[str, dict[str, object]]) -> dict[str, UpliftRun]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--customers", type=int, default=150)
+    parser.add_argument("--customers", type=int, default=100)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--train-days", type=int, default=365)
-    parser.add_argument("--train-customers", type=int, default=800)
+    parser.add_argument("--train-customers", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=200, help="Boosting rounds of each model.")
     parser.add_argument("--fatigue-cost", type=float, default=0.0,
                         help="arbitration.fatigue_cost of every outbound channel (uplift objective).")
@@ -116,6 +116,10 @@ def main() -> None:
     for name in UPLIFT_LOOP_POLICIES:
         share = median[name]["incremental_value"] / oracle if oracle else float("nan")
         print(f"  {name}: {share:.1%} of the oracle's incremental value (medians)")
+    for name in ("uplift", "response"):
+        shares = [results[s][name].incremental_value / results[s]["oracle"].incremental_value for s in results]
+        print(f"  {name} % of the oracle by seed: {', '.join(f'{v:.1%}' for v in shares)}; "
+              f"median {statistics.median(shares):.1%}")
     print("\nbars by seed:")
     for seed, by in results.items():
         print(f"  seed {seed}: " + "; ".join(f"{name} {'pass' if ok else 'FAIL'} ({text})" for name, text, ok in bars(by)))
