@@ -282,7 +282,7 @@ class DecisionEngine:
 
         `compile_models` (default: the settings'): also compile both forests (`with_compiled`)
         before returning; reloads compile afterwards, in the background, instead. `uplift`: the
-        uplift champion (`models.registry.LoadedUplift`), checked against the candidate and
+        uplift champion (`models.registry.LoadedModel`), checked against the candidate and
         incentive columns and scored on the sample too; it scores with its boosters.
         """
         columns = check_model(propensity, propensity_inputs(propensity), "candidate")
@@ -397,9 +397,10 @@ class DecisionEngine:
                 churn = self._champion(names[1], wanted[names[1]])  # type: ignore[arg-type]
                 uplift = None
                 if len(names) > 2:  # the uplift champion (arbitration by incremental value): from MLflow
-                    from models.registry import load_uplift
+                    from models.registry import load_model
 
-                    uplift = load_uplift(self._mlflow(), version=wanted[names[2]], name=names[2])  # type: ignore[arg-type]
+                    uplift = load_model(self._mlflow(), names[2], version=wanted[names[2]],  # type: ignore[arg-type]
+                                        check_requirements=False, kind="uplift")
                 models = self.build_models(prop, churn, compile_models=compile_now and self._compile_wanted, uplift=uplift)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old models serving
                 message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__

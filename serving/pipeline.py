@@ -10,8 +10,10 @@ One implementation serves every caller: `/recommend` (`DecisionEngine.decide`) p
 3. the arbiter applies the contact policy to the whole block (`Arbiter.arbitrate_block`) with
    the contact histories the caller read (`ContactDesk`), exploring with one seed per
    (customer, channel, now) (`draws.decision_seed`); with `arbitration.objective = "uplift"` it
-   is given the uplift champion's incremental conversion of every offer too (`Scored.tau`: NaN
-   for a customer the models do not know, so no offer is valued and none is made);
+   is given the uplift champion's incremental conversion of every offer too (`Scored.tau`), and
+   p_accept is the uplift champion's own acceptance when it has one (`Scored.p_uplift`: tau and
+   the incentive's cost then come from one model); a customer without features gets the
+   popularity fallback and tau = fallback x the model's mean incremental share;
 4. the holdouts (`serving.holdout`): customers of the universal control group get no offer on
    the channels it holds, other decisions are randomised to "no offer" at the policy's rate, and
    every row knows its probability of making no contact (`p_none`);
@@ -197,6 +199,8 @@ def decide_block(
         p[rows], churn[rows], value[rows] = scored.p, scored.churn, scored.value
         if tau is not None:
             tau[rows] = np.nan if scored.tau is None else scored.tau
+            if scored.p_uplift is not None:  # the incentive is charged at the uplift model's own acceptance
+                p[rows] = scored.p_uplift
     seeds = np.array([decision_seed(c, channel, now) for c in ids], dtype=np.uint64)
     result = arb.arbitrate_block(
         ids, channel, now, p,

@@ -463,12 +463,17 @@ class ContactStore(ABC):
         decision_id: str,
         propensities: Mapping[str, float],
         model_versions: Mapping[str, str] | None = None,
+        no_offer: tuple[str, float] | None = None,
     ) -> ReserveResult:
         """Atomically re-check caps and cooldowns, record the allowed offers and log the decision.
 
         Concurrent calls for one customer are serialised, so no cap is ever exceeded. The decision
         is logged even when nothing is reserved (an empty answer). A `decision_id` seen before is
-        an error (ValueError): decisions are never overwritten.
+        an error (ValueError): decisions are never overwritten. `no_offer`: for a decision that
+        makes no contact, its reason (`control`, `explore`, `policy`: the contract's `no_offers`)
+        and the probability with which the policy made none (`serving.holdout.no_offer_reason`,
+        the decision's `slate_propensity`),
+        logged with the decision (`no_offer`, `no_offer_propensity` of its `export` row).
         """
 
     def check_and_reserve_many(

@@ -498,6 +498,7 @@ class RedisContactStore(ContactStore):
         decision_id: str,
         propensities: Mapping[str, float],
         model_versions: Mapping[str, str] | None = None,
+        no_offer: tuple[str, float] | None = None,
     ) -> ReserveResult:
         check_propensities(offers, propensities)
         self.check_policy(policy)
@@ -524,6 +525,8 @@ class RedisContactStore(ContactStore):
         ok_ids = result["ok"] if isinstance(result["ok"], list) else []
         refused = result["refused"] if isinstance(result["refused"], list) else []
         by_id = {o.offer_id: o for o in offers}
+        if no_offer is not None:  # on the log entry the script wrote (it keeps the entry's expiry)
+            self.client.hset(self._dkey(decision_id), mapping={"no": str(no_offer[0]), "np": repr(float(no_offer[1]))})
         return ReserveResult(
             decision_id, tuple(by_id[i] for i in ok_ids), tuple((str(o), str(r)) for o, r in refused)
         )
@@ -749,6 +752,8 @@ class RedisContactStore(ContactStore):
                     "ts": ts,
                     "n_offers": int(h["n_offers"]),
                     "model_versions": json.loads(h["model_versions"]),
+                    "no_offer": h.get("no"),
+                    "no_offer_propensity": float(h["np"]) if "np" in h else None,
                 }
             )
             offers = json.loads(h["offers"])
