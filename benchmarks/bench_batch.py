@@ -118,6 +118,12 @@ def synthesise(root: Path, world: Path, n: int, n_offers: int, seed: int = 0) ->
     })
     write_table(consents, data / "consents.parquet")
     del consents
+    # The data directory's customers table (an engine reads it: who live input may name).
+    people = load_table(world, "customers")
+    people = people.iloc[rng.integers(0, len(people), n)].reset_index(drop=True)
+    people["customer_id"] = pd.array(ids, dtype=people["customer_id"].dtype)
+    write_table(people, data / "customers.parquet")
+    del people
 
     frame, meta = read_materialised(root / "world-features.parquet")
     path = root / f"features-{n}.parquet"
