@@ -167,6 +167,7 @@ class DecisionEngine:
         models: tuple[object, ...] | None = None,
         compile_in_background: bool = False,
         compile_after: threading.Event | None = None,
+        live: bool = True,
     ) -> DecisionEngine:
         """Load policy, catalogue, consents, contacts, features, store and the champion models.
 
@@ -179,6 +180,10 @@ class DecisionEngine:
         (the service: ready in seconds instead of after ~30 s of LLVM); else compile before returning.
         `compile_after`: the background compilation waits for this event (the service sets it once
         it answers, so that loading lleaves and the forests does not delay its first answer).
+        `live=False`: an engine that only decides blocks (batch scoring: `decide_block`, no
+        `decide`): no live features and no customers table, which are what `decide` and live input
+        (`POST /events`, `/consents`) read. Each was indexed per customer in every process: with
+        1,000,000 customers ~0.4 GB and ~5 s of CPU per process (docs/batch.md).
 
         A policy with `arbitration.objective = "uplift"` also loads the uplift champion
         (`settings.uplift_model`), and the engine refuses to start (NboError) without it or when
@@ -188,7 +193,7 @@ class DecisionEngine:
         cache = settings.table_cache  # tables read and validated once for all processes (nbo.table_cache)
         offers = load_table_cached(settings.data_dir, "offers", cache)
         consents = _optional_table(settings.data_dir, "consents", cache)
-        customers = load_table_cached(settings.data_dir, "customers", cache)
+        customers = load_table_cached(settings.data_dir, "customers", cache) if live else None
         contacts = _optional_table(settings.data_dir, "contacts", cache)
         if features is None:
             frame, meta = read_materialised(latest_features_file(settings.features_path))
@@ -208,11 +213,12 @@ class DecisionEngine:
             features_as_of=meta["as_of"],  # type: ignore[arg-type]
             store=store,
             settings=settings,
-            customer_ids=customers["customer_id"],
+            customer_ids=customers["customer_id"] if customers is not None else None,
         )
         engine.compile_after = compile_after
-        engine.live = LiveFeatures(settings.data_dir, customers, consents, refresh_s=settings.live_refresh_s,
-                                   table_cache=cache)
+        if customers is not None:
+            engine.live = LiveFeatures(settings.data_dir, customers, consents, refresh_s=settings.live_refresh_s,
+                                       table_cache=cache)
         by_uplift = policy.arbitration.objective == "uplift"
         if models is not None:
             engine._models = engine.build_models(models[0], models[1], uplift=models[2] if len(models) > 2 else None)
