@@ -25,7 +25,7 @@ rate = 0.0
 """
 
 
-def _engine(root: Path, zones: dict[int, str] | None) -> tuple[DecisionEngine, list[str]]:
+def _engine(root: Path, zones: dict[int, str] | None, live: bool = True) -> tuple[DecisionEngine, list[str]]:
     sim = Simulator(SimConfig(customers=200, days=30), seed=3)
     sim.run()
     data = root / "data"
@@ -41,7 +41,7 @@ def _engine(root: Path, zones: dict[int, str] | None) -> tuple[DecisionEngine, l
     (root / "policy.toml").write_text(POLICY)
     settings = EngineSettings(data_dir=data, features_path=root / "features.parquet", policy_path=root / "policy.toml",
                               store=str(root / "contacts.db"))
-    return DecisionEngine.from_settings(settings, load_models=False), ids
+    return DecisionEngine.from_settings(settings, load_models=False, live=live), ids
 
 
 def _quiet(engine: DecisionEngine, cid: str, now: datetime) -> bool:
@@ -79,5 +79,16 @@ def test_without_the_column_everyone_is_in_the_policys_zone(tmp_path: Path) -> N
         assert engine.timezones == {}
         assert [_quiet(engine, c, datetime(2025, 1, 31, 22, 30)) for c in ids] == [True, True, True]
         assert [_quiet(engine, c, datetime(2025, 1, 31, 12, 0)) for c in ids] == [False, False, False]
+    finally:
+        engine.close()
+
+
+def test_a_batch_engine_keeps_the_customers_zones(tmp_path: Path) -> None:
+    """`nbo score`'s engines (`live=False`) skip the customers table, except for its time zones:
+    a campaign obeys the same local quiet hours as `/recommend`."""
+    engine, ids = _engine(tmp_path, {0: "Europe/Paris", 1: "America/New_York"}, live=False)
+    try:
+        assert engine.timezones == {ids[0]: "Europe/Paris", ids[1]: "America/New_York"}
+        assert engine.live is None
     finally:
         engine.close()
