@@ -64,10 +64,12 @@ def customer_frame(columns: dict[str, object], index: pd.Index, categories: tupl
         raise_mismatch("customer features", columns, order)
     # The numeric columns as one float64 block (a dict of ~230 columns costs pandas a Series each:
     # 18 ms for the one row of a live decision), then the text labels.
-    block = np.empty((len(index), len(numeric)))
+    # Column-major, so that each column is contiguous: filled and handed to Arrow (Parquet)
+    # without strided copies (a third of the write's CPU at 200k customers).
+    block = np.empty((len(numeric), len(index)))
     for j, name in enumerate(numeric):
-        block[:, j] = columns[name]
-    frame = pd.DataFrame(block, index=index, columns=pd.Index(numeric), copy=False)
+        block[j] = columns[name]
+    frame = pd.DataFrame(block.T, index=index, columns=pd.Index(numeric), copy=False)
     labels = pd.DataFrame({name: columns[name] for name in text}, index=index)
     return pd.concat([frame, labels], axis=1)
 
