@@ -11,12 +11,12 @@ tenure).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
-from features.arrays import DAY_NS, age_days, positions
+from features.arrays import DAY_NS, RowsByOwner, age_days, codes, positions
 from features.behaviour import BEHAVIOUR, behaviour
 from features.breadth import BREADTH, breadth
 from features.config import LifecycleRules, check_as_of
@@ -37,7 +37,11 @@ from features.lifecycle import LIFECYCLE, lifecycle
 from features.purchase_cycle import PURCHASE_CYCLE, purchase_cycle
 from features.rfm import RFM, rfm
 from nbo.data import Dataset
-from nbo.vocab import CATEGORIES
+from nbo.vocab import CATEGORIES, EVENT_CHANNELS, EVENT_TYPES
+
+#: Customers per piece of `customer_feature_chunks`: ~430 float64 columns make ~170 MB of output
+#: per piece at 50,000 customers (plus the feature code's per-piece work arrays).
+CHUNK_CUSTOMERS = 50_000
 
 #: Copied from the customers table.
 PROFILE = FeatureGroup("profile", ("loyalty_member",))
@@ -60,10 +64,12 @@ def customer_frame(columns: dict[str, object], index: pd.Index, categories: tupl
         raise_mismatch("customer features", columns, order)
     # The numeric columns as one float64 block (a dict of ~230 columns costs pandas a Series each:
     # 18 ms for the one row of a live decision), then the text labels.
-    block = np.empty((len(index), len(numeric)))
+    # Column-major, so that each column is contiguous: filled and handed to Arrow (Parquet)
+    # without strided copies (a third of the write's CPU at 200k customers).
+    block = np.empty((len(numeric), len(index)))
     for j, name in enumerate(numeric):
-        block[:, j] = columns[name]
-    frame = pd.DataFrame(block, index=index, columns=pd.Index(numeric), copy=False)
+        block[j] = columns[name]
+    frame = pd.DataFrame(block.T, index=index, columns=pd.Index(numeric), copy=False)
     labels = pd.DataFrame({name: columns[name] for name in text}, index=index)
     return pd.concat([frame, labels], axis=1)
 
@@ -97,6 +103,91 @@ def build_customer_features(
     tenure = age_days(customers["signup_ts"], as_of)
     return _customer_frame(ev, tenure, encode_contacts(data.contacts, index, as_of),
                            consents(data.consents, index, as_of), customers, index, rules, categories)
+
+
+def customer_feature_chunks(
+    data: Dataset,
+    as_of: pd.Timestamp,
+    *,
+    chunk_customers: int = CHUNK_CUSTOMERS,
+    rules: LifecycleRules | None = None,
+    categories: tuple[str, ...] = CATEGORIES,
+) -> Iterator[pd.DataFrame]:
+    """`build_customer_features(data, as_of)` in pieces of at most `chunk_customers` rows, in the
+    order of `data.customers`: concatenated, the pieces equal the whole frame value for value
+    (tested). At least one piece (empty when no customer signed up before `as_of`).
+
+    What `nbo features` writes, one Parquet row group per piece, so that memory is bounded by the
+    data, the events' codes and one piece's output instead of the whole frame (~3.4 GB of float64
+    at 1M customers). The events and contacts are grouped by customer once (a stable sort of
+    their customer positions: a customer's rows stay in table order, so every per-customer sum
+    adds the same numbers in the same order); each piece reads its customers' contiguous slice,
+    never the whole table.
+    """
+    if chunk_customers < 1:
+        raise ValueError(f"chunk_customers must be at least 1, not {chunk_customers}")
+    as_of = check_as_of(as_of)
+    rules = rules or LifecycleRules()
+    customers = data.customers
+    customers = customers[(customers["signup_ts"] < as_of).to_numpy()]
+    index = pd.Index(customers["customer_id"].astype("str").to_numpy(), name="customer_id", dtype="str")
+    n = len(index)
+    events = _GroupedEvents(data.events, index, as_of, categories)
+    contacts = encode_contacts(data.contacts, index, as_of)
+    contacts_by = RowsByOwner(contacts.cust, n)
+    consent = consents(data.consents, index, as_of)
+    tenure = age_days(customers["signup_ts"], as_of)
+    for a in range(0, max(n, 1), chunk_customers):
+        b = min(a + chunk_customers, n)
+        picked = _slice(contacts_by, a, b)
+        chunk_contacts = ContactArrays(
+            cust=contacts.cust[picked] - a, age=contacts.age[picked], channel=contacts.channel[picked],
+            outcome=contacts.outcome[picked], final=contacts.final[picked], offer_id=contacts.offer_id,
+            rows=contacts.rows[picked],
+        )
+        yield _customer_frame(events.chunk(a, b), tenure[a:b], chunk_contacts,
+                              {name: column[a:b] for name, column in consent.items()},
+                              customers.iloc[a:b], index[a:b], rules, categories)
+
+
+def _slice(by: RowsByOwner, a: int, b: int) -> np.ndarray:
+    """The rows (positions in the grouped table) of owners a..b-1, owner-major, table order within one."""
+    if b <= a:
+        return by.order[:0]
+    return by.order[by.start[a]:by.stop[b - 1]]
+
+
+class _GroupedEvents:
+    """The events before `as_of` of the customers of `index`, coded once and grouped by customer:
+    `chunk(a, b)` is `encode_events` of customers a..b-1 (their rows grouped by customer)."""
+
+    def __init__(self, events: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp, categories: tuple[str, ...]) -> None:
+        self.as_of = as_of
+        cust = positions(index, events["customer_id"])
+        self.ts = events["ts"].to_numpy(dtype="datetime64[ns]")
+        cust = np.where(age_days(self.ts, as_of) > 0, cust, -1)  # at or after as_of, or no time: never read
+        self.by = RowsByOwner(cust, len(index))
+        del cust
+        category = optional_column(events, "category")
+        self.type = codes(events["type"], EVENT_TYPES)
+        self.channel = codes(optional_column(events, "channel"), EVENT_CHANNELS)
+        self.cat = codes(category, categories)
+        self.amount = optional_column(events, "amount", "float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        self.raw_cat = category.array
+
+    def chunk(self, a: int, b: int) -> EventArrays:
+        rows = _slice(self.by, a, b)
+        sizes = self.by.stop[a:b] - self.by.start[a:b]
+        return EventArrays(
+            cust=np.repeat(np.arange(b - a, dtype=np.int64), sizes),
+            age=age_days(self.ts[rows], self.as_of),
+            type=self.type[rows],
+            channel=self.channel[rows],
+            cat=self.cat[rows],
+            amount=np.nan_to_num(self.amount[rows], nan=0.0),
+            raw_cat=self.raw_cat,
+            rows=rows,
+        )
 
 
 def build_customer_features_at(
