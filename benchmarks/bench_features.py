@@ -3,6 +3,13 @@ the online one-customer path.
 
     .venv/bin/python benchmarks/bench_features.py                 # 100k, 300k, 1M customers
     .venv/bin/python benchmarks/bench_features.py --sizes 20000 50000 --events-per-customer 20
+    .venv/bin/python benchmarks/bench_features.py --sizes 1000000 --write   # what `nbo features` does
+
+`--write` times what `nbo features` does after loading the data: the features computed in pieces
+of customers (`customer_feature_chunks`) and streamed to a Parquet file (`write_materialised_chunks`,
+in a temporary directory); no naive baseline and no online calls (they need the whole frame). Its
+peak RSS is reported twice: the whole process (data generation included) and the features alone
+(the kernel's high-water mark reset after the data are built, /proc/self/clear_refs).
 
 Data are synthetic and contract-shaped (pyarrow-backed string ids as `load_dataset` returns them,
 datetime64[ns] timestamps), generated with numpy. Each size runs in a fresh subprocess so that its
@@ -19,6 +26,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,8 +42,10 @@ from features import (  # noqa: E402
     build_candidate_features,
     build_customer_features,
     candidate_matrix,
+    customer_feature_chunks,
     customer_features_online,
     prepare_offers,
+    write_materialised_chunks,
 )
 from nbo.data import Dataset  # noqa: E402
 from nbo.vocab import CONTACT_CHANNELS, EVENT_CHANNELS, EVENT_TYPES, OFFER_KINDS, OUTCOMES  # noqa: E402
@@ -133,6 +143,51 @@ def synthetic(customers: int, events_per_customer: float, seed: int = 0) -> Data
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS; False where Linux does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _hwm_mb() -> float:
+    """Peak RSS since the last `_reset_peak` (VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_write(customers: int, events_per_customer: float, chunk_customers: int | None) -> dict[str, object]:
+    """What `nbo features` does after loading: features in pieces, streamed to a Parquet file."""
+    t0 = time.perf_counter()
+    data = synthetic(customers, events_per_customer)
+    gen_s = time.perf_counter() - t0
+    rss_data = _rss_mb()
+    reset = _reset_peak()
+    options = {} if chunk_customers is None else {"chunk_customers": chunk_customers}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0, c0 = time.perf_counter(), time.process_time()
+        rows = write_materialised_chunks(customer_feature_chunks(data, AS_OF, **options), Path(tmp) / "f.parquet", AS_OF)
+        feat_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    return {
+        "customers": customers,
+        "events": len(data.events),
+        "contacts": len(data.contacts),
+        "mode": "write",
+        "generate_s": round(gen_s, 1),
+        "features_s": round(feat_s, 2),
+        "features_cpu_s": round(cpu_s, 2),
+        "us_per_customer": round(feat_s / customers * 1e6, 2),
+        "rows_out": rows,
+        "rss_after_data_mb": round(rss_data),
+        "peak_rss_mb": round(_rss_mb()),
+        "features_peak_rss_mb": round(_hwm_mb()) if reset else None,
+    }
 
 
 def _naive_features(events: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -240,24 +295,39 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--events-per-customer", type=float, default=20.0)
     parser.add_argument("--naive-sample", type=int, default=2000)
+    parser.add_argument("--write", action="store_true",
+                        help="time `nbo features`' path: pieces of customers streamed to Parquet (see above)")
+    parser.add_argument("--chunk-customers", type=int, help="customers per piece with --write (default: nbo's)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.events_per_customer, args.naive_sample)))
+        if args.write:
+            print(json.dumps(run_write(args.one, args.events_per_customer, args.chunk_customers)))
+        else:
+            print(json.dumps(run_one(args.one, args.events_per_customer, args.naive_sample)))
         return
     print(f"hardware: {hardware()}")
     print(f"as_of {AS_OF.date()}, {args.events_per_customer:g} events and 2 contacts per customer, 50 offers")
     rows = []
     for size in args.sizes:
+        extra = ["--write"] if args.write else []
+        if args.chunk_customers:
+            extra += ["--chunk-customers", str(args.chunk_customers)]
         out = subprocess.run(
             [sys.executable, __file__, "--one", str(size), "--events-per-customer", str(args.events_per_customer),
-             "--naive-sample", str(args.naive_sample)],
+             "--naive-sample", str(args.naive_sample), *extra],
             check=True, capture_output=True, text=True,
         )
         res = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(res)
         print(json.dumps(res))
     print()
+    if args.write:
+        print(f"{'customers':>10} {'events':>11} {'features s':>10} {'CPU s':>7} {'peak RSS MB':>11} {'features peak MB':>16}")
+        for r in rows:
+            print(f"{r['customers']:>10,} {r['events']:>11,} {r['features_s']:>10} {r['features_cpu_s']:>7} "
+                  f"{r['peak_rss_mb']:>11,} {r['features_peak_rss_mb'] or '-':>16}")
+        return
     print(f"{'customers':>10} {'events':>11} {'features s':>10} {'us/cust':>8} {'peak RSS MB':>11} "
           f"{'naive us/cust':>13} {'speedup':>8} {'online ms (matrix/frame)':>25}")
     print("(online: median of 180 one-customer x 50-offer calls; matrix = prepared offers, no DataFrame)")

@@ -1,13 +1,19 @@
 """Closed loop by incremental value (issue 21 item 6): uplift vs response vs random vs no contact
 vs the oracle, on simulated worlds with cannibalisation and incentive variants.
 
-    python benchmarks/bench_uplift.py [--customers 1000] [--days 365] [--seeds 0 1 2] [--train-days 180]
-                                      [--rounds 200] [--fatigue-cost 0] [--out bench_uplift.json]
+    python benchmarks/bench_uplift.py [--customers 100] [--days 365] [--seeds 0 1 2] [--train-days 365]
+                                      [--train-customers 400] [--rounds 200] [--fatigue-cost 0]
+                                      [--exploration 0] [--out bench_uplift.json]
+    python benchmarks/bench_uplift.py --merge seed0.json seed1.json seed2.json   # seeds run apart
 
-For each seed: fits the propensity and uplift models on a `--train-days` logging run of the world
-of seed + 1 (control group 10 %, no-offer exploration 10 %), then runs every policy of
-`evaluation.uplift_loop` for `--days` days on the world of the seed. Prints each seed's table,
-then the medians over seeds and the bars of issue 21 with the figures of every seed:
+For each seed: fits the propensity and uplift models on a `--train-days` logging run of
+`--train-customers` customers of the world of seed + 1 (control group 10 %, no-offer exploration
+10 %), then runs every policy of `evaluation.uplift_loop` for `--days` days on `--customers`
+customers of the world of the seed. The arbiter policies (uplift, response, oracle) run under one
+contact policy; its exploration rate is `--exploration` (0 by default: the models are not refitted
+during the loop, so exploring would only be a cost the greedy oracle does not pay). Prints each
+seed's table with its CPU and wall time, then the medians over seeds and the bars of issue 21
+with the figures of every seed:
 
 - uplift >= 90 % of the oracle's incremental value, on every seed;
 - uplift beats response on incremental value, with fewer contacts and fewer discounts given.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -53,34 +60,54 @@ def bars(by: dict[str, UpliftRun]) -> list[tuple[str, str, bool]]:
     ]
 
 
+def _runs(rows: dict[str, dict[str, object]]) -> dict[str, UpliftRun]:
+    return {name: UpliftRun(**row) for name, row in rows.items()}  # type: ignore[arg-type]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--customers", type=int, default=100)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--train-days", type=int, default=180)
+    parser.add_argument("--train-days", type=int, default=365)
+    parser.add_argument("--train-customers", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=200, help="Boosting rounds of each model.")
     parser.add_argument("--fatigue-cost", type=float, default=0.0,
                         help="arbitration.fatigue_cost of every outbound channel (uplift objective).")
+    parser.add_argument("--exploration", type=float, default=0.0, help="arbitration.exploration.rate of the arbiter policies.")
+    parser.add_argument("--merge", type=Path, nargs="+", help="Print the medians of the JSON files of earlier runs.")
     parser.add_argument("--out", type=Path, default=Path("bench_uplift.json"))
     args = parser.parse_args()
     print(hardware())
+    results: dict[int, dict[str, UpliftRun]] = {}
+    if args.merge:
+        for path in args.merge:
+            saved = json.loads(path.read_text())
+            for seed, rows in saved["seeds"].items():
+                results[int(seed)] = _runs(rows)
+                print(f"\nseed {seed} ({path}: {saved.get('timing', {}).get(seed, '')})")
+                print(pd.DataFrame(list(rows.values())).set_index("name").to_string(float_format=lambda v: f"{v:,.1f}"))
     config = SimConfig(customers=args.customers, days=args.days, cannibalisation=True, incentives=DEFAULT_INCENTIVES)
     fatigue = {c: args.fatigue_cost for c in ("email", "sms", "push", "mail")} if args.fatigue_cost else {}
-    policy = ContactPolicy.model_validate({"arbitration": {"fatigue_cost": fatigue}})
-    results: dict[int, dict[str, UpliftRun]] = {}
-    for seed in args.seeds:
-        t0 = time.perf_counter()
-        runs, world = compare_uplift_policies(config, seed, policy, UPLIFT_LOOP_POLICIES, args.train_days, args.rounds)
+    policy = ContactPolicy.model_validate({"arbitration": {"fatigue_cost": fatigue,
+                                                          "exploration": {"rate": args.exploration}}})
+    timing: dict[int, str] = {}
+    for seed in [] if args.merge else args.seeds:
+        t0, c0 = time.perf_counter(), time.process_time()
+        runs, world = compare_uplift_policies(config, seed, policy, UPLIFT_LOOP_POLICIES, args.train_days, args.rounds,
+                                              train_customers=args.train_customers)
         by = results[seed] = {r.name: r for r in runs}
         m = world.uplift_metrics if world is not None else {}
+        timing[seed] = (f"{time.process_time() - c0:.0f} CPU s, {time.perf_counter() - t0:.0f} s wall, "
+                        f"load {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
         print(f"\nseed {seed}: {args.customers} customers x {args.days} days; models on a {args.train_days}-day "
-              f"logging run ({world.propensity_rows if world else 0:,} exposures, {world.uplift_rows if world else 0:,} "
-              f"uplift rows; held-out value Qini uplift {m.get('value_qini_uplift', float('nan')):.3f} vs response "
-              f"{m.get('value_qini_response', float('nan')):.3f}); {time.perf_counter() - t0:.0f} s")
+              f"logging run of {args.train_customers} customers ({world.propensity_rows if world else 0:,} exposures, "
+              f"{world.uplift_rows if world else 0:,} uplift rows; held-out value Qini uplift "
+              f"{m.get('value_qini_uplift', float('nan')):.3f} vs response {m.get('value_qini_response', float('nan')):.3f}); "
+              f"{timing[seed]}", flush=True)
         print(pd.DataFrame([r.row() for r in runs]).set_index("name").to_string(float_format=lambda v: f"{v:,.1f}"))
         for _, text, ok in bars(by):
-            print(f"[{'pass' if ok else 'FAIL'}] {text}")
+            print(f"[{'pass' if ok else 'FAIL'}] {text}", flush=True)
     median = {name: {c: statistics.median(getattr(results[s][name], c) for s in results) for c in COLUMNS}
               for name in UPLIFT_LOOP_POLICIES}
     print(f"\nmedians over seeds {', '.join(map(str, results))}:")
@@ -89,12 +116,16 @@ def main() -> None:
     for name in UPLIFT_LOOP_POLICIES:
         share = median[name]["incremental_value"] / oracle if oracle else float("nan")
         print(f"  {name}: {share:.1%} of the oracle's incremental value (medians)")
+    for name in ("uplift", "response"):
+        shares = [results[s][name].incremental_value / results[s]["oracle"].incremental_value for s in results]
+        print(f"  {name} % of the oracle by seed: {', '.join(f'{v:.1%}' for v in shares)}; "
+              f"median {statistics.median(shares):.1%}")
     print("\nbars by seed:")
     for seed, by in results.items():
         print(f"  seed {seed}: " + "; ".join(f"{name} {'pass' if ok else 'FAIL'} ({text})" for name, text, ok in bars(by)))
     args.out.write_text(json.dumps({"config": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)},
                                     "seeds": {s: {n: r.row() for n, r in by.items()} for s, by in results.items()},
-                                    "medians": median}, indent=2, default=str) + "\n")
+                                    "timing": timing, "medians": median}, indent=2, default=str) + "\n")
     print("wrote", args.out)
 
 

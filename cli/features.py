@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import typer
 
-from features import FEATURE_SET, build_customer_features, write_materialised
+from features import FEATURE_SET, customer_feature_chunks, customer_feature_names, write_materialised_chunks
 from cli._app import app, user_errors
 from cli.options import LEDGER_OPTION, check_out, parse_as_of
 from nbo.data import load_dataset
@@ -55,10 +55,11 @@ def features(
         typer.echo(f"warning: --as-of {moment.date()} is {(moment - last).days:,} days after the data's last event "
                    f"({last.date()}): every customer will look inactive", err=True)
     start = time.perf_counter()
-    frame = build_customer_features(dataset, moment)
     record_output(ledger, out, "features")
-    write_materialised(frame, out, moment)
+    # In pieces of customers, one Parquet row group each: memory holds one piece's output, not
+    # the whole frame (docs/features.md "Performance").
+    rows = write_materialised_chunks(customer_feature_chunks(dataset, moment), out, moment)
     typer.echo(
-        f"{out}: {len(frame):,} customers x {frame.shape[1]} columns as of {moment.isoformat()} "
+        f"{out}: {rows:,} customers x {len(customer_feature_names())} columns as of {moment.isoformat()} "
         f"({FEATURE_SET.name} {FEATURE_SET.version}, {time.perf_counter() - start:.1f} s)"
     )

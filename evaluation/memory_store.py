@@ -53,7 +53,7 @@ class MemoryContactStore(ContactStore):
         return ContactHistory(customer_id, t, recent, last_offer, last_cat)
 
     def check_and_reserve(self, customer_id, channel, offers, now, policy, decision_id, propensities,
-                          model_versions=None) -> ReserveResult:
+                          model_versions=None, no_offer=None) -> ReserveResult:
         history = self.history(customer_id, now)
         ok, refused = split_offers(history, channel, offers, policy)
         t = to_epoch(now)

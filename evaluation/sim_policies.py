@@ -29,7 +29,7 @@ from features import build_customer_features, build_exposure_features, customer_
 from models.calibrated import CalibratedBooster
 from nbo.data import Dataset
 from nbo.vocab import CONTACT_CHANNELS, LIFECYCLE_STAGES
-from serving.contact_store.base import to_epoch
+from serving.contact_store.base import decision_refusal, to_epoch
 from serving.policy import ContactPolicy
 from serving.catalogue import compile_offer_rules
 from serving.ranking import Arbiter
@@ -123,6 +123,11 @@ class ArbiterPolicy:
     intensity: np.ndarray
     banner_rate: float
     seed: int
+    #: Leave out, before scoring, the opportunities the contact policy refuses whatever the offer
+    #: (no consent, quiet hours, a channel or outbound cap reached at the opportunity's time): the
+    #: arbiter would make no contact there. The same decisions; the random stream of the others
+    #: moves, so it is off where a recorded loop must replay (tests/test_golden.py).
+    skip_refused: bool = False
     store: MemoryContactStore = field(init=False)
 
     def __post_init__(self) -> None:
@@ -145,8 +150,25 @@ class ArbiterPolicy:
         frame = pd.concat([frame[outbound].drop_duplicates("customer"), frame[~outbound]])
         return frame.sort_values("ts", kind="stable").reset_index(drop=True)
 
+    def open_opportunities(self, view: DayView, opp: pd.DataFrame) -> np.ndarray:
+        """Bool per opportunity: the contact policy may make some contact there (consent, quiet
+        hours, the caps of the decision, as the history stands at the start of the day)."""
+        consented = view.allowed_channels(opp["customer"].to_numpy())
+        out = np.zeros(len(opp), dtype=bool)
+        for i, (c, ch, ts) in enumerate(opp.itertuples(index=False, name=None)):
+            if not consented[i, ch]:
+                continue
+            channel = CONTACT_CHANNELS[ch]
+            now = (view.date + pd.Timedelta(seconds=int(ts - view.day * DAY))).to_pydatetime()
+            if self.policy.quiet_hours.is_quiet(channel, now):
+                continue
+            out[i] = decision_refusal(self.store.history(view.customer_ids[c], now), channel, self.policy) is None
+        return out
+
     def __call__(self, view: DayView) -> Contacts:
         opp = self.opportunities(view)
+        if self.skip_refused and not opp.empty:
+            opp = opp[self.open_opportunities(view, opp)].reset_index(drop=True)
         if opp.empty:
             return Contacts.empty()
         scores = self.scorer(view, opp)

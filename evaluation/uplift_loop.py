@@ -3,9 +3,9 @@ world with cannibalisation and incentive variants.
 
 Five policies on the same world (`Simulator(config, seed)`: same customers, catalogue and start):
 
-- `uplift`: nbo's arbiter with `arbitration.objective = "uplift"`: tau from the uplift model
-  (`models.uplift.UpliftBooster`, X-learner) and p_accept from the propensity model, both fitted
-  on a randomised logging run (`train_uplift_world`);
+- `uplift`: nbo's arbiter with `arbitration.objective = "uplift"`: tau and p_accept from the
+  uplift model (`models.uplift.UpliftBooster`, `share` learner: its acceptance model times the
+  incremental share), fitted on a randomised logging run (`train_uplift_world`), as serving does;
 - `response`: the same arbiter and propensity model with the `response` objective (p x value);
 - `random`: the simulator's logging policy (uniform over eligible offers and variants);
 - `no_contact`: never contacts anyone;
@@ -78,15 +78,18 @@ class UpliftRun:
 
 
 def train_uplift_world(config: SimConfig, seed: int, days: int, num_boost_round: int = 200,
-                       control_share: float = 0.1, no_offer_rate: float = 0.1) -> UpliftWorld:
+                       control_share: float = 0.1, no_offer_rate: float = 0.1,
+                       customers: int | None = None) -> UpliftWorld:
     """Simulate `days` days of the logging policy with a control group and no-offer exploration
-    on the world of `seed`, fit the propensity model (as `evaluation.refit.train_on_logging_run`)
-    and the uplift model (as `training.uplift.fit_uplift`) on its log, without MLflow."""
+    on the world of `seed` (`customers`: its size, default the config's), fit the propensity model
+    (as `evaluation.refit.train_on_logging_run`) and the uplift model (as
+    `training.uplift.fit_uplift`) on its log, without MLflow."""
     from training.datasets import propensity_set, time_split
     from training.uplift import UpliftConfig, fit_uplift
 
     logging_config = config.model_copy(update={"days": days, "control_share": control_share,
-                                               "no_offer_rate": no_offer_rate})
+                                               "no_offer_rate": no_offer_rate,
+                                               "customers": customers or config.customers})
     sim = Simulator(logging_config, seed=seed)
     sim.run()
     data = dataset(sim)
@@ -126,6 +129,8 @@ def _model_scorer(world: UpliftWorld, sim: Simulator, with_uplift: bool):  # typ
             return p, rule_inputs(feats)
         # The uplift model is fitted without an offer vocabulary: it reads offer_code as NaN (serving.scoring).
         X = np.hstack([rows[cand].assign(offer_code=np.nan).to_numpy(np.float32, na_value=np.nan), np.tile(extra, (n, 1))])
+        if getattr(world.uplift, "gives_acceptance", False):  # the incentive at the uplift model's acceptance (serving.pipeline)
+            p = world.uplift.predict_accept(X).reshape(n, m)
         return p, rule_inputs(feats), world.uplift.predict_uplift(X).reshape(n, m)
 
     return score
@@ -161,10 +166,11 @@ def uplift_policy(name: str, sim: Simulator, policy: ContactPolicy, world: Uplif
         raise ValueError(f"unknown policy {name!r}; use one of {', '.join(UPLIFT_LOOP_POLICIES)}")
     chosen = policy.model_copy(update={"arbitration": policy.arbitration.model_copy(update={"objective": by[name]})})
     if name == "oracle":
-        return ArbiterPolicy(name, greedy(chosen), offers, oracle_scorer, intensity, banner, seed)
+        return ArbiterPolicy(name, greedy(chosen), offers, oracle_scorer, intensity, banner, seed, skip_refused=True)
     if world is None:
         raise ValueError(f"policy {name!r} needs the models of a logging run (train_uplift_world)")
-    return ArbiterPolicy(name, chosen, offers, _model_scorer(world, sim, name == "uplift"), intensity, banner, seed)
+    return ArbiterPolicy(name, chosen, offers, _model_scorer(world, sim, name == "uplift"), intensity, banner, seed,
+                         skip_refused=True)
 
 
 def run_uplift_policy(name: str, config: SimConfig, seed: int, policy: ContactPolicy,
@@ -198,9 +204,12 @@ def run_uplift_policy(name: str, config: SimConfig, seed: int, policy: ContactPo
 
 def compare_uplift_policies(config: SimConfig, seed: int, policy: ContactPolicy,
                             names: tuple[str, ...] = UPLIFT_LOOP_POLICIES, train_days: int = 180,
-                            num_boost_round: int = 200) -> tuple[list[UpliftRun], UpliftWorld | None]:
-    """Fit the models on a logging run of the world of seed + 1 (`train_days` days), then run
-    every policy on the world of `seed`. `config` must have cannibalisation and incentives on."""
+                            num_boost_round: int = 200,
+                            train_customers: int | None = None) -> tuple[list[UpliftRun], UpliftWorld | None]:
+    """Fit the models on a logging run of the world of seed + 1 (`train_days` days,
+    `train_customers` customers, default the config's), then run every policy on the world of
+    `seed`. `config` must have cannibalisation and incentives on."""
     needs = any(n in ("uplift", "response") for n in names)
-    world = train_uplift_world(config, seed + 1, train_days, num_boost_round) if needs else None
+    world = (train_uplift_world(config, seed + 1, train_days, num_boost_round, customers=train_customers)
+             if needs else None)
     return [run_uplift_policy(n, config, seed, policy, world) for n in names], world

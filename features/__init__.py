@@ -27,6 +27,7 @@ _EXPORTS = {
     "build_customer_features": "features.customer",
     "build_exposure_features": "features.exposure",
     "candidate_features_online": "features.online",
+    "customer_feature_chunks": "features.customer",
     "check_feature_set": "features.store",
     "customer_feature_names": "features.feature_set",
     "customer_features_online": "features.online",
@@ -38,6 +39,7 @@ _EXPORTS = {
     "prepare_offers": "features.offers",
     "read_materialised": "features.store",
     "write_materialised": "features.store",
+    "write_materialised_chunks": "features.store",
 }
 
 __all__ = sorted(_EXPORTS)

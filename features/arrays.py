@@ -122,6 +122,23 @@ def per_category_last_age(cust: np.ndarray, cat: np.ndarray, age: np.ndarray, n:
     return last_age(cat[known].astype(np.int64) * n + cust[known], age[known], n * k).reshape(k, n)
 
 
+def runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(key, length) of each run of equal consecutive `keys`. A customer's events of one day
+    usually sit next to each other (a session), so the runs are far fewer than the keys."""
+    keys = np.asarray(keys)
+    if not len(keys):
+        return keys, np.zeros(0, dtype=np.int64)
+    start = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return keys[start], np.diff(np.r_[start, len(keys)])
+
+
+def distinct(keys: np.ndarray) -> np.ndarray:
+    """The distinct values of integer `keys`, in no particular order: runs collapsed, then a hash
+    table (pandas), not `np.unique`'s sort (~9x faster on millions of keys; the counts built on it
+    do not care about the order)."""
+    return pd.unique(runs(keys)[0])
+
+
 def distinct_days(cust: np.ndarray, age: np.ndarray, n: int, group: np.ndarray | None = None, groups: int = 1) -> np.ndarray:
     """(groups, customers) number of distinct days (24-hour periods counted back from as_of) with a row.
 
@@ -131,7 +148,7 @@ def distinct_days(cust: np.ndarray, age: np.ndarray, n: int, group: np.ndarray |
     g = np.zeros(len(cust), dtype=np.int64) if group is None else group.astype(np.int64)
     keep = g >= 0
     width = int(day.max()) + 1 if len(day) else 1
-    key = np.unique((g[keep] * n + cust[keep]) * width + day[keep])
+    key = distinct((g[keep] * n + cust[keep]) * width + day[keep])
     return np.bincount(key // width, minlength=groups * n).reshape(groups, n).astype(np.float64)
 
 
@@ -149,7 +166,9 @@ def main_category_days(cust: np.ndarray, age: np.ndarray, cat: np.ndarray, n: in
     day = np.floor(age[known]).astype(np.int64)
     width = int(day.max()) + 1
     key = ((cust[known].astype(np.int64) * width + day) * k) + cat[known]
-    uniq, hits = np.unique(key, return_counts=True)
+    first, length = runs(key)
+    code, uniq = pd.factorize(first)
+    hits = np.bincount(code, weights=length, minlength=len(uniq)).astype(np.int64)  # rows per key
     group, category = uniq // k, uniq % k
     order = np.lexsort((category, -hits, group))  # per day: most rows first, then declared order
     first = np.ones(len(order), dtype=bool)
@@ -165,3 +184,28 @@ def last_age(cust: np.ndarray, age: np.ndarray, n: int) -> np.ndarray:
     out[np.isinf(out)] = NEVER_DAYS
     return out
 
+
+
+class RowsByOwner:
+    """The rows of a table grouped by their owner (a customer position), table order within one
+    owner: `expand` lists the rows of many owners at once, one block per requested owner (an owner
+    asked twice gets its rows twice). The point-in-time builders use it to give every (customer,
+    moment) row the customer's own rows, in the order the per-moment code reads them."""
+
+    def __init__(self, owner: np.ndarray, owners: int) -> None:
+        owner = np.asarray(owner, dtype=np.int64)
+        mine = np.flatnonzero(owner >= 0)
+        self.order = mine[np.argsort(owner[mine], kind="stable")]
+        grouped = owner[self.order]
+        self.start = np.searchsorted(grouped, np.arange(owners), side="left")
+        self.stop = np.searchsorted(grouped, np.arange(owners), side="right")
+
+    def expand(self, wanted: np.ndarray, stop: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(request row, table row) of every row owned by `wanted[i]`, request-major; `stop`: each
+        request's end within `order` (default: all the owner's rows)."""
+        wanted = np.asarray(wanted, dtype=np.int64)
+        first = self.start[wanted]
+        size = (self.stop[wanted] if stop is None else stop) - first
+        request = np.repeat(np.arange(len(wanted)), size)
+        offset = np.arange(len(request)) - np.repeat(np.cumsum(size) - size, size)
+        return request, self.order[np.repeat(first, size) + offset]

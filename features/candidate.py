@@ -61,6 +61,7 @@ def candidate_matrix(
     categories: tuple[str, ...] = CATEGORIES,
     dtype: type[np.floating] = np.float64,
     attributes: Sequence[str] = (),
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """The candidate features as one array (rows customer-major, columns `CANDIDATE_COLUMNS`, then
     `attribute_columns(attributes)`: the decision-time offer attributes of `context`, each
@@ -76,6 +77,10 @@ def candidate_matrix(
     is contiguous; one transposing copy at the end): nothing is stacked afterwards, and the customer
     columns are repeated over the offers as one block. For one customer the ids
     go to the contact code as a one-element array, not a `pd.Index` (~10 us per request).
+
+    `pairs` = (customer rows, offer positions): only those (customer, offer) rows, in that order
+    (the rows `[c * len(offers) + o]` of the full block, value for value): a training set needs one
+    offer per exposure, not every offer of every exposure's customer.
     """
     as_of = check_as_of(as_of)
     offers = prepare_offers(offers, categories)
@@ -83,13 +88,21 @@ def candidate_matrix(
     # `encode_contacts` / `contact_history` read only `len` and `[0]` of a one-customer index.
     customers = ids if len(ids) == 1 else pd.Index(ids, name="customer_id", dtype=object)
     n_c, n_o = len(customers), len(offers)
-    n = n_c * n_o
     extra = attribute_columns(attributes)
     width = len(CANDIDATE_COLUMNS) + len(extra)
+    if pairs is None:
+        n = n_c * n_o
+        rows = np.repeat(np.arange(n_c), n_o)
+        offer_idx = np.tile(np.arange(n_o), n_c)
+        pick = None
+    else:  # attributes compare a customer's offers with each other: they need the whole block
+        if extra:
+            raise ValueError("candidate_matrix: pairs cannot be combined with attributes")
+        rows, offer_idx = (np.asarray(a, dtype=np.int64) for a in pairs)
+        n = len(rows)
+        pick = rows * n_o + offer_idx  # their rows in the full (customer x offer) layout
     if not n:
         return np.empty((0, width), dtype=dtype)
-    rows = np.repeat(np.arange(n_c), n_o)
-    offer_idx = np.tile(np.arange(n_o), n_c)
     # Pre-encoded contacts (`encode_contacts_at`) carry each row's own moment; else seen from as_of.
     encoded = contacts if isinstance(contacts, ContactArrays) else encode_contacts(contacts, customers, as_of)
     history = contact_history(encoded, customers, as_of)
@@ -97,19 +110,24 @@ def candidate_matrix(
     block = np.empty((width, n), dtype=dtype)  # one row per column while filling
     done = [CANDIDATE_CUSTOMER]
 
-    def put(group: FeatureGroup, values: Mapping[str, np.ndarray]) -> None:
+    def put(group: FeatureGroup, values: Mapping[str, np.ndarray], full: bool = False) -> None:
         for name, column in group.check(values).items():
-            block[CANDIDATE_POSITION[name]] = column
+            block[CANDIDATE_POSITION[name]] = column if pick is None or not full else column[pick]
         done.append(group)
 
     per_customer = candidate_customer_block(history, cust)  # (customer columns, customers), float64
-    block[: len(CUSTOMER_COLUMNS_FOR_CANDIDATES)] = per_customer if n_o == 1 else np.repeat(per_customer, n_o, axis=1)
+    if pick is not None:
+        block[: len(CUSTOMER_COLUMNS_FOR_CANDIDATES)] = per_customer[:, rows]
+    else:
+        block[: len(CUSTOMER_COLUMNS_FOR_CANDIDATES)] = per_customer if n_o == 1 else np.repeat(per_customer, n_o, axis=1)
     put(AFFINITY, affinity(cust, rows, offers.category_code[offer_idx]))
-    put(OFFER_HISTORY, offer_history(encoded, n_c, offers))
-    put(CHOICE_HISTORY, choice_history(encoded, n_c, offers))
+    put(OFFER_HISTORY, offer_history(encoded, n_c, offers), full=True)  # every (customer, offer)
+    put(CHOICE_HISTORY, choice_history(encoded, n_c, offers), full=True)
     put(STAGE, stage(cust.columns["days_since_activity"][rows], cust.columns["purchases_total"][rows], offers.kind_code[offer_idx]))
     put(OFFER, offer_columns(offers, offer_idx))
     context_cols = context_rows(context, customers, offers, as_of)
+    if pick is not None:
+        context_cols = {name: column[pick] for name, column in context_cols.items()}
     put(CONTEXT, context_cols)
     # From the float64 inputs (not from `block`, which may be float32 already).
     put(CONTEXT_FIT, context_fit(context_cols["ctx_channel_code"], cust.columns["online_visit_share_365d"][rows]))

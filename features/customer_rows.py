@@ -125,7 +125,7 @@ class CustomerRows:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> CustomerRows:
-        numeric = [c for c in frame.columns if frame[c].dtype.kind in "fiub"]
+        numeric = [c for c, dtype in frame.dtypes.items() if dtype.kind in "fiub"]  # no Series per column
         values = frame[numeric].to_numpy(np.float64, na_value=np.nan) if numeric else np.zeros((len(frame), 0))
         return cls(frame.index.to_numpy(dtype=object), pd.Index(numeric), values)
 

@@ -29,6 +29,7 @@ def build_exposure_features(
     *,
     categories: tuple[str, ...] = CATEGORIES,
     attributes: Sequence[str] = (),
+    snapshot_rows: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Training rows: one per exposure (same order), the candidate features of its (customer, offer):
     customer columns from `customer_features` (the snapshot as of `as_of`), contact-history columns
@@ -42,6 +43,11 @@ def build_exposure_features(
     for row (tested). Every exposure must be at or after `as_of` (the point-in-time join:
     features strictly before the exposure). Exposures of customers absent from `customer_features`
     (e.g. signed up after `as_of`) get NaN customer and customer x offer columns.
+
+    `snapshot_rows`: the position in `customer_features` of each exposure's customer row (-1:
+    none), when the frame holds one snapshot per (customer, day) rather than one row per customer
+    (`build_customer_features_at`: a training set's days in one call); each exposure must then be
+    at or after its own row's moment, and `as_of` at or before the earliest of them.
     """
     as_of = check_as_of(as_of)
     offers = prepare_offers(offers, categories)
@@ -55,21 +61,21 @@ def build_exposure_features(
         raise NboError(f"{int((opos < 0).sum())} exposure(s) of an offer not in offers, e.g. {missing!r}")
     customers = pd.Index(customer_features.index.to_numpy(dtype=object), dtype=object)
     exposure_customers = exposures["customer_id"].to_numpy(dtype=object)
-    cpos = customers.get_indexer(exposure_customers)
-    n_e, n_o = len(exposures), len(offers)
+    cpos = customers.get_indexer(exposure_customers) if snapshot_rows is None else np.asarray(snapshot_rows, dtype=np.int64)
+    n_e = len(exposures)
     if len(customers) and n_e:
         # One row per opportunity (customer, moment): its customer's snapshot row, and the contact
         # log as the service would see it then (contacts strictly before it). Exposures sharing an
         # opportunity (every offer scored for one visit, as the closed-loop simulation asks) share
-        # its candidate block instead of building one block of all offers per exposure.
+        # its customer and contact rows; only the exposed (opportunity, offer) rows are built.
         moments = ts.to_numpy(dtype="datetime64[ns]")
         moment_code, moment_values = pd.factorize(moments.view(np.int64))
         opportunity = pd.factorize(pd.factorize(exposure_customers)[0] * len(moment_values) + moment_code)[0]
         first = np.unique(opportunity, return_index=True)[1]  # each opportunity's first exposure
         per_opportunity = CustomerRows.from_frame(customer_features).take(np.where(cpos >= 0, cpos, 0)[first])
         seen = encode_contacts_at(contacts, exposure_customers[first], moments[first])
-        block = candidate_matrix(per_opportunity, offers, seen, None, as_of, categories=categories)
-        rows = block[opportunity * n_o + opos]
+        rows = candidate_matrix(per_opportunity, offers, seen, None, as_of, categories=categories,
+                                pairs=(opportunity, opos))
     else:
         rows = np.full((n_e, len(CANDIDATE_COLUMNS)), np.nan)
     column = CANDIDATE_POSITION

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.arrays import count
+from features.arrays import count, distinct
 from features.bgnbd import BetaGeoParams, p_alive
 from features.config import BGNBD_PRIOR, NEVER_DAYS
 from features.definitions import FeatureGroup
@@ -43,7 +43,7 @@ def purchase_summary(ev: EventArrays, n: int) -> tuple[np.ndarray, np.ndarray, n
     last = np.full(n, np.inf)
     np.minimum.at(last, cust, age)
     day = np.floor(age).astype(np.int64)
-    keys = np.unique(cust * (int(day.max(initial=0)) + 1) + day) if len(cust) else np.zeros(0, np.int64)
+    keys = distinct(cust * (int(day.max(initial=0)) + 1) + day) if len(cust) else np.zeros(0, np.int64)
     occasions = count(keys // (int(day.max(initial=0)) + 1), n) if len(keys) else np.zeros(n)
     x = np.maximum(occasions - 1, 0.0)
     bought = np.isfinite(first)
@@ -58,7 +58,7 @@ def purchase_cycle(ev: EventArrays, n: int, recency_days: np.ndarray) -> dict[st
     cust = ev.cust[buy]
     day = np.floor(ev.age[buy]).astype(np.int64)
     width = int(day.max(initial=0)) + 1
-    keys = np.unique(cust * width + day)
+    keys = np.sort(distinct(cust * width + day))  # sorted: consecutive purchase days of a customer
     ucust, uday = keys // width, keys % width
     same = ucust[1:] == ucust[:-1]
     gaps = (uday[1:] - uday[:-1])[same].astype(float)  # days between consecutive purchase days

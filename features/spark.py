@@ -22,6 +22,7 @@ PySpark is imported only when this engine runs (`nbo.spark`).
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import shutil
@@ -31,15 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.config import LifecycleRules, check_as_of
 from features.customer import CUSTOMER_GROUPS, build_customer_features, customer_columns
 from features.definitions import text_columns
-from features.store import materialised_metadata, write_materialised
+from features.store import write_materialised_chunks
 from nbo.contract import TABLES
-from nbo.data import Dataset, atomic_path, check_references, empty_table, find_table_file, has_table_file, load_table
+from nbo.data import Dataset, check_references, empty_table, find_table_file, has_table_file, load_table
 from nbo.errors import NboError
 from nbo.validation import validate_frame
 from nbo.vocab import CATEGORIES
@@ -140,29 +140,17 @@ def union_frame(spark, directory: Path, tables: tuple[str, ...], buckets: int): 
 
 
 def stitch(parts: Path, out: Path, as_of: pd.Timestamp, categories: tuple[str, ...]) -> int:
-    """Spark's part files into one materialised features file (as `write_materialised`), streamed
-    one row group at a time; written atomically. Returns the number of customers."""
+    """Spark's part files into one materialised features file (`write_materialised_chunks`),
+    streamed one row group at a time; written atomically. Returns the number of customers."""
     files = sorted(p for p in parts.glob("*.parquet") if p.stat().st_size)
-    frames = (batch.to_pandas() for path in files for batch in pq.ParquetFile(path).iter_batches(batch_size=200_000))
-    rows = 0
-    writer = None
-    with atomic_path(out) as tmp:
-        for chunk in frames:
-            chunk = materialised_chunk(chunk, categories)
-            table = pa.Table.from_pandas(chunk, preserve_index=True)
-            if writer is None:
-                schema = table.schema.with_metadata(materialised_metadata(table.schema, as_of))
-                writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-            writer.write_table(table.cast(writer.schema))
-            rows += len(chunk)
-        if writer is None:
-            empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in customer_columns(categories)})
-            empty = materialised_chunk(empty.assign(**{c: pd.Series(dtype=object) for c in
-                                                       ("customer_id", *text_columns(CUSTOMER_GROUPS))}), categories)
-            write_materialised(empty, tmp, as_of)
-        else:
-            writer.close()
-    return rows
+    frames = (materialised_chunk(batch.to_pandas(), categories)
+              for path in files for batch in pq.ParquetFile(path).iter_batches(batch_size=200_000))
+    first = next(frames, None)
+    if first is None:
+        empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in customer_columns(categories)})
+        first = materialised_chunk(empty.assign(**{c: pd.Series(dtype=object) for c in
+                                                   ("customer_id", *text_columns(CUSTOMER_GROUPS))}), categories)
+    return write_materialised_chunks(itertools.chain([first], frames), out, as_of)
 
 
 def materialised_chunk(frame: pd.DataFrame, categories: tuple[str, ...]) -> pd.DataFrame:

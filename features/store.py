@@ -7,7 +7,7 @@ context and the live contact history (`build_candidate_features` recomputes cont
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.feature_set import CUSTOMER_FEATURES, FEATURE_SET, FeatureSet
-from nbo.data import write_parquet_atomic
+from nbo.data import atomic_path
 from nbo.errors import NboError
 
 _META_KEYS = ("feature_set", "feature_set_version", "as_of")
@@ -26,10 +26,35 @@ def write_materialised(
 ) -> None:
     """Write customer features atomically with `nbo.feature_set`, `nbo.feature_set_version` and
     `nbo.as_of` (ISO-8601, UTC) in the Parquet schema metadata."""
+    write_materialised_chunks([frame], path, as_of, feature_set)
+
+
+def write_materialised_chunks(
+    chunks: Iterable[pd.DataFrame], path: Path | str, as_of: pd.Timestamp, feature_set: FeatureSet = FEATURE_SET
+) -> int:
+    """`write_materialised` of the concatenation of `chunks` (each framed like
+    `build_customer_features`, at least one), streamed: one row group per chunk through one
+    Parquet writer, so only one chunk is in memory. The schema and its metadata are the first
+    chunk's; written atomically (nothing is left when a chunk fails). Returns the number of rows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, preserve_index=True)
-    write_parquet_atomic(table.replace_schema_metadata(materialised_metadata(table.schema, as_of, feature_set)), path)
+    rows = 0
+    writer = None
+    with atomic_path(path) as tmp:
+        try:
+            for chunk in chunks:
+                table = pa.Table.from_pandas(chunk, preserve_index=True)
+                if writer is None:
+                    schema = table.schema.with_metadata(materialised_metadata(table.schema, as_of, feature_set))
+                    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                writer.write_table(table.cast(writer.schema))
+                rows += len(chunk)
+            if writer is None:
+                raise ValueError("write_materialised_chunks needs at least one chunk (an empty frame for no rows)")
+        finally:
+            if writer is not None:
+                writer.close()
+    return rows
 
 
 def materialised_metadata(

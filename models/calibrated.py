@@ -98,6 +98,16 @@ def _fit_temperature(z: np.ndarray, y: np.ndarray, starts: np.ndarray) -> float:
     return float(np.exp(res.x))
 
 
+def booster_params(overrides: dict[str, Any] | None, rows: int) -> dict[str, Any]:
+    """LightGBM parameters of every nbo booster: `DEFAULT_PARAMS`, then `overrides`, with the number
+    of threads chosen from the data size when not set (`_threads`). One set-up for the propensity
+    model and the uplift model's learners (`models.uplift`)."""
+    params = {**DEFAULT_PARAMS, **(overrides or {})}
+    if not params.get("num_threads"):
+        params["num_threads"] = _threads(rows)
+    return params
+
+
 def _threads(rows: int) -> int:
     """One thread below 200k rows: OpenMP's spin-waiting made a 2-thread fit of 11k rows 18x slower
     than a 1-thread fit on a busy 2-core machine (1.7 s vs 29 s); large fits gain from 2."""
@@ -179,9 +189,7 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
             raise ValueError(f"objective {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
         if self.is_choice:
             return self._fit_choice(X, y, X_val, y_val, group, group_val)
-        params = {**DEFAULT_PARAMS, **(self.params or {})}
-        if not params.get("num_threads"):
-            params["num_threads"] = _threads(len(X))
+        params = booster_params(self.params, len(X))
         names = list(self.feature_names) if self.feature_names else [f"f{i}" for i in range(X.shape[1])]
         # Columns split as categories (codes >= 0; NaN or negative = missing), by position.
         wanted = FEATURE_SET.booster_categorical if self.categorical is None else self.categorical
@@ -213,11 +221,9 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
         rounds grown on both periods (the model served)."""
         if group is None or X_val is None or y_val is None or group_val is None:
             raise ValueError("a choice fit needs X_val, y_val and the decision of every row (group, group_val)")
-        params = {**DEFAULT_PARAMS, **(self.params or {})}
+        params = booster_params(self.params, len(X))
         params.pop("objective", None)
         params["metric"] = "None"
-        if not params.get("num_threads"):
-            params["num_threads"] = _threads(len(X))
         names = list(self.feature_names) if self.feature_names else [f"f{i}" for i in range(X.shape[1])]
         wanted = FEATURE_SET.booster_categorical if self.categorical is None else self.categorical
         categorical = [names.index(c) for c in wanted if c in names]

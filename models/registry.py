@@ -27,14 +27,19 @@ if TYPE_CHECKING:
 OPE_TAG = "nbo.ope"
 
 
+#: What `load_model` can load: the propensity (and churn) models and the uplift model.
+KINDS = ("propensity", "uplift")
+
+
 @dataclass(frozen=True)
 class LoadedModel:
-    """A registered model version, unwrapped for fast NumPy inference."""
+    """A registered model version, unwrapped for fast NumPy inference: a
+    `models.calibrated.CalibratedBooster` (propensity, churn) or a `models.uplift.UpliftBooster`."""
 
     name: str
     version: str
     run_id: str
-    model: CalibratedBooster
+    model: CalibratedBooster | UpliftBooster
     feature_set_version: str
 
     @property
@@ -46,69 +51,38 @@ class LoadedModel:
         return f"{self.name}/{self.version}"
 
 
-def load_model(client: MlflowClient, name: str, alias: str = CHAMPION, version: str | None = None,
-               check_requirements: bool = True) -> LoadedModel:
+def load_model(client: MlflowClient, name: str = "", alias: str = CHAMPION, version: str | None = None,
+               check_requirements: bool = True, kind: str = "propensity") -> LoadedModel:
     """Load `name@alias` (or an explicit version) from the registry.
 
-    `check_requirements=False` skips MLflow's comparison of the model's pip requirements and Python
-    version with the running environment (warnings only; ~0.8 s per model, it reads the metadata of
-    every installed package): the service skips it at each start and reload (docs/service.md §2).
-    The feature-set version, which decides whether a model can score at all, is checked by nbo.
+    `kind`: `propensity` (an `NboPyfunc`: propensity or churn models) or `uplift` (an
+    `UpliftPyfunc`; `name` defaults to `nbo-uplift`). `check_requirements=False` skips MLflow's
+    comparison of the model's pip requirements and Python version with the running environment
+    (warnings only; ~0.8 s per model, it reads the metadata of every installed package): the
+    service skips it at each start and reload (docs/service.md §2). The feature-set version, which
+    decides whether a model can score at all, is checked by nbo.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from models.pyfunc import NboPyfunc
-
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; use one of {', '.join(KINDS)}")
+    if kind == "uplift":
+        from models.uplift import UpliftPyfunc as wrapper
+        name, what_is, train = name or UPLIFT_MODEL, "an nbo uplift model", "nbo train --model uplift"
+    else:
+        from models.pyfunc import NboPyfunc as wrapper
+        what_is, train = "an nbo model", "nbo train"
     try:
         mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
     except MlflowException:
         what = f"version {version}" if version else f"alias @{alias}"
-        raise NboError(f"model {name} has no {what} in the registry (train first: nbo train)") from None
+        raise NboError(f"model {name} has no {what} in the registry (train first: {train})") from None
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}", suppress_warnings=not check_requirements)
     wrapped = pyfunc.unwrap_python_model()
-    if not isinstance(wrapped, NboPyfunc):
-        raise NboError(f"{name}/{mv.version} is not an nbo model")
+    if not isinstance(wrapped, wrapper):
+        raise NboError(f"{name}/{mv.version} is not {what_is}")
     return LoadedModel(name, str(mv.version), str(mv.run_id), wrapped.model, wrapped.feature_set_version)
-
-
-@dataclass(frozen=True)
-class LoadedUplift:
-    """A registered uplift model version (`models.uplift.UpliftBooster`), unwrapped."""
-
-    name: str
-    version: str
-    run_id: str
-    model: UpliftBooster
-    feature_set_version: str
-
-    @property
-    def feature_names(self) -> list[str]:
-        return list(self.model.feature_names_in_)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}/{self.version}"
-
-
-def load_uplift(client: MlflowClient, alias: str = CHAMPION, version: str | None = None,
-                name: str = UPLIFT_MODEL) -> LoadedUplift:
-    """Load the uplift model `name@alias` (or an explicit version) from the registry."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from models.uplift import UpliftPyfunc
-
-    try:
-        mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        what = f"version {version}" if version else f"alias @{alias}"
-        raise NboError(f"model {name} has no {what} in the registry (train first: nbo train --model uplift)") from None
-    wrapped = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}").unwrap_python_model()
-    if not isinstance(wrapped, UpliftPyfunc):
-        raise NboError(f"{name}/{mv.version} is not an nbo uplift model")
-    return LoadedUplift(name, str(mv.version), str(mv.run_id), wrapped.model, wrapped.feature_set_version)
-
 
 
 def latest_gate(client, candidate_version: str, baseline_version: str | None) -> tuple[bool, str] | None:

@@ -201,6 +201,18 @@ def load_table(directory: Path | str, table: str) -> pd.DataFrame:
     return validate_frame(TABLES[table], read_table_file(path, table))
 
 
+def table_columns(directory: Path | str, table: str) -> list[str]:
+    """The column names of a table's file, from its Parquet schema or CSV header (no rows read);
+    empty when the directory has no file for it."""
+    directory = Path(directory)
+    if not has_table_file(directory, table):
+        return []
+    path = find_table_file(directory, table)
+    if path.suffix == ".parquet":
+        return list(pq.read_schema(path).names)
+    return list(pd.read_csv(path, nrows=0, dtype=str, encoding="utf-8").columns)
+
+
 def has_table_file(directory: Path | str, table: str) -> bool:
     """Whether the directory has a file (Parquet or CSV) for the table, readable or not."""
     return any((Path(directory) / f"{table}.{ext}").exists() for ext in ("parquet", "csv"))

@@ -43,7 +43,7 @@ class Models:
     def choice(self) -> bool:
         """True when P(accept) is a softmax over each customer's candidates (a choice model)."""
         return self.propensity.model.is_choice  # type: ignore[attr-defined]
-    #: The uplift champion (models.registry.LoadedUplift) when the policy arbitrates by incremental
+    #: The uplift champion (models.registry.LoadedModel of an UpliftBooster) when the policy arbitrates by incremental
     #: value (`arbitration.objective = "uplift"`), else None; `uplift_columns`: positions of its
     #: inputs in CANDIDATE_FEATURES + INCENTIVE_FEATURES (None = same order).
     uplift: object | None = None

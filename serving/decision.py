@@ -52,10 +52,24 @@ def top_indices(contributions: np.ndarray | Sequence[float]) -> list[int]:
     return np.argsort(-np.abs(values), kind="stable")[:TOP_REASONS].tolist()
 
 
+def top_indices_block(contributions: np.ndarray) -> np.ndarray:
+    """`top_indices` of every row of a (rows, features) block in one sort: (rows, TOP_REASONS).
+
+    The same stable sort along each row as `top_indices` does row by row, so the same positions
+    (ties: first name); a chunk of batch scoring sorts once instead of twice per shown offer."""
+    values = np.asarray(contributions, dtype=np.float64)
+    return np.argsort(-np.abs(values), axis=1, kind="stable")[:, :TOP_REASONS]
+
+
+def reason_code(name: str, contribution: float) -> str:
+    """One contribution as the code a shown offer's `reasons` list: "name:+value"."""
+    return f"{name}:{contribution:+.4g}"
+
+
 def top_reasons(names: Sequence[str], contributions: np.ndarray | Sequence[float]) -> list[str]:
     """The `TOP_REASONS` largest contributions by magnitude (ties: first name), as "name:+value"."""
     values = np.asarray(contributions, dtype=np.float64)
-    return [f"{names[j]}:{float(values[j]):+.4g}" for j in top_indices(values)]
+    return [reason_code(names[j], float(values[j])) for j in top_indices(values)]
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from features import (
 )
 from features.incentives import INCENTIVE_FEATURES
 from models.tracking import CHAMPION, UPLIFT_MODEL
-from nbo.data import empty_table
+from nbo.data import empty_table, table_columns
 from nbo.errors import NboError
 from nbo.table_cache import load_table_cached
 from serving.champions import Models, ReloadResult, check_model, probabilities_ok, propensity_inputs
@@ -72,6 +72,7 @@ from serving.live import (
     LiveInputError,
     LiveLimits,
     check_time,
+    compact,
     ingest,
     state_key,
     utc_time,
@@ -173,6 +174,7 @@ class DecisionEngine:
         models: tuple[object, ...] | None = None,
         compile_in_background: bool = False,
         compile_after: threading.Event | None = None,
+        live: bool = True,
     ) -> DecisionEngine:
         """Load policy, catalogue, consents, contacts, features, store and the champion models.
 
@@ -185,6 +187,10 @@ class DecisionEngine:
         (the service: ready in seconds instead of after ~30 s of LLVM); else compile before returning.
         `compile_after`: the background compilation waits for this event (the service sets it once
         it answers, so that loading lleaves and the forests does not delay its first answer).
+        `live=False`: an engine that only decides blocks (batch scoring: `decide_block`, no
+        `decide`): no live features and no customers table, which are what `decide` and live input
+        (`POST /events`, `/consents`) read. Each was indexed per customer in every process: with
+        1,000,000 customers ~0.4 GB and ~5 s of CPU per process (docs/batch.md).
 
         A policy with `arbitration.objective = "uplift"` also loads the uplift champion
         (`settings.uplift_model`), and the engine refuses to start (NboError) without it or when
@@ -194,7 +200,9 @@ class DecisionEngine:
         cache = settings.table_cache  # tables read and validated once for all processes (nbo.table_cache)
         offers = load_table_cached(settings.data_dir, "offers", cache)
         consents = _optional_table(settings.data_dir, "consents", cache)
-        customers = load_table_cached(settings.data_dir, "customers", cache)
+        # Batch engines read the customers table only for their time zones (per-customer quiet hours).
+        zoned = "timezone" in table_columns(settings.data_dir, "customers")
+        customers = load_table_cached(settings.data_dir, "customers", cache) if live or zoned else None
         contacts = _optional_table(settings.data_dir, "contacts", cache)
         if features is None:
             frame, meta = read_materialised(latest_features_file(settings.features_path))
@@ -214,12 +222,13 @@ class DecisionEngine:
             features_as_of=meta["as_of"],  # type: ignore[arg-type]
             store=store,
             settings=settings,
-            customer_ids=customers["customer_id"],
-            timezones=customer_timezones(customers),
+            customer_ids=customers["customer_id"] if live else None,
+            timezones=customer_timezones(customers) if customers is not None else {},
         )
         engine.compile_after = compile_after
-        engine.live = LiveFeatures(settings.data_dir, customers, consents, refresh_s=settings.live_refresh_s,
-                                   table_cache=cache)
+        if live:
+            engine.live = LiveFeatures(settings.data_dir, customers, consents, refresh_s=settings.live_refresh_s,
+                                       table_cache=cache)
         by_uplift = policy.arbitration.objective == "uplift"
         if models is not None:
             engine._models = engine.build_models(models[0], models[1], uplift=models[2] if len(models) > 2 else None)
@@ -283,7 +292,7 @@ class DecisionEngine:
 
         `compile_models` (default: the settings'): also compile both forests (`with_compiled`)
         before returning; reloads compile afterwards, in the background, instead. `uplift`: the
-        uplift champion (`models.registry.LoadedUplift`), checked against the candidate and
+        uplift champion (`models.registry.LoadedModel`), checked against the candidate and
         incentive columns and scored on the sample too; it scores with its boosters.
         """
         columns = check_model(propensity, propensity_inputs(propensity), "candidate")
@@ -398,9 +407,10 @@ class DecisionEngine:
                 churn = self._champion(names[1], wanted[names[1]])  # type: ignore[arg-type]
                 uplift = None
                 if len(names) > 2:  # the uplift champion (arbitration by incremental value): from MLflow
-                    from models.registry import load_uplift
+                    from models.registry import load_model
 
-                    uplift = load_uplift(self._mlflow(), version=wanted[names[2]], name=names[2])  # type: ignore[arg-type]
+                    uplift = load_model(self._mlflow(), names[2], version=wanted[names[2]],  # type: ignore[arg-type]
+                                        check_requirements=False, kind="uplift")
                 models = self.build_models(prop, churn, compile_models=compile_now and self._compile_wanted, uplift=uplift)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old models serving
                 message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
@@ -606,6 +616,15 @@ class DecisionEngine:
             after = self.store.outbox_ack(outbox_ids, status, now)
             self.store.outbox_prune(now, self.policy.programme_settings.outbox_retention_days)
             return after
+
+    def compact_events(self) -> int:
+        """Drop from the store's event log the posted events the data directory holds now (at or
+        before its last event: `serving.live.compact`); 0 without live features."""
+        if self.live is None:
+            return 0
+        self.live.prepare()
+        with self._store_call():
+            return compact(self.store, self.live.horizon)
 
     def customer_view(self, customer_id: str, now: datetime | None = None) -> tuple[str, pd.Series | None]:
         """What the next decision knows of the customer: ("live", row) with posted events,

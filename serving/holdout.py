@@ -37,6 +37,17 @@ CONTROL = REASON_INDEX["control_group"]
 EXPLORE = REASON_INDEX["explore_no_offer"]
 
 
+#: A decision's suppression reasons -> the `no_offers` table's reason (anything else: "policy").
+NO_OFFER_REASONS_BY_SUPPRESSION = {"control_group": "control", "explore_no_offer": "explore"}
+
+
+def no_offer_reason(reasons: Sequence[str]) -> str:
+    """The `no_offers` reason of a decision that made no contact, from its suppression reasons:
+    `control` or `explore` when a holdout emptied it, else `policy` (nothing to offer). Its
+    probability is the decision's `slate_propensity` (`p_none` of `hold_out`)."""
+    return next((NO_OFFER_REASONS_BY_SUPPRESSION[r] for r in reasons if r in NO_OFFER_REASONS_BY_SUPPRESSION), "policy")
+
+
 def control_rows(policy: ContactPolicy, customer_ids: Sequence[str], channel: str) -> np.ndarray:
     """Bool per customer: in the control group held out of `channel`."""
     group = policy.control_group

@@ -20,6 +20,7 @@ import numpy as np
 from serving.contact_store import ConsentBook, ContactHistory, ContactStore, ReserveRequest, ReserveResult
 from serving.contact_store.base import ConsentChange, CustomerState
 from serving.decision import Candidate, Decision
+from serving.holdout import no_offer_reason
 from serving.policy import ContactPolicy
 from serving.ranking import Arbiter
 
@@ -68,6 +69,9 @@ class ContactDesk:
             decision.decision_id,
             {o.offer_id: o.propensity for o in offers},
             decision.model_versions,
+            # a decision without contact is logged with why and its probability (P(no contact))
+            no_offer=None if offers else (no_offer_reason([s.reason for s in decision.suppressed]),
+                                          decision.slate_propensity),
         )
         return self._apply(decision, result)
 

@@ -11,8 +11,12 @@ no models: the popularity fallback (every offer gets its smoothed historical acc
 With an uplift champion (`Models.uplift`, loaded when the policy arbitrates by incremental value)
 it also gives `tau`, the incremental conversion of every offer against no contact: the uplift
 model on the same candidate matrix plus the offer's incentive columns (`features.incentives`),
-one matrix for both models. A customer without a materialised row has no estimate (NaN: the
-arbiter suppresses every offer as `invalid_score`, so nbo makes no contact it cannot value).
+one matrix for both models. An uplift model with its own acceptance model (`share`, the default)
+gives that acceptance too (`Scored.p_uplift`): the uplift objective charges the incentive at the
+acceptance the incremental conversion was estimated with. A customer without a materialised row
+gets the popularity fallback as acceptance and the fallback x the model's mean incremental share
+as tau (`UpliftBooster.cold_start_uplift`); an older uplift model without that share has no
+estimate (NaN: the arbiter suppresses every offer as `invalid_score`).
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class Scored:
     #: (customers, offers) incremental conversion from the uplift champion (NaN: unknown customer),
     #: None when the models carry no uplift model.
     tau: np.ndarray | None = None
+    #: (customers, offers) P(accept) of the uplift champion's own acceptance model (None: it has none).
+    p_uplift: np.ndarray | None = None
 
 
 class Scorer:
@@ -190,9 +196,15 @@ class Scorer:
         p = np.tile(self.popularity, (len(ids), 1))
         known = np.flatnonzero(positions >= 0)
         X = None
-        tau = None
+        tau = p_uplift = None
         if models is not None and models.uplift is not None:
+            estimator = models.uplift.model  # type: ignore[attr-defined]
             tau = np.full((len(ids), n_o), np.nan)
+            cold = estimator.cold_start_uplift(p) if hasattr(estimator, "cold_start_uplift") else None
+            if cold is not None:
+                tau[:] = cold
+            if getattr(estimator, "gives_acceptance", False):
+                p_uplift = p.copy()
         if models is not None and len(known) and n_o:
             rows = self._rows.take(positions[known])
             as_of = pd.Timestamp(now)
@@ -202,7 +214,9 @@ class Scorer:
             block = candidate_matrix(rows, offers, self.live_contacts([ids[i] for i in known], contact_rows), contexts, as_of,
                                      dtype=np.float32, attributes=models.attributes)
             if tau is not None:  # the uplift model reads the candidate columns, not the decision-time attributes
-                tau[known] = self.uplift(models, block[:, : len(CANDIDATE_FEATURES)], len(known))
+                tau[known], accept = self.uplift(models, block[:, : len(CANDIDATE_FEATURES)], len(known))
+                if p_uplift is not None and accept is not None:
+                    p_uplift[known] = accept
             if models.propensity_columns is not None:
                 block = block[:, models.propensity_columns]
             X = np.ascontiguousarray(block, dtype=np.float32)
@@ -212,11 +226,12 @@ class Scorer:
                 scores = models.propensity_predictor(X).reshape(len(known), n_o)
             p[known] = scores
             churn[known] = models.churn_probability[positions[known]]
-        return Scored(ids, positions, X, p, churn, value, models, tau)
+        return Scored(ids, positions, X, p, churn, value, models, tau, p_uplift)
 
-    def uplift(self, models: Models, block: np.ndarray, n_customers: int) -> np.ndarray:
+    def uplift(self, models: Models, block: np.ndarray, n_customers: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(customers, offers) incremental conversion of the uplift champion on a candidate block
-        (float32, CANDIDATE_FEATURES order, customer-major) with each offer's incentive columns.
+        (float32, CANDIDATE_FEATURES order, customer-major) with each offer's incentive columns,
+        and its own P(accept) when it has an acceptance model (else None).
 
         The uplift model is fitted without an offer vocabulary (`training.uplift_set`: `offer_code`
         NaN), so it reads `offer_code` as NaN here too, whatever the propensity model's codes."""
@@ -224,8 +239,13 @@ class Scorer:
         X[:, _OFFER_CODE] = np.nan
         if models.uplift_columns is not None:
             X = X[:, models.uplift_columns]
-        tau = models.uplift.model.predict_uplift(np.ascontiguousarray(X, dtype=np.float32))  # type: ignore[attr-defined]
-        return np.asarray(tau, dtype=np.float64).reshape(n_customers, len(self.offer_ids))
+        estimator = models.uplift.model  # type: ignore[attr-defined]
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        shape = (n_customers, len(self.offer_ids))
+        tau = np.asarray(estimator.predict_uplift(X), dtype=np.float64).reshape(shape)
+        if not getattr(estimator, "gives_acceptance", False):
+            return tau, None
+        return tau, np.asarray(estimator.predict_accept(X), dtype=np.float64).reshape(shape)
 
     def rule_inputs(self, position: int) -> dict[str, object] | None:
         """The values the eligibility rules read of the customer at `position` (None: unknown)."""

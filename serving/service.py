@@ -178,6 +178,13 @@ class Recommender:
             self.engine._store_retry_at = 0.0
         if self.engine.live is not None:
             self.engine.live.prepare()  # the data's events, for live features: loaded now, not by a request
+            try:  # posted events the data directory now holds (serving.live.compact): dropped from the log
+                dropped = self.engine.compact_events()
+                if dropped:
+                    log.info("event log compacted: %d posted events at or before the data's last event dropped", dropped)
+            except StoreUnavailable as exc:
+                log.warning("event log compaction skipped: %s", exc)
+                self.engine._store_retry_at = 0.0
         gc.collect()
         gc.freeze()
 

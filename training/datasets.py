@@ -10,6 +10,7 @@ Both are split by time: earlier periods train, the latest one validates.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +22,10 @@ from features import (
     build_customer_features,
     build_exposure_features,
 )
+from features.customer import build_customer_features_at, customer_event_counts, customer_event_log
+from features.events import EventLog
 from features.offer_attributes import attribute_columns
-from features.offers import offer_vocabulary, prepare_offers
+from features.offers import OfferArrays, offer_vocabulary, prepare_offers
 from features.session import exposure_sessions
 from nbo.contract import ATTRIBUTE_PREFIX, CONTACTS
 from nbo.data import Dataset
@@ -99,21 +102,80 @@ def propensity_set(
     names = [*FEATURE_SET.candidate_features, *attribute_columns(attributes)]
     # The page and session each web/app exposure was shown in: the context the service gets from its caller.
     exposures = pd.concat([exposures, exposure_sessions(data.events, exposures)], axis=1)
-    days = exposures["ts"].dt.normalize()
-    parts: list[pd.DataFrame] = []
-    for day, rows in tqdm(exposures.groupby(days, sort=True), desc="propensity snapshots", unit="day",
-                          disable=not progress, leave=False):
-        ids = rows["customer_id"].unique()
-        customers = build_customer_features(data, day, customer_ids=ids)
-        feats = build_exposure_features(customers, offers, data.contacts, rows, day, attributes=attributes)
-        feats["label"] = rows["label"].to_numpy()
-        feats["decision_id"] = rows["decision_id"].to_numpy()
-        feats["ts"] = rows["ts"].to_numpy()
-        feats["lifecycle"] = customers["lifecycle"].reindex(rows["customer_id"]).to_numpy()
-        parts.append(feats)
-    frame = pd.concat(parts, ignore_index=True)
-    meta = frame[["decision_id", "customer_id", "offer_id", "ts", "lifecycle"]].reset_index(drop=True)
-    return TrainingSet(_matrix(frame, names), frame["label"].to_numpy(dtype=np.int8), meta, names, attributes, vocabulary)
+    # Each piece is turned into float32 model inputs at once: the float64 frames of every piece
+    # are never held together (3.7M exposures x ~190 columns would be ~5.6 GB).
+    matrices, labels, metas = [], [], []
+    for a, b, snapshots in tqdm(list(_pieces(data, exposures, len(offers))), desc="propensity snapshots",
+                                unit="piece", disable=not progress, leave=False):
+        frame = _exposure_rows(data, offers, exposures.iloc[a:b], snapshots, attributes)
+        matrices.append(_matrix(frame, names))
+        labels.append(frame["label"].to_numpy(dtype=np.int8))
+        metas.append(frame[["decision_id", "customer_id", "offer_id", "ts", "lifecycle"]])
+    meta = pd.concat(metas, ignore_index=True)
+    return TrainingSet(np.concatenate(matrices), np.concatenate(labels), meta, names, attributes, vocabulary)
+
+
+#: Event rows (a snapshot reads its customer's events before its day) and candidate cells
+#: (opportunities x offers, for the offer and choice history) per piece of the propensity set:
+#: memory stays bounded (a few hundred MB) whatever the number of exposures.
+PIECE_EVENTS = 4_000_000
+PIECE_CELLS = 2_000_000
+
+
+@dataclass(frozen=True)
+class _Snapshots:
+    """The (customer, day) snapshots of a piece of the exposures, and each exposure's one."""
+
+    customer_ids: np.ndarray
+    days: np.ndarray  # datetime64[ns], midnight
+    of_exposure: np.ndarray  # position in the snapshots of each exposure of the piece
+    log: EventLog
+
+
+def _pieces(data: Dataset, exposures: pd.DataFrame, n_offers: int) -> Iterator[tuple[int, int, _Snapshots]]:
+    """Consecutive row ranges of `exposures` (sorted by time) covering whole days, each with its
+    snapshots: one per (customer, exposure day), taken at midnight of the day, so only data before
+    the day is seen. The snapshots of many days are computed in one call
+    (`build_customer_features_at`), not one feature computation per day."""
+    ids = exposures["customer_id"].to_numpy(dtype=object)
+    day_ns = exposures["ts"].dt.normalize().to_numpy(dtype="datetime64[ns]")
+    day, _ = pd.factorize(day_ns.view(np.int64), sort=True)
+    customer, _ = pd.factorize(ids)
+    key = day.astype(np.int64) * (int(customer.max()) + 1) + customer
+    _, first, snapshot = np.unique(key, return_index=True, return_inverse=True)  # day-major
+    snap_ids, snap_days, snap_day = ids[first], day_ns[first], day[first]
+    log = customer_event_log(data)
+    work = customer_event_counts(data, log, snap_ids, snap_days)
+    day_work = np.bincount(snap_day, weights=work, minlength=int(day.max()) + 1)
+    day_rows = np.bincount(day, minlength=len(day_work)) * max(n_offers, 1)
+    start = 0
+    while start < len(day_work):
+        stop, events, cells = start, 0.0, 0
+        while stop < len(day_work) and (stop == start or (events + day_work[stop] <= PIECE_EVENTS
+                                                          and cells + day_rows[stop] <= PIECE_CELLS)):
+            events, cells, stop = events + day_work[stop], cells + day_rows[stop], stop + 1
+        a, b = np.searchsorted(day, [start, stop])
+        s0, s1 = np.searchsorted(snap_day, [start, stop])
+        yield int(a), int(b), _Snapshots(snap_ids[s0:s1], snap_days[s0:s1], snapshot[a:b] - s0, log)
+        start = stop
+
+
+def _exposure_rows(data: Dataset, offers: OfferArrays, rows: pd.DataFrame, snapshots: _Snapshots,
+                   attributes: tuple[str, ...]) -> pd.DataFrame:
+    """The feature rows of the exposures `rows` (with labels and metadata), from their snapshots."""
+    customers, kept = build_customer_features_at(data, snapshots.customer_ids, snapshots.days, log=snapshots.log)
+    where = np.full(len(snapshots.customer_ids), -1, dtype=np.int64)
+    where[kept] = np.arange(len(kept))
+    snapshot_rows = where[snapshots.of_exposure]
+    feats = build_exposure_features(customers, offers, data.contacts, rows, pd.Timestamp(snapshots.days.min()),
+                                    attributes=attributes, snapshot_rows=snapshot_rows)
+    feats["label"] = rows["label"].to_numpy()
+    feats["decision_id"] = rows["decision_id"].to_numpy()
+    feats["ts"] = rows["ts"].to_numpy()
+    lifecycle = customers["lifecycle"].to_numpy(dtype=object)
+    feats["lifecycle"] = np.where(snapshot_rows >= 0, lifecycle[np.maximum(snapshot_rows, 0)] if len(lifecycle) else np.nan,
+                                  np.nan)
+    return feats
 
 
 def churn_set(

@@ -51,7 +51,7 @@ class UpliftConfig:
     window_days: int = 7
     validation_share: float = 0.25
     num_boost_round: int = 200
-    learner: str = "x"
+    learner: str = "share"
     seed: int = 0
 
     def params(self) -> dict[str, object]:
@@ -162,7 +162,7 @@ def fit_uplift(data: Dataset, config: UpliftConfig, data_dir: Path | None = None
                                "use more data or a later --as-of")
     model = UpliftBooster(full.feature_names, learner=config.learner, num_boost_round=config.num_boost_round,
                           params={"seed": config.seed}, categorical=FEATURE_SET.booster_categorical).fit(
-        train.X, train.treatment, train.y)
+        train.X, train.treatment, train.outcome, accepted=train.accepted, groups=train.meta["customer_id"].to_numpy(object))
     response = _response_model(train, config)
     metrics, conv, worth = evaluate_uplift(model, response, valid, data_dir, config.seed)
     metrics["train_rows"] = float(len(train))

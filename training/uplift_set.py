@@ -9,6 +9,10 @@
 - Outcome (both arms): the customer buys the row's offer category in (ts, ts + window]. For a
   treated row this counts the purchase an acceptance makes and the one the customer made anyway,
   so outcome(treated) - outcome(control) is the purchases the contact adds.
+- `purchases` (both arms): how many purchases of that category the customer makes in the window:
+  an acceptance by a customer who would not have bought adds one, whatever they buy on their own,
+  so the difference in mean purchases is the incremental conversion the books count (the
+  `share` learner of `models.uplift` is fitted on it).
 - `accepted` (treated rows): the acceptance label of the propensity model (`training.labels`).
 
 Features are those of the propensity set (`build_exposure_features` on a snapshot at midnight of
@@ -46,10 +50,17 @@ class UpliftSet:
     accepted: np.ndarray  # int8: accepted (0 on control rows)
     meta: pd.DataFrame  # decision_id, customer_id, offer_id, ts, base_value, incentive_cost, value, cost
     feature_names: list[str]
+    purchases: np.ndarray | None = None  # int16: purchases of the row's category within the window
 
     def split(self, mask: np.ndarray) -> UpliftSet:
         return UpliftSet(self.X[mask], self.treatment[mask], self.y[mask], self.accepted[mask],
-                         self.meta[mask].reset_index(drop=True), self.feature_names)
+                         self.meta[mask].reset_index(drop=True), self.feature_names,
+                         None if self.purchases is None else self.purchases[mask])
+
+    @property
+    def outcome(self) -> np.ndarray:
+        """Purchases of the row's category within the window (bought: 1/0 when not counted)."""
+        return self.y if self.purchases is None else self.purchases
 
     def __len__(self) -> int:
         return len(self.y)
@@ -77,16 +88,14 @@ def _control_rows(no_offers: pd.DataFrame, offers: pd.DataFrame, as_of: pd.Times
 
 
 def _bought(rows: pd.DataFrame, events: pd.DataFrame, offers: pd.DataFrame, window: pd.Timedelta) -> np.ndarray:
-    """1 when the row's customer buys its offer's category in (ts, ts + window]."""
+    """How many purchases of its offer's category the row's customer makes in (ts, ts + window]."""
     category = offers.set_index("offer_id")["category"]
     keyed = pd.DataFrame({"row": np.arange(len(rows)), "customer_id": rows["customer_id"].to_numpy(),
                           "category": category.reindex(rows["offer_id"]).to_numpy(), "ts": rows["ts"].to_numpy()})
     buys = events.loc[events["type"] == "purchase", ["customer_id", "category", "ts"]].rename(columns={"ts": "buy_ts"})
     both = keyed.merge(buys, on=["customer_id", "category"], how="inner")
     hit = both[(both["buy_ts"] > both["ts"]) & (both["buy_ts"] <= both["ts"] + window)]
-    out = np.zeros(len(rows), dtype=np.int8)
-    out[hit["row"].unique()] = 1
-    return out
+    return np.bincount(hit["row"].to_numpy(np.int64), minlength=len(rows)).astype(np.int16)
 
 
 def uplift_set(
@@ -110,7 +119,8 @@ def uplift_set(
         )
     rows = pd.concat([treated, control[treated.columns]], ignore_index=True)
     rows = rows.sort_values(["ts", "decision_id", "offer_id"], kind="stable").reset_index(drop=True)
-    rows["y"] = _bought(rows, data.events, data.offers, window)
+    rows["purchases"] = _bought(rows, data.events, data.offers, window)
+    rows["y"] = (rows["purchases"] > 0).astype(np.int8)
     rows = pd.concat([rows, exposure_sessions(data.events, rows)], axis=1)
     names = list(FEATURE_SET.candidate_features)
     parts: list[pd.DataFrame] = []
@@ -118,7 +128,7 @@ def uplift_set(
                           disable=not progress, leave=False):
         customers = build_customer_features(data, day, customer_ids=part["customer_id"].unique())
         feats = build_exposure_features(customers, data.offers, data.contacts, part, day)
-        for col in ("decision_id", "ts", "treatment", "label", "y"):
+        for col in ("decision_id", "ts", "treatment", "label", "y", "purchases"):
             feats[col] = part[col].to_numpy()
         parts.append(feats)
     frame = pd.concat(parts, ignore_index=True)
@@ -132,4 +142,5 @@ def uplift_set(
     meta["value"] = offers["value"].to_numpy(np.float64)[position]
     meta["cost"] = offers["cost"].to_numpy(np.float64)[position]
     return UpliftSet(X, frame["treatment"].to_numpy(np.int8), frame["y"].to_numpy(np.int8),
-                     frame["label"].to_numpy(np.int8), meta, [*names, *INCENTIVE_FEATURES])
+                     frame["label"].to_numpy(np.int8), meta, [*names, *INCENTIVE_FEATURES],
+                     frame["purchases"].to_numpy(np.int16))

@@ -57,7 +57,8 @@ def open_engine(settings: EngineSettings, models: bytes | None = None) -> Decisi
     if head is None:
         raise NboError(f"{path} holds no customers")
     pair = pickle.loads(models) if models is not None else None  # noqa: S301 - our own driver's bytes
-    engine = DecisionEngine.from_settings(settings, features=head, models=pair)
+    # Blocks only: no live features, no customers table (each indexed 1M customers per process).
+    engine = DecisionEngine.from_settings(settings, features=head, models=pair, live=False)
     if engine.models is None:
         engine.close()
         raise NboError(f"models unavailable, batch scoring refuses the popularity fallback: {engine.models_error}")

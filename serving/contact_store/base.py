@@ -477,12 +477,17 @@ class ContactStore(ABC):
         decision_id: str,
         propensities: Mapping[str, float],
         model_versions: Mapping[str, str] | None = None,
+        no_offer: tuple[str, float] | None = None,
     ) -> ReserveResult:
         """Atomically re-check caps and cooldowns, record the allowed offers and log the decision.
 
         Concurrent calls for one customer are serialised, so no cap is ever exceeded. The decision
         is logged even when nothing is reserved (an empty answer). A `decision_id` seen before is
-        an error (ValueError): decisions are never overwritten.
+        an error (ValueError): decisions are never overwritten. `no_offer`: for a decision that
+        makes no contact, its reason (`control`, `explore`, `policy`: the contract's `no_offers`)
+        and the probability with which the policy made none (`serving.holdout.no_offer_reason`,
+        the decision's `slate_propensity`),
+        logged with the decision (`no_offer`, `no_offer_propensity` of its `export` row).
         """
 
     def check_and_reserve_many(
@@ -561,6 +566,12 @@ class ContactStore(ABC):
     def live_events(self, customer_ids: list[str]) -> dict[str, tuple[LiveEvent, ...]]:
         """The events posted for these customers (customers without any left out)."""
         return {}
+
+    def compact_events(self, until: float) -> int:
+        """Delete the posted events with `ts <= until` (epoch seconds), every customer's; returns
+        how many. `serving.live.compact` passes the data directory's horizon: events up to it are
+        read from the data's events table, so the log's copies change no feature."""
+        return 0
 
     # ---------------------------------------------------------------- the outbox (programmes)
     def outbox_claim(self, trigger_key: str, programme: str, customer_id: str, fired: datetime) -> int | None:

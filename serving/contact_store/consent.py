@@ -21,28 +21,65 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 from serving.contact_store.base import ConsentChange, to_epoch
 
 
+#: Between customer and channel in a book's keys (ASCII unit separator).
+_SEPARATOR = "\x1f"
+
+
 class ConsentBook:
-    """Consent state per (customer, channel) over time, with runtime overrides. Thread-safe."""
+    """Consent state per (customer, channel) over time, with runtime overrides. Thread-safe.
+
+    The table's rows are held as three sorted arrays (key "customer<US>channel", time, withdrawn)
+    and looked up by binary search; changes recorded at runtime go to a small dict beside them.
+    The arrays replaced one dict entry and one Python list per (customer, channel): for 900,000
+    consent rows 422 MB and 2.9 s of CPU per process became ~0.1 GB and ~1 s (every batch worker
+    and every service worker holds a book; docs/batch.md). Answers are the same: the latest row at
+    or before `now` of either part, a withdrawal winning a tie.
+    """
 
     def __init__(self, consents: pd.DataFrame | None = None) -> None:
-        # (ts, withdrawn), sorted: the last row at or before a time is the state then, and among
-        # rows of the same ts that is a withdrawal if there is one (False < True).
+        # Runtime changes, (ts, withdrawn) sorted: the last row at or before a time is the state
+        # then, and among rows of the same ts that is a withdrawal if there is one (False < True).
         self._rows: dict[tuple[str, str], list[tuple[float, bool]]] = defaultdict(list)
         self._lock = threading.Lock()
+        #: Customers whose loaded rows `forget` dropped (the arrays are not rewritten).
+        self._forgotten: set[str] = set()
+        self._keys = np.empty(0, dtype=str)
+        self._ts = np.empty(0, dtype=np.float64)
+        self._withdrawn = np.empty(0, dtype=bool)
         if consents is not None and len(consents):
             ts = pd.to_datetime(consents["ts"]).to_numpy(dtype="datetime64[ns]").astype("int64") / 1e9
-            for cid, ch, granted, t in zip(
-                consents["customer_id"].tolist(), consents["channel"].tolist(), consents["granted"].tolist(), ts.tolist(), strict=True
-            ):
-                self._add(str(cid), str(ch), bool(granted), float(t))
+            keys = (consents["customer_id"].astype(str) + _SEPARATOR + consents["channel"].astype(str)).to_numpy(dtype=str)
+            withdrawn = ~np.array([bool(g) for g in consents["granted"].tolist()], dtype=bool)
+            order = np.lexsort((withdrawn, ts, keys))  # by key, then time, then grant before withdrawal
+            self._keys, self._ts, self._withdrawn = keys[order], ts[order], withdrawn[order]
 
     def _add(self, customer_id: str, channel: str, granted: bool, t: float) -> None:
         bisect.insort(self._rows[(customer_id, channel)], (t, not granted))
+
+    def _loaded(self, customer_id: str, channel: str, t: float) -> tuple[float, bool] | None:
+        """The table's latest (ts, withdrawn) of the pair at or before `t` (a withdrawal wins a tie)."""
+        keys = self._keys
+        if not len(keys) or customer_id in self._forgotten:
+            return None
+        key = _key(customer_id, channel)
+        lo = int(keys.searchsorted(key))
+        n = len(keys)
+        if lo == n or keys[lo] != key:
+            return None
+        hi = lo + 1
+        while hi < n and keys[hi] == key:
+            hi += 1
+        if hi == lo + 1:  # one row for the pair (the usual case)
+            i = lo + 1 if self._ts[lo] <= t else lo
+        else:
+            i = lo + int(self._ts[lo:hi].searchsorted(t, "right"))  # after every row at `t`
+        return None if i == lo else (float(self._ts[i - 1]), bool(self._withdrawn[i - 1]))
 
     def record(self, customer_id: str, channel: str, granted: bool, ts: datetime) -> None:
         """A consent change observed at runtime; used from the next decision on."""
@@ -57,11 +94,12 @@ class ConsentBook:
         merged with the book's rows: the latest of all wins, a withdrawal wins a tie."""
         t = to_epoch(now)
         with self._lock:
+            best = self._loaded(customer_id, channel, t)
             rows = self._rows.get((customer_id, channel))
-            best: tuple[float, bool] | None = None
             if rows:
                 i = bisect.bisect_right(rows, (t, math.inf))  # after every row at `t`
-                best = None if i == 0 else rows[i - 1]
+                if i and (best is None or rows[i - 1] > best):
+                    best = rows[i - 1]
         for c in live:
             if c.channel == channel and c.ts <= t and (best is None or (c.ts, not c.granted) > best):
                 best = (c.ts, not c.granted)
@@ -84,5 +122,12 @@ class ConsentBook:
     def forget(self, customer_id: str) -> None:
         """Drop runtime and loaded rows of one customer (the source table is erased elsewhere)."""
         with self._lock:
+            self._forgotten.add(customer_id)
             for key in [k for k in self._rows if k[0] == customer_id]:
                 del self._rows[key]
+
+
+def _key(customer_id: str, channel: str) -> str:
+    """One (customer, channel) pair as a sortable string: channels (a fixed vocabulary) hold no
+    unit separator, so the last one splits every key in one way only."""
+    return f"{customer_id}{_SEPARATOR}{channel}"

@@ -541,6 +541,7 @@ class RedisContactStore(ContactStore):
         decision_id: str,
         propensities: Mapping[str, float],
         model_versions: Mapping[str, str] | None = None,
+        no_offer: tuple[str, float] | None = None,
     ) -> ReserveResult:
         check_propensities(offers, propensities)
         self.check_policy(policy)
@@ -567,6 +568,8 @@ class RedisContactStore(ContactStore):
         ok_ids = result["ok"] if isinstance(result["ok"], list) else []
         refused = result["refused"] if isinstance(result["refused"], list) else []
         by_id = {o.offer_id: o for o in offers}
+        if no_offer is not None:  # on the log entry the script wrote (it keeps the entry's expiry)
+            self.client.hset(self._dkey(decision_id), mapping={"no": str(no_offer[0]), "np": repr(float(no_offer[1]))})
         return ReserveResult(
             decision_id, tuple(by_id[i] for i in ok_ids), tuple((str(o), str(r)) for o, r in refused)
         )
@@ -669,6 +672,17 @@ class RedisContactStore(ContactStore):
 
     def _live_events(self, customer_id: str, raw: dict) -> tuple[LiveEvent, ...]:
         return tuple(_event(customer_id, self._s(k), self._s(v)) for k, v in raw.items())
+
+    def compact_events(self, until: float) -> int:
+        """SCAN of the customers' event hashes (`prefix:{id}:ev`), HDEL of the events with
+        `ts <= until`; an emptied hash is removed by Redis."""
+        n = 0
+        for key in self.client.scan_iter(match=f"{self.prefix}:{{*}}:ev", count=1000):
+            raw = self.client.hgetall(key)
+            old = [k for k, v in raw.items() if float(json.loads(self._s(v))[0]) <= until]
+            if old:
+                n += int(self.client.hdel(key, *old))
+        return n
 
     def live_events(self, customer_ids: list[str]) -> dict[str, tuple[LiveEvent, ...]]:
         ids = list(dict.fromkeys(customer_ids))
@@ -815,6 +829,8 @@ class RedisContactStore(ContactStore):
                     "ts": ts,
                     "n_offers": int(h["n_offers"]),
                     "model_versions": json.loads(h["model_versions"]),
+                    "no_offer": h.get("no"),
+                    "no_offer_propensity": float(h["np"]) if "np" in h else None,
                 }
             )
             offers = json.loads(h["offers"])

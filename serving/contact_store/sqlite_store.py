@@ -77,7 +77,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     channel TEXT NOT NULL,
     ts REAL NOT NULL,
     n_offers INTEGER NOT NULL,
-    model_versions TEXT NOT NULL
+    model_versions TEXT NOT NULL,
+    no_offer TEXT,
+    no_offer_propensity REAL
 );
 CREATE INDEX IF NOT EXISTS decisions_customer ON decisions (customer_id, ts);
 CREATE TABLE IF NOT EXISTS contacts (
@@ -195,6 +197,7 @@ class SQLiteContactStore(ContactStore):
         self._lock = threading.Lock()
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file, once open
         self._conn().executescript(_SCHEMA)
+        self._add_no_offer_columns()
         self._conn().executescript(_FORGOTTEN_SCHEMA)
         self._conn().executescript(_CONSENTS_SCHEMA)
         self._conn().executescript(_EVENTS_SCHEMA)
@@ -233,6 +236,18 @@ class SQLiteContactStore(ContactStore):
                 f"the contact store file {self.path} was replaced by another file while open: refusing to go on; "
                 "restart nbo to open the new file"
             )
+
+    def _add_no_offer_columns(self) -> None:
+        """A store written before the no-offer columns (issue 21) gets them, empty for its old rows."""
+        conn = self._conn()
+        have = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
+        for name, kind in (("no_offer", "TEXT"), ("no_offer_propensity", "REAL")):
+            if name not in have:
+                try:
+                    conn.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def _conn(self) -> sqlite3.Connection:
         self.check_file()
@@ -373,7 +388,7 @@ class SQLiteContactStore(ContactStore):
             written: set[str] = set()
 
             def flush() -> None:
-                conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)", decisions)
+                conn.executemany("INSERT INTO decisions (decision_id, customer_id, channel, ts, n_offers, model_versions) VALUES (?, ?, ?, ?, ?, ?)", decisions)
                 conn.executemany(
                     "INSERT INTO contacts (decision_id, offer_id, customer_id, category, channel, ts, rank, propensity)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -419,6 +434,7 @@ class SQLiteContactStore(ContactStore):
         decision_id: str,
         propensities: Mapping[str, float],
         model_versions: Mapping[str, str] | None = None,
+        no_offer: tuple[str, float] | None = None,
     ) -> ReserveResult:
         check_propensities(offers, propensities)
         self.check_policy(policy)
@@ -430,8 +446,9 @@ class SQLiteContactStore(ContactStore):
             ok, refused = split_offers(history, channel, offers, policy)
             try:
                 conn.execute(
-                    "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)",
-                    (decision_id, customer_id, channel, t, len(ok), json.dumps(dict(model_versions or {}))),
+                    "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (decision_id, customer_id, channel, t, len(ok), json.dumps(dict(model_versions or {})),
+                     None if no_offer is None else str(no_offer[0]), None if no_offer is None else float(no_offer[1])),
                 )
             except sqlite3.IntegrityError:
                 raise ValueError(f"decision {decision_id!r} already recorded") from None
@@ -594,6 +611,19 @@ class SQLiteContactStore(ContactStore):
             raise
         return len(new)
 
+    def compact_events(self, until: float) -> int:
+        """One `DELETE` (a full scan of the log: run at a start, not per request); the freed pages
+        are reused by later events (the file does not shrink; `VACUUM` would rewrite it)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = conn.execute("DELETE FROM live_events WHERE ts <= ?", (float(until),)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n
+
     def live_events(self, customer_ids: list[str]) -> dict[str, tuple[LiveEvent, ...]]:
         conn = self._conn()
         out: dict[str, list[LiveEvent]] = {}
@@ -728,9 +758,12 @@ class SQLiteContactStore(ContactStore):
                 "ts": from_epoch(ts),
                 "n_offers": n,
                 "model_versions": json.loads(mv),
+                "no_offer": no,
+                "no_offer_propensity": np_,
             }
-            for d, c, ch, ts, n, mv in conn.execute(
-                "SELECT * FROM decisions WHERE customer_id = ? ORDER BY ts, decision_id", (customer_id,)
+            for d, c, ch, ts, n, mv, no, np_ in conn.execute(
+                "SELECT decision_id, customer_id, channel, ts, n_offers, model_versions, no_offer, no_offer_propensity"
+                " FROM decisions WHERE customer_id = ? ORDER BY ts, decision_id", (customer_id,)
             )
         ]
         consents = [ConsentChange(ch, ts, bool(g)) for ch, ts, g in conn.execute(_CUSTOMER_CONSENTS, (customer_id,))]

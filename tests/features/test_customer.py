@@ -70,3 +70,43 @@ def test_as_of_is_required_and_tz_naive(bad: object) -> None:
     with pytest.raises(NboError, match="as_of"):
         build_customer_features(data, bad)  # type: ignore[arg-type]
 
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """A simulated world read back as `nbo features` reads it (every event type, repeat
+    purchases, contacts with outcomes, consents)."""
+    import datetime
+
+    from nbo.data import load_dataset
+    from simulator import SimConfig, Simulator, write_simulation
+
+    sim = Simulator(SimConfig(customers=300, days=100, start=datetime.date(2025, 1, 1)), seed=3)
+    sim.run(progress=False)
+    root = tmp_path_factory.mktemp("chunks")
+    write_simulation(sim, root / "data")
+    return load_dataset(root / "data")
+
+
+@pytest.mark.parametrize("as_of", ["2025-03-15T06:30:00", "2025-01-03", "2025-05-01"])
+def test_chunks_concatenate_to_the_whole_frame_exactly(world: Dataset, as_of: str) -> None:
+    from features import customer_feature_chunks
+
+    moment = pd.Timestamp(as_of)
+    whole = build_customer_features(world, moment)
+    assert len(whole) > 100 and whole["purchases_total"].sum() > 0 and whole["contacts_total"].sum() > 0
+    for size in (1, 37, len(whole) + 1):
+        chunks = list(customer_feature_chunks(world, moment, chunk_customers=size))
+        assert len(chunks) == -(-len(whole) // size)
+        assert all(len(c) <= size for c in chunks)
+        pd.testing.assert_frame_equal(pd.concat(chunks), whole, check_exact=True)
+
+
+def test_chunks_of_no_customer_are_one_empty_frame(world: Dataset) -> None:
+    from features import customer_feature_chunks
+
+    before_anyone = pd.Timestamp("1990-01-01")
+    (chunk,) = customer_feature_chunks(world, before_anyone)
+    pd.testing.assert_frame_equal(chunk, build_customer_features(world, before_anyone), check_exact=True)
+    with pytest.raises(ValueError, match="at least 1"):
+        next(customer_feature_chunks(world, before_anyone, chunk_customers=0))

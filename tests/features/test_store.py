@@ -65,3 +65,38 @@ def test_cli_converts_a_timezone_and_rejects_garbage(synth, tmp_path) -> None:
     bad = CliRunner().invoke(app, ["features", "--data", str(tmp_path / "data"), "--as-of", "yesterday-ish",
                                    "--out", str(out)])
     assert bad.exit_code == 2 and "--as-of" in bad.output
+
+
+def test_chunks_stream_to_one_file_equal_to_the_whole_frame(synth, tmp_path) -> None:
+    from features import customer_feature_chunks, write_materialised_chunks
+
+    frame = build_customer_features(synth, AS_OF)
+    write_materialised(frame, tmp_path / "whole.parquet", AS_OF)
+    rows = write_materialised_chunks(customer_feature_chunks(synth, AS_OF, chunk_customers=7), tmp_path / "c.parquet", AS_OF)
+    assert rows == len(frame)
+    assert pq.ParquetFile(tmp_path / "c.parquet").num_row_groups == -(-len(frame) // 7)
+    back, meta = read_materialised(tmp_path / "c.parquet")
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)
+    assert meta == read_materialised(tmp_path / "whole.parquet")[1]
+    assert pq.read_schema(tmp_path / "c.parquet").equals(pq.read_schema(tmp_path / "whole.parquet"), check_metadata=True)
+
+
+def test_a_failing_chunk_leaves_the_previous_file_untouched(synth, tmp_path) -> None:
+    from features import customer_feature_chunks, write_materialised_chunks
+
+    out = tmp_path / "f.parquet"
+    write_materialised(build_customer_features(synth, AS_OF), out, AS_OF)
+    before = out.read_bytes()
+
+    def broken():
+        chunks = customer_feature_chunks(synth, AS_OF, chunk_customers=10)
+        yield next(chunks)
+        raise NboError("piece 2 failed")
+
+    with pytest.raises(NboError, match="piece 2"):
+        write_materialised_chunks(broken(), out, AS_OF)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.parquet"]
+    with pytest.raises(ValueError, match="at least one chunk"):
+        write_materialised_chunks([], tmp_path / "none.parquet", AS_OF)
+    assert not (tmp_path / "none.parquet").exists()

@@ -81,3 +81,38 @@ def test_an_empty_or_missing_table_is_no_rows() -> None:
     for book in (ConsentBook(), ConsentBook(pd.DataFrame(columns=["customer_id", "channel", "granted", "ts"]))):
         assert book.state("c1", "email", T) is None
         assert book.allowed("c1", "web", T, OPT_IN) is True
+
+
+def _reference_state(rows: list[tuple[str, str, bool, datetime]], customer: str, channel: str, now: datetime) -> bool | None:
+    """The rule written out: the latest row at or before `now`, a withdrawal winning a tie."""
+    found = [(ts, not granted) for c, ch, granted, ts in rows if c == customer and ch == channel and ts <= now]
+    return None if not found else not max(found)[1]
+
+
+def test_the_book_answers_as_the_rule_on_random_tables() -> None:
+    """The book's sorted arrays (binary search) and runtime rows give the rule's answer for every
+    (customer, channel, time), ties and several rows per pair included; `forget` hides the loaded
+    rows, and a change recorded afterwards counts again."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    customers, channels = [f"c{i}" for i in range(12)], ["email", "sms", "web"]
+    times = [T + timedelta(hours=int(h)) for h in range(6)]
+    rows = [(str(rng.choice(customers)), str(rng.choice(channels)), bool(rng.random() < 0.6), times[int(rng.integers(6))])
+            for _ in range(80)]
+    book = _book(rows)
+    runtime = [(str(rng.choice(customers)), str(rng.choice(channels)), bool(rng.random() < 0.5), times[int(rng.integers(6))])
+               for _ in range(20)]
+    for c, ch, granted, ts in runtime:
+        book.record(c, ch, granted, ts)
+    everything = rows + runtime
+    probes = [*times, times[0] - US, times[-1] + US, times[2] + US]
+    for c in customers:
+        for ch in channels:
+            for now in probes:
+                assert book.state(c, ch, now) is _reference_state(everything, c, ch, now), (c, ch, now)
+    book.forget("c3")
+    book.record("c3", "email", True, times[1])
+    for ch in channels:
+        for now in probes:
+            assert book.state("c3", ch, now) is _reference_state([("c3", "email", True, times[1])], "c3", ch, now)

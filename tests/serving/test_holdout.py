@@ -157,6 +157,15 @@ def test_control_customers_are_never_contacted_online(world: World, tmp_path: Pa
             # the store never recorded a contact for a control customer
             if member:
                 assert all(c["decision_id"] != f"h-{cid}" for c in held.store.export(cid)["contacts"])
+            # every decision is in the store's log; one without contact with why and its propensity
+            logged = {r["decision_id"]: r for r in held.store.export(cid)["decisions"]}[f"h-{cid}"]
+            if d.offers:
+                assert logged["no_offer"] is None and logged["no_offer_propensity"] is None
+            else:
+                expected = ("control" if "control_group" in reasons else "explore" if "explore_no_offer" in reasons
+                            else "policy")
+                assert logged["no_offer"] == expected
+                assert logged["no_offer_propensity"] == pytest.approx(d.slate_propensity)
         assert min(counts.values()) > 5, counts
         # on the web (not held by the group) control customers get offers as anyone does
         web = [held.decide(c, "web", now=NOW, k=1, reserve=False) for c, mb in zip(ids, control, strict=True) if mb]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -185,3 +186,76 @@ def test_forget_erases_the_posted_events_and_the_live_row(engine: DecisionEngine
     assert d.fallback
     with pytest.raises(LiveInputError):
         engine.ingest_events([LiveEvent("e-2", cid, to_epoch(NOW - H), "search", "web")], NOW)
+
+
+def _reexport(data, events: list[LiveEvent], directory: Path) -> Path:  # noqa: ANN001
+    """A newer data directory: the world's tables with `events` appended to its events table (an
+    export made after those events were posted)."""
+    from nbo.data import write_dataset
+
+    extra = pd.DataFrame({
+        "customer_id": [e.customer_id for e in events], "ts": pd.to_datetime([e.ts for e in events], unit="s"),
+        "channel": [e.channel for e in events], "type": [e.type for e in events],
+        "category": [e.category for e in events], "product_id": [e.product_id for e in events],
+        "amount": [np.nan if e.amount is None else e.amount for e in events],
+    }).astype(data.events.dtypes.to_dict())
+    write_dataset(data.__class__(customers=data.customers, consents=data.consents,
+                                 events=pd.concat([data.events, extra], ignore_index=True), offers=data.offers,
+                                 contacts=data.contacts), directory)
+    return directory
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_compaction_keeps_the_live_rows_and_truncates_the_log_at_the_new_export(world: World, tmp_path: Path,
+                                                                                 seed: int) -> None:
+    """Snapshot-and-truncate (serving.live.compact): once a data directory holds the events up to
+    its last one, the log keeps only the later ones; every live row still equals the batch features
+    on all the events; an event at or before the new horizon is refused (it cannot count twice),
+    later duplicates stay idempotent; forget still erases everything."""
+    data = load_dataset(world.data)
+    rng = random.Random(seed)
+    first = _engine(world, tmp_path, load_models=False)
+    ids = [str(c) for c in rng.sample(sorted(first.features.index), 5)]
+    # (the data contract's events table requires a channel: an export holds none without one)
+    stream = [e if e.channel else replace(e, channel="web") for e in _random_events(rng, ids, NOW - 10 * H, 150)]
+    posted = stream + rng.sample(stream, 30)
+    rng.shuffle(posted)
+    for lo in range(0, len(posted), 20):
+        first.ingest_events(posted[lo:lo + 20], NOW)
+    first.close()
+    # The export taken `cut` hours into the stream holds the events up to its own last one.
+    cut = to_epoch(NOW - 10 * H + timedelta(hours=rng.uniform(2, 7)))
+    # (in time order, as the log sorts them: a sum over events is the same float in the same order)
+    exported = sorted((e for e in stream if e.ts <= cut), key=lambda e: (e.ts, e.event_id))
+    settings = world.settings(tmp_path / "contacts.db", data_dir=_reexport(data, exported, tmp_path / "data2"))
+    later = DecisionEngine.from_settings(settings, load_models=False)
+    try:
+        later.live.prepare()
+        horizon = to_epoch(later.live.horizon)
+        assert exported and abs(horizon - max(e.ts for e in exported)) < 1e-3
+        # Dropped: the events more than a microsecond before the horizon (the last one exported, at
+        # the horizon itself, stays in the log and is skipped by the live row: counted once).
+        kept = [e for e in stream if e.ts > (later.live.horizon.value - 1_000) / 1e9]
+        assert {e.event_id for e in stream if e.ts > horizon} < {e.event_id for e in kept}
+        assert later.compact_events() == len(stream) - len(kept)
+        assert later.compact_events() == 0
+        held = later.store.live_events(ids)
+        assert sorted(e.event_id for v in held.values() for e in v) == sorted(e.event_id for e in kept)
+        for as_of in (NOW, NOW + timedelta(days=2)):
+            expected = _batch(data, sorted(stream, key=lambda e: (e.ts, e.event_id)), [], as_of, ids)
+            for cid in ids:
+                state = later.store.read_customer(cid, as_of)
+                contacts = later.scorer.live_contacts([cid], {cid: state.rows})
+                got = later.live.row(cid, state.events, state.consents, contacts, as_of)
+                pd.testing.assert_frame_equal(got, expected.loc[[cid]], check_exact=True)
+        old = next(e for e in stream if e.ts <= horizon)
+        with pytest.raises(LiveInputError) as info:
+            later.ingest_events([old], NOW)
+        assert info.value.field == "events[0].ts" and info.value.status == 422
+        if kept:
+            assert later.ingest_events(kept[:10], NOW).recorded == 0
+        gone = ids[0]
+        later.forget(gone)
+        assert later.store.export(gone)["events"] == [] and later.customer_view(gone, NOW) == ("unknown", None)
+    finally:
+        later.close()

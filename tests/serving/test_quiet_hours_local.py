@@ -25,7 +25,7 @@ rate = 0.0
 """
 
 
-def _engine(root: Path, zones: dict[int, str] | None) -> tuple[DecisionEngine, list[str]]:
+def _engine(root: Path, zones: dict[int, str] | None, live: bool = True) -> tuple[DecisionEngine, list[str]]:
     sim = Simulator(SimConfig(customers=200, days=30), seed=3)
     sim.run()
     data = root / "data"
@@ -41,7 +41,7 @@ def _engine(root: Path, zones: dict[int, str] | None) -> tuple[DecisionEngine, l
     (root / "policy.toml").write_text(POLICY)
     settings = EngineSettings(data_dir=data, features_path=root / "features.parquet", policy_path=root / "policy.toml",
                               store=str(root / "contacts.db"))
-    return DecisionEngine.from_settings(settings, load_models=False), ids
+    return DecisionEngine.from_settings(settings, load_models=False, live=live), ids
 
 
 def _quiet(engine: DecisionEngine, cid: str, now: datetime) -> bool:
@@ -111,5 +111,16 @@ def test_the_one_customer_arbiter_and_the_console_read_the_customers_zone(tmp_pa
         backend = SimpleNamespace(engine=engine)
         budget = [{b.channel: b.quiet_now for b in fatigue_budget(backend, c, at)[0]}["sms"] for c in ids]  # type: ignore[arg-type]
         assert budget == [False, True, True]
+    finally:
+        engine.close()
+
+
+def test_a_batch_engine_keeps_the_customers_zones(tmp_path: Path) -> None:
+    """`nbo score`'s engines (`live=False`) skip the customers table, except for its time zones:
+    a campaign obeys the same local quiet hours as `/recommend`."""
+    engine, ids = _engine(tmp_path, {0: "Europe/Paris", 1: "America/New_York"}, live=False)
+    try:
+        assert engine.timezones == {ids[0]: "Europe/Paris", ids[1]: "America/New_York"}
+        assert engine.live is None
     finally:
         engine.close()

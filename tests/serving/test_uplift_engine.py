@@ -105,8 +105,8 @@ def _incremental_value(engine: DecisionEngine, cid: str, offer_id: str, tau: flo
     incentive = float(row["incentive_cost"]) if pd.notna(row["incentive_cost"]) else 0.0
     fatigue = engine.policy.arbitration.fatigue_cost.get(channel, 0.0)
     ev = tau * (row["value"] + incentive) - p * incentive - row["cost"] - fatigue
-    if row["kind"] == "retention":  # the relationship kept, counted on the customers the contact changes
-        pos = int(engine.positions([cid])[0])
+    pos = int(engine.positions([cid])[0])
+    if row["kind"] == "retention" and pos >= 0:  # the relationship kept, counted on the customers the contact changes
         ev += engine.models.churn_probability[pos] * engine.features["spend_365d"].iloc[pos] * tau
     return ev
 
@@ -128,7 +128,10 @@ def test_online_decisions_are_worth_their_incremental_value(world: World, policy
         names = [*CANDIDATE_FEATURES, *INCENTIVE_FEATURES]
         X = X[:, [names.index(n) for n in models.uplift.feature_names]]
         tau = dict(zip(engine.offer_ids, models.uplift.model.predict_uplift(X), strict=True))
+        # the incentive is charged at the uplift model's own acceptance (the `share` learner's)
+        accept = dict(zip(engine.offer_ids, models.uplift.model.predict_accept(X), strict=True))
         for o in d.offers:
+            assert o.p_accept == pytest.approx(accept[o.offer_id], rel=1e-9)
             expected = _incremental_value(engine, cid, o.offer_id, tau[o.offer_id], o.p_accept, "email")
             assert o.expected_value == pytest.approx(expected, rel=1e-9, abs=1e-12)
             assert o.expected_value >= engine.policy.arbitration.min_expected_value
@@ -138,18 +141,31 @@ def test_online_decisions_are_worth_their_incremental_value(world: World, policy
         reasons = {s.offer_id: s.reason for s in d.suppressed}
         for oid, why in reasons.items():
             if why == "min_value":
-                p = engine.score([cid], "email", ctx, NOW, models).p[0, engine.offer_ids.index(oid)]
+                p = accept[oid]
                 assert _incremental_value(engine, cid, oid, tau[oid], p, "email") < engine.policy.arbitration.min_expected_value
     assert 0 < offered < 60  # some customers are worth a contact, some are not
     engine.close()
 
 
-def test_unknown_customer_gets_no_contact_by_incremental_value(world: World, policy: Path, tmp_path: Path) -> None:
+def test_unknown_customer_is_valued_by_the_mean_incremental_share(world: World, policy: Path, tmp_path: Path) -> None:
+    """A customer without features gets the popularity fallback as acceptance and tau = fallback x
+    the uplift model's mean incremental share measured on the log: decidable, not left out."""
     engine = DecisionEngine.from_settings(world.settings(tmp_path / "c.db", policy))
+    share = engine.models.uplift.model.mean_share_
+    assert 0.0 < share <= 1.0
     d = engine.decide("c-never-seen", "web", None, NOW, k=3, reserve=False)
-    assert d.offers == [] and d.fallback
-    reasons = {s.reason for s in d.suppressed}
-    assert "invalid_score" in reasons and reasons <= {"invalid_score", "channel", "validity", "eligibility"}
+    assert d.fallback
+    assert "invalid_score" not in {s.reason for s in d.suppressed}
+    popularity = dict(zip(engine.offer_ids, engine.scorer.popularity, strict=True))
+    valued = [(o.offer_id, o.expected_value) for o in d.offers]
+    valued += [(s.offer_id, None) for s in d.suppressed if s.reason == "min_value"]
+    assert valued  # every offer on the channel reached the value step
+    for oid, ev in valued:
+        expected = _incremental_value(engine, "c-never-seen", oid, popularity[oid] * share, popularity[oid], "web")
+        if ev is None:
+            assert expected < engine.policy.arbitration.min_expected_value
+        else:
+            assert ev == pytest.approx(expected, rel=1e-9, abs=1e-12)
     engine.close()
 
 

@@ -11,9 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from models.registry import load_uplift
+from models.registry import load_model
 from models.tracking import CHAMPION, UPLIFT_MODEL, resolve_tracking, version_by_alias
 from nbo.data import load_dataset
+from nbo.errors import NboError
 from simulator import SimConfig, Simulator, write_simulation
 from simulator.config import DEFAULT_INCENTIVES
 from training.registry import promote_uplift
@@ -69,10 +70,16 @@ def test_train_register_promote_load(world: Path, tmp_path: Path) -> None:
     if not promoted.promoted:
         assert promote_uplift(client, UPLIFT_MODEL, force=True).promoted
     assert version_by_alias(client, UPLIFT_MODEL, CHAMPION) == result.version
-    loaded = load_uplift(client)
+    loaded = load_model(client, kind="uplift")
     assert loaded.feature_names[-3:] == ["offer_incentive_cost", "offer_base_value", "offer_incentive_share"]
     X = np.zeros((2, len(loaded.feature_names)), dtype=np.float32)
     assert loaded.model.predict_uplift(X).shape == (2,)
+    assert loaded.label == f"{UPLIFT_MODEL}/{result.version}"
+    # one loader for every kind: the wrong kind, or an unknown one, is one clear error
+    with pytest.raises(NboError, match="is not an nbo model"):
+        load_model(client, UPLIFT_MODEL, kind="propensity")
+    with pytest.raises(ValueError, match="unknown model kind"):
+        load_model(client, UPLIFT_MODEL, kind="churn")
 
 
 def test_cli_refuses_a_log_without_decisions_without_contact(tmp_path: Path) -> None:
