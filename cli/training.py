@@ -45,6 +45,10 @@ def train(
         "auto", "--objective",
         help="Propensity objective: auto (choice when every decision has 2+ candidates and exactly one "
              "accepted, else binary), binary or choice (docs/training.md)."),
+    engine: str = typer.Option("pandas", "--engine", help="Who builds the training sets: pandas (this machine) "
+                               "or spark (the same sets; docs/training.md)."),
+    master: str = typer.Option(None, "--master", help="Spark master (default: spark.master from Spark config, else local[*])."),
+    remote: str = typer.Option(None, "--remote", help="Spark Connect URL, sc://host:port (default: $SPARK_REMOTE)."),
 ) -> None:
     """Train propensity and/or churn models, log them to MLflow, register each as `challenger`.
 
@@ -57,11 +61,20 @@ def train(
     when = parse_as_of(as_of)
     if objective not in ("auto", "binary", "choice"):
         raise NboError(f"--objective {objective!r} is not auto, binary or choice")
+    if engine not in ("pandas", "spark"):
+        raise NboError(f"--engine {engine!r} is not pandas or spark")
+    if engine == "pandas" and (master or remote):
+        raise NboError("--master and --remote are for --engine spark")
+    if master and remote:
+        raise NboError("give --master or --remote, not both")
+    if engine == "spark" and model == Which.uplift:
+        raise NboError("--engine spark builds the propensity and churn sets; the uplift set is built with pandas")
     dataset = load_dataset(data)  # bad data fails before anything is written to MLflow
     tracking = resolve_tracking(tracking_uri)
     tracking.activate()
     config = TrainConfig(as_of=when, window_days=window_days, horizon_days=horizon_days,
-                         max_exposures=max_exposures, seed=seed, objective=objective)
+                         max_exposures=max_exposures, seed=seed, objective=objective, engine=engine,
+                         spark_master=master, spark_remote=remote)
     if model == Which.uplift:
         from training.uplift import UpliftConfig, fit_and_log_uplift
 

@@ -28,7 +28,9 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -74,17 +76,33 @@ def table_rows(group: pd.DataFrame, table: str, nanos: tuple[str, ...] = ()) -> 
     return rows
 
 
-def bucket_features(group: pd.DataFrame, offers: pd.DataFrame, absent: tuple[str, ...],
-                    nanos: dict[str, tuple[str, ...]], as_of: pd.Timestamp, rules: LifecycleRules,
-                    categories: tuple[str, ...]) -> pd.DataFrame:
-    """The features of one bucket's customers, from its rows of the union frame."""
+@dataclass(frozen=True)
+class BucketContext:
+    """What every bucket's Python worker needs besides its rows (pickled with the function): the
+    offers table (read by the driver), the tables the directory has no file for, and per table
+    the timestamp columns Spark read as integer nanoseconds."""
+
+    offers: pd.DataFrame
+    absent: tuple[str, ...]
+    nanos: dict[str, tuple[str, ...]]
+
+
+def bucket_dataset(group: pd.DataFrame, context: BucketContext) -> Dataset:
+    """One bucket's rows of the union frame as a validated `Dataset` (the contract's converters and
+    cross-table checks, as `nbo.data.load_dataset` applies them to a whole directory)."""
     tables = {}
     for table in CUSTOMER_TABLES:
-        raw = table_rows(group, table, nanos.get(table, ()))
+        raw = table_rows(group, table, context.nanos.get(table, ()))
         tables[table] = validate_frame(TABLES[table], raw) if len(raw) else empty_table(table)
-    data = Dataset(offers=offers, absent_tables=absent, **tables)
+    data = Dataset(offers=context.offers, absent_tables=context.absent, **tables)
     check_references(data)
-    frame = build_customer_features(data, as_of, rules=rules, categories=categories)
+    return data
+
+
+def bucket_features(group: pd.DataFrame, context: BucketContext, as_of: pd.Timestamp, rules: LifecycleRules,
+                    categories: tuple[str, ...]) -> pd.DataFrame:
+    """The features of one bucket's customers, from its rows of the union frame."""
+    frame = build_customer_features(bucket_dataset(group, context), as_of, rules=rules, categories=categories)
     out = frame.reset_index()
     out["customer_id"] = out["customer_id"].astype(object)
     for name in text_columns(CUSTOMER_GROUPS):
@@ -92,12 +110,11 @@ def bucket_features(group: pd.DataFrame, offers: pd.DataFrame, absent: tuple[str
     return out
 
 
-def bucket_function(offers: pd.DataFrame, absent: tuple[str, ...], nanos: dict[str, tuple[str, ...]],
-                    as_of: pd.Timestamp, rules: LifecycleRules,
+def bucket_function(context: BucketContext, as_of: pd.Timestamp, rules: LifecycleRules,
                     categories: tuple[str, ...]) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """The `applyInPandas` function (pickled to the workers with its arguments)."""
     def run(group: pd.DataFrame) -> pd.DataFrame:
-        return bucket_features(group, offers, absent, nanos, as_of, rules, categories)
+        return bucket_features(group, context, as_of, rules, categories)
 
     return run
 
@@ -167,6 +184,40 @@ def worker_error(exc: Exception) -> Exception:
     return NboError(found[-1].strip()) if found else exc
 
 
+@dataclass(frozen=True)
+class SparkBuckets:
+    """A data directory on Spark: the session, the bucketed union of its per-customer tables and
+    the `BucketContext` its workers need."""
+
+    spark: Any
+    union: Any
+    context: BucketContext
+
+
+def spark_buckets(directory: Path, master: str | None, remote: str | None, app: str, buckets: int | None = None,
+                  progress: Callable[[str], None] = lambda line: None) -> SparkBuckets:
+    """Start Spark (`nbo.spark`) and bucket the per-customer tables of `directory` (about
+    `CUSTOMERS_PER_BUCKET` customers per bucket, at least 4, unless `buckets` is given)."""
+    from nbo.spark import spark_session
+
+    present = tuple(t for t in CUSTOMER_TABLES if TABLES[t].required or has_table_file(directory, t))
+    absent = tuple(t for t in CUSTOMER_TABLES if t not in present)
+    offers = load_table(directory, "offers") if has_table_file(directory, "offers") else empty_table("offers")
+    if not has_table_file(directory, "offers"):
+        absent = (*absent, "offers")
+    spark = spark_session(app, master, remote, config={
+        # Parquet written by pandas/pyarrow holds nanosecond timestamps: read them as integers.
+        "spark.sql.legacy.parquet.nanosAsLong": "true",
+        "spark.sql.shuffle.partitions": "8",
+    })
+    if buckets is None:
+        customers = read_table(spark, directory, "customers").count()
+        buckets = max(4, math.ceil(customers / CUSTOMERS_PER_BUCKET))
+        progress(f"spark: {customers:,} customers in {buckets:,} buckets")
+    union, nanos = union_frame(spark, directory, present, buckets)
+    return SparkBuckets(spark, union, BucketContext(offers, absent, nanos))
+
+
 def spark_customer_features(
     directory: Path,
     as_of: pd.Timestamp,
@@ -181,32 +232,15 @@ def spark_customer_features(
 ) -> int:
     """Materialise the customer features of the data directory `directory` as of `as_of` to
     `out` (one Parquet file, as `nbo features` writes it) with Spark. Returns the customer count."""
-    from nbo.spark import spark_session
-
     as_of = check_as_of(as_of)
     rules = rules or LifecycleRules()
-    directory = Path(directory)
-    present = tuple(t for t in CUSTOMER_TABLES if TABLES[t].required or has_table_file(directory, t))
-    absent = tuple(t for t in CUSTOMER_TABLES if t not in present)
-    offers = load_table(directory, "offers") if has_table_file(directory, "offers") else empty_table("offers")
-    if not has_table_file(directory, "offers"):
-        absent = (*absent, "offers")
-    spark = spark_session("nbo-features", master, remote, config={
-        # Parquet written by pandas/pyarrow holds nanosecond timestamps: read them as integers.
-        "spark.sql.legacy.parquet.nanosAsLong": "true",
-        "spark.sql.shuffle.partitions": "8",
-    })
-    if buckets is None:
-        customers = read_table(spark, directory, "customers").count()
-        buckets = max(4, math.ceil(customers / CUSTOMERS_PER_BUCKET))
-        progress(f"spark: {customers:,} customers in {buckets:,} buckets")
-    union, nanos = union_frame(spark, directory, present, buckets)
+    buckets_ = spark_buckets(Path(directory), master, remote, "nbo-features", buckets, progress)
     work = Path(tempfile.mkdtemp(prefix=".nbo-features-", dir=out.parent))
     try:
         parts = work / "parts"
-        function = bucket_function(offers, absent, nanos, as_of, rules, categories)
+        function = bucket_function(buckets_.context, as_of, rules, categories)
         try:
-            (union.groupBy(BUCKET).applyInPandas(function, output_ddl(categories))
+            (buckets_.union.groupBy(BUCKET).applyInPandas(function, output_ddl(categories))
              .write.mode("error").parquet(str(parts.resolve())))
         except Exception as exc:  # a worker's DataError reaches the driver as Spark's PythonException
             raise worker_error(exc) from None

@@ -27,6 +27,8 @@ def quiet_pandas_warning() -> None:
     """Silence `PANDAS3_WARNING` in this process and in the Python workers Spark starts (they
     inherit the environment: `PYTHONWARNINGS`), and no other warning."""
     warnings.filterwarnings("ignore", message=PANDAS3_WARNING, category=FutureWarning)
+    # pandas 3 deprecates a keyword PySpark 4.3's own Arrow-to-pandas conversion passes (its code, not ours)
+    warnings.filterwarnings("ignore", message="The copy keyword is deprecated", module=r"pyspark\.")
     rule = f"ignore:{PANDAS3_WARNING}:FutureWarning"
     current = os.environ.get("PYTHONWARNINGS", "")
     if rule not in current.split(","):

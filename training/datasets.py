@@ -76,12 +76,15 @@ def propensity_set(
     max_rows: int | None = None,
     progress: bool = True,
     after: pd.Timestamp | None = None,
+    attributes: tuple[str, ...] | None = None,
 ) -> TrainingSet:
     """One row per exposure whose acceptance window closed before `as_of`.
 
     `after`: only exposures strictly later than it. A model refitted as the log grows passes the
     previous `as_of - window` and appends the new rows to the ones it already has: a row's
-    features and label never change once its window has closed.
+    features and label never change once its window has closed. `attributes`: the decision-time
+    offer attributes to use (default: those logged for at least one of the exposures; the Spark
+    builder passes the whole log's, as each of its groups sees only its own customers).
     """
     exposures = propensity_labels(data.contacts, as_of, window_days)
     if after is not None:
@@ -95,8 +98,8 @@ def propensity_set(
         )
     # Decision-time offer attributes logged for at least one of these exposures, and the offer
     # vocabulary of the catalogue: the model keeps both, the scorer builds the same columns.
-    attributes = tuple(a for a in CONTACTS.attribute_names(exposures.columns)
-                       if exposures[f"{ATTRIBUTE_PREFIX}{a}"].notna().any())
+    if attributes is None:
+        attributes = logged_attributes(exposures)
     vocabulary = offer_vocabulary(data.offers["offer_id"])
     offers = prepare_offers(data.offers, vocabulary=vocabulary)
     names = [*FEATURE_SET.candidate_features, *attribute_columns(attributes)]
@@ -113,6 +116,12 @@ def propensity_set(
         metas.append(frame[["decision_id", "customer_id", "offer_id", "ts", "lifecycle"]])
     meta = pd.concat(metas, ignore_index=True)
     return TrainingSet(np.concatenate(matrices), np.concatenate(labels), meta, names, attributes, vocabulary)
+
+
+def logged_attributes(exposures: pd.DataFrame) -> tuple[str, ...]:
+    """The decision-time offer attributes logged for at least one of `exposures`."""
+    return tuple(a for a in CONTACTS.attribute_names(exposures.columns)
+                 if exposures[f"{ATTRIBUTE_PREFIX}{a}"].notna().any())
 
 
 #: Event rows (a snapshot reads its customer's events before its day) and candidate cells
@@ -187,9 +196,15 @@ def churn_set(
     progress: bool = True,
 ) -> TrainingSet:
     """Active customers at several snapshot dates whose horizon ends before `as_of`."""
-    names = list(FEATURE_SET.customer_features)
-    parts = []
     dates = churn_snapshots(as_of, horizon_days, snapshots, step_days)
+    frame = churn_frame(data, dates, horizon_days, progress)
+    return churn_training_set(frame, dates, horizon_days)
+
+
+def churn_frame(data: Dataset, dates: list[pd.Timestamp], horizon_days: int, progress: bool = False) -> pd.DataFrame:
+    """The churn rows (customer features, `label`, `snapshot`) of every active customer at each of
+    `dates`, in date then customer order; possibly empty."""
+    parts = []
     for snapshot in tqdm(dates, desc="churn snapshots", unit="snapshot", disable=not progress, leave=False):
         labels = churn_labels(data, snapshot, horizon_days)
         if labels.empty:
@@ -201,16 +216,24 @@ def churn_set(
         frame["snapshot"] = snapshot
         parts.append(frame)
     if not parts:
+        return pd.DataFrame()
+    return pd.concat(parts, ignore_index=True)
+
+
+def churn_training_set(frame: pd.DataFrame, dates: list[pd.Timestamp], horizon_days: int) -> TrainingSet:
+    """The churn `TrainingSet` of `churn_frame`'s rows; refuses fewer than two snapshots with rows."""
+    names = list(FEATURE_SET.customer_features)
+    found = frame["snapshot"].nunique() if len(frame) else 0
+    if not found:
         raise NboError(
             f"no active customers (a purchase in the year before) at any churn snapshot "
             f"({', '.join(str(d.date()) for d in dates)}): --as-of is too early for a {horizon_days}-day horizon"
         )
-    if len(parts) < 2:
+    if found < 2:
         raise NboError(
             f"churn needs active customers at two or more snapshots to split by time; found "
-            f"{len(parts)} among {', '.join(str(d.date()) for d in dates)}: use more history or a shorter --horizon-days"
+            f"{found} among {', '.join(str(d.date()) for d in dates)}: use more history or a shorter --horizon-days"
         )
-    frame = pd.concat(parts, ignore_index=True)
     meta = frame[["customer_id", "snapshot", "lifecycle"]].rename(columns={"snapshot": "ts"})
     return TrainingSet(_matrix(frame, names), frame["label"].to_numpy(dtype=np.int8), meta, names)
 

@@ -64,6 +64,11 @@ class TrainConfig:
     #: Propensity objective: "binary", "choice", or "auto" (choice when every decision of the
     #: training rows has two or more candidates and exactly one acceptance; docs/training.md).
     objective: str = "auto"
+    #: Who builds the training sets: "pandas" (this machine) or "spark" (training/spark_sets.py;
+    #: the same sets), on `spark_master` or the Spark Connect `spark_remote` (nbo/spark.py).
+    engine: str = "pandas"
+    spark_master: str | None = None
+    spark_remote: str | None = None
 
     def params(self) -> dict[str, object]:
         return {
@@ -78,6 +83,7 @@ class TrainConfig:
             "feature_set": FEATURE_SET.name,
             "feature_set_version": FEATURE_SET.version,
             "calibration": self.calibration,
+            "training_set_engine": self.engine,
         }
 
 
@@ -163,6 +169,19 @@ def _truth_for(data_dir: Path | None, valid: TrainingSet) -> np.ndarray | None:
     return None if np.isnan(values).any() else values
 
 
+def _spark_set(which: str, config: TrainConfig, data_dir: Path | None) -> TrainingSet:
+    """The training set built by Spark (equal to the pandas one: training/spark_sets.py)."""
+    if data_dir is None:
+        raise NboError("the Spark engine reads the data directory itself: pass its path")
+    from training.spark_sets import spark_churn_set, spark_propensity_set
+
+    where = {"master": config.spark_master, "remote": config.spark_remote}
+    if which == "propensity":
+        return spark_propensity_set(data_dir, config.as_of, config.window_days, config.max_exposures, **where)
+    return spark_churn_set(data_dir, config.as_of, config.horizon_days, config.churn_snapshots,
+                           config.churn_step_days, **where)
+
+
 def fit_and_log(
     which: str,
     data: Dataset,
@@ -174,7 +193,9 @@ def fit_and_log(
     """Build the training set, fit LightGBM and baselines, log everything, register a challenger."""
     if which not in MODEL_NAMES:
         raise NboError(f"unknown model {which!r}; use one of {', '.join(MODEL_NAMES)}")
-    if which == "propensity":
+    if config.engine == "spark":
+        full = _spark_set(which, config, data_dir)
+    elif which == "propensity":
         full = propensity_set(data, config.as_of, config.window_days, config.max_exposures, progress)
     else:
         full = churn_set(data, config.as_of, config.horizon_days, config.churn_snapshots,
