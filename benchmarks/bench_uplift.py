@@ -3,7 +3,8 @@ vs the oracle, on simulated worlds with cannibalisation and incentive variants.
 
     python benchmarks/bench_uplift.py [--customers 100] [--days 365] [--seeds 0 1 2] [--train-days 365]
                                       [--train-customers 400] [--rounds 200] [--fatigue-cost 0]
-                                      [--exploration 0] [--out bench_uplift.json]
+                                      [--exploration 0] [--ope [--ope-customers N] [--ope-window 1]]
+                                      [--out bench_uplift.json]
     python benchmarks/bench_uplift.py --merge seed0.json seed1.json seed2.json   # seeds run apart
 
 For each seed: fits the propensity and uplift models on a `--train-days` logging run of
@@ -35,7 +36,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script, from anywhere
 from benchmarks._hardware import hardware  # noqa: E402
-from evaluation.uplift_loop import UPLIFT_LOOP_POLICIES, UpliftRun, compare_uplift_policies  # noqa: E402
+from evaluation.uplift_loop import UPLIFT_LOOP_POLICIES, UpliftRun, compare_uplift_policies, uplift_ope  # noqa: E402
 from serving.policy import ContactPolicy  # noqa: E402
 from simulator import SimConfig  # noqa: E402
 from simulator.config import DEFAULT_INCENTIVES  # noqa: E402
@@ -75,6 +76,12 @@ def main() -> None:
     parser.add_argument("--fatigue-cost", type=float, default=0.0,
                         help="arbitration.fatigue_cost of every outbound channel (uplift objective).")
     parser.add_argument("--exploration", type=float, default=0.0, help="arbitration.exploration.rate of the arbiter policies.")
+    parser.add_argument("--ope", action="store_true",
+                        help="Also estimate the uplift policy's incremental value off-policy on a randomised log of "
+                             "the same world (evaluation.uplift_loop.uplift_ope) and compare it with its closed-loop truth.")
+    parser.add_argument("--ope-customers", type=int, default=None,
+                        help="Customers of the randomised log (default --customers); totals scaled to --customers.")
+    parser.add_argument("--ope-window", type=int, default=1, help="Purchase window of the OPE outcome, days.")
     parser.add_argument("--merge", type=Path, nargs="+", help="Print the medians of the JSON files of earlier runs.")
     parser.add_argument("--out", type=Path, default=Path("bench_uplift.json"))
     args = parser.parse_args()
@@ -92,6 +99,7 @@ def main() -> None:
     policy = ContactPolicy.model_validate({"arbitration": {"fatigue_cost": fatigue,
                                                           "exploration": {"rate": args.exploration}}})
     timing: dict[int, str] = {}
+    opes: dict[int, dict[str, float]] = {}
     for seed in [] if args.merge else args.seeds:
         t0, c0 = time.perf_counter(), time.process_time()
         runs, world = compare_uplift_policies(config, seed, policy, UPLIFT_LOOP_POLICIES, args.train_days, args.rounds,
@@ -108,6 +116,16 @@ def main() -> None:
         print(pd.DataFrame([r.row() for r in runs]).set_index("name").to_string(float_format=lambda v: f"{v:,.1f}"))
         for _, text, ok in bars(by):
             print(f"[{'pass' if ok else 'FAIL'}] {text}", flush=True)
+        if args.ope and world is not None:
+            c1 = time.process_time()
+            ope = uplift_ope(config, seed, policy, world, window_days=args.ope_window, customers=args.ope_customers)
+            truth = by["uplift"].incremental_value
+            opes[seed] = ope.row() | {"truth": truth}
+            print(f"OPE of uplift on a randomised log of {ope.decisions:,} decisions (ESS {ope.ess:,.0f}, "
+                  f"{ope.matches:,} matching; {time.process_time() - c1:.0f} CPU s): "
+                  f"IPS {ope.ips:,.0f} [{ope.ips_low:,.0f}, {ope.ips_high:,.0f}], DR {ope.dr:,.0f} "
+                  f"[{ope.dr_low:,.0f}, {ope.dr_high:,.0f}] vs closed-loop truth {truth:,.0f}: relative error "
+                  f"IPS {(ope.ips - truth) / truth:+.1%}, DR {(ope.dr - truth) / truth:+.1%} (bar: within 10 %)", flush=True)
     median = {name: {c: statistics.median(getattr(results[s][name], c) for s in results) for c in COLUMNS}
               for name in UPLIFT_LOOP_POLICIES}
     print(f"\nmedians over seeds {', '.join(map(str, results))}:")
@@ -125,7 +143,7 @@ def main() -> None:
         print(f"  seed {seed}: " + "; ".join(f"{name} {'pass' if ok else 'FAIL'} ({text})" for name, text, ok in bars(by)))
     args.out.write_text(json.dumps({"config": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)},
                                     "seeds": {s: {n: r.row() for n, r in by.items()} for s, by in results.items()},
-                                    "timing": timing, "medians": median}, indent=2, default=str) + "\n")
+                                    "timing": timing, "medians": median, "ope": opes}, indent=2, default=str) + "\n")
     print("wrote", args.out)
 
 

@@ -36,7 +36,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from features import build_customer_features, customer_feature_names
+from features import FEATURE_SET, build_customer_features, customer_feature_names
 from nbo.data import Dataset
 from nbo.errors import NboError
 from serving.contact_store.base import ContactRecord
@@ -46,8 +46,11 @@ from serving.catalogue import compile_offer_rules
 from serving.ranking import Arbiter
 from serving.reservation import ContactDesk
 from models.registry import OPE_TAG
-from evaluation.ope import Diagnostics, Estimate, diagnostics, doubly_robust, ips, snips, mean_interval
+from evaluation.ope import (Diagnostics, Estimate, IncrementalEstimates, diagnostics, doubly_robust, incremental_value,
+                            ips, mean_interval, snips)
 from evaluation.policy_sim import MemoryContactStore, opportunity_scores, rule_inputs
+from evaluation.sim_policies import opportunity_rows
+from features.incentives import incentive_columns
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,8 @@ REWARDS = ("acceptance", "value")
 
 # ----------------------------------------------------------------------------- target policy
 def target_probabilities(desk: ContactDesk, offers: pd.DataFrame, p_row: np.ndarray,
-                         customer_id: str, channel: str, now, features, consents) -> tuple[np.ndarray, float]:
+                         customer_id: str, channel: str, now, features, consents,
+                         uplift_row: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """P(offer) at rank 1 for every offer (catalogue order) and the probability of "no offer".
 
     The arbiter's block for this one decision (consent, quiet hours, caps, validity, channel,
@@ -65,6 +69,7 @@ def target_probabilities(desk: ContactDesk, offers: pd.DataFrame, p_row: np.ndar
     history the desk reads from the replayed log), then the selection's rank-1 probabilities
     P(o) = (1 - e)[o greedy] + e q(o) over the offers left (`Arbiter.first_rank_probabilities`,
     docs/policy.md). The arbiter's own recorded propensity of its pick is checked against them.
+    `uplift_row`: the incremental conversion of every offer (the `uplift` objective).
     """
     arbiter = desk.arbiter
     ids = offers["offer_id"].tolist()
@@ -74,6 +79,7 @@ def target_probabilities(desk: ContactDesk, offers: pd.DataFrame, p_row: np.ndar
         columns=arbiter.columns_of(ids), rule_masks=arbiter.rule_masks(features, channel, now), k=1,
         draws=arbiter.draws_for(0), consented=arbiter.consent_mask([customer_id], channel, now, consents),
         histories={customer_id: desk.history(customer_id, now)} if may else {},
+        uplift=None if uplift_row is None else np.asarray(uplift_row, dtype=np.float64).reshape(1, len(ids)),
     )
     probs = arbiter.first_rank_probabilities(block, 0)
     if not probs.any():
@@ -99,6 +105,9 @@ class PolicyEstimates:
     offer_rate: float  # mean probability that the target makes an offer at a logged decision
     pi_logged: np.ndarray = field(repr=False)  # target probability of each logged action
     mu: np.ndarray = field(repr=False)
+    #: What the target adds over no contact (a log with `no_offers`, evaluation.ope.incremental_value).
+    incremental: IncrementalEstimates | None = None
+    incremental_window_days: int = 7
 
     def warnings(self) -> list[str]:
         return self.diagnostics.warnings()
@@ -141,6 +150,12 @@ class Evaluation:
                     out[f"{tag}_{reward}_{name}"] = est.value
                     out[f"{tag}_{reward}_{name}_low"] = est.low
                     out[f"{tag}_{reward}_{name}_high"] = est.high
+            if pe.incremental is not None:
+                for name in ("policy", "none", "ips", "dr"):
+                    est = getattr(pe.incremental, name)
+                    if est is not None:
+                        out[f"{tag}_incremental_{name}"] = est.value
+                        out[f"{tag}_incremental_{name}_low"], out[f"{tag}_incremental_{name}_high"] = est.low, est.high
             d = pe.diagnostics
             out.update({f"{tag}_ess": d.ess, f"{tag}_matches": float(d.matches), f"{tag}_max_weight": d.max_weight,
                         f"{tag}_max_weight_share": d.max_weight_share, f"{tag}_offer_rate": pe.offer_rate})
@@ -201,6 +216,12 @@ class Evaluation:
                          f"{d.max_weight:.1f} ({d.max_weight_share:.1%} of the total); mean weight {d.mean_weight:.3f}.")
             for warning in pe.warnings():
                 lines.append(f"  - **TOO UNCERTAIN TO DECIDE**: {warning}")
+            if pe.incremental is not None:
+                inc = pe.incremental
+                lines.append(f"  - incremental value over no contact per decision (window {pe.incremental_window_days} days): "
+                             + "; ".join(f"{e.name} {e.value:.4f} [{e.low:.4f}, {e.high:.4f}]"
+                                         for e in (inc.ips, inc.dr) if e is not None)
+                             + f" (the policy's {inc.policy.value:.4f} - no contact's {inc.none.value:.4f}).")
         lines += ["", CARRY_OVER_NOTE, "",
                   f"![estimates]({figure_prefix}ope_estimates.png)", f"![weights]({figure_prefix}ope_weights.png)", ""]
         return "\n".join(lines)
@@ -262,7 +283,35 @@ def logged_decisions(data: Dataset, since: pd.Timestamp | None, until: pd.Timest
     return rows
 
 
-def _score_target(label: str, model, data: Dataset, rows: pd.DataFrame, policy: ContactPolicy, progress: bool) -> PolicyEstimates:
+def category_purchases(rows: pd.DataFrame, events: pd.DataFrame, categories: list[str], window_days: int) -> np.ndarray:
+    """(rows, categories): how many purchases of each category the row's customer makes in
+    (ts, ts + window] (an acceptance's purchase included: the outcome both arms share)."""
+    n, k = len(rows), len(categories)
+    buys = events.loc[events["type"] == "purchase", ["customer_id", "category", "ts"]]
+    keyed = pd.DataFrame({"row": np.arange(n), "customer_id": rows["customer_id"].to_numpy(), "ts": rows["ts"].to_numpy()})
+    both = keyed.merge(buys.rename(columns={"ts": "buy_ts"}), on="customer_id", how="inner")
+    hit = both[(both["buy_ts"] > both["ts"]) & (both["buy_ts"] <= both["ts"] + pd.Timedelta(days=window_days))]
+    code = pd.Index(categories).get_indexer(hit["category"])
+    ok = code >= 0
+    flat = hit["row"].to_numpy(np.int64)[ok] * k + code[ok]
+    return np.bincount(flat, minlength=n * k).reshape(n, k).astype(np.float64)
+
+
+def _uplift_scores(uplift, data: Dataset, feats: pd.DataFrame, part: pd.DataFrame, day, vocabulary):
+    """(P(accept) of the uplift model's acceptance model or None, tau) of every offer at each decision,
+    as `evaluation.uplift_loop` and serving read them (offer_code NaN, the incentive columns)."""
+    rows = opportunity_rows(data, feats, part["customer_id"].to_numpy(dtype=object), part["channel"].to_numpy(dtype=object),
+                            part["ts"].reset_index(drop=True), day, vocabulary=vocabulary)
+    n, m = len(part), len(data.offers)
+    extra = incentive_columns(data.offers.reset_index(drop=True)).astype(np.float32)
+    cand = list(FEATURE_SET.candidate_features)
+    X = np.hstack([rows[cand].assign(offer_code=np.nan).to_numpy(np.float32, na_value=np.nan), np.tile(extra, (n, 1))])
+    p = uplift.predict_accept(X).reshape(n, m) if getattr(uplift, "gives_acceptance", False) else None
+    return p, uplift.predict_uplift(X).reshape(n, m)
+
+
+def _score_target(label: str, model, data: Dataset, rows: pd.DataFrame, policy: ContactPolicy, progress: bool,
+                  uplift=None, window_days: int = 7) -> PolicyEstimates:
     offers = data.offers.reset_index(drop=True)
     ids = offers["offer_id"].tolist()
     pos = {o: i for i, o in enumerate(ids)}
@@ -273,17 +322,26 @@ def _score_target(label: str, model, data: Dataset, rows: pd.DataFrame, policy: 
     n = len(rows)
     pi_logged, none = np.zeros(n), np.zeros(n)
     q_acc, q_val, d_acc, d_val = (np.zeros(n) for _ in range(4))
+    pi_all = np.zeros((n, len(ids)))  # the target's probability of every offer at every decision
+    p_all, tau_all = np.zeros((n, len(ids))), None if uplift is None else np.zeros((n, len(ids)))
     days = rows["ts"].dt.normalize()
     for day, part in tqdm(rows.groupby(days, sort=True), desc=f"ope {label}", unit="day", disable=not progress, leave=False):
         idx = part.index.to_numpy()
         feats = build_customer_features(data, day, customer_ids=part["customer_id"].unique())
         p = opportunity_scores(model, data, feats, part["customer_id"].to_numpy(dtype=object),
                                part["channel"].to_numpy(dtype=object), part["ts"].reset_index(drop=True), day)
+        tau = None
+        if uplift is not None:
+            p_up, tau = _uplift_scores(uplift, data, feats, part, day, getattr(model, "vocabulary", None))
+            p = p if p_up is None else p_up  # the uplift objective charges incentives at its own acceptance
+            tau_all[idx] = tau
+        p_all[idx] = p
         inputs = rule_inputs(feats)
         for k, (i, cid, ch, ts, oid) in enumerate(zip(idx, part["customer_id"], part["channel"], part["ts"],
                                                         part["offer_id"], strict=True)):
             probs, p_none = target_probabilities(desk, offers, p[k], cid, ch, ts.to_pydatetime(),
-                                                 inputs.get(cid), book)
+                                                 inputs.get(cid), book, None if tau is None else tau[k])
+            pi_all[i] = probs
             none[i] = p_none
             d_acc[i], d_val[i] = float(probs @ p[k]), float(probs @ (p[k] * value - cost))
             if pd.isna(oid):  # a logged "no contact": the target's probability of none; q = 0
@@ -301,14 +359,47 @@ def _score_target(label: str, model, data: Dataset, rows: pd.DataFrame, policy: 
         r = rows[f"r_{reward}"].to_numpy(float)
         estimates[reward] = {"ips": ips(pi_logged, mu, r), "snips": snips(pi_logged, mu, r, coverage),
                              "dr": doubly_robust(pi_logged, mu, r, q, direct)}
-    return PolicyEstimates(label, estimates, diagnostics(pi_logged, mu), float((1.0 - none).mean()), pi_logged, mu)
+    incremental = None
+    if rows["offer_id"].isna().any():  # a log of every decision: what the target adds over no contact
+        incremental = _incremental(data, offers, rows, mu, pi_all, p_all, tau_all, window_days)
+    return PolicyEstimates(label, estimates, diagnostics(pi_logged, mu), float((1.0 - none).mean()), pi_logged, mu,
+                           incremental, window_days)
+
+
+def _incremental(data: Dataset, offers: pd.DataFrame, rows: pd.DataFrame, mu: np.ndarray, pi: np.ndarray,
+                 p: np.ndarray, tau: np.ndarray | None, window_days: int) -> IncrementalEstimates:
+    """`incremental_value` on the logged decisions: the outcome of an offer is the margin of its
+    category's purchases in the window (base value per purchase), less the incentive given on an
+    acceptance and the contact cost; the reward model is the target's own ev (tau x base - p x
+    incentive - cost; without an uplift model p x value - cost) over a baseline of each offer's
+    mean no-contact outcome."""
+    categories = sorted(offers["category"].astype(str).unique().tolist())
+    cat = pd.Index(categories).get_indexer(offers["category"].astype(str))
+    extra = incentive_columns(offers)
+    incentive, base, cost = extra[:, 0], extra[:, 1], offers["cost"].to_numpy(float)
+    bought = category_purchases(rows, data.events, categories, window_days)[:, cat]  # (n, offers)
+    y0 = bought * base
+    pos = {o: j for j, o in enumerate(offers["offer_id"])}
+    logged = np.array([-1 if pd.isna(o) else pos[o] for o in rows["offer_id"]], dtype=np.int64)
+    at = np.maximum(logged, 0)
+    accepted = (rows["outcome"] == "accepted").to_numpy(float)
+    reward = y0[np.arange(len(rows)), at] - incentive[at] * accepted - cost[at]
+    none = logged < 0
+    baseline = np.tile(y0[none].mean(axis=0) if none.any() else np.zeros(len(base)), (len(rows), 1))
+    value = offers["value"].to_numpy(float)
+    delta = p * value - cost if tau is None else tau * base - p * incentive - cost
+    return incremental_value(pi, logged, mu, reward, y0, baseline, delta)
 
 
 def evaluate(data: Dataset, candidate, policy: ContactPolicy, baseline=None, since: pd.Timestamp | None = None,
-             until: pd.Timestamp | None = None, progress: bool = False) -> Evaluation:
+             until: pd.Timestamp | None = None, progress: bool = False, uplift=None,
+             window_days: int = 7) -> Evaluation:
     """OPE of `candidate` (a `LoadedModel` or a fitted `CalibratedBooster`) and optionally
     `baseline` under `policy` on the decisions logged in [since, until) (default: the last 28
-    days of the contacts table)."""
+    days of the contacts table). `uplift` (a `LoadedModel` or a fitted `UpliftBooster`): the
+    candidate arbitrates by it (`policy`'s objective should be `uplift`). On a log with `no_offers`
+    each policy's incremental value over no contact is estimated too (purchases within
+    `window_days` after each decision)."""
     rows = logged_decisions(data, since, until)
     if rows.empty:
         raise NboError("no logged decisions with a final outcome in the evaluation period")
@@ -319,11 +410,13 @@ def evaluate(data: Dataset, candidate, policy: ContactPolicy, baseline=None, sin
         return (getattr(m, "label", "candidate"), getattr(m, "model", m))
 
     label, model = unwrap(candidate)
-    cand = _score_target(label, model, data, rows, policy, progress)
+    up = None if uplift is None else getattr(uplift, "model", uplift)
+    cand = _score_target(label, model, data, rows, policy, progress, up, window_days)
     base = None
     if baseline is not None:
         blabel, bmodel = unwrap(baseline)
-        base = _score_target(blabel if blabel != label else f"{blabel} (baseline)", bmodel, data, rows, policy, progress)
+        base = _score_target(blabel if blabel != label else f"{blabel} (baseline)", bmodel, data, rows, policy, progress,
+                             up, window_days)
     logged = {reward: mean_interval("observed", rows[f"r_{reward}"].to_numpy(float)) for reward in REWARDS}
     return Evaluation(len(rows), rows.attrs["since"], rows.attrs["until"], logged, cand, base)
 

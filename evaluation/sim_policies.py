@@ -28,16 +28,17 @@ from evaluation.rule_sets import RULE_SETS, greedy
 from features import build_customer_features, build_exposure_features, customer_feature_names, prepare_offers
 from models.calibrated import CalibratedBooster
 from nbo.data import Dataset
-from nbo.vocab import CONTACT_CHANNELS, LIFECYCLE_STAGES
+from nbo.vocab import CONTACT_CHANNELS, LIFECYCLE_STAGES, NO_OFFER_REASONS
 from serving.contact_store.base import decision_refusal, to_epoch
 from serving.policy import ContactPolicy
 from serving.catalogue import compile_offer_rules
+from serving.holdout import control_rows, no_offer_reason
 from serving.ranking import Arbiter
 from serving.reservation import ContactDesk
 from simulator import Contacts, DayView, Simulator
 from simulator.config import OUT, OUTBOUND_CODES
 from simulator.io import dataset
-from simulator.policies import contact_slots
+from simulator.policies import NoOffers, contact_slots
 from simulator.world import DAY
 
 POLICY_NAMES: tuple[str, ...] = ("random", "popular", "nbo_uncapped", "nbo", "oracle")
@@ -128,6 +129,11 @@ class ArbiterPolicy:
     #: arbiter would make no contact there. The same decisions; the random stream of the others
     #: moves, so it is off where a recorded loop must replay (tests/test_golden.py).
     skip_refused: bool = False
+    #: Log the decisions that made no contact (the simulator's `no_offers`: reason and P(no
+    #: contact), as the service logs them) and apply the policy's holdouts (its control group and
+    #: no-offer exploration, as `serving.holdout`, drawn from their own stream), so the log of a
+    #: randomised policy is an experiment.
+    log_no_offers: bool = False
     store: MemoryContactStore = field(init=False)
 
     def __post_init__(self) -> None:
@@ -136,6 +142,7 @@ class ArbiterPolicy:
         self.desk = ContactDesk(Arbiter(self.policy, self.offers, rules), self.store)
         self.rng = np.random.default_rng(self.seed)
         self._slot_rng = np.random.default_rng(self.seed + 1)
+        self._holdout_rng = np.random.default_rng(self.seed + 2)
         self._offer_ids = self.offers["offer_id"].tolist()
         self._offer_pos = {o: i for i, o in enumerate(self._offer_ids)}
         self._category = dict(zip(self.offers["offer_id"], self.offers["category"], strict=True))
@@ -176,6 +183,7 @@ class ArbiterPolicy:
         tau = scores[2] if len(scores) > 2 else None
         ids = view.customer_ids
         picked_c, picked_o, picked_ch, picked_p, picked_ts = [], [], [], [], []
+        none_c, none_ch, none_ts, none_reason, none_p = [], [], [], [], []
         consented = view.allowed_channels(opp["customer"].to_numpy())
         for i, (c, ch, ts) in enumerate(opp.itertuples(index=False, name=None)):
             cid, channel = ids[c], CONTACT_CHANNELS[ch]
@@ -186,16 +194,46 @@ class ArbiterPolicy:
                 features=inputs.get(cid), k=1, rng=self.rng, consents=consents,
                 decision_id=f"{self.name}-{view.day}-{i}",
                 uplift=None if tau is None else dict(zip(self._offer_ids, tau[i].tolist(), strict=True)),
+                reserve=not self.log_no_offers,
             )
+            if self.log_no_offers:
+                held, kept = self._hold_out(cid, channel, bool(decision.offers))
+                if held is None:
+                    decision = self.desk.reserve(decision)
+                if held is not None or not decision.offers:
+                    none_c.append(c)
+                    none_ch.append(ch)
+                    none_ts.append(ts)
+                    reason = held or no_offer_reason([s.reason for s in decision.suppressed])
+                    none_reason.append(NO_OFFER_REASONS.index(reason))
+                    none_p.append(1.0 - kept if held is not None and decision.offers else 1.0)
+                    continue
             for shown in decision.offers:
+                picked_p.append(shown.propensity * (kept if self.log_no_offers else 1.0))
                 picked_c.append(c)
                 picked_o.append(self._offer_pos[shown.offer_id])
                 picked_ch.append(ch)
-                picked_p.append(shown.propensity)
                 picked_ts.append(ts)
+        no_offers = None
+        if self.log_no_offers:
+            no_offers = NoOffers(np.array(none_c, dtype=np.int64), np.array(none_ch, dtype=np.int64),
+                                 np.array(none_ts, dtype=np.int64), np.array(none_reason, dtype=np.int64),
+                                 np.array(none_p, dtype=float))
         return Contacts(np.array(picked_c, dtype=np.int64), np.array(picked_o, dtype=np.int64),
                         np.array(picked_ch, dtype=np.int64), np.array(picked_p, dtype=float),
-                        np.array(picked_ts, dtype=np.int64))
+                        np.array(picked_ts, dtype=np.int64), no_offers=no_offers)
+
+    def _hold_out(self, customer_id: str, channel: str, has_offer: bool) -> tuple[str | None, float]:
+        """(`control` / `explore` / None, P(an offer is made) when the arbiter has one): the
+        control group (`serving.holdout.control_rows`) and the no-offer draw of `serving.holdout`."""
+        share = self.policy.control_group.share if self.policy.control_group.holds(channel) else 0.0
+        rate = self.policy.arbitration.exploration.no_offer_rate
+        kept = (1.0 - share) * (1.0 - rate)
+        if control_rows(self.policy, [customer_id], channel)[0]:
+            return "control", kept
+        if has_offer and rate > 0.0 and self._holdout_rng.random() < rate:
+            return "explore", kept
+        return None, kept
 
     def observe(self, sim: Simulator, first: int) -> None:
         """Feed the declines of the contacts logged from position `first` on to the store."""

@@ -213,3 +213,78 @@ def compare_uplift_policies(config: SimConfig, seed: int, policy: ContactPolicy,
     world = (train_uplift_world(config, seed + 1, train_days, num_boost_round, customers=train_customers)
              if needs else None)
     return [run_uplift_policy(n, config, seed, policy, world) for n in names], world
+
+
+@dataclass(frozen=True)
+class UpliftOpe:
+    """OPE of the `uplift` policy's incremental value on a randomised log of the same world,
+    scaled to the log's decisions (currency units over the period), next to nothing else:
+    the caller compares it with the closed-loop truth (`UpliftRun.incremental_value`)."""
+
+    decisions: int  # logged decisions (contacts and no-contact decisions)
+    ips: float  # IPS per decision x decisions
+    ips_low: float
+    ips_high: float
+    dr: float  # DR per decision x decisions
+    dr_low: float
+    dr_high: float
+    ess: float
+    matches: int
+
+    def row(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def logging_policy(policy: ContactPolicy, control_share: float = 0.1, no_offer_rate: float = 0.1) -> ContactPolicy:
+    """The randomised logging policy of the OPE check: the same contact rules, every eligible offer
+    equally likely (exploration rate 1), a control group and no-offer exploration."""
+    arb = policy.arbitration
+    exploration = arb.exploration.model_copy(update={"rate": 1.0, "method": "epsilon_greedy", "no_offer_rate": no_offer_rate})
+    return policy.model_copy(update={
+        "arbitration": arb.model_copy(update={"objective": "response", "exploration": exploration}),
+        "control_group": policy.control_group.model_copy(update={"share": control_share}),
+    })
+
+
+def uplift_ope(config: SimConfig, seed: int, policy: ContactPolicy, world: UpliftWorld,
+               window_days: int = 1, control_share: float = 0.1, no_offer_rate: float = 0.1,
+               customers: int | None = None) -> UpliftOpe:
+    """Log `config.days` days of the world of `seed` with the randomised `logging_policy` on the
+    closed loop's own contact opportunities (`ArbiterPolicy`, every decision logged with its
+    propensity, "no contact" included), then estimate off-policy the incremental value of the
+    `uplift` policy (`evaluation.evaluate.evaluate` with the uplift model) on that log: per
+    decision, times the logged decisions. `window_days`: the purchase window of the outcome (the
+    simulator's acceptances buy the same day; a shorter window carries less organic noise).
+    `customers`: the logging run's size (default the config's); the totals are scaled to the
+    config's customers (per decision x decisions x config customers / logged customers)."""
+    from evaluation.evaluate import evaluate
+
+    logged_customers = customers or config.customers
+    sim = Simulator(config.model_copy(update={"customers": logged_customers}), seed=seed)
+    offers = sim.catalogue.to_frame(config)
+    m = len(offers)
+
+    def flat_scorer(view: DayView, opp: pd.DataFrame):  # type: ignore[no-untyped-def]
+        _, inputs = truth_scorer(view, opp)
+        return np.ones((len(opp), m)), inputs
+
+    logger = ArbiterPolicy("logging", logging_policy(policy, control_share, no_offer_rate), offers, flat_scorer,
+                           sim.population.contact_intensity, config.banner_rate, seed + 7, skip_refused=True,
+                           log_no_offers=True)
+    first = 0
+    for _ in range(config.days):
+        sim.step(logger)
+        logger.observe(sim, first)
+        first += sim.results[-1].contacts
+    data = dataset(sim)
+    target = policy.model_copy(update={"arbitration": policy.arbitration.model_copy(update={"objective": "uplift"})})
+    start = pd.Timestamp(config.start)
+    result = evaluate(data, world.propensity, target, since=start, until=start + pd.Timedelta(days=config.days),
+                      uplift=world.uplift, window_days=window_days)
+    inc, n = result.candidate.incremental, result.n_decisions
+    scale = n * config.customers / logged_customers
+    if inc is None or inc.dr is None:
+        raise ValueError("the logging run logged no decision without contact")
+    d = result.candidate.diagnostics
+    return UpliftOpe(n, inc.ips.value * scale, inc.ips.low * scale, inc.ips.high * scale, inc.dr.value * scale,
+                     inc.dr.low * scale, inc.dr.high * scale, d.ess, d.matches)
