@@ -10,9 +10,8 @@ import typer
 
 from features import FEATURE_SET, customer_feature_chunks, customer_feature_names, write_materialised_chunks
 from cli._app import app, user_errors
-from cli.options import LEDGER_OPTION, check_out, parse_as_of
+from cli.options import LEDGER_OPTION, check_engine, check_out, parse_as_of
 from nbo.data import load_dataset
-from nbo.errors import NboError
 from nbo.ledger import record_output
 
 #: An --as-of this many days after the last event is probably a mistake (a year typed wrong).
@@ -31,12 +30,7 @@ def features(
     remote: str = typer.Option(None, "--remote", help="Spark Connect URL, sc://host:port (default: $SPARK_REMOTE)."),
 ) -> None:
     """Materialise customer features as of a date (docs/features.md) to a Parquet file."""
-    if engine not in ("pandas", "spark"):
-        raise NboError(f"--engine {engine!r} is not pandas or spark")
-    if engine == "pandas" and (master or remote):
-        raise NboError("--master and --remote are for --engine spark")
-    if master and remote:
-        raise NboError("give --master or --remote, not both")
+    check_engine(engine, master, remote)
     out = check_out(out, (".parquet",))
     moment = parse_as_of(as_of)
     if engine == "spark":

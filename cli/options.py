@@ -49,3 +49,13 @@ def check_out(path: Path, suffixes: tuple[str, ...] | None, option: str = "--out
     if path.exists() and not os.access(path, os.W_OK):
         raise NboError(f"{option} {path} exists and is not writable")
     return path
+
+
+def check_engine(engine: str, master: str | None, remote: str | None) -> None:
+    """`--engine pandas|spark` with its Spark options (`--master` or `--remote`, for spark only)."""
+    if engine not in ("pandas", "spark"):
+        raise NboError(f"--engine {engine!r} is not pandas or spark")
+    if engine == "pandas" and (master or remote):
+        raise NboError("--master and --remote are for --engine spark")
+    if master and remote:
+        raise NboError("give --master or --remote, not both")

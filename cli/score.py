@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from cli._app import app, user_errors
-from cli.options import LEDGER_OPTION, check_out
+from cli.options import LEDGER_OPTION, check_engine, check_out
 from nbo.errors import NboError
 from nbo.ledger import record_output
 from nbo.vocab import OUTBOUND_CHANNELS
@@ -130,8 +130,7 @@ def score(
                        f"{channel} answers in the customer's session")
     if not 1 <= k <= MAX_K:
         raise NboError(f"--k {k} is out of range (1-{MAX_K})")
-    if engine not in ("pandas", "spark"):
-        raise NboError(f"--engine {engine!r} is not pandas or spark")
+    check_engine(engine, master, None)
     if chunk_size < 1 or workers < 1:
         raise NboError("--chunk-size and --workers must be at least 1")
     if campaign is None:

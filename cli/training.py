@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from cli._app import app, user_errors
-from cli.options import LEDGER_OPTION, check_out, parse_as_of
+from cli.options import LEDGER_OPTION, check_engine, check_out, parse_as_of
 from nbo.data import load_dataset, write_table
 from nbo.errors import NboError
 
@@ -61,12 +61,7 @@ def train(
     when = parse_as_of(as_of)
     if objective not in ("auto", "binary", "choice"):
         raise NboError(f"--objective {objective!r} is not auto, binary or choice")
-    if engine not in ("pandas", "spark"):
-        raise NboError(f"--engine {engine!r} is not pandas or spark")
-    if engine == "pandas" and (master or remote):
-        raise NboError("--master and --remote are for --engine spark")
-    if master and remote:
-        raise NboError("give --master or --remote, not both")
+    check_engine(engine, master, remote)
     if engine == "spark" and model == Which.uplift:
         raise NboError("--engine spark builds the propensity and churn sets; the uplift set is built with pandas")
     dataset = load_dataset(data)  # bad data fails before anything is written to MLflow
