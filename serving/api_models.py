@@ -131,7 +131,7 @@ class OutboxQuery(BaseModel):
 class OutboxAckRequest(_Strict):
     """Acknowledge pending sends of the outbox as `sent` or `failed`."""
 
-    outbox_ids: list[Annotated[StrictInt, Field(ge=1)]] = Field(min_length=1, max_length=1000)
+    outbox_ids: list[Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]] = Field(min_length=1, max_length=1000)  # SQLite integers
     status: Literal["sent", "failed"]
 
 

@@ -37,7 +37,7 @@ from tests.serving.test_http import KEY, OTHER_KEY, Server, server  # noqa: F401
 EXAMPLES = 25
 AUTH = {"Authorization": f"Bearer {KEY}"}
 PROTECTED = [("/recommend", "POST"), ("/feedback", "POST"), ("/forget", "POST"), ("/consents", "POST"),
-             ("/events", "POST"), ("/customer", "POST"), ("/admin/reload", "POST")]
+             ("/events", "POST"), ("/customer", "POST"), ("/outbox/ack", "POST"), ("/admin/reload", "POST")]
 #: Answers a schema-valid request may get besides 200: unknown ids, live input out of range, conflicts.
 REFUSALS = {"/feedback": {404}, "/consents": {404, 422}, "/events": {404, 409, 422}, "/customer": {404}}
 PUBLIC = [("/healthz", "GET"), ("/livez", "GET"), ("/readyz", "GET"), ("/metrics", "GET")]
