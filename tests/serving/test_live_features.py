@@ -205,16 +205,23 @@ def _reexport(data, events: list[LiveEvent], directory: Path) -> Path:  # noqa: 
     return directory
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_compaction_keeps_the_live_rows_and_truncates_the_log_at_the_new_export(world: World, tmp_path: Path,
-                                                                                 seed: int) -> None:
+@pytest.mark.parametrize(("backend", "seed"), [("sqlite", 0), ("sqlite", 1), ("sqlite", 2),
+                                                pytest.param("redis", 3, marks=pytest.mark.redis)])
+def test_compaction_keeps_the_live_rows_and_truncates_the_log_at_the_new_export(world: World, tmp_path: Path, request,  # noqa: ANN001
+                                                                                 backend: str, seed: int) -> None:
     """Snapshot-and-truncate (serving.live.compact): once a data directory holds the events up to
     its last one, the log keeps only the later ones; every live row still equals the batch features
     on all the events; an event at or before the new horizon is refused (it cannot count twice),
     later duplicates stay idempotent; forget still erases everything."""
     data = load_dataset(world.data)
     rng = random.Random(seed)
-    first = _engine(world, tmp_path, load_models=False)
+    store = tmp_path / "contacts.db"
+    if backend == "redis":  # both engines on one server and one key prefix (a restart on the same store)
+        store = f"redis://127.0.0.1:{request.getfixturevalue('redis_port')}/0"
+        prefix = f"compact{seed}{random.Random().randrange(10**9)}"
+    first = _engine(world, tmp_path, store, load_models=False)
+    if backend == "redis":
+        first.store.prefix = prefix
     ids = [str(c) for c in rng.sample(sorted(first.features.index), 5)]
     # (the data contract's events table requires a channel: an export holds none without one)
     stream = [e if e.channel else replace(e, channel="web") for e in _random_events(rng, ids, NOW - 10 * H, 150)]
@@ -227,8 +234,10 @@ def test_compaction_keeps_the_live_rows_and_truncates_the_log_at_the_new_export(
     cut = to_epoch(NOW - 10 * H + timedelta(hours=rng.uniform(2, 7)))
     # (in time order, as the log sorts them: a sum over events is the same float in the same order)
     exported = sorted((e for e in stream if e.ts <= cut), key=lambda e: (e.ts, e.event_id))
-    settings = world.settings(tmp_path / "contacts.db", data_dir=_reexport(data, exported, tmp_path / "data2"))
+    settings = world.settings(store, data_dir=_reexport(data, exported, tmp_path / "data2"))
     later = DecisionEngine.from_settings(settings, load_models=False)
+    if backend == "redis":
+        later.store.prefix = prefix
     try:
         later.live.prepare()
         horizon = to_epoch(later.live.horizon)
