@@ -268,3 +268,35 @@ def test_compaction_keeps_the_live_rows_and_truncates_the_log_at_the_new_export(
         assert later.store.export(gone)["events"] == [] and later.customer_view(gone, NOW) == ("unknown", None)
     finally:
         later.close()
+
+
+def test_the_live_row_cache_is_bounded_by_recent_customers_not_by_events(tmp_path: Path) -> None:
+    """Memory (issue 22 item 6): a cached row older than `refresh_s` can never be used, so keeping
+    a row drops those; the key is a digest of fixed size whatever the customer's number of events,
+    and it changes with any posted event or consent change."""
+    from serving.contact_store.base import ConsentChange
+    from serving.live import LiveFeatures, state_key
+
+    empty = pd.DataFrame({"customer_id": pd.Series([], dtype="str")})
+    live = LiveFeatures(tmp_path, empty, empty, refresh_s=60.0, max_cached=3)
+    for i in range(3):
+        live.keep(f"c{i}", "k", NOW + timedelta(seconds=i), object())
+    assert len(live) == 3
+    live.keep("c3", "k", NOW + timedelta(seconds=3), object())  # over max_cached: the oldest goes
+    assert len(live) == 3 and live.cached("c0", "k", NOW + timedelta(seconds=3)) is None
+    hit = object()
+    live.keep("c1", "k", NOW + timedelta(seconds=30), hit)
+    assert live.cached("c1", "k", NOW + timedelta(seconds=89)) is hit
+    assert live.cached("c1", "other", NOW + timedelta(seconds=89)) is None
+    live.keep("c9", "k", NOW + timedelta(seconds=65), 1)
+    assert len(live) == 2  # c2, c3 (kept at 2 s and 3 s) expired; c1 (30 s) and c9 stay
+    assert live.cached("c1", "k", NOW + timedelta(seconds=90)) is None  # 60 s after it was computed
+
+    few = [LiveEvent(f"e{i}", "c", to_epoch(NOW) + i, "search", "web") for i in range(3)]
+    many = [LiveEvent(f"e{i}", "c", to_epoch(NOW) + i, "search", "web") for i in range(5000)]
+    assert len(state_key(many, ())) == len(state_key(few, ())) == 3
+    assert all(isinstance(v, int) for v in state_key(many, ()))
+    assert state_key(few, ()) == state_key(list(reversed(few)), ())  # the posting order does not matter
+    assert state_key(few, ()) != state_key(few[:2], ())
+    assert state_key(few, ()) != state_key([*few[:2], replace(few[2], ts=few[2].ts + 1)], ())
+    assert state_key(few, ()) != state_key(few, (ConsentChange("email", to_epoch(NOW), False),))
