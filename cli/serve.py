@@ -35,6 +35,11 @@ DEFAULT_STORE_TIMEOUT_S = 0.5
 #: Seconds between WAL checkpoints of the SQLite store, from a background thread of each worker
 #: (not on the request that commits past 1,000 pages: measured, docs/service.md §7).
 DEFAULT_STORE_CHECKPOINT_S = 0.5
+#: MiB of SQLite page cache per store connection of a worker. A connection's cache fills with the
+#: pages it writes (the event log's, under `POST /events`) up to its size, so with SQLite's 64 MB a
+#: worker's heap grew with the number of events posted; with 8 it is flat once full, and ingestion
+#: and decisions measured the same (reads go through the memory map; docs/service.md, "Memory").
+DEFAULT_STORE_CACHE_MIB = 8
 SERVICE_TARGET = "serving.service:Recommender"
 #: The same service with the console mounted at /console (docs/console.md): what `nbo serve` starts.
 CONSOLE_TARGET = "console.service:Recommender"
@@ -101,6 +106,7 @@ def service_settings(
     engine = EngineSettings(
         data_dir=data, features_path=features_file, tracking_uri=tracking_uri, policy_path=policy, store=store,
         store_timeout_s=store_timeout_s, store_checkpoint_s=DEFAULT_STORE_CHECKPOINT_S,
+        store_cache_mib=DEFAULT_STORE_CACHE_MIB,
         live_max_past_days=live_max_past_days, live_max_skew_s=live_max_skew_s, live_refresh_s=live_refresh_s,
         # Compiled champions are shared by the workers and kept across restarts (models/compiled.py).
         compiled_cache=state_dir.resolve() / "compiled",

@@ -188,6 +188,12 @@ EVENTS = TableSpec(
             "channel",
             "str",
             allowed=EVENT_CHANNELS,
+            nullable=True,
+            doc=(
+                "Where the event happened. Empty: unknown for this event (a source that does not record "
+                "it; an event posted to `POST /events` or `nbo ingest` without one, re-exported): it counts "
+                "in no per-channel column, as when the column is absent."
+            ),
             required=False,
             if_absent=(
                 "every event's channel is unknown: the per-channel columns (`days_since_web_visit`, "

@@ -209,7 +209,8 @@ class DecisionEngine:
         else:
             frame, meta = features, materialised_meta(latest_features_file(settings.features_path))
         check_feature_set(meta)
-        store = open_store(settings.store, settings.store_horizon_days, settings.store_timeout_s, settings.store_checkpoint_s)
+        store = open_store(settings.store, settings.store_horizon_days, settings.store_timeout_s, settings.store_checkpoint_s,
+                           settings.store_cache_mib)
         store.check_policy(policy)
         if settings.seed_history:
             seed_store(store, contacts, offers)

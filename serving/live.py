@@ -185,6 +185,11 @@ class LiveFeatures:
     there - as of the decision's time. The data's events are loaded once per process, on first
     use (`prepare`), sorted by customer. Rows are cached per customer until a new event or consent
     change, a model reload, or `refresh_s` seconds (then recomputed as of the new time).
+
+    Memory: an entry older than `refresh_s` can never be used again, so `keep` drops those (the
+    cache is ordered by when each row was computed); it holds the customers decided in the last
+    `refresh_s` seconds, at most `max_cached`, whatever the number of events. The key it compares
+    is a digest of the customer's posted events (`state_key`), not the events themselves.
     """
 
     def __init__(self, data_dir: Path, customers: pd.DataFrame, consents: pd.DataFrame, *,
@@ -255,15 +260,26 @@ class LiveFeatures:
             hit = self._cache.get(customer_id)
             if hit is None or hit[0] != key or not (hit[1] <= t < hit[1] + self.refresh_s):
                 return None
-            self._cache.move_to_end(customer_id)
             return hit[2]
 
     def keep(self, customer_id: str, key: object, now: datetime, value: object) -> None:
+        """Cache `value` (computed as of `now`); drop the oldest rows beyond `max_cached` and every
+        row older than `refresh_s` (at the front: the cache is in the order rows were computed)."""
+        t = to_epoch(now)
         with self._lock:
-            self._cache[customer_id] = (key, to_epoch(now), value)
-            self._cache.move_to_end(customer_id)
+            self._cache.pop(customer_id, None)
+            self._cache[customer_id] = (key, t, value)
             while len(self._cache) > self.max_cached:
                 self._cache.popitem(last=False)
+            while self._cache:
+                _, (_, kept, _) = next(iter(self._cache.items()))
+                if t < kept + self.refresh_s:
+                    break
+                self._cache.popitem(last=False)
+
+    def __len__(self) -> int:
+        """How many rows are cached."""
+        return len(self._cache)
 
     def drop(self, customer_id: str) -> None:
         with self._lock:
@@ -276,9 +292,14 @@ def _empty(table: str) -> pd.DataFrame:
     return empty_table(table)
 
 
-def state_key(events: Sequence[LiveEvent], consents: Sequence[ConsentChange]) -> tuple[object, ...]:
-    """What a cached live row depends on besides time and models: the posted events and consents."""
-    return (tuple(sorted((e.event_id, e.ts) for e in events)), tuple(sorted((c.channel, c.ts, c.granted) for c in consents)))
+def state_key(events: Sequence[LiveEvent], consents: Sequence[ConsentChange]) -> tuple[int, int, int]:
+    """What a cached live row depends on besides time and models: the posted events and consents,
+    as (number of events, number of consent changes, a hash of both). A digest, so that a cached
+    entry's size does not grow with the customer's events (the tuples themselves were ~150 bytes
+    an event, per cached customer); the counts make a stale hit need a 64-bit hash collision
+    between two states of the same customer with as many events."""
+    return (len(events), len(consents), hash((tuple(sorted((e.event_id, e.ts) for e in events)),
+                                               tuple(sorted((c.channel, c.ts, c.granted) for c in consents)))))
 
 
 # ------------------------------------------------------------------------------ ingestion

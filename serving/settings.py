@@ -40,6 +40,10 @@ class EngineSettings(BaseModel):
     store_checkpoint_s: float | None = Field(
         None, gt=0, description="SQLite: checkpoint the WAL from a background thread this often (s); None = on the committing call (SQLite's default)"
     )
+    store_cache_mib: int = Field(
+        64, ge=1, description="SQLite: page cache per connection (MiB; heap each connection fills with the pages it "
+        "writes); the service uses less (cli/serve.py)"
+    )
     compile_models: bool = Field(True, description="score with the champions compiled by lleaves (checked against the booster)")
     compiled_cache: Path | None = Field(None, description="directory for compiled champions shared by processes; None = compile in memory")
     prepared_champions: Path | None = Field(
@@ -84,7 +88,8 @@ def latest_features_file(path: Path) -> Path:
 
 
 def open_store(
-    spec: str, horizon_days: int = 90, timeout_s: float | None = None, checkpoint_s: float | None = None
+    spec: str, horizon_days: int = 90, timeout_s: float | None = None, checkpoint_s: float | None = None,
+    cache_mib: int = 64,
 ) -> ContactStore:
     """`redis://...` -> RedisContactStore, anything else -> a SQLite file at that path.
 
@@ -93,6 +98,7 @@ def open_store(
     and no Redis retries (redis-py retries 10 times with back-off by default). None keeps the
     stores' defaults (command-line tools, which may wait). `checkpoint_s`: SQLite's WAL checkpoints
     from a background thread at this interval instead of on the committing call (the service).
+    `cache_mib`: SQLite's page cache per connection.
     """
     if spec.startswith(("redis://", "rediss://", "unix://")):
         import redis
@@ -112,5 +118,6 @@ def open_store(
     path = Path(spec.removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True)
     if timeout_s is None:
-        return SQLiteContactStore(path, horizon_days=horizon_days, checkpoint_interval_s=checkpoint_s)
-    return SQLiteContactStore(path, horizon_days=horizon_days, busy_timeout_s=timeout_s, checkpoint_interval_s=checkpoint_s)
+        return SQLiteContactStore(path, horizon_days=horizon_days, checkpoint_interval_s=checkpoint_s, cache_mib=cache_mib)
+    return SQLiteContactStore(path, horizon_days=horizon_days, busy_timeout_s=timeout_s, checkpoint_interval_s=checkpoint_s,
+                              cache_mib=cache_mib)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -677,7 +678,9 @@ class RedisContactStore(ContactStore):
         """SCAN of the customers' event hashes (`prefix:{id}:ev`), HDEL of the events with
         `ts <= until`; an emptied hash is removed by Redis."""
         n = 0
-        for key in self.client.scan_iter(match=f"{self.prefix}:{{*}}:ev", count=1000):
+        # The prefix escaped: its glob characters (`*?[]\`) would match other stores' keys.
+        mine = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix)
+        for key in self.client.scan_iter(match=f"{mine}:{{*}}:ev", count=1000):
             raw = self.client.hgetall(key)
             old = [k for k, v in raw.items() if float(json.loads(self._s(v))[0]) <= until]
             if old:

@@ -186,9 +186,13 @@ class SQLiteContactStore(ContactStore):
 
     def __init__(
         self, path: Path | str, horizon_days: int = 90, busy_timeout_s: float = 30.0,
-        checkpoint_interval_s: float | None = None,
+        checkpoint_interval_s: float | None = None, cache_mib: int = 64,
     ) -> None:
         self.path = str(path)
+        #: SQLite's page cache per connection (heap memory each connection fills up to this, with
+        #: the pages it writes: reads go through the memory map). 64 MB for batch reservation;
+        #: the service passes less (cli/serve.py: a worker's heap otherwise grew with the event log).
+        self.cache_mib = cache_mib
         self.horizon_days = horizon_days
         self.busy_timeout_s = busy_timeout_s
         self.checkpoint_interval_s = checkpoint_interval_s
@@ -256,7 +260,7 @@ class SQLiteContactStore(ContactStore):
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute(f"PRAGMA cache_size=-{int(self.cache_mib) * 1024}")
             conn.execute("PRAGMA mmap_size=268435456")
             if self.checkpoint_interval_s is not None:
                 conn.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")

@@ -347,3 +347,53 @@ def test_background_checkpoints_restart_the_wal_under_steady_writes(tmp_path, mo
     # At least one WAL page per commit: never restarted, the WAL would hold ~i pages (1.3 i measured).
     assert i > 200
     assert largest < i * 4096 / 2, (largest, i)
+
+
+def _events(customer: str, stamps: list[float]) -> list:
+    from serving.contact_store.base import LiveEvent
+
+    return [LiveEvent(f"{customer}-e{i}", customer, ts, "purchase", "store", "home", None, 10.0 + i)
+            for i, ts in enumerate(stamps)]
+
+
+def test_compaction_drops_exactly_the_events_up_to_the_cut(make_store) -> None:
+    """`compact_events(until)` (snapshot-and-truncate at a new export, serving.live.compact):
+    deletes the posted events with ts <= until, of every customer, keeps the later ones whole,
+    counts what it deleted, and a second run deletes nothing; a customer emptied by it reads no
+    events, and an event id compacted away can be posted again (the horizon check refuses it
+    upstream, the store does not remember it)."""
+    store = make_store()
+    t = to_epoch(T0)
+    old_only = _events("c-old", [t - 300, t - 200])
+    mixed = _events("c-mix", [t - 100, t, t + 0.001, t + 50])
+    new_only = _events("c-new", [t + 10])
+    store.append_events([*old_only, *mixed, *new_only])
+    assert store.compact_events(t) == 2 + 2
+    assert store.compact_events(t) == 0
+    held = store.live_events(["c-old", "c-mix", "c-new"])
+    assert "c-old" not in held
+    assert sorted(held["c-mix"], key=lambda e: e.event_id) == mixed[2:]
+    assert held["c-new"] == tuple(new_only)
+    assert store.read_customer("c-old", T0).events == ()
+    assert store.append_events(old_only[:1]) == 1
+
+
+@pytest.mark.redis
+def test_redis_compaction_scans_only_its_own_prefix_and_removes_emptied_hashes(redis_port: int) -> None:
+    """Another store on the same server (another prefix, also one its glob would match) keeps
+    every event; a customer's event hash emptied by compaction is deleted, not left empty."""
+    import redis
+
+    client = redis.Redis(port=redis_port, decode_responses=True)
+    t = to_epoch(T0)
+    mine = RedisContactStore(client, prefix="cmp?x")  # `?` and `*` are glob characters in SCAN MATCH
+    other = RedisContactStore(client, prefix="cmpAx")
+    star = RedisContactStore(client, prefix="cmp*")
+    for store in (mine, other, star):
+        store.append_events(_events("c1", [t - 10, t + 10]) + _events("c2", [t - 5]))
+    assert mine.compact_events(t) == 2
+    for store in (other, star):
+        assert sorted(e.event_id for v in store.live_events(["c1", "c2"]).values() for e in v) == ["c1-e0", "c1-e1", "c2-e0"]
+    assert [e.event_id for e in mine.live_events(["c1", "c2"])["c1"]] == ["c1-e1"]
+    assert not client.exists("cmp?x:{c2}:ev") and client.hlen("cmp?x:{c1}:ev") == 1
+    assert star.compact_events(t) == 2 and other.live_events(["c2"]) != {}

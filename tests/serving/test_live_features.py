@@ -205,19 +205,28 @@ def _reexport(data, events: list[LiveEvent], directory: Path) -> Path:  # noqa: 
     return directory
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_compaction_keeps_the_live_rows_and_truncates_the_log_at_the_new_export(world: World, tmp_path: Path,
-                                                                                 seed: int) -> None:
+@pytest.mark.parametrize(("backend", "seed"), [("sqlite", 0), ("sqlite", 1), ("sqlite", 2),
+                                                pytest.param("redis", 3, marks=pytest.mark.redis)])
+def test_compaction_keeps_the_live_rows_and_truncates_the_log_at_the_new_export(world: World, tmp_path: Path, request,  # noqa: ANN001
+                                                                                 backend: str, seed: int) -> None:
     """Snapshot-and-truncate (serving.live.compact): once a data directory holds the events up to
     its last one, the log keeps only the later ones; every live row still equals the batch features
     on all the events; an event at or before the new horizon is refused (it cannot count twice),
     later duplicates stay idempotent; forget still erases everything."""
     data = load_dataset(world.data)
     rng = random.Random(seed)
-    first = _engine(world, tmp_path, load_models=False)
+    store = tmp_path / "contacts.db"
+    if backend == "redis":  # both engines on one server and one key prefix (a restart on the same store)
+        store = f"redis://127.0.0.1:{request.getfixturevalue('redis_port')}/0"
+        prefix = f"compact{seed}{random.Random().randrange(10**9)}"
+    first = _engine(world, tmp_path, store, load_models=False)
+    if backend == "redis":
+        first.store.prefix = prefix
     ids = [str(c) for c in rng.sample(sorted(first.features.index), 5)]
-    # (the data contract's events table requires a channel: an export holds none without one)
-    stream = [e if e.channel else replace(e, channel="web") for e in _random_events(rng, ids, NOW - 10 * H, 150)]
+    # Events without a channel included: POST /events accepts them, and the contract's events table
+    # takes an empty channel (unknown), so a re-export of the log validates.
+    stream = _random_events(rng, ids, NOW - 10 * H, 150)
+    assert any(e.channel is None for e in stream)
     posted = stream + rng.sample(stream, 30)
     rng.shuffle(posted)
     for lo in range(0, len(posted), 20):
@@ -227,8 +236,10 @@ def test_compaction_keeps_the_live_rows_and_truncates_the_log_at_the_new_export(
     cut = to_epoch(NOW - 10 * H + timedelta(hours=rng.uniform(2, 7)))
     # (in time order, as the log sorts them: a sum over events is the same float in the same order)
     exported = sorted((e for e in stream if e.ts <= cut), key=lambda e: (e.ts, e.event_id))
-    settings = world.settings(tmp_path / "contacts.db", data_dir=_reexport(data, exported, tmp_path / "data2"))
+    settings = world.settings(store, data_dir=_reexport(data, exported, tmp_path / "data2"))
     later = DecisionEngine.from_settings(settings, load_models=False)
+    if backend == "redis":
+        later.store.prefix = prefix
     try:
         later.live.prepare()
         horizon = to_epoch(later.live.horizon)
@@ -259,3 +270,35 @@ def test_compaction_keeps_the_live_rows_and_truncates_the_log_at_the_new_export(
         assert later.store.export(gone)["events"] == [] and later.customer_view(gone, NOW) == ("unknown", None)
     finally:
         later.close()
+
+
+def test_the_live_row_cache_is_bounded_by_recent_customers_not_by_events(tmp_path: Path) -> None:
+    """Memory (issue 22 item 6): a cached row older than `refresh_s` can never be used, so keeping
+    a row drops those; the key is a digest of fixed size whatever the customer's number of events,
+    and it changes with any posted event or consent change."""
+    from serving.contact_store.base import ConsentChange
+    from serving.live import LiveFeatures, state_key
+
+    empty = pd.DataFrame({"customer_id": pd.Series([], dtype="str")})
+    live = LiveFeatures(tmp_path, empty, empty, refresh_s=60.0, max_cached=3)
+    for i in range(3):
+        live.keep(f"c{i}", "k", NOW + timedelta(seconds=i), object())
+    assert len(live) == 3
+    live.keep("c3", "k", NOW + timedelta(seconds=3), object())  # over max_cached: the oldest goes
+    assert len(live) == 3 and live.cached("c0", "k", NOW + timedelta(seconds=3)) is None
+    hit = object()
+    live.keep("c1", "k", NOW + timedelta(seconds=30), hit)
+    assert live.cached("c1", "k", NOW + timedelta(seconds=89)) is hit
+    assert live.cached("c1", "other", NOW + timedelta(seconds=89)) is None
+    live.keep("c9", "k", NOW + timedelta(seconds=65), 1)
+    assert len(live) == 2  # c2, c3 (kept at 2 s and 3 s) expired; c1 (30 s) and c9 stay
+    assert live.cached("c1", "k", NOW + timedelta(seconds=90)) is None  # 60 s after it was computed
+
+    few = [LiveEvent(f"e{i}", "c", to_epoch(NOW) + i, "search", "web") for i in range(3)]
+    many = [LiveEvent(f"e{i}", "c", to_epoch(NOW) + i, "search", "web") for i in range(5000)]
+    assert len(state_key(many, ())) == len(state_key(few, ())) == 3
+    assert all(isinstance(v, int) for v in state_key(many, ()))
+    assert state_key(few, ()) == state_key(list(reversed(few)), ())  # the posting order does not matter
+    assert state_key(few, ()) != state_key(few[:2], ())
+    assert state_key(few, ()) != state_key([*few[:2], replace(few[2], ts=few[2].ts + 1)], ())
+    assert state_key(few, ()) != state_key(few, (ConsentChange("email", to_epoch(NOW), False),))
