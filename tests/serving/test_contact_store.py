@@ -166,7 +166,7 @@ def test_forget_erases_one_customer(make_store) -> None:
     store.record_outcome(r.decision_id, "o-a", "declined", T0)
     reserve(store, "c2", "email", [A], T0)
     assert store.forget("c1") == 1
-    assert store.export("c1") == {"decisions": [], "contacts": [], "consents": [], "events": []}
+    assert store.export("c1") == {"decisions": [], "contacts": [], "consents": [], "events": [], "outbox": []}
     assert store.history("c1", T0).contacts == () and not store.history("c1", T0).last_decline_offer
     assert store.record_outcome(r.decision_id, "o-a", "accepted", T0) is False
     assert len(store.export("c2")["contacts"]) == 1

@@ -112,7 +112,7 @@ def test_after_forget_the_next_decision_is_the_anonymous_fallback_and_writes_not
         d = second.decide(cid, channel, None, NOW, k=3)
         assert d.offers == [] and _reasons(d) <= {"consent", "quiet_hours"}, channel
     held = first.store.export(cid)
-    assert held == {"decisions": [], "contacts": [], "consents": [], "events": []}
+    assert held == {"decisions": [], "contacts": [], "consents": [], "events": [], "outbox": []}
     assert first.store.read_customer(cid, NOW).history.contacts == ()
     # Nor can a consent be recorded for the erased id, in either worker.
     for engine in (first, second):
