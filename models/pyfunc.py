@@ -17,6 +17,16 @@ if TYPE_CHECKING:
     from models.calibrated import CalibratedBooster
 
 
+def feature_matrix(names: Any, model_input: pd.DataFrame) -> np.ndarray:
+    """The float32 model inputs of a pyfunc's DataFrame, in the estimator's column order; a
+    ValueError naming the feature columns it lacks."""
+    names = list(names)
+    missing = [c for c in names if c not in model_input.columns]
+    if missing:
+        raise ValueError(f"model input lacks feature column(s): {', '.join(missing[:10])}")
+    return model_input[names].to_numpy(dtype=np.float32, na_value=np.nan)
+
+
 class NboPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow wrapper: `predict` takes a DataFrame with the feature columns, returns P(y=1).
 
@@ -29,11 +39,7 @@ class NboPyfunc(mlflow.pyfunc.PythonModel):
         self.feature_set_version = feature_set_version
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
-        names = list(self.model.feature_names_in_)
-        missing = [c for c in names if c not in model_input.columns]
-        if missing:
-            raise ValueError(f"model input lacks feature column(s): {', '.join(missing[:10])}")
-        X = model_input[names].to_numpy(dtype=np.float32, na_value=np.nan)
+        X = feature_matrix(self.model.feature_names_in_, model_input)
         if self.model.is_choice:
             if "decision_id" not in model_input.columns:
                 raise ValueError("a choice model needs a decision_id column: the candidates of a decision are scored together")

@@ -45,6 +45,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from models.calibrated import DEFAULT_PARAMS as CALIBRATED_PARAMS
 from models.calibrated import booster_params
+from models.pyfunc import feature_matrix
 
 LEARNERS = ("share", "t", "x")
 #: Columns the organic model (no contact) does not read: they describe an offer, and an offer not
@@ -275,8 +276,4 @@ class UpliftPyfunc(mlflow.pyfunc.PythonModel):
         self.feature_set_version = feature_set_version
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
-        names = list(self.model.feature_names_in_)
-        missing = [c for c in names if c not in model_input.columns]
-        if missing:
-            raise ValueError(f"model input lacks feature column(s): {', '.join(missing[:10])}")
-        return self.model.predict_uplift(model_input[names].to_numpy(dtype=np.float32, na_value=np.nan))
+        return self.model.predict_uplift(feature_matrix(self.model.feature_names_in_, model_input))
