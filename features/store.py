@@ -46,7 +46,7 @@ def write_materialised_chunks(
                 table = pa.Table.from_pandas(chunk, preserve_index=True)
                 if writer is None:
                     schema = table.schema.with_metadata(materialised_metadata(table.schema, as_of, feature_set))
-                    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                    writer = pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=_dictionary_columns(schema))
                 writer.write_table(table.cast(writer.schema))
                 rows += len(chunk)
             if writer is None:
@@ -55,6 +55,16 @@ def write_materialised_chunks(
             if writer is not None:
                 writer.close()
     return rows
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns worth dictionary-encoding: the text labels (a handful of values each). Not the
+    ~230 numeric features (measured at 200k customers: a dictionary on every column cost 1.26 s of
+    CPU and 89 MB, none on the numbers 0.88 s and 76 MB; zstd does better on their plain pages),
+    nor the customer id, which is unique per row."""
+    index = set(schema.pandas_metadata.get("index_columns", [])) if schema.pandas_metadata else set()
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+            if f.name not in index]
 
 
 def materialised_metadata(
