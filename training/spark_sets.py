@@ -52,6 +52,12 @@ def _rows(X: np.ndarray, y: np.ndarray, meta: pd.DataFrame, spec: tuple[tuple[st
     return out
 
 
+def _no_rows(width: int, spec: tuple[tuple[str, str], ...]) -> pd.DataFrame:
+    """A bucket's answer when it has no rows: `_rows`' columns and types, empty."""
+    meta = pd.DataFrame({n: pd.Series(dtype="datetime64[ns]" if k == "timestamp" else object) for n, k in spec})
+    return _rows(np.zeros((0, width), np.float32), np.zeros(0, np.int8), meta, spec)
+
+
 def _collect(frame, width: int) -> pd.DataFrame:  # type: ignore[no-untyped-def]
     """The Spark frame's rows on the driver (a worker's refusal as the contract's one line)."""
     try:
@@ -108,9 +114,7 @@ def _propensity_rows(as_of: pd.Timestamp, window_days: int, attributes: tuple[st
     def run(group: pd.DataFrame) -> pd.DataFrame:
         data = bucket_dataset(group, context)
         if not len(propensity_labels(data.contacts, as_of, window_days)):
-            return _rows(np.zeros((0, width), np.float32), np.zeros(0, np.int8),
-                         pd.DataFrame({n: pd.Series(dtype="datetime64[ns]" if k == "timestamp" else object)
-                                       for n, k in PROPENSITY_META}), PROPENSITY_META)
+            return _no_rows(width, PROPENSITY_META)
         part = propensity_set(data, as_of, window_days, progress=False, attributes=attributes)
         return _rows(part.X, part.y, part.meta, PROPENSITY_META)
 
@@ -150,9 +154,7 @@ def _churn_rows(dates: list[pd.Timestamp], horizon_days: int, names: list[str],
     def run(group: pd.DataFrame) -> pd.DataFrame:
         frame = churn_frame(bucket_dataset(group, context), dates, horizon_days)
         if not len(frame):
-            return _rows(np.zeros((0, len(names)), np.float32), np.zeros(0, np.int8),
-                         pd.DataFrame({n: pd.Series(dtype="datetime64[ns]" if k == "timestamp" else object)
-                                       for n, k in CHURN_META}), CHURN_META)
+            return _no_rows(len(names), CHURN_META)
         return _rows(frame[names].to_numpy(dtype=np.float32), frame["label"].to_numpy(), frame, CHURN_META)
 
     return run
