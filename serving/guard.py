@@ -80,6 +80,16 @@ def corrected_openapi(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def _not_a_json_object(body: bytes) -> str | None:
+    """Why `body` is not a JSON object (the Guard's 400 message), or None when it is one (an empty
+    body counts as `{}`)."""
+    try:
+        parsed = json.loads(body) if body.strip() else {}
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..."
+        return f"body: not valid JSON ({type(exc).__name__})"
+    return None if isinstance(parsed, dict) else "body: must be a JSON object"
+
+
 class Guard:
     """ASGI middleware in front of every route: API key, body size, JSON well-formedness.
 
@@ -203,17 +213,15 @@ class Guard:
             await self._client_error(send, path, 413, f"body: larger than {limit} bytes")
             return
         body = b"".join(chunks)
+        if path == "/recommend" and "recommender" in WORKER:
+            # One parse of the body: pydantic's. Only a body it refuses is parsed again by `json`,
+            # so the answer names the same problem as before (not JSON, not an object, a field).
+            await self._recommend(body, send)
+            return
         if path in JSON_PATHS:
-            try:
-                parsed = json.loads(body) if body.strip() else {}
-            except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..."
-                await self._client_error(send, path, 400, f"body: not valid JSON ({type(exc).__name__})")
-                return
-            if not isinstance(parsed, dict):
-                await self._client_error(send, path, 400, "body: must be a JSON object")
-                return
-            if path == "/recommend" and "recommender" in WORKER:
-                await self._recommend(body, send)
+            refusal = _not_a_json_object(body)
+            if refusal is not None:
+                await self._client_error(send, path, 400, refusal)
                 return
             # Validated here too, so a bad body is one warning line, not BentoML's ERROR traceback.
             model = BODY_MODELS[path]
@@ -335,7 +343,11 @@ class Guard:
         try:
             request = RecommendRequest.model_validate_json(body or b"{}")
         except ValidationError as exc:
-            await self._invalid(send, "/recommend", exc)
+            refusal = _not_a_json_object(body)
+            if refusal is not None:
+                await self._client_error(send, "/recommend", 400, refusal)
+            else:
+                await self._invalid(send, "/recommend", exc)
             return
         try:
             answer = WORKER["recommender"].decide(request.customer_id, request.channel, request.k, request.context,

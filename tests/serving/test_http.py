@@ -357,3 +357,38 @@ def test_bad_bodies_are_one_warning_line_not_an_error_traceback(server: Server) 
     assert "Traceback" not in text and "[ERROR]" not in text, text[-3000:]
     assert SECRET_ID not in text  # neither the id nor a field named like it is logged
     assert any("/forget -> 400" in line and "<unknown field> (extra_forbidden)" in line for line in lines), lines
+
+
+def _json_object_refusal(body: bytes) -> str | None:
+    """The Guard's rule for a JSON endpoint's body, as it was checked before the model (a copy)."""
+    try:
+        parsed = json.loads(body) if body.strip() else {}
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return f"body: not valid JSON ({type(exc).__name__})"
+    return None if isinstance(parsed, dict) else "body: must be a JSON object"
+
+
+def test_recommend_parses_a_body_once_and_answers_as_before(server: Server) -> None:
+    """/recommend validates the body with the request model only, and parses it with `json` again
+    only when the model refuses it: every awkward body gets the answer of the old order (JSON
+    object check first, then the model)."""
+    ok = json.dumps({"customer_id": server.customers[7], "channel": "web"}).encode()
+    bodies = [b"", b"   ", b"[]", b'"x"', b"1", b"null", b"{not json", b"\xef\xbb\xbf" + ok, b"\xff\xfe", ok + b" x",
+              b"[" * 3000, b'{"customer_id": NaN, "channel": "web"}', b'{"customer_id": "\\ud800", "channel": "web"}',
+              b'{"customer_id": "a", "customer_id": "b", "channel": "web"}', b'{"channel": "web"}', b"{}", ok]
+    from pydantic import ValidationError
+
+    from serving.api_models import RecommendRequest
+
+    for body in bodies:
+        r = server.post("/recommend", body)
+        refusal = _json_object_refusal(body)
+        if refusal is not None:
+            assert (r.status_code, r.json()) == (400, {"error": refusal}), (body[:40], r.text)
+            continue
+        try:
+            RecommendRequest.model_validate_json(body or b"{}")
+        except ValidationError:
+            assert r.status_code == 400 and r.json()["detail"], (body[:40], r.text)
+        else:
+            assert r.status_code == 200, (body[:40], r.text)
