@@ -413,8 +413,9 @@ class Guard:
 
         Same request model, same validation answer as BentoML's (400 with `error` and `detail`
         naming the field, input never echoed), same response model and handler
-        (`Recommender.decide`); BentoML's outer middlewares (metrics, timeout) still apply and
-        the route stays in the OpenAPI document.
+        (`Recommender.decide`, or `Recommender.decide_many` for the worker's micro-batch: the
+        `Batcher`); BentoML's outer middlewares (metrics, timeout) still apply and the route
+        stays in the OpenAPI document.
         """
         try:
             request = RecommendRequest.model_validate_json(body or b"{}")
