@@ -18,6 +18,8 @@ is charged for the queue it builds (no coordinated omission). Cases:
   3. the same handler without HTTP: `DecisionEngine.decide` in process (reserve=True), median
      and p99, so the framework's share is visible; each server ends with one line putting its CPU
      per request next to the engine's CPU per decision.
+Each line also gives the mean size of the workers' micro-batches of /recommend in that run
+(`nbo_decision_block_size` from /metrics; `--max-batch 1` serves one decision at a time).
 Saturation target (issue 24): at least 1,000 decisions/s with p99 <= 50 ms and no error (2 workers).
 """
 
@@ -119,14 +121,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data: Path, features: Path, uri: str, clock: pd.Timestamp, workers: int, work: Path) -> tuple[subprocess.Popen, int]:
+def start_server(data: Path, features: Path, uri: str, clock: pd.Timestamp, workers: int, work: Path,
+                 max_batch: int | None = None) -> tuple[subprocess.Popen, int]:
     import httpx
 
     port = _free_port()
     env = {**os.environ, "NBO_API_KEYS": KEY}
     cmd = [sys.executable, "-m", "cli", "serve", "--data", str(data), "--features", str(features), "--tracking-uri", uri,
            "--store", str(work / f"contacts-{workers}.db"), "--port", str(port), "--workers", str(workers),
-           "--state-dir", str(work / "state"), "--clock-start", clock.isoformat()]
+           "--state-dir", str(work / "state"), "--clock-start", clock.isoformat(),
+           *(["--max-batch", str(max_batch)] if max_batch is not None else [])]
     log = open(work / f"server-{workers}.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
     deadline = time.monotonic() + 180
@@ -261,20 +265,39 @@ def _steal_seconds() -> float:
         return float("nan")
 
 
+def _blocks(port: int) -> tuple[float, float]:
+    """(requests, blocks) of /recommend's micro-batches so far (`nbo_decision_block_size`, all workers)."""
+    import httpx
+
+    total = count = 0.0
+    try:
+        for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+            if line.startswith("nbo_decision_block_size_sum"):
+                total += float(line.split()[-1])
+            elif line.startswith("nbo_decision_block_size_count"):
+                count += float(line.split()[-1])
+    except httpx.HTTPError:
+        pass
+    return total, count
+
+
 def run_load(port: int, customers: list[str], rate: float, duration: float, seed: int = 0, pid: int | None = None) -> dict:
     payloads = _requests(customers, int(rate * duration), port, seed)
     before = _cpu_seconds(pid) if pid else 0.0
+    blocks = _blocks(port)
     steal = _steal_seconds()
     result = asyncio.run(_open_loop(port, payloads, rate, duration, connections=64))
     result["cpu_ms"] = (_cpu_seconds(pid) - before) / result["sent"] * 1000 if pid else float("nan")
     result["steal_ms"] = (_steal_seconds() - steal) * 1000
+    after = _blocks(port)
+    result["block"] = (after[0] - blocks[0]) / (after[1] - blocks[1]) if after[1] > blocks[1] else float("nan")
     return result
 
 
 def _line(r: dict) -> str:
     return (f"{r['rate']:>5.0f} req/s for {r['sent'] / r['rate']:.0f} s: p50 {r['p50']:6.2f} ms  p90 {r['p90']:6.2f} ms  "
             f"p99 {r['p99']:6.2f} ms  max {r['max']:7.1f} ms  errors {r['errors']}+{r['timeouts']} timeouts/{r['sent']}  "
-            f"server CPU {r['cpu_ms']:.2f} ms/req  (achieved {r['achieved']:.1f}/s; steal {r['steal_ms']:.0f} ms; {_load()})")
+            f"server CPU {r['cpu_ms']:.2f} ms/req  mean block {r['block']:.2f}  (achieved {r['achieved']:.1f}/s; steal {r['steal_ms']:.0f} ms; {_load()})")
 
 
 # ----------------------------------------------------------------------------- in process
@@ -317,6 +340,8 @@ def main() -> None:
     ap.add_argument("--rates", type=float, nargs="+", default=[200, 400, 600, 800, 1000])
     ap.add_argument("--step", type=float, default=8.0, help="Seconds per rate of the curve.")
     ap.add_argument("--inproc", type=int, default=3000, help="In-process decide() calls.")
+    ap.add_argument("--max-batch", type=int, default=None,
+                    help="`nbo serve --max-batch` (default: nbo serve's; 1: one decision at a time).")
     args = ap.parse_args()
 
     print(f"hardware: {_hardware()}; {_load()} at start", flush=True)
@@ -332,7 +357,7 @@ def main() -> None:
         print(f"in process (engine.decide, reserve=True, 50 offers, SQLite): p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms  "
               f"mean {r['mean']:.2f} ms, CPU {r['cpu_ms']:.2f} ms/call over {r['n']} calls; {_load()}", flush=True)
         for workers in args.workers:
-            proc, port = start_server(data, features, uri, clock, workers, work)
+            proc, port = start_server(data, features, uri, clock, workers, work, args.max_batch)
             try:
                 print(f"\n--- nbo serve, {workers} worker(s), port {port}", flush=True)
                 run_load(port, customers, 100, 3, seed=99)  # warm-up, not reported

@@ -40,6 +40,9 @@ DEFAULT_STORE_CHECKPOINT_S = 0.5
 #: worker's heap grew with the number of events posted; with 8 it is flat once full, and ingestion
 #: and decisions measured the same (reads go through the memory map; docs/service.md, "Memory").
 DEFAULT_STORE_CACHE_MIB = 8
+#: Most /recommend requests a worker decides in one pass (`serving.guard.Batcher`; 1: one at a
+#: time). Blocks form only from requests that arrive while a worker decides (docs/service.md §7).
+DEFAULT_MAX_BATCH = 32
 SERVICE_TARGET = "serving.service:Recommender"
 #: The same service with the console mounted at /console (docs/console.md): what `nbo serve` starts.
 CONSOLE_TARGET = "console.service:Recommender"
@@ -68,6 +71,7 @@ def service_settings(
     live_max_skew_s: float = 300.0,
     max_events_body_bytes: int = 1024 * 1024,
     live_refresh_s: float = 60.0,
+    max_batch: int = DEFAULT_MAX_BATCH,
 ) -> dict[str, object]:
     """The JSON-able `ServiceSettings` (checked here so mistakes fail before any worker starts).
 
@@ -132,6 +136,7 @@ def service_settings(
         clock_start=clock_start,
         clock_anchor=time.time() if clock_start is not None else None,
         request_timeout_s=request_timeout_s,
+        max_batch=max_batch,
     )
     return json.loads(settings.model_dump_json())
 
@@ -301,6 +306,8 @@ def serve(
     live_refresh: float = typer.Option(
         60.0, "--live-refresh", min=0.001,
         help="A customer's feature row recomputed with posted events is reused at most this long (s)."),
+    max_batch: int = typer.Option(DEFAULT_MAX_BATCH, "--max-batch", min=1, max=256,
+                                  help="Most /recommend requests a worker decides in one pass (1: one at a time)."),
     console: bool = typer.Option(True, "--console/--no-console",
                                  help="Serve the marketers' console at /console (login with an API key; docs/console.md)."),
 ) -> None:
@@ -320,7 +327,7 @@ def serve(
     check_redis_persistence(store, accept_volatile_redis)  # caps that a Redis restart would forget: refused
     settings = service_settings(data, features, tracking_uri, policy, store, state_dir, reload_interval,
                                 max_body_kib * 1024, start, store_timeout, timeout, live_max_past_days, live_max_skew,
-                                max_events_body_kib * 1024, live_refresh)
+                                max_events_body_kib * 1024, live_refresh, max_batch)
     env = service_env(settings, workers, timeout, access_log, bentoml_home=private_bentoml_home(state_dir))
     cmd = service_command(host, port, console)
     typer.echo(f"nbo service on http://{host}:{port} ({workers} worker(s)); Ctrl-C stops it", err=True)

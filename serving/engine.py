@@ -504,6 +504,55 @@ class DecisionEngine:
             # again (it offers nothing on outbound channels, where only a record could cap it).
             return self.desk.reserve(decision, now) if reserve and not state.forgotten else decision
 
+    def decide_many(
+        self,
+        requests: Sequence[tuple[str, Context | Mapping[str, object] | None]],
+        channel: str,
+        now: datetime | None = None,
+        k: int = 3,
+        reserve: bool = True,
+    ) -> list[Decision | StoreUnavailable]:
+        """`decide` for several distinct customers (with their own contexts) on one channel at one
+        `now`, in one pass of the pipeline: the service's micro-batch (docs/service.md §7).
+
+        Row i is what `decide(requests[i]...)` gives at this `now`: each customer's read, picks and
+        reservation are its own (caps are per customer), the pipeline is the same, reservations run
+        in order. A customer with posted events or erased takes `decide` itself. A store failure
+        answers its row with the `StoreUnavailable` (a read failure: every row), and the rows after
+        it meet the breaker as `decide` would. Raises ValueError for a customer given twice: its
+        second decision must see the first's reservation, so it belongs to the next call.
+        """
+        now = naive_utc(now)
+        ids = [c for c, _ in requests]
+        if len(set(ids)) != len(ids):
+            raise ValueError("decide_many: a customer given twice; decide the second after the first")
+        out: list[Decision | StoreUnavailable | None] = [None] * len(ids)
+        try:
+            with self._store_call():
+                states = [self.desk.read_customer(c, now) for c in ids]
+        except StoreUnavailable as exc:
+            return [exc] * len(ids)
+        plain = [i for i, s in enumerate(states) if not s.events and not s.forgotten]
+        if plain:
+            block_ids = [ids[i] for i in plain]
+            block = self.decide_block(
+                CustomerBlock(block_ids, {ids[i]: states[i].history for i in plain},
+                              {ids[i]: states[i].rows for i in plain},
+                              {ids[i]: states[i].consents for i in plain if states[i].consents}),
+                channel, now, {ids[i]: as_context(channel, requests[i][1]) for i in plain}, k)
+            for row, i in enumerate(plain):
+                out[i] = block.decision(row)
+        for i, decision in enumerate(out):
+            try:
+                if decision is None:  # posted events (its own features) or erased: the one-customer path
+                    out[i] = self.decide(ids[i], channel, requests[i][1], now, k=k, reserve=reserve)
+                elif reserve:
+                    with self._store_call():
+                        out[i] = self.desk.reserve(decision, now)  # type: ignore[arg-type]
+            except StoreUnavailable as exc:
+                out[i] = exc
+        return out  # type: ignore[return-value]
+
     def decide_block(
         self,
         customers: CustomerBlock,

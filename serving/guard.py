@@ -6,6 +6,7 @@ OpenAPI document. See docs/service.md §3-4 and §7.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -80,6 +81,88 @@ def corrected_openapi(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+class Batcher:
+    """The worker's micro-batches of `/recommend` (docs/service.md §7, "Micro-batches").
+
+    A request waits for the next turn of the event loop; every request that reached the Guard by
+    then (those that arrived while the worker was deciding) is decided with it in one pass of the
+    pipeline (`Recommender.decide_many`), at most `max_size` at a time, one block per (channel,
+    k). A customer asked for twice waits for the next block, so the second decision sees the first
+    one's reservation, as one after the other. At low load a block holds one request. Requests
+    with offer attributes are decided alone (`Recommender.decide`).
+    """
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._pending: list[tuple[RecommendRequest, asyncio.Future[Any]]] = []
+        self._scheduled = False
+
+    def submit(self, request: RecommendRequest) -> asyncio.Future[Any]:
+        """A future of the request's `RecommendResponse` (or of what `decide` would have raised)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((request, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._run)
+        return future
+
+    def _run(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        blocks: dict[tuple[str, int], list[tuple[RecommendRequest, asyncio.Future[Any]]]] = {}
+        seen: set[str] = set()
+        later = []
+        for request, future in pending:
+            if future.done():  # cancelled (the request's timeout): nothing decided for it
+                continue
+            block = blocks.setdefault((request.channel, request.k), [])
+            if request.customer_id in seen or len(block) >= self.max_size:
+                later.append((request, future))
+                continue
+            seen.add(request.customer_id)
+            block.append((request, future))
+        for block in blocks.values():
+            if not block:
+                continue
+            try:
+                answers = WORKER["recommender"].decide_many([r for r, _ in block])
+            except Exception as exc:  # noqa: BLE001 - every request of the block gets it (a 500)
+                answers = [exc] * len(block)
+            _block_sizes().observe(len(block))
+            for (_, future), answer in zip(block, answers, strict=True):
+                if future.done():
+                    continue
+                if isinstance(answer, BaseException):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+        if later:
+            self._pending[:0] = later
+            if not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._run)
+
+
+@functools.cache
+def _block_sizes() -> Any:
+    """`nbo_decision_block_size`: requests per micro-batch (created in the worker, on first use)."""
+    from prometheus_client import Histogram
+
+    return Histogram("nbo_decision_block_size", "Requests of /recommend decided in one pass of the pipeline",
+                     buckets=(1, 2, 4, 8, 16, 32, 64))
+
+
+def _not_a_json_object(body: bytes) -> str | None:
+    """Why `body` is not a JSON object (the Guard's 400 message), or None when it is one (an empty
+    body counts as `{}`)."""
+    try:
+        parsed = json.loads(body) if body.strip() else {}
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..."
+        return f"body: not valid JSON ({type(exc).__name__})"
+    return None if isinstance(parsed, dict) else "body: must be a JSON object"
+
+
 class Guard:
     """ASGI middleware in front of every route: API key, body size, JSON well-formedness.
 
@@ -102,6 +185,9 @@ class Guard:
         #: `POST /events` carries batches: its own, larger limit.
         self.max_events_body = settings.max_events_body_bytes if settings else 1024 * 1024
         self.body_timeout_s = BODY_TIMEOUT_SHARE * (settings.request_timeout_s if settings else 2.0)
+        #: Micro-batches of /recommend (`Batcher`), or None (`--max-batch 1`: one decision at a time).
+        max_batch = settings.max_batch if settings else 1
+        self.batcher = Batcher(max_batch) if max_batch > 1 else None
         if not self.keys:
             log.error("no API keys configured (%s / %s): every protected endpoint answers 401", KEYS_ENV, KEYS_FILE_ENV)
 
@@ -203,17 +289,15 @@ class Guard:
             await self._client_error(send, path, 413, f"body: larger than {limit} bytes")
             return
         body = b"".join(chunks)
+        if path == "/recommend" and "recommender" in WORKER:
+            # One parse of the body: pydantic's. Only a body it refuses is parsed again by `json`,
+            # so the answer names the same problem as before (not JSON, not an object, a field).
+            await self._recommend(body, send)
+            return
         if path in JSON_PATHS:
-            try:
-                parsed = json.loads(body) if body.strip() else {}
-            except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..."
-                await self._client_error(send, path, 400, f"body: not valid JSON ({type(exc).__name__})")
-                return
-            if not isinstance(parsed, dict):
-                await self._client_error(send, path, 400, "body: must be a JSON object")
-                return
-            if path == "/recommend" and "recommender" in WORKER:
-                await self._recommend(body, send)
+            refusal = _not_a_json_object(body)
+            if refusal is not None:
+                await self._client_error(send, path, 400, refusal)
                 return
             # Validated here too, so a bad body is one warning line, not BentoML's ERROR traceback.
             model = BODY_MODELS[path]
@@ -329,17 +413,25 @@ class Guard:
 
         Same request model, same validation answer as BentoML's (400 with `error` and `detail`
         naming the field, input never echoed), same response model and handler
-        (`Recommender.decide`); BentoML's outer middlewares (metrics, timeout) still apply and
-        the route stays in the OpenAPI document.
+        (`Recommender.decide`, or `Recommender.decide_many` for the worker's micro-batch: the
+        `Batcher`); BentoML's outer middlewares (metrics, timeout) still apply and the route
+        stays in the OpenAPI document.
         """
         try:
             request = RecommendRequest.model_validate_json(body or b"{}")
         except ValidationError as exc:
-            await self._invalid(send, "/recommend", exc)
+            refusal = _not_a_json_object(body)
+            if refusal is not None:
+                await self._client_error(send, "/recommend", 400, refusal)
+            else:
+                await self._invalid(send, "/recommend", exc)
             return
         try:
-            answer = WORKER["recommender"].decide(request.customer_id, request.channel, request.k, request.context,
-                                                  request.offer_attributes)
+            if request.offer_attributes or self.batcher is None:
+                answer = WORKER["recommender"].decide(request.customer_id, request.channel, request.k,
+                                                      request.context, request.offer_attributes)
+            else:
+                answer = await self.batcher.submit(request)
             payload = answer.__pydantic_serializer__.to_json(answer)
         except InvalidArgument as exc:  # e.g. attributes of an offer not in the catalogue: names the field
             await self._client_error(send, "/recommend", 400, str(exc))

@@ -245,10 +245,41 @@ class Recommender:
         """The /recommend handler (called by the Guard's fast path and by the BentoML route).
 
         Raises `bentoml.exceptions.InvalidArgument` (400) for attributes of an offer not in the catalogue."""
+        from serving.contact_store.errors import StoreUnavailable
+
+        ctx = self._context(channel, context, offer_attributes)
+        try:
+            decision = self.engine.decide(customer_id, channel, ctx, self.settings.now(), k=k, reserve=True)
+        except StoreUnavailable as exc:
+            decision = exc
+        return self._answer(customer_id, channel, decision)
+
+    def decide_many(self, requests: list[RecommendRequest]) -> list[RecommendResponse | Exception]:
+        """/recommend for a micro-batch (`serving.guard`): distinct customers, one channel and `k`,
+        no offer attributes, decided in one pipeline pass at one `now`
+        (`DecisionEngine.decide_many`); each answer is the one `decide` gives it at that `now`.
+        A row's exception is what `decide` would have raised for it."""
+        first = requests[0]
+        contexts = []
+        for r in requests:
+            try:
+                contexts.append(self._context(r.channel, r.context, None))
+            except Exception as exc:  # noqa: BLE001 - answered as `decide` would answer it
+                contexts.append(exc)
+        rows = [i for i, c in enumerate(contexts) if not isinstance(c, Exception)]
+        decided = self.engine.decide_many([(requests[i].customer_id, contexts[i]) for i in rows], first.channel,
+                                          self.settings.now(), k=first.k, reserve=True) if rows else []
+        out: list[RecommendResponse | Exception] = list(contexts)  # type: ignore[arg-type]
+        for i, decision in zip(rows, decided, strict=True):
+            out[i] = self._answer(requests[i].customer_id, requests[i].channel, decision)
+        return out
+
+    def _context(self, channel: str, context: RequestContext | None,
+                 offer_attributes: dict[str, dict[str, float]] | None) -> Any:
+        """The request's `features.Context`; `InvalidArgument` for attributes of an unknown offer."""
         from features import Context
         from features.offer_attributes import check_offer_attributes
         from nbo.errors import NboError
-        from serving.contact_store.errors import StoreUnavailable
 
         ctx = Context(channel=channel, **(context.model_dump(exclude_none=True) if context else {}))  # type: ignore[arg-type]
         if offer_attributes:
@@ -257,14 +288,18 @@ class Recommender:
             except NboError as exc:
                 raise InvalidArgument(str(exc)) from None
             ctx = ctx.model_copy(update={"offer_attributes": offer_attributes})
+        return ctx
+
+    def _answer(self, customer_id: str, channel: str, decision: Any) -> RecommendResponse:
+        """The response to a decision (or to the store's failure: degraded, no offer), counted in the metrics."""
+        from serving.contact_store.errors import StoreUnavailable
+
         m = self.metrics
-        try:
-            decision = self.engine.decide(customer_id, channel, ctx, self.settings.now(), k=k, reserve=True)
-        except StoreUnavailable as exc:
+        if isinstance(decision, StoreUnavailable):
             # Fail closed: an offer the store could not record is never made.
-            self.store_health.failed(exc.cause)
+            self.store_health.failed(decision.cause)
             m["decisions"].labels(channel).inc()
-            m["degraded"].labels(exc.cause).inc()
+            m["degraded"].labels(decision.cause).inc()
             return self._degraded(customer_id, channel)
         self.store_health.ok()
         m["decisions"].labels(channel).inc()

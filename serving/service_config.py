@@ -39,6 +39,9 @@ class ServiceSettings(BaseModel):
     warmup_customers: int = Field(20, ge=0)
     #: BentoML's per-request timeout (`--timeout`); a body must arrive within a share of it (408).
     request_timeout_s: float = Field(2.0, gt=0)
+    #: Most /recommend requests of a worker decided in one pass of the pipeline (`serving.guard.Batcher`;
+    #: 1: one at a time). Blocks form only from requests that arrive while the worker decides.
+    max_batch: int = Field(32, ge=1, le=256)
 
     @classmethod
     def from_env(cls) -> ServiceSettings:

@@ -320,3 +320,38 @@ def test_a_deleted_store_file_makes_decisions_fail_closed(world: World, tmp_path
         assert not list(tmp_path.glob("contacts.db*"))
     finally:
         eng.close()
+
+
+def _answer(d: object) -> tuple:
+    """A decision without its random id: what a customer is told and why."""
+    return ([o.model_dump() for o in d.offers], [s.model_dump() for s in d.suppressed],  # type: ignore[attr-defined]
+            d.fallback, d.model_versions, d.slate_propensity)  # type: ignore[attr-defined]
+
+
+def test_decide_many_answers_each_customer_as_decide_does(world: World, tmp_path: Path) -> None:
+    """The service's micro-batch: distinct customers decided in one pipeline pass at one `now`
+    get what `decide` gives them one after the other (reads, picks, reservations), over rounds in
+    which their own reservations make the caps bind; an erased customer and an unknown one
+    included; a customer twice is refused."""
+    one = DecisionEngine.from_settings(world.settings(tmp_path / "one.db"))  # default policy: exploration on
+    many = DecisionEngine.from_settings(world.settings(tmp_path / "many.db"))
+    try:
+        ids = one.features.index[200:230].tolist() + ["not-a-customer"]
+        pages = ["travel", "books", None, "electronics"]
+        requests = [(c, {"page_category": pages[i % 4], "device": "mobile"} if pages[i % 4] else None)
+                    for i, c in enumerate(ids)]
+        for eng in (one, many):
+            eng.forget(ids[3])
+        for minute in range(4):
+            now = NOW + pd.Timedelta(minutes=minute)
+            seq = [one.decide(c, "web", ctx, now, k=3) for c, ctx in requests]
+            blk = many.decide_many(requests, "web", now, k=3)
+            for cid, a, b in zip(ids, seq, blk, strict=True):
+                assert _answer(a) == _answer(b), (minute, cid)
+        assert any(s.reason.startswith("cap") for d in seq for s in d.suppressed)
+        assert seq[3].fallback and seq[-1].fallback  # erased, unknown
+        with pytest.raises(ValueError, match="twice"):
+            many.decide_many(requests[:2] + requests[:1], "web", NOW)
+    finally:
+        one.close()
+        many.close()

@@ -235,6 +235,40 @@ def test_web_cap_holds_under_50_concurrent_requests(server: Server) -> None:
     assert "cap_channel" in reasons
 
 
+def _block_totals(server: Server) -> tuple[float, float]:
+    """(requests, blocks) of the workers' micro-batches so far, from /metrics."""
+    out = {"sum": 0.0, "count": 0.0}
+    for line in httpx.get(server.url + "/metrics", timeout=30).text.splitlines():
+        for what in out:
+            if line.startswith(f"nbo_decision_block_size_{what}"):
+                out[what] += float(line.split()[-1])
+    return out["sum"], out["count"]
+
+
+def test_concurrent_requests_are_decided_once_each_in_micro_batches(server: Server) -> None:
+    """A burst on both channels, each customer three times: every request is answered once with
+    its own decision, counted in exactly one block, and a customer's three web decisions are its
+    own three reservations (the web cap of 10 a day still holds over 12)."""
+    ids = server.customers[900:920]
+    bodies = [{"customer_id": c, "channel": ch, "k": 1} for c in ids for ch in ("web", "app", "web")]
+    before = _block_totals(server)
+    with httpx.Client(timeout=20) as client, ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(lambda b: client.post(server.url + "/recommend", json=b,
+                                                      headers={"Authorization": f"Bearer {KEY}"}), bodies))
+    assert [a.status_code for a in answers] == [200] * len(bodies)
+    assert len({a.json()["decision_id"] for a in answers}) == len(bodies)
+    assert [(a.json()["customer_id"], a.json()["channel"]) for a in answers] == [(b["customer_id"], b["channel"]) for b in bodies]
+    after = wait_until(lambda: (t := _block_totals(server))[0] - before[0] >= len(bodies) and t, 30, "the block metric")
+    assert after[0] - before[0] == len(bodies) and 0 < after[1] - before[1] <= len(bodies)
+    cid = ids[0]
+    with httpx.Client(timeout=20) as client, ThreadPoolExecutor(12) as pool:
+        burst = list(pool.map(lambda _: client.post(server.url + "/recommend", json={"customer_id": cid, "channel": "web", "k": 1},
+                                                    headers={"Authorization": f"Bearer {KEY}"}), range(12)))
+    served = sum(bool(a.json()["offers"]) for a in burst) + sum(bool(a.json()["offers"]) for a, b in zip(answers, bodies)
+                                                                  if b["customer_id"] == cid and b["channel"] == "web")
+    assert served <= 10
+
+
 def test_forget_erases_history_and_caps_start_again(server: Server) -> None:
     cid = server.customers[300]
     for _ in range(12):
@@ -357,3 +391,38 @@ def test_bad_bodies_are_one_warning_line_not_an_error_traceback(server: Server) 
     assert "Traceback" not in text and "[ERROR]" not in text, text[-3000:]
     assert SECRET_ID not in text  # neither the id nor a field named like it is logged
     assert any("/forget -> 400" in line and "<unknown field> (extra_forbidden)" in line for line in lines), lines
+
+
+def _json_object_refusal(body: bytes) -> str | None:
+    """The Guard's rule for a JSON endpoint's body, as it was checked before the model (a copy)."""
+    try:
+        parsed = json.loads(body) if body.strip() else {}
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return f"body: not valid JSON ({type(exc).__name__})"
+    return None if isinstance(parsed, dict) else "body: must be a JSON object"
+
+
+def test_recommend_parses_a_body_once_and_answers_as_before(server: Server) -> None:
+    """/recommend validates the body with the request model only, and parses it with `json` again
+    only when the model refuses it: every awkward body gets the answer of the old order (JSON
+    object check first, then the model)."""
+    ok = json.dumps({"customer_id": server.customers[7], "channel": "web"}).encode()
+    bodies = [b"", b"   ", b"[]", b'"x"', b"1", b"null", b"{not json", b"\xef\xbb\xbf" + ok, b"\xff\xfe", ok + b" x",
+              b"[" * 3000, b'{"customer_id": NaN, "channel": "web"}', b'{"customer_id": "\\ud800", "channel": "web"}',
+              b'{"customer_id": "a", "customer_id": "b", "channel": "web"}', b'{"channel": "web"}', b"{}", ok]
+    from pydantic import ValidationError
+
+    from serving.api_models import RecommendRequest
+
+    for body in bodies:
+        r = server.post("/recommend", body)
+        refusal = _json_object_refusal(body)
+        if refusal is not None:
+            assert (r.status_code, r.json()) == (400, {"error": refusal}), (body[:40], r.text)
+            continue
+        try:
+            RecommendRequest.model_validate_json(body or b"{}")
+        except ValidationError:
+            assert r.status_code == 400 and r.json()["detail"], (body[:40], r.text)
+        else:
+            assert r.status_code == 200, (body[:40], r.text)
