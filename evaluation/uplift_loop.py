@@ -25,6 +25,7 @@ customers' own purchases (what fatigue and churn take away shows there).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -79,11 +80,12 @@ class UpliftRun:
 
 def train_uplift_world(config: SimConfig, seed: int, days: int, num_boost_round: int = 200,
                        control_share: float = 0.1, no_offer_rate: float = 0.1,
-                       customers: int | None = None) -> UpliftWorld:
+                       customers: int | None = None, keep_sets: list | None = None) -> UpliftWorld:  # type: ignore[type-arg]
     """Simulate `days` days of the logging policy with a control group and no-offer exploration
     on the world of `seed` (`customers`: its size, default the config's), fit the propensity model
     (as `evaluation.refit.train_on_logging_run`) and the uplift model (as
-    `training.uplift.fit_uplift`) on its log, without MLflow."""
+    `training.uplift.fit_uplift`) on its log, without MLflow. `keep_sets`: a list the uplift
+    model's training and held-out sets are appended to (studies refit other learners on them)."""
     from training.datasets import propensity_set, time_split
     from training.uplift import UpliftConfig, fit_uplift
 
@@ -100,38 +102,55 @@ def train_uplift_world(config: SimConfig, seed: int, days: int, num_boost_round:
     propensity = CalibratedBooster(feature_names=full.feature_names, params={"seed": seed}, num_boost_round=num_boost_round,
                                    attributes=full.attributes, offer_vocabulary=full.vocabulary).fit(
         train.X, train.y, val.X, val.y)
-    uplift, metrics, *_ = fit_uplift(data, UpliftConfig(as_of=as_of, num_boost_round=num_boost_round, seed=seed),
-                                     progress=False)
+    uplift, metrics, _, _, up_train, up_valid = fit_uplift(
+        data, UpliftConfig(as_of=as_of, num_boost_round=num_boost_round, seed=seed), progress=False)
+    if keep_sets is not None:
+        keep_sets.extend([up_train, up_valid])
     return UpliftWorld(propensity, uplift, len(train), int(metrics["train_rows"]), metrics)
 
 
-def _model_scorer(world: UpliftWorld, sim: Simulator, with_uplift: bool):  # type: ignore[no-untyped-def]
-    """p_accept (and tau) of every offer at each opportunity, from features as of midnight."""
+def model_inputs(world: UpliftWorld, sim: Simulator):  # type: ignore[no-untyped-def]
+    """`inputs(view, opp) -> (propensity X, uplift X, rule inputs)` of every (opportunity, offer),
+    offers in catalogue order within each opportunity, from features as of midnight."""
     offers = sim.catalogue.to_frame(sim.config)
     extra = incentive_columns(offers).astype(np.float32)
     prop_names = list(world.propensity.feature_names_in_)
     cand = list(FEATURE_SET.candidate_features)
 
-    def score(view: DayView, opp: pd.DataFrame):  # type: ignore[no-untyped-def]
+    def inputs(view: DayView, opp: pd.DataFrame):  # type: ignore[no-untyped-def]
         data = dataset(sim)
         ids = np.asarray(view.customer_ids, dtype=object)[opp["customer"].to_numpy()]
         feats = build_customer_features(data, pd.Timestamp(view.date), customer_ids=np.unique(ids))
         ts = pd.Series(pd.Timestamp(view.date) + pd.to_timedelta(opp["ts"].to_numpy() - view.day * DAY, unit="s"))
         rows = opportunity_rows(data, feats, ids, np.array(CONTACT_CHANNELS, dtype=object)[opp["channel"]], ts,
                                 pd.Timestamp(view.date), vocabulary=getattr(world.propensity, "vocabulary", None))
-        n, m = len(ids), len(offers)
-        X = rows[prop_names].to_numpy(np.float32, na_value=np.nan)
+        n = len(ids)
+        X_prop = rows[prop_names].to_numpy(np.float32, na_value=np.nan)
+        # The uplift model is fitted without an offer vocabulary: it reads offer_code as NaN (serving.scoring).
+        X_up = np.hstack([rows[cand].assign(offer_code=np.nan).to_numpy(np.float32, na_value=np.nan),
+                          np.tile(extra, (n, 1))])
+        return X_prop, X_up, rule_inputs(feats)
+
+    return inputs
+
+
+def model_scorer(world: UpliftWorld, sim: Simulator, with_uplift: bool):  # type: ignore[no-untyped-def]
+    """p_accept (and tau) of every offer at each opportunity, from features as of midnight."""
+    m = sim.catalogue.n
+    inputs_of = model_inputs(world, sim)
+
+    def score(view: DayView, opp: pd.DataFrame):  # type: ignore[no-untyped-def]
+        X, X_up, inputs = inputs_of(view, opp)
+        n = len(opp)
         if getattr(world.propensity, "is_choice", False):  # a softmax over the offers of each opportunity
             p = world.propensity.predict_proba_positive(X, np.repeat(np.arange(n), m)).reshape(n, m)
         else:
             p = world.propensity.predict_proba_positive(X).reshape(n, m)
         if not with_uplift:
-            return p, rule_inputs(feats)
-        # The uplift model is fitted without an offer vocabulary: it reads offer_code as NaN (serving.scoring).
-        X = np.hstack([rows[cand].assign(offer_code=np.nan).to_numpy(np.float32, na_value=np.nan), np.tile(extra, (n, 1))])
+            return p, inputs
         if getattr(world.uplift, "gives_acceptance", False):  # the incentive at the uplift model's acceptance (serving.pipeline)
-            p = world.uplift.predict_accept(X).reshape(n, m)
-        return p, rule_inputs(feats), world.uplift.predict_uplift(X).reshape(n, m)
+            p = world.uplift.predict_accept(X_up).reshape(n, m)
+        return p, inputs, world.uplift.predict_uplift(X_up).reshape(n, m)
 
     return score
 
@@ -152,9 +171,11 @@ def oracle_scorer(view: DayView, opp: pd.DataFrame):  # type: ignore[no-untyped-
     return p.reshape(len(c), n_o), inputs, tau.reshape(len(c), n_o)
 
 
-def uplift_policy(name: str, sim: Simulator, policy: ContactPolicy, world: UpliftWorld | None, seed: int):  # type: ignore[no-untyped-def]
+def uplift_policy(name: str, sim: Simulator, policy: ContactPolicy, world: UpliftWorld | None, seed: int,
+                  wrap: Callable | None = None):  # type: ignore[no-untyped-def,type-arg]
     """The policy `name` (`UPLIFT_LOOP_POLICIES`) plugged into `sim`; `policy` is the contact
-    policy the arbiter policies share (its objective is set here)."""
+    policy the arbiter policies share (its objective is set here). `wrap(sim, scorer) -> scorer`
+    replaces an arbiter policy's scorer (`evaluation.uplift_gap`: hybrids, recording)."""
     if name == "random":
         return sim.default_policy()
     if name == "no_contact":
@@ -166,18 +187,25 @@ def uplift_policy(name: str, sim: Simulator, policy: ContactPolicy, world: Uplif
         raise ValueError(f"unknown policy {name!r}; use one of {', '.join(UPLIFT_LOOP_POLICIES)}")
     chosen = policy.model_copy(update={"arbitration": policy.arbitration.model_copy(update={"objective": by[name]})})
     if name == "oracle":
-        return ArbiterPolicy(name, greedy(chosen), offers, oracle_scorer, intensity, banner, seed, skip_refused=True)
+        return ArbiterPolicy(name, greedy(chosen), offers, (wrap or _same)(sim, oracle_scorer), intensity, banner, seed,
+                             skip_refused=True)
     if world is None:
         raise ValueError(f"policy {name!r} needs the models of a logging run (train_uplift_world)")
-    return ArbiterPolicy(name, chosen, offers, _model_scorer(world, sim, name == "uplift"), intensity, banner, seed,
-                         skip_refused=True)
+    return ArbiterPolicy(name, chosen, offers, (wrap or _same)(sim, model_scorer(world, sim, name == "uplift")), intensity,
+                         banner, seed, skip_refused=True)
+
+
+def _same(sim: Simulator, scorer: Callable) -> Callable:  # type: ignore[type-arg]
+    return scorer
 
 
 def run_uplift_policy(name: str, config: SimConfig, seed: int, policy: ContactPolicy,
-                      world: UpliftWorld | None) -> UpliftRun:
-    """Run one policy over `config.days` days of the world of `seed` and keep the books."""
+                      world: UpliftWorld | None, wrap: Callable | None = None,  # type: ignore[type-arg]
+                      label: str | None = None) -> UpliftRun:
+    """Run one policy over `config.days` days of the world of `seed` and keep the books
+    (`wrap`: see `uplift_policy`; `label`: the run's name, default `name`)."""
     sim = Simulator(config, seed=seed)
-    chosen = uplift_policy(name, sim, policy, world, seed)
+    chosen = uplift_policy(name, sim, policy, world, seed, wrap)
     first = 0
     for _ in range(config.days):
         sim.step(chosen)
@@ -189,7 +217,7 @@ def run_uplift_policy(name: str, config: SimConfig, seed: int, policy: ContactPo
     with_incentive = sim.catalogue.incentive_cost[log.offer.astype(np.int64)] > 0
     accepted = log.outcome == OUT["accepted"]
     return UpliftRun(
-        name=name,
+        name=label or name,
         incremental_value=float(daily["incremental_value"].sum()),
         contacts=int(daily["contacts"].sum()),
         accepted=int(daily["accepted"].sum()),
