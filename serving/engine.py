@@ -384,8 +384,9 @@ class DecisionEngine:
         On any failure the models in use keep serving and the result says why. The new pair
         serves with its boosters at once and with compiled forests a few seconds later (a thread
         compiles them) unless `compile_now`: then this returns only after compiling. `prepared`
-        (the start): read the aliases from the registry's SQLite file (`models.prepared`) when it
-        can, instead of MLflow. With `settings.prepared_champions`, a version prepared by an earlier
+        (the start and the service's periodic check): read the aliases from the registry's SQLite
+        file (`models.prepared`) when it can, instead of MLflow, which is then imported only to
+        load a version not prepared yet. With `settings.prepared_champions`, a version prepared by an earlier
         load is read from its pickle, and one loaded from MLflow is prepared for the next start.
         """
         if self.settings is None:

@@ -47,6 +47,7 @@ from serving.api_models import (
 )
 from serving.guard import WORKER, Guard
 from serving.health import PROBE_ID, StoreHealth, watch_supervisor
+from serving.heap import settle_heap
 from serving.service_config import ServiceSettings
 
 log = logging.getLogger("nbo.service")
@@ -131,7 +132,7 @@ class Recommender:
         # not the ~30 s of LLVM it took when compiling came first (benchmarks/bench_startup.py).
         self.engine = DecisionEngine.from_settings(EngineSettings.model_validate(self.settings.engine),
                                                    compile_in_background=True, compile_after=self._answering)
-        self.engine.on_models_swapped = gc.freeze
+        self.engine.on_models_swapped = settle_heap
         self.store_health = StoreHealth(lambda: self.engine.store.read_customer(PROBE_ID, self.settings.now()), store_errors())
         if self.engine.models is None:
             self.metrics["reload_failures"].inc()
@@ -186,16 +187,20 @@ class Recommender:
                 log.warning("event log compaction skipped: %s", exc)
                 self.engine._store_retry_at = 0.0
         gc.collect()
-        gc.freeze()
+        settle_heap()
 
     def _reload(self, force: bool = False) -> Any:
-        result = self.engine.reload(force=force)
+        # The champions' versions from the registry's SQLite file when it can answer (as at the
+        # start): an unchanged champion, what nearly every check finds, then costs no MLflow. Asking
+        # MLflow imported it and opened its SQL store in a worker that had started without it: a
+        # ~70 MB heap step a minute after the start (issue 22 item 6, docs/service.md).
+        result = self.engine.reload(force=force, prepared=True)
         if not result.ok:
             self.metrics["reload_failures"].inc()
             log.warning("model reload failed, previous models keep serving: %s", result.message)
         elif result.changed:
             self.metrics["reloads"].inc()
-            gc.freeze()
+            settle_heap()
         return result
 
     def _reload_loop(self) -> None:

@@ -100,6 +100,26 @@ def test_a_start_with_prepared_champions_decides_as_one_through_mlflow(world: Wo
             quick.close()
 
 
+def test_the_services_periodic_check_of_unchanged_champions_asks_no_mlflow(world: World, tmp_path: Path) -> None:  # noqa: F811
+    """The service checks the champions every minute (`reload(prepared=True)`): with their versions
+    unchanged, the answer comes from the registry's SQLite file. Asking MLflow imported it and
+    opened its SQL store in a worker that had started without it: a ~70 MB heap step a minute
+    after the start (issue 22 item 6). A moved alias is still seen: tests/serving/test_http.py."""
+    prepared = tmp_path / "champions"
+    DecisionEngine.from_settings(world.settings(tmp_path / "a.db", prepared_champions=prepared)).close()  # prepares both
+    engine = DecisionEngine.from_settings(world.settings(tmp_path / "b.db", prepared_champions=prepared))
+    try:
+        assert engine._client is None
+        for _ in range(3):
+            result = engine.reload(prepared=True)
+            assert result.ok and not result.changed and result.message == "champions unchanged"
+        assert engine._client is None  # no MLflow client made
+        assert engine.reload(force=True, prepared=True).changed  # /admin/reload: loaded again, from the pickles
+        assert engine._client is None
+    finally:
+        engine.close()
+
+
 def test_a_start_from_cached_tables_decides_as_one_from_the_files(world: World, tmp_path: Path) -> None:  # noqa: F811
     cache = tmp_path / "tables"
     engines = [DecisionEngine.from_settings(world.settings(tmp_path / f"{i}.db", **kw))
