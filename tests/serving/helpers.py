@@ -115,6 +115,7 @@ def start_nbo_serve(world, work, store: str, *extra: str, env: dict[str, str], w
 
     port = free_port()
     log = work / f"{name}-{port}.log"
+    _seed_compiled(world, work / "state" / "compiled")
     cmd = [sys.executable, "-m", "cli", "serve", "--data", str(world.data), "--features", str(world.features),
            "--tracking-uri", world.tracking_uri, "--store", store, "--port", str(port), "--workers", str(workers),
            "--state-dir", str(work / "state"), "--clock-start", pd.Timestamp(NOW).isoformat(), *extra]
@@ -133,6 +134,21 @@ def start_nbo_serve(world, work, store: str, *extra: str, env: dict[str, str], w
             kill_process_tree(proc.pid)
             pytest.fail(f"nbo serve did not become ready:\n{log.read_text(errors='replace')[-3000:]}")
         time.sleep(0.25)
+
+
+def _seed_compiled(world, cache) -> None:  # noqa: ANN001
+    """Copy the forests an in-process engine compiled for this world (`World.settings`' cache) into
+    a server's own cache, so its workers load them instead of each test's server spending seconds
+    of LLVM behind the test's back. Files are named by the hash of the model's text: a server of
+    other models compiles as before, and a forest from the cache is checked against its booster."""
+    import shutil
+
+    shared = getattr(world, "root", None)
+    if shared is None or not (shared / "compiled").is_dir() or cache.exists():
+        return
+    cache.mkdir(parents=True)
+    for forest in (shared / "compiled").glob("forest-*.bin"):
+        shutil.copyfile(forest, cache / forest.name)
 
 
 def stop_nbo_serve(proc) -> None:  # noqa: ANN001

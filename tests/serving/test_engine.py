@@ -42,8 +42,12 @@ class World:
     tracking_uri: str
 
     def settings(self, store: Path, **kw: object) -> EngineSettings:
+        """Engine settings on this world. Compiled champions go to one cache beside the world (as
+        `nbo serve` keeps them in its state directory): the first engine compiles both forests
+        (~1.5 s of LLVM), every later one loads them, each checked against its booster the same way.
+        A test that gives `compiled_cache` (None: in memory) chooses for itself."""
         values = {"data_dir": self.data, "features_path": self.features, "tracking_uri": self.tracking_uri,
-                  "store": str(store), **kw}
+                  "store": str(store), "compiled_cache": self.root / "compiled", **kw}
         return EngineSettings(**values)
 
 
