@@ -14,7 +14,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -168,6 +169,19 @@ _LEASES_SCHEMA = "CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owne
 _OUTBOX_COLUMNS = ("outbox_id, trigger_key, programme, customer_id, fired, status, updated, scheduled, channel, "
                    "offer_id, decision_id, reason")
 _CUSTOMER_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM live_events WHERE customer_id = ?"
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One `BEGIN IMMEDIATE` transaction (the write lock taken before anything is read): committed
+    when the block ends, rolled back and re-raised when it (or the commit) fails."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class SQLiteContactStore(ContactStore):
@@ -378,8 +392,7 @@ class SQLiteContactStore(ContactStore):
         t = to_epoch(now)
         days = self.window_days(policy)
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             known = self._histories(conn, [r.customer_id for r in requests], t, days)
             ids = list(dict.fromkeys(r.decision_id for r in requests))
             taken: set[str] = set()
@@ -422,10 +435,6 @@ class SQLiteContactStore(ContactStore):
                 written.add(cid)
                 out.append(ReserveResult(r.decision_id, tuple(ok), tuple(refused)))
             flush()
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return out
 
     def check_and_reserve(
@@ -444,8 +453,7 @@ class SQLiteContactStore(ContactStore):
         self.check_policy(policy)
         t = to_epoch(now)
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             history = self._history(conn, customer_id, t, self.window_days(policy))
             ok, refused = split_offers(history, channel, offers, policy)
             try:
@@ -464,10 +472,6 @@ class SQLiteContactStore(ContactStore):
                     for i, o in enumerate(ok)
                 ],
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return ReserveResult(decision_id, tuple(ok), tuple(refused))
 
     def import_history(self, contacts: object, categories: Mapping[str, str], now: datetime) -> int:
@@ -487,8 +491,7 @@ class SQLiteContactStore(ContactStore):
 
     @staticmethod
     def _import(conn: sqlite3.Connection, shows: list[ImportedShow]) -> int:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO contacts (decision_id, offer_id, customer_id, category, channel, ts, rank,"
@@ -502,10 +505,6 @@ class SQLiteContactStore(ContactStore):
                 [(s.decision_id, s.offer_id, s.customer_id, s.category, s.declined_ts)
                  for s in shows if s.declined_ts is not None],
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return n
 
     def history(self, customer_id: str, now: datetime) -> ContactHistory:
@@ -520,14 +519,12 @@ class SQLiteContactStore(ContactStore):
         check_outcome(outcome)
         t = to_epoch(ts)
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             row = conn.execute(
                 "SELECT customer_id, category, outcome FROM contacts WHERE decision_id = ? AND offer_id = ?",
                 (decision_id, offer_id),
             ).fetchone()
             if row is None:
-                conn.execute("COMMIT")
                 return False
             customer_id, category, current = row
             if supersedes(outcome, current):
@@ -540,11 +537,7 @@ class SQLiteContactStore(ContactStore):
                     "INSERT OR IGNORE INTO declines VALUES (?, ?, ?, ?, ?)",
                     (decision_id, offer_id, customer_id, category, t),
                 )
-            conn.execute("COMMIT")
             return True
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def forget(self, customer_id: str) -> int:
         """Erase the customer's rows (zeroed in place: `secure_delete`), record the customer as
@@ -553,8 +546,7 @@ class SQLiteContactStore(ContactStore):
         is logged; the WAL frames are then overwritten by later checkpoints, not at once."""
         conn = self._conn()
         conn.execute("PRAGMA secure_delete=ON")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             n = conn.execute("DELETE FROM contacts WHERE customer_id = ?", (customer_id,)).rowcount
             conn.execute("DELETE FROM declines WHERE customer_id = ?", (customer_id,))
             conn.execute("DELETE FROM decisions WHERE customer_id = ?", (customer_id,))
@@ -562,10 +554,6 @@ class SQLiteContactStore(ContactStore):
             conn.execute("DELETE FROM live_events WHERE customer_id = ?", (customer_id,))
             conn.execute("DELETE FROM outbox WHERE customer_id = ?", (customer_id,))
             conn.execute("INSERT OR REPLACE INTO forgotten VALUES (?, ?)", (forgotten_key(customer_id), time.time()))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             log.warning("forget: the WAL could not be truncated now (readers active); a later checkpoint rewrites it")
@@ -577,14 +565,9 @@ class SQLiteContactStore(ContactStore):
 
     def record_consent(self, customer_id: str, channel: str, granted: bool, ts: datetime) -> bool:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             n = conn.execute("INSERT OR IGNORE INTO consents VALUES (?, ?, ?, ?, ?)",
                              (customer_id, channel, to_epoch(ts), int(bool(granted)), time.time())).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return n == 1
 
     def append_events(self, events: list[LiveEvent]) -> int:
@@ -595,8 +578,7 @@ class SQLiteContactStore(ContactStore):
             return 0
         now = time.time()
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             new = []
             for e in events:
                 row = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM live_events WHERE customer_id = ? AND event_id = ?",
@@ -609,23 +591,14 @@ class SQLiteContactStore(ContactStore):
                 "INSERT INTO live_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(e.customer_id, e.event_id, e.ts, e.type, e.channel, e.category, e.product_id, e.amount, now) for e in new],
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return len(new)
 
     def compact_events(self, until: float) -> int:
         """One `DELETE` (a full scan of the log: run at a start, not per request); the freed pages
         are reused by later events (the file does not shrink; `VACUUM` would rewrite it)."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             n = conn.execute("DELETE FROM live_events WHERE ts <= ?", (float(until),)).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return n
 
     def live_events(self, customer_ids: list[str]) -> dict[str, tuple[LiveEvent, ...]]:
@@ -656,13 +629,8 @@ class SQLiteContactStore(ContactStore):
     # ---------------------------------------------------------------- the outbox
     def _write(self, sql: str, args: tuple) -> int:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             cur = conn.execute(sql, args)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return cur.lastrowid if cur.rowcount == 1 and sql.startswith("INSERT") else cur.rowcount
 
     def outbox_claim(self, trigger_key: str, programme: str, customer_id: str, fired: datetime) -> int | None:
@@ -696,33 +664,23 @@ class SQLiteContactStore(ContactStore):
         ids = [int(i) for i in dict.fromkeys(outbox_ids)]
         out: dict[int, str] = {}
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             for lo in range(0, len(ids), _IN_BATCH):
                 part = ids[lo : lo + _IN_BATCH]
                 marks = ",".join("?" * len(part))
                 conn.execute(f"UPDATE outbox SET status = ?, updated = ? WHERE status = 'pending' AND outbox_id IN ({marks})",
                              (status, to_epoch(now), *part))
                 out.update(conn.execute(f"SELECT outbox_id, status FROM outbox WHERE outbox_id IN ({marks})", part).fetchall())
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return out
 
     def outbox_cancel(self, customer_id: str, before: datetime, now: datetime, reason: str) -> list[int]:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             ids = [i for (i,) in conn.execute("SELECT outbox_id FROM outbox WHERE customer_id = ? AND status = 'pending' "
                                               "AND scheduled < ? ORDER BY outbox_id", (customer_id, to_epoch(before)))]
             if ids:
                 conn.execute(f"UPDATE outbox SET status = 'cancelled', updated = ?, reason = ? "
                              f"WHERE outbox_id IN ({','.join('?' * len(ids))})", (to_epoch(now), reason, *ids))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return ids
 
     def outbox_prune(self, now: datetime, retention_days: float) -> int:
@@ -733,16 +691,11 @@ class SQLiteContactStore(ContactStore):
     def lease(self, name: str, owner: str, seconds: float) -> bool:
         now = time.time()
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             held = conn.execute("SELECT owner, until FROM leases WHERE name = ?", (name,)).fetchone()
             mine = held is None or held[0] == owner or held[1] <= now
             if mine:
                 conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (name, owner, now + seconds))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return mine
 
     def release(self, name: str, owner: str) -> None:
