@@ -35,6 +35,9 @@ ap.add_argument("--callgrind", action="store_true")
 ap.add_argument("--digest", action="store_true", help="print a SHA-256 of the decisions")
 ap.add_argument("--service", type=int, default=0, help="service's store settings: timeout 0.5 s, WAL checkpoint thread 0.5 s, this many MiB of page cache (where the checkout has the setting)")
 ap.add_argument("--reps", type=int, default=1, help="repeat the measured loop (fresh calls each rep)")
+ap.add_argument("--block", type=int, default=0,
+                help="decide in blocks of this many distinct customers (`decide_many`, the service's micro-batch); "
+                     "--n and --warm count decisions, per decision figures; 0: `decide` one by one")
 args = ap.parse_args()
 
 import nbo  # noqa: E402
@@ -64,11 +67,26 @@ customers = read_materialised(features)[0].index.tolist()
 rng = random.Random(1)
 now = clock.to_pydatetime()
 total = args.warm + args.n * args.reps
-calls = [(rng.choice(customers), rng.choice(["web", "app"]), rng.choice(["travel", "books", None])) for _ in range(total)]
+if args.block:  # blocks of distinct customers, one channel each (the Guard's blocks are per channel)
+    calls = []
+    while len(calls) < total:
+        ch = rng.choice(["web", "app"])
+        calls += [(c, ch, rng.choice(["travel", "books", None])) for c in rng.sample(customers, args.block)]
+else:
+    calls = [(rng.choice(customers), rng.choice(["web", "app"]), rng.choice(["travel", "books", None])) for _ in range(total)]
 decisions = []
 
 
 def run(lo: int, hi: int) -> None:
+    if args.block:
+        for b in range(lo, hi, args.block):
+            part = calls[b : min(b + args.block, hi)]
+            got = engine.decide_many([(cid, {"page_category": page, "device": "mobile"} if page else None)
+                                      for cid, _, page in part], part[0][1], now + pd.Timedelta(milliseconds=b),
+                                     k=3, reserve=True)
+            if args.digest:  # decision ids are random here: the answers without them
+                decisions.extend(d.model_copy(update={"decision_id": ""}) for d in got)
+        return
     for i in range(lo, hi):
         cid, ch, page = calls[i]
         d = engine.decide(cid, ch, {"page_category": page, "device": "mobile"} if page else None,

@@ -518,10 +518,13 @@ class DecisionEngine:
 
         Row i is what `decide(requests[i]...)` gives at this `now`: each customer's read, picks and
         reservation are its own (caps are per customer), the pipeline is the same, reservations run
-        in order. A customer with posted events or erased takes `decide` itself. A store failure
-        answers its row with the `StoreUnavailable` (a read failure: every row), and the rows after
-        it meet the breaker as `decide` would. Raises ValueError for a customer given twice: its
-        second decision must see the first's reservation, so it belongs to the next call.
+        in order. The customers' states are read in one store call (`read_customers`) and the
+        block's decisions reserved in one (`ContactDesk.reserve_block`). A customer with posted
+        events or erased takes `decide` itself. A store failure answers with the
+        `StoreUnavailable`: a failed read every row, a failed block reservation every row of the
+        block (nothing of it was recorded), and the rows after it meet the breaker as `decide`
+        would. Raises ValueError for a customer given twice: its second decision must see the
+        first's reservation, so it belongs to the next call.
         """
         now = naive_utc(now)
         ids = [c for c, _ in requests]
@@ -529,8 +532,8 @@ class DecisionEngine:
             raise ValueError("decide_many: a customer given twice; decide the second after the first")
         out: list[Decision | StoreUnavailable | None] = [None] * len(ids)
         try:
-            with self._store_call():
-                states = [self.desk.read_customer(c, now) for c in ids]
+            with self._store_call():  # every customer's state in one store read
+                states = self.desk.read_customers(ids, now)
         except StoreUnavailable as exc:
             return [exc] * len(ids)
         plain = [i for i, s in enumerate(states) if not s.events and not s.forgotten]
@@ -541,17 +544,21 @@ class DecisionEngine:
                               {ids[i]: states[i].rows for i in plain},
                               {ids[i]: states[i].consents for i in plain if states[i].consents}),
                 channel, now, {ids[i]: as_context(channel, requests[i][1]) for i in plain}, k)
-            for row, i in enumerate(plain):
-                out[i] = block.decision(row)
-        for i, decision in enumerate(out):
-            try:
-                if decision is None:  # posted events (its own features) or erased: the one-customer path
-                    out[i] = self.decide(ids[i], channel, requests[i][1], now, k=k, reserve=reserve)
-                elif reserve:
+            decided = [block.decision(row) for row in range(len(plain))]
+            if reserve:  # the block's reservations in one store call (distinct customers: as one by one)
+                try:
                     with self._store_call():
-                        out[i] = self.desk.reserve(decision, now)  # type: ignore[arg-type]
-            except StoreUnavailable as exc:
-                out[i] = exc
+                        decided = self.desk.reserve_block(decided, now)  # type: ignore[assignment]
+                except StoreUnavailable as exc:
+                    decided = [exc] * len(plain)  # type: ignore[list-item]
+            for i, decision in zip(plain, decided, strict=True):
+                out[i] = decision
+        for i, decision in enumerate(out):
+            if decision is None:  # posted events (its own features) or erased: the one-customer path
+                try:
+                    out[i] = self.decide(ids[i], channel, requests[i][1], now, k=k, reserve=reserve)
+                except StoreUnavailable as exc:
+                    out[i] = exc
         return out  # type: ignore[return-value]
 
     def decide_block(

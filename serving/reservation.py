@@ -41,6 +41,10 @@ class ContactDesk:
         """One customer's contact rows (for the features) and history (for the caps), one read."""
         return self.store.read_customer(customer_id, now)
 
+    def read_customers(self, customer_ids: list[str], now: datetime) -> list[CustomerState]:
+        """`read_customer` of several distinct customers, in one store read (a micro-batch)."""
+        return self.store.read_customers(customer_ids, now)
+
     def history(self, customer_id: str, now: datetime) -> ContactHistory:
         return self.store.history(customer_id, now)
 
@@ -59,21 +63,32 @@ class ContactDesk:
         """Reserve a decision's offers at `now` (default: its `ts`; the store re-checks the caps
         atomically and logs the decision, even an empty one); offers refused are suppressed with
         the store's reason."""
-        offers = decision.offers
-        result = self.store.check_and_reserve(
-            decision.customer_id,
-            decision.channel,
-            [self.arbiter.offer_ref(o.offer_id) for o in offers],
-            decision.ts if now is None else now,
-            self.arbiter.policy,
-            decision.decision_id,
-            {o.offer_id: o.propensity for o in offers},
-            decision.model_versions,
-            # a decision without contact is logged with why and its probability (P(no contact))
-            no_offer=None if offers else (no_offer_reason([s.reason for s in decision.suppressed]),
-                                          decision.slate_propensity),
-        )
+        r = self._request(decision)
+        result = self.store.check_and_reserve(r.customer_id, r.channel, list(r.offers), decision.ts if now is None else now,
+                                              self.arbiter.policy, r.decision_id, r.propensities, r.model_versions,
+                                              no_offer=r.no_offer)
         return self._apply(decision, result)
+
+    def reserve_block(self, decisions: list[Decision], now: datetime) -> list[Decision]:
+        """`reserve` of each decision (distinct customers), in order, in one store call
+        (`check_and_reserve_many`: one transaction or one round trip instead of one per decision).
+        The store checks each decision as `check_and_reserve` would, after the ones before it,
+        so every answer is the one `reserve` gives. ValueError for a decision id recorded before."""
+        results = self.store.check_and_reserve_many([self._request(d) for d in decisions], now, self.arbiter.policy)
+        for d, result in zip(decisions, results, strict=True):
+            if result is None:
+                raise ValueError(f"decision {d.decision_id!r} already recorded")
+        return [self._apply(d, r) for d, r in zip(decisions, results, strict=True)]  # type: ignore[arg-type]
+
+    def _request(self, decision: Decision) -> ReserveRequest:
+        """What the store is asked to reserve for a decision."""
+        offers = decision.offers
+        return ReserveRequest(
+            decision.customer_id, decision.channel, tuple(self.arbiter.offer_ref(o.offer_id) for o in offers),
+            decision.decision_id, {o.offer_id: o.propensity for o in offers}, decision.model_versions,
+            # a decision without contact is logged with why and its probability (P(no contact))
+            None if offers else (no_offer_reason([s.reason for s in decision.suppressed]), decision.slate_propensity),
+        )
 
     def _apply(self, decision: Decision, result: ReserveResult) -> Decision:
         if not result.refused and len(result.reserved) == len(decision.offers):

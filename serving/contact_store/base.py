@@ -85,6 +85,8 @@ class ReserveRequest:
     decision_id: str
     propensities: Mapping[str, float]
     model_versions: Mapping[str, str] | None = None
+    #: For a decision that makes no contact: why and with what probability (`check_and_reserve`'s `no_offer`).
+    no_offer: tuple[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -503,7 +505,7 @@ class ContactStore(ABC):
         for r in requests:
             try:
                 out.append(self.check_and_reserve(r.customer_id, r.channel, list(r.offers), now, policy, r.decision_id,
-                                                  r.propensities, r.model_versions))
+                                                  r.propensities, r.model_versions, r.no_offer))
             except ValueError as exc:
                 if "already recorded" not in str(exc):
                     raise
@@ -641,6 +643,12 @@ class ContactStore(ABC):
         return CustomerState(self.contact_rows(customer_id), self.history(customer_id, now),
                              self.forgotten(customer_id), self.consent_changes([customer_id]).get(customer_id, ()),
                              self.live_events([customer_id]).get(customer_id, ()))
+
+    def read_customers(self, customer_ids: list[str], now: datetime) -> list[CustomerState]:
+        """`read_customer` of several distinct customers, in order: the service's micro-batch
+        (`DecisionEngine.decide_many`). Stores override it to read them all in one transaction
+        (SQLite) or one pipeline (Redis) instead of one per customer; the answer is the same."""
+        return [self.read_customer(c, now) for c in customer_ids]
 
     def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
         """`contact_rows` of many customers; customers without rows may be left out."""

@@ -497,6 +497,14 @@ class RedisContactStore(ContactStore):
             by_id = {o.offer_id: o for o in r.offers}
             out.append(ReserveResult(r.decision_id, tuple(by_id[i] for i in ok_ids),
                                      tuple((str(o), str(x)) for o, x in refused)))
+        # The no-offer decisions' reason and probability on the log entries their scripts wrote (as
+        # `check_and_reserve`: only a decision recorded now, never one recorded before): one more round trip.
+        marked = [(r, res) for r, res in zip(requests, out, strict=True) if r.no_offer is not None and res is not None]
+        if marked:
+            pipe = self.client.pipeline(transaction=False)
+            for r, _ in marked:
+                pipe.hset(self._dkey(r.decision_id), mapping={"no": str(r.no_offer[0]), "np": repr(float(r.no_offer[1]))})  # type: ignore[index]
+            pipe.execute()
         return out
 
     def histories(self, customer_ids: list[str], now: datetime) -> dict[str, ContactHistory]:
@@ -812,14 +820,50 @@ class RedisContactStore(ContactStore):
         return CustomerState(self._export(decs)["contacts"], history, bool(forgotten), self._consents(cons),
                              self._live_events(customer_id, ev))
 
+    def read_customers(self, customer_ids: list[str], now: datetime) -> list[CustomerState]:
+        """`read_customer` of each customer in two round trips in all (not two each): every
+        customer's reads in one pipeline, then every decision's log entry in another. The
+        pipeline is not a transaction (its keys hash to several slots), so each customer's reads
+        are not one snapshot: a pre-filter, as `histories`; the reservation script re-checks."""
+        t = to_epoch(now)
+        since = t - self.horizon_days * DAY
+        pipe = self.client.pipeline(transaction=False)
+        for cid in customer_ids:
+            base = self._base(cid)
+            pipe.smembers(f"{base}:decs")
+            pipe.zrangebyscore(f"{base}:log", f"({since:.6f}", "+inf")
+            pipe.hgetall(f"{base}:dco")
+            pipe.hgetall(f"{base}:dcc")
+            pipe.sismember(self._forgotten_key, forgotten_key(cid))
+            pipe.smembers(f"{base}:cons")
+            pipe.hgetall(f"{base}:ev")
+        raw = pipe.execute()
+        per = [raw[7 * i : 7 * i + 7] for i in range(len(customer_ids))]
+        ids = [sorted(self._s(d) for d in decs) for decs, *_ in per]
+        pipe = self.client.pipeline(transaction=False)
+        for decision_ids in ids:
+            for d in decision_ids:
+                pipe.hgetall(self._dkey(d))
+        entries = iter(pipe.execute())
+        out = []
+        for cid, (_, log, dco, dcc, forgotten, cons, ev), decision_ids in zip(customer_ids, per, ids, strict=True):
+            held = self._export_entries(decision_ids, [next(entries) for _ in decision_ids])
+            out.append(CustomerState(held["contacts"], self._make_history(cid, t, since, log, dco, dcc), bool(forgotten),
+                                     self._consents(cons), self._live_events(cid, ev)))
+        return out
+
     def _export(self, decision_ids_raw: object) -> dict[str, list[dict[str, object]]]:
         """`export` of the customer whose decision ids these are."""
         decision_ids = sorted(self._s(d) for d in decision_ids_raw)  # type: ignore[attr-defined]
         pipe = self.client.pipeline(transaction=False)
         for d in decision_ids:
             pipe.hgetall(self._dkey(d))
+        return self._export_entries(decision_ids, pipe.execute())
+
+    def _export_entries(self, decision_ids: list[str], entries: list) -> dict[str, list[dict[str, object]]]:
+        """`_export` from the decisions' log entries (`HGETALL` of each id, in the same order)."""
         decisions, contacts = [], []
-        for d, h in zip(decision_ids, pipe.execute(), strict=True):
+        for d, h in zip(decision_ids, entries, strict=True):
             if not h:
                 continue
             h = {self._s(k): self._s(v) for k, v in h.items()}

@@ -405,7 +405,7 @@ class SQLiteContactStore(ContactStore):
             written: set[str] = set()
 
             def flush() -> None:
-                conn.executemany("INSERT INTO decisions (decision_id, customer_id, channel, ts, n_offers, model_versions) VALUES (?, ?, ?, ?, ?, ?)", decisions)
+                conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", decisions)
                 conn.executemany(
                     "INSERT INTO contacts (decision_id, offer_id, customer_id, category, channel, ts, rank, propensity)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -426,7 +426,9 @@ class SQLiteContactStore(ContactStore):
                 else:
                     history = known.get(cid) or ContactHistory(cid, t)
                 ok, refused = split_offers(history, r.channel, list(r.offers), policy)
-                decisions.append((r.decision_id, cid, r.channel, t, len(ok), json.dumps(dict(r.model_versions or {}))))
+                no = r.no_offer
+                decisions.append((r.decision_id, cid, r.channel, t, len(ok), json.dumps(dict(r.model_versions or {})),
+                                  None if no is None else str(no[0]), None if no is None else float(no[1])))
                 shows.extend(
                     (r.decision_id, o.offer_id, cid, o.category, r.channel, t, i + 1, float(r.propensities[o.offer_id]))
                     for i, o in enumerate(ok)
@@ -751,6 +753,55 @@ class SQLiteContactStore(ContactStore):
         return CustomerState([_row(r) for r in raw if r[6] != IMPORTED_RANK],
                              ContactHistory(customer_id, t, recent, last_offer, last_cat), forgotten is not None, consents,
                              events)
+
+    def read_customers(self, customer_ids: list[str], now: datetime) -> list[CustomerState]:
+        """`read_customer` of each customer, all in one read transaction and one query per table
+        (five in all, instead of five per customer): the rows come back in the order the
+        one-customer queries give them (their index order), so every state is the same."""
+        t = to_epoch(now)
+        since = t - self.horizon_days * DAY
+        ids = list(dict.fromkeys(customer_ids))
+        raw: dict[str, list[tuple]] = {}
+        declines: dict[str, list[tuple]] = {}
+        consents: dict[str, list[ConsentChange]] = {}
+        events: dict[str, list[LiveEvent]] = {}
+        erased: set[str] = set()
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            for lo in range(0, len(ids), _IN_BATCH):
+                part = ids[lo : lo + _IN_BATCH]
+                marks = ",".join("?" * len(part))
+                for r in conn.execute(f"SELECT * FROM contacts WHERE customer_id IN ({marks}) "
+                                      "ORDER BY customer_id, ts, decision_id, rank", part):
+                    raw.setdefault(r[2], []).append(r)
+                for cid, *rest in conn.execute(f"SELECT customer_id, offer_id, category, ts FROM declines "
+                                               f"WHERE customer_id IN ({marks}) AND ts > ? ORDER BY customer_id, ts",
+                                               (*part, since)):
+                    declines.setdefault(cid, []).append(rest)
+                keys = {forgotten_key(c): c for c in part}
+                erased.update(keys[k] for (k,) in conn.execute(f"SELECT key FROM forgotten WHERE key IN ({marks})", list(keys)))
+                for cid, ch, ts, g in conn.execute(f"SELECT customer_id, channel, ts, granted FROM consents WHERE customer_id "
+                                                   f"IN ({marks}) ORDER BY customer_id, channel, ts, granted", part):
+                    consents.setdefault(cid, []).append(ConsentChange(ch, ts, bool(g)))
+                for r in conn.execute(f"SELECT {_EVENT_COLUMNS} FROM live_events WHERE customer_id IN ({marks}) "
+                                      "ORDER BY customer_id, event_id", part):
+                    events.setdefault(r[1], []).append(LiveEvent(*r))
+        finally:
+            conn.execute("COMMIT")
+        out = []
+        for cid in customer_ids:
+            rows = raw.get(cid, ())
+            last_offer: dict[str, float] = {}
+            last_cat: dict[str, float] = {}
+            for offer_id, category, ts in declines.get(cid, ()):
+                last_offer[offer_id] = max(ts, last_offer.get(offer_id, ts))
+                last_cat[category] = max(ts, last_cat.get(category, ts))
+            recent = tuple(ContactRecord(r[0], r[1], r[3], r[4], r[5]) for r in rows if r[5] > since)
+            out.append(CustomerState([_row(r) for r in rows if r[6] != IMPORTED_RANK],
+                                     ContactHistory(cid, t, recent, last_offer, last_cat), cid in erased,
+                                     tuple(consents.get(cid, ())), tuple(events.get(cid, ()))))
+        return out
 
     def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
         conn = self._conn()

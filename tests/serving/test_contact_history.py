@@ -132,7 +132,8 @@ def _requests(tag: str) -> list[ReserveRequest]:
             ReserveRequest("c2", "web", (B,), f"{tag}2", p),
             ReserveRequest("c1", "email", (B,), f"{tag}3", p),
             ReserveRequest("c1", "email", (B,), f"{tag}4", p),  # the third e-mail in a week: refused
-            ReserveRequest("c2", "web", (B,), f"{tag}2", p)]  # a decision id seen before: None
+            ReserveRequest("c2", "web", (B,), f"{tag}2", p),  # a decision id seen before: None
+            ReserveRequest("c2", "web", (), f"{tag}5", p, None, ("explore_no_offer", 0.25))]  # logged with why
 
 
 def test_the_defaults_answer_like_the_stores_overrides(make_store) -> None:
@@ -148,6 +149,8 @@ def test_the_defaults_answer_like_the_stores_overrides(make_store) -> None:
     for cid in ("c1", "c2"):  # the same decision log, model versions included
         assert plain.export(cid) == fast.export(cid)
     assert plain.export("c1")["decisions"][0]["model_versions"] == {"m": "1"}
+    no_offer = [(d["no_offer"], d["no_offer_propensity"]) for d in fast.export("c2")["decisions"]]
+    assert no_offer == [(None, None), ("explore_no_offer", 0.25)]
     assert plain.check_and_reserve_many([], T, POLICY) == []
     with pytest.raises(ValueError, match="already recorded"):  # other errors are not swallowed
         plain.check_and_reserve("c1", "email", [A], T, POLICY, "d1", {"o-a": 0.5})

@@ -160,6 +160,55 @@ def test_read_customer_is_contact_rows_and_history_in_one_read(make_store) -> No
     assert len(store.read_customer("c1", T0 + timedelta(days=1)).history.contacts) == 3
 
 
+def test_read_customers_is_read_customer_of_each(make_store) -> None:
+    """The micro-batch's one read (`read_customers`) gives every customer the state `read_customer`
+    gives, equal field by field (rows in their order, histories, declines, erasure, runtime
+    consents, posted events), and so does the `ContactStore` default (one read each)."""
+    from pandas import DataFrame
+
+    from serving.contact_store.base import ContactStore, LiveEvent
+
+    store = make_store(horizon_days=40)
+    old = reserve(store, "c1", "email", [B], T0 - timedelta(days=60))  # past the horizon: in the rows only
+    r = reserve(store, "c1", "email", [A, C], T0)
+    reserve(store, "c1", "web", [B], T0 + timedelta(hours=1))
+    reserve(store, "c2", "web", [A], T0)
+    reserve(store, "c3", "web", [C], T0)
+    store.record_outcome(r.decision_id, "o-c", "declined", T0 + timedelta(hours=2))
+    store.record_outcome(r.decision_id, "o-a", "declined", T0 + timedelta(hours=3))
+    store.record_outcome(old.decision_id, "o-b", "declined", T0 - timedelta(days=59))
+    store.import_history(DataFrame({  # an imported show counts for the caps but is not a contact row
+        "decision_id": ["imp-1"], "offer_id": ["o-b"], "customer_id": ["c2"], "channel": ["email"],
+        "ts": [T0 - timedelta(days=2)], "propensity": [0.3], "outcome": ["declined"],
+        "outcome_ts": [T0 - timedelta(days=1)]}).astype({"ts": "datetime64[ns]", "outcome_ts": "datetime64[ns]"}),
+        {"o-b": "travel"}, T0)
+    store.record_consent("c2", "email", False, T0 - timedelta(days=1))
+    store.record_consent("c2", "sms", True, T0 - timedelta(days=2))
+    store.record_consent("c2", "email", True, T0 - timedelta(hours=1))
+    store.append_events([LiveEvent("e-2", "c2", to_epoch(T0 - timedelta(hours=2)), "page_view", "web", "travel"),
+                         LiveEvent("e-1", "c2", to_epoch(T0 - timedelta(hours=3)), "purchase", "store", "home", "p-1", 25.0)])
+    store.forget("c3")
+    ids = ["c2", "nobody", "c1", "c3"]
+    for now in (T0 + timedelta(days=1), T0 + timedelta(days=45), T0):
+        got = store.read_customers(ids, now)
+        default = ContactStore.read_customers(store, ids, now)  # the default: `read_customer` of each
+        for cid, a, b in zip(ids, got, default, strict=True):
+            one = store.read_customer(cid, now)
+            for state in (a, b):
+                assert state.rows == one.rows, (cid, now)
+                assert (sorted(state.history.contacts, key=repr), state.history.customer_id, state.history.now) == \
+                    (sorted(one.history.contacts, key=repr), one.history.customer_id, one.history.now)
+                assert state.history.last_decline_offer == one.history.last_decline_offer
+                assert state.history.last_decline_category == one.history.last_decline_category
+                assert state.forgotten == one.forgotten
+                assert sorted(state.consents, key=repr) == sorted(one.consents, key=repr)
+                assert sorted(state.events, key=repr) == sorted(one.events, key=repr)
+    c2, _, c1, c3 = store.read_customers(ids, T0 + timedelta(days=1))
+    assert len(c1.rows) == 4 and len(c1.history.contacts) == 3 and c1.history.last_decline_offer
+    assert len(c2.rows) == 1 and len(c2.history.contacts) == 2 and len(c2.consents) == 3 and len(c2.events) == 2
+    assert c3.forgotten and not c1.forgotten and store.read_customers([], T0) == []
+
+
 def test_forget_erases_one_customer(make_store) -> None:
     store = make_store()
     r = reserve(store, "c1", "email", [A], T0)

@@ -332,6 +332,13 @@ def _answer(d: object) -> tuple:
             d.fallback, d.model_versions, d.slate_propensity)  # type: ignore[attr-defined]
 
 
+def _records(eng: DecisionEngine, cid: str) -> tuple[list, list]:
+    """What the store recorded of a customer, without the random decision ids."""
+    held = eng.store.export(cid)
+    return (sorted(({k: v for k, v in d.items() if k != "decision_id"} for d in held["decisions"]), key=repr),
+            sorted((c["ts"], c["offer_id"], c["rank"], c["propensity"], c["channel"]) for c in held["contacts"]))
+
+
 def test_decide_many_answers_each_customer_as_decide_does(world: World, tmp_path: Path) -> None:
     """The service's micro-batch: distinct customers decided in one pipeline pass at one `now`
     get what `decide` gives them one after the other (reads, picks, reservations), over rounds in
@@ -352,8 +359,16 @@ def test_decide_many_answers_each_customer_as_decide_does(world: World, tmp_path
             blk = many.decide_many(requests, "web", now, k=3)
             for cid, a, b in zip(ids, seq, blk, strict=True):
                 assert _answer(a) == _answer(b), (minute, cid)
-        assert any(s.reason.startswith("cap") for d in seq for s in d.suppressed)
+            caps = any(s.reason.startswith("cap") for d in seq for s in d.suppressed)
+            # e-mail (outbound: consents, the e-mail cap) as well; decisions without an offer are logged with why
+            mails = [one.decide(c, "email", ctx, now, k=1) for c, ctx in requests]
+            for cid, a, b in zip(ids, mails, many.decide_many(requests, "email", now, k=1), strict=True):
+                assert _answer(a) == _answer(b), (minute, cid, "email")
+        assert caps
         assert seq[3].fallback and seq[-1].fallback  # erased, unknown
+        for cid in ids:  # the same records: shows, and the decision log (a no-offer decision's why included)
+            assert _records(one, cid) == _records(many, cid), cid
+        assert any(d["no_offer"] for cid in ids for d in many.store.export(cid)["decisions"])
         with pytest.raises(ValueError, match="twice"):
             many.decide_many(requests[:2] + requests[:1], "web", NOW)
     finally:
