@@ -491,19 +491,27 @@ class DecisionEngine:
             # One store read for the features' contact rows and the caps' history (one SQLite
             # transaction instead of two); the reservation re-checks the caps atomically.
             state = self.desk.read_customer(customer_id, now)
-            if state.forgotten:  # erased, maybe through another worker: drop our in-memory copy too
-                self._drop(customer_id)
-            # Events posted while nbo runs: this customer's row recomputed with them (cached).
-            engine = self._live_view(customer_id, state, now) if state.events and not state.forgotten else self
-            block = engine.decide_block(
-                CustomerBlock([customer_id], {customer_id: state.history}, {customer_id: state.rows},
-                              {customer_id: state.consents} if state.consents else {},
-                              frozenset((customer_id,)) if state.forgotten else frozenset()),
-                channel, now, as_context(channel, context), k)
-            decision = block.decision(0, decision_id)
-            # An erased customer's decision is answered, never recorded: nothing personal is written
-            # again (it offers nothing on outbound channels, where only a record could cap it).
-            return self.desk.reserve(decision, now) if reserve and not state.forgotten else decision
+            return self._decide_state(customer_id, state, channel, context, now, k, reserve, decision_id)
+
+    def _decide_state(
+        self, customer_id: str, state: CustomerState, channel: str, context: Context | Mapping[str, object] | None,
+        now: datetime, k: int, reserve: bool, decision_id: str | None = None,
+    ) -> Decision:
+        """`decide` on the customer's state read already (`read_customer` at `now`); the caller
+        turns store failures into `StoreUnavailable` (`_store_call`)."""
+        if state.forgotten:  # erased, maybe through another worker: drop our in-memory copy too
+            self._drop(customer_id)
+        # Events posted while nbo runs: this customer's row recomputed with them (cached).
+        engine = self._live_view(customer_id, state, now) if state.events and not state.forgotten else self
+        block = engine.decide_block(
+            CustomerBlock([customer_id], {customer_id: state.history}, {customer_id: state.rows},
+                          {customer_id: state.consents} if state.consents else {},
+                          frozenset((customer_id,)) if state.forgotten else frozenset()),
+            channel, now, as_context(channel, context), k)
+        decision = block.decision(0, decision_id)
+        # An erased customer's decision is answered, never recorded: nothing personal is written
+        # again (it offers nothing on outbound channels, where only a record could cap it).
+        return self.desk.reserve(decision, now) if reserve and not state.forgotten else decision
 
     def decide_many(
         self,
@@ -523,7 +531,9 @@ class DecisionEngine:
         events or erased takes `decide` itself. A store failure answers with the
         `StoreUnavailable`: a failed read every row, a failed block reservation every row of the
         block (nothing of it was recorded), and the rows after it meet the breaker as `decide`
-        would. Raises ValueError for a customer given twice: its second decision must see the
+        would. The customers with posted events or erased are decided one by one on the state
+        read with the block's (`_decide_state`), not read a second time. Raises ValueError for
+        a customer given twice: its second decision must see the
         first's reservation, so it belongs to the next call.
         """
         now = naive_utc(now)
@@ -554,9 +564,10 @@ class DecisionEngine:
             for i, decision in zip(plain, decided, strict=True):
                 out[i] = decision
         for i, decision in enumerate(out):
-            if decision is None:  # posted events (its own features) or erased: the one-customer path
-                try:
-                    out[i] = self.decide(ids[i], channel, requests[i][1], now, k=k, reserve=reserve)
+            if decision is None:  # posted events (its own features) or erased: the one-customer path,
+                try:              # on the state read above (not read again)
+                    with self._store_call():
+                        out[i] = self._decide_state(ids[i], states[i], channel, requests[i][1], now, k, reserve)
                 except StoreUnavailable as exc:
                     out[i] = exc
         return out  # type: ignore[return-value]

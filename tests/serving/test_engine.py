@@ -343,7 +343,8 @@ def test_decide_many_answers_each_customer_as_decide_does(world: World, tmp_path
     """The service's micro-batch: distinct customers decided in one pipeline pass at one `now`
     get what `decide` gives them one after the other (reads, picks, reservations), over rounds in
     which their own reservations make the caps bind; an erased customer and an unknown one
-    included; a customer twice is refused."""
+    included, and one with posted events (decided on its live row, on the state the block read);
+    a customer twice is refused."""
     one = DecisionEngine.from_settings(world.settings(tmp_path / "one.db"))  # default policy: exploration on
     many = DecisionEngine.from_settings(world.settings(tmp_path / "many.db"))
     try:
@@ -351,8 +352,15 @@ def test_decide_many_answers_each_customer_as_decide_does(world: World, tmp_path
         pages = ["travel", "books", None, "electronics"]
         requests = [(c, {"page_category": pages[i % 4], "device": "mobile"} if pages[i % 4] else None)
                     for i, c in enumerate(ids)]
+        from serving.contact_store.base import LiveEvent, to_epoch
+
+        posted = [LiveEvent("e-1", ids[5], to_epoch(NOW - pd.Timedelta(hours=1)), "page_view", "web", "travel"),
+                  LiveEvent("e-2", ids[5], to_epoch(NOW - pd.Timedelta(minutes=30)), "purchase", "store", "travel",
+                            "p-travel-1", 120.0)]
         for eng in (one, many):
             eng.forget(ids[3])
+            eng.ingest_events(posted, NOW)  # ids[5] is decided on its live row
+        assert many.customer_view(ids[5], NOW)[0] == "live"
         for minute in range(4):
             now = NOW + pd.Timedelta(minutes=minute)
             seq = [one.decide(c, "web", ctx, now, k=3) for c, ctx in requests]
