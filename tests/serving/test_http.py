@@ -282,12 +282,24 @@ def test_forget_erases_history_and_caps_start_again(server: Server) -> None:
     assert server.post("/forget", {"customer_id": ""}).status_code == 400
 
 
+def _sample(text: str, series: str) -> float:
+    """One labelled series' value in a /metrics text (0 when absent)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " "))
+
+
 def test_metrics_count_offers_suppressions_and_fallbacks(server: Server) -> None:
-    server.post("/recommend", {"customer_id": "c-metrics-unknown", "channel": "web"})
+    series = ('nbo_fallbacks_total{cause="cold_start"}', 'nbo_decisions_total{channel="web"}')
+    before = httpx.get(server.url + "/metrics", timeout=30).text
+    answers = [server.post("/recommend", {"customer_id": f"c-metrics-unknown-{i}", "channel": "web", "k": 2}).json()
+               for i in range(3)]
     text = httpx.get(server.url + "/metrics", timeout=30).text
     for name in ("nbo_offers_served_total", "nbo_suppressions_total", "nbo_fallbacks_total",
                  "nbo_model_reload_failures_total", "bentoml_service_request_total"):
         assert name in text
+    for name in series:  # each decision counted once (the label children are looked up once per worker)
+        assert _sample(text, name) - _sample(before, name) == 3, name
+    served = 'nbo_offers_served_total{channel="web"}'
+    assert _sample(text, served) - _sample(before, served) == sum(len(a["offers"]) for a in answers) > 0
 
 
 def test_reload_to_a_new_champion_under_load_fails_no_request(server: Server) -> None:
