@@ -343,8 +343,9 @@ class Arbiter:
         """
         dropped = list(suppressed)
         tz = self.timezones.get(customer_id) if self.timezones else None
-        for c in block.suppressed_order(row):
-            dropped.append(self.suppression(offer_ids[c], REASON_CODES[int(block.reason[row, c]) - 1], channel, tz))
+        codes = block.reason[row].tolist()  # Python ints: ~35-45 drops a decision, no NumPy scalar each
+        suppression = self.suppression
+        dropped += [suppression(offer_ids[c], REASON_CODES[codes[c] - 1], channel, tz) for c in block.suppressed_order(row)]
         shown = self.shown(block, row, offer_ids=offer_ids, p_accept=p_accept, churn_probability=churn_probability,
                            reasons=reasons, reason_texts=reason_texts)
         # No offer: the probability of making no contact (1 unless holdouts randomise it).
