@@ -147,6 +147,15 @@ class ImportedShow:
     declined_ts: float | None  # when it was declined (outcome_ts, or ts without one), None if not
 
 
+def _epoch_seconds(column: pd.Series) -> np.ndarray:
+    """Seconds since the epoch of a timestamp column, whatever its unit (pandas 3 builds microseconds
+    from Python datetimes) or zone (an offset is converted to UTC; naive stamps are UTC already)."""
+    ts = pd.to_datetime(column)
+    if ts.dt.tz is not None:
+        ts = ts.dt.tz_convert(None)
+    return ts.to_numpy(dtype="datetime64[ns]").astype("int64") / 1e9
+
+
 def imported_shows(contacts: object, categories: Mapping[str, str], since: float) -> list[ImportedShow]:
     """The shows of a `contacts` table (nbo.contract.CONTACTS, a DataFrame) after `since` (epoch s).
 
@@ -156,16 +165,15 @@ def imported_shows(contacts: object, categories: Mapping[str, str], since: float
     frame = contacts if isinstance(contacts, pd.DataFrame) else pd.DataFrame(contacts)
     if frame.empty:
         return []
-    ts = pd.to_datetime(frame["ts"]).astype("int64").to_numpy() / 1e9
+    ts = _epoch_seconds(frame["ts"])
     keep = ts > since
     frame = frame.loc[keep]
     ts = ts[keep]
     # Column-wise, not row by row through pandas scalars: ~50,000 shows of the demo world took
     # ~1 s of CPU at every `nbo serve` start (the import runs at each start and is idempotent).
     if "outcome_ts" in frame:
-        ots = pd.to_datetime(frame["outcome_ts"])
-        missing = ots.isna().to_numpy()
-        ots_s = np.where(missing, 0, ots.to_numpy(dtype="datetime64[ns]").astype("int64")) / 1e9
+        missing = pd.isna(frame["outcome_ts"]).to_numpy()
+        ots_s = np.where(missing, 0.0, _epoch_seconds(frame["outcome_ts"]))
         outcome_ts: list[float | None] = [None if m else t for m, t in zip(missing.tolist(), ots_s.tolist(), strict=True)]
     else:
         outcome_ts = [None] * len(frame)

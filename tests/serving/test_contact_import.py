@@ -121,3 +121,19 @@ def test_an_erased_customer_is_not_imported_again_at_the_next_start(make_store) 
     assert store.history("c1", T0).channel_count(["email"], 7) == 0
     assert store.export("c1") == {"contacts": [], "decisions": []} or not any(store.export("c1").values())
     assert store.history("c2", T0).channel_count(["email"], 7) == 1
+
+
+def test_shows_count_whatever_the_timestamp_unit_or_zone(make_store) -> None:
+    """A frame built from Python datetimes holds microseconds under pandas 3, a company's export may
+    carry a UTC offset: every show is still imported at its instant (it was silently dropped when
+    the unit was taken for nanoseconds)."""
+    base = contacts(("h1", "c1", "o-a", "email", 1, "ignored", None), ("h2", "c1", "o-b", "email", 2, "ignored", None),
+                    ("h3", "c1", "o-c", "email", 3, "ignored", None))
+    as_us = base.assign(ts=base["ts"].astype("datetime64[us]"), outcome_ts=base["outcome_ts"].astype("datetime64[us]"))
+    # the same instants, written in Paris time (UTC+1 in March)
+    zoned = base.assign(ts=base["ts"].dt.tz_localize("UTC").dt.tz_convert("Europe/Paris"))
+    for frame in (as_us, zoned):
+        store = make_store()
+        assert store.import_history(frame, CATEGORIES, T0) == 3
+        assert store.history("c1", T0).channel_count(["email"], 7) == 3
+        assert not reserve(store, "c1", "email", [A], T0).ok
