@@ -37,7 +37,7 @@ import pandas as pd
 
 from features import build_customer_features
 from nbo.data import Dataset, empty_table
-from serving.contact_store.base import LiveEvent, OutboxEntry, from_epoch, to_epoch
+from serving.contact_store.base import LiveEvent, OutboxEntry, epoch_seconds, from_epoch, to_epoch
 from serving.live import events_frame
 from serving.policy import BrowseTrigger, ContactPolicy, EventTrigger, LifecycleTrigger, Programme, active_programmes
 
@@ -195,8 +195,7 @@ def browse_occurrences(programmes: Sequence[Programme], events: pd.DataFrame, as
     if not wanted or events.empty:
         return []
     frame = events.loc[events["category"].notna() & (events["category"].astype(str) != "")]
-    ts = pd.to_datetime(frame["ts"])
-    frame = frame.assign(t=ts.astype("int64").to_numpy() / 1e9)
+    frame = frame.assign(t=epoch_seconds(frame["ts"]))
     last = lambda kinds: (frame.loc[frame["type"].isin(kinds)]  # noqa: E731
                           .groupby(["customer_id", "category"], observed=True)["t"].max())
     browsed = last(BROWSE_TYPES)

@@ -147,7 +147,7 @@ class ImportedShow:
     declined_ts: float | None  # when it was declined (outcome_ts, or ts without one), None if not
 
 
-def _epoch_seconds(column: pd.Series) -> np.ndarray:
+def epoch_seconds(column: pd.Series) -> np.ndarray:
     """Seconds since the epoch of a timestamp column, whatever its unit (pandas 3 builds microseconds
     from Python datetimes) or zone (an offset is converted to UTC; naive stamps are UTC already)."""
     ts = pd.to_datetime(column)
@@ -165,7 +165,7 @@ def imported_shows(contacts: object, categories: Mapping[str, str], since: float
     frame = contacts if isinstance(contacts, pd.DataFrame) else pd.DataFrame(contacts)
     if frame.empty:
         return []
-    ts = _epoch_seconds(frame["ts"])
+    ts = epoch_seconds(frame["ts"])
     keep = ts > since
     frame = frame.loc[keep]
     ts = ts[keep]
@@ -173,7 +173,7 @@ def imported_shows(contacts: object, categories: Mapping[str, str], since: float
     # ~1 s of CPU at every `nbo serve` start (the import runs at each start and is idempotent).
     if "outcome_ts" in frame:
         missing = pd.isna(frame["outcome_ts"]).to_numpy()
-        ots_s = np.where(missing, 0.0, _epoch_seconds(frame["outcome_ts"]))
+        ots_s = np.where(missing, 0.0, epoch_seconds(frame["outcome_ts"]))
         outcome_ts: list[float | None] = [None if m else t for m, t in zip(missing.tolist(), ots_s.tolist(), strict=True)]
     else:
         outcome_ts = [None] * len(frame)

@@ -296,3 +296,22 @@ def test_the_in_service_sweep_computes_the_stages_once_per_run(world: World, tmp
     finally:
         eng.close()
         ref.close()
+
+
+@pytest.mark.parametrize("unit", ["ns", "us", "s"])
+def test_browse_triggers_read_event_times_in_any_unit(unit: str) -> None:
+    """Events built from Python datetimes hold microseconds under pandas 3: the browse still fires
+    once, two hours after it, and not for the customer who bought the category since."""
+    from serving.policy import active_programmes, parse_policy
+    from serving.programmes import browse_occurrences
+
+    programmes = active_programmes(parse_policy(BASE))
+    t = NOW - timedelta(hours=3)
+    events = pd.DataFrame({
+        "customer_id": ["c1", "c2", "c2"], "type": ["product_view", "product_view", "purchase"],
+        "category": ["travel", "travel", "travel"],
+        "ts": pd.Series([t, t, t + timedelta(minutes=5)]).astype(f"datetime64[{unit}]"),
+    })
+    fired = browse_occurrences(programmes, events, NOW, timedelta(hours=2))
+    assert [(o.programme.name, o.customer_id) for o in fired] == [("browse-abandon", "c1")]
+    assert browse_occurrences(programmes, events, NOW, timedelta(minutes=30)) == []  # due an hour ago
