@@ -369,11 +369,9 @@ class Recommender:
         try:
             known = self.engine.record_outcome(decision_id, offer_id, outcome, self.settings.now())
         except StoreUnavailable as exc:
-            self.store_health.failed(exc.cause)
-            self.metrics["store_refusals"].labels("feedback").inc()
             ctx.response.status_code = 503
             ctx.response.metadata.update(_STORE_DOWN_HEADERS)
-            return _store_down("feedback")
+            return self._store_failed(exc, "feedback", "feedback")
         self.store_health.ok()
         self.metrics["feedback"].labels(outcome, str(known).lower()).inc()
         if not known:
@@ -390,9 +388,7 @@ class Recommender:
         try:
             n = self.engine.forget(customer_id)
         except StoreUnavailable as exc:
-            self.store_health.failed(exc.cause)
-            self.metrics["store_refusals"].labels("forget").inc()
-            return _store_down("forget")
+            return self._store_failed(exc, "forget", "forget")
         self.store_health.ok()
         log.info("forgot customer %s (%d shows)", hash_id(customer_id), n)
         return ForgetResponse(customer_id=customer_id, erased_shows=n)
@@ -413,12 +409,18 @@ class Recommender:
         except LiveInputError as exc:
             return self._refused("consents", exc)
         except StoreUnavailable as exc:
-            self.store_health.failed(exc.cause)
-            self.metrics["store_refusals"].labels("consents").inc()
-            return _store_down("consent")
+            return self._store_failed(exc, "consent", "consents")
         self.store_health.ok()
         self.metrics["consents"].labels(str(granted).lower(), str(new).lower()).inc()
         return ConsentResponse(customer_id=customer_id, channel=channel, granted=granted, ts=ts, recorded=new)
+
+    def _store_failed(self, exc: Any, what: str, endpoint: str | None = None) -> Any:
+        """The 503 of a write (or read) the store could not make: nothing recorded, retry. Marks the
+        store unhealthy and counts the refusal under `endpoint` (reads are not counted)."""
+        self.store_health.failed(exc.cause)
+        if endpoint is not None:
+            self.metrics["store_refusals"].labels(endpoint).inc()
+        return _store_down(what)
 
     def _refused(self, endpoint: str, exc: Any) -> Any:
         """The 4xx of live input refused after validation (nothing written), one warning line."""
@@ -451,9 +453,7 @@ class Recommender:
         except LiveInputError as exc:
             return self._refused("events", exc)
         except StoreUnavailable as exc:
-            self.store_health.failed(exc.cause)
-            self.metrics["store_refusals"].labels("events").inc()
-            return _store_down("events")
+            return self._store_failed(exc, "events", "events")
         self.store_health.ok()
         self.metrics["events"].labels("recorded").inc(result.recorded)
         self.metrics["events"].labels("duplicate").inc(result.duplicates)
@@ -472,8 +472,7 @@ class Recommender:
         try:
             source, row = self.engine.customer_view(customer_id, self.settings.now())
         except StoreUnavailable as exc:
-            self.store_health.failed(exc.cause)
-            return _store_down("customer view")
+            return self._store_failed(exc, "customer view")
         self.store_health.ok()
         if row is None:
             return JSONResponse({"error": "customer_id: unknown customer (no features, or erased)"},  # type: ignore[return-value]
@@ -521,9 +520,7 @@ class Recommender:
         try:
             after = self.engine.ack_outbox(list(outbox_ids), status, self.settings.now())
         except StoreUnavailable as exc:
-            self.store_health.failed(exc.cause)
-            self.metrics["store_refusals"].labels("outbox_ack").inc()
-            return _store_down("acknowledgement")
+            return self._store_failed(exc, "acknowledgement", "outbox_ack")
         self.store_health.ok()
         self.metrics["outbox_acks"].labels(status).inc(sum(1 for s in after.values() if s == status))
         return OutboxAckResponse(statuses={str(i): s for i, s in after.items()},

@@ -309,6 +309,16 @@ def test_redis_stopped_restarted_and_frozen_under_load(faults_world: World, redi
         private.stop()
         down = time.monotonic()
         refused = [serve.post("/feedback", feedback) for _ in range(3)]  # tried, then during the breaker
+        # every other write is refused the same way (nothing recorded, retry)
+        stamp = NOW.isoformat()  # the served clock
+        writes = {
+            "forget": serve.post("/forget", {"customer_id": others[-1]}),
+            "consents": serve.post("/consents", {"customer_id": others[-2], "channel": "email", "granted": False,
+                                                 "ts": stamp}),
+            "events": serve.post("/events", {"events": [{"event_id": "outage-1", "customer_id": others[-3],
+                                                         "ts": stamp, "type": "product_view"}]}),
+            "outbox_ack": serve.post("/outbox/ack", {"outbox_ids": [1], "status": "sent"}),
+        }
         ready_down = wait_until(lambda: (r := serve.get("/readyz")).status_code == 503 and r, WAIT_S,
                                 "/readyz to report the store down")
         alive_down = serve.get("/healthz")
@@ -338,6 +348,9 @@ def test_redis_stopped_restarted_and_frozen_under_load(faults_world: World, redi
     for r in refused:
         assert r.status_code == 503 and "not recorded" in r.json()["error"].lower(), (r.status_code, r.text)
         assert r.headers.get("retry-after") == "1"
+    for endpoint, r in writes.items():
+        assert r.status_code == 503 and "not recorded" in r.json()["error"].lower(), (endpoint, r.status_code, r.text)
+        assert r.headers.get("retry-after") == "1", endpoint
     again = serve.post("/feedback", feedback)
     assert again.status_code == 200 and again.json()["recorded"] is True, again.text
     for t0, t1, status, body in load.feedback:
@@ -349,6 +362,8 @@ def test_redis_stopped_restarted_and_frozen_under_load(faults_world: World, redi
     assert "nbo_degraded_total{" in metrics
     if any(status == 503 for _, _, status, _ in load.feedback):
         assert 'nbo_store_unavailable_total{endpoint="feedback"' in metrics
+    for endpoint in writes:
+        assert f'nbo_store_unavailable_total{{endpoint="{endpoint}"' in metrics, endpoint
     store = RedisContactStore(redis.Redis(port=private.port, decode_responses=True))
     customers = {a.customer for a in answers if a.body.get("offers")} | set(hot)
     recorded = {c: {(r["decision_id"], r["offer_id"]) for r in store.export(c)["contacts"]} for c in customers}
