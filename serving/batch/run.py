@@ -47,7 +47,8 @@ from serving.batch.plan import OUTPUT_COLUMNS, PLAN_COLUMNS, PLAN_SCHEMA, models
 from serving.engine import naive_utc
 from serving.batch.reserve import merge_summaries, reserve_plan, summarise
 from serving.batch.spark import run_spark, whole_decisions
-from serving.batch.workers import cached_engine, keep_freed_memory, one_thread_per_worker, pool_init, pool_plan
+from serving.batch.workers import (cached_engine, keep_freed_memory, one_thread_per_worker, pool_init,
+                                   pool_plan_rows)
 from serving.settings import EngineSettings, latest_features_file
 
 log = logging.getLogger(__name__)
@@ -151,12 +152,26 @@ class BatchRun:
                     bar.update(len(frame))  # type: ignore[attr-defined]
                 yield i, plan
             return
+        def chunks() -> Iterator[tuple[int, pd.DataFrame | None, tuple[int, int] | None]]:
+            """As `todo`, the chunks to plan as row ranges: each worker reads its own rows."""
+            total = materialised_rows(path)
+            for i, lo in enumerate(range(0, total, self.job.chunk_rows)):
+                hi = min(total, lo + self.job.chunk_rows)
+                if (self.work_dir / f"part-{i:05d}.json").exists():
+                    bar.update(hi - lo)  # type: ignore[attr-defined]
+                    yield i, None, None
+                elif (self.work_dir / f"plan-{i:05d}.parquet").exists():
+                    bar.update(hi - lo)  # type: ignore[attr-defined]
+                    yield i, pq.read_table(self.work_dir / f"plan-{i:05d}.parquet").to_pandas(), None
+                else:
+                    yield i, None, (lo, hi)
+
         ctx = mp.get_context("spawn")
         blob = models_blob(cached_engine(settings_json))
         with one_thread_per_worker(), ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=pool_init,
                                                            initargs=(settings_json, blob, self.customers)) as pool:
             window: list[tuple[int, pd.DataFrame | None, Future | None, int]] = []
-            source = todo()
+            source = chunks()
             exhausted = False
             while window or not exhausted:
                 while not exhausted and len(window) < 2 * self.workers:
@@ -164,9 +179,9 @@ class BatchRun:
                     if item is None:
                         exhausted = True
                         break
-                    i, plan, frame = item
-                    fut = None if frame is None else pool.submit(pool_plan, frame, job_json)
-                    window.append((i, plan, fut, 0 if frame is None else len(frame)))
+                    i, plan, rows = item
+                    fut = None if rows is None else pool.submit(pool_plan_rows, str(path), *rows, job_json)
+                    window.append((i, plan, fut, 0 if rows is None else rows[1] - rows[0]))
                 if not window:
                     break
                 i, plan, fut, n = window.pop(0)

@@ -8,8 +8,11 @@ import ctypes
 import functools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
+
+from features import MaterialisedRows
 
 from serving.batch.customers import compile_segment
 from serving.batch.job import BatchJob
@@ -63,6 +66,15 @@ def pool_plan(frame: pd.DataFrame, job_json: str) -> pd.DataFrame:
     job = BatchJob.model_validate_json(job_json)
     customers = _WORKER["customers"]
     return plan_chunk(_WORKER["engine"], frame, job, compile_segment(job.segment), customers)  # type: ignore[arg-type]
+
+
+def pool_plan_rows(path: str, start: int, stop: int, job_json: str) -> pd.DataFrame:
+    """`pool_plan` of rows `[start, stop)` of the features file, read by the worker itself (the
+    driver, which reserves every chunk, no longer decodes and pickles each chunk's features)."""
+    reader = _WORKER.get("reader")
+    if not isinstance(reader, MaterialisedRows) or reader.path != Path(path):
+        reader = _WORKER["reader"] = MaterialisedRows(path)
+    return pool_plan(reader.read(start, stop), job_json)
 
 
 @contextlib.contextmanager
