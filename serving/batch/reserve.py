@@ -89,9 +89,9 @@ def reserve_plan(engine: DecisionEngine, plan: pd.DataFrame, job: BatchJob) -> t
             ranks[first] = 0
             no_offer[first] = refused[0][1] if refused else "refused"
             refused_rows.append(first)
+    if keep.all() and not refused_rows:  # the store took every offer: the plan stands as it is (same object)
+        return plan, stats
     out = plan.assign(rank=ranks.astype(np.int32), no_offer=no_offer)
-    if keep.all() and not refused_rows:  # the store took every offer: the plan stands as it is
-        return out, stats
     gone = out["no_offer"].notna()
     out.loc[gone, ["offer_id", "reasons", "reason_texts", "category"]] = None
     out.loc[gone, ["p_accept", "expected_value"]] = math.nan

@@ -16,7 +16,7 @@ from features import MaterialisedRows
 
 from serving.batch.customers import compile_segment
 from serving.batch.job import BatchJob
-from serving.batch.plan import open_engine, plan_chunk
+from serving.batch.plan import open_engine, plan_chunk, write_plan
 from serving.engine import DecisionEngine
 from serving.settings import EngineSettings
 
@@ -68,13 +68,16 @@ def pool_plan(frame: pd.DataFrame, job_json: str) -> pd.DataFrame:
     return plan_chunk(_WORKER["engine"], frame, job, compile_segment(job.segment), customers)  # type: ignore[arg-type]
 
 
-def pool_plan_rows(path: str, start: int, stop: int, job_json: str) -> pd.DataFrame:
-    """`pool_plan` of rows `[start, stop)` of the features file, read by the worker itself (the
-    driver, which reserves every chunk, no longer decodes and pickles each chunk's features)."""
+def pool_plan_rows(path: str, start: int, stop: int, job_json: str, out: str) -> pd.DataFrame:
+    """`pool_plan` of rows `[start, stop)` of the features file, read by the worker itself, the
+    plan written to `out` before it is returned (the driver, which reserves every chunk, neither
+    decodes and pickles each chunk's features nor writes its plan)."""
     reader = _WORKER.get("reader")
     if not isinstance(reader, MaterialisedRows) or reader.path != Path(path):
         reader = _WORKER["reader"] = MaterialisedRows(path)
-    return pool_plan(reader.read(start, stop), job_json)
+    plan = pool_plan(reader.read(start, stop), job_json)
+    write_plan(Path(out), plan)
+    return plan
 
 
 @contextlib.contextmanager
