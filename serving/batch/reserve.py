@@ -58,7 +58,7 @@ def reserve_plan(engine: DecisionEngine, plan: pd.DataFrame, job: BatchJob) -> t
         mv = versions[first]
         groups.append(rows)
         requests.append(ReserveRequest(
-            str(customers[first]), job.channel, tuple(OfferRef(str(offers[i]), str(categories[i])) for i in rows),
+            str(customers[first]), job.channel, tuple([OfferRef(str(offers[i]), str(categories[i])) for i in rows]),
             str(dids[first]), {str(offers[i]): float(propensities[i]) for i in rows},
             parsed[mv] if mv in parsed else parsed.setdefault(mv, json.loads(mv)),
         ))
