@@ -36,6 +36,7 @@ _EXPORTS = {
     "lifecycle_stage": "features.lifecycle",
     "materialised_meta": "features.store",
     "materialised_rows": "features.store",
+    "MaterialisedRows": "features.store",
     "prepare_offers": "features.offers",
     "read_materialised": "features.store",
     "write_materialised": "features.store",

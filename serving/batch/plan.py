@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pathlib import Path
 
 from features import Context, iter_materialised
 from nbo.errors import NboError
@@ -44,6 +48,13 @@ PLAN_SCHEMA = pa.schema([
 ])
 PLAN_COLUMNS: tuple[str, ...] = tuple(PLAN_SCHEMA.names)
 REASON_SEPARATOR = "; "
+
+
+def write_plan(path: Path, frame: pd.DataFrame) -> None:
+    """A plan (or a reserved part) as Parquet in the plan schema, under a temporary name, then renamed."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(pa.Table.from_pandas(frame, schema=PLAN_SCHEMA, preserve_index=False), tmp)
+    os.replace(tmp, path)
 
 
 def open_engine(settings: EngineSettings, models: bytes | None = None) -> DecisionEngine:

@@ -46,16 +46,20 @@ def reserve_plan(engine: DecisionEngine, plan: pd.DataFrame, job: BatchJob) -> t
     groups: list[list[int]] = []
     requests: list[ReserveRequest] = []
     parsed: dict[str, dict[str, str]] = {}
-    for did, group in itertools.groupby(range(len(plan)), key=lambda i: dids[i]):
-        rows = [i for i in group if has_offer[i]]
-        if not rows:
-            continue
+    # The plan's decisions: runs of equal decision ids (as `itertools.groupby` over the rows), each
+    # with its rows that carry an offer, found with array operations instead of a Python key per row.
+    run_of = np.cumsum(np.r_[True, dids[1:] != dids[:-1]]) if len(plan) else np.zeros(0, dtype=np.int64)
+    offered = np.flatnonzero(has_offer)
+    bounds = [0, *(np.flatnonzero(np.diff(run_of[offered])) + 1).tolist(), len(offered)] if len(offered) else [0]
+    offered_rows = offered.tolist()
+    for lo, hi in itertools.pairwise(bounds):
+        rows = offered_rows[lo:hi]
         first = rows[0]
         mv = versions[first]
         groups.append(rows)
         requests.append(ReserveRequest(
-            str(customers[first]), job.channel, tuple(OfferRef(str(offers[i]), str(categories[i])) for i in rows), str(did),
-            {str(offers[i]): float(propensities[i]) for i in rows},
+            str(customers[first]), job.channel, tuple([OfferRef(str(offers[i]), str(categories[i])) for i in rows]),
+            str(dids[first]), {str(offers[i]): float(propensities[i]) for i in rows},
             parsed[mv] if mv in parsed else parsed.setdefault(mv, json.loads(mv)),
         ))
     # One store call for the chunk (one SQLite transaction, one Redis round trip), requests in plan order.
@@ -85,6 +89,8 @@ def reserve_plan(engine: DecisionEngine, plan: pd.DataFrame, job: BatchJob) -> t
             ranks[first] = 0
             no_offer[first] = refused[0][1] if refused else "refused"
             refused_rows.append(first)
+    if keep.all() and not refused_rows:  # the store took every offer: the plan stands as it is (same object)
+        return plan, stats
     out = plan.assign(rank=ranks.astype(np.int32), no_offer=no_offer)
     gone = out["no_offer"].notna()
     out.loc[gone, ["offer_id", "reasons", "reason_texts", "category"]] = None

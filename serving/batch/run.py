@@ -43,11 +43,12 @@ from nbo.errors import NboError
 from nbo.contract import TABLES
 from serving.batch.customers import SEGMENT_EXCLUDED, compile_segment
 from serving.batch.job import BatchJob
-from serving.batch.plan import OUTPUT_COLUMNS, PLAN_COLUMNS, PLAN_SCHEMA, models_blob, plan_chunk
+from serving.batch.plan import OUTPUT_COLUMNS, PLAN_COLUMNS, PLAN_SCHEMA, models_blob, plan_chunk, write_plan
 from serving.engine import naive_utc
 from serving.batch.reserve import merge_summaries, reserve_plan, summarise
 from serving.batch.spark import run_spark, whole_decisions
-from serving.batch.workers import cached_engine, keep_freed_memory, one_thread_per_worker, pool_init, pool_plan
+from serving.batch.workers import (cached_engine, keep_freed_memory, one_thread_per_worker, pool_init,
+                                   pool_plan_rows)
 from serving.settings import EngineSettings, latest_features_file
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,22 @@ class BatchRun:
         os.replace(tmp, path)
 
     def _write_parquet(self, path: Path, frame: pd.DataFrame) -> None:
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        pq.write_table(pa.Table.from_pandas(frame, schema=PLAN_SCHEMA, preserve_index=False), tmp)
-        os.replace(tmp, path)
+        write_plan(path, frame)
+
+    def _write_part(self, i: int, plan: pd.DataFrame, final: pd.DataFrame) -> None:
+        """Chunk i as reserved; when the reservation left the plan as it was, a hard link to the
+        plan's file (same bytes) instead of writing it again."""
+        part, source = self.work_dir / f"part-{i:05d}.parquet", self.work_dir / f"plan-{i:05d}.parquet"
+        if final is plan and source.is_file():
+            tmp = part.with_name(f".{part.name}.tmp-{os.getpid()}")
+            try:
+                tmp.unlink(missing_ok=True)
+                os.link(source, tmp)
+                os.replace(tmp, part)
+                return
+            except OSError:  # no hard links here: write it
+                tmp.unlink(missing_ok=True)
+        self._write_parquet(part, final)
 
     def _manifest(self, status: str, summary: dict[str, object] | None = None) -> None:
         self._write_json(self.work_dir / "manifest.json",
@@ -151,12 +165,26 @@ class BatchRun:
                     bar.update(len(frame))  # type: ignore[attr-defined]
                 yield i, plan
             return
+        def chunks() -> Iterator[tuple[int, pd.DataFrame | None, tuple[int, int] | None]]:
+            """As `todo`, the chunks to plan as row ranges: each worker reads its own rows."""
+            total = materialised_rows(path)
+            for i, lo in enumerate(range(0, total, self.job.chunk_rows)):
+                hi = min(total, lo + self.job.chunk_rows)
+                if (self.work_dir / f"part-{i:05d}.json").exists():
+                    bar.update(hi - lo)  # type: ignore[attr-defined]
+                    yield i, None, None
+                elif (self.work_dir / f"plan-{i:05d}.parquet").exists():
+                    bar.update(hi - lo)  # type: ignore[attr-defined]
+                    yield i, pq.read_table(self.work_dir / f"plan-{i:05d}.parquet").to_pandas(), None
+                else:
+                    yield i, None, (lo, hi)
+
         ctx = mp.get_context("spawn")
         blob = models_blob(cached_engine(settings_json))
         with one_thread_per_worker(), ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=pool_init,
                                                            initargs=(settings_json, blob, self.customers)) as pool:
             window: list[tuple[int, pd.DataFrame | None, Future | None, int]] = []
-            source = todo()
+            source = chunks()
             exhausted = False
             while window or not exhausted:
                 while not exhausted and len(window) < 2 * self.workers:
@@ -164,15 +192,15 @@ class BatchRun:
                     if item is None:
                         exhausted = True
                         break
-                    i, plan, frame = item
-                    fut = None if frame is None else pool.submit(pool_plan, frame, job_json)
-                    window.append((i, plan, fut, 0 if frame is None else len(frame)))
+                    i, plan, rows = item
+                    fut = None if rows is None else pool.submit(pool_plan_rows, str(path), *rows, job_json,
+                                                                 str(self.work_dir / f"plan-{i:05d}.parquet"))
+                    window.append((i, plan, fut, 0 if rows is None else rows[1] - rows[0]))
                 if not window:
                     break
                 i, plan, fut, n = window.pop(0)
                 if fut is not None:
-                    plan = fut.result()
-                    self._write_parquet(self.work_dir / f"plan-{i:05d}.parquet", plan)
+                    plan = fut.result()  # the worker wrote its file
                     bar.update(n)  # type: ignore[attr-defined]
                 yield i, plan
 
@@ -209,7 +237,7 @@ class BatchRun:
                 if plan is None:
                     continue
                 final, stats = reserve_plan(engine, plan, self.job)
-                self._write_parquet(self.work_dir / f"part-{i:05d}.parquet", final)
+                self._write_part(i, plan, final)
                 self._write_json(self.work_dir / f"part-{i:05d}.json", {**summarise(final), **stats})
         summaries = [json.loads((self.work_dir / f"part-{i:05d}.json").read_text(encoding="utf-8")) for i in range(n_parts)]
         summary = merge_summaries(summaries)

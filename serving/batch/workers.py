@@ -8,12 +8,15 @@ import ctypes
 import functools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 
+from features import MaterialisedRows
+
 from serving.batch.customers import compile_segment
 from serving.batch.job import BatchJob
-from serving.batch.plan import open_engine, plan_chunk
+from serving.batch.plan import open_engine, plan_chunk, write_plan
 from serving.engine import DecisionEngine
 from serving.settings import EngineSettings
 
@@ -63,6 +66,18 @@ def pool_plan(frame: pd.DataFrame, job_json: str) -> pd.DataFrame:
     job = BatchJob.model_validate_json(job_json)
     customers = _WORKER["customers"]
     return plan_chunk(_WORKER["engine"], frame, job, compile_segment(job.segment), customers)  # type: ignore[arg-type]
+
+
+def pool_plan_rows(path: str, start: int, stop: int, job_json: str, out: str) -> pd.DataFrame:
+    """`pool_plan` of rows `[start, stop)` of the features file, read by the worker itself, the
+    plan written to `out` before it is returned (the driver, which reserves every chunk, neither
+    decodes and pickles each chunk's features nor writes its plan)."""
+    reader = _WORKER.get("reader")
+    if not isinstance(reader, MaterialisedRows) or reader.path != Path(path):
+        reader = _WORKER["reader"] = MaterialisedRows(path)
+    plan = pool_plan(reader.read(start, stop), job_json)
+    write_plan(Path(out), plan)
+    return plan
 
 
 @contextlib.contextmanager

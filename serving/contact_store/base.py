@@ -112,6 +112,8 @@ class ContactHistory:
 
     def channel_count(self, channels: Iterable[str], days: float) -> int:
         """Distinct contacts on any of `channels` in the last `days` days."""
+        if not self.contacts:  # most customers of a campaign: nothing to count
+            return 0
         since = self.now - days * DAY
         chans = set(channels)
         return len({c.decision_id for c in self.contacts if c.channel in chans and c.ts > since})
@@ -123,6 +125,8 @@ class ContactHistory:
 
     def offer_show_counts(self, days: float) -> dict[str, int]:
         """Shows per offer in the last `days` days (offers never shown are absent)."""
+        if not self.contacts:
+            return {}
         since = self.now - days * DAY
         counts: dict[str, int] = {}
         for c in self.contacts:

@@ -415,6 +415,7 @@ class SQLiteContactStore(ContactStore):
                 shows.clear()
 
             out: list[ReserveResult | None] = []
+            versions: dict[int, str] = {}  # id of a request's model_versions -> its JSON (a batch shares one mapping)
             for r in requests:
                 if r.decision_id in taken:
                     out.append(None)
@@ -426,8 +427,11 @@ class SQLiteContactStore(ContactStore):
                 else:
                     history = known.get(cid) or ContactHistory(cid, t)
                 ok, refused = split_offers(history, r.channel, list(r.offers), policy)
+                mv = versions.get(id(r.model_versions))
+                if mv is None:
+                    mv = versions[id(r.model_versions)] = json.dumps(dict(r.model_versions or {}))
                 no = r.no_offer
-                decisions.append((r.decision_id, cid, r.channel, t, len(ok), json.dumps(dict(r.model_versions or {})),
+                decisions.append((r.decision_id, cid, r.channel, t, len(ok), mv,
                                   None if no is None else str(no[0]), None if no is None else float(no[1])))
                 shows.extend(
                     (r.decision_id, o.offer_id, cid, o.category, r.channel, t, i + 1, float(r.propensities[o.offer_id]))

@@ -100,3 +100,20 @@ def test_a_failing_chunk_leaves_the_previous_file_untouched(synth, tmp_path) -> 
     with pytest.raises(ValueError, match="at least one chunk"):
         write_materialised_chunks([], tmp_path / "none.parquet", AS_OF)
     assert not (tmp_path / "none.parquet").exists()
+
+
+def test_row_ranges_read_by_a_worker_equal_the_streamed_chunks(synth, tmp_path) -> None:
+    """`MaterialisedRows.read` (a batch worker reading its own chunk) frames rows exactly as
+    `iter_materialised` does, also for chunks that straddle row groups, in any order."""
+    from features import MaterialisedRows, customer_feature_chunks, iter_materialised, write_materialised_chunks
+
+    path = tmp_path / "c.parquet"
+    n = write_materialised_chunks(customer_feature_chunks(synth, AS_OF, chunk_customers=7), path, AS_OF)
+    assert pq.ParquetFile(path).num_row_groups > 2
+    chunks = list(iter_materialised(path, 5))  # 5 rows against groups of 7: most chunks straddle two
+    reader = MaterialisedRows(path)
+    for i in [*range(len(chunks)), 0, len(chunks) - 1]:
+        pd.testing.assert_frame_equal(reader.read(5 * i, 5 * i + 5), chunks[i], check_exact=True)
+    assert len(reader.read(0, n + 10)) == n
+    with pytest.raises(ValueError):
+        reader.read(n, n + 5)
