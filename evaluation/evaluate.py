@@ -151,7 +151,7 @@ class Evaluation:
                     out[f"{tag}_{reward}_{name}_low"] = est.low
                     out[f"{tag}_{reward}_{name}_high"] = est.high
             if pe.incremental is not None:
-                for name in ("policy", "none", "ips", "dr"):
+                for name in ("policy", "none", "ips", "snips", "dr", "dr_baseline"):
                     est = getattr(pe.incremental, name)
                     if est is not None:
                         out[f"{tag}_incremental_{name}"] = est.value
@@ -220,7 +220,7 @@ class Evaluation:
                 inc = pe.incremental
                 lines.append(f"  - incremental value over no contact per decision (window {pe.incremental_window_days} days): "
                              + "; ".join(f"{e.name} {e.value:.4f} [{e.low:.4f}, {e.high:.4f}]"
-                                         for e in (inc.ips, inc.dr) if e is not None)
+                                         for e in (inc.ips, inc.snips, inc.dr, inc.dr_baseline) if e is not None)
                              + f" (the policy's {inc.policy.value:.4f} - no contact's {inc.none.value:.4f}).")
         lines += ["", CARRY_OVER_NOTE, "",
                   f"![estimates]({figure_prefix}ope_estimates.png)", f"![weights]({figure_prefix}ope_weights.png)", ""]

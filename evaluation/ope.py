@@ -165,6 +165,10 @@ class IncrementalEstimates:
     none: Estimate
     ips: Estimate
     dr: Estimate | None
+    #: Self-normalised IPS: each part's weights normalised to their known mean (module of `incremental_value`).
+    snips: Estimate | None = None
+    #: DR with the baseline only (no contact's mean outcome, delta = 0): IPS with a control variate.
+    dr_baseline: Estimate | None = None
 
 
 def incremental_value(pi: np.ndarray, logged: np.ndarray, mu: np.ndarray, reward: np.ndarray, outcome_none: np.ndarray,
@@ -189,7 +193,16 @@ def incremental_value(pi: np.ndarray, logged: np.ndarray, mu: np.ndarray, reward
                    - [none] 1/mu sum_a pi(a) (Y0_a - baseline_a)
 
     unbiased when the propensities are right, whatever the reward model (it only lowers the
-    variance). Intervals as `mean_interval`.
+    variance). `dr_baseline`: the same with delta = 0 (the baseline alone; a reward model that
+    claims nothing about the offers, so the target's own optimism cannot enter). Intervals as
+    `mean_interval`.
+
+    SNIPS normalises each part by the known mean of its weights: E[w] over the decisions is the
+    target's P(contact), mean(sum_a pi), and E[1/mu over "no contact" rows] is 1, so
+
+        SNIPS = mean(sum_a pi) sum(w r) / sum(w)  -  sum(v g) / sum(v),   v = [none]/mu, g = sum_a pi Y0_a
+
+    (a little biased, consistent; its interval by the delta method on the two ratios and the mean).
     """
     pi = np.asarray(pi, dtype=float)
     logged = np.asarray(logged, dtype=np.int64)
@@ -220,5 +233,30 @@ def incremental_value(pi: np.ndarray, logged: np.ndarray, mu: np.ndarray, reward
         terms = ((pi * d).sum(axis=1) + w * (r - b[rows, at] - d[rows, at])
                  - inv_none * (pi * np.where(treated[:, None], 0.0, y0 - b)).sum(axis=1))
         dr = mean_interval("dr", terms)
+    dr_baseline = None
+    if baseline is not None:
+        b = np.asarray(baseline, dtype=float)
+        if b.shape != pi.shape:
+            raise ValueError("baseline must have the shape of pi")
+        at = np.maximum(logged, 0)
+        dr_baseline = mean_interval("dr_baseline", w * (r - b[rows, at])
+                                    - inv_none * (pi * np.where(treated[:, None], 0.0, y0 - b)).sum(axis=1))
     return IncrementalEstimates(mean_interval("policy", policy_terms), mean_interval("none", none_terms),
-                                mean_interval("ips", policy_terms - none_terms), dr)
+                                mean_interval("ips", policy_terms - none_terms), dr,
+                                _incremental_snips(w, r, pi.sum(axis=1), inv_none, (pi * y0).sum(axis=1)), dr_baseline)
+
+
+def _incremental_snips(w: np.ndarray, r: np.ndarray, coverage: np.ndarray, v: np.ndarray, g: np.ndarray) -> Estimate:
+    """SNIPS of `incremental_value` (its docstring) with a delta-method interval: the influence of
+    decision i is c w_i (r_i - P) / mean(w) + (coverage_i - c) P - v_i (g_i - N) / mean(v)."""
+    n = len(w)
+    sw, sv = float(w.sum()), float(v.sum())
+    if n == 0 or sv <= 0:
+        return Estimate("snips", float("nan"), float("nan"), float("nan"))
+    c = float(coverage.mean())
+    part = float((w * r).sum() / sw) if sw > 0 else 0.0
+    none = float((v * g).sum() / sv)
+    value = c * part - none
+    influence = (c * w * (r - part) / (sw / n) if sw > 0 else 0.0) + (coverage - c) * part - v * (g - none) / (sv / n)
+    se = float(np.std(influence, ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
+    return Estimate("snips", value, value - Z_95 * se, value + Z_95 * se)

@@ -243,11 +243,17 @@ def compare_uplift_policies(config: SimConfig, seed: int, policy: ContactPolicy,
     return [run_uplift_policy(n, config, seed, policy, world) for n in names], world
 
 
+#: The logging policies of the OPE check (`logging_policy`).
+OPE_LOGGERS: tuple[str, ...] = ("uniform", "epsilon", "softmax")
+
+
 @dataclass(frozen=True)
 class UpliftOpe:
     """OPE of the `uplift` policy's incremental value on a randomised log of the same world,
     scaled to the log's decisions (currency units over the period), next to nothing else:
-    the caller compares it with the closed-loop truth (`UpliftRun.incremental_value`)."""
+    the caller compares it with the closed-loop truth (`UpliftRun.incremental_value`).
+    Estimators: `evaluation.ope.incremental_value` (IPS, SNIPS, DR with the uplift model's own ev
+    as reward model, DR with the no-contact baseline only)."""
 
     decisions: int  # logged decisions (contacts and no-contact decisions)
     ips: float  # IPS per decision x decisions
@@ -258,33 +264,69 @@ class UpliftOpe:
     dr_high: float
     ess: float
     matches: int
+    snips: float = float("nan")
+    snips_low: float = float("nan")
+    snips_high: float = float("nan")
+    dr_baseline: float = float("nan")
+    dr_baseline_low: float = float("nan")
+    dr_baseline_high: float = float("nan")
+    logger: str = "uniform"
+    epsilon: float = 1.0  # the logger's exploration rate
+    contacts: int = 0  # logged contacts (the rest of `decisions` made none)
+    target_contacts: float = float("nan")  # the target's expected contacts on the logged decisions (scaled)
 
-    def row(self) -> dict[str, float | int]:
+    def row(self) -> dict[str, float | int | str]:
         return asdict(self)
 
+    def estimates(self) -> dict[str, tuple[float, float, float]]:
+        """Estimator -> (value, low, high), scaled."""
+        return {name: (getattr(self, name), getattr(self, f"{name}_low"), getattr(self, f"{name}_high"))
+                for name in ("ips", "snips", "dr", "dr_baseline")}
 
-def logging_policy(policy: ContactPolicy, control_share: float = 0.1, no_offer_rate: float = 0.1) -> ContactPolicy:
-    """The randomised logging policy of the OPE check: the same contact rules, every eligible offer
-    equally likely (exploration rate 1), a control group and no-offer exploration."""
+
+def logging_policy(policy: ContactPolicy, control_share: float = 0.1, no_offer_rate: float = 0.1,
+                   logger: str = "uniform", epsilon: float = 0.1, temperature: float = 1.0) -> ContactPolicy:
+    """The randomised logging policy of the OPE check: the same contact rules, a control group and
+    no-offer exploration (`serving.holdout`), and `logger`:
+
+    - `uniform`: every eligible offer equally likely (exploration rate 1, flat scores);
+    - `epsilon`: the production uplift policy exploring: its greedy pick with probability
+      1 - `epsilon`, else uniform over the offers it may make (`serving.selection`, epsilon_greedy);
+    - `softmax`: the same, the exploring share drawn with weights exp(ev / `temperature`).
+
+    The exploring loggers only ever contact with an offer whose ev pays (>= min_expected_value),
+    as the target does: where the target makes no contact, so do they."""
+    if logger not in OPE_LOGGERS:
+        raise ValueError(f"unknown OPE logger {logger!r}; use one of {', '.join(OPE_LOGGERS)}")
     arb = policy.arbitration
-    exploration = arb.exploration.model_copy(update={"rate": 1.0, "method": "epsilon_greedy", "no_offer_rate": no_offer_rate})
+    if logger == "uniform":
+        update = {"rate": 1.0, "method": "epsilon_greedy", "no_offer_rate": no_offer_rate}
+        objective = "response"
+    else:
+        update = {"rate": epsilon, "method": "epsilon_greedy" if logger == "epsilon" else "softmax",
+                  "temperature": temperature, "no_offer_rate": no_offer_rate}
+        objective = "uplift"
+    exploration = arb.exploration.model_copy(update=update)
     return policy.model_copy(update={
-        "arbitration": arb.model_copy(update={"objective": "response", "exploration": exploration}),
+        "arbitration": arb.model_copy(update={"objective": objective, "exploration": exploration}),
         "control_group": policy.control_group.model_copy(update={"share": control_share}),
     })
 
 
 def uplift_ope(config: SimConfig, seed: int, policy: ContactPolicy, world: UpliftWorld,
                window_days: int = 1, control_share: float = 0.1, no_offer_rate: float = 0.1,
-               customers: int | None = None) -> UpliftOpe:
+               customers: int | None = None, logger: str = "uniform", epsilon: float = 0.1,
+               temperature: float = 1.0) -> UpliftOpe:
     """Log `config.days` days of the world of `seed` with the randomised `logging_policy` on the
     closed loop's own contact opportunities (`ArbiterPolicy`, every decision logged with its
     propensity, "no contact" included), then estimate off-policy the incremental value of the
     `uplift` policy (`evaluation.evaluate.evaluate` with the uplift model) on that log: per
-    decision, times the logged decisions. `window_days`: the purchase window of the outcome (the
-    simulator's acceptances buy the same day; a shorter window carries less organic noise).
-    `customers`: the logging run's size (default the config's); the totals are scaled to the
-    config's customers (per decision x decisions x config customers / logged customers)."""
+    decision, times the logged decisions. `logger`, `epsilon`, `temperature`: see `logging_policy`
+    (the exploring loggers score with the same models as the target, `model_scorer`).
+    `window_days`: the purchase window of the outcome (the simulator's acceptances buy the same
+    day; a shorter window carries less organic noise). `customers`: the logging run's size
+    (default the config's); the totals are scaled to the config's customers (per decision x
+    decisions x config customers / logged customers)."""
     from evaluation.evaluate import evaluate
 
     logged_customers = customers or config.customers
@@ -296,23 +338,32 @@ def uplift_ope(config: SimConfig, seed: int, policy: ContactPolicy, world: Uplif
         _, inputs = truth_scorer(view, opp)
         return np.ones((len(opp), m)), inputs
 
-    logger = ArbiterPolicy("logging", logging_policy(policy, control_share, no_offer_rate), offers, flat_scorer,
-                           sim.population.contact_intensity, config.banner_rate, seed + 7, skip_refused=True,
-                           log_no_offers=True)
+    scorer = flat_scorer if logger == "uniform" else model_scorer(world, sim, with_uplift=True)
+    logger_policy = ArbiterPolicy("logging", logging_policy(policy, control_share, no_offer_rate, logger, epsilon,
+                                                            temperature),
+                                  offers, scorer, sim.population.contact_intensity, config.banner_rate, seed + 7,
+                                  skip_refused=True, log_no_offers=True)
     first = 0
     for _ in range(config.days):
-        sim.step(logger)
-        logger.observe(sim, first)
+        sim.step(logger_policy)
+        logger_policy.observe(sim, first)
         first += sim.results[-1].contacts
     data = dataset(sim)
     target = policy.model_copy(update={"arbitration": policy.arbitration.model_copy(update={"objective": "uplift"})})
     start = pd.Timestamp(config.start)
-    result = evaluate(data, world.propensity, target, since=start, until=start + pd.Timedelta(days=config.days),
-                      uplift=world.uplift, window_days=window_days)
+    until = start + pd.Timedelta(days=config.days)
+    result = evaluate(data, world.propensity, target, since=start, until=until, uplift=world.uplift,
+                      window_days=window_days)
     inc, n = result.candidate.incremental, result.n_decisions
     scale = n * config.customers / logged_customers
-    if inc is None or inc.dr is None:
+    if inc is None or inc.dr is None or inc.snips is None or inc.dr_baseline is None:
         raise ValueError("the logging run logged no decision without contact")
     d = result.candidate.diagnostics
+    none = data.no_offers
+    contacts = n - int(((none["ts"] >= start) & (none["ts"] < until)).sum())
     return UpliftOpe(n, inc.ips.value * scale, inc.ips.low * scale, inc.ips.high * scale, inc.dr.value * scale,
-                     inc.dr.low * scale, inc.dr.high * scale, d.ess, d.matches)
+                     inc.dr.low * scale, inc.dr.high * scale, d.ess, d.matches,
+                     inc.snips.value * scale, inc.snips.low * scale, inc.snips.high * scale,
+                     inc.dr_baseline.value * scale, inc.dr_baseline.low * scale, inc.dr_baseline.high * scale,
+                     logger, 1.0 if logger == "uniform" else epsilon, contacts,
+                     result.candidate.offer_rate * scale)

@@ -62,3 +62,44 @@ def test_unbiased_on_a_random_log_and_dr_tighter_with_a_good_model():
                              delta=np.tile(value * u * (1 - q) - cost, (n, 1)))
     assert good.dr.low < truth < good.dr.high
     assert good.dr.half_width < est.ips.half_width
+
+
+@pytest.mark.parametrize("target, truth", [([1.0, 0.0], 2.0), ([0.5, 0.5], 1.0), ([0.0, 0.0], 0.0)])
+def test_snips_and_dr_baseline_exact_on_a_balanced_log(target, truth):
+    logged, mu, reward, y0 = _balanced_log()
+    pi = np.tile(target, (400, 1))
+    est = incremental_value(pi, logged, mu, reward, y0, baseline=np.tile([0.7, 0.2], (400, 1)))
+    assert est.snips.value == pytest.approx(truth, abs=1e-12)
+    assert est.dr_baseline.value == pytest.approx(truth, abs=1e-12)  # any baseline: it cancels in expectation
+    assert est.dr is None  # no reward model of the offers: no DR with a direct term
+
+
+def test_snips_normalises_weights_that_do_not_average_to_their_expectation():
+    """The same log with every offer's reward shifted by a constant c: IPS moves by c x (sum w / n -
+    coverage), SNIPS does not (its weights are normalised to the target's P(contact))."""
+    logged, mu, reward, y0 = _balanced_log()
+    keep = np.r_[np.arange(200), np.arange(200, 260), np.arange(300, 400)]  # fewer A contacts than their share
+    logged, mu, reward, y0 = logged[keep], mu[keep], reward[keep], y0[keep]
+    pi = np.tile([1.0, 0.0], (len(keep), 1))
+    base = incremental_value(pi, logged, mu, reward, y0)
+    shifted = incremental_value(pi, logged, mu, np.where(logged >= 0, reward + 10.0, reward), y0)
+    assert shifted.snips.value == pytest.approx(base.snips.value + 10.0)
+    assert shifted.ips.value != pytest.approx(base.ips.value + 10.0)
+
+
+def test_snips_and_dr_baseline_cover_the_truth_on_a_random_log():
+    rng = np.random.default_rng(5)
+    n, q, u, value, cost = 200_000, np.array([0.3, 0.1, 0.2]), np.array([0.05, 0.2, 0.0]), 10.0, 0.5
+    p_log = np.array([0.2, 0.6, 0.1, 0.1])  # none, offers 0..2: a logger close to the target (offer 0)
+    action = rng.choice(4, size=n, p=p_log) - 1
+    mu = p_log[action + 1]
+    organic = rng.random((n, 3)) < q
+    a = np.maximum(action, 0)
+    bought = organic[np.arange(n), a] | (rng.random(n) < u[a])
+    reward = np.where(action >= 0, value * bought - cost, 0.0)
+    pi = np.tile([0.9, 0.1, 0.0], (n, 1))
+    truth = float((pi[0] * (value * u * (1 - q) - cost)).sum())
+    est = incremental_value(pi, action, mu, reward, value * organic, baseline=np.tile(value * q, (n, 1)))
+    assert est.snips.low < truth < est.snips.high
+    assert est.dr_baseline.low < truth < est.dr_baseline.high
+    assert est.dr_baseline.half_width < est.ips.half_width  # the baseline is a control variate

@@ -4,6 +4,8 @@ log_no_offers applies the control group and the no-offer exploration and logs ev
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import pytest
 
 from evaluation.sim_policies import ArbiterPolicy, truth_scorer
 from evaluation.uplift_loop import logging_policy
@@ -62,3 +64,84 @@ def test_without_log_no_offers_nothing_changes():
     data = _log(ContactPolicy().model_copy(update={"arbitration": ContactPolicy().arbitration.model_copy(
         update={"exploration": ContactPolicy().arbitration.exploration.model_copy(update={"rate": 1.0})})}))
     assert data.no_offers.empty or set(data.no_offers["reason"]) == {"policy"}
+
+
+# ----------------------------------------------------------------------------- the exploring logger
+def _exploring_log(customers: int, days: int, epsilon: float, share: float, rate: float):
+    """The `epsilon` logger on a hand-made scorer: the same P(accept) 0.1 everywhere, and only
+    three plain offers valid all period, on every channel, without an eligibility rule, pay
+    (incremental conversion 0.5 / 0.4 / 0.3; every other offer and variant 0, so below
+    min_expected_value): ev 36.0 / 10.6 / 13.0, the greedy pick is offer 0."""
+    config = CONFIG.model_copy(update={"customers": customers, "days": days})
+    sim = Simulator(config, seed=5)
+    offers = sim.catalogue.to_frame(config)
+    paying = {0: 0.5, 1: 0.4, 2: 0.3}
+    assert all(offers["channels"][j] == ("web", "app", "email", "sms", "push", "mail") for j in paying)
+    assert offers.loc[list(paying), "eligibility"].isna().all() and (offers.loc[list(paying), "incentive_cost"] == 0).all()
+    tau_row = np.zeros(len(offers))
+    for j, t in paying.items():
+        tau_row[j] = t
+
+    def scorer(view, opp):  # type: ignore[no-untyped-def]
+        n = len(opp)
+        return np.full((n, len(offers)), 0.1), truth_scorer(view, opp)[1], np.tile(tau_row, (n, 1))
+
+    policy = logging_policy(ContactPolicy(), control_share=share, no_offer_rate=rate, logger="epsilon", epsilon=epsilon)
+    logger = ArbiterPolicy("logging", policy, offers, scorer, sim.population.contact_intensity, config.banner_rate, 3,
+                           skip_refused=True, log_no_offers=True)
+    first = 0
+    for _ in range(days):
+        sim.step(logger)
+        logger.observe(sim, first)
+        first += sim.results[-1].contacts
+    return dataset(sim), offers, policy
+
+
+def test_the_epsilon_logger_logs_the_probability_it_had_of_each_decision():
+    """On each customer's first decision (no contact history, so the three paying offers are all
+    open): P(offer 0) = kept (1 - e + e/3), P(offer 1) = P(offer 2) = kept e/3, P(no contact) =
+    share + (1 - share) rate on the control group's channels (kept = (1 - share)(1 - rate)), rate
+    on the others; the logged propensities are these, and the frequencies over customers follow them."""
+    e, share, rate = 0.3, 0.2, 0.25
+    data, offers, policy = _exploring_log(customers=600, days=1, epsilon=e, share=share, rate=rate)
+    ids = offers["offer_id"].tolist()
+    rows = pd.concat([data.contacts.assign(made=True), data.no_offers.assign(made=False)], ignore_index=True)
+    rows = rows.sort_values(["ts", "decision_id"], kind="stable").drop_duplicates("customer_id")  # first decisions
+    held = rows["channel"].isin(policy.control_group.channels).to_numpy()
+    s = np.where(held, share, 0.0)
+    kept = (1 - s) * (1 - rate)
+    expected = {ids[0]: kept * (1 - e + e / 3), ids[1]: kept * e / 3, ids[2]: kept * e / 3}
+    made = rows["made"].to_numpy(bool)
+    assert set(rows.loc[made, "offer_id"]) <= set(expected)  # only the offers that pay, greedy or explored
+    for oid, p in expected.items():
+        at = (rows["offer_id"] == oid).to_numpy()
+        assert np.allclose(rows.loc[at, "propensity"], p[at])
+    p_none = s + (1 - s) * rate
+    assert np.allclose(rows.loc[~made, "propensity"], p_none[~made])
+    assert np.allclose(p_none + sum(expected.values()), 1.0)  # every outcome of a decision, probabilities sum to 1
+    n = len(rows)
+    assert n > 300
+    for oid, p in expected.items():  # frequencies: within 4 standard deviations of the logged probabilities
+        count = int((rows["offer_id"] == oid).sum())
+        assert abs(count - p.sum()) < 4 * np.sqrt((p * (1 - p)).sum()) + 1, oid
+    assert abs(int((~made).sum()) - p_none.sum()) < 4 * np.sqrt((p_none * (1 - p_none)).sum()) + 1
+
+
+def test_the_epsilon_logger_only_contacts_where_an_offer_pays_and_explores_at_its_rate():
+    """Over days, with histories (cooldowns after declines, caps): the greedy offer, when open, is
+    logged with kept (1 - e + e/n) for the n paying offers open; the explored picks (kept e/n)
+    are about a share e (n - 1) / n <= e of the contacts."""
+    e, share, rate = 0.1, 0.1, 0.1
+    data, offers, policy = _exploring_log(customers=150, days=8, epsilon=e, share=share, rate=rate)
+    ids = offers["offer_id"].tolist()
+    contacts = data.contacts
+    assert len(contacts) > 200 and contacts["offer_id"].isin(ids[:3]).all()
+    kept = np.where(contacts["channel"].isin(policy.control_group.channels), (1 - share) * (1 - rate), 1 - rate)
+    ratio = contacts["propensity"].to_numpy() / kept
+    greedy = np.isclose(ratio[:, None], [1 - e + e / n for n in (1, 2, 3)]).any(axis=1)
+    explored = np.isclose(ratio[:, None], [e / n for n in (2, 3)]).any(axis=1)
+    assert (greedy | explored).all()
+    assert greedy[(contacts["offer_id"] == ids[0]).to_numpy()].all()  # the best offer is never an explored pick
+    assert 0.02 < explored.mean() < e + 0.04
+    with pytest.raises(ValueError, match="unknown OPE logger"):
+        logging_policy(ContactPolicy(), logger="greedy")
