@@ -37,8 +37,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/nbo demo --dir $(DEMO_DIR)
 
+# Two worker processes (pytest-xdist), whole files per worker so a module's fixtures are built
+# once; each worker builds its own session worlds. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: install
 	$(BIN)/python -m benchmarks
