@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cli._app import app, user_errors
+from cli._app import app, passive_openmp, user_errors
 from cli.options import LEDGER_OPTION, check_engine, check_out, parse_as_of
 from nbo.data import load_dataset, write_table
 from nbo.errors import NboError
@@ -55,6 +55,7 @@ def train(
     Prints a table of validation metrics against the baselines (logistic regression, the offer's
     historical acceptance rate, the recency heuristic) and, on simulated data, the truth.
     """
+    passive_openmp()  # before LightGBM and scikit-learn load their OpenMP
     from models.tracking import resolve_tracking
     from training.train import TrainConfig, fit_and_log, metrics_json
 
