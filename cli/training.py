@@ -10,6 +10,7 @@ import typer
 
 from cli._app import app, passive_openmp, user_errors
 from cli.options import LEDGER_OPTION, check_engine, check_out, parse_as_of
+from nbo.allocator import keep_freed_memory
 from nbo.data import load_dataset, write_table
 from nbo.errors import NboError
 
@@ -56,6 +57,7 @@ def train(
     historical acceptance rate, the recency heuristic) and, on simulated data, the truth.
     """
     passive_openmp()  # before LightGBM and scikit-learn load their OpenMP
+    keep_freed_memory()  # the training set's pieces allocate and free arrays of tens of MB
     from models.tracking import resolve_tracking
     from training.train import TrainConfig, fit_and_log, metrics_json
 
