@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -29,6 +30,12 @@ class ModelKind(str, enum.Enum):
     churn = "churn"
 
 
+def _usable_cores(most: int) -> int:
+    """The cores this process may run on (its affinity where the OS tells it), at most `most`."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(most, cores))
+
+
 @app.command()
 @user_errors
 def train(
@@ -50,6 +57,8 @@ def train(
                                "or spark (the same sets; docs/training.md)."),
     master: str = typer.Option(None, "--master", help="Spark master (default: spark.master from Spark config, else local[*])."),
     remote: str = typer.Option(None, "--remote", help="Spark Connect URL, sc://host:port (default: $SPARK_REMOTE)."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Processes building the propensity training set "
+                                "with pandas (default: the usable cores, at most 4; the same rows whatever the number)."),
 ) -> None:
     """Train propensity and/or churn models, log them to MLflow, register each as `challenger`.
 
@@ -72,7 +81,7 @@ def train(
     tracking.activate()
     config = TrainConfig(as_of=when, window_days=window_days, horizon_days=horizon_days,
                          max_exposures=max_exposures, seed=seed, objective=objective, engine=engine,
-                         spark_master=master, spark_remote=remote)
+                         spark_master=master, spark_remote=remote, workers=workers or _usable_cores(4))
     if model == Which.uplift:
         from training.uplift import UpliftConfig, fit_and_log_uplift
 

@@ -70,6 +70,9 @@ class TrainConfig:
     engine: str = "pandas"
     spark_master: str | None = None
     spark_remote: str | None = None
+    #: Processes building the propensity set's pieces with pandas (forked; the same rows whatever
+    #: the number, `training.datasets.propensity_set`); 1 builds them in this process.
+    workers: int = 1
 
     def params(self) -> dict[str, object]:
         return {
@@ -201,7 +204,8 @@ def fit_and_log(
     if config.engine == "spark":
         full = _spark_set(which, config, data_dir)
     elif which == "propensity":
-        full = propensity_set(data, config.as_of, config.window_days, config.max_exposures, progress)
+        full = propensity_set(data, config.as_of, config.window_days, config.max_exposures, progress,
+                              workers=config.workers)
     else:
         full = churn_set(data, config.as_of, config.horizon_days, config.churn_snapshots,
                          config.churn_step_days, progress)
