@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 from pathlib import Path
 
 import typer
 
-from cli._app import app, user_errors
+from cli._app import app, passive_openmp, user_errors
 from cli.options import LEDGER_OPTION, check_engine, check_out, parse_as_of
+from nbo.allocator import keep_freed_memory
 from nbo.data import load_dataset, write_table
 from nbo.errors import NboError
 
@@ -26,6 +28,12 @@ class Which(str, enum.Enum):
 class ModelKind(str, enum.Enum):
     propensity = "propensity"
     churn = "churn"
+
+
+def _usable_cores(most: int) -> int:
+    """The cores this process may run on (its affinity where the OS tells it), at most `most`."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(most, cores))
 
 
 @app.command()
@@ -49,12 +57,16 @@ def train(
                                "or spark (the same sets; docs/training.md)."),
     master: str = typer.Option(None, "--master", help="Spark master (default: spark.master from Spark config, else local[*])."),
     remote: str = typer.Option(None, "--remote", help="Spark Connect URL, sc://host:port (default: $SPARK_REMOTE)."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Processes building the propensity training set "
+                                "with pandas (default: the usable cores, at most 4; the same rows whatever the number)."),
 ) -> None:
     """Train propensity and/or churn models, log them to MLflow, register each as `challenger`.
 
     Prints a table of validation metrics against the baselines (logistic regression, the offer's
     historical acceptance rate, the recency heuristic) and, on simulated data, the truth.
     """
+    passive_openmp()  # before LightGBM and scikit-learn load their OpenMP
+    keep_freed_memory()  # the training set's pieces allocate and free arrays of tens of MB
     from models.tracking import resolve_tracking
     from training.train import TrainConfig, fit_and_log, metrics_json
 
@@ -69,7 +81,7 @@ def train(
     tracking.activate()
     config = TrainConfig(as_of=when, window_days=window_days, horizon_days=horizon_days,
                          max_exposures=max_exposures, seed=seed, objective=objective, engine=engine,
-                         spark_master=master, spark_remote=remote)
+                         spark_master=master, spark_remote=remote, workers=workers or _usable_cores(4))
     if model == Which.uplift:
         from training.uplift import UpliftConfig, fit_and_log_uplift
 

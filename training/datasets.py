@@ -10,7 +10,9 @@ Both are split by time: earlier periods train, the latest one validates.
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +79,7 @@ def propensity_set(
     progress: bool = True,
     after: pd.Timestamp | None = None,
     attributes: tuple[str, ...] | None = None,
+    workers: int = 1,
 ) -> TrainingSet:
     """One row per exposure whose acceptance window closed before `as_of`.
 
@@ -85,6 +88,8 @@ def propensity_set(
     features and label never change once its window has closed. `attributes`: the decision-time
     offer attributes to use (default: those logged for at least one of the exposures; the Spark
     builder passes the whole log's, as each of its groups sees only its own customers).
+    `workers`: processes building the pieces (forked, so they share the tables; the rows and their
+    order are the same whatever the number: tested); 1 builds them in this process.
     """
     exposures = propensity_labels(data.contacts, as_of, window_days)
     if after is not None:
@@ -107,13 +112,12 @@ def propensity_set(
     exposures = pd.concat([exposures, exposure_sessions(data.events, exposures)], axis=1)
     # Each piece is turned into float32 model inputs at once: the float64 frames of every piece
     # are never held together (3.7M exposures x ~190 columns would be ~5.6 GB).
-    matrices, labels, metas = [], [], []
-    for a, b, snapshots in tqdm(list(_pieces(data, exposures, len(offers))), desc="propensity snapshots",
-                                unit="piece", disable=not progress, leave=False):
-        frame = _exposure_rows(data, offers, exposures.iloc[a:b], snapshots, attributes)
-        matrices.append(_matrix(frame, names))
-        labels.append(frame["label"].to_numpy(dtype=np.int8))
-        metas.append(frame[["decision_id", "customer_id", "offer_id", "ts", "lifecycle"]])
+    pieces = list(_pieces(data, exposures, len(offers)))
+    job = _PieceJob(data, offers, exposures, pieces, attributes, names)
+    done = tqdm(total=len(pieces), desc="propensity snapshots", unit="piece", disable=not progress, leave=False)
+    with done:
+        built = list(_built_pieces(job, workers, done))
+    matrices, labels, metas = zip(*built)
     meta = pd.concat(metas, ignore_index=True)
     return TrainingSet(np.concatenate(matrices), np.concatenate(labels), meta, names, attributes, vocabulary)
 
@@ -167,6 +171,55 @@ def _pieces(data: Dataset, exposures: pd.DataFrame, n_offers: int) -> Iterator[t
         s0, s1 = np.searchsorted(snap_day, [start, stop])
         yield int(a), int(b), _Snapshots(snap_ids[s0:s1], snap_days[s0:s1], snapshot[a:b] - s0, log)
         start = stop
+
+
+@dataclass(frozen=True)
+class _PieceJob:
+    """What every piece of the propensity set is built from."""
+
+    data: Dataset
+    offers: OfferArrays
+    exposures: pd.DataFrame
+    pieces: list[tuple[int, int, _Snapshots]]
+    attributes: tuple[str, ...]
+    names: list[str]
+
+    def build(self, i: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """Piece `i` as float32 model inputs, labels and metadata."""
+        a, b, snapshots = self.pieces[i]
+        frame = _exposure_rows(self.data, self.offers, self.exposures.iloc[a:b], snapshots, self.attributes)
+        return (_matrix(frame, self.names), frame["label"].to_numpy(dtype=np.int8),
+                frame[["decision_id", "customer_id", "offer_id", "ts", "lifecycle"]].reset_index(drop=True))
+
+
+#: The job a forked worker builds pieces of: set by the parent just before it forks the pool.
+_FORKED_JOB: list[_PieceJob] = []
+
+
+def _build_forked(i: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    return _FORKED_JOB[0].build(i)
+
+
+def _built_pieces(job: _PieceJob, workers: int, done: tqdm) -> Iterator[tuple[np.ndarray, np.ndarray, pd.DataFrame]]:
+    """Every piece of `job`, in order: in this process, or in `workers` forked processes that share
+    the job's tables with it (copy on write; only each piece's result travels back, float32). On
+    two cores the set takes about half the time: each piece is single-threaded NumPy and pandas.
+    Without fork (Windows, macOS' default) the pieces are built here."""
+    workers = min(workers, len(job.pieces))
+    if workers <= 1 or "fork" not in mp.get_all_start_methods():
+        for i in range(len(job.pieces)):
+            yield job.build(i)
+            done.update()
+        return
+    _FORKED_JOB[:] = [job]
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            futures = [pool.submit(_build_forked, i) for i in range(len(job.pieces))]
+            for future in futures:
+                yield future.result()
+                done.update()
+    finally:
+        _FORKED_JOB.clear()
 
 
 def _exposure_rows(data: Dataset, offers: OfferArrays, rows: pd.DataFrame, snapshots: _Snapshots,

@@ -234,3 +234,15 @@ def test_an_attribute_given_for_some_candidates_only_is_refused(csv_dir: Path) -
 def test_a_bad_attribute_name_is_refused(csv_dir: Path) -> None:
     _edit(csv_dir, "contacts", lambda f: f.assign(**{"attr_Price!": ["1"] * len(f)}))
     assert "contacts.attr_Price!: an attribute column is named" in _error(csv_dir)
+
+
+def test_a_decision_in_both_contacts_and_no_offers_is_named(csv_dir: Path) -> None:
+    contacts = pd.read_csv(csv_dir / "contacts.csv", dtype=str, keep_default_na=False)
+    first = contacts.iloc[0]
+    rows = pd.DataFrame({"decision_id": [first["decision_id"], "d-none-1"], "customer_id": [first["customer_id"]] * 2,
+                         "channel": ["email", "email"], "ts": ["2025-03-01T10:00:00"] * 2,
+                         "reason": ["explore", "explore"], "propensity": ["0.1", "0.1"]})
+    rows.to_csv(csv_dir / "no_offers.csv", index=False)
+    assert f"no_offers.decision_id: 1 decision(s) both made no contact and made one (also in contacts), e.g. {first['decision_id']!r}" in _error(csv_dir)
+    rows.iloc[[1]].to_csv(csv_dir / "no_offers.csv", index=False)  # only its own decision: loads
+    assert list(load_dataset(csv_dir).no_offers["decision_id"]) == ["d-none-1"]

@@ -78,6 +78,14 @@ def test_snapshots_of_many_days_equal_the_per_day_builder(world: Dataset, monkey
     _assert_same(propensity_set(world, AS_OF, progress=False), old)
 
 
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="forked workers")
+def test_pieces_built_by_forked_workers_are_the_same_rows_in_the_same_order(
+        world: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(datasets, "PIECE_EVENTS", 2_000)  # dozens of pieces, finishing in any order
+    here = propensity_set(world, AS_OF, progress=False)
+    _assert_same(propensity_set(world, AS_OF, progress=False, workers=3), here)
+
+
 def test_events_out_of_time_order_and_unknown_customers(world: Dataset) -> None:
     """A table whose events are not in time order per customer (a real export's, maybe) takes the
     slow exact path; an exposure of a customer absent from the customers table, or who signed up
