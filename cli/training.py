@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from cli._app import app, passive_openmp, user_errors
+from cli._app import app, short_openmp_spin, user_errors
 from cli.options import LEDGER_OPTION, check_engine, check_out, parse_as_of
 from nbo.allocator import keep_freed_memory
 from nbo.data import load_dataset, write_table
@@ -65,7 +65,7 @@ def train(
     Prints a table of validation metrics against the baselines (logistic regression, the offer's
     historical acceptance rate, the recency heuristic) and, on simulated data, the truth.
     """
-    passive_openmp()  # before LightGBM and scikit-learn load their OpenMP
+    short_openmp_spin()  # before LightGBM and scikit-learn load their OpenMP
     keep_freed_memory()  # the training set's pieces allocate and free arrays of tens of MB
     from models.tracking import resolve_tracking
     from training.train import TrainConfig, fit_and_log, metrics_json

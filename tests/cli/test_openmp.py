@@ -1,4 +1,4 @@
-"""`nbo train` sets OpenMP's passive wait policy before LightGBM or scikit-learn loads its OpenMP."""
+"""`nbo train` shortens OpenMP's spin before LightGBM or scikit-learn loads its OpenMP."""
 
 from __future__ import annotations
 
@@ -8,16 +8,21 @@ import sys
 
 import pytest
 
-from cli._app import passive_openmp
+from cli._app import OPENMP_SPIN_COUNT, short_openmp_spin
 
 
-def test_passive_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_short_spin_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    passive_openmp()
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a user's choice is kept
-    passive_openmp()
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    short_openmp_spin()
+    assert os.environ["GOMP_SPINCOUNT"] == OPENMP_SPIN_COUNT
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")  # a user's choice is kept
+    short_openmp_spin()
+    assert os.environ["GOMP_SPINCOUNT"] == "1000"
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # so is a wait policy (it sets its own spin)
+    short_openmp_spin()
+    assert "GOMP_SPINCOUNT" not in os.environ
 
 
 def test_the_cli_loads_no_openmp_library_before_the_command_runs() -> None:
