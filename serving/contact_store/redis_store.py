@@ -801,13 +801,11 @@ class RedisContactStore(ContactStore):
         held["outbox"] = outbox_records(self.outbox_rows(customer_id))
         return held
 
-    def read_customer(self, customer_id: str, now: datetime) -> CustomerState:
-        """Two round trips instead of three: the decision ids and the history in one pipeline
-        (MULTI), then the decisions' log entries."""
-        t = to_epoch(now)
-        since = t - self.horizon_days * DAY
+    def _queue_reads(self, pipe: redis.client.Pipeline, customer_id: str, since: float) -> None:
+        """Queue the seven reads of one customer's state on `pipe`, in the order `read_customer`
+        unpacks them: decision ids, the log since `since`, the decisions' offers and categories,
+        the erasure flag, consents and live events."""
         base = self._base(customer_id)
-        pipe = self.client.pipeline(transaction=True)
         pipe.smembers(f"{base}:decs")
         pipe.zrangebyscore(f"{base}:log", f"({since:.6f}", "+inf")
         pipe.hgetall(f"{base}:dco")
@@ -815,6 +813,14 @@ class RedisContactStore(ContactStore):
         pipe.sismember(self._forgotten_key, forgotten_key(customer_id))
         pipe.smembers(f"{base}:cons")
         pipe.hgetall(f"{base}:ev")
+
+    def read_customer(self, customer_id: str, now: datetime) -> CustomerState:
+        """Two round trips instead of three: the decision ids and the history in one pipeline
+        (MULTI), then the decisions' log entries."""
+        t = to_epoch(now)
+        since = t - self.horizon_days * DAY
+        pipe = self.client.pipeline(transaction=True)
+        self._queue_reads(pipe, customer_id, since)
         decs, log, dco, dcc, forgotten, cons, ev = pipe.execute()
         history = self._make_history(customer_id, t, since, log, dco, dcc)
         return CustomerState(self._export(decs)["contacts"], history, bool(forgotten), self._consents(cons),
@@ -829,14 +835,7 @@ class RedisContactStore(ContactStore):
         since = t - self.horizon_days * DAY
         pipe = self.client.pipeline(transaction=False)
         for cid in customer_ids:
-            base = self._base(cid)
-            pipe.smembers(f"{base}:decs")
-            pipe.zrangebyscore(f"{base}:log", f"({since:.6f}", "+inf")
-            pipe.hgetall(f"{base}:dco")
-            pipe.hgetall(f"{base}:dcc")
-            pipe.sismember(self._forgotten_key, forgotten_key(cid))
-            pipe.smembers(f"{base}:cons")
-            pipe.hgetall(f"{base}:ev")
+            self._queue_reads(pipe, cid, since)
         raw = pipe.execute()
         per = [raw[7 * i : 7 * i + 7] for i in range(len(customer_ids))]
         ids = [sorted(self._s(d) for d in decs) for decs, *_ in per]
