@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -14,12 +13,7 @@ import pytest
 import redis
 
 from serving.contact_store import ContactStore, RedisContactStore, SQLiteContactStore
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.serving.helpers import free_port
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +22,7 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server binary not found on PATH (apt-get install redis-server); Redis tests skipped")
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],

@@ -68,9 +68,38 @@ def kill_process_tree(pid: int) -> list[int]:
 READY_TIMEOUT_S = 300.0
 
 
+#: Where test servers' ports are drawn: below Linux's usual ephemeral range (32768-60999), so no
+#: outgoing connection of the tests (HTTP clients, Redis, Spark) takes a port between the moment it
+#: is chosen and the moment the server binds it.
+TEST_PORTS = (10000, 32767)
+
+
 def free_port() -> int:
+    """A port of 127.0.0.1 free now, for a server a test starts. Drawn from `TEST_PORTS`, in a
+    slice of its own for each pytest-xdist worker (`make test` runs two), so two workers starting
+    servers at once never pick the same port; the kernel's choice (bind to 0) if the machine's
+    ephemeral range overlaps it or nothing in the slice is free."""
+    import os
+    import random
     import socket
 
+    lo, hi = TEST_PORTS
+    try:
+        ephemeral_lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])  # noqa: SIM115
+    except (OSError, ValueError, IndexError):
+        ephemeral_lo = hi + 1
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    me = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % workers
+    span = (hi - lo + 1) // workers
+    start = lo + me * span
+    if start + span <= ephemeral_lo:
+        for port in random.sample(range(start, start + span), min(50, span)):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -19,6 +19,7 @@ import redis
 
 from nbo.errors import ConfigError
 from serving.contact_store import RedisContactStore, check_persistence
+from tests.serving.helpers import free_port
 
 pytestmark = pytest.mark.redis
 
@@ -27,9 +28,7 @@ def _start(args: list[str], workdir: Path) -> tuple[subprocess.Popen, int]:
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server binary not found on PATH (apt-get install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(port=port)
