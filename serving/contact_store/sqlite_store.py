@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -336,21 +336,14 @@ class SQLiteContactStore(ContactStore):
     @staticmethod
     def _declines(conn: sqlite3.Connection, customer_id: str, since: float) -> tuple[dict[str, float], dict[str, float]]:
         """The customer's last decline per offer and per category after `since`."""
-        last_offer: dict[str, float] = {}
-        last_cat: dict[str, float] = {}
-        for offer_id, category, ts in conn.execute(
-            "SELECT offer_id, category, ts FROM declines WHERE customer_id = ? AND ts > ?", (customer_id, since)
-        ):
-            last_offer[offer_id] = max(ts, last_offer.get(offer_id, ts))
-            last_cat[category] = max(ts, last_cat.get(category, ts))
-        return last_offer, last_cat
+        return _last_declines(conn.execute(
+            "SELECT offer_id, category, ts FROM declines WHERE customer_id = ? AND ts > ?", (customer_id, since)))
 
     def _histories(self, conn: sqlite3.Connection, customer_ids: list[str], now: float, days: float) -> dict[str, ContactHistory]:
         """`_history` of many customers in a few queries; customers with nothing recent are left out."""
         since = now - days * DAY
         contacts: dict[str, list[ContactRecord]] = {}
-        last_offer: dict[str, dict[str, float]] = {}
-        last_cat: dict[str, dict[str, float]] = {}
+        declines: dict[str, list[tuple]] = {}
         unique = list(dict.fromkeys(customer_ids))
         for lo in range(0, len(unique), _IN_BATCH):
             part = unique[lo : lo + _IN_BATCH]
@@ -363,12 +356,10 @@ class SQLiteContactStore(ContactStore):
             for cid, offer_id, category, ts in conn.execute(
                 f"SELECT customer_id, offer_id, category, ts FROM declines WHERE customer_id IN ({marks}) AND ts > ?", (*part, since)
             ):
-                lo_, lc = last_offer.setdefault(cid, {}), last_cat.setdefault(cid, {})
-                lo_[offer_id] = max(ts, lo_.get(offer_id, ts))
-                lc[category] = max(ts, lc.get(category, ts))
+                declines.setdefault(cid, []).append((offer_id, category, ts))
         return {
-            cid: ContactHistory(cid, now, tuple(contacts.get(cid, ())), last_offer.get(cid, {}), last_cat.get(cid, {}))
-            for cid in set(contacts) | set(last_offer)
+            cid: ContactHistory(cid, now, tuple(contacts.get(cid, ())), *_last_declines(declines.get(cid, ())))
+            for cid in set(contacts) | set(declines)
         }
 
     def histories(self, customer_ids: list[str], now: datetime) -> dict[str, ContactHistory]:
@@ -746,17 +737,13 @@ class SQLiteContactStore(ContactStore):
         conn.execute("BEGIN")
         try:
             raw = conn.execute(_CUSTOMER_ROWS, (customer_id,)).fetchall()
-            last_offer, last_cat = self._declines(conn, customer_id, since)
+            declines = self._declines(conn, customer_id, since)
             forgotten = conn.execute("SELECT 1 FROM forgotten WHERE key = ?", (forgotten_key(customer_id),)).fetchone()
             consents = tuple(ConsentChange(ch, ts, bool(g)) for ch, ts, g in conn.execute(_CUSTOMER_CONSENTS, (customer_id,)))
             events = tuple(LiveEvent(*r) for r in conn.execute(_CUSTOMER_EVENTS, (customer_id,)))
         finally:
             conn.execute("COMMIT")
-        # The columns of `_history`'s query: decision_id, offer_id, category, channel, ts.
-        recent = tuple(ContactRecord(r[0], r[1], r[3], r[4], r[5]) for r in raw if r[5] > since)
-        return CustomerState([_row(r) for r in raw if r[6] != IMPORTED_RANK],
-                             ContactHistory(customer_id, t, recent, last_offer, last_cat), forgotten is not None, consents,
-                             events)
+        return _state(customer_id, t, since, raw, declines, forgotten is not None, consents, events)
 
     def read_customers(self, customer_ids: list[str], now: datetime) -> list[CustomerState]:
         """`read_customer` of each customer, all in one read transaction and one query per table
@@ -793,19 +780,8 @@ class SQLiteContactStore(ContactStore):
                     events.setdefault(r[1], []).append(LiveEvent(*r))
         finally:
             conn.execute("COMMIT")
-        out = []
-        for cid in customer_ids:
-            rows = raw.get(cid, ())
-            last_offer: dict[str, float] = {}
-            last_cat: dict[str, float] = {}
-            for offer_id, category, ts in declines.get(cid, ()):
-                last_offer[offer_id] = max(ts, last_offer.get(offer_id, ts))
-                last_cat[category] = max(ts, last_cat.get(category, ts))
-            recent = tuple(ContactRecord(r[0], r[1], r[3], r[4], r[5]) for r in rows if r[5] > since)
-            out.append(CustomerState([_row(r) for r in rows if r[6] != IMPORTED_RANK],
-                                     ContactHistory(cid, t, recent, last_offer, last_cat), cid in erased,
-                                     tuple(consents.get(cid, ())), tuple(events.get(cid, ()))))
-        return out
+        return [_state(cid, t, since, raw.get(cid, ()), _last_declines(declines.get(cid, ())), cid in erased,
+                       tuple(consents.get(cid, ())), tuple(events.get(cid, ()))) for cid in customer_ids]
 
     def contact_rows_many(self, customer_ids: list[str]) -> dict[str, list[dict[str, object]]]:
         conn = self._conn()
@@ -834,6 +810,27 @@ class SQLiteContactStore(ContactStore):
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+
+
+def _last_declines(rows: Iterable[tuple]) -> tuple[dict[str, float], dict[str, float]]:
+    """The last decline per offer and per category of (offer_id, category, ts) rows."""
+    last_offer: dict[str, float] = {}
+    last_cat: dict[str, float] = {}
+    for offer_id, category, ts in rows:
+        last_offer[offer_id] = max(ts, last_offer.get(offer_id, ts))
+        last_cat[category] = max(ts, last_cat.get(category, ts))
+    return last_offer, last_cat
+
+
+def _state(customer_id: str, t: float, since: float, raw: Sequence[tuple],
+           declines: tuple[dict[str, float], dict[str, float]], forgotten: bool,
+           consents: tuple[ConsentChange, ...], events: tuple[LiveEvent, ...]) -> CustomerState:
+    """A customer's state from its `contacts` rows (all columns, table order): nbo's own rows for
+    the features, the history (rows after `since`, imported shows included) for the caps."""
+    # The columns of `_history`'s query: decision_id, offer_id, category, channel, ts.
+    recent = tuple(ContactRecord(r[0], r[1], r[3], r[4], r[5]) for r in raw if r[5] > since)
+    return CustomerState([_row(r) for r in raw if r[6] != IMPORTED_RANK],
+                         ContactHistory(customer_id, t, recent, *declines), forgotten, consents, events)
 
 
 def _row(r: tuple) -> dict[str, object]:
