@@ -124,6 +124,15 @@ def _check_file(path: Path) -> None:
         raise NboError(f"materialised features {path} is empty (0 bytes)")
 
 
+def _open(path: Path) -> pq.ParquetFile:
+    """A materialised file opened for reading its footer and row groups (`_check_file` first)."""
+    _check_file(path)
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(path, exc) from None
+
+
 def _frame(table: pa.Table | pa.RecordBatch, path: Path | None = None) -> pd.DataFrame:
     try:
         frame = table.to_pandas()
@@ -171,23 +180,14 @@ def materialised_meta(path: Path | str) -> dict[str, object]:
 
 def materialised_rows(path: Path | str) -> int:
     """Number of customers in a materialised file (from its footer)."""
-    path = Path(path)
-    _check_file(path)
-    try:
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    except (pa.ArrowException, OSError) as exc:
-        raise _unreadable(path, exc) from None
+    return int(_open(Path(path)).metadata.num_rows)
 
 
 def iter_materialised(path: Path | str, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """The rows of a materialised file in order, `chunk_rows` at a time (the last chunk may be
     shorter), each framed like `read_materialised`: memory bounded by the chunk, not the file."""
     path = Path(path)
-    _check_file(path)
-    try:
-        source = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise _unreadable(path, exc) from None
+    source = _open(path)
     pending: list[pa.RecordBatch] = []
     size = 0
     schema = source.schema_arrow
@@ -212,11 +212,7 @@ class MaterialisedRows:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        _check_file(self.path)
-        try:
-            self._source = pq.ParquetFile(self.path)
-        except (pa.ArrowException, OSError) as exc:
-            raise _unreadable(self.path, exc) from None
+        self._source = _open(self.path)
         meta = self._source.metadata
         self._starts = [0]
         for g in range(meta.num_row_groups):

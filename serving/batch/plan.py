@@ -15,13 +15,12 @@ import json
 import math
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from pathlib import Path
 
 from features import Context, iter_materialised
 from nbo.errors import NboError

@@ -38,7 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features import iter_materialised, materialised_rows
+from features import MaterialisedRows, materialised_rows
 from nbo.errors import NboError
 from nbo.contract import TABLES
 from serving.batch.customers import SEGMENT_EXCLUDED, compile_segment
@@ -86,9 +86,6 @@ class BatchRun:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
         os.replace(tmp, path)
 
-    def _write_parquet(self, path: Path, frame: pd.DataFrame) -> None:
-        write_plan(path, frame)
-
     def _write_part(self, i: int, plan: pd.DataFrame, final: pd.DataFrame) -> None:
         """Chunk i as reserved; when the reservation left the plan as it was, a hard link to the
         plan's file (same bytes) instead of writing it again."""
@@ -102,7 +99,7 @@ class BatchRun:
                 return
             except OSError:  # no hard links here: write it
                 tmp.unlink(missing_ok=True)
-        self._write_parquet(part, final)
+        write_plan(part, final)
 
     def _manifest(self, status: str, summary: dict[str, object] | None = None) -> None:
         self._write_json(self.work_dir / "manifest.json",
@@ -145,28 +142,9 @@ class BatchRun:
         job_json, settings_json = self.job.model_dump_json(), self.settings.model_dump_json()
         segment = compile_segment(self.job.segment)
 
-        def todo() -> Iterator[tuple[int, pd.DataFrame | None, pd.DataFrame | None]]:
-            for i, frame in enumerate(iter_materialised(path, self.job.chunk_rows)):
-                if (self.work_dir / f"part-{i:05d}.json").exists():
-                    bar.update(len(frame))  # type: ignore[attr-defined]
-                    yield i, None, None
-                elif (self.work_dir / f"plan-{i:05d}.parquet").exists():
-                    bar.update(len(frame))  # type: ignore[attr-defined]
-                    yield i, pq.read_table(self.work_dir / f"plan-{i:05d}.parquet").to_pandas(), None
-                else:
-                    yield i, None, frame
-
-        if self.workers <= 1:
-            engine = cached_engine(settings_json)
-            for i, plan, frame in todo():
-                if frame is not None:
-                    plan = plan_chunk(engine, frame, self.job, segment, self.customers)
-                    self._write_parquet(self.work_dir / f"plan-{i:05d}.parquet", plan)
-                    bar.update(len(frame))  # type: ignore[attr-defined]
-                yield i, plan
-            return
-        def chunks() -> Iterator[tuple[int, pd.DataFrame | None, tuple[int, int] | None]]:
-            """As `todo`, the chunks to plan as row ranges: each worker reads its own rows."""
+        def todo() -> Iterator[tuple[int, pd.DataFrame | None, tuple[int, int] | None]]:
+            """(chunk index, its plan if one was saved, else the row range still to plan or None
+            when the chunk is done): each worker reads its own rows of the features file."""
             total = materialised_rows(path)
             for i, lo in enumerate(range(0, total, self.job.chunk_rows)):
                 hi = min(total, lo + self.job.chunk_rows)
@@ -179,12 +157,23 @@ class BatchRun:
                 else:
                     yield i, None, (lo, hi)
 
+        if self.workers <= 1:
+            engine = cached_engine(settings_json)
+            reader = MaterialisedRows(path)
+            for i, plan, rows in todo():
+                if rows is not None:
+                    plan = plan_chunk(engine, reader.read(*rows), self.job, segment, self.customers)
+                    write_plan(self.work_dir / f"plan-{i:05d}.parquet", plan)
+                    bar.update(rows[1] - rows[0])  # type: ignore[attr-defined]
+                yield i, plan
+            return
+
         ctx = mp.get_context("spawn")
         blob = models_blob(cached_engine(settings_json))
         with one_thread_per_worker(), ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=pool_init,
                                                            initargs=(settings_json, blob, self.customers)) as pool:
             window: list[tuple[int, pd.DataFrame | None, Future | None, int]] = []
-            source = chunks()
+            source = todo()
             exhausted = False
             while window or not exhausted:
                 while not exhausted and len(window) < 2 * self.workers:

@@ -106,6 +106,25 @@ def test_real_run_reserves_once_and_rerun_reserves_nothing(world: World, dry: tu
     assert reserved(store) == (len(frame), len(frame))
 
 
+def test_worker_processes_give_the_single_process_answer(world: World, dry: tuple[Path, dict, Path],
+                                                          tmp_path: Path) -> None:
+    """`--workers 2`: each worker reads its own rows of the features file and writes its plan; a
+    chunk the store took whole becomes its part as a link to the plan file. Same decisions as the
+    one-process dry run, each reserved once; a rerun (another output, same store) reserves nothing
+    and reports what a one-process rerun reports."""
+    store = tmp_path / "contacts.db"
+    summary = score(world, tmp_path / "a.parquet", store, "--campaign", "pool", "--chunk-size", "150", "--workers", "2")
+    frame = pd.read_parquet(tmp_path / "a.parquet")
+    assert reserved(store) == (len(frame), len(frame)) == (summary["offers"], summary["offers"])
+    reference = pd.read_parquet(dry[0])
+    pd.testing.assert_frame_equal(frame.drop(columns="decision_id"), reference.drop(columns="decision_id"))
+    again = score(world, tmp_path / "b.parquet", store, "--campaign", "pool", "--chunk-size", "150", "--workers", "2")
+    assert reserved(store) == (len(frame), len(frame))
+    one = score(world, tmp_path / "c.parquet", store, "--campaign", "pool", "--chunk-size", "150")  # one process
+    assert reserved(store) == (len(frame), len(frame))
+    assert {k: v for k, v in again.items() if k != "output"} == {k: v for k, v in one.items() if k != "output"}
+
+
 def test_reserving_a_plan_twice_reserves_once(world: World, tmp_path: Path) -> None:
     """What a resumed chunk does when the kill came between its reservations and its part file."""
     engine = open_engine(world.settings(tmp_path / "contacts.db"))
