@@ -528,12 +528,11 @@ class DecisionEngine:
         reservation are its own (caps are per customer), the pipeline is the same, reservations run
         in order. The customers' states are read in one store call (`read_customers`) and the
         block's decisions reserved in one (`ContactDesk.reserve_block`). A customer with posted
-        events or erased takes `decide` itself. A store failure answers with the
+        events or erased takes `decide`'s one-customer path (`_decide_state`) on the state read
+        with the block's, not read a second time. A store failure answers with the
         `StoreUnavailable`: a failed read every row, a failed block reservation every row of the
         block (nothing of it was recorded), and the rows after it meet the breaker as `decide`
-        would. The customers with posted events or erased are decided one by one on the state
-        read with the block's (`_decide_state`), not read a second time. Raises ValueError for
-        a customer given twice: its second decision must see the
+        would. Raises ValueError for a customer given twice: its second decision must see the
         first's reservation, so it belongs to the next call.
         """
         now = naive_utc(now)
