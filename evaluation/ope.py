@@ -223,24 +223,20 @@ def incremental_value(pi: np.ndarray, logged: np.ndarray, mu: np.ndarray, reward
     y0 = np.where(treated[:, None], 0.0, y0)
     policy_terms = w * r
     none_terms = inv_none * (pi * y0).sum(axis=1)
-    dr = None
-    if delta is not None:
+    dr = dr_baseline = None
+    if delta is not None or baseline is not None:
         b = np.zeros_like(pi) if baseline is None else np.asarray(baseline, dtype=float)
-        d = np.asarray(delta, dtype=float)
-        if b.shape != pi.shape or d.shape != pi.shape:
+        if b.shape != pi.shape:
             raise ValueError("baseline and delta must have the shape of pi")
         at = np.maximum(logged, 0)
-        terms = ((pi * d).sum(axis=1) + w * (r - b[rows, at] - d[rows, at])
-                 - inv_none * (pi * np.where(treated[:, None], 0.0, y0 - b)).sum(axis=1))
-        dr = mean_interval("dr", terms)
-    dr_baseline = None
-    if baseline is not None:
-        b = np.asarray(baseline, dtype=float)
-        if b.shape != pi.shape:
-            raise ValueError("baseline must have the shape of pi")
-        at = np.maximum(logged, 0)
-        dr_baseline = mean_interval("dr_baseline", w * (r - b[rows, at])
-                                    - inv_none * (pi * np.where(treated[:, None], 0.0, y0 - b)).sum(axis=1))
+        none_b = inv_none * (pi * np.where(treated[:, None], 0.0, y0 - b)).sum(axis=1)  # both DRs' no-contact part
+        if delta is not None:
+            d = np.asarray(delta, dtype=float)
+            if d.shape != pi.shape:
+                raise ValueError("baseline and delta must have the shape of pi")
+            dr = mean_interval("dr", (pi * d).sum(axis=1) + w * (r - b[rows, at] - d[rows, at]) - none_b)
+        if baseline is not None:
+            dr_baseline = mean_interval("dr_baseline", w * (r - b[rows, at]) - none_b)
     return IncrementalEstimates(mean_interval("policy", policy_terms), mean_interval("none", none_terms),
                                 mean_interval("ips", policy_terms - none_terms), dr,
                                 _incremental_snips(w, r, pi.sum(axis=1), inv_none, (pi * y0).sum(axis=1)), dr_baseline)
