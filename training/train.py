@@ -18,11 +18,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
-from threadpoolctl import threadpool_limits
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from features import FEATURE_SET, NEVER_DAYS
 from features.bgnbd_estimator import BetaGeoModel
