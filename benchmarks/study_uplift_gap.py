@@ -36,6 +36,7 @@ from evaluation.uplift_loop import model_inputs, run_uplift_policy, train_uplift
 from serving.policy import ContactPolicy  # noqa: E402
 from simulator import SimConfig, Simulator  # noqa: E402
 from simulator.config import DEFAULT_INCENTIVES  # noqa: E402
+from simulator.io import dataset  # noqa: E402
 
 
 def world_of(config: SimConfig, seed: int, args: argparse.Namespace, customers: int, cache: Path | None):  # type: ignore[no-untyped-def]
@@ -83,10 +84,12 @@ def main() -> None:
     out: dict[str, object] = {"config": {k: str(v) for k, v in vars(args).items()}, "closed_loop": {}, "one_step": {}}
     rec_path = args.cache / f"rec_s{args.seed}_c{args.customers}_d{args.days}_e{args.every}.pkl" if args.cache else None
     recorders: list[GapRecorder] = []
+    sims: list[Simulator] = []
 
     def recording(sim: Simulator, scorer):  # type: ignore[no-untyped-def]
         r = GapRecorder(scorer, model_inputs(world, sim), sim.population.price_sensitivity, args.every)
         recorders.append(r)
+        sims.append(sim)
         return r
 
     runs = []
@@ -98,6 +101,10 @@ def main() -> None:
         catalogue = Simulator(config, seed=args.seed).catalogue
         if rec_path is not None:
             rec_path.write_bytes(pickle.dumps((rec, catalogue)))
+            # The run's log and its population: any feature can be recomputed at the recorded
+            # opportunities (features are point-in-time) and set against the latent traits.
+            data_path = rec_path.with_name(rec_path.name.replace("rec_", "data_"))
+            data_path.write_bytes(pickle.dumps((dataset(sims[0]), sims[0].population)))
         runs.append(run_uplift_policy("oracle", config, args.seed, policy, world))
     if args.hybrids:
         for h in HYBRIDS:
