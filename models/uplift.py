@@ -17,7 +17,9 @@ Learners (`learner`):
   r = (1 - q) / (1 - q + beta q) = 1 / (1 + beta q / (1 - q)). The one parameter beta is
   fitted to the randomised log: the regression-adjusted difference in mean purchases of the
   category between contacted and not contacted rows equals the mean predicted tau of the contacted
-  rows (predictions out of fold, by customer). Offers and variants are compared by the acceptance
+  rows (predictions out of fold, by customer); with `lift_outcome` the lift is counted over
+  the acceptance span (`training.uplift_set`: the same incremental purchases without the later
+  days' organic ones, a less noisy difference; its own organic model adjusts it). Offers and variants are compared by the acceptance
   model, which sees every contact (the variants are randomised among the contacts), and not by a
   difference of two noisy levels; the no-contact rows, few, fix one number (how much of the
   acceptance is cannibalised), not every offer's effect.
@@ -143,10 +145,12 @@ class UpliftBooster(BaseEstimator):
         return lgb.train(params, data, num_boost_round=self.num_boost_round)
 
     def fit(self, X: np.ndarray, treatment: np.ndarray, y: np.ndarray, accepted: np.ndarray | None = None,
-            groups: np.ndarray | None = None) -> UpliftBooster:
+            groups: np.ndarray | None = None, lift_outcome: np.ndarray | None = None) -> UpliftBooster:
         """`treatment` 1 for a contact, 0 for no contact; `y` the customer's purchases of the
         row's category within the window (a count, or 1/0 bought); `accepted` (the `share`
-        learner) 1 when the contact was accepted; `groups` the customer of each row (folds)."""
+        learner) 1 when the contact was accepted; `groups` the customer of each row (folds);
+        `lift_outcome` (the `share` learner, default `y`) the purchases beta's lift is measured
+        on: those within the span in which acceptances arrive."""
         if self.learner not in LEARNERS:
             raise ValueError(f"unknown learner {self.learner!r}; use one of {', '.join(LEARNERS)}")
         X = np.asarray(X, dtype=np.float32)
@@ -165,7 +169,13 @@ class UpliftBooster(BaseEstimator):
         self.treated_share_ = float(t.mean())
         self.tau1_ = self.tau0_ = None
         if self.learner == "share":
-            return self._fit_share(X, t, y, accepted, groups)
+            if lift_outcome is not None:
+                lift_outcome = np.asarray(lift_outcome, dtype=np.float64)
+                if len(lift_outcome) != len(y):
+                    raise ValueError(f"lift_outcome has {len(lift_outcome)} rows for {len(y)}")
+                if not np.isfinite(lift_outcome).all() or (lift_outcome < 0).any():
+                    raise ValueError("lift_outcome must be finite purchase counts (>= 0)")
+            return self._fit_share(X, t, y, accepted, groups, lift_outcome)
         y = (y > 0).astype(np.float64)
         self.mu1_ = self._train(X[t], y[t], "binary")
         self.mu0_ = self._train(X[~t], y[~t], "binary")
@@ -177,7 +187,7 @@ class UpliftBooster(BaseEstimator):
         return self
 
     def _fit_share(self, X: np.ndarray, t: np.ndarray, y: np.ndarray, accepted: np.ndarray | None,
-                   groups: np.ndarray | None) -> UpliftBooster:
+                   groups: np.ndarray | None, lift_outcome: np.ndarray | None = None) -> UpliftBooster:
         if accepted is None:
             raise ValueError("the share learner needs the acceptance of every contact (accepted)")
         a = np.asarray(accepted, dtype=np.float64)
@@ -187,15 +197,16 @@ class UpliftBooster(BaseEstimator):
         self.organic_columns_ = np.array(cols, dtype=np.int64)
         fold = _folds(groups, len(t))
         # Out-of-fold predictions: the organic model on the no-contact rows, the acceptance model on the contacts.
+        y_lift = y if lift_outcome is None else lift_outcome
         m0_c = np.zeros(int((~t).sum()))
         p_t = np.zeros(int(t.sum()))
         for f in range(FOLDS):
             fit_c, fit_t = ~t & (fold != f), t & (fold != f)
-            if len(np.unique(y[fit_c] > 0)) > 1:
-                m0_c[fold[~t] == f] = self._train(X[fit_c], y[fit_c], "poisson", cols).predict(
+            if len(np.unique(y_lift[fit_c] > 0)) > 1:
+                m0_c[fold[~t] == f] = self._train(X[fit_c], y_lift[fit_c], "poisson", cols).predict(
                     X[~t & (fold == f)][:, cols], num_threads=1)
             else:
-                m0_c[fold[~t] == f] = y[fit_c].mean() if fit_c.any() else 0.0
+                m0_c[fold[~t] == f] = y_lift[fit_c].mean() if fit_c.any() else 0.0
             if len(np.unique(a[fit_t])) > 1:
                 p_t[fold[t] == f] = self._train(X[fit_t], a[fit_t], "binary", monotone=MONOTONE_INCREASING).predict(
                     X[t & (fold == f)], num_threads=1)
@@ -204,8 +215,12 @@ class UpliftBooster(BaseEstimator):
         self.organic_ = self._train(X[~t], y[~t], "poisson", cols)
         self.accept_ = self._train(X[t], a[t], "binary", monotone=MONOTONE_INCREASING)
         m0_t = self.organic_.predict(X[t][:, cols], num_threads=1)  # the contacts were not fitted on
+        lift_t = m0_t
+        if lift_outcome is not None:  # the organic purchases within the acceptance span (the adjustment only)
+            lift_t = (self._train(X[~t], y_lift[~t], "poisson", cols).predict(X[t][:, cols], num_threads=1)
+                      if len(np.unique(y_lift[~t] > 0)) > 1 else np.full(int(t.sum()), y_lift[~t].mean()))
         # Incremental purchases per contact, regression-adjusted: the randomised difference in means.
-        lift = float((y[t] - m0_t).mean() - (y[~t] - m0_c).mean())
+        lift = float((y_lift[t] - lift_t).mean() - (y_lift[~t] - m0_c).mean())
         self.lift_ = lift
         self.beta_ = fit_beta(lift, p_t, 1.0 - np.exp(-m0_t))
         # What an unknown customer's acceptance is worth: the mean share of acceptances that are incremental.

@@ -162,10 +162,15 @@ def fit_uplift(data: Dataset, config: UpliftConfig, data_dir: Path | None = None
                                "use more data or a later --as-of")
     model = UpliftBooster(full.feature_names, learner=config.learner, num_boost_round=config.num_boost_round,
                           params={"seed": config.seed}, categorical=FEATURE_SET.booster_categorical).fit(
-        train.X, train.treatment, train.outcome, accepted=train.accepted, groups=train.meta["customer_id"].to_numpy(object))
+        train.X, train.treatment, train.outcome, accepted=train.accepted, groups=train.meta["customer_id"].to_numpy(object),
+        lift_outcome=train.prompt_purchases)
     response = _response_model(train, config)
     metrics, conv, worth = evaluate_uplift(model, response, valid, data_dir, config.seed)
     metrics["train_rows"] = float(len(train))
+    if full.span_days is not None:
+        metrics["lift_span_days"] = float(full.span_days)
+    if hasattr(model, "beta_"):
+        metrics["beta"] = model.beta_
     return model, metrics, conv, worth, train, valid
 
 

@@ -14,6 +14,13 @@
   so the difference in mean purchases is the incremental conversion the books count (the
   `share` learner of `models.uplift` is fitted on it).
 - `accepted` (treated rows): the acceptance label of the propensity model (`training.labels`).
+- `prompt_purchases` (both arms): the same count over the acceptance span only, (ts, ts +
+  `span_days`], where `span_days` (`acceptance_span_days`) is the whole days within which the
+  log's acceptances arrive (99 %; at most the window). The purchases an acceptance brings fall
+  within it, without the organic purchases of the later days that only add noise: the `share`
+  learner fits its one parameter (beta) to the lift over the span (docs/training.md; issue 21: beta
+  1.8 / 7.3 / 6.0 on three logging runs over the window, 3.0 / 3.9 / 3.2 over the span). What a
+  contact does to later purchases (fatigue) is not counted there.
 
 Features are those of the propensity set (`build_exposure_features` on a snapshot at midnight of
 the decision's day, with the decision's own context) plus the incentive columns
@@ -37,6 +44,8 @@ from training.labels import propensity_labels
 
 #: `no_offers` reasons that are randomised (the control group, the no-offer exploration).
 RANDOMISED_REASONS = ("control", "explore")
+#: Share of the accepted contacts whose acceptance arrives within the acceptance span.
+SPAN_QUANTILE = 0.99
 UPLIFT_FEATURES: tuple[str, ...] = (*FEATURE_SET.candidate_features, *INCENTIVE_FEATURES)
 
 
@@ -51,11 +60,14 @@ class UpliftSet:
     meta: pd.DataFrame  # decision_id, customer_id, offer_id, ts, base_value, incentive_cost, value, cost
     feature_names: list[str]
     purchases: np.ndarray | None = None  # int16: purchases of the row's category within the window
+    prompt_purchases: np.ndarray | None = None  # int16: the same within the acceptance span
+    span_days: int | None = None  # the acceptance span (`acceptance_span_days`)
 
     def split(self, mask: np.ndarray) -> UpliftSet:
         return UpliftSet(self.X[mask], self.treatment[mask], self.y[mask], self.accepted[mask],
                          self.meta[mask].reset_index(drop=True), self.feature_names,
-                         None if self.purchases is None else self.purchases[mask])
+                         None if self.purchases is None else self.purchases[mask],
+                         None if self.prompt_purchases is None else self.prompt_purchases[mask], self.span_days)
 
     @property
     def outcome(self) -> np.ndarray:
@@ -87,6 +99,20 @@ def _control_rows(no_offers: pd.DataFrame, offers: pd.DataFrame, as_of: pd.Times
     return out
 
 
+def acceptance_span_days(contacts: pd.DataFrame, window_days: int) -> int:
+    """Whole days within which `SPAN_QUANTILE` of the accepted contacts' acceptances arrive
+    (outcome_ts - ts of the `accepted` rows among `contacts`, rounded up), at least 1 and at most
+    `window_days`; `window_days` when no acceptance has a time."""
+    if window_days <= 0:
+        raise ValueError("window_days must be positive")
+    accepted = contacts[(contacts["outcome"] == "accepted") & contacts["outcome_ts"].notna()]
+    delay = (accepted["outcome_ts"] - accepted["ts"]) / pd.Timedelta(days=1)
+    delay = delay[(delay >= 0) & (delay <= window_days)].to_numpy(np.float64)
+    if not len(delay):
+        return window_days
+    return int(min(max(np.ceil(np.quantile(delay, SPAN_QUANTILE)), 1), window_days))
+
+
 def _bought(rows: pd.DataFrame, events: pd.DataFrame, offers: pd.DataFrame, window: pd.Timedelta) -> np.ndarray:
     """How many purchases of its offer's category the row's customer makes in (ts, ts + window]."""
     category = offers.set_index("offer_id")["category"]
@@ -107,8 +133,9 @@ def uplift_set(
 ) -> UpliftSet:
     """Treated and control rows of the randomised log whose window closed before `as_of`."""
     window = pd.Timedelta(days=window_days)
-    treated = propensity_labels(data.contacts, as_of, window_days)
-    treated = treated[["decision_id", "customer_id", "offer_id", "channel", "ts", "label"]].copy()
+    labelled = propensity_labels(data.contacts, as_of, window_days)
+    span = acceptance_span_days(labelled, window_days)
+    treated = labelled[["decision_id", "customer_id", "offer_id", "channel", "ts", "label"]].copy()
     treated["treatment"] = 1
     control = _control_rows(data.no_offers, data.offers, as_of, window, seed)
     if treated.empty or control.empty:
@@ -120,6 +147,7 @@ def uplift_set(
     rows = pd.concat([treated, control[treated.columns]], ignore_index=True)
     rows = rows.sort_values(["ts", "decision_id", "offer_id"], kind="stable").reset_index(drop=True)
     rows["purchases"] = _bought(rows, data.events, data.offers, window)
+    rows["prompt_purchases"] = _bought(rows, data.events, data.offers, pd.Timedelta(days=span))
     rows["y"] = (rows["purchases"] > 0).astype(np.int8)
     rows = pd.concat([rows, exposure_sessions(data.events, rows)], axis=1)
     names = list(FEATURE_SET.candidate_features)
@@ -128,7 +156,7 @@ def uplift_set(
                           disable=not progress, leave=False):
         customers = build_customer_features(data, day, customer_ids=part["customer_id"].unique())
         feats = build_exposure_features(customers, data.offers, data.contacts, part, day)
-        for col in ("decision_id", "ts", "treatment", "label", "y", "purchases"):
+        for col in ("decision_id", "ts", "treatment", "label", "y", "purchases", "prompt_purchases"):
             feats[col] = part[col].to_numpy()
         parts.append(feats)
     frame = pd.concat(parts, ignore_index=True)
@@ -143,4 +171,4 @@ def uplift_set(
     meta["cost"] = offers["cost"].to_numpy(np.float64)[position]
     return UpliftSet(X, frame["treatment"].to_numpy(np.int8), frame["y"].to_numpy(np.int8),
                      frame["label"].to_numpy(np.int8), meta, [*names, *INCENTIVE_FEATURES],
-                     frame["purchases"].to_numpy(np.int16))
+                     frame["purchases"].to_numpy(np.int16), frame["prompt_purchases"].to_numpy(np.int16), span)

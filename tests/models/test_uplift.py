@@ -99,6 +99,51 @@ def test_share_learner_recovers_the_incremental_conversion() -> None:
     np.testing.assert_allclose(model.cold_start_uplift(np.array([0.1])), [0.1 * model.mean_share_])
 
 
+def _with_span(n: int = 40_000, seed: int = 2, beta: float = 6.0, loss: float = 0.5):
+    """`_cannibalised`'s log with time in the window: an acceptance buys at once (within the
+    acceptance span), a purchase made anyway falls on any of the window's 7 days, and a contact that
+    is not accepted puts the customer off a later purchase with probability `loss` (fatigue).
+    Returns X, treatment, window purchases, span purchases, accepted, groups, tau."""
+    rng = np.random.default_rng(seed)
+    x0, x2 = rng.random(n), rng.random(n)
+    incentive = rng.integers(0, 2, n).astype(float)
+    q = 0.02 + 0.3 * x2
+    logit = -3.5 + 2.0 * x0 + 0.8 * incentive
+    p_new, p_any = 1 / (1 + np.exp(-logit)), 1 / (1 + np.exp(-(logit + np.log(beta))))
+    t = rng.random(n) < 0.85
+    anyway = rng.random(n) < q
+    accepted = t & (rng.random(n) < np.where(anyway, p_any, p_new))
+    today = rng.random(n) < 1 / 7
+    lost = t & ~accepted & anyway & ~today & (rng.random(n) < loss)
+    new = accepted & ~anyway
+    window = (anyway & ~lost).astype(int) + new
+    span = (anyway & today).astype(int) + new
+    X = np.column_stack([x0, incentive, x2]).astype(np.float32)
+    groups = rng.integers(0, n // 5, n).astype(str)
+    return X, t.astype(np.int8), window, span, accepted.astype(np.int8), groups, (1 - q) * p_new
+
+
+def test_share_learner_fits_beta_on_the_lift_outcome() -> None:
+    """Counted over the window the lift also holds the later purchases contacts cost, so beta comes
+    out too large; counted over the acceptance span (`lift_outcome`) it is the one the log was drawn with."""
+    names = ["offer_x0", "offer_incentive_cost", "offer_cat_x2"]
+    X, t, window, span, a, g, tau = _with_span()
+    on_window = UpliftBooster(names, num_boost_round=100).fit(X, t, window, accepted=a, groups=g)
+    on_span = UpliftBooster(names, num_boost_round=100).fit(X, t, window, accepted=a, groups=g, lift_outcome=span)
+    assert 3.0 < on_span.beta_ < 12.0, on_span.beta_  # drawn with 6 (measured 3.8)
+    assert on_window.beta_ > 1.5 * on_span.beta_, (on_window.beta_, on_span.beta_)  # measured 12.0 vs 3.8
+    assert abs(on_span.lift_ - tau[t == 1].mean()) < 0.2 * tau[t == 1].mean()
+    # Only beta's lift reads it: the acceptance and organic models are the same fits.
+    np.testing.assert_allclose(on_span.predict_accept(X[:50]), on_window.predict_accept(X[:50]))
+    np.testing.assert_allclose(on_span.predict_organic(X[:50]), on_window.predict_organic(X[:50]))
+    with pytest.raises(ValueError, match="lift_outcome has 9 rows"):
+        UpliftBooster(names).fit(X, t, window, accepted=a, lift_outcome=span[:9])
+    with pytest.raises(ValueError, match="finite purchase counts"):
+        UpliftBooster(names).fit(X, t, window, accepted=a, lift_outcome=np.where(t == 1, span, -1))
+    with pytest.raises(ValueError, match="finite purchase counts"):
+        UpliftBooster(names).fit(X, t, window, accepted=a, lift_outcome=np.full(len(t), np.nan))
+
+
 def test_incremental_share_and_beta() -> None:
     q = np.array([0.0, 0.2, 0.5])
     np.testing.assert_allclose(incremental_share(4.0, q), [1.0, 1 / (1 + 4 * 0.25), 1 / 5])

@@ -19,7 +19,7 @@ from simulator import SimConfig, Simulator, write_simulation
 from simulator.config import DEFAULT_INCENTIVES
 from training.registry import promote_uplift
 from training.uplift import UpliftConfig, fit_and_log_uplift
-from training.uplift_set import uplift_set
+from training.uplift_set import acceptance_span_days, uplift_set
 
 DAYS = 120
 START = pd.Timestamp("2025-01-01")
@@ -52,6 +52,36 @@ def test_the_set_holds_both_arms_point_in_time(world: Path) -> None:
     assert s.y[~control].mean() > s.y[control].mean()
     incentive = s.meta["incentive_cost"] > 0
     assert incentive.any() and (s.X[:, s.feature_names.index("offer_incentive_cost")] > 0).sum() == incentive.sum()
+    # The simulator's acceptances arrive on the day of the contact: the span is one day, and its
+    # purchases are the window's first day's (never more than the window's).
+    assert s.span_days == 1
+    assert (s.prompt_purchases <= s.purchases).all() and s.prompt_purchases.sum() < s.purchases.sum()
+    half = s.split(np.arange(len(s)) % 2 == 0)
+    np.testing.assert_array_equal(half.prompt_purchases, s.prompt_purchases[::2])
+    assert half.span_days == 1
+    # The lift a contact brings shows within the span as within the window (same sign, same size).
+    lift = {name: out[~control].mean() - out[control].mean() for name, out in (("span", s.prompt_purchases),
+                                                                           ("window", s.purchases))}
+    assert lift["span"] > 0 and abs(lift["span"] - lift["window"]) < 0.5 * lift["window"], lift
+
+
+def _contacts(delays_days: list[float | None], outcome: str = "accepted") -> pd.DataFrame:
+    ts = pd.Series(START + pd.to_timedelta(np.arange(len(delays_days)), unit="h"))
+    delay = pd.to_timedelta(pd.Series([np.nan if d is None else d for d in delays_days], dtype="float64"), unit="D")
+    return pd.DataFrame({"ts": ts, "outcome": outcome, "outcome_ts": ts + delay})
+
+
+def test_acceptance_span_days() -> None:
+    assert acceptance_span_days(_contacts([0.1, 0.2, 0.6]), 7) == 1  # at least one day
+    assert acceptance_span_days(_contacts([0.1] * 97 + [2.5] * 3), 7) == 3  # 3 % late: the 99th percentile, rounded up
+    assert acceptance_span_days(_contacts([0.1] * 200 + [6.5]), 7) == 1  # one late acceptance in 201
+    assert acceptance_span_days(_contacts([5.5] * 10), 3) == 3  # an acceptance after the window is not one
+    assert acceptance_span_days(_contacts([None, None]), 7) == 7  # no time: the whole window
+    assert acceptance_span_days(_contacts([0.5], outcome="declined"), 7) == 7  # no acceptance
+    assert acceptance_span_days(_contacts([]), 7) == 7
+    assert acceptance_span_days(_contacts([-1.0, 9.0]), 7) == 7  # an outcome before its contact is ignored
+    with pytest.raises(ValueError, match="window_days must be positive"):
+        acceptance_span_days(_contacts([0.5]), 0)
 
 
 def test_train_register_promote_load(world: Path, tmp_path: Path) -> None:
