@@ -231,8 +231,11 @@ def fit_and_log(
         attributes=full.attributes,
         offer_vocabulary=full.vocabulary,
     ).fit(train.X, train.y, valid.X, valid.y, group=group, group_val=group_val)
+    # The booster scores the validation rows once: the report's out-of-fold calibration, the
+    # shipped probabilities and the raw ranking all start from these scores.
+    raw = model.raw_score(valid.X)
     # Validation rows are in time order; their report uses out-of-fold calibration (crossfit_proba).
-    p = model.crossfit_proba(valid.X, valid.y, group=group_val)
+    p = model.crossfit_proba(None, valid.y, group=group_val, raw=raw)
     scores = {"lightgbm": p, "logistic": _logistic(train, config.seed).predict_proba(valid.X)[:, 1]}
     if which == "propensity":
         scores["offer_rate"] = _offer_rate_baseline(train, valid)
@@ -242,7 +245,7 @@ def fit_and_log(
         scores["bgnbd"] = _bgnbd_baseline(train, valid, config.horizon_days, config.seed)
         truth = None
     contributions = model.contributions(valid.X[_shap_rows(len(valid))])
-    shipped = model.predict_proba_positive(valid.X, group_val)
+    shipped = model.apply_calibration(raw, group_val)  # = predict_proba_positive(valid.X, group_val)
     report = build_report(
         which, valid.y, scores, full.feature_names, model.gain_importance(), contributions,
         stages=valid.meta["lifecycle"].to_numpy(), truth=truth,
@@ -253,7 +256,6 @@ def fit_and_log(
     # The shipped calibration was fitted on these rows: a step map could merge ranks in their
     # favour (the centred map cannot: it is strictly increasing); the booster's own ranking is the
     # out-of-sample view of the same model.
-    raw = model.raw_score(valid.X)
     if 0 < valid.y.sum() < len(valid.y):
         report.metrics["auc_uncalibrated"] = float(roc_auc_score(valid.y, raw))
     report.metrics.update(calibration_counts(shipped, raw))

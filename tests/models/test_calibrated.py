@@ -32,6 +32,21 @@ def test_calibrated_probabilities_track_the_truth() -> None:
     assert not np.allclose(oof, model.predict_proba_positive(Xv))  # out-of-fold, not in-sample
 
 
+def test_crossfit_from_the_raw_scores_equals_crossfit_from_the_rows() -> None:
+    """`nbo train` scores the validation rows once and passes the scores (`raw`): the same
+    out-of-fold probabilities, and the shipped ones are `apply_calibration` of the same scores."""
+    X, y, _ = _data(8_000, 4)
+    Xv, yv, _ = _data(4_000, 5)
+    model = CalibratedBooster(num_boost_round=40).fit(X, y, Xv, yv)
+    raw = model.raw_score(Xv)
+    np.testing.assert_array_equal(model.crossfit_proba(None, yv, raw=raw), model.crossfit_proba(Xv, yv))
+    np.testing.assert_array_equal(model.apply_calibration(raw), model.predict_proba_positive(Xv))
+    with pytest.raises(ValueError, match="X_val or raw"):
+        model.crossfit_proba(None, yv)
+    with pytest.raises(ValueError, match="scores but"):
+        model.crossfit_proba(None, yv, raw=raw[:-1])
+
+
 def test_contributions_add_up_to_the_raw_score() -> None:
     X, y, _ = _data(5_000, 3)
     model = CalibratedBooster(num_boost_round=30).fit(X, y, X[:1000], y[:1000])
