@@ -114,6 +114,32 @@ def _threads(rows: int) -> int:
     return 2 if rows >= 200_000 else 1
 
 
+def negative_sample(y: np.ndarray, max_rows: int | None, seed: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(rows kept, their weights) of a binary fit held to about `max_rows` rows: every positive
+    and a seeded uniform sample of the negatives, each kept negative weighted by negatives / kept
+    negatives, so the weighted log-loss (and the gradient of every tree) is an unbiased estimate of
+    the full one. (None, None) when `max_rows` is None or not exceeded: the rows as given.
+
+    Why: the propensity set of a large log has ~40 negatives per positive (3M training rows at
+    100,000 customers), and the booster's cost grows with the rows while the negatives' share of
+    the information does not; early stopping and the calibration map still use every validation
+    row, so the probabilities stay calibrated on the full distribution (docs/training.md)."""
+    if max_rows is None or len(y) <= max_rows:
+        return None, None
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, not {max_rows}")
+    positive = np.flatnonzero(y > 0)
+    negative = np.flatnonzero(y <= 0)
+    room = max(max_rows - len(positive), 1)
+    if room >= len(negative):
+        return None, None
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(len(negative), size=room, replace=False))
+    keep = np.sort(np.concatenate([positive, negative[picked]]))  # time order kept
+    weight = np.where(y[keep] > 0, 1.0, len(negative) / room)
+    return keep, weight
+
+
 class CalibratedBooster(ClassifierMixin, BaseEstimator):
     """LightGBM with early stopping on a time-later validation set, then a monotone calibration.
 
@@ -128,10 +154,15 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
     `group_val`: the decision of each row). `attributes` and `offer_vocabulary` say how the
     model's inputs were built (the decision-time attribute names whose columns end the inputs, and
     the offer ids its `offer_code` numbers): the scorer builds the same (`features`).
+    `max_rows`: a binary fit with more training rows grows its trees on every positive and a
+    weighted sample of the negatives (`negative_sample`); `sampled_rows_` is how many it used.
     """
 
     #: Models pickled before the parameter existed were calibrated with the isotonic step map.
     calibration = "isotonic"
+    #: Models pickled before `max_rows` existed were fitted on every row (and `get_params` of one
+    #: still answers).
+    max_rows: int | None = None
 
     def __init__(
         self,
@@ -145,6 +176,7 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
         objective: str = "binary",
         attributes: Sequence[str] = (),
         offer_vocabulary: Sequence[str] | None = None,
+        max_rows: int | None = None,
     ) -> None:
         self.feature_names = feature_names
         self.params = params
@@ -156,6 +188,7 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
         self.objective = objective
         self.attributes = attributes
         self.offer_vocabulary = offer_vocabulary
+        self.max_rows = max_rows
 
     # Models pickled before these parameters existed lack them: read through these properties.
     @property
@@ -194,8 +227,13 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
         # Columns split as categories (codes >= 0; NaN or negative = missing), by position.
         wanted = FEATURE_SET.booster_categorical if self.categorical is None else self.categorical
         categorical = [names.index(c) for c in wanted if c in names]
-        train = lgb.Dataset(np.asarray(X, dtype=np.float32), label=np.asarray(y), feature_name=names,
+        keep, weight = negative_sample(np.asarray(y), self.max_rows, params.get("seed", 0))
+        self.sampled_rows_ = len(y) if keep is None else len(keep)
+        X_fit = np.asarray(X, dtype=np.float32) if keep is None else np.asarray(X, dtype=np.float32)[keep]
+        y_fit = np.asarray(y) if keep is None else np.asarray(y)[keep]
+        train = lgb.Dataset(X_fit, label=y_fit, weight=weight, feature_name=names,
                             categorical_feature=categorical or "auto", free_raw_data=True)
+        del X_fit
         callbacks = []
         valid_sets = None
         if X_val is not None and y_val is not None and len(np.unique(y_val)) > 1:
@@ -268,6 +306,7 @@ class CalibratedBooster(ClassifierMixin, BaseEstimator):
         # A booster rebuilt from its text: no Python objective held (it pickles and compiles alike).
         self.booster_ = lgb.Booster(model_str=refit.model_to_string())
         self.booster_.best_iteration = best
+        self.sampled_rows_ = len(X) + len(X_val)  # a choice fit keeps whole decisions: never sampled
         self.feature_names_in_ = np.array(names, dtype=object)
         self.classes_ = np.array([0, 1])
         self.calibration_x_ = np.array([0.0, 1.0])

@@ -73,6 +73,10 @@ class TrainConfig:
     #: Processes building the propensity set's pieces with pandas (forked; the same rows whatever
     #: the number, `training.datasets.propensity_set`); 1 builds them in this process.
     workers: int = 1
+    #: A binary booster grows on at most about this many training rows: above it, every positive
+    #: and a seeded share of the negatives, weighted (`models.calibrated.negative_sample`); early
+    #: stopping and calibration still see every validation row. None: every row.
+    max_fit_rows: int | None = 1_000_000
 
     def params(self) -> dict[str, object]:
         return {
@@ -88,6 +92,7 @@ class TrainConfig:
             "feature_set_version": FEATURE_SET.version,
             "calibration": self.calibration,
             "training_set_engine": self.engine,
+            "max_fit_rows": self.max_fit_rows if self.max_fit_rows is not None else "none",
         }
 
 
@@ -230,6 +235,7 @@ def fit_and_log(
         objective=objective,
         attributes=full.attributes,
         offer_vocabulary=full.vocabulary,
+        max_rows=config.max_fit_rows,
     ).fit(train.X, train.y, valid.X, valid.y, group=group, group_val=group_val)
     # The booster scores the validation rows once: the report's out-of-fold calibration, the
     # shipped probabilities and the raw ranking all start from these scores.
@@ -270,7 +276,7 @@ def fit_and_log(
                          BASELINES_TAG: ",".join(name.split(" ")[0] for name in scores if name != "lightgbm")})
         mlflow.log_params({**config.params(), "model": which, "train_rows": len(train), "valid_rows": len(valid),
                            "train_start": str(train.meta["ts"].min()), "valid_start": str(valid.meta["ts"].min()),
-                           "valid_end": str(valid.meta["ts"].max()), "best_iteration": model.booster_.best_iteration,
+                           "valid_end": str(valid.meta["ts"].max()), "best_iteration": model.booster_.best_iteration, "fit_rows": model.sampled_rows_,
                            "objective": objective, "offer_attributes": ",".join(full.attributes) or "none"})
         mlflow.log_metrics({k: v for k, v in report.metrics.items() if np.isfinite(v)})
         for fname, fig in report.figures.items():

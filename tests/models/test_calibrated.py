@@ -84,3 +84,43 @@ def test_categorical_columns_are_split_as_categories() -> None:
     assert "==" not in _split_kinds(by_order.fit(X, y))
     # None: the feature set's booster_categorical, here absent from the columns (as for churn)
     assert "==" not in _split_kinds(CalibratedBooster(feature_names=["code", "x"], num_boost_round=5).fit(X, y))
+
+
+def test_negative_sample_keeps_every_positive_and_weights_the_negatives() -> None:
+    from models.calibrated import negative_sample
+
+    y = np.zeros(10_000, dtype=np.int8)
+    y[::50] = 1  # 200 positives
+    assert negative_sample(y, None, 0) == (None, None)
+    assert negative_sample(y, 10_000, 0) == (None, None)  # not exceeded: every row
+    keep, weight = negative_sample(y, 2_000, 0)
+    assert len(keep) == 2_000 and (np.diff(keep) > 0).all()  # time order kept
+    assert set(np.flatnonzero(y)) <= set(keep.tolist())
+    negative = y[keep] == 0
+    assert np.isclose(weight[negative].sum(), (y == 0).sum())  # the negatives' total weight
+    assert (weight[~negative] == 1.0).all()
+    again, _ = negative_sample(y, 2_000, 0)
+    np.testing.assert_array_equal(keep, again)  # seeded
+    assert not np.array_equal(keep, negative_sample(y, 2_000, 1)[0])
+    tight, w = negative_sample(y, 100, 0)  # fewer rows than positives: positives and one negative
+    assert len(tight) == 201 and (y[tight] == 0).sum() == 1 and w.max() == (y == 0).sum()
+    with pytest.raises(ValueError, match="at least 1"):
+        negative_sample(y, 0, 0)
+
+
+def test_a_fit_on_sampled_negatives_stays_calibrated() -> None:
+    X, y, _ = _data(60_000, 6)
+    Xv, yv, pv = _data(20_000, 7)
+    full = CalibratedBooster(num_boost_round=200).fit(X, y, Xv, yv)
+    sampled = CalibratedBooster(num_boost_round=200, max_rows=15_000).fit(X, y, Xv, yv)
+    assert full.sampled_rows_ == 60_000 and sampled.sampled_rows_ == 15_000
+    p, q = full.predict_proba_positive(Xv), sampled.predict_proba_positive(Xv)
+    assert abs(q.mean() - pv.mean()) < 0.01
+    assert np.corrcoef(q, pv)[0, 1] > 0.9
+    assert abs(np.corrcoef(p, pv)[0, 1] - np.corrcoef(q, pv)[0, 1]) < 0.02
+
+
+def test_a_model_pickled_before_max_rows_still_answers_get_params() -> None:
+    model = CalibratedBooster(num_boost_round=3)
+    del model.__dict__["max_rows"]  # what unpickling a model saved before the parameter gives
+    assert model.get_params()["max_rows"] is None

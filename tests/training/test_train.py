@@ -78,6 +78,9 @@ def test_run_is_recorded_and_registered(trained) -> None:
         run = client.get_run(result.run_id)
         assert run.data.params["feature_set_version"]
         assert "auc" in run.data.metrics
+        # Below `max_fit_rows` (1M) every training row is fitted.
+        assert run.data.params["max_fit_rows"] == "1000000"
+        assert run.data.params["fit_rows"] == run.data.params["train_rows"]
         artifacts = {a.path for a in client.list_artifacts(result.run_id, "report")}
         assert {"report/calibration.png", "report/cumulative_gains.png", "report/importance.png",
                 "report/validation.parquet"} <= artifacts
@@ -194,3 +197,14 @@ def test_report_shows_calibration_and_ranking(trained) -> None:
         assert m["distinct_predictions"] >= 0.99 * m["distinct_raw_scores"], (which, m)
         assert m["calibration_error"] < 0.02, (which, m)
         assert "distinct predicted values" in results[which].report.summary()
+
+
+def test_a_fit_above_max_fit_rows_grows_on_a_sample_and_says_so(world: Path, tmp_path: Path) -> None:
+    tracking = resolve_tracking(None, workdir=tmp_path)
+    client = tracking.activate()
+    config = TrainConfig(as_of=AS_OF, num_boost_round=5, churn_snapshots=2, max_fit_rows=2_000)
+    result = fit_and_log("churn", load_dataset(world), config, tracking, progress=False)
+    params = client.get_run(result.run_id).data.params
+    assert int(params["train_rows"]) > 2_000
+    assert int(params["fit_rows"]) == 2_000 and params["max_fit_rows"] == "2000"
+    assert int(params["valid_rows"]) > 0 and np.isfinite(result.report.metrics["auc"])
