@@ -15,11 +15,14 @@ ask the ranking code what the target policy (model + `ContactPolicy`) would have
    offer a rule forbids gets probability 0 and "no offer" gets what is left.
 
 Simplifications (docs/evaluation.md): the cap state is the LOGGED one (what the logging policy
-sent), not what the target policy would have sent; one offer per decision (k = 1); the retention
-term of the arbiter is off (churn_probability 0); decisions the logging policy did not log (no
-contact) are not evaluated: values are per logged decision. A log with a `no_offers` table (every
-decision logged, issue 21) is evaluated whole: a logged "no contact" is the none action, with its
-propensity, reward 0 and the target's probability of making no contact.
+sent), not what the target policy would have sent (`caps="target"`: the contact-level caps of
+the target's own contacts on the logged decisions, the offer it makes still chosen on the logged
+history); one offer per decision (k = 1); the retention term of the arbiter is off
+(churn_probability 0); decisions the logging policy did not log (no contact) are not evaluated:
+values are per logged decision. A log with a `no_offers` table (every decision logged, issue 21)
+is evaluated whole: a logged "no contact" is the none action, with its propensity, reward 0 and
+the target's probability of making no contact. The decisions of the universal control group's
+members are left out: the group is drawn once per customer, not per decision (`logged_decisions`).
 """
 
 from __future__ import annotations
@@ -113,6 +116,8 @@ class PolicyEstimates:
     #: What the target adds over no contact (a log with `no_offers`, evaluation.ope.incremental_value).
     incremental: IncrementalEstimates | None = None
     incremental_window_days: int = 7
+    #: The target's probability of making a contact at each logged decision.
+    contact_probability: np.ndarray | None = field(default=None, repr=False)
 
     def warnings(self) -> list[str]:
         return self.diagnostics.warnings()
@@ -369,7 +374,7 @@ def _score_target(label: str, model, data: Dataset, rows: pd.DataFrame, policy: 
     horizon = max(policy.longest_window_days, 1)
     # caps "target": the target's own contacts on the logged decisions so far decide where it has a
     # decision at all (`_TargetCaps`); its offer is chosen on the log's history either way.
-    own = _TargetCaps(offers, horizon) if caps == "target" else None
+    own = _TargetCaps(offers, replay_store(data.contacts, offers, rows.attrs["since"], horizon)) if caps == "target" else None
     store = replay_store(data.contacts, offers, rows.attrs["until"], horizon)
     desk = ContactDesk(Arbiter(policy, offers, compile_offer_rules(offers, customer_feature_names())), store)
     book = ConsentBook(data.consents)
@@ -423,7 +428,7 @@ def _score_target(label: str, model, data: Dataset, rows: pd.DataFrame, policy: 
     if rows["offer_id"].isna().any():  # a log of every decision: what the target adds over no contact
         incremental = _incremental(data, offers, rows, mu, pi_all, p_all, tau_all, window_days)
     return PolicyEstimates(label, estimates, diagnostics(pi_logged, mu), float((1.0 - none).mean()), pi_logged, mu,
-                           incremental, window_days)
+                           incremental, window_days, 1.0 - none)
 
 
 #: Where the target's own cap state is taken from (`evaluate(caps=)`).
@@ -437,12 +442,13 @@ class _TargetCaps:
     caps (per channel, outbound) open more often than the target's would be, so the log holds
     more decisions than the target would get. At each logged decision, in time order, the
     target's most likely action (a contact when its P(contact) is at least 1/2) is recorded as its
-    own contact; a decision its own contact-level caps close is none for it (probability 1). Which
-    offer it makes where it decides is still read on the log's history (offer caps, cooldowns):
-    there the logging policy could make the same offers, so the weights keep their support."""
+    own contact, after the log's contacts before the period; a decision its own contact-level
+    caps close is none for it (probability 1). Which offer it makes where it decides is still read
+    on the log's history (offer caps, cooldowns): there the logging policy could make the same
+    offers, so the weights keep their support."""
 
-    def __init__(self, offers: pd.DataFrame, horizon_days: int) -> None:
-        self.store = MemoryContactStore(horizon_days=horizon_days)
+    def __init__(self, offers: pd.DataFrame, store: MemoryContactStore) -> None:
+        self.store = store  # the history before the first decision: the log's
         self.ids = offers["offer_id"].tolist()
         self.categories = offers["category"].astype(str).tolist()
 

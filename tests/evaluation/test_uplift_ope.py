@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evaluation.evaluate import logged_decisions
 from evaluation.sim_policies import ArbiterPolicy, truth_scorer
 from evaluation.uplift_loop import logging_policy
 from nbo.control import in_control
@@ -145,3 +146,28 @@ def test_the_epsilon_logger_only_contacts_where_an_offer_pays_and_explores_at_it
     assert 0.02 < explored.mean() < e + 0.04
     with pytest.raises(ValueError, match="unknown OPE logger"):
         logging_policy(ContactPolicy(), logger="greedy")
+
+
+def test_weights_average_to_their_expectation_once_the_control_group_is_left_out():
+    """On a log from the exploring logger, the control group's decisions left out and the others'
+    propensities taken given they are outside it: the weights of the target "no contact" ([none] /
+    mu) average 1, and those of the logger's own pick without its no-offer draw (pi = mu / (1 - rate)
+    on a contact) average the share of decisions with an offer. Read whole (the group's decisions
+    in, propensities over the group's draw), the members' uncapped decisions over-weight "no contact"."""
+    e, share, rate, days = 0.1, 0.2, 0.25, 20
+    data, offers, policy = _exploring_log(customers=300, days=days, epsilon=e, share=share, rate=rate)
+    start = pd.Timestamp(CONFIG.start)
+    until = start + pd.Timedelta(days=days - 3)  # contacts of the last days have no final outcome yet
+    rows = logged_decisions(data, start, until, policy.control_group)
+    ids = data.customers["customer_id"].astype(str)
+    members = set(ids[in_control(ids.tolist(), share, policy.control_group.salt)])
+    assert rows.attrs["control_customers"] > 10 and not rows["customer_id"].isin(members).any()
+    n, none = len(rows), rows["offer_id"].isna().to_numpy()
+    v = none / rows["propensity"].to_numpy(float)
+    assert n > 1000 and abs(v.mean() - 1.0) < 4 * v.std() / np.sqrt(n)
+    w = np.where(none, 0.0, 1.0 / (1.0 - rate))
+    offered = float((rows["reason"] != "policy").mean())
+    assert abs(w.mean() - offered) < 4 * w.std() / np.sqrt(n)
+    whole = logged_decisions(data, start, until)
+    v_whole = whole["offer_id"].isna().to_numpy() / whole["propensity"].to_numpy(float)
+    assert v_whole.mean() - 1.0 > 4 * v_whole.std() / np.sqrt(len(whole))
