@@ -4,7 +4,8 @@ vs the oracle, on simulated worlds with cannibalisation and incentive variants.
     python benchmarks/bench_uplift.py [--customers 100] [--days 365] [--seeds 0 1 2] [--train-days 365]
                                       [--train-customers 400] [--rounds 200] [--fatigue-cost 0]
                                       [--exploration 0] [--ope [--ope-customers N] [--ope-window 1]
-                                      [--ope-logger uniform|epsilon|softmax] [--ope-epsilon 0.1]]
+                                      [--ope-logger uniform|epsilon|softmax] [--ope-epsilon 0.1]
+                                      [--ope-caps target|logged] [--ope-keep-control]]
                                       [--out bench_uplift.json]
     python benchmarks/bench_uplift.py --merge seed0.json seed1.json seed2.json   # seeds run apart
 
@@ -75,7 +76,10 @@ def ope_line(seed: int, row: dict[str, float]) -> str:
             f"{row['decisions']:,} decisions, {row.get('contacts', 0):,} contacts, {row['matches']:,} matching, "
             f"ESS {row['ess']:,.0f}; {row.get('cpu_s', float('nan')):.0f} CPU s: {parts}; closed-loop truth {truth:,.0f} "
             f"({row.get('truth_contacts', 0):,} contacts; the target's expected contacts on the log "
-            f"{row.get('target_contacts', float('nan')):,.0f})")
+            f"{row.get('target_contacts', float('nan')):,.0f}); caps {row.get('caps', 'logged')}, "
+            f"{row.get('control_customers', 0)} control customers left out; mean weights: contacts "
+            f"{row.get('contact_weight_mean', float('nan')):.3f} vs the target's P(contact) {row.get('coverage', float('nan')):.3f}, "
+            f"no contact {row.get('none_weight_mean', float('nan')):.3f} (expected 1)")
 
 
 def _runs(rows: dict[str, dict[str, object]]) -> dict[str, UpliftRun]:
@@ -105,6 +109,12 @@ def main() -> None:
     parser.add_argument("--ope-epsilon", type=float, default=0.1,
                         help="Exploration rate of the epsilon / softmax logger.")
     parser.add_argument("--ope-temperature", type=float, default=1.0, help="Softmax temperature (currency units of ev).")
+    parser.add_argument("--ope-caps", choices=("target", "logged"), default="target",
+                        help="The target's contact-level cap state in the OPE: its own contacts on the logged decisions "
+                             "(default) or the log's (evaluation.evaluate.evaluate(caps=)).")
+    parser.add_argument("--ope-keep-control", action="store_true",
+                        help="Keep the control group's decisions in the per-decision OPE (before issue 21's fix: "
+                             "their propensities are per customer, not per decision).")
     parser.add_argument("--ope-only", action="store_true",
                         help="With --ope: run only the uplift policy in closed loop (its truth), not the other four.")
     parser.add_argument("--merge", type=Path, nargs="+", help="Print the medians of the JSON files of earlier runs.")
@@ -147,7 +157,8 @@ def main() -> None:
         if args.ope and world is not None:
             c1, w1 = time.process_time(), time.perf_counter()
             ope = uplift_ope(config, seed, policy, world, window_days=args.ope_window, customers=args.ope_customers,
-                             logger=args.ope_logger, epsilon=args.ope_epsilon, temperature=args.ope_temperature)
+                             logger=args.ope_logger, epsilon=args.ope_epsilon, temperature=args.ope_temperature,
+                             caps=args.ope_caps, exclude_control=not args.ope_keep_control)
             truth = by["uplift"].incremental_value
             opes[seed] = ope.row() | {"truth": truth, "truth_contacts": by["uplift"].contacts,
                                       "cpu_s": time.process_time() - c1, "wall_s": time.perf_counter() - w1,

@@ -15,11 +15,14 @@ ask the ranking code what the target policy (model + `ContactPolicy`) would have
    offer a rule forbids gets probability 0 and "no offer" gets what is left.
 
 Simplifications (docs/evaluation.md): the cap state is the LOGGED one (what the logging policy
-sent), not what the target policy would have sent; one offer per decision (k = 1); the retention
-term of the arbiter is off (churn_probability 0); decisions the logging policy did not log (no
-contact) are not evaluated: values are per logged decision. A log with a `no_offers` table (every
-decision logged, issue 21) is evaluated whole: a logged "no contact" is the none action, with its
-propensity, reward 0 and the target's probability of making no contact.
+sent), not what the target policy would have sent (`caps="target"`: the contact-level caps of
+the target's own contacts on the logged decisions, the offer it makes still chosen on the logged
+history); one offer per decision (k = 1); the retention term of the arbiter is off
+(churn_probability 0); decisions the logging policy did not log (no contact) are not evaluated:
+values are per logged decision. A log with a `no_offers` table (every decision logged, issue 21)
+is evaluated whole: a logged "no contact" is the none action, with its propensity, reward 0 and
+the target's probability of making no contact. The decisions of the universal control group's
+members are left out: the group is drawn once per customer, not per decision (`logged_decisions`).
 """
 
 from __future__ import annotations
@@ -39,9 +42,11 @@ from tqdm.auto import tqdm
 from features import FEATURE_SET, build_customer_features, customer_feature_names
 from nbo.data import Dataset
 from nbo.errors import NboError
-from serving.contact_store.base import ContactRecord
+from serving.contact_store.base import ContactRecord, decision_refusal
 from serving.contact_store.consent import ConsentBook
-from serving.policy import ContactPolicy
+from nbo.control import in_control
+from serving.holdout import control_rows
+from serving.policy import ContactPolicy, ControlGroup
 from serving.catalogue import compile_offer_rules
 from serving.ranking import Arbiter
 from serving.reservation import ContactDesk
@@ -87,13 +92,16 @@ def target_probabilities(desk: ContactDesk, offers: pd.DataFrame, p_row: np.ndar
     j = int(block.picks[0, 0])
     if not math.isclose(probs[j], block.propensity[0, 0], rel_tol=1e-9, abs_tol=1e-12):
         raise NboError(f"internal: arbiter propensity {block.propensity[0, 0]} != reconstructed {probs[j]}")
-    # The target's own holdouts (serving.holdout): its control group and randomised no-offer.
+    # The target's own holdouts (serving.holdout), given the customer: its control group is a
+    # share of customers drawn once by hashed id, so a member makes no contact on the group's
+    # channels (probability 1) and anyone else is held out by the no-offer draw alone.
     policy = arbiter.policy
     if not policy.holds_out:
         return probs, 0.0
-    share = policy.control_group.share if policy.control_group.holds(channel) else 0.0
+    if control_rows(policy, [customer_id], channel)[0]:
+        return np.zeros_like(probs), 1.0
     rate = policy.arbitration.exploration.no_offer_rate
-    return probs * ((1.0 - share) * (1.0 - rate)), share + (1.0 - share) * rate
+    return probs * (1.0 - rate), rate
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -108,6 +116,8 @@ class PolicyEstimates:
     #: What the target adds over no contact (a log with `no_offers`, evaluation.ope.incremental_value).
     incremental: IncrementalEstimates | None = None
     incremental_window_days: int = 7
+    #: The target's probability of making a contact at each logged decision.
+    contact_probability: np.ndarray | None = field(default=None, repr=False)
 
     def warnings(self) -> list[str]:
         return self.diagnostics.warnings()
@@ -125,6 +135,8 @@ class Evaluation:
     logged: dict[str, Estimate]  # reward -> observed mean
     candidate: PolicyEstimates
     baseline: PolicyEstimates | None
+    #: Control-group members whose decisions were left out (`logged_decisions`).
+    control_customers: int = 0
 
     def gate(self) -> tuple[bool, str]:
         """Does the candidate's DR lower bound (expected value) beat the baseline's DR estimate?"""
@@ -159,6 +171,8 @@ class Evaluation:
             d = pe.diagnostics
             out.update({f"{tag}_ess": d.ess, f"{tag}_matches": float(d.matches), f"{tag}_max_weight": d.max_weight,
                         f"{tag}_max_weight_share": d.max_weight_share, f"{tag}_offer_rate": pe.offer_rate})
+        if self.control_customers:
+            out["control_customers_left_out"] = float(self.control_customers)
         return {k: v for k, v in out.items() if np.isfinite(v)}
 
     def figures(self) -> dict[str, Figure]:
@@ -193,6 +207,10 @@ class Evaluation:
         lines = [f"# Off-policy evaluation: {self.candidate.label}", "",
                  f"{self.n_decisions:,} logged decisions from {self.since} to {self.until} "
                  "(values per logged decision; value = offer value x acceptance - contact cost, currency units).", ""]
+        if self.control_customers:
+            lines += [f"The decisions of the {self.control_customers:,} control-group customers are left out (a "
+                      "per-customer experiment: `nbo lift`); the others' propensities are taken given they are "
+                      "outside the group.", ""]
         ok, reason = self.gate()
         lines += [f"**Gate** (candidate DR lower bound > baseline DR): {'PASS' if ok else 'FAIL'} - {reason}", ""]
         lines += ["| policy | estimator | acceptance | 95 % CI | value | 95 % CI |", "|---|---|---|---|---|---|"]
@@ -258,10 +276,17 @@ def replay_store(contacts: pd.DataFrame, offers: pd.DataFrame, until: pd.Timesta
     return store
 
 
-def logged_decisions(data: Dataset, since: pd.Timestamp | None, until: pd.Timestamp | None) -> pd.DataFrame:
+def logged_decisions(data: Dataset, since: pd.Timestamp | None, until: pd.Timestamp | None,
+                     control: ControlGroup | None = None) -> pd.DataFrame:
     """Contacts with a final outcome in [since, until), and the decisions that made no contact
-    (`no_offers`: `offer_id` empty, rewards 0, `propensity` that of making none), in time order,
-    with their rewards."""
+    (`no_offers`: `offer_id` empty, rewards 0, `propensity` that of making none, `reason`), in
+    time order, with their rewards.
+
+    `control`: the logging policy's control group. Its members are drawn once per customer (by
+    hashed id), not per decision, so their decisions are no per-decision experiment (they are
+    `nbo lift`'s): every decision of a member is left out (`attrs["control_customers"]`: how
+    many members had one), and the logged propensities of the others, which the contract writes
+    over the group's draw too, are taken given the customer is outside it (`outside_control`)."""
     c = data.contacts
     until = until if until is not None else c["ts"].max() + pd.Timedelta(seconds=1)
     since = since if since is not None else until - pd.Timedelta(days=28)
@@ -269,8 +294,12 @@ def logged_decisions(data: Dataset, since: pd.Timestamp | None, until: pd.Timest
     none = data.no_offers
     none = none[(none["ts"] >= since) & (none["ts"] < until)]
     if len(none):
-        rows = pd.concat([rows, none[["decision_id", "customer_id", "channel", "ts", "propensity"]]], ignore_index=True)
+        rows = pd.concat([rows, none[["decision_id", "customer_id", "channel", "ts", "reason", "propensity"]]],
+                         ignore_index=True)
     rows = rows.sort_values(["ts", "decision_id"] if len(none) else "ts", kind="stable")
+    members = 0
+    if control is not None and control.share > 0.0:
+        rows, members = outside_control(rows, control)
     offers = data.offers.set_index("offer_id")
     rows = rows.reset_index(drop=True)
     accepted = (rows["outcome"] == "accepted").to_numpy(float)
@@ -279,8 +308,35 @@ def logged_decisions(data: Dataset, since: pd.Timestamp | None, until: pd.Timest
     cost = np.where(made, offers["cost"].reindex(rows["offer_id"]).to_numpy(float), 0.0)
     rows["r_acceptance"] = accepted
     rows["r_value"] = accepted * value - cost
-    rows.attrs["since"], rows.attrs["until"] = since, until
+    rows.attrs["since"], rows.attrs["until"], rows.attrs["control_customers"] = since, until, members
     return rows
+
+
+def outside_control(rows: pd.DataFrame, control: ControlGroup) -> tuple[pd.DataFrame, int]:
+    """(`rows` without the decisions of the control group's members, how many members had one),
+    the propensities of the rest on the group's channels given the customer is outside it: an
+    offer's (1 - share)(1 - rate) P(offer) / (1 - share), a randomised no-offer's (`explore`)
+    share + (1 - share) rate -> rate; a `policy` no-contact (nothing to offer) stays 1.
+    A `control` row left over means `control` is not the group the log was made with: an error."""
+    ids = rows["customer_id"].astype(str)
+    unique = ids.unique()
+    member = dict(zip(unique, in_control(unique.tolist(), control.share, control.salt), strict=True))
+    inside = ids.map(member).to_numpy(dtype=bool)
+    out = rows[~inside].copy()
+    if "reason" in out and (out["reason"] == "control").any():
+        raise NboError("a decision is logged as the control group's for a customer outside the policy's "
+                       "[control_group] (share, salt): evaluate with the control group the log was made with")
+    held = out["channel"].isin(control.channels).to_numpy()
+    made = out["offer_id"].notna().to_numpy()
+    explore = (out["reason"] == "explore").to_numpy() if "reason" in out else np.zeros(len(out), dtype=bool)
+    share, p = control.share, out["propensity"].to_numpy(float)
+    out["propensity"] = np.where(held & made, p / (1.0 - share),
+                                 np.where(held & explore, (p - share) / (1.0 - share), p))
+    if ((out["propensity"] <= 0) | (out["propensity"] > 1 + 1e-9)).any():
+        raise NboError("logged propensities do not fit the policy's [control_group] share: evaluate with the "
+                       "control group the log was made with")
+    out["propensity"] = out["propensity"].clip(upper=1.0)
+    return out, int(len(set(ids[inside])))
 
 
 def category_purchases(rows: pd.DataFrame, events: pd.DataFrame, categories: list[str], window_days: int) -> np.ndarray:
@@ -311,11 +367,15 @@ def _uplift_scores(uplift, data: Dataset, feats: pd.DataFrame, part: pd.DataFram
 
 
 def _score_target(label: str, model, data: Dataset, rows: pd.DataFrame, policy: ContactPolicy, progress: bool,
-                  uplift=None, window_days: int = 7) -> PolicyEstimates:
+                  uplift=None, window_days: int = 7, caps: str = "logged") -> PolicyEstimates:
     offers = data.offers.reset_index(drop=True)
     ids = offers["offer_id"].tolist()
     pos = {o: i for i, o in enumerate(ids)}
-    store = replay_store(data.contacts, offers, rows.attrs["until"], max(policy.longest_window_days, 1))
+    horizon = max(policy.longest_window_days, 1)
+    # caps "target": the target's own contacts on the logged decisions so far decide where it has a
+    # decision at all (`_TargetCaps`); its offer is chosen on the log's history either way.
+    own = _TargetCaps(offers, replay_store(data.contacts, offers, rows.attrs["since"], horizon)) if caps == "target" else None
+    store = replay_store(data.contacts, offers, rows.attrs["until"], horizon)
     desk = ContactDesk(Arbiter(policy, offers, compile_offer_rules(offers, customer_feature_names())), store)
     book = ConsentBook(data.consents)
     value, cost = offers["value"].to_numpy(float), offers["cost"].to_numpy(float)
@@ -339,10 +399,15 @@ def _score_target(label: str, model, data: Dataset, rows: pd.DataFrame, policy: 
         inputs = rule_inputs(feats)
         for k, (i, cid, ch, ts, oid) in enumerate(zip(idx, part["customer_id"], part["channel"], part["ts"],
                                                         part["offer_id"], strict=True)):
-            probs, p_none = target_probabilities(desk, offers, p[k], cid, ch, ts.to_pydatetime(),
-                                                 inputs.get(cid), book, None if tau is None else tau[k])
+            if own is not None and not own.open(cid, ch, ts, policy):  # its own caps leave it no decision here
+                probs, p_none = np.zeros(len(ids)), 1.0
+            else:
+                probs, p_none = target_probabilities(desk, offers, p[k], cid, ch, ts.to_pydatetime(),
+                                                     inputs.get(cid), book, None if tau is None else tau[k])
             pi_all[i] = probs
             none[i] = p_none
+            if own is not None:
+                own.follow(cid, ch, ts, probs, rows.at[i, "decision_id"])
             d_acc[i], d_val[i] = float(probs @ p[k]), float(probs @ (p[k] * value - cost))
             if pd.isna(oid):  # a logged "no contact": the target's probability of none; q = 0
                 pi_logged[i] = p_none
@@ -363,7 +428,41 @@ def _score_target(label: str, model, data: Dataset, rows: pd.DataFrame, policy: 
     if rows["offer_id"].isna().any():  # a log of every decision: what the target adds over no contact
         incremental = _incremental(data, offers, rows, mu, pi_all, p_all, tau_all, window_days)
     return PolicyEstimates(label, estimates, diagnostics(pi_logged, mu), float((1.0 - none).mean()), pi_logged, mu,
-                           incremental, window_days)
+                           incremental, window_days, 1.0 - none)
+
+
+#: Where the target's own cap state is taken from (`evaluate(caps=)`).
+CAP_STATES = ("logged", "target")
+
+
+class _TargetCaps:
+    """The target's own contacts along the logged decisions, for `evaluate(caps="target")`.
+
+    Holdouts (a control group, randomised no-offers) leave the logging policy's contact-level
+    caps (per channel, outbound) open more often than the target's would be, so the log holds
+    more decisions than the target would get. At each logged decision, in time order, the
+    target's most likely action (a contact when its P(contact) is at least 1/2) is recorded as its
+    own contact, after the log's contacts before the period; a decision its own contact-level
+    caps close is none for it (probability 1). Which offer it makes where it decides is still read
+    on the log's history (offer caps, cooldowns): there the logging policy could make the same
+    offers, so the weights keep their support."""
+
+    def __init__(self, offers: pd.DataFrame, store: MemoryContactStore) -> None:
+        self.store = store  # the history before the first decision: the log's
+        self.ids = offers["offer_id"].tolist()
+        self.categories = offers["category"].astype(str).tolist()
+
+    def open(self, customer_id: str, channel: str, ts: pd.Timestamp, policy: ContactPolicy) -> bool:
+        """No contact-level cap of the target's own history forbids a contact at `ts`."""
+        return decision_refusal(self.store.history(customer_id, pd.Timestamp(ts).value / 1e9), channel, policy) is None
+
+    def follow(self, customer_id: str, channel: str, ts: pd.Timestamp, probs: np.ndarray, decision_id: str) -> None:
+        """Record the target's contact at this decision if it most likely makes one."""
+        if float(probs.sum()) < 0.5:
+            return
+        j = int(np.argmax(probs))
+        self.store.add_contacts(customer_id, [ContactRecord(str(decision_id), self.ids[j], self.categories[j],
+                                                            str(channel), pd.Timestamp(ts).value / 1e9)])
 
 
 def _incremental(data: Dataset, offers: pd.DataFrame, rows: pd.DataFrame, mu: np.ndarray, pi: np.ndarray,
@@ -393,14 +492,22 @@ def _incremental(data: Dataset, offers: pd.DataFrame, rows: pd.DataFrame, mu: np
 
 def evaluate(data: Dataset, candidate, policy: ContactPolicy, baseline=None, since: pd.Timestamp | None = None,
              until: pd.Timestamp | None = None, progress: bool = False, uplift=None,
-             window_days: int = 7) -> Evaluation:
+             window_days: int = 7, caps: str = "logged", control: ControlGroup | None = None) -> Evaluation:
     """OPE of `candidate` (a `LoadedModel` or a fitted `CalibratedBooster`) and optionally
     `baseline` under `policy` on the decisions logged in [since, until) (default: the last 28
     days of the contacts table). `uplift` (a `LoadedModel` or a fitted `UpliftBooster`): the
     candidate arbitrates by it (`policy`'s objective should be `uplift`). On a log with `no_offers`
     each policy's incremental value over no contact is estimated too (purchases within
-    `window_days` after each decision)."""
-    rows = logged_decisions(data, since, until)
+    `window_days` after each decision).
+
+    `control`: the control group the log was made with (default `policy.control_group`); its
+    members' decisions are left out (`logged_decisions`). `caps`: the contact-level cap state
+    each target is valued in, `logged` (the history the log made) or `target` (its own contacts
+    on the logged decisions before, `_TargetCaps`: a decision its own caps close is none with
+    probability 1, so the sum over the log counts only the decisions the target would get)."""
+    if caps not in CAP_STATES:
+        raise ValueError(f"unknown cap state {caps!r}; use one of {', '.join(CAP_STATES)}")
+    rows = logged_decisions(data, since, until, policy.control_group if control is None else control)
     if rows.empty:
         raise NboError("no logged decisions with a final outcome in the evaluation period")
     if (rows["propensity"].isna() | (rows["propensity"] <= 0)).any():
@@ -411,14 +518,15 @@ def evaluate(data: Dataset, candidate, policy: ContactPolicy, baseline=None, sin
 
     label, model = unwrap(candidate)
     up = None if uplift is None else getattr(uplift, "model", uplift)
-    cand = _score_target(label, model, data, rows, policy, progress, up, window_days)
+    cand = _score_target(label, model, data, rows, policy, progress, up, window_days, caps)
     base = None
     if baseline is not None:
         blabel, bmodel = unwrap(baseline)
         base = _score_target(blabel if blabel != label else f"{blabel} (baseline)", bmodel, data, rows, policy, progress,
-                             up, window_days)
+                             up, window_days, caps)
     logged = {reward: mean_interval("observed", rows[f"r_{reward}"].to_numpy(float)) for reward in REWARDS}
-    return Evaluation(len(rows), rows.attrs["since"], rows.attrs["until"], logged, cand, base)
+    return Evaluation(len(rows), rows.attrs["since"], rows.attrs["until"], logged, cand, base,
+                      rows.attrs["control_customers"])
 
 
 def write_report(evaluation: Evaluation, out: Path) -> Path:

@@ -169,6 +169,12 @@ class IncrementalEstimates:
     snips: Estimate | None = None
     #: DR with the baseline only (no contact's mean outcome, delta = 0): IPS with a control variate.
     dr_baseline: Estimate | None = None
+    #: Checks of the weights: with right propensities the contact rows' weights pi(a_i)/mu_i
+    #: average the target's P(contact) (`coverage`, the mean of sum_a pi) and the no-contact rows'
+    #: 1/mu_i average 1 (over all decisions, 0 on the other rows).
+    contact_weight_mean: float = float("nan")
+    none_weight_mean: float = float("nan")
+    coverage: float = float("nan")
 
 
 def incremental_value(pi: np.ndarray, logged: np.ndarray, mu: np.ndarray, reward: np.ndarray, outcome_none: np.ndarray,
@@ -239,7 +245,9 @@ def incremental_value(pi: np.ndarray, logged: np.ndarray, mu: np.ndarray, reward
             dr_baseline = mean_interval("dr_baseline", w * (r - b[rows, at]) - none_b)
     return IncrementalEstimates(mean_interval("policy", policy_terms), mean_interval("none", none_terms),
                                 mean_interval("ips", policy_terms - none_terms), dr,
-                                _incremental_snips(w, r, pi.sum(axis=1), inv_none, (pi * y0).sum(axis=1)), dr_baseline)
+                                _incremental_snips(w, r, pi.sum(axis=1), inv_none, (pi * y0).sum(axis=1)), dr_baseline,
+                                float(w.mean()) if n else float("nan"), float(inv_none.mean()) if n else float("nan"),
+                                float(pi.sum(axis=1).mean()) if n else float("nan"))
 
 
 def _incremental_snips(w: np.ndarray, r: np.ndarray, coverage: np.ndarray, v: np.ndarray, g: np.ndarray) -> Estimate:

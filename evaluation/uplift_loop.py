@@ -37,6 +37,8 @@ from features import FEATURE_SET, build_customer_features
 from features.incentives import incentive_columns
 from models.calibrated import CalibratedBooster
 from models.uplift import UpliftBooster
+from nbo.control import in_control
+from nbo.data import Dataset
 from nbo.vocab import CONTACT_CHANNELS
 from serving.policy import ContactPolicy
 from simulator import DayView, SimConfig, Simulator
@@ -274,6 +276,13 @@ class UpliftOpe:
     epsilon: float = 1.0  # the logger's exploration rate
     contacts: int = 0  # logged contacts (the rest of `decisions` made none)
     target_contacts: float = float("nan")  # the target's expected contacts on the logged decisions (scaled)
+    caps: str = "logged"  # the target's cap state: the log's or its own (`evaluate(caps=)`)
+    control_customers: int = 0  # control-group members left out (their decisions are not in `decisions`)
+    #: Weight checks (`IncrementalEstimates`): the contact rows' mean weight should be about the
+    #: target's mean P(contact) (`coverage`), the no-contact rows' mean 1/mu about 1.
+    contact_weight_mean: float = float("nan")
+    coverage: float = float("nan")
+    none_weight_mean: float = float("nan")
 
     def row(self) -> dict[str, float | int | str]:
         return asdict(self)
@@ -313,24 +322,15 @@ def logging_policy(policy: ContactPolicy, control_share: float = 0.1, no_offer_r
     })
 
 
-def uplift_ope(config: SimConfig, seed: int, policy: ContactPolicy, world: UpliftWorld,
-               window_days: int = 1, control_share: float = 0.1, no_offer_rate: float = 0.1,
-               customers: int | None = None, logger: str = "uniform", epsilon: float = 0.1,
-               temperature: float = 1.0) -> UpliftOpe:
-    """Log `config.days` days of the world of `seed` with the randomised `logging_policy` on the
-    closed loop's own contact opportunities (`ArbiterPolicy`, every decision logged with its
-    propensity, "no contact" included), then estimate off-policy the incremental value of the
-    `uplift` policy (`evaluation.evaluate.evaluate` with the uplift model) on that log: per
-    decision, times the logged decisions. `logger`, `epsilon`, `temperature`: see `logging_policy`
-    (the exploring loggers score with the same models as the target, `model_scorer`).
-    `window_days`: the purchase window of the outcome (the simulator's acceptances buy the same
-    day; a shorter window carries less organic noise). `customers`: the logging run's size
-    (default the config's); the totals are scaled to the config's customers (per decision x
-    decisions x config customers / logged customers)."""
-    from evaluation.evaluate import evaluate
-
-    logged_customers = customers or config.customers
-    sim = Simulator(config.model_copy(update={"customers": logged_customers}), seed=seed)
+def ope_log(config: SimConfig, seed: int, policy: ContactPolicy, world: UpliftWorld, control_share: float = 0.1,
+            no_offer_rate: float = 0.1, customers: int | None = None, logger: str = "uniform", epsilon: float = 0.1,
+            temperature: float = 1.0) -> tuple[Dataset, ContactPolicy]:
+    """(the log, the logging policy): `config.days` days of the world of `seed` (`customers`
+    customers, default the config's) logged by the randomised `logging_policy` on the closed
+    loop's own contact opportunities (`ArbiterPolicy`, every decision logged with its
+    propensity, "no contact" included). The exploring loggers score with the same models as the
+    target (`model_scorer`)."""
+    sim = Simulator(config.model_copy(update={"customers": customers or config.customers}), seed=seed)
     offers = sim.catalogue.to_frame(config)
     m = len(offers)
 
@@ -339,31 +339,61 @@ def uplift_ope(config: SimConfig, seed: int, policy: ContactPolicy, world: Uplif
         return np.ones((len(opp), m)), inputs
 
     scorer = flat_scorer if logger == "uniform" else model_scorer(world, sim, with_uplift=True)
-    logger_policy = ArbiterPolicy("logging", logging_policy(policy, control_share, no_offer_rate, logger, epsilon,
-                                                            temperature),
-                                  offers, scorer, sim.population.contact_intensity, config.banner_rate, seed + 7,
-                                  skip_refused=True, log_no_offers=True)
+    logging = logging_policy(policy, control_share, no_offer_rate, logger, epsilon, temperature)
+    logger_policy = ArbiterPolicy("logging", logging, offers, scorer, sim.population.contact_intensity,
+                                  config.banner_rate, seed + 7, skip_refused=True, log_no_offers=True)
     first = 0
     for _ in range(config.days):
         sim.step(logger_policy)
         logger_policy.observe(sim, first)
         first += sim.results[-1].contacts
-    data = dataset(sim)
+    return dataset(sim), logging
+
+
+def uplift_ope(config: SimConfig, seed: int, policy: ContactPolicy, world: UpliftWorld,
+               window_days: int = 1, control_share: float = 0.1, no_offer_rate: float = 0.1,
+               customers: int | None = None, logger: str = "uniform", epsilon: float = 0.1,
+               temperature: float = 1.0, caps: str = "target", exclude_control: bool = True,
+               log: tuple[Dataset, ContactPolicy] | None = None) -> UpliftOpe:
+    """Log `config.days` days of the world of `seed` with the randomised `logging_policy`
+    (`ope_log`; or take `log`, what `ope_log` returned), then estimate off-policy the incremental
+    value of the `uplift` policy (`evaluation.evaluate.evaluate` with the uplift model) on that
+    log, summed over its decisions. `logger`, `epsilon`, `temperature`: see `logging_policy`.
+    `window_days`: the purchase window of the outcome (the simulator's acceptances buy the same
+    day; a shorter window carries less organic noise).
+
+    Two things make the sum the target's (docs/evaluation.md, issue 21):
+    - `exclude_control`: the control group is drawn per customer, so its members' decisions are
+      left out (their propensities are not per decision) and the sum over the others is scaled
+      to all customers (x customers / customers outside the group); the no-contact arm is the
+      randomised no-offer draw;
+    - `caps="target"`: the target is valued on its own cap state along each customer's logged
+      decisions (its own contacts so far), so the decisions the holdouts left open but its own
+      caps would close count 0 (`caps="logged"`: the log's cap state, as `nbo evaluate`).
+    `customers`: the logging run's size (default the config's); the totals are scaled to the
+    config's customers."""
+    from evaluation.evaluate import evaluate, logged_decisions
+
+    logged_customers = customers or config.customers
+    data, logging = log if log is not None else ope_log(config, seed, policy, world, control_share, no_offer_rate,
+                                                        customers, logger, epsilon, temperature)
     target = policy.model_copy(update={"arbitration": policy.arbitration.model_copy(update={"objective": "uplift"})})
     start = pd.Timestamp(config.start)
     until = start + pd.Timedelta(days=config.days)
+    group = logging.control_group if exclude_control else logging.control_group.model_copy(update={"share": 0.0})
     result = evaluate(data, world.propensity, target, since=start, until=until, uplift=world.uplift,
-                      window_days=window_days)
+                      window_days=window_days, caps=caps, control=group)
     inc, n = result.candidate.incremental, result.n_decisions
-    scale = n * config.customers / logged_customers
+    members = int(in_control(data.customers["customer_id"].astype(str).tolist(), group.share, group.salt).sum())
+    scale = n * config.customers / (logged_customers - members)
     if inc is None or inc.dr is None or inc.snips is None or inc.dr_baseline is None:
         raise ValueError("the logging run logged no decision without contact")
     d = result.candidate.diagnostics
-    none = data.no_offers
-    contacts = n - int(((none["ts"] >= start) & (none["ts"] < until)).sum())
+    contacts = int(logged_decisions(data, start, until, group)["offer_id"].notna().sum())
     return UpliftOpe(n, inc.ips.value * scale, inc.ips.low * scale, inc.ips.high * scale, inc.dr.value * scale,
                      inc.dr.low * scale, inc.dr.high * scale, d.ess, d.matches,
                      inc.snips.value * scale, inc.snips.low * scale, inc.snips.high * scale,
                      inc.dr_baseline.value * scale, inc.dr_baseline.low * scale, inc.dr_baseline.high * scale,
                      logger, 1.0 if logger == "uniform" else epsilon, contacts,
-                     result.candidate.offer_rate * scale)
+                     result.candidate.offer_rate * scale, caps, members, inc.contact_weight_mean, inc.coverage,
+                     inc.none_weight_mean)

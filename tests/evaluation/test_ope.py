@@ -12,9 +12,13 @@ import pytest
 
 from simulator import SimConfig, Simulator
 from simulator.io import dataset
-from serving.policy import ContactPolicy
-from evaluation.evaluate import evaluate, logged_decisions
-from evaluation.ope import diagnostics, doubly_robust, ips, snips
+from nbo.control import in_control
+from nbo.errors import NboError
+from serving.contact_store.base import ContactRecord, decision_refusal
+from serving.policy import ContactPolicy, ControlGroup
+from evaluation.evaluate import evaluate, logged_decisions, outside_control
+from evaluation.memory_store import MemoryContactStore
+from evaluation.ope import diagnostics, doubly_robust, incremental_value, ips, snips
 from evaluation.ope_truth import check_against_truth, top_k_mask
 from evaluation.policy_sim import train_on_logging_run
 
@@ -206,17 +210,28 @@ def test_evaluate_reads_the_decisions_without_contact() -> None:
                                            "arbitration": {"exploration": {"no_offer_rate": 0.1}}})
     result = evaluate(data, trained.model, policy, since=since, until=until)
     cand = result.candidate
-    rows = logged_decisions(data, since, until)  # the rows evaluate() valued, in its order
-    assert result.n_decisions == len(rows) == len(made) + len(none)
+    rows = logged_decisions(data, since, until, policy.control_group)  # the rows evaluate() valued, in its order
+    # The control group's members are left out (drawn per customer, not per decision); the rest is every decision.
+    group = policy.control_group
+    member = {c for c in data.customers["customer_id"] if in_control([c], 0.2, group.salt)[0]}
+    made_out, none_out = made[~made["customer_id"].isin(member)], none[~none["customer_id"].isin(member)]
+    assert 0 < result.control_customers == len(member & set(made["customer_id"]) | member & set(none["customer_id"]))
+    assert result.n_decisions == len(rows) == len(made_out) + len(none_out) < len(made) + len(none)
+    assert (none_out["reason"] != "control").all()
     no_contact = rows["offer_id"].isna().to_numpy()
-    assert no_contact.sum() == len(none)
-    assert sorted(cand.mu[no_contact]) == pytest.approx(sorted(none["propensity"]))
-    # the target's probability of making no contact: its own holdouts, or 1 when it has nothing to offer
-    held = 0.2 + 0.8 * 0.1
+    assert no_contact.sum() == len(none_out)
+    # propensities given the customer is outside the group: a randomised no-offer's is the rate
     on_group = rows["channel"].isin(["email", "sms", "push"]).to_numpy()
+    explore = (rows["reason"] == "explore").to_numpy()
+    assert cand.mu[explore] == pytest.approx(np.full(explore.sum(), 0.1))
+    assert (cand.mu[no_contact & ~explore] == 1.0).all()
+    assert cand.mu[~no_contact & on_group] == pytest.approx(
+        rows.loc[~no_contact & on_group, "propensity"].to_numpy(float))
+    # the target's probability of making no contact: its own no-offer draw, or 1 when it has nothing to offer
     pi_none = cand.pi_logged[no_contact]
-    assert np.isin(np.round(pi_none, 12), [round(held, 12), 0.1, 1.0]).all()
-    assert (np.round(pi_none[on_group[no_contact]], 12) != 0.1).all()
+    assert np.isin(np.round(pi_none, 12), [0.1, 1.0]).all()
+    assert "control-group customers are left out" in result.markdown()
+    assert result.metrics()["control_customers_left_out"] == result.control_customers
     # IPS over every decision: the no-contacts count in n and add 0
     r = rows["r_value"].to_numpy(float)
     assert (r[no_contact] == 0).all()
@@ -224,4 +239,80 @@ def test_evaluate_reads_the_decisions_without_contact() -> None:
     # Without the no_offers table only the contacts are decisions
     fewer = evaluate(replace(data, no_offers=data.no_offers.iloc[0:0], absent_tables=("no_offers",)), trained.model,
                      policy, since=since, until=until)
-    assert fewer.n_decisions == len(made)
+    assert fewer.n_decisions == len(made_out)
+    # caps="target": the target's own contacts on the logged decisions (after the log's before the
+    # period) never pass its contact-level caps, and a decision they close is none for it.
+    own = evaluate(data, trained.model, policy, since=since, until=until, caps="target")
+    p_contact = own.candidate.contact_probability
+    assert own.n_decisions == result.n_decisions and p_contact.sum() <= result.candidate.contact_probability.sum()
+    store = MemoryContactStore(horizon_days=policy.longest_window_days)
+    past = data.contacts[data.contacts["ts"] < since].sort_values("ts", kind="stable")
+    for cid, ch, ts in zip(past["customer_id"], past["channel"], past["ts"], strict=True):
+        store.add_contacts(cid, [ContactRecord("past", "o", "k", ch, pd.Timestamp(ts).value / 1e9)])
+    closed = 0
+    for i, (cid, ch, ts) in enumerate(zip(rows["customer_id"], rows["channel"], rows["ts"], strict=True)):
+        refused = decision_refusal(store.history(cid, pd.Timestamp(ts).value / 1e9), ch, policy) is not None
+        closed += refused
+        assert not (refused and p_contact[i] > 0), i
+        if p_contact[i] >= 0.5:
+            store.add_contacts(cid, [ContactRecord(f"t{i}", "o", "k", ch, pd.Timestamp(ts).value / 1e9)])
+    assert closed > 0  # the log's holdouts left decisions open that the target's own caps close
+    with pytest.raises(ValueError, match="cap state"):
+        evaluate(data, trained.model, policy, since=since, until=until, caps="mine")
+
+
+def _control_log(share: float = 0.5, rate: float = 0.5) -> tuple[pd.DataFrame, set[str]]:
+    """A hand-built log of 40 customers, propensities written as the contract says (over the
+    control group's draw). Outside the group each customer has, on email: 2 contacts with the
+    one offer (reward 3) and 2 randomised no-offers (their category earns 1 without contact), 1
+    decision with nothing to offer (`policy`, propensity 1); on web (no control group there): 1
+    contact and 1 no-offer. Members: 6 `control` rows on email, and the same web decisions.
+    A target making the offer wherever the logger could adds 3 - 1 = 2 at each of the 6 decisions
+    with an offer of a customer outside the group: 12 / 7 per decision, exactly."""
+    ids = [f"c{i:03d}" for i in range(40)]
+    member = {c for c, m in zip(ids, in_control(ids, share), strict=True) if m}
+    held_none, held_offer = share + (1 - share) * rate, (1 - share) * (1 - rate)
+    rows = []
+    for c in ids:
+        email = ([("email", "A", None, held_offer)] * 2 + [("email", None, "explore", held_none)] * 2
+                 + [("email", None, "policy", 1.0)]) if c not in member else [("email", None, "control", held_none)] * 6
+        for ch, offer, reason, p in email + [("web", "A", None, 1 - rate), ("web", None, "explore", rate)]:
+            rows.append({"decision_id": f"d{len(rows)}", "customer_id": c, "channel": ch,
+                         "ts": pd.Timestamp("2025-01-01") + pd.Timedelta(hours=len(rows)), "offer_id": offer,
+                         "reason": reason, "propensity": p})
+    return pd.DataFrame(rows), member
+
+
+def _incremental_ips(rows: pd.DataFrame) -> float:
+    logged = np.where(rows["offer_id"].notna(), 0, -1)
+    pi = np.where(rows["reason"] == "policy", 0.0, 1.0)[:, None]  # the offer wherever there is one
+    reward = np.where(logged == 0, 3.0, 0.0)
+    return incremental_value(pi, logged, rows["propensity"].to_numpy(float), reward, np.ones((len(rows), 1))).ips.value
+
+
+def test_the_control_group_is_left_out_and_the_rest_valued_exactly_on_a_hand_built_log():
+    rows, member = _control_log()
+    assert 5 < len(member) < 35
+    out, members = outside_control(rows, ControlGroup(share=0.5))
+    assert members == len(member) and not out["customer_id"].isin(member).any()
+    assert len(out) == 7 * (40 - len(member))
+    email, made = out["channel"] == "email", out["offer_id"].notna()
+    assert (out.loc[email & made, "propensity"] == 0.5).all()  # (1 - s)(1 - r) / (1 - s) = 1 - r
+    assert (out.loc[email & (out["reason"] == "explore"), "propensity"] == 0.5).all()  # (s + (1 - s) r - s) / (1 - s) = r
+    assert (out.loc[out["reason"] == "policy", "propensity"] == 1.0).all()
+    assert out.loc[~email, "propensity"].tolist() == rows.loc[rows["customer_id"].isin(out["customer_id"])
+                                                               & (rows["channel"] == "web"), "propensity"].tolist()
+    assert _incremental_ips(out.reset_index(drop=True)) == pytest.approx(12 / 7, abs=1e-12)
+    # Read whole, with the contract's propensities (over the group's draw), the same log is valued wrong.
+    assert abs(_incremental_ips(rows) - 12 / 7) > 0.1
+
+
+def test_a_control_group_that_is_not_the_logs_is_refused():
+    rows, _ = _control_log()
+    with pytest.raises(NboError, match="control group the log was made with"):
+        outside_control(rows, ControlGroup(share=0.5, salt="another"))  # its `control` rows are not members
+    with pytest.raises(NboError, match="control group the log was made with"):
+        # a no-offer logged with the rate alone (no group) cannot be over a group of share 0.2: 0.1 < 0.2
+        outside_control(rows[rows["reason"] == "explore"].assign(propensity=0.1), ControlGroup(share=0.2))
+    empty, members = outside_control(rows.iloc[0:0], ControlGroup(share=0.5))
+    assert empty.empty and members == 0

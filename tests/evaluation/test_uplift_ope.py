@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evaluation.evaluate import logged_decisions
 from evaluation.sim_policies import ArbiterPolicy, truth_scorer
 from evaluation.uplift_loop import logging_policy
 from nbo.control import in_control
@@ -145,3 +146,54 @@ def test_the_epsilon_logger_only_contacts_where_an_offer_pays_and_explores_at_it
     assert 0.02 < explored.mean() < e + 0.04
     with pytest.raises(ValueError, match="unknown OPE logger"):
         logging_policy(ContactPolicy(), logger="greedy")
+
+
+def test_weights_average_to_their_expectation_once_the_control_group_is_left_out():
+    """On a log from the exploring logger, the control group's decisions left out and the others'
+    propensities taken given they are outside it: the weights of the target "no contact" ([none] /
+    mu) average 1, and those of the logger's own pick without its no-offer draw (pi = mu / (1 - rate)
+    on a contact) average the share of decisions with an offer. Read whole (the group's decisions
+    in, propensities over the group's draw), the members' uncapped decisions over-weight "no contact"."""
+    e, share, rate, days = 0.1, 0.2, 0.25, 20
+    data, offers, policy = _exploring_log(customers=300, days=days, epsilon=e, share=share, rate=rate)
+    start = pd.Timestamp(CONFIG.start)
+    until = start + pd.Timedelta(days=days - 3)  # contacts of the last days have no final outcome yet
+    rows = logged_decisions(data, start, until, policy.control_group)
+    ids = data.customers["customer_id"].astype(str)
+    members = set(ids[in_control(ids.tolist(), share, policy.control_group.salt)])
+    assert rows.attrs["control_customers"] > 10 and not rows["customer_id"].isin(members).any()
+    n, none = len(rows), rows["offer_id"].isna().to_numpy()
+    v = none / rows["propensity"].to_numpy(float)
+    assert n > 1000 and abs(v.mean() - 1.0) < 4 * v.std() / np.sqrt(n)
+    w = np.where(none, 0.0, 1.0 / (1.0 - rate))
+    offered = float((rows["reason"] != "policy").mean())
+    assert abs(w.mean() - offered) < 4 * w.std() / np.sqrt(n)
+    whole = logged_decisions(data, start, until)
+    v_whole = whole["offer_id"].isna().to_numpy() / whole["propensity"].to_numpy(float)
+    assert v_whole.mean() - 1.0 > 4 * v_whole.std() / np.sqrt(len(whole))
+
+
+def test_uplift_ope_leaves_the_control_group_out_and_values_the_target_on_its_own_caps():
+    """`uplift_ope` end to end on a tiny world, one log read four ways: without the control
+    group fewer decisions and the sum scaled to every customer; on its own caps the target has no
+    more decisions than on the log's; with both off, session 12's reading (every decision)."""
+    from evaluation.uplift_loop import ope_log, train_uplift_world, uplift_ope
+
+    config = SimConfig(customers=60, days=30, cannibalisation=True, incentives=DEFAULT_INCENTIVES)
+    policy = ContactPolicy.model_validate({"arbitration": {"exploration": {"rate": 0.0}}})
+    world = train_uplift_world(config, 1, 30, num_boost_round=10, customers=80)
+    log = ope_log(config, 0, policy, world, control_share=0.2, no_offer_rate=0.2, logger="epsilon")
+    data, logging = log
+    reads = {(caps, out): uplift_ope(config, 0, policy, world, logger="epsilon", caps=caps, exclude_control=out, log=log)
+             for caps in ("logged", "target") for out in (False, True)}
+    whole, fixed = reads[("logged", False)], reads[("target", True)]
+    members = int(in_control(data.customers["customer_id"].tolist(), 0.2, logging.control_group.salt).sum())
+    assert whole.control_customers == 0 and fixed.control_customers == members > 0
+    assert whole.decisions == len(data.contacts[data.contacts["outcome"] != "pending"]) + len(data.no_offers)
+    assert fixed.decisions == reads[("logged", True)].decisions < whole.decisions
+    assert fixed.target_contacts <= reads[("logged", True)].target_contacts
+    assert reads[("target", False)].target_contacts <= whole.target_contacts
+    for o in reads.values():
+        assert o.caps in ("logged", "target") and np.isfinite([o.ips, o.dr, o.snips, o.dr_baseline]).all()
+    with pytest.raises(ValueError, match="cap state"):
+        uplift_ope(config, 0, policy, world, logger="epsilon", caps="theirs", log=log)
