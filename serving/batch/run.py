@@ -47,8 +47,8 @@ from serving.batch.plan import OUTPUT_COLUMNS, PLAN_COLUMNS, PLAN_SCHEMA, models
 from serving.engine import naive_utc
 from serving.batch.reserve import merge_summaries, reserve_plan, summarise
 from serving.batch.spark import run_spark, whole_decisions
-from serving.batch.workers import (cached_engine, keep_freed_memory, one_thread_per_worker, pool_init,
-                                   pool_plan_rows)
+from serving.batch.workers import (cached_engine, freeze_startup_objects, keep_freed_memory, one_thread_per_worker,
+                                   pool_init, pool_plan_rows)
 from serving.settings import EngineSettings, latest_features_file
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,7 @@ class BatchRun:
         engine = cached_engine(self.settings.model_dump_json())
         if not self.job.dry_run:
             engine.store.expect_bulk_writes()  # this thread reserves every chunk
+        freeze_startup_objects()  # the collector no longer walks start-up's heap at every full pass
         total = materialised_rows(self._features_file())
         with tqdm(total=total, unit=" customers", unit_scale=True, disable=not self.progress, file=sys.stderr,
                   mininterval=1.0, desc=f"score {self.job.campaign}") as bar:
