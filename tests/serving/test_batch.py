@@ -232,6 +232,27 @@ def test_a_group_of_chunks_whose_transaction_fails_is_reserved_once_by_the_rerun
     pd.testing.assert_frame_equal(frame.drop(columns="decision_id"), reference.drop(columns="decision_id"))
 
 
+@pytest.mark.parametrize("channel", ["web", "email"])
+def test_chosen_columns_are_the_shown_offers_of_every_row(world: World, tmp_path: Path, channel: str) -> None:
+    """`DecisionBlock.chosen` (the batch plan's columns) holds, row by row, what `shown` answers
+    (the offers `/recommend` shows): k = 3, with customers without any offer (no e-mail consent)."""
+    from serving.pipeline import CustomerBlock
+
+    engine = open_engine(world.settings(tmp_path / "contacts.db"))
+    frame, _ = read_materialised(world.features)
+    frame = frame.iloc[:400]
+    ids = frame.index.tolist()
+    block = engine.with_features(frame).decide_block(CustomerBlock(ids), channel, NOW, None, 3)
+    chosen = block.chosen()
+    expected = [(i, o) for i in range(len(ids)) for o in block.shown(i)]
+    assert len(expected) > len(ids)  # several offers per customer
+    assert any(not block.shown(i) for i in range(len(ids))) == (channel == "email")
+    assert chosen["row"] == [i for i, _ in expected]
+    for name in ("rank", "offer_id", "p_accept", "expected_value", "propensity", "reasons", "reason_texts"):
+        assert chosen[name] == [getattr(o, name) for _, o in expected], name
+    engine.close()
+
+
 def test_customers_and_segment_restrict(world: World, tmp_path: Path) -> None:
     frame, _ = read_materialised(world.features)
     chosen = frame.index[::150].tolist()
