@@ -307,8 +307,21 @@ def _top_contributions(scored, rows: np.ndarray, picks: np.ndarray, n_o: int,  #
     categories = {c: by_id[offer_ids[c]].category for c in {cell[1] for cell in cells}}
     codes: dict[tuple[int, int], list[str]] = {}
     texts: dict[tuple[int, int], list[str]] = {}
+    # A sentence depends on the feature, its value, the sign of the contribution and the offer's
+    # category only: said once per such key in the call (counts, flags and segments repeat a lot).
+    said: dict[tuple[int, float, bool, str], str] = {}
     for cell, js, ws, vs in zip(cells, top.tolist(), weights, values, strict=True):
         category = categories[cell[1]]
         codes[cell] = [reason_code(names[j], w) for j, w in zip(js, ws, strict=True)]
-        texts[cell] = [contribution_text(names[j], v, w, category) for j, w, v in zip(js, ws, vs, strict=True)]
+        row: list[str] = []
+        for j, w, v in zip(js, ws, vs, strict=True):
+            if not v:  # 0.0 and -0.0 are one key but may be said differently: not remembered
+                row.append(contribution_text(names[j], v, w, category))
+                continue
+            key = (j, v, w > 0, category)
+            text = said.get(key)
+            if text is None:
+                text = said[key] = contribution_text(names[j], v, w, category)
+            row.append(text)
+        texts[cell] = row
     return codes, texts
