@@ -2,8 +2,8 @@
 reservation on the driver, and the work directory that makes a run resumable.
 
 Reservation happens on the driver only, in order, after the chunk's plan is on disk, with one
-store call (one SQLite transaction) per group of up to `RESERVE_CHUNKS` chunks (`serving.batch.reserve`). Layout of the work directory next to the output
-(`<out>.work/`):
+store call (one SQLite transaction) per group of up to `RESERVE_CHUNKS` chunks
+(`serving.batch.reserve`). Layout of the work directory next to the output (`<out>.work/`):
 
     manifest.json          the job (its arguments and input fingerprints) and its status
     plan-00000.parquet     decisions of chunk 0 before reservation (pandas engine)
