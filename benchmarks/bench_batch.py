@@ -177,6 +177,17 @@ def forest_rate(data: Path, features: Path, tracking: str, work: Path, seconds: 
         engine.close()
 
 
+def output_digest(path: Path) -> str:
+    """SHA-256 of an output's rows (pandas' row hashes, in order): equal for equal answers, whatever
+    the Parquet writer's metadata; compare it across versions."""
+    import hashlib
+
+    if not path.exists():
+        return "(no output)"
+    frame = pd.read_parquet(path)
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
+
+
 @dataclass
 class Measured:
     """One timed subprocess: wall seconds, CPU seconds of the whole process tree, peak RSS of the tree."""
@@ -280,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeat):
             store = root / f"contacts-{i}.db"  # a fresh store per run: every run reserves the whole campaign
             runs.append(run_measured(score_cmd(data, features, tracking, root / f"offers-{i}.parquet", store, extra), env))
+            print(f"  run {i + 1}: output SHA-256 {output_digest(root / f'offers-{i}.parquet')}", flush=True)
         label = (f"pandas engine, {args.workers} worker(s), {'dry run' if args.dry_run else 'with reservations'}")
         results["pandas"] = _line(label, args.customers, runs)
         results["pandas"]["workers"] = args.workers  # type: ignore[index]

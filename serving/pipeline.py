@@ -100,6 +100,31 @@ class DecisionBlock:
                                          churn_probability=float(self.churn[i]), reasons=self._row_reasons(i),
                                          reason_texts=self._row_reasons(i, self.reason_texts))
 
+    def chosen(self) -> dict[str, list[object]]:
+        """Every row's chosen offers at once, as columns (what `shown` gives row by row, without a
+        `ShownOffer` per offer): `row`, `rank`, `offer_id`, `p_accept`, `expected_value`,
+        `propensity`, `reasons`, `reason_texts`; rows in order, each row's offers best rank first."""
+        result, arb, offer_ids = self.result, self.engine.arbiter, self.engine.offer_ids
+        picks = result.picks
+        valid = np.cumprod(picks >= 0, axis=1).astype(bool)  # a row's offers stop at its first empty rank
+        rows, ranks = np.nonzero(valid)
+        cols = picks[rows, ranks]
+        explored = result.explored[rows, ranks].tolist()
+        churn = self.churn[rows].tolist()
+        codes: list[object] = []
+        texts: list[object] = []
+        ids = [offer_ids[c] for c in cols.tolist()]
+        for i, c, oid, e, ch in zip(rows.tolist(), cols.tolist(), ids, explored, churn, strict=True):
+            first = self.reasons.get((i, c), [])
+            code, text = arb.pick_reasons(oid, ch, e, first, self.reason_texts.get((i, c)))
+            codes.append(code)
+            texts.append(text)
+        return {
+            "row": rows.tolist(), "rank": (ranks + 1).tolist(), "offer_id": ids,
+            "p_accept": self.p_accept[rows, cols].tolist(), "expected_value": result.ev[rows, cols].tolist(),
+            "propensity": result.propensity[rows, ranks].tolist(), "reasons": codes, "reason_texts": texts,
+        }
+
     def decision(self, i: int, decision_id: str | None = None) -> Decision:
         """Row i as the `Decision` `/recommend` answers (nothing reserved yet)."""
         return self.engine.arbiter.decision(
@@ -282,8 +307,21 @@ def _top_contributions(scored, rows: np.ndarray, picks: np.ndarray, n_o: int,  #
     categories = {c: by_id[offer_ids[c]].category for c in {cell[1] for cell in cells}}
     codes: dict[tuple[int, int], list[str]] = {}
     texts: dict[tuple[int, int], list[str]] = {}
+    # A sentence depends on the feature, its value, the sign of the contribution and the offer's
+    # category only: said once per such key in the call (counts, flags and segments repeat a lot).
+    said: dict[tuple[int, float, bool, str], str] = {}
     for cell, js, ws, vs in zip(cells, top.tolist(), weights, values, strict=True):
         category = categories[cell[1]]
         codes[cell] = [reason_code(names[j], w) for j, w in zip(js, ws, strict=True)]
-        texts[cell] = [contribution_text(names[j], v, w, category) for j, w, v in zip(js, ws, vs, strict=True)]
+        row: list[str] = []
+        for j, w, v in zip(js, ws, vs, strict=True):
+            if not v:  # 0.0 and -0.0 are one key but may be said differently: not remembered
+                row.append(contribution_text(names[j], v, w, category))
+                continue
+            key = (j, v, w > 0, category)
+            text = said.get(key)
+            if text is None:
+                text = said[key] = contribution_text(names[j], v, w, category)
+            row.append(text)
+        texts[cell] = row
     return codes, texts

@@ -119,6 +119,9 @@ class Arbiter:
         """May each customer be contacted on `channel` at `now` (the consent rule of `decide`);
         `live`: consent changes recorded in the contact store, per customer (merged with the book's)."""
         live = live or {}
+        if isinstance(consents, ConsentBook):  # the whole block in one lookup, the same rule as `_consented`
+            states = consents.state_many(customer_ids, channel, now, live)
+            return np.where(states < 0, channel not in self.policy.consent.opt_in_channels, states == 1)
         return np.fromiter((self._consented(c, channel, now, consents, live.get(c, ())) for c in customer_ids),
                            dtype=bool, count=len(customer_ids))
 
@@ -382,10 +385,8 @@ class Arbiter:
                 break
             explored = bool(block.explored[row, r])
             oid = offer_ids[c]
-            first = (reasons or {}).get(c, [])
-            first_texts = (reason_texts or {}).get(c) or [contribution_text_of(code, self.catalogue.by_id[oid].category)
-                                                          for code in first]
-            own = self.offer_reasons(oid, churn_probability, explored)
+            codes, texts = self.pick_reasons(oid, churn_probability, explored, (reasons or {}).get(c, []),
+                                             (reason_texts or {}).get(c))
             shown.append(ShownOffer(
                 offer_id=oid,
                 rank=r + 1,
@@ -393,10 +394,18 @@ class Arbiter:
                 expected_value=float(block.ev[row, c]),
                 propensity=float(block.propensity[row, r]),
                 explored=explored,
-                reasons=first + own,
-                reason_texts=first_texts + [arbiter_text(code, churn_probability) for code in own],
+                reasons=codes,
+                reason_texts=texts,
             ))
         return shown
+
+    def pick_reasons(self, offer_id: str, churn_probability: float, explored: bool, first: list[str],
+                     first_texts: list[str] | None) -> tuple[list[str], list[str]]:
+        """A chosen offer's reasons: its top contributions `first` (codes), then the arbiter's own;
+        and the same in plain words (`first_texts`, or each contribution said from its code)."""
+        own = self.offer_reasons(offer_id, churn_probability, explored)
+        texts = first_texts or [contribution_text_of(code, self.catalogue.by_id[offer_id].category) for code in first]
+        return first + own, texts + [arbiter_text(code, churn_probability) for code in own]
 
     def decide(
         self,

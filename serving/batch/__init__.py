@@ -19,7 +19,7 @@ from serving.batch.job import (
     read_offer_attributes,
 )
 from serving.batch.plan import OUTPUT_COLUMNS, PLAN_COLUMNS, PLAN_SCHEMA, REASON_SEPARATOR, models_blob, open_engine, plan_chunk
-from serving.batch.reserve import merge_summaries, reserve_plan, summarise
+from serving.batch.reserve import merge_summaries, reserve_plan, reserve_plans, summarise
 from serving.batch.run import BatchRun
 from serving.batch.spark import SPARK_PLAN_DDL
 from serving.batch.workers import keep_freed_memory
@@ -47,5 +47,6 @@ __all__ = [
     "read_customer_list",
     "read_offer_attributes",
     "reserve_plan",
+    "reserve_plans",
     "summarise",
 ]

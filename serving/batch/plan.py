@@ -26,9 +26,8 @@ from features import Context, iter_materialised
 from nbo.errors import NboError
 from serving.batch.customers import SEGMENT_EXCLUDED
 from serving.batch.job import BatchJob, decision_id_for
-from serving.decision import ShownOffer
 from serving.engine import DecisionEngine, naive_utc
-from serving.pipeline import CustomerBlock
+from serving.pipeline import CustomerBlock, DecisionBlock
 from serving.rules import Rule
 from serving.settings import EngineSettings, latest_features_file
 
@@ -100,33 +99,22 @@ def plan_chunk(
         frame = frame[np.fromiter((c in customers for c in frame.index), dtype=bool, count=len(frame))]
     cols: dict[str, list[object]] = {c: [] for c in PLAN_COLUMNS}
 
-    def add(cid: str, did: str, offer: ShownOffer | None, category: str | None, versions: str, no_offer: str | None,
-            p_none: float = math.nan) -> None:
+    def add(cid: str, did: str, versions: str, no_offer: str) -> None:
+        """A row without an offer (the segment left the customer out: not a decision, no propensity)."""
         cols["customer_id"].append(cid)
         cols["decision_id"].append(did)
         cols["model_versions"].append(versions)
         cols["no_offer"].append(no_offer)
-        cols["category"].append(category)
-        if offer is None:
-            for c in ("offer_id", "reasons", "reason_texts"):
-                cols[c].append(None)
-            cols["rank"].append(0)
-            for c in ("p_accept", "expected_value"):
-                cols[c].append(math.nan)
-            cols["propensity"].append(p_none)  # of making no contact (NaN: not a decision, e.g. segment)
-        else:
-            cols["offer_id"].append(offer.offer_id)
-            cols["rank"].append(offer.rank)
-            cols["p_accept"].append(offer.p_accept)
-            cols["expected_value"].append(offer.expected_value)
-            cols["propensity"].append(offer.propensity)
-            cols["reasons"].append(REASON_SEPARATOR.join(offer.reasons))
-            cols["reason_texts"].append(REASON_SEPARATOR.join(offer.reason_texts))
+        for c in ("offer_id", "reasons", "reason_texts", "category"):
+            cols[c].append(None)
+        cols["rank"].append(0)
+        for c in ("p_accept", "expected_value", "propensity"):
+            cols[c].append(math.nan)
 
     if segment is not None and len(frame):
         keep = segment.evaluate_frame(frame)
         for cid in frame.index[~keep].tolist():
-            add(cid, decision_id_for(job.campaign, cid, job.channel), None, None, "{}", SEGMENT_EXCLUDED)
+            add(cid, decision_id_for(job.campaign, cid, job.channel), "{}", SEGMENT_EXCLUDED)
         frame = frame[keep]
     if len(frame):
         categories = dict(zip(engine.offers["offer_id"].astype(str), engine.offers["category"].astype(str), strict=True))
@@ -141,13 +129,41 @@ def plan_chunk(
             job.channel, now,
             Context(channel=job.channel, offer_attributes=job.offer_attributes) if job.offer_attributes else None, job.k,
         )
-        for i, cid in enumerate(ids):
-            did = decision_id_for(job.campaign, cid, job.channel)
-            offers = block.shown(i)
-            if not offers:
-                add(cid, did, None, None, versions, block.no_offer(i), block.p_none(i))
-            for o in offers:
-                add(cid, did, o, categories[o.offer_id], versions, None)
+        _add_block(cols, block, ids, [decision_id_for(job.campaign, cid, job.channel) for cid in ids], categories,
+                   versions)
     out = pd.DataFrame(cols, columns=list(PLAN_COLUMNS))
     out["rank"] = out["rank"].astype(np.int32)
     return out
+
+
+def _add_block(cols: dict[str, list[object]], block: DecisionBlock, ids: list[str], dids: list[str],
+               categories: dict[str, str], versions: str) -> None:
+    """The block's plan rows, appended to `cols`: per customer in order, its chosen offers best rank
+    first, or one no-offer row (why, and P(no contact)); built column by column from the block's
+    arrays (`DecisionBlock.chosen`) rather than one `ShownOffer` per offer."""
+    picked = block.chosen()
+    rows = picked["row"]
+    has = np.zeros(len(ids), dtype=bool)
+    has[rows] = True
+    silent = np.flatnonzero(~has).tolist()
+    n_silent = len(silent)
+    # Picks come sorted by (row, rank) and a silent row has none: a stable sort by row interleaves them.
+    order = np.argsort(np.asarray(rows + silent, dtype=np.int64), kind="stable").tolist()
+    who = rows + silent
+
+    def put(name: str, picks: list[object], quiet: list[object]) -> None:
+        values = picks + quiet
+        cols[name].extend([values[j] for j in order])
+
+    put("customer_id", [ids[i] for i in rows], [ids[i] for i in silent])
+    cols["decision_id"].extend([dids[who[j]] for j in order])
+    cols["model_versions"].extend([versions] * len(order))
+    put("no_offer", [None] * len(rows), [block.no_offer(i) for i in silent])
+    put("category", [categories[o] for o in picked["offer_id"]], [None] * n_silent)
+    put("offer_id", picked["offer_id"], [None] * n_silent)
+    put("rank", picked["rank"], [0] * n_silent)
+    put("p_accept", picked["p_accept"], [math.nan] * n_silent)
+    put("expected_value", picked["expected_value"], [math.nan] * n_silent)
+    put("propensity", picked["propensity"], [block.p_none(i) for i in silent])  # of making no contact
+    put("reasons", [REASON_SEPARATOR.join(r) for r in picked["reasons"]], [None] * n_silent)  # type: ignore[arg-type]
+    put("reason_texts", [REASON_SEPARATOR.join(r) for r in picked["reason_texts"]], [None] * n_silent)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Reservation of a batch plan: exactly once, in order, one store call per chunk.
+"""Reservation of batch plans: exactly once, in order, one store call for one or several consecutive chunks.
 
 Every (campaign, customer, channel) has a deterministic decision id (`job.decision_id_for`), the
 store refuses a decision id it has seen, and a refused id is looked up in the store instead of
@@ -11,14 +11,14 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from serving.batch.customers import SEGMENT_EXCLUDED
 from serving.batch.job import BatchJob
-from serving.contact_store import OfferRef, ReserveRequest
+from serving.contact_store import OfferRef, ReserveRequest, ReserveResult
 from serving.engine import DecisionEngine
 
 
@@ -28,13 +28,28 @@ def reserve_plan(engine: DecisionEngine, plan: pd.DataFrame, job: BatchJob) -> t
     A decision id the store already holds (a re-run) is not reserved again: its offers are what
     the store recorded for it.
     """
-    desk = engine.desk
-    stats = {"already_reserved": 0, "refused_at_reservation": 0}
+    return reserve_plans(engine, [plan], job)[0]
+
+
+def reserve_plans(engine: DecisionEngine, plans: Sequence[pd.DataFrame], job: BatchJob) -> list[tuple[pd.DataFrame, dict[str, int]]]:
+    """`reserve_plan` of several consecutive chunks' plans in one store call (one SQLite
+    transaction: all of them are reserved or, on any failure, none), in order; per plan, the plan
+    as reserved and its counters, as `reserve_plan` of each in turn would give them."""
     if job.dry_run:
-        return plan, stats
-    keep = np.ones(len(plan), dtype=bool)
-    ranks = plan["rank"].to_numpy().copy()
-    no_offer = plan["no_offer"].to_numpy(dtype=object).copy()
+        return [(plan, {"already_reserved": 0, "refused_at_reservation": 0}) for plan in plans]
+    found = [_requests(plan, job) for plan in plans]
+    # One store call for the chunks (one SQLite transaction, one Redis round trip), requests in plan order.
+    results = engine.desk.reserve_many([r for _, requests in found for r in requests], job.as_of)
+    out = []
+    lo = 0
+    for plan, (groups, requests) in zip(plans, found, strict=True):
+        out.append(_reserved(engine, plan, groups, requests, results[lo : lo + len(requests)]))
+        lo += len(requests)
+    return out
+
+
+def _requests(plan: pd.DataFrame, job: BatchJob) -> tuple[list[list[int]], list[ReserveRequest]]:
+    """The plan's decisions with an offer, as the store's requests, and the plan rows of each."""
     offers = plan["offer_id"].to_numpy(dtype=object)
     has_offer = plan["offer_id"].notna().to_numpy()
     dids = plan["decision_id"].to_numpy(dtype=object)
@@ -42,10 +57,10 @@ def reserve_plan(engine: DecisionEngine, plan: pd.DataFrame, job: BatchJob) -> t
     categories = plan["category"].to_numpy(dtype=object)
     propensities = plan["propensity"].to_numpy(dtype=np.float64)
     versions = plan["model_versions"].to_numpy(dtype=object)
-    refused_rows: list[int] = []
     groups: list[list[int]] = []
     requests: list[ReserveRequest] = []
     parsed: dict[str, dict[str, str]] = {}
+    refs: dict[tuple[str, str], OfferRef] = {}  # one OfferRef per (offer, category): the store memoises by them
     # The plan's decisions: runs of equal decision ids (as `itertools.groupby` over the rows), each
     # with its rows that carry an offer, found with array operations instead of a Python key per row.
     run_of = np.cumsum(np.r_[True, dids[1:] != dids[:-1]]) if len(plan) else np.zeros(0, dtype=np.int64)
@@ -57,14 +72,29 @@ def reserve_plan(engine: DecisionEngine, plan: pd.DataFrame, job: BatchJob) -> t
         first = rows[0]
         mv = versions[first]
         groups.append(rows)
+        pairs = [(str(offers[i]), str(categories[i])) for i in rows]
         requests.append(ReserveRequest(
-            str(customers[first]), job.channel, tuple([OfferRef(str(offers[i]), str(categories[i])) for i in rows]),
-            str(dids[first]), {str(offers[i]): float(propensities[i]) for i in rows},
+            str(customers[first]), job.channel,
+            tuple([refs[pair] if pair in refs else refs.setdefault(pair, OfferRef(*pair)) for pair in pairs]),
+            str(dids[first]), {pair[0]: float(propensities[i]) for pair, i in zip(pairs, rows, strict=True)},
             parsed[mv] if mv in parsed else parsed.setdefault(mv, json.loads(mv)),
         ))
-    # One store call for the chunk (one SQLite transaction, one Redis round trip), requests in plan order.
-    results = desk.reserve_many(requests, job.as_of)
+    return groups, requests
+
+
+def _reserved(engine: DecisionEngine, plan: pd.DataFrame, groups: list[list[int]], requests: list[ReserveRequest],
+              results: Sequence[ReserveResult | None]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The plan as the store reserved it (offers refused dropped, ranks closed up) and its counters."""
+    desk = engine.desk
+    stats = {"already_reserved": 0, "refused_at_reservation": 0}
+    keep = np.ones(len(plan), dtype=bool)
+    ranks = plan["rank"].to_numpy().copy()
+    no_offer = plan["no_offer"].to_numpy(dtype=object).copy()
+    offers = plan["offer_id"].to_numpy(dtype=object)
+    refused_rows: list[int] = []
     for rows, request, result in zip(groups, requests, results, strict=True):
+        if result is not None and not result.refused and len(result.reserved) == len(rows):
+            continue  # the store took every offer of the decision (most of a campaign)
         first = rows[0]
         refused: list[tuple[str, str]] = []
         if result is None:  # the store holds this decision id: a re-run; keep what it recorded

@@ -2,8 +2,8 @@
 reservation on the driver, and the work directory that makes a run resumable.
 
 Reservation happens on the driver only, in order, after the chunk's plan is on disk, with one
-store call per chunk (`serving.batch.reserve`). Layout of the work directory next to the output
-(`<out>.work/`):
+store call (one SQLite transaction) per group of up to `RESERVE_CHUNKS` chunks
+(`serving.batch.reserve`). Layout of the work directory next to the output (`<out>.work/`):
 
     manifest.json          the job (its arguments and input fingerprints) and its status
     plan-00000.parquet     decisions of chunk 0 before reservation (pandas engine)
@@ -45,13 +45,19 @@ from serving.batch.customers import SEGMENT_EXCLUDED, compile_segment
 from serving.batch.job import BatchJob
 from serving.batch.plan import OUTPUT_COLUMNS, PLAN_COLUMNS, PLAN_SCHEMA, models_blob, plan_chunk, write_plan
 from serving.engine import naive_utc
-from serving.batch.reserve import merge_summaries, reserve_plan, summarise
+from serving.batch.reserve import merge_summaries, reserve_plans, summarise
 from serving.batch.spark import run_spark, whole_decisions
-from serving.batch.workers import (cached_engine, keep_freed_memory, one_thread_per_worker, pool_init,
-                                   pool_plan_rows)
+from serving.batch.workers import (cached_engine, freeze_startup_objects, keep_freed_memory, one_thread_per_worker,
+                                   pool_init, pool_plan_rows)
 from serving.settings import EngineSettings, latest_features_file
 
 log = logging.getLogger(__name__)
+
+#: Consecutive chunks reserved in one store call (one SQLite transaction): at 2,000 customers a
+#: chunk, 40 chunks reserved 5 at a time took 18.2-18.8 us of CPU per customer instead of 22.2-23.4
+#: (fewer commits, each B-tree page dirtied by several chunks written once); the write lock is
+#: held for ~0.1-0.3 s per group.
+RESERVE_CHUNKS = 5
 
 #: A plan's no-offer reason -> the `no_offers` table's (anything else: the policy had nothing).
 HOLDOUT_REASONS = {"control_group": "control", "explore_no_offer": "explore"}
@@ -136,8 +142,9 @@ class BatchRun:
         return None
 
     # --------------------------------------------------------------- plans
-    def _pandas_plans(self, bar: object) -> Iterator[tuple[int, pd.DataFrame | None]]:
-        """(chunk index, plan or None when the chunk is already done), in order."""
+    def _pandas_plans(self, bar: object) -> Iterator[list[tuple[int, pd.DataFrame | None]]]:
+        """Groups of up to `RESERVE_CHUNKS` consecutive (chunk index, plan or None when the chunk
+        is already done), in order."""
         path = self._features_file()
         job_json, settings_json = self.job.model_dump_json(), self.settings.model_dump_json()
         segment = compile_segment(self.job.segment)
@@ -160,12 +167,16 @@ class BatchRun:
         if self.workers <= 1:
             engine = cached_engine(settings_json)
             reader = MaterialisedRows(path)
-            for i, plan, rows in todo():
-                if rows is not None:
-                    plan = plan_chunk(engine, reader.read(*rows), self.job, segment, self.customers)
-                    write_plan(self.work_dir / f"plan-{i:05d}.parquet", plan)
-                    bar.update(rows[1] - rows[0])  # type: ignore[attr-defined]
-                yield i, plan
+
+            def planned() -> Iterator[tuple[int, pd.DataFrame | None]]:
+                for i, plan, rows in todo():
+                    if rows is not None:
+                        plan = plan_chunk(engine, reader.read(*rows), self.job, segment, self.customers)
+                        write_plan(self.work_dir / f"plan-{i:05d}.parquet", plan)
+                        bar.update(rows[1] - rows[0])  # type: ignore[attr-defined]
+                    yield i, plan
+
+            yield from _groups(planned())
             return
 
         ctx = mp.get_context("spawn")
@@ -176,7 +187,9 @@ class BatchRun:
             source = todo()
             exhausted = False
             while window or not exhausted:
-                while not exhausted and len(window) < 2 * self.workers:
+                # Chunks in flight: two per worker beyond the group the driver waits for, so the
+                # workers stay busy while it reserves a group.
+                while not exhausted and len(window) < 2 * self.workers + RESERVE_CHUNKS:
                     item = next(source, None)
                     if item is None:
                         exhausted = True
@@ -187,20 +200,27 @@ class BatchRun:
                     window.append((i, plan, fut, 0 if rows is None else rows[1] - rows[0]))
                 if not window:
                     break
-                i, plan, fut, n = window.pop(0)
-                if fut is not None:
-                    plan = fut.result()  # the worker wrote its file
-                    bar.update(n)  # type: ignore[attr-defined]
-                yield i, plan
+                group = []
+                while window and len(group) < RESERVE_CHUNKS:
+                    i, plan, fut, n = window.pop(0)
+                    if fut is not None:
+                        plan = fut.result()  # the worker wrote its file
+                        bar.update(n)  # type: ignore[attr-defined]
+                    group.append((i, plan))
+                yield group
 
-    def _spark_plans(self, bar: object) -> Iterator[tuple[int, pd.DataFrame | None]]:
+    def _spark_plans(self, bar: object) -> Iterator[list[tuple[int, pd.DataFrame | None]]]:
         plan_dir = self.work_dir / "spark-plan"
         if not (plan_dir / "_SUCCESS").exists():
             run_spark(self._features_file(), plan_dir, self.settings.model_dump_json(), self.job, self.customers, self.master)
         files = sorted(plan_dir.glob("part-*.parquet"))
-        for i, plan in enumerate(whole_decisions(files, self.job.chunk_rows)):
-            bar.update(int((plan["rank"] <= 1).sum()))  # type: ignore[attr-defined]
-            yield i, (None if (self.work_dir / f"part-{i:05d}.json").exists() else plan)
+
+        def planned() -> Iterator[tuple[int, pd.DataFrame | None]]:
+            for i, plan in enumerate(whole_decisions(files, self.job.chunk_rows)):
+                bar.update(int((plan["rank"] <= 1).sum()))  # type: ignore[attr-defined]
+                yield i, (None if (self.work_dir / f"part-{i:05d}.json").exists() else plan)
+
+        yield from _groups(planned())
 
     # --------------------------------------------------------------- run
     def run(self) -> dict[str, object]:
@@ -216,18 +236,22 @@ class BatchRun:
         engine = cached_engine(self.settings.model_dump_json())
         if not self.job.dry_run:
             engine.store.expect_bulk_writes()  # this thread reserves every chunk
+        freeze_startup_objects()  # the collector no longer walks start-up's heap at every full pass
         total = materialised_rows(self._features_file())
         with tqdm(total=total, unit=" customers", unit_scale=True, disable=not self.progress, file=sys.stderr,
                   mininterval=1.0, desc=f"score {self.job.campaign}") as bar:
             plans = self._spark_plans(bar) if self.job.engine == "spark" else self._pandas_plans(bar)
             n_parts = 0
-            for i, plan in plans:
-                n_parts = i + 1
-                if plan is None:
-                    continue
-                final, stats = reserve_plan(engine, plan, self.job)
-                self._write_part(i, plan, final)
-                self._write_json(self.work_dir / f"part-{i:05d}.json", {**summarise(final), **stats})
+            for group in plans:
+                n_parts = group[-1][0] + 1
+                todo = [(i, plan) for i, plan in group if plan is not None]
+                # One store transaction for the group; its part files only once it is committed (a
+                # failure before leaves the group's plans to be reserved by the re-run, a kill
+                # after it leaves decision ids the re-run finds in the store).
+                reserved = reserve_plans(engine, [plan for _, plan in todo], self.job) if todo else []
+                for (i, plan), (final, stats) in zip(todo, reserved, strict=True):
+                    self._write_part(i, plan, final)
+                    self._write_json(self.work_dir / f"part-{i:05d}.json", {**summarise(final), **stats})
         summaries = [json.loads((self.work_dir / f"part-{i:05d}.json").read_text(encoding="utf-8")) for i in range(n_parts)]
         summary = merge_summaries(summaries)
         for key in ("customers_scored", "customers_offered", "offers", "customers_suppressed", "segment_excluded",
@@ -319,6 +343,18 @@ class BatchRun:
             os.replace(tmp, self.out)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _groups(items: Iterator[tuple[int, pd.DataFrame | None]]) -> Iterator[list[tuple[int, pd.DataFrame | None]]]:
+    """Consecutive items in groups of up to `RESERVE_CHUNKS`."""
+    group: list[tuple[int, pd.DataFrame | None]] = []
+    for item in items:
+        group.append(item)
+        if len(group) == RESERVE_CHUNKS:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 #: What nbo writes in a work directory (docs: serving/batch/__init__.py); nothing else is removed.

@@ -17,7 +17,7 @@ from nbo.spark import spark_session
 from serving.batch.customers import compile_segment
 from serving.batch.job import BatchJob
 from serving.batch.plan import models_blob, plan_chunk
-from serving.batch.workers import cached_engine, keep_freed_memory
+from serving.batch.workers import cached_engine, freeze_startup_objects, keep_freed_memory
 
 SPARK_PLAN_DDL = (
     "customer_id string, offer_id string, rank int, p_accept double, expected_value double, propensity double, "
@@ -42,6 +42,7 @@ def spark_planner(settings_json: str, job_json: str, customers: frozenset[str] |
         job = BatchJob.model_validate_json(job_json)
         keep_freed_memory()
         engine = cached_engine(settings_json, models)
+        freeze_startup_objects()
         segment = compile_segment(job.segment)
         for pdf in batches:
             yield plan_chunk(engine, spark_frame(pdf), job, segment, customers)

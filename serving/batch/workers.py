@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from features import MaterialisedRows
-from nbo.allocator import keep_freed_memory
+from nbo.allocator import freeze_startup_objects, keep_freed_memory
 from serving.batch.customers import compile_segment
 from serving.batch.job import BatchJob
 from serving.batch.plan import open_engine, plan_chunk, write_plan
@@ -35,6 +35,7 @@ def pool_init(settings_json: str, models: bytes, customers: frozenset[str] | Non
     """A pool worker's start: its engine (with the driver's models) and the customer list."""
     keep_freed_memory()
     _WORKER.update(engine=cached_engine(settings_json, models), customers=customers)
+    freeze_startup_objects()
 
 
 def pool_plan(frame: pd.DataFrame, job_json: str) -> pd.DataFrame:

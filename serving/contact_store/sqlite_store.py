@@ -407,6 +407,10 @@ class SQLiteContactStore(ContactStore):
 
             out: list[ReserveResult | None] = []
             versions: dict[int, str] = {}  # id of a request's model_versions -> its JSON (a batch shares one mapping)
+            # A customer with nothing recent gets the empty history's answer, which depends on the
+            # channel and the offers only: computed once per (channel, offers) in the call (most of
+            # a campaign's customers have no history).
+            blank: dict[tuple[str, tuple[OfferRef, ...]], tuple[list[OfferRef], list[tuple[str, str]]]] = {}
             for r in requests:
                 if r.decision_id in taken:
                     out.append(None)
@@ -414,10 +418,15 @@ class SQLiteContactStore(ContactStore):
                 cid = r.customer_id
                 if cid in written:  # a second decision for this customer in the call: read what the first wrote
                     flush()
-                    history = self._history(conn, cid, t, days)
+                    ok, refused = split_offers(self._history(conn, cid, t, days), r.channel, list(r.offers), policy)
+                elif (history := known.get(cid)) is not None:
+                    ok, refused = split_offers(history, r.channel, list(r.offers), policy)
                 else:
-                    history = known.get(cid) or ContactHistory(cid, t)
-                ok, refused = split_offers(history, r.channel, list(r.offers), policy)
+                    answer = blank.get((r.channel, r.offers))
+                    if answer is None:
+                        answer = blank[(r.channel, r.offers)] = split_offers(ContactHistory(cid, t), r.channel,
+                                                                             list(r.offers), policy)
+                    ok, refused = answer
                 mv = versions.get(id(r.model_versions))
                 if mv is None:
                     mv = versions[id(r.model_versions)] = json.dumps(dict(r.model_versions or {}))

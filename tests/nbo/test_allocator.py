@@ -37,3 +37,22 @@ def test_large_arrays_come_from_the_heap() -> None:
     assert applied == "True"
     assert default >= 64 << 20  # glibc's default: a block of its own, unmapped when freed
     assert kept < 64 << 20
+
+
+FREEZE = """
+import gc
+from nbo.allocator import freeze_startup_objects
+held = [[i] for i in range(50_000)]  # containers alive at start-up
+before = len(gc.get_objects())
+count = freeze_startup_objects()
+print(before, count, len(gc.get_objects()), gc.isenabled(), freeze_startup_objects() == count)
+"""
+
+
+def test_startup_objects_leave_the_collector() -> None:
+    """What was alive at the call is no longer walked by the collector, which stays on."""
+    before, frozen, tracked, enabled, once = subprocess.run(
+        [sys.executable, "-c", FREEZE], capture_output=True, text=True, check=True).stdout.split()
+    assert int(frozen) >= 50_000 and int(before) >= 50_000
+    assert int(tracked) < 1_000  # the collector tracks (almost) nothing made before the call
+    assert enabled == "True" and once == "True"

@@ -169,6 +169,90 @@ def test_kill_9_half_way_then_rerun_completes_without_duplicates(world: World, d
     pd.testing.assert_frame_equal(frame.drop(columns="decision_id"), reference.drop(columns="decision_id"))
 
 
+def test_a_group_of_chunks_whose_transaction_fails_is_reserved_once_by_the_rerun(
+        world: World, dry: tuple[Path, dict, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks are reserved `RESERVE_CHUNKS` at a time in one SQLite transaction. A failure inside the
+    second group's transaction, after its decisions rows were inserted, rolls the whole group back:
+    nothing of it is in the store, none of its part files exists, the first group's are there. The
+    re-run reserves the second group (each customer once) and its output is the dry run's."""
+    from serving.batch.run import RESERVE_CHUNKS
+    from serving.contact_store.sqlite_store import SQLiteContactStore
+
+    out, store = tmp_path / "offers.parquet", tmp_path / "contacts.db"
+    work = tmp_path / "offers.parquet.work"
+    calls: list[int] = []
+    real = SQLiteContactStore.check_and_reserve_many
+
+    class HalfWrite:
+        """The store's connection, whose insert of the contacts rows fails (the decisions rows of
+        the same transaction were inserted just before)."""
+
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def executemany(self, sql: str, rows: object) -> object:
+            if sql.startswith("INSERT INTO contacts"):
+                # this transaction holds the group's decisions rows (not committed) beside the first group's
+                assert self.conn.in_transaction
+                assert self.conn.execute("SELECT count(*) FROM decisions").fetchone()[0] > calls[0]
+                raise sqlite3.OperationalError("disk I/O error (injected)")
+            return self.conn.executemany(sql, rows)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.conn, name)
+
+    def failing(self, requests, now, policy):  # type: ignore[no-untyped-def]
+        calls.append(len(requests))
+        if len(calls) != 2:
+            return real(self, requests, now, policy)
+        conn = self._conn()
+        self._conn = lambda: HalfWrite(conn)
+        try:
+            return real(self, requests, now, policy)
+        finally:
+            del self._conn
+
+    monkeypatch.setattr(SQLiteContactStore, "check_and_reserve_many", failing)
+    result = runner.invoke(app, args(world, out, store, "--campaign", "grouped", "--chunk-size", "100"))
+    assert result.exit_code != 0 and len(calls) == 2
+    assert calls[0] > 100  # the first store call held several chunks' decisions
+    parts = sorted(p.name for p in work.glob("part-*.json"))
+    assert parts == [f"part-{i:05d}.json" for i in range(RESERVE_CHUNKS)]
+    first_group = pd.concat([pd.read_parquet(work / f"part-{i:05d}.parquet") for i in range(RESERVE_CHUNKS)])
+    offered = int(first_group["offer_id"].notna().sum())
+    assert calls[0] == offered
+    assert reserved(store) == (offered, offered)  # nothing of the failed group was left half-written
+    assert not out.exists()
+    monkeypatch.setattr(SQLiteContactStore, "check_and_reserve_many", real)
+    summary = score(world, out, store, "--campaign", "grouped", "--chunk-size", "100")
+    frame = pd.read_parquet(out)
+    assert reserved(store) == (len(frame), len(frame)) == (summary["offers"], summary["offers"])
+    assert summary["already_reserved"] == 0 and frame["customer_id"].is_unique
+    reference = pd.read_parquet(dry[0])
+    pd.testing.assert_frame_equal(frame.drop(columns="decision_id"), reference.drop(columns="decision_id"))
+
+
+@pytest.mark.parametrize("channel", ["web", "email"])
+def test_chosen_columns_are_the_shown_offers_of_every_row(world: World, tmp_path: Path, channel: str) -> None:
+    """`DecisionBlock.chosen` (the batch plan's columns) holds, row by row, what `shown` answers
+    (the offers `/recommend` shows): k = 3, with customers without any offer (no e-mail consent)."""
+    from serving.pipeline import CustomerBlock
+
+    engine = open_engine(world.settings(tmp_path / "contacts.db"))
+    frame, _ = read_materialised(world.features)
+    frame = frame.iloc[:400]
+    ids = frame.index.tolist()
+    block = engine.with_features(frame).decide_block(CustomerBlock(ids), channel, NOW, None, 3)
+    chosen = block.chosen()
+    expected = [(i, o) for i in range(len(ids)) for o in block.shown(i)]
+    assert len(expected) > len(ids)  # several offers per customer
+    assert any(not block.shown(i) for i in range(len(ids))) == (channel == "email")
+    assert chosen["row"] == [i for i, _ in expected]
+    for name in ("rank", "offer_id", "p_accept", "expected_value", "propensity", "reasons", "reason_texts"):
+        assert chosen[name] == [getattr(o, name) for _, o in expected], name
+    engine.close()
+
+
 def test_customers_and_segment_restrict(world: World, tmp_path: Path) -> None:
     frame, _ = read_materialised(world.features)
     chosen = frame.index[::150].tolist()

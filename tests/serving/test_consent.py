@@ -116,3 +116,33 @@ def test_the_book_answers_as_the_rule_on_random_tables() -> None:
     for ch in channels:
         for now in probes:
             assert book.state("c3", ch, now) is _reference_state([("c3", "email", True, times[1])], "c3", ch, now)
+
+
+def test_state_many_is_state_of_each_customer() -> None:
+    """A block's one lookup (`state_many`) answers as `state` does customer by customer: one row or
+    several per pair, ties, rows after `now`, runtime records, live changes, a forgotten customer,
+    ids longer than any key of the book, a prefix of another id, customers without any row."""
+    import numpy as np
+
+    from serving.contact_store.base import ConsentChange
+
+    rng = np.random.default_rng(7)
+    ids = [f"c{i}" for i in range(60)] + ["c1" * 40, "c", ""]
+    rows = []
+    for cid in ids[:50]:
+        for _ in range(int(rng.integers(0, 4))):
+            rows.append((cid, str(rng.choice(["email", "sms"])), bool(rng.random() < 0.6),
+                         T + timedelta(hours=int(rng.integers(-48, 48)))))
+    book = _book(rows)
+    book.record("c3", "email", False, T - timedelta(hours=1))
+    book.record("c55", "email", True, T - timedelta(hours=2))
+    book.forget("c7")
+    live = {"c4": (ConsentChange("email", (T - timedelta(minutes=5)).timestamp(), False),),
+            "c56": (ConsentChange("email", (T + timedelta(hours=1)).timestamp(), True),)}
+    for now in (T, T - timedelta(days=3), T + timedelta(days=3)):
+        for channel in ("email", "sms", "push"):
+            got = book.state_many(ids, channel, now, live).tolist()
+            want = [book.state(c, channel, now, live.get(c, ())) for c in ids]
+            assert got == [-1 if s is None else int(s) for s in want]
+    assert set(book.state_many(ids, "email", T, live).tolist()) == {-1, 0, 1}
+    assert ConsentBook().state_many(ids, "email", T).tolist() == [-1] * len(ids)
