@@ -86,9 +86,10 @@ class Batcher:
 
     A request waits for the next turn of the event loop; every request that reached the Guard by
     then (those that arrived while the worker was deciding) is decided with it in one pass of the
-    pipeline (`Recommender.decide_many`), at most `max_size` at a time, one block per (channel,
-    k). A customer asked for twice waits for the next block, so the second decision sees the first
-    one's reservation, as one after the other. At low load a block holds one request. Requests
+    pipeline, at most `max_size` at a time, one block per (channel, k); the turn's blocks are read
+    in one store call and reserved in one (`Recommender.decide_blocks`). A customer asked for twice
+    waits for the next turn, so the second decision sees the first one's reservation, as one after
+    the other. At low load a block holds one request (decided by `Recommender.decide`). Requests
     with offer attributes are decided alone (`Recommender.decide`).
     """
 
@@ -122,13 +123,13 @@ class Batcher:
                 continue
             seen.add(request.customer_id)
             block.append((request, future))
-        for block in blocks.values():
-            if not block:
-                continue
+        turn = [block for block in blocks.values() if block]
+        if turn:
             try:
-                answers = WORKER["recommender"].decide_many([r for r, _ in block])
-            except Exception as exc:  # noqa: BLE001 - every request of the block gets it (a 500)
-                answers = [exc] * len(block)
+                decided = WORKER["recommender"].decide_blocks([[r for r, _ in block] for block in turn])
+            except Exception as exc:  # noqa: BLE001 - every request of the turn gets it (a 500)
+                decided = [[exc] * len(block) for block in turn]
+        for block, answers in zip(turn, decided if turn else [], strict=True):
             _block_sizes().observe(len(block))
             for (_, future), answer in zip(block, answers, strict=True):
                 if future.done():
@@ -413,7 +414,7 @@ class Guard:
 
         Same request model, same validation answer as BentoML's (400 with `error` and `detail`
         naming the field, input never echoed), same response model and handler
-        (`Recommender.decide`, or `Recommender.decide_many` for the worker's micro-batch: the
+        (`Recommender.decide`, or `Recommender.decide_blocks` for the worker's micro-batches: the
         `Batcher`); BentoML's outer middlewares (metrics, timeout) still apply and the route
         stays in the OpenAPI document.
         """
