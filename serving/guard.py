@@ -81,6 +81,12 @@ def corrected_openapi(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+#: Turns of the event loop a micro-batch waits for more requests when the worker's last turn
+#: decided more than one (under load; never at low load, where a request is decided on the next
+#: turn). Measured, docs/service.md §7: 300 req/s, mean block 3.0 -> 4.3, server CPU per request -18 %.
+DEFER_TURNS = 3
+
+
 class Batcher:
     """The worker's micro-batches of `/recommend` (docs/service.md §7, "Micro-batches").
 
@@ -89,14 +95,19 @@ class Batcher:
     pipeline, at most `max_size` at a time, one block per (channel, k); the turn's blocks are read
     in one store call and reserved in one (`Recommender.decide_blocks`). A customer asked for twice
     waits for the next turn, so the second decision sees the first one's reservation, as one after
-    the other. At low load a block holds one request (decided by `Recommender.decide`). Requests
-    with offer attributes are decided alone (`Recommender.decide`).
+    the other. At low load a block holds one request (decided by `Recommender.decide`). Under load
+    (the last turn decided more than one request) a turn waits up to `defer_turns` more turns of
+    the loop for the requests still in BentoML's middlewares. Requests with offer attributes are
+    decided alone (`Recommender.decide`).
     """
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, defer_turns: int = DEFER_TURNS) -> None:
         self.max_size = max_size
+        self.defer_turns = defer_turns
         self._pending: list[tuple[RecommendRequest, asyncio.Future[Any]]] = []
         self._scheduled = False
+        self._last = 0  # requests of the last turn: more than one means the worker is under load
+        self._deferred = 0
 
     def submit(self, request: RecommendRequest) -> asyncio.Future[Any]:
         """A future of the request's `RecommendResponse` (or of what `decide` would have raised)."""
@@ -109,8 +120,16 @@ class Batcher:
         return future
 
     def _run(self) -> None:
+        if self._last > 1 and self._deferred < self.defer_turns and len(self._pending) < self.max_size:
+            # Under load, requests that reached the worker with these are still in the middlewares
+            # (two or three turns of the loop behind): wait for them, or they make a turn of their own.
+            self._deferred += 1
+            asyncio.get_running_loop().call_soon(self._run)
+            return
+        self._deferred = 0
         self._scheduled = False
         pending, self._pending = self._pending, []
+        self._last = len(pending)
         blocks: dict[tuple[str, int], list[tuple[RecommendRequest, asyncio.Future[Any]]]] = {}
         seen: set[str] = set()
         later = []
