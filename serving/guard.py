@@ -83,8 +83,9 @@ def corrected_openapi(document: dict[str, Any]) -> dict[str, Any]:
 
 #: Turns of the event loop a micro-batch waits for more requests when the worker's last turn
 #: decided more than one (under load; never at low load, where a request is decided on the next
-#: turn). Measured, docs/service.md §7: 300 req/s, mean block 3.0 -> 4.3, server CPU per request -18 %.
-DEFER_TURNS = 3
+#: turn). Measured at 300 req/s (docs/service.md §7, session 13): server CPU per request 0 -> 3
+#: turns -18 %, 3 -> 8 -18 %, 8 -> 16 -8 % with p50 and p99 higher: 8.
+DEFER_TURNS = 8
 
 
 class Batcher:
