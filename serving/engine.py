@@ -535,40 +535,70 @@ class DecisionEngine:
         would. Raises ValueError for a customer given twice: its second decision must see the
         first's reservation, so it belongs to the next call.
         """
+        return self.decide_groups([(channel, k, requests)], now, reserve)[0]
+
+    def decide_groups(
+        self,
+        groups: Sequence[tuple[str, int, Sequence[tuple[str, Context | Mapping[str, object] | None]]]],
+        now: datetime | None = None,
+        reserve: bool = True,
+    ) -> list[list[Decision | StoreUnavailable]]:
+        """`decide_many` of several blocks (channel, k, requests) at one `now`: one pipeline pass
+        per block, but every block's customers read in one store call and every block's decisions
+        reserved in one (the worker's turn of micro-batches, one block per channel: one read and
+        one write transaction instead of one each per block). The customers are distinct across
+        all the blocks, so each answer is the one `decide_many` of its block gives (and `decide`);
+        a failed read or block reservation answers every row of every block with the
+        `StoreUnavailable`. Raises ValueError for a customer given twice."""
         now = naive_utc(now)
-        ids = [c for c, _ in requests]
+        ids = [c for _, _, requests in groups for c, _ in requests]
         if len(set(ids)) != len(ids):
             raise ValueError("decide_many: a customer given twice; decide the second after the first")
-        out: list[Decision | StoreUnavailable | None] = [None] * len(ids)
+        if not ids:
+            return [[] for _ in groups]
         try:
             with self._store_call():  # every customer's state in one store read
                 states = self.desk.read_customers(ids, now)
         except StoreUnavailable as exc:
-            return [exc] * len(ids)
-        plain = [i for i, s in enumerate(states) if not s.events and not s.forgotten]
-        if plain:
-            block_ids = [ids[i] for i in plain]
+            return [[exc] * len(requests) for _, _, requests in groups]
+        out: list[list[Decision | StoreUnavailable | None]] = []
+        decided: list[Decision] = []
+        where: list[tuple[int, int]] = []  # (block, row) of each of `decided`
+        at = 0
+        for g, (channel, k, requests) in enumerate(groups):
+            mine = states[at : at + len(requests)]
+            at += len(requests)
+            out.append([None] * len(requests))
+            plain = [i for i, s in enumerate(mine) if not s.events and not s.forgotten]
+            if not plain:
+                continue
+            block_ids = [requests[i][0] for i in plain]
             block = self.decide_block(
-                CustomerBlock(block_ids, {ids[i]: states[i].history for i in plain},
-                              {ids[i]: states[i].rows for i in plain},
-                              {ids[i]: states[i].consents for i in plain if states[i].consents}),
-                channel, now, {ids[i]: as_context(channel, requests[i][1]) for i in plain}, k)
-            decided = [block.decision(row) for row in range(len(plain))]
-            if reserve:  # the block's reservations in one store call (distinct customers: as one by one)
-                try:
-                    with self._store_call():
-                        decided = self.desk.reserve_block(decided, now)  # type: ignore[assignment]
-                except StoreUnavailable as exc:
-                    decided = [exc] * len(plain)  # type: ignore[list-item]
-            for i, decision in zip(plain, decided, strict=True):
-                out[i] = decision
-        for i, decision in enumerate(out):
-            if decision is None:  # posted events (its own features) or erased: the one-customer path,
-                try:              # on the state read above (not read again)
-                    with self._store_call():
-                        out[i] = self._decide_state(ids[i], states[i], channel, requests[i][1], now, k, reserve)
-                except StoreUnavailable as exc:
-                    out[i] = exc
+                CustomerBlock(block_ids, {requests[i][0]: mine[i].history for i in plain},
+                              {requests[i][0]: mine[i].rows for i in plain},
+                              {requests[i][0]: mine[i].consents for i in plain if mine[i].consents}),
+                channel, now, {requests[i][0]: as_context(channel, requests[i][1]) for i in plain}, k)
+            decided += [block.decision(row) for row in range(len(plain))]
+            where += [(g, i) for i in plain]
+        if reserve and decided:  # every block's reservations in one store call (distinct customers: as one by one)
+            try:
+                with self._store_call():
+                    decided = self.desk.reserve_block(decided, now)
+            except StoreUnavailable as exc:
+                decided = [exc] * len(decided)  # type: ignore[list-item]
+        for (g, i), decision in zip(where, decided, strict=True):
+            out[g][i] = decision
+        at = 0
+        for (channel, k, requests), answers in zip(groups, out, strict=True):
+            for i, decision in enumerate(answers):
+                if decision is None:  # posted events (its own features) or erased: the one-customer path,
+                    try:              # on the state read above (not read again)
+                        with self._store_call():
+                            answers[i] = self._decide_state(requests[i][0], states[at + i], channel, requests[i][1],
+                                                            now, k, reserve)
+                    except StoreUnavailable as exc:
+                        answers[i] = exc
+            at += len(requests)
         return out  # type: ignore[return-value]
 
     def decide_block(

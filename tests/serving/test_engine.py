@@ -382,3 +382,42 @@ def test_decide_many_answers_each_customer_as_decide_does(world: World, tmp_path
     finally:
         one.close()
         many.close()
+
+
+def test_decide_groups_answers_each_customer_as_decide_does(world: World, tmp_path: Path) -> None:
+    """A worker's turn of micro-batches: blocks of several channels and `k`s read in one store call
+    and reserved in one, each customer answered (and recorded) as `decide` answers it one after
+    the other, over rounds in which the caps bind; an erased, an unknown and a live customer
+    included; an empty block answers nothing; a customer in two blocks is refused."""
+    one = DecisionEngine.from_settings(world.settings(tmp_path / "one.db"))
+    many = DecisionEngine.from_settings(world.settings(tmp_path / "many.db"))
+    try:
+        ids = one.features.index[300:330].tolist() + ["not-a-customer-g"]
+        pages = ["travel", "books", None, "electronics"]
+        requests = [(c, {"page_category": pages[i % 4], "device": "desktop"} if pages[i % 4] else None)
+                    for i, c in enumerate(ids)]
+        from serving.contact_store.base import LiveEvent, to_epoch
+
+        posted = [LiveEvent("g-1", ids[12], to_epoch(NOW - pd.Timedelta(hours=2)), "purchase", "store", "books",
+                            "p-books-1", 40.0)]
+        for eng in (one, many):
+            eng.forget(ids[4])
+            eng.ingest_events(posted, NOW)
+        plan = [("web", 3, requests[0:11]), ("app", 2, requests[11:20]), ("email", 1, requests[20:]), ("web", 1, [])]
+        for minute in range(4):
+            now = NOW + pd.Timedelta(minutes=minute)
+            seq = [[one.decide(c, channel, ctx, now, k=k) for c, ctx in block] for channel, k, block in plan]
+            got = many.decide_groups(plan, now)
+            assert [len(g) for g in got] == [len(b) for _, _, b in plan]
+            for (channel, _, block), a_s, b_s in zip(plan, seq, got, strict=True):
+                for (cid, _), a, b in zip(block, a_s, b_s, strict=True):
+                    assert _answer(a) == _answer(b), (minute, channel, cid)
+        assert any(s.reason.startswith("cap") for g in seq for d in g for s in d.suppressed)
+        for cid in ids:
+            assert _records(one, cid) == _records(many, cid), cid
+        with pytest.raises(ValueError, match="twice"):
+            many.decide_groups([("web", 3, requests[:2]), ("app", 3, requests[1:3])], NOW)
+        assert many.decide_groups([("web", 3, [])], NOW) == [[]]
+    finally:
+        one.close()
+        many.close()
