@@ -154,6 +154,17 @@ def distinct_days(cust: np.ndarray, age: np.ndarray, n: int, group: np.ndarray |
     day = np.floor(age).astype(np.int64)
     g = np.zeros(len(cust), dtype=np.int64) if group is None else group.astype(np.int64)
     keep = g >= 0
+    if group is not None and not keep.all():
+        cust, day, g = cust[keep], day[keep], g[keep]
+        keep = np.ones(len(cust), dtype=bool)
+    start = _day_blocks(cust, day)
+    if start is not None:  # each (customer, day) is one block of rows: no hash table
+        if group is None:
+            return np.bincount(cust[start], minlength=n).reshape(1, n).astype(np.float64)
+        block = _block_of(start, len(cust))
+        seen = np.flatnonzero(np.bincount(block * groups + g, minlength=len(start) * groups))
+        return np.bincount((seen % groups) * n + cust[start][seen // groups],
+                           minlength=groups * n).reshape(groups, n).astype(np.float64)
     width = int(day.max()) + 1 if len(day) else 1
     key = distinct((g[keep] * n + cust[keep]) * width + day[keep])
     return np.bincount(key // width, minlength=groups * n).reshape(groups, n).astype(np.float64)
@@ -171,6 +182,12 @@ def main_category_days(cust: np.ndarray, age: np.ndarray, cat: np.ndarray, n: in
     if not known.any():
         return np.zeros((k, n))
     day = np.floor(age[known]).astype(np.int64)
+    cust, cat = cust[known], cat[known]
+    start = _day_blocks(cust, day)
+    if start is not None:  # each (customer, day) is one block of rows: rows per (block, category)
+        hits = np.bincount(_block_of(start, len(cust)) * k + cat, minlength=len(start) * k).reshape(len(start), k)
+        return per_category(cust[start], hits.argmax(axis=1), n, k)  # argmax: ties to the first declared
+    known = np.ones(len(cust), dtype=bool)
     width = int(day.max()) + 1
     key = ((cust[known].astype(np.int64) * width + day) * k) + cat[known]
     first, length = runs(key)
@@ -182,6 +199,29 @@ def main_category_days(cust: np.ndarray, age: np.ndarray, cat: np.ndarray, n: in
     first[1:] = group[order][1:] != group[order][:-1]
     win = order[first]
     return per_category(group[win] // width, category[win], n, k)
+
+
+def _day_blocks(cust: np.ndarray, day: np.ndarray) -> np.ndarray | None:
+    """Where each (customer, day) block of rows starts, when the rows are grouped by customer
+    (ascending) and each customer's days never rise (rows in time order, as the point-in-time
+    builders read them): then every (customer, day) is one run of rows and counting distinct
+    days needs no hash table. None when the rows are not in that order (the caller hashes)."""
+    if not len(cust):
+        return np.zeros(0, dtype=np.int64)
+    cust = np.asarray(cust, dtype=np.int64)
+    if day.min() < 0:
+        return None
+    same = cust[1:] == cust[:-1]
+    if not ((cust[1:] >= cust[:-1]).all() and (~same | (day[1:] <= day[:-1])).all()):
+        return None
+    return np.flatnonzero(np.r_[True, ~same | (day[1:] != day[:-1])])
+
+
+def _block_of(start: np.ndarray, rows: int) -> np.ndarray:
+    """The block number of each of `rows` rows, from the blocks' first rows `start`."""
+    marks = np.zeros(rows, dtype=np.int64)
+    marks[start[1:]] = 1
+    return np.cumsum(marks)
 
 
 def last_age(cust: np.ndarray, age: np.ndarray, n: int) -> np.ndarray:
