@@ -40,11 +40,11 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from features import FEATURE_SET, build_customer_features, customer_feature_names
+from nbo.control import in_control
 from nbo.data import Dataset
 from nbo.errors import NboError
 from serving.contact_store.base import ContactRecord, decision_refusal
 from serving.contact_store.consent import ConsentBook
-from nbo.control import in_control
 from serving.holdout import control_rows
 from serving.policy import ContactPolicy, ControlGroup
 from serving.catalogue import compile_offer_rules
