@@ -153,10 +153,9 @@ def distinct_days(cust: np.ndarray, age: np.ndarray, n: int, group: np.ndarray |
     """
     day = np.floor(age).astype(np.int64)
     g = np.zeros(len(cust), dtype=np.int64) if group is None else group.astype(np.int64)
-    keep = g >= 0
-    if group is not None and not keep.all():
+    if group is not None and (g < 0).any():  # rows outside every group are not counted
+        keep = g >= 0
         cust, day, g = cust[keep], day[keep], g[keep]
-        keep = np.ones(len(cust), dtype=bool)
     start = _day_blocks(cust, day)
     if start is not None:  # each (customer, day) is one block of rows: no hash table
         if group is None:
@@ -166,7 +165,7 @@ def distinct_days(cust: np.ndarray, age: np.ndarray, n: int, group: np.ndarray |
         return np.bincount((seen % groups) * n + cust[start][seen // groups],
                            minlength=groups * n).reshape(groups, n).astype(np.float64)
     width = int(day.max()) + 1 if len(day) else 1
-    key = distinct((g[keep] * n + cust[keep]) * width + day[keep])
+    key = distinct((g * n + cust) * width + day)
     return np.bincount(key // width, minlength=groups * n).reshape(groups, n).astype(np.float64)
 
 
@@ -187,9 +186,8 @@ def main_category_days(cust: np.ndarray, age: np.ndarray, cat: np.ndarray, n: in
     if start is not None:  # each (customer, day) is one block of rows: rows per (block, category)
         hits = np.bincount(_block_of(start, len(cust)) * k + cat, minlength=len(start) * k).reshape(len(start), k)
         return per_category(cust[start], hits.argmax(axis=1), n, k)  # argmax: ties to the first declared
-    known = np.ones(len(cust), dtype=bool)
     width = int(day.max()) + 1
-    key = ((cust[known].astype(np.int64) * width + day) * k) + cat[known]
+    key = ((cust.astype(np.int64) * width + day) * k) + cat
     first, length = runs(key)
     code, uniq = pd.factorize(first)
     hits = np.bincount(code, weights=length, minlength=len(uniq)).astype(np.int64)  # rows per key
